@@ -1,0 +1,43 @@
+# virtfleet: `make demo` and `make test` each install what is missing (as root on Debian),
+# then run. Everything lands in .venv; the CLI is .venv/bin/virtfleet.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: all deps services demo test lint typecheck unit integration bench clean
+
+all: test
+
+# apt packages (only those missing), then the venv with virtfleet installed editable.
+$(STAMP): pyproject.toml scripts/install-deps.sh
+	bash scripts/install-deps.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+# libvirtd/virtlogd on this machine and a private PostgreSQL for the store tests; no systemd here.
+services: deps
+	bash scripts/start-services.sh
+
+lint: deps
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+test: services lint
+	. ./.test-env 2>/dev/null; $(VENV)/bin/pytest -q tests
+
+unit: deps
+	$(VENV)/bin/pytest -q tests/unit
+
+demo: services
+	$(VENV)/bin/virtfleet lab demo
+
+bench: services
+	$(PY) bench/fleet_query.py
+
+clean:
+	-$(VENV)/bin/virtfleet lab down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install the Debian packages virtfleet needs, only those that are missing.
+set -euo pipefail
+pkgs=(
+  python3-venv python3-dev gcc pkg-config
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
+  qemu-system-x86 qemu-utils ipxe-qemu
+  busybox-static cpio iproute2 dpkg-dev
+  postgresql
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "virtfleet: missing packages (${missing[*]}); run as root to install them" >&2
+    exit 1
+  fi
+  echo "virtfleet: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

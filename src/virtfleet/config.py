@@ -1,0 +1,88 @@
+"""Settings: where the store is, how long a hypervisor may take, how many to ask at once.
+
+Precedence: command-line flag, then environment (VIRTFLEET_*), then the default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from virtfleet.errors import InvalidInput
+
+DB_ENV = "VIRTFLEET_DB"
+
+
+def default_db_path() -> Path:
+    return Path(platformdirs.user_data_dir("virtfleet")) / "virtfleet.db"
+
+
+def db_url(value: str | None = None) -> str:
+    """Turn --db / VIRTFLEET_DB (a file path or a SQLAlchemy URL) into a database URL."""
+    raw = value if value else os.environ.get(DB_ENV, "")
+    if not raw:
+        path = default_db_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if "://" in raw:
+        scheme = raw.split("://", 1)[0]
+        if not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
+            raise InvalidInput("db", f"URL scheme {scheme!r} is not sqlite or postgresql")
+        return raw
+    path = Path(raw).expanduser().resolve()
+    if path.is_dir():
+        raise InvalidInput("db", f"{raw!r} is a directory; give a file path or a database URL")
+    if not path.parent.is_dir():
+        raise InvalidInput("db", f"directory {str(path.parent)!r} does not exist")
+    return f"sqlite:///{path}"
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(name, f"must be a number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise InvalidInput(name, "must be greater than 0")
+    return value
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(name, f"must be a whole number, not {raw!r}") from None
+    if value < 1:
+        raise InvalidInput(name, "must be at least 1")
+    return value
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long virtfleet waits on hypervisors."""
+
+    connect: float = 10.0  # opening a connection
+    call: float = 30.0  # one host's whole share of a fleet query
+    keepalive_interval: int = 5  # seconds between libvirt keepalive probes
+    keepalive_count: int = 3  # missed probes before the connection is declared dead
+
+    @classmethod
+    def from_env(cls) -> Timeouts:
+        return cls(
+            connect=_float_env("VIRTFLEET_CONNECT_TIMEOUT", cls.connect),
+            call=_float_env("VIRTFLEET_HOST_DEADLINE", cls.call),
+        )
+
+
+def fanout_concurrency() -> int:
+    """How many hypervisors a fleet operation talks to at once."""
+    return _int_env("VIRTFLEET_CONCURRENCY", 64)

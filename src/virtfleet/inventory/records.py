@@ -1,0 +1,98 @@
+"""Plain typed records passed between the store, the libvirt layer, the controller and the CLI.
+
+They carry no behaviour and import nothing heavy, so every layer can use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A hypervisor as the inventory knows it."""
+
+    name: str
+    uri: str
+    site: str
+    pod: str
+    groups: tuple[str, ...] = ()
+    maintenance: bool = False
+
+
+@dataclass(frozen=True)
+class DomainRecord:
+    """A VM as one hypervisor reported it (virsh list's facts, plus size)."""
+
+    name: str
+    uuid: str
+    state: str  # virsh's words: running, idle, paused, in shutdown, shut off, crashed, pmsuspended
+    id: int | None  # libvirt domain id while active, else None
+    vcpus: int
+    memory_mib: int
+    persistent: bool = True
+    autostart: bool = False
+
+
+@dataclass(frozen=True)
+class FleetVM:
+    """A VM placed in the fleet: which host, pod and site it is on, and when it was seen."""
+
+    host: str
+    site: str
+    pod: str
+    domain: DomainRecord
+    observed_at: datetime | None = None  # None: read live just now
+
+    def as_json(self) -> dict[str, object]:
+        d = self.domain
+        return {
+            "host": self.host,
+            "site": self.site,
+            "pod": self.pod,
+            "name": d.name,
+            "uuid": d.uuid,
+            "state": d.state,
+            "id": d.id,
+            "vcpus": d.vcpus,
+            "memory_mib": d.memory_mib,
+            "persistent": d.persistent,
+            "autostart": d.autostart,
+            "observed_at": self.observed_at.isoformat() if self.observed_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """The last thing the controller or a sync learned about a hypervisor's reachability."""
+
+    host: str
+    reachable: bool
+    error: str = ""
+    observed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ControllerRecord:
+    """A running `virtfleet serve`, registered in the store so CLIs can find it."""
+
+    url: str
+    token: str
+    pid: int
+    hostname: str
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+@dataclass
+class ApplyPlan:
+    """What `apply` would do: lists of (kind, name, detail) triples."""
+
+    added: list[tuple[str, str, str]] = field(default_factory=list)
+    changed: list[tuple[str, str, str]] = field(default_factory=list)
+    removed: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.changed or self.removed)
