@@ -19,7 +19,7 @@ Every model forbids unknown keys, so a typo is an error rather than a silently i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,8 +41,16 @@ from virtfleet.validate import check_name
 MAX_FLEET_FILE = 64 * 1024 * 1024
 
 
+def _rule(check: Callable[[], object]) -> None:
+    """Run a shared check; re-raise its rule as ValueError so pydantic adds the field path."""
+    try:
+        check()
+    except InvalidInput as exc:
+        raise ValueError(exc.rule) from None
+
+
 def _name(value: str) -> str:
-    check_name("name", value)
+    _rule(lambda: check_name("name", value))
     return value
 
 
@@ -89,6 +97,7 @@ class Hypervisor(_Model):
     @field_validator("uri")
     @classmethod
     def _uri(cls, value: str) -> str:
+        _rule(lambda: parse_uri(value))
         return parse_uri(value).render()
 
 
@@ -108,15 +117,6 @@ class Fleet(_Model):
     groups: tuple[HostGroup, ...] = ()
     sites: tuple[Site, ...] = ()
 
-    @model_validator(mode="after")
-    def _unique(self) -> Fleet:
-        _no_duplicates("groups", [g.name for g in self.groups])
-        _no_duplicates("sites", [s.name for s in self.sites])
-        _no_duplicates("pods", [p.name for s in self.sites for p in s.pods])
-        _no_duplicates("hypervisors", [h.name for _, _, h in self.hypervisors()])
-        _no_duplicates("hypervisor uri", [h.uri for _, _, h in self.hypervisors()])
-        return self
-
     def hypervisors(self) -> Iterator[tuple[Site, Pod, Hypervisor]]:
         for site in self.sites:
             for pod in site.pods:
@@ -131,13 +131,28 @@ class Fleet(_Model):
         return names
 
 
-def _no_duplicates(what: str, names: list[str]) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ValueError(f"duplicate {what} name {name!r}" if what != "hypervisor uri"
-                             else f"two hypervisors share the uri {name!r}")
-        seen.add(name)
+def _check_unique(fleet: Fleet) -> None:
+    """Names are unique fleet-wide (and URIs per hypervisor); the error points at the repeat."""
+    seen: dict[str, dict[str, str]] = {k: {} for k in ("group", "site", "pod", "hypervisor",
+                                                      "uri")}
+
+    def once(kind: str, value: str, where: str) -> None:
+        first = seen[kind].get(value)
+        if first is not None:
+            what = "uri" if kind == "uri" else "name"
+            raise InvalidInput(where, f"duplicate {kind} {what} {value!r} (first at {first})")
+        seen[kind][value] = where
+
+    for i, g in enumerate(fleet.groups):
+        once("group", g.name, f"groups[{i}].name")
+    for si, site in enumerate(fleet.sites):
+        once("site", site.name, f"sites[{si}].name")
+        for pi, pod in enumerate(site.pods):
+            once("pod", pod.name, f"sites[{si}].pods[{pi}].name")
+            for hi, hv in enumerate(pod.hypervisors):
+                where = f"sites[{si}].pods[{pi}].hypervisors[{hi}]"
+                once("hypervisor", hv.name, f"{where}.name")
+                once("uri", hv.uri, f"{where}.uri")
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -161,17 +176,6 @@ def _first_error(exc: ValidationError) -> InvalidInput:
     return InvalidInput(_loc(loc), msg)
 
 
-def _invalid_from_nested(exc: ValidationError) -> InvalidInput:
-    """Errors raised inside validators as InvalidInput keep their own field name."""
-    err = exc.errors()[0]
-    inner = err.get("ctx", {}).get("error")
-    if isinstance(inner, InvalidInput):
-        loc = _loc(tuple(err["loc"]))
-        return InvalidInput(f"{loc}" if inner.field in ("name", "uri") else
-                            f"{loc} ({inner.field})", inner.rule)
-    return _first_error(exc)
-
-
 def parse_fleet(data: Any, source: str = "fleet file") -> Fleet:
     """Validate already-loaded YAML data as a fleet."""
     if data is None:
@@ -179,9 +183,11 @@ def parse_fleet(data: Any, source: str = "fleet file") -> Fleet:
     if not isinstance(data, dict):
         raise InvalidInput(source, "must be a YAML mapping with a 'sites' list")
     try:
-        return Fleet.model_validate(data)
+        fleet = Fleet.model_validate(data)
     except ValidationError as exc:
-        raise _invalid_from_nested(exc) from None
+        raise _first_error(exc) from None
+    _check_unique(fleet)
+    return fleet
 
 
 def load_fleet(path: str | Path) -> Fleet:

@@ -1,0 +1,80 @@
+"""libvirt errors -> virtfleet errors, in one place.
+
+libvirt reports everything as libvirtError with a numeric code and the subsystem it came from.
+What a caller needs to know is simpler: was the object missing, did the request clash with the
+object's state, is the host unreachable (worth retrying, and a reason to mark it down), or did
+the hypervisor refuse for another reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import libvirt
+
+from virtfleet.errors import (
+    Conflict,
+    HostUnavailable,
+    HypervisorError,
+    NotFound,
+    OperationTimeout,
+    VirtfleetError,
+)
+
+_NOT_FOUND = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_NETWORK,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT,
+    libvirt.VIR_ERR_NO_NODE_DEVICE,
+    libvirt.VIR_ERR_NO_INTERFACE,
+    libvirt.VIR_ERR_NO_SECRET,
+    libvirt.VIR_ERR_NO_NWFILTER,
+}
+_CONFLICT = {
+    libvirt.VIR_ERR_OPERATION_INVALID,  # e.g. starting a running domain
+    libvirt.VIR_ERR_DOM_EXIST,
+    libvirt.VIR_ERR_STORAGE_VOL_EXIST,
+    libvirt.VIR_ERR_RESOURCE_BUSY,
+}
+_UNREACHABLE = {
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_AUTH_FAILED,
+    libvirt.VIR_ERR_AUTH_CANCELLED,
+    libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_INVALID_CONN,
+}
+# Subsystems whose failures mean the transport, not the request, went wrong.
+_TRANSPORT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE, libvirt.VIR_FROM_SSH}
+
+
+def map_error(exc: libvirt.libvirtError, host: str) -> VirtfleetError:
+    """Translate one libvirtError raised while talking to `host`."""
+    code = exc.get_error_code()
+    domain = exc.get_error_domain()
+    text = (exc.get_error_message() or str(exc)).strip().splitlines()[0] if str(exc) else ""
+    msg = f"{host}: {text}" if text else f"{host}: libvirt error {code}"
+    if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
+        return OperationTimeout(msg)
+    if code in _NOT_FOUND:
+        return NotFound(msg)
+    if code in _CONFLICT:
+        return Conflict(msg)
+    if code in _UNREACHABLE or (
+        domain in _TRANSPORT_DOMAINS and code in (libvirt.VIR_ERR_SYSTEM_ERROR,
+                                                  libvirt.VIR_ERR_INTERNAL_ERROR)
+    ):
+        return HostUnavailable(msg)
+    return HypervisorError(msg)
+
+
+@contextmanager
+def libvirt_errors(host: str) -> Iterator[None]:
+    """Run a block of libvirt calls; any libvirtError leaves it as a virtfleet error."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        raise map_error(exc, host) from None

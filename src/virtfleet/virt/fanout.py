@@ -1,0 +1,143 @@
+"""Ask many hypervisors the same thing at once, each with its own deadline.
+
+A fleet query must never wait on its slowest host for longer than the per-host deadline, and one
+dead host must never fail the others. Each host's work runs in its own daemon thread, at most
+`concurrency` at a time; a job that passes its deadline is reported as OperationTimeout and
+abandoned (its thread ends when libvirt's keepalive gives up on the peer), and its slot goes to
+the next host. Results come back per host, in the order the hosts were given.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from virtfleet.config import Timeouts, fanout_concurrency
+from virtfleet.errors import OperationTimeout, VirtfleetError
+from virtfleet.inventory.records import HostRecord
+from virtfleet.virt.host import Host
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class HostResult(Generic[T]):
+    host: HostRecord
+    value: T | None = None
+    error: VirtfleetError | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class ConnectionPool:
+    """One open Host per hypervisor, reopened when its connection died. Thread-safe."""
+
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
+        self.timeouts = timeouts or Timeouts()
+        self._hosts: dict[str, Host] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock_for(self, uri: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uri, threading.Lock())
+
+    def get(self, record: HostRecord) -> Host:
+        with self._lock_for(record.uri):
+            host = self._hosts.get(record.uri)
+            if host is not None and host.alive:
+                return host
+            if host is not None:
+                host.close()
+            host = Host.open(record.uri, self.timeouts, label=record.name)
+            self._hosts[record.uri] = host
+            return host
+
+    def alive(self, record: HostRecord) -> bool:
+        """Whether an open, live connection to this host is held (no RPC)."""
+        with self._guard:
+            host = self._hosts.get(record.uri)
+        return host is not None and host.alive
+
+    def discard(self, record: HostRecord) -> None:
+        """Forget a host whose call hung; close it off the caller's thread (close may block)."""
+        with self._guard:
+            host = self._hosts.pop(record.uri, None)
+        if host is not None:
+            threading.Thread(target=host.close, daemon=True).start()
+
+    def opened(self) -> list[str]:
+        with self._guard:
+            return list(self._hosts)
+
+    def close(self) -> None:
+        with self._guard:
+            hosts = list(self._hosts.values())
+            self._hosts.clear()
+        for host in hosts:
+            host.close()
+
+
+Progress = Callable[[HostResult[object]], None]
+
+
+def fan_out(
+    hosts: Sequence[HostRecord],
+    work: Callable[[Host], T],
+    pool: ConnectionPool,
+    *,
+    concurrency: int | None = None,
+    deadline: float | None = None,
+    progress: Callable[[HostResult[T]], None] | None = None,
+) -> list[HostResult[T]]:
+    """Run `work(host)` for every host; return each host's value or error, in input order."""
+    limit = max(1, concurrency or fanout_concurrency())
+    per_host = deadline if deadline is not None else pool.timeouts.call
+    results: list[HostResult[T] | None] = [None] * len(hosts)
+    done_q: queue.Queue[tuple[int, T | None, VirtfleetError | None, float]] = queue.Queue()
+    running: dict[int, float] = {}  # index -> start time
+    next_index = 0
+
+    def job(i: int) -> None:
+        start = time.monotonic()
+        try:
+            value = work(pool.get(hosts[i]))
+            done_q.put((i, value, None, time.monotonic() - start))
+        except VirtfleetError as exc:
+            done_q.put((i, None, exc, time.monotonic() - start))
+
+    def finish(i: int, result: HostResult[T]) -> None:
+        results[i] = result
+        if progress is not None:
+            progress(result)
+
+    while next_index < len(hosts) or running:
+        while next_index < len(hosts) and len(running) < limit:
+            running[next_index] = time.monotonic()
+            threading.Thread(target=job, args=(next_index,), daemon=True,
+                             name=f"fanout {hosts[next_index].name}").start()
+            next_index += 1
+        now = time.monotonic()
+        wait = max(0.0, min(start + per_host for start in running.values()) - now)
+        try:
+            i, value, err, secs = done_q.get(timeout=wait)
+            if i in running:  # a late answer from an abandoned job is dropped
+                del running[i]
+                finish(i, HostResult(hosts[i], value, err, secs))
+        except queue.Empty:
+            pass
+        now = time.monotonic()
+        for i, start in list(running.items()):
+            if now - start >= per_host:
+                del running[i]
+                pool.discard(hosts[i])
+                finish(i, HostResult(hosts[i], None, OperationTimeout(
+                    f"{hosts[i].name}: no answer within {per_host:g}s"), now - start))
+    return [r for r in results if r is not None]

@@ -1,0 +1,281 @@
+"""One hypervisor connection: opened with a deadline, kept alive, watched, and its queries.
+
+libvirt's open() has no timeout: connecting to a host that drops packets blocks for minutes.
+So the open runs in a daemon thread and the caller waits only `Timeouts.connect` seconds; a
+connection that arrives late is closed. Once open, libvirt keepalive probes (driven by the
+event loop thread) notice a peer that stops answering, and the close callback marks the Host
+dead so the pool reopens it on next use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+
+from virtfleet.config import Timeouts
+from virtfleet.errors import HostUnavailable, OperationTimeout
+from virtfleet.inventory.records import DomainRecord
+from virtfleet.virt.errors import libvirt_errors
+from virtfleet.virt.eventloop import ensure_event_loop
+
+# virsh's words for domain states (virsh-domain-monitor.c), so output reads like virsh.
+STATE_WORDS = {
+    libvirt.VIR_DOMAIN_NOSTATE: "no state",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "idle",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "in shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+STATES = tuple(STATE_WORDS.values())
+
+_STATS = (
+    libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON
+)
+
+LifecycleCallback = Callable[["Host", str, int, int], None]  # host, domain uuid, event, detail
+
+
+def _open_in_thread(uri: str, seconds: float, label: str) -> Any:
+    box: dict[str, Any] = {}
+    done = threading.Event()
+    abandoned = threading.Event()
+
+    def opener() -> None:
+        try:
+            box["conn"] = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            box["error"] = exc
+        done.set()
+        if abandoned.is_set() and "conn" in box:
+            _quiet_close(box["conn"])
+
+    threading.Thread(target=opener, name=f"open {label}", daemon=True).start()
+    if not done.wait(seconds):
+        abandoned.set()
+        if done.is_set() and "conn" in box:  # finished in the gap between wait and set
+            return box["conn"]
+        raise OperationTimeout(f"{label}: no answer within {seconds:g}s while connecting")
+    if "error" in box:
+        exc = box["error"]
+        with libvirt_errors(label):
+            raise exc
+    return box["conn"]
+
+
+def _quiet_close(conn: Any) -> None:
+    try:
+        conn.close()
+    except libvirt.libvirtError:
+        pass  # already gone; nothing to release
+
+
+class Host:
+    """An open connection to one hypervisor. Thread-safe: libvirt serialises RPC per connection."""
+
+    def __init__(self, conn: Any, uri: str, label: str) -> None:
+        self._conn = conn
+        self.uri = uri
+        self.label = label
+        self._dead = False
+        self._lifecycle_ids: list[int] = []
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, uri: str, timeouts: Timeouts | None = None, label: str | None = None) -> Host:
+        """Connect to `uri` within the connect timeout; raise HostUnavailable/OperationTimeout."""
+        t = timeouts or Timeouts()
+        name = label or uri
+        ensure_event_loop()
+        conn = _open_in_thread(uri, t.connect, name)
+        host = cls(conn, uri, name)
+        if "+" in uri.split("://", 1)[0]:  # keepalive exists only for remote transports
+            with libvirt_errors(name):
+                conn.setKeepAlive(t.keepalive_interval, t.keepalive_count)
+        with libvirt_errors(name):
+            conn.registerCloseCallback(host._on_close, None)
+        return host
+
+    def _on_close(self, _conn: Any, _reason: int, _opaque: object) -> None:
+        self._dead = True
+
+    @property
+    def alive(self) -> bool:
+        if self._dead:
+            return False
+        try:
+            return bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def close(self) -> None:
+        self._dead = True
+        for cb_id in self._lifecycle_ids:
+            try:
+                self._conn.domainEventDeregisterAny(cb_id)
+            except libvirt.libvirtError:
+                pass  # the connection is already broken; the callback died with it
+        self._lifecycle_ids.clear()
+        try:
+            self._conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass  # see above
+        _quiet_close(self._conn)
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _check(self) -> None:
+        if self._dead:
+            raise HostUnavailable(f"{self.label}: connection closed")
+
+    # -- domains ------------------------------------------------------------------------------
+
+    def list_domains(self) -> list[DomainRecord]:
+        """Every domain with state, vCPUs and memory, in as few RPCs as the driver allows."""
+        self._check()
+        with libvirt_errors(self.label):
+            stats = self._conn.getAllDomainStats(_STATS, 0)
+            transient = {d.UUIDString() for d in
+                         self._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)}
+            autostart = {d.UUIDString() for d in
+                         self._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)}
+            out = []
+            for dom, st in stats:
+                uuid = dom.UUIDString()
+                vcpus = st.get("vcpu.current")
+                mem_kib = st.get("balloon.maximum")
+                if vcpus is None or mem_kib is None:
+                    # Drivers without these stats (the test driver): one info() call each.
+                    info = dom.info()
+                    vcpus, mem_kib = info[3], info[1]
+                dom_id = dom.ID()
+                out.append(DomainRecord(
+                    name=dom.name(),
+                    uuid=uuid,
+                    state=STATE_WORDS.get(st.get("state.state", 0), "no state"),
+                    id=dom_id if dom_id >= 0 else None,
+                    vcpus=int(vcpus),
+                    memory_mib=int(mem_kib) // 1024,
+                    persistent=uuid not in transient,
+                    autostart=uuid in autostart,
+                ))
+        out.sort(key=lambda d: (d.id is None, d.id or 0, d.name))
+        return out
+
+    def define_domain(self, xml: str) -> str:
+        self._check()
+        with libvirt_errors(self.label):
+            return str(self._conn.defineXML(xml).name())
+
+    def _domain(self, name: str) -> Any:
+        self._check()
+        with libvirt_errors(self.label):
+            return self._conn.lookupByName(name)
+
+    def start_domain(self, name: str) -> None:
+        dom = self._domain(name)
+        with libvirt_errors(self.label):
+            dom.create()
+
+    def destroy_domain(self, name: str) -> None:
+        dom = self._domain(name)
+        with libvirt_errors(self.label):
+            dom.destroy()
+
+    def undefine_domain(self, name: str) -> None:
+        dom = self._domain(name)
+        with libvirt_errors(self.label):
+            dom.undefine()
+
+    def domain_xml(self, name: str) -> str:
+        dom = self._domain(name)
+        with libvirt_errors(self.label):
+            return str(dom.XMLDesc(0))
+
+    # -- the host itself ----------------------------------------------------------------------
+
+    def node_info(self) -> list[Any]:
+        """virNodeGetInfo: [arch, memory MiB, cpus, mhz, numa nodes, sockets, cores, threads]."""
+        self._check()
+        with libvirt_errors(self.label):
+            return list(self._conn.getInfo())
+
+    def hostname(self) -> str:
+        self._check()
+        with libvirt_errors(self.label):
+            return str(self._conn.getHostname())
+
+    def sysinfo_xml(self) -> str:
+        self._check()
+        with libvirt_errors(self.label):
+            return str(self._conn.getSysinfo(0))
+
+    def capabilities_xml(self) -> str:
+        self._check()
+        with libvirt_errors(self.label):
+            return str(self._conn.getCapabilities())
+
+    def domain_capabilities_xml(self, virttype: str) -> str:
+        self._check()
+        with libvirt_errors(self.label):
+            return str(self._conn.getDomainCapabilities(None, None, None, virttype, 0))
+
+    def versions(self) -> dict[str, object]:
+        """What `virsh version` prints: client library, daemon library, driver and its version."""
+        self._check()
+        with libvirt_errors(self.label):
+            return {
+                "client_library": _dotted(libvirt.getVersion()),
+                "daemon_library": _dotted(self._conn.getLibVersion()),
+                "driver": str(self._conn.getType()),
+                "hypervisor": _dotted(self._conn.getVersion()),
+            }
+
+    # -- events -------------------------------------------------------------------------------
+
+    def on_lifecycle(self, callback: LifecycleCallback) -> None:
+        """Call `callback(host, uuid, event, detail)` from the event thread on lifecycle events."""
+        self._check()
+
+        def relay(_conn: Any, dom: Any, event: int, detail: int, _opaque: object) -> None:
+            callback(self, dom.UUIDString(), event, detail)
+
+        with libvirt_errors(self.label):
+            cb_id = self._conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, relay, None
+            )
+        self._lifecycle_ids.append(cb_id)
+
+    def domain_by_uuid(self, uuid: str) -> DomainRecord | None:
+        """One domain's record, or None if it no longer exists (undefined)."""
+        self._check()
+        try:
+            dom = self._conn.lookupByUUIDString(uuid)
+            state, _max_kib, _mem, vcpus, _t = dom.info()
+            mem_kib = dom.maxMemory()
+            dom_id = dom.ID()
+            return DomainRecord(
+                name=dom.name(), uuid=uuid, state=STATE_WORDS.get(state, "no state"),
+                id=dom_id if dom_id >= 0 else None, vcpus=int(vcpus),
+                memory_mib=int(mem_kib) // 1024, persistent=bool(dom.isPersistent()),
+                autostart=bool(dom.autostart()) if dom.isPersistent() else False,
+            )
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            with libvirt_errors(self.label):
+                raise
+
+
+def _dotted(v: int) -> str:
+    return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
