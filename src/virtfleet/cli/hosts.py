@@ -1,0 +1,209 @@
+"""`virtfleet host ...`: the inventory's hypervisors, and what each one is (virsh's words)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from virtfleet.cli.context import app_context
+from virtfleet.cli.options import Group, Json, Pod, Site
+from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
+from virtfleet.cli.progress import fleet_progress
+from virtfleet.errors import NotFound
+from virtfleet.inventory.fleetfile import Hypervisor
+from virtfleet.inventory.records import HostRecord
+from virtfleet.queries import (
+    ask_fleet,
+    check_of,
+    failures,
+    node_info_of,
+    sysinfo_of,
+    version_of,
+)
+
+app = typer.Typer(no_args_is_help=True, help="Hypervisors: inventory and facts.")
+
+Names = Annotated[list[str] | None, typer.Argument(help="Hypervisor names (default: all).")]
+
+
+def select_hosts(ctx: typer.Context, names: list[str] | None, site: str | None,
+                 pod: str | None, group: str | None) -> list[HostRecord]:
+    hosts = app_context(ctx).store().hypervisors(site=site, pod=pod, group=group)
+    if names:
+        by_name = {h.name: h for h in hosts}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise NotFound(f"hypervisor {missing[0]!r} is not in the inventory"
+                           + (" (or not in the given site/pod/group)" if site or pod or group
+                              else ""))
+        hosts = [by_name[n] for n in names]
+    return hosts
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Hypervisor name (its DNS name).")],
+    uri: Annotated[str, typer.Option("--uri", help="libvirt URI, e.g. qemu+ssh://hv1/system.")],
+    site: Annotated[str, typer.Option("--site", help="Site it is in (created if new).")],
+    pod: Annotated[str, typer.Option("--pod", help="Pod it is in (created if new).")],
+    group: Annotated[list[str] | None, typer.Option("--group", help="Host group (repeat).")] = None,
+) -> None:
+    """Add one hypervisor to the inventory (`apply -f` does many)."""
+    from virtfleet.inventory.fleetfile import parse_fleet
+
+    # Validate through the fleet file model so `host add` and `apply` share every rule.
+    fleet = parse_fleet({"sites": [{"name": site, "pods": [{"name": pod, "hypervisors": [
+        {"name": name, "uri": uri, "groups": list(group or [])}]}]}]})
+    hv: Hypervisor = fleet.sites[0].pods[0].hypervisors[0]
+    app_context(ctx).store().add_hypervisor(site, pod, hv)
+    emit(f"Hypervisor {name} added to {site}/{pod}\n")
+
+
+@app.command("remove")
+def remove(ctx: typer.Context,
+           name: Annotated[str, typer.Argument(help="Hypervisor name.")]) -> None:
+    """Remove a hypervisor from the inventory (its VMs are not touched)."""
+    app_context(ctx).store().remove_hypervisor(name)
+    emit(f"Hypervisor {name} removed from the inventory\n")
+
+
+@app.command("list")
+def list_hosts(ctx: typer.Context, site: Site = None, pod: Pod = None, group: Group = None,
+               json: Json = False) -> None:
+    """Hypervisors in the inventory, with the last known reachability."""
+    store = app_context(ctx).store()
+    hosts = store.hypervisors(site=site, pod=pod, group=group)
+    status = {s.host: s for s in store.host_statuses()}
+    if json:
+        emit_json([{
+            "name": h.name, "uri": h.uri, "site": h.site, "pod": h.pod,
+            "groups": list(h.groups), "maintenance": h.maintenance,
+            "reachable": status[h.name].reachable if h.name in status else None,
+            "error": status[h.name].error if h.name in status else "",
+            "observed_at": (status[h.name].observed_at.isoformat()
+                            if h.name in status and status[h.name].observed_at else None),
+        } for h in hosts])
+        return
+    def state(h: HostRecord) -> str:
+        s = status.get(h.name)
+        if h.maintenance:
+            return "maintenance"
+        if s is None:
+            return "unknown"
+        return "up" if s.reachable else "down"
+    emit(table(["Name", "Site", "Pod", "Groups", "State", "URI"],
+               [(h.name, h.site, h.pod, ",".join(h.groups) or "-", state(h), h.uri)
+                for h in hosts]))
+
+
+def _finish(results: list, json: bool) -> None:  # type: ignore[type-arg]
+    failed = failures(results)
+    report_failures(failed)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("info")
+def info(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
+         group: Group = None, json: Json = False) -> None:
+    """`virsh nodeinfo` for each hypervisor: CPU model, CPUs, MHz, topology, memory."""
+    hosts = select_hosts(ctx, names, site, pod, group)
+    with fleet_progress(len(hosts), "nodeinfo") as tick:
+        results = ask_fleet(hosts, node_info_of, progress=tick)
+    ok = [r for r in results if r.value is not None]
+    if json:
+        emit_json([{"host": r.host.name, "site": r.host.site, "pod": r.host.pod,
+                    **r.value.as_json()} for r in ok if r.value is not None])
+    else:
+        for r in ok:
+            n = r.value
+            assert n is not None
+            emit(f"{r.host.name}\n" + fields([
+                ("CPU model", n.cpu_model), ("CPU(s)", n.cpus),
+                ("CPU frequency", f"{n.mhz} MHz"), ("CPU socket(s)", n.sockets),
+                ("Core(s) per socket", n.cores_per_socket),
+                ("Thread(s) per core", n.threads_per_core), ("NUMA cell(s)", n.numa_cells),
+                ("Memory size", f"{n.memory_kib} KiB")]) + "\n")
+    _finish(results, json)
+
+
+@app.command("sysinfo")
+def sysinfo(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
+            group: Group = None, json: Json = False) -> None:
+    """`virsh sysinfo` parsed: BIOS, system, processors and DIMMs of each hypervisor."""
+    hosts = select_hosts(ctx, names, site, pod, group)
+    with fleet_progress(len(hosts), "sysinfo") as tick:
+        results = ask_fleet(hosts, sysinfo_of, progress=tick)
+    if json:
+        emit_json([{"host": r.host.name, **r.value.as_json()}
+                   for r in results if r.value is not None])
+    else:
+        for r in results:
+            s = r.value
+            if s is None:
+                continue
+            dimms = s.populated_dimms
+            dimm_sizes = sorted({d.get("size", "?") for d in dimms})
+            emit(f"{r.host.name}\n" + fields([
+                ("BIOS", " ".join(filter(None, [s.bios.get("vendor"), s.bios.get("version"),
+                                               s.bios.get("date")])) or None),
+                ("System", " ".join(filter(None, [s.system.get("manufacturer"),
+                                                 s.system.get("product")])) or None),
+                ("Serial", s.system.get("serial")),
+                ("UUID", s.system.get("uuid")),
+                ("Processors", "; ".join(p.get("version", "?") for p in s.processors) or None),
+                ("DIMMs", f"{len(dimms)} populated of {len(s.memory_devices)}"
+                          + (f" ({', '.join(dimm_sizes)})" if dimm_sizes else "")),
+            ]) + "\n")
+    _finish(results, json)
+
+
+@app.command("version")
+def version(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
+            group: Group = None, json: Json = False) -> None:
+    """`virsh version` for each hypervisor: libvirt and hypervisor versions."""
+    hosts = select_hosts(ctx, names, site, pod, group)
+    with fleet_progress(len(hosts), "version") as tick:
+        results = ask_fleet(hosts, version_of, progress=tick)
+    ok = [(r.host, r.value) for r in results if r.value is not None]
+    if json:
+        emit_json([{"host": h.name, **v} for h, v in ok])
+    else:
+        emit(table(["Host", "Client library", "Daemon library", "Driver", "Hypervisor"],
+                   [(h.name, v["client_library"], v["daemon_library"], v["driver"],
+                     v["hypervisor"]) for h, v in ok]))
+    _finish(results, json)
+
+
+@app.command("check")
+def check(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
+          group: Group = None, json: Json = False) -> None:
+    """Preflight: reachable, virt types, VT-x/AMD-V, IOMMU, KVM usable."""
+    hosts = select_hosts(ctx, names, site, pod, group)
+    with fleet_progress(len(hosts), "check") as tick:
+        results = ask_fleet(hosts, check_of, progress=tick)
+    if json:
+        out: list[dict[str, object]] = []
+        for r in results:
+            if r.value is not None:
+                out.append({"host": r.host.name, **r.value.as_json()})
+            else:
+                out.append({"host": r.host.name, "reachable": False, "ok": False,
+                            "problems": [str(r.error)]})
+        emit_json(out)
+    else:
+        def yn(v: bool | None) -> str:
+            return "-" if v is None else ("yes" if v else "no")
+        rows = []
+        for r in results:
+            c = r.value
+            if c is None:
+                rows.append((r.host.name, "no", "-", "-", "-", "-", str(r.error)))
+            else:
+                rows.append((r.host.name, "yes", ",".join(c.virt_types) or "-",
+                             c.hw_virt or "-", yn(c.iommu), yn(c.kvm_usable),
+                             "; ".join(c.problems) or "ok"))
+        emit(table(["Host", "Reachable", "Virt types", "VT", "IOMMU", "KVM", "Notes"], rows))
+    _finish(results, json)

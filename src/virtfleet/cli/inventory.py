@@ -1,0 +1,49 @@
+"""`virtfleet apply -f FILE`: make the inventory what the fleet file says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from virtfleet.cli.context import app_context
+from virtfleet.cli.options import Json
+from virtfleet.cli.output import emit, emit_json
+from virtfleet.inventory.fleetfile import load_fleet
+from virtfleet.inventory.records import ApplyPlan
+
+
+def _plan_text(plan: ApplyPlan, dry_run: bool) -> str:
+    if plan.empty:
+        return "Inventory already matches the fleet file; nothing to do.\n"
+    verb = "Would" if dry_run else "Did"
+    lines = []
+    for sign, label, items in (("+", "add", plan.added), ("~", "change", plan.changed),
+                               ("-", "remove", plan.removed)):
+        for kind, name, detail in items:
+            lines.append(f"{sign} {kind} {name}" + (f": {detail}" if detail else ""))
+    counts = f"{len(plan.added)} to add, {len(plan.changed)} to change, " \
+             f"{len(plan.removed)} to remove"
+    summary = f"{verb}: {counts}" if dry_run else f"Applied: {counts.replace(' to ', ' ')}"
+    return "\n".join(lines) + f"\n{summary}\n"
+
+
+def apply(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Option("-f", "--file", help="Fleet file (YAML).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run",
+                                          help="Show what would change; write nothing.")] = False,
+    json: Json = False,
+) -> None:
+    """Validate a fleet file and record it in the store (adds, changes, removes)."""
+    fleet = load_fleet(file)
+    store = app_context(ctx).store()
+    plan = store.plan_apply(fleet) if dry_run else store.apply(fleet)
+    if json:
+        def rows(items: list[tuple[str, str, str]]) -> list[dict[str, str]]:
+            return [{"kind": k, "name": n, "detail": d} for k, n, d in items]
+        emit_json({"dry_run": dry_run, "added": rows(plan.added), "changed": rows(plan.changed),
+                   "removed": rows(plan.removed)})
+    else:
+        emit(_plan_text(plan, dry_run))

@@ -1,0 +1,13 @@
+"""Options several commands share, so they read the same everywhere."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+Site = Annotated[str | None, typer.Option("--site", help="Only this site.")]
+Pod = Annotated[str | None, typer.Option("--pod", help="Only this pod.")]
+HostOpt = Annotated[str | None, typer.Option("--host", help="Only this hypervisor.")]
+Group = Annotated[str | None, typer.Option("--group", help="Only hypervisors in this host group.")]

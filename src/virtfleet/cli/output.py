@@ -1,0 +1,68 @@
+"""How the CLI prints: virsh-like tables for people, JSON for scripts, failures on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from virtfleet.errors import VirtfleetError
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Columns padded like `virsh list`: a header, a rule of dashes, then the rows."""
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], len(v))
+    def line(vals: Sequence[str]) -> str:
+        return (" " + "   ".join(v.ljust(widths[i]) for i, v in enumerate(vals))).rstrip()
+    out = [line(list(headers)), "-" * (sum(widths) + 3 * (len(widths) - 1) + 2)]
+    out.extend(line(r) for r in cells)
+    return "\n".join(out) + "\n"
+
+
+def fields(pairs: Sequence[tuple[str, object]]) -> str:
+    """`virsh nodeinfo` style: 'Label:   value' lines."""
+    width = max(len(k) for k, _ in pairs) + 2
+    return "".join(f"{(k + ':').ljust(width)}{'-' if v is None else v}\n" for k, v in pairs)
+
+
+def emit(text: str) -> None:
+    sys.stdout.write(text)
+
+
+def emit_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"virtfleet: {message}\n")
+
+
+def report_failures(failed: Sequence[tuple[str, VirtfleetError]]) -> None:
+    """Name each host that failed, one line each, on stderr."""
+    for host, err in failed:
+        text = err.message
+        if text.startswith(f"{host}: "):
+            text = text[len(host) + 2:]
+        sys.stderr.write(f"virtfleet: {host}: {err.kind}: {text}\n")
+    if failed:
+        sys.stderr.write(f"virtfleet: {len(failed)} host(s) failed; results above are partial\n")
+
+
+def age(observed_at: datetime | None, now: datetime | None = None) -> str:
+    """'live' or how old a cached reading is, in the largest sensible unit."""
+    if observed_at is None:
+        return "live"
+    secs = ((now or datetime.now(UTC)) - observed_at).total_seconds()
+    if secs < 1:
+        return "<1s"
+    if secs < 120:
+        return f"{secs:.0f}s"
+    if secs < 7200:
+        return f"{secs / 60:.0f}m"
+    return f"{secs / 3600:.0f}h"

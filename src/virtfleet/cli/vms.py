@@ -1,0 +1,113 @@
+"""`virtfleet list`: every VM of the fleet (or of a site, pod, host or group) with its state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from virtfleet.cli.context import AppContext, app_context
+from virtfleet.cli.options import Group, HostOpt, Json, Pod, Site
+from virtfleet.cli.output import age, emit, emit_json, table, warn
+from virtfleet.cli.progress import fleet_progress
+from virtfleet.errors import HostUnavailable, InvalidInput, VirtfleetError
+from virtfleet.inventory.records import DomainRecord, FleetVM
+
+# virsh's words (virt/host.py STATE_WORDS); repeated here so the CLI need not import libvirt
+# before it knows it has to.
+STATES = ("running", "idle", "paused", "in shutdown", "shut off", "crashed", "pmsuspended",
+          "no state")
+
+
+class _Failure(VirtfleetError):
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self._kind = kind
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+
+def _from_controller(actx: AppContext, filters: dict[str, str | None]
+                     ) -> tuple[list[FleetVM], list[tuple[str, VirtfleetError]]] | None:
+    """The fleet view from a running controller, or None if there is none to ask."""
+    from virtfleet.controller.client import ControllerClient, is_live
+
+    rec = actx.store().controller()
+    if not is_live(rec):
+        return None
+    assert rec is not None
+    try:
+        data = ControllerClient(rec).vms(**filters)
+    except HostUnavailable as exc:
+        warn(f"{exc.message}; asking the hypervisors directly")
+        return None
+    vms = []
+    for v in data["vms"]:
+        seen = v.get("observed_at")
+        vms.append(FleetVM(
+            host=v["host"], site=v["site"], pod=v["pod"],
+            observed_at=datetime.fromisoformat(seen) if seen else None,
+            domain=DomainRecord(name=v["name"], uuid=v["uuid"], state=v["state"], id=v["id"],
+                                vcpus=v["vcpus"], memory_mib=v["memory_mib"],
+                                persistent=v["persistent"], autostart=v["autostart"])))
+    failed: list[tuple[str, VirtfleetError]] = [
+        (f["host"], _Failure(f["error"], f["kind"])) for f in data["failed"]]
+    return vms, failed
+
+
+def _live(actx: AppContext, site: str | None, pod: str | None, host: str | None,
+          group: str | None, state: str | None
+          ) -> tuple[list[FleetVM], list[tuple[str, VirtfleetError]]]:
+    from virtfleet.queries import ask_fleet, domains_of, failures, fleet_vms
+
+    hosts = actx.store().hypervisors(site=site, pod=pod, host=host, group=group)
+    with fleet_progress(len(hosts), "list") as tick:
+        results = ask_fleet(hosts, domains_of, progress=tick)
+    vms = [v for v in fleet_vms(results) if state is None or v.domain.state == state]
+    return vms, failures(results)
+
+
+def list_vms(
+    ctx: typer.Context,
+    site: Site = None,
+    pod: Pod = None,
+    host: HostOpt = None,
+    group: Group = None,
+    state: Annotated[str | None, typer.Option(
+        "--state", help=f"Only VMs in this state ({', '.join(STATES)}).")] = None,
+    live: Annotated[bool, typer.Option(
+        "--live", help="Ask the hypervisors now even if a controller is running.")] = False,
+    json: Json = False,
+) -> None:
+    """Every VM of the fleet with its state, like `virsh list --all` on every hypervisor."""
+    from virtfleet.cli.output import report_failures
+
+    if state is not None and state not in STATES:
+        raise InvalidInput("--state", f"{state!r} is not one of: {', '.join(STATES)}")
+    actx = app_context(ctx)
+    filters = {"site": site, "pod": pod, "host": host, "group": group, "state": state}
+    got = None if live else _from_controller(actx, filters)
+    source = "controller"
+    if got is None:
+        got = _live(actx, site, pod, host, group, state)
+        source = "live"
+    vms, failed = got
+    if json:
+        emit_json([v.as_json() for v in vms])
+    else:
+        emit(table(["Site", "Pod", "Host", "Id", "Name", "State", "vCPUs", "Memory"],
+                   [(v.site, v.pod, v.host, v.domain.id, v.domain.name, v.domain.state,
+                     v.domain.vcpus, f"{v.domain.memory_mib} MiB") for v in vms]))
+        hosts = len({v.host for v in vms})
+        if source == "controller":
+            oldest = min((v.observed_at for v in vms if v.observed_at), default=None)
+            warn(f"{len(vms)} VMs on {hosts} hypervisors, from the controller; "
+                 f"oldest reading {age(oldest, datetime.now(UTC))} old")
+        else:
+            warn(f"{len(vms)} VMs on {hosts} hypervisors, read live")
+    report_failures(failed)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,60 @@
+"""How a CLI talks to a running controller: found through the store, asked over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+from virtfleet.errors import HostUnavailable, NotFound
+from virtfleet.inventory.records import ControllerRecord
+
+# A controller heartbeats every 5 s; three missed beats and it is presumed gone.
+STALE_AFTER = 15.0
+
+
+def is_live(rec: ControllerRecord | None, at: datetime | None = None) -> bool:
+    if rec is None:
+        return False
+    age = ((at or datetime.now(UTC)) - rec.heartbeat_at).total_seconds()
+    return age < STALE_AFTER
+
+
+class ControllerClient:
+    def __init__(self, rec: ControllerRecord, timeout: float = 30.0) -> None:
+        self.rec = rec
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, params: dict[str, str | None] | None = None) -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v})
+        url = f"{self.rec.url}/v1/{path}" + (f"?{query}" if query else "")
+        req = urllib.request.Request(url, method=method,
+                                     headers={"Authorization": f"Bearer {self.rec.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            detail = _detail(exc)
+            if exc.code == 404:
+                raise NotFound(detail) from None
+            raise HostUnavailable(f"controller at {self.rec.url}: HTTP {exc.code}: {detail}") \
+                from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise HostUnavailable(f"controller at {self.rec.url} did not answer ({exc})") \
+                from None
+
+    def vms(self, **filters: str | None) -> dict[str, Any]:
+        return dict(self._call("GET", "vms", filters))
+
+    def sync(self) -> dict[str, Any]:
+        return dict(self._call("POST", "sync"))
+
+
+def _detail(exc: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.loads(exc.read()).get("detail", exc.reason))
+    except (ValueError, OSError):
+        return str(exc.reason)

@@ -1,0 +1,102 @@
+"""The controller's in-memory view of the fleet: per host, its domains and when they were seen.
+
+Kept apart from the service so it can be tested without threads or HTTP. Every method takes
+the lock; readers get copies, so a query never sees a host half-updated.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from virtfleet.inventory.records import DomainRecord, FleetVM, HostRecord
+
+
+@dataclass
+class HostView:
+    record: HostRecord
+    domains: dict[str, DomainRecord] = field(default_factory=dict)  # uuid -> record
+    observed_at: datetime | None = None
+    error: str = ""
+    error_kind: str = ""
+
+
+class FleetState:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hosts: dict[str, HostView] = {}
+
+    def set_inventory(self, hosts: list[HostRecord]) -> tuple[list[HostRecord], list[str]]:
+        """Adopt the inventory; return (hosts new or changed, names removed)."""
+        with self._lock:
+            wanted = {h.name: h for h in hosts}
+            removed = [n for n in self._hosts if n not in wanted]
+            for n in removed:
+                del self._hosts[n]
+            fresh: list[HostRecord] = []
+            for name, rec in wanted.items():
+                view = self._hosts.get(name)
+                if view is None or view.record.uri != rec.uri:
+                    self._hosts[name] = HostView(rec)
+                    fresh.append(rec)
+                else:
+                    view.record = rec  # site/pod/groups may have changed; domains stay
+            return fresh, removed
+
+    def hosts(self) -> list[HostRecord]:
+        with self._lock:
+            return [v.record for v in self._hosts.values()]
+
+    def replace(self, host: str, domains: list[DomainRecord], at: datetime) -> None:
+        with self._lock:
+            view = self._hosts.get(host)
+            if view is None:
+                return
+            view.domains = {d.uuid: d for d in domains}
+            view.observed_at = at
+            view.error = view.error_kind = ""
+
+    def upsert(self, host: str, domain: DomainRecord, at: datetime) -> None:
+        with self._lock:
+            for name, view in self._hosts.items():  # a migrated VM leaves its old host
+                if name != host:
+                    view.domains.pop(domain.uuid, None)
+            view = self._hosts.get(host)
+            if view is not None:
+                view.domains[domain.uuid] = domain
+                view.observed_at = at
+
+    def delete(self, host: str, uuid: str, at: datetime) -> None:
+        with self._lock:
+            view = self._hosts.get(host)
+            if view is not None:
+                view.domains.pop(uuid, None)
+                view.observed_at = at
+
+    def fail(self, host: str, error: str, kind: str) -> None:
+        with self._lock:
+            view = self._hosts.get(host)
+            if view is not None:
+                view.error, view.error_kind = error, kind
+
+    def vms(self, hosts: set[str] | None = None, state: str | None = None) -> list[FleetVM]:
+        with self._lock:
+            out = [
+                FleetVM(host=v.record.name, site=v.record.site, pod=v.record.pod, domain=d,
+                        observed_at=v.observed_at)
+                for v in self._hosts.values() if hosts is None or v.record.name in hosts
+                for d in v.domains.values() if state is None or d.state == state
+            ]
+        out.sort(key=lambda x: (x.site, x.pod, x.host, x.domain.name))
+        return out
+
+    def failures(self, hosts: set[str] | None = None) -> list[tuple[str, str, str]]:
+        """(host, kind, error) for hosts whose last attempt failed."""
+        with self._lock:
+            return [(n, v.error_kind, v.error) for n, v in self._hosts.items()
+                    if v.error and (hosts is None or n in hosts)]
+
+    def never_seen(self) -> list[HostRecord]:
+        with self._lock:
+            return [v.record for v in self._hosts.values() if v.observed_at is None]
