@@ -77,14 +77,18 @@ def list_hosts(ctx: typer.Context, site: Site = None, pod: Pod = None, group: Gr
     hosts = store.hypervisors(site=site, pod=pod, group=group)
     status = {s.host: s for s in store.host_statuses()}
     if json:
-        emit_json([{
-            "name": h.name, "uri": h.uri, "site": h.site, "pod": h.pod,
-            "groups": list(h.groups), "maintenance": h.maintenance,
-            "reachable": status[h.name].reachable if h.name in status else None,
-            "error": status[h.name].error if h.name in status else "",
-            "observed_at": (status[h.name].observed_at.isoformat()
-                            if h.name in status and status[h.name].observed_at else None),
-        } for h in hosts])
+        out = []
+        for h in hosts:
+            s = status.get(h.name)
+            seen = s.observed_at if s is not None else None
+            out.append({
+                "name": h.name, "uri": h.uri, "site": h.site, "pod": h.pod,
+                "groups": list(h.groups), "maintenance": h.maintenance,
+                "reachable": s.reachable if s is not None else None,
+                "error": s.error if s is not None else "",
+                "observed_at": seen.isoformat() if seen is not None else None,
+            })
+        emit_json(out)
         return
     def state(h: HostRecord) -> str:
         s = status.get(h.name)

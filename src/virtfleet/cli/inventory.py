@@ -19,8 +19,7 @@ def _plan_text(plan: ApplyPlan, dry_run: bool) -> str:
         return "Inventory already matches the fleet file; nothing to do.\n"
     verb = "Would" if dry_run else "Did"
     lines = []
-    for sign, label, items in (("+", "add", plan.added), ("~", "change", plan.changed),
-                               ("-", "remove", plan.removed)):
+    for sign, items in (("+", plan.added), ("~", plan.changed), ("-", plan.removed)):
         for kind, name, detail in items:
             lines.append(f"{sign} {kind} {name}" + (f": {detail}" if detail else ""))
     counts = f"{len(plan.added)} to add, {len(plan.changed)} to change, " \

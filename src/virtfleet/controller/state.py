@@ -62,10 +62,10 @@ class FleetState:
             for name, view in self._hosts.items():  # a migrated VM leaves its old host
                 if name != host:
                     view.domains.pop(domain.uuid, None)
-            view = self._hosts.get(host)
-            if view is not None:
-                view.domains[domain.uuid] = domain
-                view.observed_at = at
+            target = self._hosts.get(host)
+            if target is not None:
+                target.domains[domain.uuid] = domain
+                target.observed_at = at
 
     def delete(self, host: str, uuid: str, at: datetime) -> None:
         with self._lock:

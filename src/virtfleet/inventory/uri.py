@@ -88,7 +88,9 @@ def parse_uri(value: object, field: str = "uri") -> HypervisorURI:
     if transport and not hostname:
         raise InvalidInput(field, f"a {parts.scheme} URI needs a host")
     if not transport and hostname:
-        raise InvalidInput(field, f"a local {driver}:// URI takes no host; use {driver}+ssh or +tcp")
+        raise InvalidInput(
+            field, f"a local {driver}:// URI takes no host; use {driver}+ssh or {driver}+tcp"
+        )
     if hostname:
         _check_host(field, hostname)
     path = parts.path
@@ -100,8 +102,9 @@ def parse_uri(value: object, field: str = "uri") -> HypervisorURI:
             raise InvalidInput(
                 field, "test URI path must be an absolute node file path (or /default)"
             )
-    return HypervisorURI(driver=driver, transport=transport, host=hostname, path=path,
-                         user=user, port=port)
+    return HypervisorURI(
+        driver=driver, transport=transport, host=hostname, path=path, user=user, port=port
+    )
 
 
 def _check_host(field: str, host: str) -> None:

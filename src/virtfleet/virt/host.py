@@ -9,6 +9,7 @@ dead so the pool reopens it on next use.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +36,9 @@ STATE_WORDS = {
 STATES = tuple(STATE_WORDS.values())
 
 _STATS = (
-    libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON
+    libvirt.VIR_DOMAIN_STATS_STATE
+    | libvirt.VIR_DOMAIN_STATS_VCPU
+    | libvirt.VIR_DOMAIN_STATS_BALLOON
 )
 
 LifecycleCallback = Callable[["Host", str, int, int], None]  # host, domain uuid, event, detail
@@ -69,10 +72,8 @@ def _open_in_thread(uri: str, seconds: float, label: str) -> Any:
 
 
 def _quiet_close(conn: Any) -> None:
-    try:
+    with contextlib.suppress(libvirt.libvirtError):  # already gone; nothing to release
         conn.close()
-    except libvirt.libvirtError:
-        pass  # already gone; nothing to release
 
 
 class Host:
@@ -116,16 +117,13 @@ class Host:
 
     def close(self) -> None:
         self._dead = True
+        # On a broken connection these fail; the callbacks died with it, so that is fine.
         for cb_id in self._lifecycle_ids:
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 self._conn.domainEventDeregisterAny(cb_id)
-            except libvirt.libvirtError:
-                pass  # the connection is already broken; the callback died with it
         self._lifecycle_ids.clear()
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             self._conn.unregisterCloseCallback()
-        except libvirt.libvirtError:
-            pass  # see above
         _quiet_close(self._conn)
 
     def __enter__(self) -> Host:
