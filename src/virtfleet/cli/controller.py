@@ -57,16 +57,17 @@ def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
     controller = Controller(app_context(ctx).store(), interval=interval, full_resync=full_resync)
-    controller.start(url)
-    failed = controller.state.failures()
-    logging.getLogger("virtfleet.controller").info(
-        "serving %s: %d hosts, %d unreachable", url, len(controller.state.hosts()), len(failed))
-    server = uvicorn.Server(uvicorn.Config(create_app(controller), log_level="warning",
-                                           access_log=False))
-    # uvicorn re-raises the signal it stopped on once it is done; make SIGTERM an orderly exit
-    # so the registration is removed and the connections closed.
+    # SIGTERM is an orderly exit (registration removed, connections closed) from here on,
+    # including after uvicorn, which re-raises the signal it stopped on once it is done.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
+        controller.start(url)
+        failed = controller.state.failures()
+        logging.getLogger("virtfleet.controller").info(
+            "serving %s: %d hosts, %d unreachable", url, len(controller.state.hosts()),
+            len(failed))
+        server = uvicorn.Server(uvicorn.Config(create_app(controller), log_level="warning",
+                                               access_log=False))
         server.run(sockets=[sock])
     finally:
         controller.stop()

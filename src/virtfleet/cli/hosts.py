@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,16 +12,13 @@ from virtfleet.cli.options import Group, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
 from virtfleet.cli.progress import fleet_progress
 from virtfleet.errors import NotFound
-from virtfleet.inventory.fleetfile import Hypervisor
 from virtfleet.inventory.records import HostRecord
-from virtfleet.queries import (
-    ask_fleet,
-    check_of,
-    failures,
-    node_info_of,
-    sysinfo_of,
-    version_of,
-)
+
+# The fleet-file models and the libvirt layer are imported inside the commands that use them:
+# `virtfleet list` served by the controller should not pay for importing them.
+
+if TYPE_CHECKING:
+    from virtfleet.virt.fanout import HostResult
 
 app = typer.Typer(no_args_is_help=True, help="Hypervisors: inventory and facts.")
 
@@ -56,7 +54,7 @@ def add(
     # Validate through the fleet file model so `host add` and `apply` share every rule.
     fleet = parse_fleet({"sites": [{"name": site, "pods": [{"name": pod, "hypervisors": [
         {"name": name, "uri": uri, "groups": list(group or [])}]}]}]})
-    hv: Hypervisor = fleet.sites[0].pods[0].hypervisors[0]
+    hv = fleet.sites[0].pods[0].hypervisors[0]
     app_context(ctx).store().add_hypervisor(site, pod, hv)
     emit(f"Hypervisor {name} added to {site}/{pod}\n")
 
@@ -102,7 +100,9 @@ def list_hosts(ctx: typer.Context, site: Site = None, pod: Pod = None, group: Gr
                 for h in hosts]))
 
 
-def _finish(results: list, json: bool) -> None:  # type: ignore[type-arg]
+def _finish(results: Sequence[HostResult[Any]]) -> None:
+    from virtfleet.queries import failures
+
     failed = failures(results)
     report_failures(failed)
     if failed:
@@ -113,6 +113,8 @@ def _finish(results: list, json: bool) -> None:  # type: ignore[type-arg]
 def info(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
          group: Group = None, json: Json = False) -> None:
     """`virsh nodeinfo` for each hypervisor: CPU model, CPUs, MHz, topology, memory."""
+    from virtfleet.queries import ask_fleet, node_info_of
+
     hosts = select_hosts(ctx, names, site, pod, group)
     with fleet_progress(len(hosts), "nodeinfo") as tick:
         results = ask_fleet(hosts, node_info_of, progress=tick)
@@ -130,13 +132,15 @@ def info(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = 
                 ("Core(s) per socket", n.cores_per_socket),
                 ("Thread(s) per core", n.threads_per_core), ("NUMA cell(s)", n.numa_cells),
                 ("Memory size", f"{n.memory_kib} KiB")]) + "\n")
-    _finish(results, json)
+    _finish(results)
 
 
 @app.command("sysinfo")
 def sysinfo(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
             group: Group = None, json: Json = False) -> None:
     """`virsh sysinfo` parsed: BIOS, system, processors and DIMMs of each hypervisor."""
+    from virtfleet.queries import ask_fleet, sysinfo_of
+
     hosts = select_hosts(ctx, names, site, pod, group)
     with fleet_progress(len(hosts), "sysinfo") as tick:
         results = ask_fleet(hosts, sysinfo_of, progress=tick)
@@ -161,13 +165,15 @@ def sysinfo(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod
                 ("DIMMs", f"{len(dimms)} populated of {len(s.memory_devices)}"
                           + (f" ({', '.join(dimm_sizes)})" if dimm_sizes else "")),
             ]) + "\n")
-    _finish(results, json)
+    _finish(results)
 
 
 @app.command("version")
 def version(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
             group: Group = None, json: Json = False) -> None:
     """`virsh version` for each hypervisor: libvirt and hypervisor versions."""
+    from virtfleet.queries import ask_fleet, version_of
+
     hosts = select_hosts(ctx, names, site, pod, group)
     with fleet_progress(len(hosts), "version") as tick:
         results = ask_fleet(hosts, version_of, progress=tick)
@@ -178,13 +184,15 @@ def version(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod
         emit(table(["Host", "Client library", "Daemon library", "Driver", "Hypervisor"],
                    [(h.name, v["client_library"], v["daemon_library"], v["driver"],
                      v["hypervisor"]) for h, v in ok]))
-    _finish(results, json)
+    _finish(results)
 
 
 @app.command("check")
 def check(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
           group: Group = None, json: Json = False) -> None:
     """Preflight: reachable, virt types, VT-x/AMD-V, IOMMU, KVM usable."""
+    from virtfleet.queries import ask_fleet, check_of
+
     hosts = select_hosts(ctx, names, site, pod, group)
     with fleet_progress(len(hosts), "check") as tick:
         results = ask_fleet(hosts, check_of, progress=tick)
@@ -210,4 +218,4 @@ def check(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod =
                              c.hw_virt or "-", yn(c.iommu), yn(c.kvm_usable),
                              "; ".join(c.problems) or "ok"))
         emit(table(["Host", "Reachable", "Virt types", "VT", "IOMMU", "KVM", "Notes"], rows))
-    _finish(results, json)
+    _finish(results)

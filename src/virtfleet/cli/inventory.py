@@ -10,7 +10,6 @@ import typer
 from virtfleet.cli.context import app_context
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json
-from virtfleet.inventory.fleetfile import load_fleet
 from virtfleet.inventory.records import ApplyPlan
 
 
@@ -36,6 +35,8 @@ def apply(
     json: Json = False,
 ) -> None:
     """Validate a fleet file and record it in the store (adds, changes, removes)."""
+    from virtfleet.inventory.fleetfile import load_fleet  # pydantic models: slow to import
+
     fleet = load_fleet(file)
     store = app_context(ctx).store()
     plan = store.plan_apply(fleet) if dry_run else store.apply(fleet)

@@ -35,7 +35,10 @@ def emit(text: str) -> None:
 
 
 def emit_json(data: object) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
+    # Indented for a person at a terminal; compact for a pipe, where the C encoder is several
+    # times faster on a 15,000-VM fleet.
+    indent = 2 if sys.stdout.isatty() else None
+    json.dump(data, sys.stdout, indent=indent, default=str)
     sys.stdout.write("\n")
 
 

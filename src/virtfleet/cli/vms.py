@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,7 +12,6 @@ from virtfleet.cli.options import Group, HostOpt, Json, Pod, Site
 from virtfleet.cli.output import age, emit, emit_json, table, warn
 from virtfleet.cli.progress import fleet_progress
 from virtfleet.errors import HostUnavailable, InvalidInput, VirtfleetError
-from virtfleet.inventory.records import DomainRecord, FleetVM
 
 # virsh's words (virt/host.py STATE_WORDS); repeated here so the CLI need not import libvirt
 # before it knows it has to.
@@ -30,8 +29,13 @@ class _Failure(VirtfleetError):
         return self._kind
 
 
-def _from_controller(actx: AppContext, filters: dict[str, str | None]
-                     ) -> tuple[list[FleetVM], list[tuple[str, VirtfleetError]]] | None:
+Rows = list[dict[str, Any]]  # FleetVM.as_json() objects, the shape of `list --json`
+Failed = list[tuple[str, VirtfleetError]]
+
+
+def _from_controller(
+    actx: AppContext, filters: dict[str, str | None]
+) -> tuple[Rows, Failed] | None:
     """The fleet view from a running controller, or None if there is none to ask."""
     from virtfleet.controller.client import ControllerClient, is_live
 
@@ -44,30 +48,19 @@ def _from_controller(actx: AppContext, filters: dict[str, str | None]
     except HostUnavailable as exc:
         warn(f"{exc.message}; asking the hypervisors directly")
         return None
-    vms = []
-    for v in data["vms"]:
-        seen = v.get("observed_at")
-        vms.append(FleetVM(
-            host=v["host"], site=v["site"], pod=v["pod"],
-            observed_at=datetime.fromisoformat(seen) if seen else None,
-            domain=DomainRecord(name=v["name"], uuid=v["uuid"], state=v["state"], id=v["id"],
-                                vcpus=v["vcpus"], memory_mib=v["memory_mib"],
-                                persistent=v["persistent"], autostart=v["autostart"])))
-    failed: list[tuple[str, VirtfleetError]] = [
-        (f["host"], _Failure(f["error"], f["kind"])) for f in data["failed"]]
-    return vms, failed
+    failed: Failed = [(f["host"], _Failure(f["error"], f["kind"])) for f in data["failed"]]
+    return data["vms"], failed
 
 
 def _live(actx: AppContext, site: str | None, pod: str | None, host: str | None,
-          group: str | None, state: str | None
-          ) -> tuple[list[FleetVM], list[tuple[str, VirtfleetError]]]:
+          group: str | None, state: str | None) -> tuple[Rows, Failed]:
     from virtfleet.queries import ask_fleet, domains_of, failures, fleet_vms
 
     hosts = actx.store().hypervisors(site=site, pod=pod, host=host, group=group)
     with fleet_progress(len(hosts), "list") as tick:
         results = ask_fleet(hosts, domains_of, progress=tick)
-    vms = [v for v in fleet_vms(results) if state is None or v.domain.state == state]
-    return vms, failures(results)
+    rows = [v.as_json() for v in fleet_vms(results) if state is None or v.domain.state == state]
+    return rows, failures(results)
 
 
 def list_vms(
@@ -96,16 +89,16 @@ def list_vms(
         source = "live"
     vms, failed = got
     if json:
-        emit_json([v.as_json() for v in vms])
+        emit_json(vms)
     else:
         emit(table(["Site", "Pod", "Host", "Id", "Name", "State", "vCPUs", "Memory"],
-                   [(v.site, v.pod, v.host, v.domain.id, v.domain.name, v.domain.state,
-                     v.domain.vcpus, f"{v.domain.memory_mib} MiB") for v in vms]))
-        hosts = len({v.host for v in vms})
+                   [(v["site"], v["pod"], v["host"], v["id"], v["name"], v["state"],
+                     v["vcpus"], f"{v['memory_mib']} MiB") for v in vms]))
+        hosts = len({v["host"] for v in vms})
         if source == "controller":
-            oldest = min((v.observed_at for v in vms if v.observed_at), default=None)
+            seen = [datetime.fromisoformat(v["observed_at"]) for v in vms if v["observed_at"]]
             warn(f"{len(vms)} VMs on {hosts} hypervisors, from the controller; "
-                 f"oldest reading {age(oldest, datetime.now(UTC))} old")
+                 f"oldest reading {age(min(seen, default=None), datetime.now(UTC))} old")
         else:
             warn(f"{len(vms)} VMs on {hosts} hypervisors, read live")
     report_failures(failed)
