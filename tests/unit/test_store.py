@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import yaml
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound, StoreError
 from virtfleet.inventory.fleetfile import (
@@ -169,10 +171,14 @@ def test_unusable_urls_give_one_line_store_errors(tmp_path: Any) -> None:
         assert info.value.__context__ is None or info.value.__suppress_context__
 
 
-def test_missing_postgres_database_is_a_store_error(store_url: str) -> None:
-    if not store_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only")
-    url = store_url.rsplit("/", 1)[0] + "/vft_no_such_database"
+@pytest.mark.postgres
+def test_missing_postgres_database_is_a_store_error() -> None:
+    base = os.environ.get("VIRTFLEET_TEST_PG_URL", "")
+    if not base:
+        if os.environ.get("VIRTFLEET_REQUIRE_PG") == "1":
+            pytest.fail("VIRTFLEET_REQUIRE_PG=1 but VIRTFLEET_TEST_PG_URL is not set")
+        pytest.skip("VIRTFLEET_TEST_PG_URL is not set")
+    url = make_url(base).set(database="vft_no_such_database").render_as_string(False)
     with pytest.raises(StoreError) as info:
         Store(url)
     assert "vft_no_such_database" in str(info.value)

@@ -1,0 +1,189 @@
+"""The store's tables, as SQLAlchemy 2.0 typed declarative classes.
+
+Only columns and constraints live here; no relationships, so nothing can lazy-load behind a
+query's back. Queries and writes are in store.py. A change here needs a new migration in
+migrations/versions (tests compare the migrated schema with these classes).
+
+Inventory (desired state, from the fleet file): sites, pods, host_groups, hypervisors and
+hypervisor_groups. Observed state (written by sync and the controller): domains and host_status.
+The controller table holds the one running `virtfleet serve`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAME_LEN = 253  # validate.MAX_NAME
+URI_LEN = 2048
+PATH_LEN = 1024
+
+# Stable constraint names, so later migrations can find them on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend.
+
+    PostgreSQL stores timestamptz; SQLite has no time zones, so the value is stored as naive UTC
+    and made aware again when read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class SiteRow(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class PodRow(Base):
+    __tablename__ = "pods"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Pod names are unique across the whole fleet (the fleet file enforces it too).
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="RESTRICT"), index=True)
+    # Shared storage; storage_type NULL means the pod declares none.
+    storage_type: Mapped[str | None] = mapped_column(String(16))
+    storage_source: Mapped[str | None] = mapped_column(String(PATH_LEN))
+    storage_target: Mapped[str | None] = mapped_column(String(PATH_LEN))
+    storage_pool: Mapped[str | None] = mapped_column(String(NAME_LEN))
+
+
+class HostGroupRow(Base):
+    __tablename__ = "host_groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class HypervisorRow(Base):
+    __tablename__ = "hypervisors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    uri: Mapped[str] = mapped_column(String(URI_LEN), unique=True)
+    pod_id: Mapped[int] = mapped_column(ForeignKey("pods.id", ondelete="RESTRICT"), index=True)
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class HypervisorGroupRow(Base):
+    """Which groups a hypervisor is in; `position` keeps the order the fleet file gave."""
+
+    __tablename__ = "hypervisor_groups"
+
+    hypervisor_id: Mapped[int] = mapped_column(
+        ForeignKey("hypervisors.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("host_groups.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DomainRow(Base):
+    """A VM as last observed on a hypervisor. A uuid is in one place at a time."""
+
+    __tablename__ = "domains"
+    __table_args__ = (Index("ix_domains_hypervisor_id_name", "hypervisor_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hypervisor_id: Mapped[int] = mapped_column(ForeignKey("hypervisors.id", ondelete="CASCADE"))
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    libvirt_id: Mapped[int | None] = mapped_column(Integer)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    persistent: Mapped[bool] = mapped_column(Boolean)
+    autostart: Mapped[bool] = mapped_column(Boolean)
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class HostStatusRow(Base):
+    __tablename__ = "host_status"
+
+    hypervisor_id: Mapped[int] = mapped_column(
+        ForeignKey("hypervisors.id", ondelete="CASCADE"), primary_key=True
+    )
+    reachable: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str] = mapped_column(Text, default="")
+    observed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ControllerRow(Base):
+    """The registered `virtfleet serve`: at most one row, id 1."""
+
+    __tablename__ = "controller"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    url: Mapped[str] = mapped_column(String(URI_LEN))
+    token: Mapped[str] = mapped_column(String(512))
+    pid: Mapped[int] = mapped_column(Integer)
+    hostname: Mapped[str] = mapped_column(String(NAME_LEN))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+def table(cls: type[Base]) -> Table:
+    """The Core Table behind a mapped class, for bulk statements."""
+    t = cls.__table__
+    assert isinstance(t, Table)
+    return t
+
+
+sites = table(SiteRow)
+pods = table(PodRow)
+host_groups = table(HostGroupRow)
+hypervisors = table(HypervisorRow)
+hypervisor_groups = table(HypervisorGroupRow)
+domains = table(DomainRow)
+host_status = table(HostStatusRow)
+controller = table(ControllerRow)
