@@ -560,3 +560,16 @@ def test_fleet_file_round_trip(store: Store, tmp_path: Any) -> None:
     store.apply(load_fleet(path))
     path.write_text(dump_fleet(store.fleet()))
     assert store.plan_apply(load_fleet(path)).empty
+
+
+def test_head_revision_constant_matches_the_migrations() -> None:
+    # Store skips importing alembic when the database is at HEAD_REVISION; a new migration
+    # file must move that constant too, or old databases would never be upgraded.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from virtfleet.inventory.store import HEAD_REVISION, MIGRATIONS_DIR
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION

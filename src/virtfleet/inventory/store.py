@@ -19,11 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.util.exc import CommandError
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -47,7 +44,6 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound, StoreError
 from virtfleet.inventory import tables as t
-from virtfleet.inventory.fleetfile import Fleet, HostGroup, Hypervisor, Pod, PodStorage, Site
 from virtfleet.inventory.records import (
     ApplyPlan,
     ControllerRecord,
@@ -57,6 +53,13 @@ from virtfleet.inventory.records import (
     HostStatus,
 )
 from virtfleet.validate import check_name
+
+if TYPE_CHECKING:
+    from virtfleet.inventory.fleetfile import Fleet, Hypervisor, PodStorage
+
+# alembic and the pydantic fleet-file models are imported only where needed: a CLI whose store
+# is already at the newest schema, asking a controller, should not pay for importing them.
+HEAD_REVISION = "0001"  # newest file in migrations/versions (a unit test keeps them in step)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
@@ -268,6 +271,12 @@ def _plan(snap: _Snap, want: _Desired, vm_counts: dict[int, int]) -> ApplyPlan:
 # --------------------------------------------------------------------------- the store
 
 
+def _alembic_error() -> type[Exception]:
+    from alembic.util.exc import CommandError
+
+    return CommandError
+
+
 class Store:
     """The inventory and observed state of the fleet, in one SQL database."""
 
@@ -289,7 +298,7 @@ class Store:
         self._writer = self._engine.execution_options(**{_WRITE_OPTION: True})
         try:
             self._migrate()
-        except (SQLAlchemyError, CommandError) as exc:
+        except (SQLAlchemyError, _alembic_error()) as exc:
             self._engine.dispose()
             raise StoreError(f"store: cannot open {self.url}: {_one_line(exc)}") from None
         self._upsert_domain = self._upsert(t.domains, ["uuid"])
@@ -307,7 +316,20 @@ class Store:
             connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
         return create_engine(sa_url, connect_args=connect_args, pool_pre_ping=True)
 
+    def _at_head(self) -> bool:
+        try:
+            with self._engine.connect() as conn:
+                rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except SQLAlchemyError:
+            return False  # a new database: no alembic_version table yet
+        return rev == HEAD_REVISION
+
     def _migrate(self) -> None:
+        if self._at_head():
+            return
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
         # One transaction that holds the migration lock for its whole length: a second process
@@ -412,6 +434,8 @@ class Store:
 
     @staticmethod
     def _snapshot(conn: Connection) -> _Snap:
+        from virtfleet.inventory.fleetfile import PodStorage
+
         groups = {n: (i, d) for i, n, d in conn.execute(
             select(t.host_groups.c.id, t.host_groups.c.name, t.host_groups.c.description))}
         sites = {n: (i, d) for i, n, d in conn.execute(
@@ -458,6 +482,8 @@ class Store:
 
     def fleet(self) -> Fleet:
         """The whole inventory as a Fleet: groups, then sites, pods and hypervisors by name."""
+        from virtfleet.inventory.fleetfile import Fleet, HostGroup, Hypervisor, Pod, Site
+
         with self._tx("read the inventory", write=False) as conn:
             snap = self._snapshot(conn)
         hosts_by_pod: dict[str, list[str]] = {}
