@@ -39,8 +39,9 @@ class HostResult(Generic[T]):
 class ConnectionPool:
     """One open Host per hypervisor, reopened when its connection died. Thread-safe."""
 
-    def __init__(self, timeouts: Timeouts | None = None) -> None:
-        self.timeouts = timeouts or Timeouts()
+    def __init__(self, timeouts: Timeouts | None = None, keepalive: bool = True) -> None:
+        self.timeouts = timeouts or Timeouts.from_env()
+        self.keepalive = keepalive
         self._hosts: dict[str, Host] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -56,7 +57,8 @@ class ConnectionPool:
                 return host
             if host is not None:
                 host.close()
-            host = Host.open(record.uri, self.timeouts, label=record.name)
+            host = Host.open(record.uri, self.timeouts, label=record.name,
+                             keepalive=self.keepalive)
             self._hosts[record.uri] = host
             return host
 

@@ -89,14 +89,19 @@ class Host:
     # -- connection ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, uri: str, timeouts: Timeouts | None = None, label: str | None = None) -> Host:
-        """Connect to `uri` within the connect timeout; raise HostUnavailable/OperationTimeout."""
+    def open(cls, uri: str, timeouts: Timeouts | None = None, label: str | None = None,
+             keepalive: bool = True) -> Host:
+        """Connect to `uri` within the connect timeout; raise HostUnavailable/OperationTimeout.
+
+        `keepalive=False` is for one-shot queries, whose fan-out deadline already bounds a
+        silent peer; it saves a round trip per host. Long-lived connections want keepalive.
+        """
         t = timeouts or Timeouts()
         name = label or uri
         ensure_event_loop()
         conn = _open_in_thread(uri, t.connect, name)
         host = cls(conn, uri, name)
-        if "+" in uri.split("://", 1)[0]:  # keepalive exists only for remote transports
+        if keepalive and "+" in uri.split("://", 1)[0]:  # only remote transports have it
             with libvirt_errors(name):
                 conn.setKeepAlive(t.keepalive_interval, t.keepalive_count)
         with libvirt_errors(name):
