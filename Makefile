@@ -33,7 +33,7 @@ unit: deps
 	$(VENV)/bin/pytest -q tests/unit
 
 demo: services
-	$(VENV)/bin/virtfleet lab demo
+	bash scripts/demo.sh
 
 bench: services
 	$(PY) bench/fleet_query.py

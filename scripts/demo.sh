@@ -21,6 +21,15 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# The demo applies the lab's fleet file, which replaces the inventory. If the store already
+# holds hypervisors of a real estate, leave it alone and use a store of the demo's own.
+others=$("$VF" host list --json | python3 -c \
+  'import json, sys; print(sum(h["site"] != sys.argv[1] for h in json.load(sys.stdin)))' "$LAB")
+if [ "$others" != 0 ]; then
+  export VIRTFLEET_DB="/var/lib/virtfleet/lab/demo-$LAB.db"
+  echo "demo: your store has $others other hypervisor(s); the demo uses VIRTFLEET_DB=$VIRTFLEET_DB"
+fi
+
 printf '\033[1m$ virtfleet lab up --hosts 3 --pods 2 --name %s\033[0m\n' "$LAB"
 fleet=$("$VF" lab up --hosts 3 --pods 2 --name "$LAB")
 echo "fleet file: $fleet"

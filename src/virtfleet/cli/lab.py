@@ -15,9 +15,10 @@ import typer
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json, table
 from virtfleet.errors import InvalidInput
-from virtfleet.lab.lab import Lab
 from virtfleet.lab.names import DEFAULT_LAB
-from virtfleet.lab.simulate import SimSpec
+
+# lab.lab and lab.simulate pull in the fleet-file models; they are imported by the commands
+# that use them so that `virtfleet list` does not pay for them.
 
 app = typer.Typer(no_args_is_help=True, help="A local lab of real libvirtd hypervisors.")
 
@@ -40,6 +41,8 @@ def up(
     Leftovers of an earlier lab of the same name (even one whose maker was killed) are cleared
     first.
     """
+    from virtfleet.lab.lab import Lab
+
     st = Lab(name).up(hosts=hosts, pods=pods, progress=_say)
     emit(f"{st.fleet_file}\n")
 
@@ -47,6 +50,8 @@ def up(
 @app.command("down")
 def down(name: Name = DEFAULT_LAB) -> None:
     """Stop every daemon and guest of the lab, remove its namespaces, interfaces and state."""
+    from virtfleet.lab.lab import Lab
+
     cleared = Lab(name).down()
     _say(f"lab {name} down" + (f": removed {cleared.describe()}" if cleared.anything
                                else ": nothing was running"))
@@ -55,6 +60,8 @@ def down(name: Name = DEFAULT_LAB) -> None:
 @app.command("status")
 def status(name: Name = DEFAULT_LAB, json_out: Json = False) -> None:
     """Each lab hypervisor: address, URI, libvirtd pid, whether it answers, its domains."""
+    from virtfleet.lab.lab import Lab
+
     lab = Lab(name)
     st = lab.require_state()
     rows = lab.status()
@@ -90,6 +97,8 @@ def guests(
     json_out: Json = False,
 ) -> None:
     """Run tiny real QEMU guests (cloud kernel + busybox initramfs) on every lab hypervisor."""
+    from virtfleet.lab.lab import Lab
+
     results = Lab(name).guests(per_host, wait=wait, timeout=timeout, progress=_say)
     if json_out:
         emit_json([r.as_json() for r in results])
@@ -124,6 +133,9 @@ def simulate(
 
     With no sizes: 3 sites (oregon, texas, virginia) x 5 pods x 100 hypervisors x 10 VMs.
     """
+    from virtfleet.lab.lab import Lab
+    from virtfleet.lab.simulate import SimSpec
+
     if hypervisors is None and vms_per_host is None:
         spec = SimSpec.reference()
     elif hypervisors is None:

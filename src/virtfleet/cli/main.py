@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from virtfleet.cli import controller, hosts, inventory, vms
+from virtfleet.cli import controller, hosts, inventory, lab, vms
 from virtfleet.cli.context import AppContext
 from virtfleet.errors import VirtfleetError
 
@@ -36,11 +36,7 @@ app.command("list")(vms.list_vms)
 app.command("sync")(controller.sync)
 app.command("serve")(controller.serve)
 app.add_typer(hosts.app, name="host")
-try:  # TEMP until cli/lab.py lands
-    from virtfleet.cli import lab
-    app.add_typer(lab.app, name="lab", help="A local lab of real libvirtd hypervisors.")
-except ImportError:
-    pass
+app.add_typer(lab.app, name="lab", help="A local lab of real libvirtd hypervisors.")
 
 
 def main() -> None:

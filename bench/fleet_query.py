@@ -1,0 +1,192 @@
+"""bench/fleet_query: the whole fleet's VM list, virtfleet against the chapter's hv.sh loop.
+
+On a simulated reference fleet (1,500 hypervisors x 10 VMs, libvirt test driver served over
+real RPC by lab daemons through test+tcp://), in one run:
+
+- baseline: bash looping over the hypervisor URIs running `virsh -c URI list --all` one host
+  after another (the chapter's hv.sh, with --all so it reports the same 15,000 VMs);
+- cold: `virtfleet list --json` with no controller running (opens every connection itself);
+- warm: `virtfleet list --json` with `virtfleet serve` running on the same store.
+
+Prints each figure beside the baseline and records them in docs/benchmarks.md. Needs root (the
+lab daemons live in network namespaces). Usage: .venv/bin/python bench/fleet_query.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+VF = str(ROOT / ".venv" / "bin" / "virtfleet")
+LAB = "vfbench"
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- fleet_query:start -->", "<!-- fleet_query:end -->"
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Run argv; return (seconds, stdout). Fails loudly on error."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
+                          env={**os.environ, **(env or {})})
+    secs = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])}... failed ({proc.returncode}): "
+                         f"{proc.stderr[-2000:]}")
+    return secs, proc.stdout
+
+
+def timed_rss(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run argv, returning (seconds, peak RSS MiB, stdout) using wait4 for this child's rusage."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE,
+                                env={**os.environ, **env})
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        secs = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {err[-2000:]}")
+        out.seek(0)
+        return secs, usage.ru_maxrss / 1024, out.read()
+
+
+def count_vms(json_text: str) -> int:
+    import json
+
+    return len(json.loads(json_text))
+
+
+def proc_peak_mib(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    m = re.search(r"VmHWM:\s+(\d+) kB", text)
+    return int(m.group(1)) / 1024 if m else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true",
+                    help="150 hypervisors instead of 1,500 (a smoke run; not recorded)")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/fleet_query needs root: the lab daemons run in namespaces")
+
+    work = Path(tempfile.mkdtemp(prefix="vf-bench-"))
+    db = work / "bench.db"
+    env = {"VIRTFLEET_DB": str(db)}
+    sim_args = ["--hypervisors", "150"] if args.quick else []
+    print(f"simulating the fleet in {work} ...", flush=True)
+    _s, out = timed([VF, "lab", "simulate", "--name", LAB, "--out", str(work / "sim"),
+                             *sim_args])
+    fleet_file = Path(out.strip().splitlines()[-1])
+    controller: subprocess.Popen[bytes] | None = None
+    try:
+        timed([VF, "apply", "-f", str(fleet_file)], env)
+        fleet = yaml.safe_load(fleet_file.read_text())
+        uris = [hv["uri"] for s in fleet["sites"] for p in s["pods"] for hv in p["hypervisors"]]
+        hv_txt = work / "hv.txt"
+        hv_txt.write_text("\n".join(uris) + "\n")
+        # test+tcp://ADDR/abs/node.xml: count the domains in every node file
+        expected_vms = sum(
+            Path("/" + u.split("//", 1)[1].split("/", 1)[1]).read_text().count("<domain ")
+            for u in uris)
+
+        # Baseline: the chapter's loop, one virsh per hypervisor, one after another.
+        loop = ('while read -r uri; do echo "$uri"; virsh -c "$uri" list --all; '
+                'done < "$1"')
+        print(f"baseline: bash + virsh over {len(uris)} hypervisors ...", flush=True)
+        base_s, base_out = timed(["bash", "-c", loop, "bash", str(hv_txt)])
+        base_vms = len(re.findall(r"^\s*(\d+|-)\s+\S+\s+(running|shut off|paused)", base_out,
+                                  re.M))
+
+        print("cold: virtfleet list --json, no controller ...", flush=True)
+        cold = [timed_rss([VF, "list", "--json"], env) for _ in range(args.runs)]
+        cold_s = statistics.median(c[0] for c in cold)
+        cold_rss = max(c[1] for c in cold)
+        cold_vms = count_vms(cold[-1][2])
+
+        print("warm: virtfleet serve + virtfleet list --json ...", flush=True)
+        controller = subprocess.Popen([VF, "serve"], env={**os.environ, **env},
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while True:
+            first = fleet["sites"][0]["pods"][0]["hypervisors"][0]["name"]
+            probe = subprocess.run([VF, "list", "--host", first],
+                                   env={**os.environ, **env}, capture_output=True, text=True,
+                                   check=False)
+            if "from the controller" in probe.stderr:
+                break
+            if controller.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("controller did not come up: "
+                                 + (controller.stderr.read().decode()[-2000:]
+                                    if controller.stderr else ""))
+            time.sleep(1)
+        warm = [timed_rss([VF, "list", "--json"], env) for _ in range(max(args.runs, 5))]
+        warm_s = statistics.median(w[0] for w in warm)
+        warm_rss = max(w[1] for w in warm)
+        warm_vms = count_vms(warm[-1][2])
+        ctl_rss = proc_peak_mib(controller.pid)
+    finally:
+        if controller is not None and controller.poll() is None:
+            controller.send_signal(signal.SIGTERM)
+            controller.wait(timeout=120)
+        subprocess.run([VF, "lab", "down", "--name", LAB], check=False,
+                       stdout=subprocess.DEVNULL)
+
+    rows = [
+        ("chapter loop (bash + virsh list --all)", base_s, 1.0, "-", base_vms),
+        ("virtfleet list --json, cold", cold_s, base_s / cold_s, f"{cold_rss:.0f}", cold_vms),
+        ("virtfleet list --json, warm", warm_s, base_s / warm_s, f"{warm_rss:.0f}", warm_vms),
+    ]
+    table = ["| run | seconds | x faster than loop | peak RSS MiB | VMs seen |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    table += [f"| {r[0]} | {r[1]:.2f} | {r[2]:.1f} | {r[3]} | {r[4]} |" for r in rows]
+    table.append(f"| controller (`virtfleet serve`), peak RSS | | | {ctl_rss:.0f} | |")
+    verdict = [
+        f"- warm under 1 s: {'yes' if warm_s < 1 else 'NO'} ({warm_s:.2f} s); "
+        f"at least 30x the loop: {'yes' if base_s / warm_s >= 30 else 'NO'} "
+        f"({base_s / warm_s:.0f}x)",
+        f"- cold at least 5x the loop: {'yes' if base_s / cold_s >= 5 else 'NO'} "
+        f"({base_s / cold_s:.1f}x)",
+        f"- CLI under 500 MiB: {'yes' if max(cold_rss, warm_rss) < 500 else 'NO'}; "
+        f"controller under 1 GiB: {'yes' if ctl_rss < 1024 else 'NO'}",
+        f"- every run saw all VMs: "
+        f"{'yes' if base_vms == cold_vms == warm_vms == expected_vms else 'NO'} "
+        f"(expected {expected_vms})",
+    ]
+    text = "\n".join(table + [""] + verdict)
+    print("\n" + text)
+    if args.quick:
+        return
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = (f"{START}\n## fleet_query\n\n"
+               f"`bench/fleet_query.py`, {stamp}, {os.cpu_count()} cores, "
+               f"Python {platform.python_version()}; {len(uris)} simulated hypervisors "
+               f"(test driver over test+tcp through lab daemons), median of {args.runs} cold "
+               f"and {max(args.runs, 5)} warm runs, baseline once.\n\n{text}\n{END}")
+    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
+    if START in doc:
+        doc = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _m: section, doc,
+                     flags=re.S)
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
+    DOC.write_text(doc)
+    print(f"\nrecorded in {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
