@@ -80,7 +80,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true",
                     help="150 hypervisors instead of 1,500 (a smoke run; not recorded)")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/fleet_query needs root: the lab daemons run in namespaces")

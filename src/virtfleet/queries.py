@@ -118,7 +118,7 @@ def ask_fleet(
 ) -> list[HostResult[T]]:
     """Run `work` on every host (one pool per call unless given one to reuse)."""
     own = pool is None
-    p = pool or ConnectionPool(keepalive=False)  # one shot: the fan-out deadline bounds it
+    p = pool or ConnectionPool(one_shot=True)
     try:
         return fan_out(hosts, work, p, progress=progress)
     finally:

@@ -103,3 +103,14 @@ def test_clean_stop_unregisters(controller: tuple) -> None:
     store = Store(f"sqlite:///{db}")
     assert store.controller() is None
     store.close()
+
+
+def test_sqlite_fast_path_reads_the_same_registration(controller: tuple) -> None:
+    from virtfleet.controller.client import registration_from_sqlite
+
+    db, _proc = controller
+    store = Store(f"sqlite:///{db}")
+    try:
+        assert registration_from_sqlite(f"sqlite:///{db}") == store.controller()
+    finally:
+        store.close()

@@ -390,12 +390,12 @@ def test_replace_host_domains_inserts_updates_and_deletes(base: Store) -> None:
 
     # a changed, b gone, c new; hv2 untouched.
     base.replace_host_domains(
-        "hv1", [dom("a", uuid_of(1), "paused", vcpus=8, memory_mib=1024, autostart=True),
-                dom("c", uuid_of(3), persistent=False)], T1)
+        "hv1", [dom("a", uuid_of(1), "paused", vcpus=8, memory_mib=1024),
+                dom("c", uuid_of(3))], T1)
     vms = base.fleet_vms(host="hv1")
     assert [v.domain for v in vms] == [
-        dom("a", uuid_of(1), "paused", id=None, vcpus=8, memory_mib=1024, autostart=True),
-        dom("c", uuid_of(3), persistent=False),
+        dom("a", uuid_of(1), "paused", id=None, vcpus=8, memory_mib=1024),
+        dom("c", uuid_of(3)),
     ]
     assert {v.observed_at for v in vms} == {T1}
     assert [v.domain.name for v in base.fleet_vms(host="hv2")] == ["z"]

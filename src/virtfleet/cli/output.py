@@ -37,9 +37,9 @@ def emit(text: str) -> None:
 def emit_json(data: object) -> None:
     # Indented for a person at a terminal; compact for a pipe, where the C encoder is several
     # times faster on a 15,000-VM fleet.
+    # json.dumps, not json.dump: dump() streams through the pure-Python encoder.
     indent = 2 if sys.stdout.isatty() else None
-    json.dump(data, sys.stdout, indent=indent, default=str)
-    sys.stdout.write("\n")
+    sys.stdout.write(json.dumps(data, indent=indent, default=str) + "\n")
 
 
 def warn(message: str) -> None:

@@ -37,9 +37,17 @@ def _from_controller(
     actx: AppContext, filters: dict[str, str | None]
 ) -> tuple[Rows, Failed] | None:
     """The fleet view from a running controller, or None if there is none to ask."""
-    from virtfleet.controller.client import ControllerClient, is_live
+    import sqlite3
 
-    rec = actx.store().controller()
+    from virtfleet.controller.client import ControllerClient, is_live, registration_from_sqlite
+
+    url = actx.db_url
+    try:
+        if not url.startswith("sqlite:///"):
+            raise sqlite3.Error("not a SQLite store")
+        rec = registration_from_sqlite(url)
+    except sqlite3.Error:
+        rec = actx.store().controller()
     if not is_live(rec):
         return None
     assert rec is not None

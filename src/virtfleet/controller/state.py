@@ -26,10 +26,12 @@ class FleetState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._hosts: dict[str, HostView] = {}
+        self.version = 0  # bumped on every change, so readers can cache what they derive
 
     def set_inventory(self, hosts: list[HostRecord]) -> tuple[list[HostRecord], list[str]]:
         """Adopt the inventory; return (hosts new or changed, names removed)."""
         with self._lock:
+            self.version += 1
             wanted = {h.name: h for h in hosts}
             removed = [n for n in self._hosts if n not in wanted]
             for n in removed:
@@ -50,6 +52,7 @@ class FleetState:
 
     def replace(self, host: str, domains: list[DomainRecord], at: datetime) -> None:
         with self._lock:
+            self.version += 1
             view = self._hosts.get(host)
             if view is None:
                 return
@@ -59,6 +62,7 @@ class FleetState:
 
     def upsert(self, host: str, domain: DomainRecord, at: datetime) -> None:
         with self._lock:
+            self.version += 1
             for name, view in self._hosts.items():  # a migrated VM leaves its old host
                 if name != host:
                     view.domains.pop(domain.uuid, None)
@@ -69,6 +73,7 @@ class FleetState:
 
     def delete(self, host: str, uuid: str, at: datetime) -> None:
         with self._lock:
+            self.version += 1
             view = self._hosts.get(host)
             if view is not None:
                 view.domains.pop(uuid, None)
@@ -76,6 +81,7 @@ class FleetState:
 
     def fail(self, host: str, error: str, kind: str) -> None:
         with self._lock:
+            self.version += 1
             view = self._hosts.get(host)
             if view is not None:
                 view.error, view.error_kind = error, kind

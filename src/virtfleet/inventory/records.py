@@ -31,8 +31,6 @@ class DomainRecord:
     id: int | None  # libvirt domain id while active, else None
     vcpus: int
     memory_mib: int
-    persistent: bool = True
-    autostart: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,8 +55,6 @@ class FleetVM:
             "id": d.id,
             "vcpus": d.vcpus,
             "memory_mib": d.memory_mib,
-            "persistent": d.persistent,
-            "autostart": d.autostart,
             "observed_at": self.observed_at.isoformat() if self.observed_at else None,
         }
 

@@ -134,8 +134,6 @@ def _domain_row(hypervisor_id: int, d: DomainRecord, at: datetime) -> dict[str, 
         "libvirt_id": d.id,
         "vcpus": d.vcpus,
         "memory_mib": d.memory_mib,
-        "persistent": d.persistent,
-        "autostart": d.autostart,
         "observed_at": at,
     }
 
@@ -806,7 +804,7 @@ class Store:
             conds.append(d.c.state == state)
         stmt: Select[Any] = (
             select(h.c.name, t.sites.c.name, t.pods.c.name, d.c.name, d.c.uuid, d.c.state,
-                   d.c.libvirt_id, d.c.vcpus, d.c.memory_mib, d.c.persistent, d.c.autostart,
+                   d.c.libvirt_id, d.c.vcpus, d.c.memory_mib,
                    d.c.observed_at)
             .select_from(d.join(h, d.c.hypervisor_id == h.c.id)
                          .join(t.pods, h.c.pod_id == t.pods.c.id)
@@ -820,9 +818,8 @@ class Store:
         return [
             FleetVM(host=hn, site=sn, pod=pn, observed_at=at,
                     domain=DomainRecord(name=name, uuid=uuid, state=st, id=lid, vcpus=vcpus,
-                                        memory_mib=mem, persistent=bool(pers),
-                                        autostart=bool(auto)))
-            for hn, sn, pn, name, uuid, st, lid, vcpus, mem, pers, auto, at in rows
+                                        memory_mib=mem))
+            for hn, sn, pn, name, uuid, st, lid, vcpus, mem, at in rows
         ]
 
     # ----------------------------------------------------------------- controller

@@ -141,8 +141,6 @@ class DomainRow(Base):
     libvirt_id: Mapped[int | None] = mapped_column(Integer)
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(Integer)
-    persistent: Mapped[bool] = mapped_column(Boolean)
-    autostart: Mapped[bool] = mapped_column(Boolean)
     observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -37,11 +37,17 @@ class HostResult(Generic[T]):
 
 
 class ConnectionPool:
-    """One open Host per hypervisor, reopened when its connection died. Thread-safe."""
+    """One open Host per hypervisor, reopened when its connection died. Thread-safe.
 
-    def __init__(self, timeouts: Timeouts | None = None, keepalive: bool = True) -> None:
+    A long-lived pool (the controller's) keeps connections open with keepalive. A one-shot
+    pool (`one_shot=True`, a CLI query) closes each host's connection as soon as its work is
+    done: the hypervisor's daemon then never holds more than `concurrency` of our clients,
+    and the closes overlap the work instead of trailing it.
+    """
+
+    def __init__(self, timeouts: Timeouts | None = None, one_shot: bool = False) -> None:
         self.timeouts = timeouts or Timeouts.from_env()
-        self.keepalive = keepalive
+        self.one_shot = one_shot
         self._hosts: dict[str, Host] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -58,7 +64,7 @@ class ConnectionPool:
             if host is not None:
                 host.close()
             host = Host.open(record.uri, self.timeouts, label=record.name,
-                             keepalive=self.keepalive)
+                             keepalive=not self.one_shot)
             self._hosts[record.uri] = host
             return host
 
@@ -67,6 +73,15 @@ class ConnectionPool:
         with self._guard:
             host = self._hosts.get(record.uri)
         return host is not None and host.alive
+
+    def release(self, record: HostRecord) -> None:
+        """The caller is done with this host for now; a one-shot pool closes it."""
+        if not self.one_shot:
+            return
+        with self._guard:
+            host = self._hosts.pop(record.uri, None)
+        if host is not None:
+            host.close()
 
     def discard(self, record: HostRecord) -> None:
         """Forget a host whose call hung; close it off the caller's thread (close may block)."""
@@ -80,11 +95,30 @@ class ConnectionPool:
             return list(self._hosts)
 
     def close(self) -> None:
+        """Close every connection, several at once: each close waits for its server."""
         with self._guard:
             hosts = list(self._hosts.values())
             self._hosts.clear()
-        for host in hosts:
-            host.close()
+        if len(hosts) < 8:
+            for host in hosts:
+                host.close()
+            return
+        pending = iter(hosts)
+        lock = threading.Lock()
+
+        def closer() -> None:
+            while True:
+                with lock:
+                    host = next(pending, None)
+                if host is None:
+                    return
+                host.close()
+
+        workers = [threading.Thread(target=closer, daemon=True) for _ in range(8)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=self.timeouts.call)
 
 
 Progress = Callable[[HostResult[object]], None]
@@ -114,6 +148,8 @@ def fan_out(
             done_q.put((i, value, None, time.monotonic() - start))
         except VirtfleetError as exc:
             done_q.put((i, None, exc, time.monotonic() - start))
+        finally:
+            pool.release(hosts[i])
 
     def finish(i: int, result: HostResult[T]) -> None:
         results[i] = result

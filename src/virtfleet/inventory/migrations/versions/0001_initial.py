@@ -96,8 +96,6 @@ def upgrade() -> None:
         sa.Column("libvirt_id", sa.Integer(), nullable=True),
         sa.Column("vcpus", sa.Integer(), nullable=False),
         sa.Column("memory_mib", sa.Integer(), nullable=False),
-        sa.Column("persistent", sa.Boolean(), nullable=False),
-        sa.Column("autostart", sa.Boolean(), nullable=False),
         sa.Column("observed_at", TIMESTAMP, nullable=False),
         sa.ForeignKeyConstraint(
             ["hypervisor_id"], ["hypervisors.id"],
