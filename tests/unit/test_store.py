@@ -417,19 +417,26 @@ def test_replace_many_in_one_transaction(base: Store) -> None:
     assert [(v.host, v.domain.name) for v in base.fleet_vms()] == [("hv2", "a"), ("hv2", "b")]
 
 
-def test_upsert_moves_a_vm_and_delete_is_per_host(base: Store) -> None:
+def test_a_vm_is_kept_per_host_and_delete_is_per_host(base: Store) -> None:
     base.replace_host_domains("hv1", [dom("web1", uuid_of(1)), dom("web2", uuid_of(2))], T0)
-    base.upsert_domain("hv3", dom("web1", uuid_of(1), "paused"), T1)  # migrated to hv3
+    base.upsert_domain("hv3", dom("web1", uuid_of(1), "paused"), T1)  # migrating to hv3
+    # Until the source reports, the VM is on both: the store must show that, not hide it.
+    where = sorted((v.host, v.domain.state) for v in base.fleet_vms() if v.domain.name == "web1")
+    assert where == [("hv1", "running"), ("hv3", "paused")]
+    base.delete_domain("hv1", uuid_of(1))  # the source's "undefined" event
     vms = {v.domain.name: v for v in base.fleet_vms()}
-    assert (vms["web1"].host, vms["web1"].pod, vms["web1"].domain.state) == (
-        "hv3", "or-pod2", "paused")
-    assert vms["web1"].observed_at == T1
+    assert (vms["web1"].host, vms["web1"].pod, vms["web1"].observed_at) == ("hv3", "or-pod2", T1)
     assert vms["web2"].host == "hv1"
-
-    base.delete_domain("hv1", uuid_of(1))  # the source's late "undefined" event: not there now
-    assert sorted(v.domain.name for v in base.fleet_vms()) == ["web1", "web2"]
+    base.delete_domain("hv1", uuid_of(1))  # a repeat is a no-op
     base.delete_domain("hv3", uuid_of(1))
     assert [v.domain.name for v in base.fleet_vms()] == ["web2"]
+    # a full list of one host does not disturb the same uuid on another
+    base.replace_many({"hv1": [dom("web2", uuid_of(2))], "hv2": [dom("dup", uuid_of(2))]}, T1)
+    assert sorted(v.host for v in base.fleet_vms()) == ["hv1", "hv2"]
+    with pytest.raises(NotFound):
+        base.replace_many({"hv1": [], "gone": []}, T1)
+    base.replace_many({"hv1": [], "gone": []}, T1, skip_unknown=True)
+    assert [v.host for v in base.fleet_vms()] == ["hv2"]
     with pytest.raises(NotFound):
         base.upsert_domain("nope", dom("x", uuid_of(5)), T1)
     with pytest.raises(NotFound):

@@ -32,6 +32,7 @@ def test_valid_uris_round_trip(uri: str) -> None:
     ("qemu+ssh://hv1$(id)/system", "not a valid name"),
     ("qemu+ssh://user:pw@hv1/system", "password"),
     ("qemu+ssh://hv1:99999/system", "port"),
+    ("qemu+ssh://hv1:0/system", "port"),
     ("test:///../etc/passwd", "node file"),
     ("test:///a b.xml", "spaces"),
     ("qemu+ssh://hv1/system#frag", "fragment"),

@@ -8,6 +8,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# virsh's words for domain states (virsh-domain-monitor.c); virt/host.py maps libvirt's numbers
+# to exactly these.
+STATES = ("running", "idle", "paused", "in shutdown", "shut off", "crashed", "pmsuspended",
+          "no state")
+
+
+@dataclass(frozen=True)
+class HostFailure:
+    """One hypervisor that did not answer a fleet operation, and why."""
+
+    host: str
+    kind: str  # VirtfleetError.kind: host-unavailable, operation-timeout, ...
+    message: str  # without the host name in front
+
+    def as_json(self) -> dict[str, str]:
+        return {"host": self.host, "kind": self.kind, "error": self.message}
+
 
 @dataclass(frozen=True)
 class HostRecord:

@@ -14,6 +14,8 @@ SQLite: foreign keys on, WAL, a 5 s busy timeout, and writers take the database 
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -269,6 +271,14 @@ def _plan(snap: _Snap, want: _Desired, vm_counts: dict[int, int]) -> ApplyPlan:
 # --------------------------------------------------------------------------- the store
 
 
+def _owner_only(path: Path) -> None:
+    """The store holds the controller's API token: a SQLite file we own is made 0600."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):
+            if p.stat().st_uid == os.geteuid() and p.stat().st_mode & 0o077:
+                p.chmod(0o600)
+
+
 def _alembic_error() -> type[Exception]:
     from alembic.util.exc import CommandError
 
@@ -299,7 +309,9 @@ class Store:
         except (SQLAlchemyError, _alembic_error()) as exc:
             self._engine.dispose()
             raise StoreError(f"store: cannot open {self.url}: {_one_line(exc)}") from None
-        self._upsert_domain = self._upsert(t.domains, ["uuid"])
+        if self._backend == "sqlite" and sa_url.database not in (None, "", ":memory:"):
+            _owner_only(Path(sa_url.database))
+        self._upsert_domain = self._upsert(t.domains, ["hypervisor_id", "uuid"])
         self._upsert_status = self._upsert(t.host_status, ["hypervisor_id"])
         self._upsert_controller = self._upsert(t.controller, ["id"])
 
@@ -719,22 +731,23 @@ class Store:
         """Record `domains` as the host's full VM list, seen at `observed_at`; mark it reachable."""
         self.replace_many({host: domains}, observed_at)
 
-    def replace_many(self, results: dict[str, list[DomainRecord]], observed_at: datetime) -> None:
+    def replace_many(self, results: dict[str, list[DomainRecord]], observed_at: datetime, *,
+                     skip_unknown: bool = False) -> None:
         """replace_host_domains for many hosts in one transaction (what a fleet sync writes).
 
-        A uuid reported by two hosts ends up on the one that comes later in `results`.
-        NotFound (and nothing written) if a host is not in the inventory.
+        NotFound (and nothing written) if a host is not in the inventory, unless
+        `skip_unknown`: a sync that raced with `apply` then records the hosts that remain.
         """
         at = _utc(observed_at, "observed_at")
         if not results:
             return
         h, d = t.hypervisors, t.domains
         names = list(results)
-        seen = {dom.uuid for doms in results.values() for dom in doms}
+        seen = {name: {dom.uuid for dom in doms} for name, doms in results.items()}
         with self._tx("record observed VMs", write=True) as conn:
             # One query gives each host's id and the uuids it had until now.
             ids: dict[str, int] = {}
-            stale: list[str] = []
+            stale: dict[int, list[str]] = {}
             for chunk in _chunks(names):
                 for hid, name, uuid in conn.execute(
                     select(h.c.id, h.c.name, d.c.uuid)
@@ -742,26 +755,28 @@ class Store:
                     .where(h.c.name.in_(chunk))
                 ):
                     ids[name] = hid
-                    if uuid is not None and uuid not in seen:
-                        stale.append(uuid)
+                    if uuid is not None and uuid not in seen[name]:
+                        stale.setdefault(hid, []).append(uuid)
             for name in names:
-                if name not in ids:
+                if name not in ids and not skip_unknown:
                     raise NotFound(f"hypervisor {name!r} is not in the inventory")
-            rows: dict[str, dict[str, Any]] = {}
-            for host, doms in results.items():
-                for dom in doms:
-                    rows[dom.uuid] = _domain_row(ids[host], dom, at)
-            for uuid_chunk in _chunks(stale):
-                conn.execute(delete(d).where(d.c.uuid.in_(uuid_chunk)))
+            rows = [_domain_row(ids[host], dom, at)
+                    for host, doms in results.items() if host in ids
+                    for dom in {dm.uuid: dm for dm in doms}.values()]
+            for hid, uuids in stale.items():
+                for uuid_chunk in _chunks(uuids):
+                    conn.execute(delete(d).where(d.c.hypervisor_id == hid,
+                                                 d.c.uuid.in_(uuid_chunk)))
             if rows:
-                conn.execute(self._upsert_domain, list(rows.values()))
+                conn.execute(self._upsert_domain, rows)
             conn.execute(self._upsert_status, [
                 {"hypervisor_id": hid, "reachable": True, "error": "", "observed_at": at}
                 for hid in ids.values()
             ])
 
     def upsert_domain(self, host: str, domain: DomainRecord, observed_at: datetime) -> None:
-        """One VM as just seen on `host` (a lifecycle event); a uuid seen elsewhere moves here."""
+        """One VM as just seen on `host` (a lifecycle event). Other hosts' rows are left alone:
+        a migration's source reports its own undefine or stop."""
         at = _utc(observed_at, "observed_at")
         with self._tx(f"record VM {domain.name!r}", write=True) as conn:
             hid = self._host_ids(conn, [host])[host]

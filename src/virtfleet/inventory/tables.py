@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -128,14 +129,22 @@ class HypervisorGroupRow(Base):
 
 
 class DomainRow(Base):
-    """A VM as last observed on a hypervisor. A uuid is in one place at a time."""
+    """A VM as last observed on a hypervisor.
+
+    Keyed by (hypervisor, uuid), not uuid alone: a VM defined on two hypervisors of a pod
+    (shared storage makes that easy) is two rows, which is exactly what an operator, and the
+    rule against starting one disk twice, need to see.
+    """
 
     __tablename__ = "domains"
-    __table_args__ = (Index("ix_domains_hypervisor_id_name", "hypervisor_id", "name"),)
+    __table_args__ = (
+        Index("ix_domains_hypervisor_id_name", "hypervisor_id", "name"),
+        UniqueConstraint("hypervisor_id", "uuid", name="uq_domains_hypervisor_id_uuid"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     hypervisor_id: Mapped[int] = mapped_column(ForeignKey("hypervisors.id", ondelete="CASCADE"))
-    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    uuid: Mapped[str] = mapped_column(String(36), index=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN))
     state: Mapped[str] = mapped_column(String(32), index=True)
     libvirt_id: Mapped[int | None] = mapped_column(Integer)

@@ -80,6 +80,8 @@ def parse_uri(value: object, field: str = "uri") -> HypervisorURI:
         port = parts.port
     except ValueError as exc:
         raise InvalidInput(field, f"bad host or port ({exc})") from None
+    if port == 0:
+        raise InvalidInput(field, "port must be from 1 to 65535")
     if parts.password is not None:
         raise InvalidInput(field, "must not carry a password")
     user = parts.username or ""

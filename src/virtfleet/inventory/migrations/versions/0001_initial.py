@@ -102,8 +102,9 @@ def upgrade() -> None:
             name="fk_domains_hypervisor_id_hypervisors", ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_domains"),
-        sa.UniqueConstraint("uuid", name="uq_domains_uuid"),
+        sa.UniqueConstraint("hypervisor_id", "uuid", name="uq_domains_hypervisor_id_uuid"),
     )
+    op.create_index("ix_domains_uuid", "domains", ["uuid"])
     op.create_index("ix_domains_hypervisor_id_name", "domains", ["hypervisor_id", "name"])
     op.create_index("ix_domains_state", "domains", ["state"])
     op.create_table(
