@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from virtfleet.errors import HypervisorError, VirtfleetError
-from virtfleet.inventory.records import DomainRecord, FleetVM, HostRecord
+from virtfleet.errors import HypervisorError
+from virtfleet.inventory.records import DomainRecord, FleetVM, HostFailure, HostRecord
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host
 from virtfleet.xml.capabilities import parse_capabilities
@@ -51,6 +51,11 @@ class HostCheck:
     @property
     def ok(self) -> bool:
         return self.reachable and not self.problems
+
+    @classmethod
+    def unreachable(cls, why: str) -> HostCheck:
+        return cls(reachable=False, virt_types=(), hw_virt=None, iommu=None, kvm_usable=False,
+                   problems=(why,) if why else ())
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -136,5 +141,10 @@ def fleet_vms(results: Sequence[HostResult[list[DomainRecord]]]) -> list[FleetVM
     return vms
 
 
-def failures(results: Sequence[HostResult[object]]) -> list[tuple[str, VirtfleetError]]:
-    return [(r.host.name, r.error) for r in results if r.error is not None]
+def failures(results: Sequence[HostResult[Any]]) -> list[HostFailure]:
+    out = []
+    for r in results:
+        if r.error is not None:
+            text = r.error.message.removeprefix(f"{r.host.name}: ")
+            out.append(HostFailure(r.host.name, r.error.kind, text))
+    return out

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from virtfleet.config import Timeouts
-from virtfleet.errors import HostUnavailable, NotFound, OperationTimeout
+from virtfleet.errors import Conflict, HostUnavailable, HypervisorError, NotFound, OperationTimeout
 from virtfleet.queries import ask_fleet, check_of, domains_of, fleet_vms, node_info_of, version_of
 from virtfleet.virt.fanout import ConnectionPool, fan_out
 from virtfleet.virt.host import Host
@@ -59,11 +58,9 @@ def test_refused_connection_is_host_unavailable() -> None:
 
 
 def test_open_of_a_silent_host_times_out_at_the_connect_deadline() -> None:
-    with silent_server() as port:
-        start = time.monotonic()
-        with pytest.raises(OperationTimeout, match="within 0.5s"):
-            Host.open(f"qemu+tcp://127.0.0.1:{port}/system", Timeouts(connect=0.5))
-        assert time.monotonic() - start < 5
+    # The deadline's own error, not the kernel's TCP timeout minutes later.
+    with silent_server() as port, pytest.raises(OperationTimeout, match="within 0.5s"):
+        Host.open(f"qemu+tcp://127.0.0.1:{port}/system", Timeouts(connect=0.5))
 
 
 def test_fan_out_returns_every_host_and_names_each_failure(tmp_path: Path) -> None:
@@ -77,10 +74,8 @@ def test_fan_out_returns_every_host_and_names_each_failure(tmp_path: Path) -> No
         ]
         pool = ConnectionPool(Timeouts(connect=30, call=1.0))
         seen: list[str] = []
-        start = time.monotonic()
         results = fan_out(hosts, domains_of, pool, concurrency=2,
                           progress=lambda r: seen.append(r.host.name))
-        elapsed = time.monotonic() - start
         pool.close()
     assert [r.host.name for r in results] == ["hv1", "dead", "hung", "hv2", "hv3"]
     assert sorted(seen) == sorted(h.name for h in hosts)
@@ -89,8 +84,8 @@ def test_fan_out_returns_every_host_and_names_each_failure(tmp_path: Path) -> No
     assert isinstance(by["hung"].error, OperationTimeout)
     assert by["hv1"].ok and len(by["hv1"].value or []) == 3
     assert by["hv3"].ok and by["hv3"].value == []
-    # the hung host cost one deadline, not the connect timeout, and did not hold up the others
-    assert elapsed < 10
+    # the hung host got the 1 s call deadline, not the 30 s connect timeout
+    assert "within 1s" in str(by["hung"].error)
     vms = fleet_vms(results)
     assert len(vms) == 6 and {v.pod for v in vms} == {"or-pod1", "or-pod2"}
 
@@ -112,3 +107,40 @@ def test_ask_fleet_over_many_simulated_hosts(tmp_path: Path) -> None:
     results = ask_fleet(hosts, domains_of)
     assert all(r.ok for r in results)
     assert len(fleet_vms(results)) == 120
+
+
+def test_a_bug_in_the_work_is_reported_for_that_host_not_as_a_timeout(tmp_path: Path) -> None:
+    hosts = [host("hv1", node_uri(tmp_path, "empty.xml"))]
+
+    def broken(_h: Host) -> None:
+        raise ValueError("parser bug")
+
+    [r] = fan_out(hosts, broken, ConnectionPool(), deadline=30)
+    assert isinstance(r.error, HypervisorError) and "parser bug" in str(r.error)
+
+
+def test_libvirt_errors_map_to_virtfleet_errors() -> None:
+    import libvirt
+
+    from virtfleet.virt.errors import map_error
+
+    def err(code: int, domain: int = libvirt.VIR_FROM_NONE) -> libvirt.libvirtError:
+        e = libvirt.libvirtError("boom")
+        e.err = (code, domain, "boom", 2, None, None, None, 0, 0)
+        return e
+
+    assert isinstance(map_error(err(libvirt.VIR_ERR_NO_DOMAIN), "h"), NotFound)
+    assert isinstance(map_error(err(libvirt.VIR_ERR_OPERATION_INVALID), "h"), Conflict)
+    assert isinstance(map_error(err(libvirt.VIR_ERR_OPERATION_TIMEOUT), "h"), OperationTimeout)
+    assert isinstance(map_error(err(libvirt.VIR_ERR_NO_CONNECT), "h"), HostUnavailable)
+    assert isinstance(map_error(err(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC), "h"),
+                      HostUnavailable)
+    other = map_error(err(libvirt.VIR_ERR_XML_ERROR), "h")
+    assert type(other) is HypervisorError and str(other) == "h: boom"
+
+
+def test_state_words_are_the_shared_virsh_words() -> None:
+    from virtfleet.inventory.records import STATES
+    from virtfleet.virt.host import STATE_WORDS
+
+    assert set(STATE_WORDS.values()) == set(STATES)

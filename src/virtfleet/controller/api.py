@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
 
 from virtfleet.controller.service import Controller
 from virtfleet.errors import NotFound
+from virtfleet.queries import failures
 
 API_PREFIX = "/v1"
 
@@ -73,16 +74,14 @@ def create_app(controller: Controller) -> FastAPI:
         except NotFound as exc:
             raise HTTPException(status_code=404, detail=exc.message) from None
         if hosts is None and state is None:
-            failed = [{"host": h, "kind": k, "error": e} for h, k, e in
-                      controller.state.failures()]
+            failed = [f.as_json() for f in controller.state.failures()]
             head = json.dumps({"generated_at": datetime.now(UTC).isoformat(), "failed": failed})
             return Response(content=head[:-1] + ',"vms":' + all_vms_json() + "}",
                             media_type="application/json")
         return as_json({
             "generated_at": datetime.now(UTC).isoformat(),
             "vms": [v.as_json() for v in controller.state.vms(hosts, state)],
-            "failed": [{"host": h, "kind": k, "error": e}
-                       for h, k, e in controller.state.failures(hosts)],
+            "failed": [f.as_json() for f in controller.state.failures(hosts)],
         })
 
     @app.post(f"{API_PREFIX}/sync", dependencies=[Depends(authorized)])
@@ -90,8 +89,7 @@ def create_app(controller: Controller) -> FastAPI:
         controller.reload_inventory()
         results = controller.sync()
         return as_json({"hosts": len(results),
-                        "failed": [{"host": r.host.name, "kind": r.error.kind,
-                                    "error": r.error.message}
-                                   for r in results if r.error is not None]})
+                        "vms": sum(len(r.value) for r in results if r.value is not None),
+                        "failed": [f.as_json() for f in failures(results)]})
 
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import urllib.error
 import urllib.parse
@@ -18,10 +19,26 @@ STALE_AFTER = 15.0
 
 
 def is_live(rec: ControllerRecord | None, at: datetime | None = None) -> bool:
-    if rec is None:
+    """Registered, heart-beating, and reachable from here.
+
+    The API listens on loopback only, so a controller registered by another machine (a shared
+    PostgreSQL store) is not ours to ask: its 127.0.0.1 is not this machine's, and sending the
+    token there would hand it to whatever listens on that port here.
+    """
+    if rec is None or rec.hostname != socket.gethostname():
         return False
     age = ((at or datetime.now(UTC)) - rec.heartbeat_at).total_seconds()
     return age < STALE_AFTER
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: it would carry the bearer token somewhere else."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def registration_from_sqlite(db_url: str) -> ControllerRecord | None:
@@ -54,7 +71,7 @@ class ControllerClient:
         req = urllib.request.Request(url, method=method,
                                      headers={"Authorization": f"Bearer {self.rec.token}"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with _OPENER.open(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             detail = _detail(exc)

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from virtfleet.inventory.records import DomainRecord, FleetVM, HostRecord
+from virtfleet.inventory.records import DomainRecord, FleetVM, HostFailure, HostRecord
 
 
 @dataclass
@@ -28,29 +28,32 @@ class FleetState:
         self._hosts: dict[str, HostView] = {}
         self.version = 0  # bumped on every change, so readers can cache what they derive
 
-    def set_inventory(self, hosts: list[HostRecord]) -> tuple[list[HostRecord], list[str]]:
-        """Adopt the inventory; return (hosts new or changed, names removed)."""
+    def set_inventory(self, hosts: list[HostRecord]
+                      ) -> tuple[list[HostRecord], list[HostRecord]]:
+        """Adopt the inventory; return (hosts new or changed, hosts gone or whose URI changed)."""
         with self._lock:
             self.version += 1
             wanted = {h.name: h for h in hosts}
-            removed = [n for n in self._hosts if n not in wanted]
-            for n in removed:
-                del self._hosts[n]
+            gone = [v.record for n, v in self._hosts.items()
+                    if n not in wanted or wanted[n].uri != v.record.uri]
+            for rec in gone:
+                del self._hosts[rec.name]
             fresh: list[HostRecord] = []
             for name, rec in wanted.items():
                 view = self._hosts.get(name)
-                if view is None or view.record.uri != rec.uri:
+                if view is None:
                     self._hosts[name] = HostView(rec)
                     fresh.append(rec)
                 else:
                     view.record = rec  # site/pod/groups may have changed; domains stay
-            return fresh, removed
+            return fresh, gone
 
     def hosts(self) -> list[HostRecord]:
         with self._lock:
             return [v.record for v in self._hosts.values()]
 
     def replace(self, host: str, domains: list[DomainRecord], at: datetime) -> None:
+        """The host's full list as read at `at` (when its answer arrived)."""
         with self._lock:
             self.version += 1
             view = self._hosts.get(host)
@@ -61,15 +64,14 @@ class FleetState:
             view.error = view.error_kind = ""
 
     def upsert(self, host: str, domain: DomainRecord, at: datetime) -> None:
+        """One VM as just seen on `host`. Other hosts keep theirs: during a migration, or with
+        a disk defined on two hosts, the VM really is on both until one says otherwise."""
         with self._lock:
             self.version += 1
-            for name, view in self._hosts.items():  # a migrated VM leaves its old host
-                if name != host:
-                    view.domains.pop(domain.uuid, None)
-            target = self._hosts.get(host)
-            if target is not None:
-                target.domains[domain.uuid] = domain
-                target.observed_at = at
+            view = self._hosts.get(host)
+            if view is not None:
+                view.domains[domain.uuid] = domain
+                view.observed_at = at
 
     def delete(self, host: str, uuid: str, at: datetime) -> None:
         with self._lock:
@@ -97,11 +99,11 @@ class FleetState:
         out.sort(key=lambda x: (x.site, x.pod, x.host, x.domain.name))
         return out
 
-    def failures(self, hosts: set[str] | None = None) -> list[tuple[str, str, str]]:
-        """(host, kind, error) for hosts whose last attempt failed."""
+    def failures(self, hosts: set[str] | None = None) -> list[HostFailure]:
+        """Hosts whose last attempt failed."""
         with self._lock:
-            return [(n, v.error_kind, v.error) for n, v in self._hosts.items()
-                    if v.error and (hosts is None or n in hosts)]
+            return [HostFailure(n, v.error_kind, v.error.removeprefix(f"{n}: "))
+                    for n, v in self._hosts.items() if v.error and (hosts is None or n in hosts)]
 
     def never_seen(self) -> list[HostRecord]:
         with self._lock:

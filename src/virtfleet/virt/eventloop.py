@@ -18,7 +18,7 @@ _started = False
 
 def _run() -> None:
     while True:
-        # Errors here are transient (a callback raised); keep the loop alive for every host.
+        # An error from one iteration must not stop the loop every long-lived connection needs.
         try:
             libvirt.virEventRunDefaultImpl()
         except libvirt.libvirtError:
@@ -31,7 +31,5 @@ def ensure_event_loop() -> None:
         if _started:
             return
         libvirt.virEventRegisterDefaultImpl()
-        # libvirt prints errors to stderr by default; virtfleet reports them itself.
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
         threading.Thread(target=_run, name="libvirt-events", daemon=True).start()
         _started = True

@@ -9,19 +9,25 @@ the next host. Results come back per host, in the order the hosts were given.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+import libvirt
+
 from virtfleet.config import Timeouts, fanout_concurrency
-from virtfleet.errors import OperationTimeout, VirtfleetError
+from virtfleet.errors import HypervisorError, OperationTimeout, VirtfleetError
 from virtfleet.inventory.records import HostRecord
+from virtfleet.virt.errors import map_error
 from virtfleet.virt.host import Host
 
 T = TypeVar("T")
+log = logging.getLogger("virtfleet.fanout")
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class HostResult(Generic[T]):
     value: T | None = None
     error: VirtfleetError | None = None
     seconds: float = 0.0
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))  # when the answer came
 
     @property
     def ok(self) -> bool:
@@ -143,13 +150,21 @@ def fan_out(
 
     def job(i: int) -> None:
         start = time.monotonic()
+        err: VirtfleetError | None = None
+        value: T | None = None
         try:
             value = work(pool.get(hosts[i]))
-            done_q.put((i, value, None, time.monotonic() - start))
         except VirtfleetError as exc:
-            done_q.put((i, None, exc, time.monotonic() - start))
+            err = exc
+        except libvirt.libvirtError as exc:  # a call the work function did not map itself
+            err = map_error(exc, hosts[i].name)
+        except Exception as exc:  # noqa: BLE001 - the thread boundary: a bug must not become
+            # a silent timeout for this host or a traceback on the user's terminal.
+            log.debug("unexpected error on %s", hosts[i].name, exc_info=True)
+            err = HypervisorError(f"{hosts[i].name}: internal error: {exc!r}")
         finally:
             pool.release(hosts[i])
+        done_q.put((i, value, err, time.monotonic() - start))
 
     def finish(i: int, result: HostResult[T]) -> None:
         results[i] = result

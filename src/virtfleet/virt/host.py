@@ -17,7 +17,7 @@ from typing import Any
 import libvirt
 
 from virtfleet.config import Timeouts
-from virtfleet.errors import HostUnavailable, OperationTimeout
+from virtfleet.errors import HostUnavailable, OperationTimeout, VirtfleetError
 from virtfleet.inventory.records import DomainRecord
 from virtfleet.virt.errors import libvirt_errors
 from virtfleet.virt.eventloop import ensure_event_loop
@@ -33,7 +33,6 @@ STATE_WORDS = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
-STATES = tuple(STATE_WORDS.values())
 
 _STATS = (
     libvirt.VIR_DOMAIN_STATS_STATE
@@ -44,26 +43,34 @@ _STATS = (
 LifecycleCallback = Callable[["Host", str, int, int], None]  # host, domain uuid, event, detail
 
 
+# libvirt prints every error to stderr by default; virtfleet reports errors itself, once.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
 def _open_in_thread(uri: str, seconds: float, label: str) -> Any:
     box: dict[str, Any] = {}
+    lock = threading.Lock()  # decides, once, whether the caller or the opener owns the result
     done = threading.Event()
-    abandoned = threading.Event()
 
     def opener() -> None:
         try:
-            box["conn"] = libvirt.open(uri)
+            conn: Any = libvirt.open(uri)
         except libvirt.libvirtError as exc:
-            box["error"] = exc
+            conn, box["error"] = None, exc
+        with lock:
+            abandoned = box.get("abandoned", False)
+            if not abandoned:
+                box["conn"] = conn
         done.set()
-        if abandoned.is_set() and "conn" in box:
-            _quiet_close(box["conn"])
+        if abandoned and conn is not None:
+            _quiet_close(conn)  # the caller gave up on it
 
     threading.Thread(target=opener, name=f"open {label}", daemon=True).start()
-    if not done.wait(seconds):
-        abandoned.set()
-        if done.is_set() and "conn" in box:  # finished in the gap between wait and set
-            return box["conn"]
-        raise OperationTimeout(f"{label}: no answer within {seconds:g}s while connecting")
+    done.wait(seconds)
+    with lock:
+        if not done.is_set():
+            box["abandoned"] = True
+            raise OperationTimeout(f"{label}: no answer within {seconds:g}s while connecting")
     if "error" in box:
         exc = box["error"]
         with libvirt_errors(label):
@@ -84,6 +91,8 @@ class Host:
         self.uri = uri
         self.label = label
         self._dead = False
+        self._closed = False
+        self._close_lock = threading.Lock()
         self._watched = False  # close callback registered (long-lived connections)
         self._lifecycle_ids: list[int] = []
 
@@ -110,12 +119,15 @@ class Host:
         host = cls(conn, uri, name)
         if not keepalive:
             return host
-        if "+" in uri.split("://", 1)[0]:  # only remote transports have keepalive
+        try:
             with libvirt_errors(name):
-                conn.setKeepAlive(t.keepalive_interval, t.keepalive_count)
-        with libvirt_errors(name):
-            conn.registerCloseCallback(host._on_close, None)
-        host._watched = True
+                if "+" in uri.split("://", 1)[0]:  # only remote transports have keepalive
+                    conn.setKeepAlive(t.keepalive_interval, t.keepalive_count)
+                conn.registerCloseCallback(host._on_close, None)
+                host._watched = True
+        except VirtfleetError:
+            host.close()
+            raise
         return host
 
     def _on_close(self, _conn: Any, _reason: int, _opaque: object) -> None:
@@ -131,6 +143,11 @@ class Host:
             return False
 
     def close(self) -> None:
+        """Release the connection. Idempotent and safe from several threads at once."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         self._dead = True
         # On a broken connection these fail; the callbacks died with it, so that is fine.
         for cb_id in self._lifecycle_ids:
