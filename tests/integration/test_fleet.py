@@ -94,7 +94,11 @@ def test_daemon_killed_mid_query_and_refusing_address(lab: LabFixture,
             lab.kill_daemon(victim)  # dies between two calls of the same query
         return first + len(host.list_domains())
 
-    results = fan_out(hosts, work, ConnectionPool(), concurrency=4, deadline=60)
+    pool = ConnectionPool()
+    try:
+        results = fan_out(hosts, work, pool, concurrency=4, deadline=60)
+    finally:
+        pool.close()
     by = {r.host.name: r for r in results}
     assert isinstance(by[victim.name].error, HostUnavailable)
     assert isinstance(by["refuses"].error, HostUnavailable)
@@ -137,7 +141,9 @@ def test_controller_follows_events_and_reconnects(lab: LabFixture, store_db: Pat
 
     def warm() -> tuple[set[str], str]:
         r = run(store_db, "list", "--json", "--host", h.name)
+        # served by the controller: every row carries the time the controller saw it
         assert "asking the hypervisors" not in r.err
+        assert all(v["observed_at"] for v in r.json()), r.json()
         return {v["name"] for v in r.json()}, r.err
 
     with Host.open(h.uri) as conn:

@@ -130,8 +130,14 @@ def test_a_failed_host_is_named_and_the_rest_still_printed(tmp_path: Path, db: P
     assert r.code == 1
     assert len(r.json()) == 6
     assert "dead.or: host-unavailable" in r.err and "refused" in r.err
+    # only virtfleet's own lines: libvirt must not print its errors too
+    assert all(line.startswith("virtfleet: ") for line in r.err.splitlines()), r.err
     r = run(db, "host", "info", "--json")
     assert r.code == 1 and len(r.json()) == 3 and "dead.or" in r.err
+    checks = {c["host"]: c for c in run(db, "host", "check", "--json").json()}
+    assert set(checks["dead.or"]) == set(checks["hv1.or"])  # same shape, reachable or not
+    assert checks["dead.or"]["reachable"] is False and not checks["dead.or"]["ok"]
+    assert "refused" in checks["dead.or"]["problems"][0]
 
 
 def test_host_facts(tmp_path: Path, db: Path) -> None:
@@ -160,7 +166,13 @@ def test_host_add_remove(tmp_path: Path, db: Path) -> None:
                "--pod", "tx-pod1").code == 4
     bad = run(db, "host", "add", "hv10", "--uri", "qemu+ssh://x/system?command=sh",
               "--site", "texas", "--pod", "tx-pod1")
-    assert bad.code == 2 and "uri" in bad.err
+    assert bad.code == 2 and bad.err.startswith("virtfleet: error: --uri: ")
+    bad = run(db, "host", "add", "hv10", "--uri", "qemu:///system", "--site", "tex as",
+              "--pod", "tx-pod1")
+    assert bad.code == 2 and bad.err.startswith("virtfleet: error: --site: ")
+    bad = run(db, "host", "add", "hv10", "--uri", "qemu:///system", "--site", "texas",
+              "--pod", "p", "--group", "a", "--group", "b&c")
+    assert bad.code == 2 and bad.err.startswith("virtfleet: error: --group: ")
     assert [h["name"] for h in run(db, "host", "list", "--json").json()] == ["hv9"]
     assert run(db, "host", "remove", "hv9").code == 0
     assert run(db, "host", "remove", "hv9").code == 3
@@ -174,6 +186,14 @@ def test_sync_records_and_marks_failures(tmp_path: Path, db: Path) -> None:
     assert r.json()["vms"] == 6
     states = {h["name"]: h["reachable"] for h in run(db, "host", "list", "--json").json()}
     assert states == {"hv1.or": True, "hv2.or": True, "hv3.or": True, "dead.or": False}
+
+
+@pytest.mark.parametrize("args", [["list", "--bogus"], ["host", "add"], ["nope"],
+                                  ["list", "--state"]])
+def test_usage_errors_are_one_line_exit_2(tmp_path: Path, args: list[str]) -> None:
+    r = run(tmp_path / "s.db", *args)
+    assert r.code == 2
+    assert len(r.err.strip().splitlines()) == 1 and r.err.startswith("virtfleet: error: ")
 
 
 def test_bad_db_and_no_args(tmp_path: Path) -> None:

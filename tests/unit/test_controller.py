@@ -66,13 +66,13 @@ def test_cli_finds_the_controller_and_gets_the_live_answer(controller: tuple) ->
     assert all(vm["observed_at"] for vm in warm.json())
     assert all(vm["observed_at"] is None for vm in live.json())
     table = run(db, "list")
-    assert "from the controller" in table.err and "oldest reading" in table.err
+    assert "from the controller" in table.err and " Age" in table.out.splitlines()[0]
     assert {v["host"] for v in run(db, "list", "--json", "--group", "web").json()} == {
         "hv1", "hv3"}
     assert run(db, "list", "--pod", "nope").code == 3
 
 
-def test_controller_rejects_a_wrong_token(controller: tuple) -> None:
+def test_controller_rejects_a_wrong_or_missing_token(controller: tuple) -> None:
     db, _proc = controller
     store = Store(f"sqlite:///{db}")
     rec = store.controller()
@@ -83,11 +83,13 @@ def test_controller_rejects_a_wrong_token(controller: tuple) -> None:
     from virtfleet.errors import HostUnavailable
     with pytest.raises(HostUnavailable, match="401"):
         ControllerClient(replace(rec, token="wrong")).vms()
+    with pytest.raises(HostUnavailable, match="401"):
+        ControllerClient(replace(rec, token="")).vms()
     with pytest.raises(NotFound):
         ControllerClient(rec).vms(site="texas")
 
 
-def test_sigterm_unregisters_and_a_killed_controller_falls_back(controller: tuple) -> None:
+def test_a_killed_controller_falls_back_to_asking_the_hypervisors(controller: tuple) -> None:
     db, proc = controller
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -114,3 +116,33 @@ def test_sqlite_fast_path_reads_the_same_registration(controller: tuple) -> None
         assert registration_from_sqlite(f"sqlite:///{db}") == store.controller()
     finally:
         store.close()
+
+
+def test_a_second_controller_is_refused_and_sync_goes_through_the_first(controller: tuple
+                                                                         ) -> None:
+    db, first = controller
+    second = run(db, "serve")
+    assert second.code == 4 and f"pid {first.pid}" in second.err
+    r = run(db, "sync", "--json")
+    assert r.code == 1 and r.json()["vms"] == 12 and r.json()["failed"][0]["host"] == "dead"
+    store = Store(f"sqlite:///{db}")
+    try:
+        rec = store.controller()
+        assert rec is not None and rec.pid == first.pid
+    finally:
+        store.close()
+
+
+def test_cached_list_reads_the_store_with_ages(controller: tuple) -> None:
+    db, _proc = controller
+    r = run(db, "list", "--cached", "--json")
+    assert r.code == 1 and len(r.json()) == 12 and all(v["observed_at"] for v in r.json())
+    assert "dead" in r.err
+    table = run(db, "list", "--cached")
+    assert "from the store" in table.err and " Age" in table.out.splitlines()[0]
+    assert run(db, "list", "--cached", "--live").code == 2
+
+
+def test_serve_refuses_a_network_address(tmp_path: Path) -> None:
+    r = run(tmp_path / "s.db", "serve", "--listen", "0.0.0.0:8080")
+    assert r.code == 2 and "--listen" in r.err and "loopback" in r.err

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -11,7 +12,7 @@ from virtfleet.cli.context import app_context
 from virtfleet.cli.options import Group, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
 from virtfleet.cli.progress import fleet_progress
-from virtfleet.errors import NotFound
+from virtfleet.errors import InvalidInput, NotFound
 from virtfleet.inventory.records import HostRecord
 
 # The fleet-file models and the libvirt layer are imported inside the commands that use them:
@@ -19,6 +20,8 @@ from virtfleet.inventory.records import HostRecord
 
 if TYPE_CHECKING:
     from virtfleet.virt.fanout import HostResult
+    from virtfleet.virt.host import Host
+    from virtfleet.xml.sysinfo import SysInfo
 
 app = typer.Typer(no_args_is_help=True, help="Hypervisors: inventory and facts.")
 
@@ -39,6 +42,15 @@ def select_hosts(ctx: typer.Context, names: list[str] | None, site: str | None,
     return hosts
 
 
+_ADD_FIELDS = {
+    "sites[0].name": "--site",
+    "sites[0].pods[0].name": "--pod",
+    "sites[0].pods[0].hypervisors[0].name": "NAME",
+    "sites[0].pods[0].hypervisors[0].uri": "--uri",
+    "sites[0].pods[0].hypervisors[0].groups": "--group",
+}
+
+
 @app.command("add")
 def add(
     ctx: typer.Context,
@@ -51,9 +63,14 @@ def add(
     """Add one hypervisor to the inventory (`apply -f` does many)."""
     from virtfleet.inventory.fleetfile import parse_fleet
 
-    # Validate through the fleet file model so `host add` and `apply` share every rule.
-    fleet = parse_fleet({"sites": [{"name": site, "pods": [{"name": pod, "hypervisors": [
-        {"name": name, "uri": uri, "groups": list(group or [])}]}]}]})
+    # Validate through the fleet file model so `host add` and `apply` share every rule, and
+    # name the command-line word, not the fleet-file path, in the error.
+    try:
+        fleet = parse_fleet({"sites": [{"name": site, "pods": [{"name": pod, "hypervisors": [
+            {"name": name, "uri": uri, "groups": list(group or [])}]}]}]})
+    except InvalidInput as exc:
+        raise InvalidInput(_ADD_FIELDS.get(re.sub(r"\[\d+\]$", "", exc.field), exc.field),
+                           exc.rule) from None
     hv = fleet.sites[0].pods[0].hypervisors[0]
     app_context(ctx).store().add_hypervisor(site, pod, hv)
     emit(f"Hypervisor {name} added to {site}/{pod}\n")
@@ -100,12 +117,23 @@ def list_hosts(ctx: typer.Context, site: Site = None, pod: Pod = None, group: Gr
                 for h in hosts]))
 
 
-def _finish(results: Sequence[HostResult[Any]]) -> None:
-    from virtfleet.queries import failures
+T = TypeVar("T")
 
-    failed = failures(results)
-    report_failures(failed)
-    if failed:
+
+def _ask(ctx: typer.Context, what: str, work: Callable[[Host], T], names: list[str] | None,
+         site: str | None, pod: str | None, group: str | None) -> list[HostResult[T]]:
+    """Select hosts, ask each (with a progress bar), report failures on stderr."""
+    from virtfleet.queries import ask_fleet, failures
+
+    hosts = select_hosts(ctx, names, site, pod, group)
+    with fleet_progress(len(hosts), what) as tick:
+        results = ask_fleet(hosts, work, progress=tick)
+    report_failures(failures(results))
+    return results
+
+
+def _exit_if_failed(results: Sequence[HostResult[Any]]) -> None:
+    if any(r.error is not None for r in results):
         raise typer.Exit(1)
 
 
@@ -113,70 +141,60 @@ def _finish(results: Sequence[HostResult[Any]]) -> None:
 def info(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
          group: Group = None, json: Json = False) -> None:
     """`virsh nodeinfo` for each hypervisor: CPU model, CPUs, MHz, topology, memory."""
-    from virtfleet.queries import ask_fleet, node_info_of
+    from virtfleet.queries import node_info_of
 
-    hosts = select_hosts(ctx, names, site, pod, group)
-    with fleet_progress(len(hosts), "nodeinfo") as tick:
-        results = ask_fleet(hosts, node_info_of, progress=tick)
-    ok = [r for r in results if r.value is not None]
+    results = _ask(ctx, "nodeinfo", node_info_of, names, site, pod, group)
+    ok = [(r.host, r.value) for r in results if r.value is not None]
     if json:
-        emit_json([{"host": r.host.name, "site": r.host.site, "pod": r.host.pod,
-                    **r.value.as_json()} for r in ok if r.value is not None])
+        emit_json([{"host": h.name, "site": h.site, "pod": h.pod, **n.as_json()} for h, n in ok])
     else:
-        for r in ok:
-            n = r.value
-            assert n is not None
-            emit(f"{r.host.name}\n" + fields([
-                ("CPU model", n.cpu_model), ("CPU(s)", n.cpus),
-                ("CPU frequency", f"{n.mhz} MHz"), ("CPU socket(s)", n.sockets),
-                ("Core(s) per socket", n.cores_per_socket),
-                ("Thread(s) per core", n.threads_per_core), ("NUMA cell(s)", n.numa_cells),
-                ("Memory size", f"{n.memory_kib} KiB")]) + "\n")
-    _finish(results)
+        emit("".join(f"{h.name}\n" + fields([
+            ("CPU model", n.cpu_model), ("CPU(s)", n.cpus),
+            ("CPU frequency", f"{n.mhz} MHz"), ("CPU socket(s)", n.sockets),
+            ("Core(s) per socket", n.cores_per_socket),
+            ("Thread(s) per core", n.threads_per_core), ("NUMA cell(s)", n.numa_cells),
+            ("Memory size", f"{n.memory_kib} KiB")]) + "\n" for h, n in ok))
+    _exit_if_failed(results)
+
+
+def _sysinfo_text(h: HostRecord, s: SysInfo) -> str:
+    dimms = s.populated_dimms
+    dimm_sizes = sorted({d.get("size", "?") for d in dimms})
+    return f"{h.name}\n" + fields([
+        ("BIOS", " ".join(filter(None, [s.bios.get("vendor"), s.bios.get("version"),
+                                       s.bios.get("date")])) or None),
+        ("System", " ".join(filter(None, [s.system.get("manufacturer"),
+                                         s.system.get("product")])) or None),
+        ("Serial", s.system.get("serial")),
+        ("UUID", s.system.get("uuid")),
+        ("Processors", "; ".join(p.get("version", "?") for p in s.processors) or None),
+        ("DIMMs", f"{len(dimms)} populated of {len(s.memory_devices)}"
+                  + (f" ({', '.join(dimm_sizes)})" if dimm_sizes else "")),
+    ]) + "\n"
 
 
 @app.command("sysinfo")
 def sysinfo(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
             group: Group = None, json: Json = False) -> None:
     """`virsh sysinfo` parsed: BIOS, system, processors and DIMMs of each hypervisor."""
-    from virtfleet.queries import ask_fleet, sysinfo_of
+    from virtfleet.queries import sysinfo_of
 
-    hosts = select_hosts(ctx, names, site, pod, group)
-    with fleet_progress(len(hosts), "sysinfo") as tick:
-        results = ask_fleet(hosts, sysinfo_of, progress=tick)
+    results = _ask(ctx, "sysinfo", sysinfo_of, names, site, pod, group)
+    ok = [(r.host, r.value) for r in results if r.value is not None]
     if json:
-        emit_json([{"host": r.host.name, **r.value.as_json()}
-                   for r in results if r.value is not None])
+        emit_json([{"host": h.name, **s.as_json()} for h, s in ok])
     else:
-        for r in results:
-            s = r.value
-            if s is None:
-                continue
-            dimms = s.populated_dimms
-            dimm_sizes = sorted({d.get("size", "?") for d in dimms})
-            emit(f"{r.host.name}\n" + fields([
-                ("BIOS", " ".join(filter(None, [s.bios.get("vendor"), s.bios.get("version"),
-                                               s.bios.get("date")])) or None),
-                ("System", " ".join(filter(None, [s.system.get("manufacturer"),
-                                                 s.system.get("product")])) or None),
-                ("Serial", s.system.get("serial")),
-                ("UUID", s.system.get("uuid")),
-                ("Processors", "; ".join(p.get("version", "?") for p in s.processors) or None),
-                ("DIMMs", f"{len(dimms)} populated of {len(s.memory_devices)}"
-                          + (f" ({', '.join(dimm_sizes)})" if dimm_sizes else "")),
-            ]) + "\n")
-    _finish(results)
+        emit("".join(_sysinfo_text(h, s) for h, s in ok))
+    _exit_if_failed(results)
 
 
 @app.command("version")
 def version(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
             group: Group = None, json: Json = False) -> None:
     """`virsh version` for each hypervisor: libvirt and hypervisor versions."""
-    from virtfleet.queries import ask_fleet, version_of
+    from virtfleet.queries import version_of
 
-    hosts = select_hosts(ctx, names, site, pod, group)
-    with fleet_progress(len(hosts), "version") as tick:
-        results = ask_fleet(hosts, version_of, progress=tick)
+    results = _ask(ctx, "version", version_of, names, site, pod, group)
     ok = [(r.host, r.value) for r in results if r.value is not None]
     if json:
         emit_json([{"host": h.name, **v} for h, v in ok])
@@ -184,38 +202,26 @@ def version(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod
         emit(table(["Host", "Client library", "Daemon library", "Driver", "Hypervisor"],
                    [(h.name, v["client_library"], v["daemon_library"], v["driver"],
                      v["hypervisor"]) for h, v in ok]))
-    _finish(results)
+    _exit_if_failed(results)
 
 
 @app.command("check")
 def check(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
           group: Group = None, json: Json = False) -> None:
     """Preflight: reachable, virt types, VT-x/AMD-V, IOMMU, KVM usable."""
-    from virtfleet.queries import ask_fleet, check_of
+    from virtfleet.queries import HostCheck, check_of, failures
 
-    hosts = select_hosts(ctx, names, site, pod, group)
-    with fleet_progress(len(hosts), "check") as tick:
-        results = ask_fleet(hosts, check_of, progress=tick)
+    results = _ask(ctx, "check", check_of, names, site, pod, group)
+    why = {f.host: f.message for f in failures(results)}
+    checks = [(r.host, r.value if r.value is not None
+               else HostCheck.unreachable(why.get(r.host.name, ""))) for r in results]
     if json:
-        out: list[dict[str, object]] = []
-        for r in results:
-            if r.value is not None:
-                out.append({"host": r.host.name, **r.value.as_json()})
-            else:
-                out.append({"host": r.host.name, "reachable": False, "ok": False,
-                            "problems": [str(r.error)]})
-        emit_json(out)
+        emit_json([{"host": h.name, **c.as_json()} for h, c in checks])
     else:
         def yn(v: bool | None) -> str:
             return "-" if v is None else ("yes" if v else "no")
-        rows = []
-        for r in results:
-            c = r.value
-            if c is None:
-                rows.append((r.host.name, "no", "-", "-", "-", "-", str(r.error)))
-            else:
-                rows.append((r.host.name, "yes", ",".join(c.virt_types) or "-",
-                             c.hw_virt or "-", yn(c.iommu), yn(c.kvm_usable),
-                             "; ".join(c.problems) or "ok"))
-        emit(table(["Host", "Reachable", "Virt types", "VT", "IOMMU", "KVM", "Notes"], rows))
-    _finish(results)
+        emit(table(["Host", "Reachable", "Virt types", "VT", "IOMMU", "KVM", "Notes"], [
+            (h.name, yn(c.reachable), ",".join(c.virt_types) or "-", c.hw_virt or "-",
+             yn(c.iommu), yn(c.kvm_usable) if c.reachable else "-",
+             "; ".join(c.problems) or "ok") for h, c in checks]))
+    _exit_if_failed(results)

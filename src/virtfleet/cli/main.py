@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
+import click
 import typer
 
 from virtfleet.cli import controller, hosts, inventory, lab, vms
@@ -39,15 +40,30 @@ app.add_typer(hosts.app, name="host")
 app.add_typer(lab.app, name="lab", help="A local lab of real libvirtd hypervisors.")
 
 
+# Recent typer releases carry their own copy of click; older ones use the click package.
+_USAGE_ERRORS: tuple[type[Exception], ...] = (click.ClickException, getattr(
+    typer, "TyperException", click.ClickException))
+
+
 def main() -> None:
+    # standalone_mode=False: errors come back to us, so every one is a single line on stderr
+    # (click's own usage errors included) with the README's exit code; never a traceback.
     try:
-        app()
+        code = app(standalone_mode=False)
     except VirtfleetError as exc:
         sys.stderr.write(f"virtfleet: error: {exc.message}\n")
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except _USAGE_ERRORS as exc:  # bad options or arguments: exit 2, like click itself
+        message = str(getattr(exc, "format_message", exc.__str__)())
+        if message:  # empty when a bare group printed its help instead
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            sys.stderr.write(f"virtfleet: error: {message}{where}\n")
+        sys.exit(getattr(exc, "exit_code", 2))
+    except (typer.Abort, click.Abort, KeyboardInterrupt):
         sys.stderr.write("virtfleet: interrupted\n")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from virtfleet.errors import VirtfleetError
+from virtfleet.inventory.records import HostFailure
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -46,13 +46,10 @@ def warn(message: str) -> None:
     sys.stderr.write(f"virtfleet: {message}\n")
 
 
-def report_failures(failed: Sequence[tuple[str, VirtfleetError]]) -> None:
+def report_failures(failed: Sequence[HostFailure]) -> None:
     """Name each host that failed, one line each, on stderr."""
-    for host, err in failed:
-        text = err.message
-        if text.startswith(f"{host}: "):
-            text = text[len(host) + 2:]
-        sys.stderr.write(f"virtfleet: {host}: {err.kind}: {text}\n")
+    for f in failed:
+        sys.stderr.write(f"virtfleet: {f.host}: {f.kind}: {f.message}\n")
     if failed:
         sys.stderr.write(f"virtfleet: {len(failed)} host(s) failed; results above are partial\n")
 

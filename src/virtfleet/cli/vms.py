@@ -1,7 +1,15 @@
-"""`virtfleet list`: every VM of the fleet (or of a site, pod, host or group) with its state."""
+"""`virtfleet list`: every VM of the fleet (or of a site, pod, host or group) with its state.
+
+Three sources, in the order a plain `list` tries them:
+- a running controller on this store: warm, each row as old as the controller's last reading;
+- the hypervisors themselves (`--live`, or when no controller answers);
+- the store (`--cached`): what the last sync or controller wrote, without asking anyone.
+Rows from the controller and the store carry `observed_at`, and the table shows their age.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -9,33 +17,20 @@ import typer
 
 from virtfleet.cli.context import AppContext, app_context
 from virtfleet.cli.options import Group, HostOpt, Json, Pod, Site
-from virtfleet.cli.output import age, emit, emit_json, table, warn
+from virtfleet.cli.output import age, emit, emit_json, report_failures, table, warn
 from virtfleet.cli.progress import fleet_progress
-from virtfleet.errors import HostUnavailable, InvalidInput, VirtfleetError
-
-# virsh's words (virt/host.py STATE_WORDS); repeated here so the CLI need not import libvirt
-# before it knows it has to.
-STATES = ("running", "idle", "paused", "in shutdown", "shut off", "crashed", "pmsuspended",
-          "no state")
+from virtfleet.errors import HostUnavailable, InvalidInput, NotFound
+from virtfleet.inventory.records import STATES, HostFailure
 
 
-class _Failure(VirtfleetError):
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self._kind = kind
-
-    @property
-    def kind(self) -> str:
-        return self._kind
+@dataclass
+class Answer:
+    rows: list[dict[str, Any]]  # FleetVM.as_json() objects: the shape of `list --json`
+    failed: list[HostFailure]
+    source: str  # "controller", "live" or "store"
 
 
-Rows = list[dict[str, Any]]  # FleetVM.as_json() objects, the shape of `list --json`
-Failed = list[tuple[str, VirtfleetError]]
-
-
-def _from_controller(
-    actx: AppContext, filters: dict[str, str | None]
-) -> tuple[Rows, Failed] | None:
+def _from_controller(actx: AppContext, filters: dict[str, str | None]) -> Answer | None:
     """The fleet view from a running controller, or None if there is none to ask."""
     import sqlite3
 
@@ -48,27 +43,41 @@ def _from_controller(
         rec = registration_from_sqlite(url)
     except sqlite3.Error:
         rec = actx.store().controller()
-    if not is_live(rec):
+    if rec is None or not is_live(rec):
         return None
-    assert rec is not None
     try:
         data = ControllerClient(rec).vms(**filters)
     except HostUnavailable as exc:
         warn(f"{exc.message}; asking the hypervisors directly")
         return None
-    failed: Failed = [(f["host"], _Failure(f["error"], f["kind"])) for f in data["failed"]]
-    return data["vms"], failed
+    except NotFound:
+        return None  # e.g. a host applied seconds ago that the controller has not loaded yet
+    failed = [HostFailure(f["host"], f["kind"], f["error"]) for f in data["failed"]]
+    return Answer(data["vms"], failed, "controller")
 
 
-def _live(actx: AppContext, site: str | None, pod: str | None, host: str | None,
-          group: str | None, state: str | None) -> tuple[Rows, Failed]:
+def _live(actx: AppContext, filters: dict[str, str | None]) -> Answer:
     from virtfleet.queries import ask_fleet, domains_of, failures, fleet_vms
 
-    hosts = actx.store().hypervisors(site=site, pod=pod, host=host, group=group)
+    state = filters["state"]
+    hosts = actx.store().hypervisors(site=filters["site"], pod=filters["pod"],
+                                     host=filters["host"], group=filters["group"])
     with fleet_progress(len(hosts), "list") as tick:
         results = ask_fleet(hosts, domains_of, progress=tick)
     rows = [v.as_json() for v in fleet_vms(results) if state is None or v.domain.state == state]
-    return rows, failures(results)
+    return Answer(rows, failures(results), "live")
+
+
+def _from_store(actx: AppContext, filters: dict[str, str | None]) -> Answer:
+    store = actx.store()
+    vms = store.fleet_vms(**filters)
+    failed = [HostFailure(s.host, "host-unavailable", s.error.removeprefix(f"{s.host}: "))
+              for s in store.host_statuses() if not s.reachable]
+    in_scope = {h.name for h in store.hypervisors(site=filters["site"], pod=filters["pod"],
+                                                    host=filters["host"],
+                                                    group=filters["group"])}
+    return Answer([v.as_json() for v in vms], [f for f in failed if f.host in in_scope],
+                  "store")
 
 
 def list_vms(
@@ -81,34 +90,37 @@ def list_vms(
         "--state", help=f"Only VMs in this state ({', '.join(STATES)}).")] = None,
     live: Annotated[bool, typer.Option(
         "--live", help="Ask the hypervisors now even if a controller is running.")] = False,
+    cached: Annotated[bool, typer.Option(
+        "--cached", help="Read the store only: what the last sync or controller saw.")] = False,
     json: Json = False,
 ) -> None:
     """Every VM of the fleet with its state, like `virsh list --all` on every hypervisor."""
-    from virtfleet.cli.output import report_failures
-
     if state is not None and state not in STATES:
         raise InvalidInput("--state", f"{state!r} is not one of: {', '.join(STATES)}")
+    if live and cached:
+        raise InvalidInput("--cached", "cannot be combined with --live")
     actx = app_context(ctx)
     filters = {"site": site, "pod": pod, "host": host, "group": group, "state": state}
-    got = None if live else _from_controller(actx, filters)
-    source = "controller"
-    if got is None:
-        got = _live(actx, site, pod, host, group, state)
-        source = "live"
-    vms, failed = got
-    if json:
-        emit_json(vms)
+    if cached:
+        answer = _from_store(actx, filters)
     else:
-        emit(table(["Site", "Pod", "Host", "Id", "Name", "State", "vCPUs", "Memory"],
-                   [(v["site"], v["pod"], v["host"], v["id"], v["name"], v["state"],
-                     v["vcpus"], f"{v['memory_mib']} MiB") for v in vms]))
-        hosts = len({v["host"] for v in vms})
-        if source == "controller":
-            seen = [datetime.fromisoformat(v["observed_at"]) for v in vms if v["observed_at"]]
-            warn(f"{len(vms)} VMs on {hosts} hypervisors, from the controller; "
-                 f"oldest reading {age(min(seen, default=None), datetime.now(UTC))} old")
-        else:
-            warn(f"{len(vms)} VMs on {hosts} hypervisors, read live")
-    report_failures(failed)
-    if failed:
+        answer = (None if live else _from_controller(actx, filters)) or _live(actx, filters)
+    rows = answer.rows
+    if json:
+        emit_json(rows)
+    else:
+        now = datetime.now(UTC)
+        seen = answer.source != "live"
+        headers = ["Site", "Pod", "Host", "Id", "Name", "State", "vCPUs", "Memory"]
+        emit(table(headers + (["Age"] if seen else []), [
+            [v["site"], v["pod"], v["host"], v["id"], v["name"], v["state"], v["vcpus"],
+             f"{v['memory_mib']} MiB"]
+            + ([age(datetime.fromisoformat(v["observed_at"]), now)] if seen else [])
+            for v in rows]))
+        hosts = len({v["host"] for v in rows})
+        where = {"controller": "from the controller", "live": "read live",
+                 "store": "from the store"}[answer.source]
+        warn(f"{len(rows)} VMs on {hosts} hypervisors, {where}")
+    report_failures(answer.failed)
+    if answer.failed:
         raise typer.Exit(1)
