@@ -25,6 +25,7 @@ services: deps
 lint: deps
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict bench
 
 test: services lint
 	. ./.test-env 2>/dev/null; $(VENV)/bin/pytest -q tests

@@ -85,4 +85,7 @@ class Timeouts:
 
 def fanout_concurrency() -> int:
     """How many hypervisors a fleet operation talks to at once."""
-    return _int_env("VIRTFLEET_CONCURRENCY", 64)
+    # Each host's share of a query is a few round trips; more hosts in flight keep every
+    # hypervisor busy. On the 1,500-host simulation 128 beat 32 and 64; at 512 the client's
+    # threads start to cost more than they hide.
+    return _int_env("VIRTFLEET_CONCURRENCY", 128)
