@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,11 +14,10 @@ from lxml import etree
 from lxml.builder import E
 
 from tests.integration.conftest import LabFixture
-from tests.unit.cli import run
+from tests.unit.cli import run, running_controller
 from tests.unit.nodes import refused_port
 from virtfleet.errors import HostUnavailable
 from virtfleet.inventory.records import HostRecord
-from virtfleet.inventory.store import Store
 from virtfleet.virt.fanout import ConnectionPool, fan_out
 from virtfleet.virt.host import Host
 
@@ -119,19 +116,8 @@ def test_hung_daemon_costs_one_deadline_and_is_named(lab: LabFixture, store_db: 
 
 @pytest.fixture
 def controller(store_db: Path) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "virtfleet.cli.main", "serve", "--interval", "1"],
-        env={**os.environ, "VIRTFLEET_DB": str(store_db)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, text=True)
-    store = Store(f"sqlite:///{store_db}")
-    try:
-        wait_for("controller registration",
-                 lambda: (c := store.controller()) is not None and c.pid == proc.pid)
+    with running_controller(store_db) as proc:
         yield proc
-    finally:
-        store.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
 
 
 def test_controller_follows_events_and_reconnects(lab: LabFixture, store_db: Path,

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from virtfleet.controller.client import ControllerClient
 from virtfleet.errors import NotFound
 from virtfleet.inventory.store import Store
 
-from .cli import run
+from .cli import run, running_controller
 from .nodes import node_uri, refused_port
 
 
@@ -36,23 +33,8 @@ def _fleet(tmp_path: Path) -> Path:
 def controller(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     db = tmp_path / "store.db"
     assert run(db, "apply", "-f", str(_fleet(tmp_path))).code == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "virtfleet.cli.main", "serve", "--interval", "1"],
-        env={**os.environ, "VIRTFLEET_DB": str(db)}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    store = Store(f"sqlite:///{db}")
-    try:
-        deadline = time.monotonic() + 60
-        while store.controller() is None or store.controller().pid != proc.pid:  # type: ignore[union-attr]
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "controller did not register"
-            time.sleep(0.2)
+    with running_controller(db) as proc:
         yield db, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-        store.close()
 
 
 def test_cli_finds_the_controller_and_gets_the_live_answer(controller: tuple) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -39,12 +39,13 @@ from virtfleet.inventory.uri import parse_uri
 from virtfleet.validate import check_name
 
 MAX_FLEET_FILE = 64 * 1024 * 1024
+T = TypeVar("T")
 
 
-def _rule(check: Callable[[], object]) -> None:
+def _rule(check: Callable[[], T]) -> T:
     """Run a shared check; re-raise its rule as ValueError so pydantic adds the field path."""
     try:
-        check()
+        return check()
     except InvalidInput as exc:
         raise ValueError(exc.rule) from None
 
@@ -97,8 +98,7 @@ class Hypervisor(_Model):
     @field_validator("uri")
     @classmethod
     def _uri(cls, value: str) -> str:
-        _rule(lambda: parse_uri(value))
-        return parse_uri(value).render()
+        return _rule(lambda: parse_uri(value)).render()
 
 
 class Pod(_Model):
