@@ -1,0 +1,1 @@
+"""Policy: what a VM request becomes (sizes, devices, defaults), kept apart from the XML models."""

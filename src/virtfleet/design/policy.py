@@ -1,0 +1,138 @@
+"""A validated VMSpec becomes a libvirt Domain: the defaults and device layout live here.
+
+Resolved facts come in from the caller (which host type, where each disk ended up, which MACs
+are free fleet-wide); this module decides nothing that needs a hypervisor, so it is tested
+without one and every result is checked against libvirt's schema.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import uuid as uuidlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from virtfleet.design.spec import VMSpec
+from virtfleet.errors import InvalidInput
+from virtfleet.xml.domain import CharDevice, Console, Disk, Domain, FleetFacts, Graphics, Interface
+
+VIRT_TYPES = ("kvm", "qemu")
+
+
+def choose_virt_type(setting: str, host_types: Iterable[str], kvm_usable: bool) -> str:
+    """`auto` takes KVM where the host can run it, TCG (`qemu`) otherwise."""
+    offered = set(host_types)
+    if setting == "auto":
+        return "kvm" if kvm_usable and "kvm" in offered else "qemu"
+    if setting not in VIRT_TYPES:
+        raise InvalidInput("virt type", f"{setting!r} is not auto, kvm or qemu")
+    if setting not in offered or (setting == "kvm" and not kvm_usable):
+        raise InvalidInput("virt type", f"the host does not offer {setting}")
+    return setting
+
+
+def random_mac(taken: set[str]) -> str:
+    """A QEMU-range MAC (52:54:00:xx:xx:xx) not in `taken` (MACs must be unique fleet-wide)."""
+    for _ in range(1000):
+        mac = "52:54:00:" + ":".join(f"{secrets.randbelow(256):02x}" for _ in range(3))
+        if mac not in taken:
+            return mac
+    raise InvalidInput("mac", "could not find a free MAC address in 52:54:00:00:00:00/24")
+
+
+def _target(bus: str, index: int) -> str:
+    prefix = "vd" if bus == "virtio" else "sd"
+    return prefix + string.ascii_lowercase[index]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the caller resolved for this VM on its chosen host."""
+
+    virt_type: str
+    disk_paths: tuple[str, ...]  # one per spec disk, in order
+    macs: tuple[str, ...]  # one per spec NIC, in order
+    facts: dict[str, str] = field(default_factory=dict)  # site, pod, app, template, owner
+    uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
+
+
+def build_domain(spec: VMSpec, where: Placement) -> Domain:
+    if len(where.disk_paths) != len(spec.disks):
+        raise ValueError("one resolved path per disk")  # a caller bug, not user input
+    if len(where.macs) != len(spec.nics):
+        raise ValueError("one MAC per NIC")
+    d = Domain()
+    d.type = where.virt_type
+    d.name = spec.name
+    d.uuid = where.uuid
+    d.memory_kib = d.current_memory_kib = spec.memory_mib * 1024
+    d.vcpus = spec.vcpus
+    d.os.type = "hvm"
+    d.os.arch = "x86_64"
+    boot = spec.boot
+    if boot.method == "kernel":
+        d.os.kernel, d.os.initrd, d.os.cmdline = boot.kernel, boot.initrd, boot.cmdline
+    else:
+        d.os.boot = {"cdrom": ["cdrom", "hd"], "pxe": ["network", "hd"],
+                     "import": ["hd"]}[boot.method]
+    # ACPI lets `shutdown` ask the guest to power off (the chapter installs acpid for it).
+    d.features.acpi = True
+    d.features.apic = True
+    counters: dict[str, int] = {}
+    for disk_spec, path in zip(spec.disks, where.disk_paths, strict=True):
+        prefix = "vd" if disk_spec.bus == "virtio" else "sd"
+        disk = Disk()
+        disk.type, disk.device = ("block" if path.startswith("/dev/") else "file"), "disk"
+        disk.driver_name, disk.format = "qemu", disk_spec.format
+        if disk.type == "block":
+            disk.source_dev = path
+        else:
+            disk.source_file = path
+        disk.target_dev = _target(disk_spec.bus, counters.get(prefix, 0))
+        disk.target_bus = disk_spec.bus
+        counters[prefix] = counters.get(prefix, 0) + 1
+        d.devices.disks.append(disk)
+    if boot.method == "cdrom" and boot.cdrom:
+        cd = Disk()
+        cd.type, cd.device = "file", "cdrom"
+        cd.driver_name, cd.format = "qemu", "raw"
+        cd.source_file = boot.cdrom
+        cd.target_dev, cd.target_bus = _target("sata", counters.get("sd", 0)), "sata"
+        cd.readonly = True
+        d.devices.disks.append(cd)
+    for nic_spec, mac in zip(spec.nics, where.macs, strict=True):
+        nic = Interface()
+        nic.type = nic_spec.kind
+        nic.mac = mac
+        if nic_spec.kind == "bridge":
+            nic.source_bridge = nic_spec.source
+        else:
+            nic.source_network = nic_spec.source
+        nic.model = nic_spec.model
+        if nic_spec.vlan is not None:
+            nic.set_vlans([nic_spec.vlan])
+        d.devices.interfaces.append(nic)
+    if spec.serial_console:
+        serial = CharDevice()
+        serial.type, serial.target_port = "pty", 0
+        d.devices.serials.append(serial)
+        console = Console()
+        console.type, console.target_type, console.target_port = "pty", "serial", 0
+        d.devices.consoles.append(console)
+    g = spec.graphics
+    if g.type != "none":
+        gfx = Graphics()
+        gfx.type, gfx.autoport = g.type, True
+        gfx.set_listen_address(g.listen)
+        if g.password is not None:
+            gfx.passwd = g.password.get_secret_value()
+        d.devices.graphics.append(gfx)
+    if where.facts:
+        facts = FleetFacts()
+        for key, value in where.facts.items():
+            if key not in ("site", "pod", "app", "template", "owner"):
+                raise ValueError(f"unknown fact {key!r}")
+            setattr(facts, key, value)
+        d.set_facts(facts)
+    return d

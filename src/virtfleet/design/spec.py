@@ -1,0 +1,227 @@
+"""A VM request in virt-install's words, validated before anything is made.
+
+`vm create` options arrive as virt-install-style strings (`--disk size=80G,format=qcow2`,
+`--network bridge=br0,vlan=42`, `--graphics spice,password=...`); `parse_*` turn each into a
+typed spec, refusing anything ambiguous with a one-line error naming the option.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import PurePosixPath
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from virtfleet.design.sizes import parse_bytes, parse_mib
+from virtfleet.errors import InvalidInput
+from virtfleet.validate import check_name
+
+MAX_VCPUS = 512
+MAX_MEMORY_MIB = 16 * 2**20  # 16 TiB: anything larger is a typo
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # Linux interface names: 15 characters
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiskSpec(_Spec):
+    """A new volume (`size`), or an existing image to use as is (`path`, --import)."""
+
+    size_bytes: int | None = None
+    path: str | None = None
+    format: Literal["qcow2", "raw"] = "qcow2"
+    pool: str | None = None
+    bus: Literal["virtio", "sata", "scsi"] = "virtio"
+
+
+class NicSpec(_Spec):
+    kind: Literal["bridge", "network"]
+    source: str
+    vlan: int | None = None
+    model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
+    mac: str | None = None
+
+
+class GraphicsSpec(_Spec):
+    type: Literal["spice", "vnc", "none"] = "none"
+    listen: str = "127.0.0.1"
+    password: SecretStr | None = None  # never printed: SecretStr hides it from repr and str
+
+
+class BootSpec(_Spec):
+    """How the first boot finds an OS: an ISO, the network, a kernel, or an existing disk."""
+
+    method: Literal["cdrom", "pxe", "kernel", "import"]
+    cdrom: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+
+
+class VMSpec(_Spec):
+    name: str
+    memory_mib: int
+    vcpus: int
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    graphics: GraphicsSpec = GraphicsSpec()
+    boot: BootSpec
+    serial_console: bool = True
+    autostart: bool = False
+    os_variant: str | None = None
+
+
+def _options(option: str, text: str, *, positional: str | None = None) -> dict[str, str]:
+    """'a=1,b=2' (and, if `positional` is set, a leading bare word) -> {'a': '1', 'b': '2'}."""
+    out: dict[str, str] = {}
+    for i, part in enumerate(p.strip() for p in text.split(",")):
+        if not part:
+            raise InvalidInput(option, f"empty item in {text!r}")
+        key, eq, value = part.partition("=")
+        if not eq:
+            if i == 0 and positional is not None:
+                out[positional] = key
+                continue
+            raise InvalidInput(option, f"{part!r} is not key=value")
+        if key in out:
+            raise InvalidInput(option, f"{key!r} given twice")
+        out[key] = value
+    return out
+
+
+def _no_extra(option: str, opts: dict[str, str], allowed: set[str]) -> None:
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise InvalidInput(option, f"unknown key {unknown[0]!r} (known: "
+                           f"{', '.join(sorted(allowed))})")
+
+
+def check_path(option: str, path: str) -> str:
+    """An absolute path with no '..' and nothing a shell or XML would read specially."""
+    p = PurePosixPath(path)
+    if not p.is_absolute() or ".." in p.parts:
+        raise InvalidInput(option, f"{path!r} must be an absolute path without '..'")
+    if any(ch in path for ch in "\n\r\t\x00<>&'\"`$;|"):
+        raise InvalidInput(option, f"{path!r} contains characters not allowed in a path")
+    return str(p)
+
+
+def parse_disk(text: str, option: str = "--disk") -> DiskSpec:
+    opts = _options(option, text)
+    _no_extra(option, opts, {"size", "path", "format", "pool", "bus"})
+    if ("size" in opts) == ("path" in opts):
+        raise InvalidInput(option, "give exactly one of size=SIZE (a new volume) or path=PATH")
+    fmt = opts.get("format", "qcow2")
+    if fmt not in ("qcow2", "raw"):
+        raise InvalidInput(option, f"format {fmt!r} is not qcow2 or raw")
+    bus = opts.get("bus", "virtio")
+    if bus not in ("virtio", "sata", "scsi"):
+        raise InvalidInput(option, f"bus {bus!r} is not virtio, sata or scsi")
+    return DiskSpec(
+        size_bytes=parse_bytes(f"{option} size", opts["size"], default_unit="g")
+        if "size" in opts else None,
+        path=check_path(f"{option} path", opts["path"]) if "path" in opts else None,
+        format=fmt,  # type: ignore[arg-type]
+        pool=check_name(f"{option} pool", opts["pool"]) if "pool" in opts else None,
+        bus=bus,  # type: ignore[arg-type]
+    )
+
+
+def parse_network(text: str, option: str = "--network") -> NicSpec:
+    # virt-install also writes bridge:br0 (the chapter's --network=bridge:br0).
+    text = re.sub(r"^(bridge|network):", r"\1=", text)
+    opts = _options(option, text)
+    _no_extra(option, opts, {"bridge", "network", "vlan", "model", "mac"})
+    if ("bridge" in opts) == ("network" in opts):
+        raise InvalidInput(option, "give exactly one of bridge=BRIDGE or network=NETWORK")
+    kind = "bridge" if "bridge" in opts else "network"
+    source = opts[kind]
+    if kind == "bridge" and not _BRIDGE_RE.match(source):
+        raise InvalidInput(option, f"bridge {source!r} is not an interface name "
+                           "(letters, digits, '.', '_', '-'; at most 15 characters)")
+    if kind == "network":
+        check_name(f"{option} network", source)
+    vlan = None
+    if "vlan" in opts:
+        if not opts["vlan"].isdigit() or not 1 <= int(opts["vlan"]) <= 4094:
+            raise InvalidInput(option, f"vlan {opts['vlan']!r} is not an id from 1 to 4094")
+        vlan = int(opts["vlan"])
+    model = opts.get("model", "virtio")
+    if model not in ("virtio", "e1000", "rtl8139"):
+        raise InvalidInput(option, f"model {model!r} is not virtio, e1000 or rtl8139")
+    mac = opts.get("mac")
+    if mac is not None:
+        mac = mac.lower()
+        if not _MAC_RE.match(mac) or int(mac[:2], 16) & 1:
+            raise InvalidInput(option, f"mac {opts['mac']!r} is not a unicast MAC address")
+    return NicSpec(kind=kind, source=source, vlan=vlan, model=model,  # type: ignore[arg-type]
+                   mac=mac)
+
+
+def parse_graphics(text: str, option: str = "--graphics") -> GraphicsSpec:
+    opts = _options(option, text, positional="type")
+    _no_extra(option, opts, {"type", "password", "listen"})
+    kind = opts.get("type", "spice")
+    if kind not in ("spice", "vnc", "none"):
+        raise InvalidInput(option, f"{kind!r} is not spice, vnc or none")
+    listen = opts.get("listen", "127.0.0.1")
+    try:
+        ipaddress.ip_address(listen)
+    except ValueError:
+        raise InvalidInput(option, f"listen {listen!r} is not an IP address") from None
+    password = opts.get("password")
+    if password is not None and not 1 <= len(password) <= 64:
+        raise InvalidInput(option, "password must be 1 to 64 characters")
+    if kind == "none" and password is not None:
+        raise InvalidInput(option, "a password needs spice or vnc graphics")
+    return GraphicsSpec(type=kind, listen=listen,  # type: ignore[arg-type]
+                        password=SecretStr(password) if password is not None else None)
+
+
+def vm_spec(*, name: str, memory: str, vcpus: int, disks: list[str], networks: list[str],
+            graphics: str | None = None, cdrom: str | None = None, pxe: bool = False,
+            kernel: str | None = None, initrd: str | None = None, cmdline: str | None = None,
+            import_disk: str | None = None, serial_console: bool = True,
+            autostart: bool = False, os_variant: str | None = None) -> VMSpec:
+    """A whole `vm create` request, every option checked, in the order an operator reads them."""
+    check_name("NAME", name)
+    memory_mib = parse_mib("--memory", memory)
+    if memory_mib > MAX_MEMORY_MIB:
+        raise InvalidInput("--memory", f"{memory!r} is more than {MAX_MEMORY_MIB // 2**20} TiB")
+    if not 1 <= vcpus <= MAX_VCPUS:
+        raise InvalidInput("--vcpus", f"must be from 1 to {MAX_VCPUS}")
+    methods = [m for m, given in (("cdrom", cdrom), ("pxe", pxe), ("kernel", kernel),
+                                  ("import", import_disk)) if given]
+    if len(methods) != 1:
+        raise InvalidInput("--cdrom/--pxe/--kernel/--import",
+                           "give exactly one way to boot the new VM")
+    if (initrd or cmdline) and not kernel:
+        raise InvalidInput("--initrd/--cmdline", "only go with --kernel")
+    disk_specs = [parse_disk(d) for d in disks]
+    if import_disk:
+        disk_specs.insert(0, DiskSpec(path=check_path("--import", import_disk),
+                                      format="qcow2" if import_disk.endswith(".qcow2")
+                                      else "raw"))
+    if not disk_specs and methods[0] != "pxe":
+        raise InvalidInput("--disk", "a VM that does not boot from the network needs a disk")
+    boot = BootSpec(
+        method=methods[0],  # type: ignore[arg-type]
+        cdrom=check_path("--cdrom", cdrom) if cdrom else None,
+        kernel=check_path("--kernel", kernel) if kernel else None,
+        initrd=check_path("--initrd", initrd) if initrd else None,
+        cmdline=cmdline,
+    )
+    if cmdline is not None and any(ch in cmdline for ch in "\n\r\x00"):
+        raise InvalidInput("--cmdline", "must be one line")
+    if os_variant is not None and not re.match(r"^[a-z][a-z0-9.-]{0,63}$", os_variant):
+        raise InvalidInput("--os-variant", f"{os_variant!r} is not an osinfo short id")
+    return VMSpec(
+        name=name, memory_mib=memory_mib, vcpus=vcpus, disks=tuple(disk_specs),
+        nics=tuple(parse_network(n) for n in networks),
+        graphics=parse_graphics(graphics) if graphics else GraphicsSpec(),
+        boot=boot, serial_console=serial_console, autostart=autostart, os_variant=os_variant,
+    )
