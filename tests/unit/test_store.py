@@ -28,7 +28,7 @@ from virtfleet.inventory.fleetfile import (
     parse_fleet,
 )
 from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostStatus
-from virtfleet.inventory.store import Store
+from virtfleet.inventory.store import HEAD_REVISION, Store
 from virtfleet.inventory.tables import Base
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 600_000, tzinfo=UTC)
@@ -114,7 +114,7 @@ def test_fresh_database_is_migrated_to_head_and_reopen_is_idempotent(store_url: 
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() \
-                == ["0001"]
+                == [HEAD_REVISION]
             tables = set(inspect(conn).get_table_names())
             assert {"sites", "pods", "host_groups", "hypervisors", "hypervisor_groups",
                     "domains", "host_status", "controller", "alembic_version"} <= tables

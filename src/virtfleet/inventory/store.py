@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 # alembic and the pydantic fleet-file models are imported only where needed: a CLI whose store
 # is already at the newest schema, asking a controller, should not pay for importing them.
-HEAD_REVISION = "0001"  # newest file in migrations/versions (a unit test keeps them in step)
+HEAD_REVISION = "0002"  # newest file in migrations/versions (a unit test keeps them in step)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
@@ -157,6 +157,38 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 def _on_sqlite_begin(conn: Connection) -> None:
     write = conn.get_execution_options().get(_WRITE_OPTION, False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# --------------------------------------------------------------------------- placement claims
+
+DEFAULT_CLAIM_TTL = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """Room wanted on `host` for `vm`, and the host's limits under the placement policy."""
+
+    host: str
+    vm: str
+    vcpus: int
+    memory_mib: int
+    vcpu_limit: int
+    memory_limit_mib: int
+
+
+@dataclass(frozen=True)
+class PlacementClaim:
+    host: str
+    vm: str
+    vcpus: int
+    memory_mib: int
+    created_at: datetime
+    expires_at: datetime
+
+    def as_json(self) -> dict[str, object]:
+        return {"host": self.host, "vm": self.vm, "vcpus": self.vcpus,
+                "memory_mib": self.memory_mib, "created_at": self.created_at.isoformat(),
+                "expires_at": self.expires_at.isoformat()}
 
 
 # --------------------------------------------------------------------------- inventory snapshot
@@ -837,6 +869,106 @@ class Store:
             for hn, sn, pn, name, uuid, st, lid, vcpus, mem, at in rows
         ]
 
+    # ----------------------------------------------------------------- placement claims
+
+    def claim_placements(self, wanted: Sequence[ClaimRequest], *,
+                         ttl: timedelta = DEFAULT_CLAIM_TTL,
+                         now: datetime | None = None) -> list[PlacementClaim]:
+        """Hold room for every VM in `wanted`, or for none (Conflict naming the host and the
+        resource that would be overbooked).
+
+        The check and the insert are one transaction that holds the hosts: SQLite's BEGIN
+        IMMEDIATE takes the database write lock, PostgreSQL locks the hypervisor rows (in id
+        order, so two batches cannot deadlock). A host's usage is its observed VMs plus its live
+        claims; a VM that is both observed and claimed counts once.
+        """
+        at = _utc(now or datetime.now(UTC), "now")
+        if ttl <= timedelta(0):
+            raise InvalidInput("ttl", "must be positive")
+        for w in wanted:
+            check_name("vm", w.vm)
+            for what, v in (("vcpus", w.vcpus), ("memory_mib", w.memory_mib)):
+                if v <= 0:
+                    raise InvalidInput(what, f"must be positive (got {v})")
+        if not wanted:
+            return []
+        h, d, c = t.hypervisors, t.domains, t.placement_claims
+        names = list(dict.fromkeys(w.host for w in wanted))
+        with self._tx("claim placement", write=True) as conn:
+            ids = self._host_ids(conn, names)
+            if self._backend == "postgresql":
+                conn.execute(select(h.c.id).where(h.c.id.in_(sorted(ids.values())))
+                             .order_by(h.c.id).with_for_update())
+            live = c.c.expires_at > at
+            used: dict[int, list[int]] = {i: [0, 0] for i in ids.values()}
+            for hid, cpu, mem in conn.execute(
+                select(c.c.hypervisor_id, func.sum(c.c.vcpus), func.sum(c.c.memory_mib))
+                .where(c.c.hypervisor_id.in_(list(ids.values())), live)
+                .group_by(c.c.hypervisor_id)):
+                used[hid] = [int(cpu), int(mem)]
+            claimed = (select(c.c.id).where(c.c.hypervisor_id == d.c.hypervisor_id,
+                                            c.c.vm_name == d.c.name, live).exists())
+            for hid, cpu, mem in conn.execute(
+                select(d.c.hypervisor_id, func.sum(d.c.vcpus), func.sum(d.c.memory_mib))
+                .where(d.c.hypervisor_id.in_(list(ids.values())), ~claimed)
+                .group_by(d.c.hypervisor_id)):
+                used[hid][0] += int(cpu)
+                used[hid][1] += int(mem)
+            # A VM being claimed that is already observed there is counted by its claim.
+            batch = {(ids[w.host], w.vm) for w in wanted}
+            for chunk in _chunks(sorted({w.vm for w in wanted})):
+                for hid, name, cpu, mem in conn.execute(
+                    select(d.c.hypervisor_id, d.c.name, d.c.vcpus, d.c.memory_mib)
+                    .where(d.c.hypervisor_id.in_(list(ids.values())), d.c.name.in_(chunk),
+                           ~claimed)):
+                    if (hid, name) in batch:
+                        used[hid][0] -= cpu
+                        used[hid][1] -= mem
+            rows = []
+            for w in wanted:
+                u = used[ids[w.host]]
+                for k, (what, need, limit) in enumerate((("vcpus", w.vcpus, w.vcpu_limit), (
+                        "memory", w.memory_mib, w.memory_limit_mib))):
+                    if u[k] + need > limit:
+                        raise Conflict(f"claim {w.vm!r} on {w.host}: {what} would be overbooked "
+                                       f"({u[k]} used or claimed + {need} > limit {limit})")
+                u[0] += w.vcpus
+                u[1] += w.memory_mib
+                rows.append({"hypervisor_id": ids[w.host], "vm_name": w.vm, "vcpus": w.vcpus,
+                             "memory_mib": w.memory_mib, "created_at": at,
+                             "expires_at": at + ttl})
+            # An expired claim for the same VM would block the insert; it no longer counts.
+            conn.execute(delete(c).where(c.c.hypervisor_id.in_(list(ids.values())), ~live))
+            conn.execute(c.insert(), rows)
+        return [PlacementClaim(host=w.host, vm=w.vm, vcpus=w.vcpus, memory_mib=w.memory_mib,
+                               created_at=at, expires_at=at + ttl) for w in wanted]
+
+    def release_placement(self, host: str, vm: str) -> bool:
+        """Give back `vm`'s room on `host` (done, or failed). False if there was no claim."""
+        c = t.placement_claims
+        with self._tx(f"release claim {vm!r}", write=True) as conn:
+            hid = self._host_ids(conn, [host])[host]
+            n = conn.execute(delete(c).where(c.c.hypervisor_id == hid,
+                                             c.c.vm_name == vm)).rowcount
+        return bool(n)
+
+    def placement_claims(self, *, host: str | None = None,
+                         now: datetime | None = None) -> list[PlacementClaim]:
+        """Live (unexpired) claims, by host and VM name."""
+        at = _utc(now or datetime.now(UTC), "now")
+        c, h = t.placement_claims, t.hypervisors
+        stmt = (select(h.c.name, c.c.vm_name, c.c.vcpus, c.c.memory_mib, c.c.created_at,
+                       c.c.expires_at).join_from(c, h).where(c.c.expires_at > at)
+                .order_by(h.c.name, c.c.vm_name))
+        if host is not None:
+            stmt = stmt.where(h.c.name == host)
+        with self._tx("list placement claims", write=False) as conn:
+            if host is not None:
+                self._host_ids(conn, [host])
+            rows = conn.execute(stmt).all()
+        return [PlacementClaim(host=r[0], vm=r[1], vcpus=r[2], memory_mib=r[3],
+                               created_at=r[4], expires_at=r[5]) for r in rows]
+
     # ----------------------------------------------------------------- controller
 
     def register_controller(self, rec: ControllerRecord) -> None:
@@ -874,4 +1006,4 @@ class Store:
                                 started_at=row[4], heartbeat_at=row[5])
 
 
-__all__ = ["MIGRATIONS_DIR", "Store"]
+__all__ = ["MIGRATIONS_DIR", "ClaimRequest", "PlacementClaim", "Store"]

@@ -6,7 +6,8 @@ migrations/versions (tests compare the migrated schema with these classes).
 
 Inventory (desired state, from the fleet file): sites, pods, host_groups, hypervisors and
 hypervisor_groups. Observed state (written by sync and the controller): domains and host_status.
-The controller table holds the one running `virtfleet serve`.
+The controller table holds the one running `virtfleet serve`. placement_claims holds room
+reserved on hypervisors for VMs being placed.
 """
 
 from __future__ import annotations
@@ -179,6 +180,28 @@ class ControllerRow(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class PlacementClaimRow(Base):
+    """Room on a hypervisor held for a VM being made, so concurrent placements cannot overbook.
+
+    Written before the VM is defined, released when it is (or when the operation fails); a
+    claim whose expires_at has passed no longer counts, so a crashed CLI cannot hold room forever.
+    """
+
+    __tablename__ = "placement_claims"
+    __table_args__ = (
+        UniqueConstraint("hypervisor_id", "vm_name", name="uq_placement_claims_hypervisor_id_vm"),
+        Index("ix_placement_claims_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hypervisor_id: Mapped[int] = mapped_column(ForeignKey("hypervisors.id", ondelete="CASCADE"))
+    vm_name: Mapped[str] = mapped_column(String(NAME_LEN))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 def table(cls: type[Base]) -> Table:
     """The Core Table behind a mapped class, for bulk statements."""
     t = cls.__table__
@@ -194,3 +217,4 @@ hypervisor_groups = table(HypervisorGroupRow)
 domains = table(DomainRow)
 host_status = table(HostStatusRow)
 controller = table(ControllerRow)
+placement_claims = table(PlacementClaimRow)
