@@ -208,28 +208,46 @@ class Host:
         with libvirt_errors(self.label):
             return str(self._conn.defineXML(xml).name())
 
-    def _domain(self, name: str) -> Any:
+    @property
+    def conn(self) -> Any:
+        """The raw libvirt connection, for the other modules of virt/ only."""
+        self._check()
+        return self._conn
+
+    def lookup_domain(self, name: str) -> Any:
+        """The libvirt domain handle for `name` (NotFound if this host has none)."""
         self._check()
         with libvirt_errors(self.label):
             return self._conn.lookupByName(name)
 
+    def has_domain(self, name: str) -> bool:
+        self._check()
+        try:
+            self._conn.lookupByName(name)
+            return True
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            with libvirt_errors(self.label):
+                raise
+
     def start_domain(self, name: str) -> None:
-        dom = self._domain(name)
+        dom = self.lookup_domain(name)
         with libvirt_errors(self.label):
             dom.create()
 
     def destroy_domain(self, name: str) -> None:
-        dom = self._domain(name)
+        dom = self.lookup_domain(name)
         with libvirt_errors(self.label):
             dom.destroy()
 
     def undefine_domain(self, name: str) -> None:
-        dom = self._domain(name)
+        dom = self.lookup_domain(name)
         with libvirt_errors(self.label):
             dom.undefine()
 
     def domain_xml(self, name: str) -> str:
-        dom = self._domain(name)
+        dom = self.lookup_domain(name)
         with libvirt_errors(self.label):
             return str(dom.XMLDesc(0))
 

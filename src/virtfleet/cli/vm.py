@@ -1,0 +1,248 @@
+"""`virtfleet vm ...`: virsh's lifecycle verbs, by VM name anywhere in the fleet.
+
+One VM: `vm start NAME`. Many: `vm start --all` with `--site/--pod/--host/--group`, which acts
+on every VM in scope that the verb applies to (start: shut-off ones; shutdown: running ones),
+with a progress bar and a result per VM; any failure makes the exit code 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from virtfleet.cli.context import app_context
+from virtfleet.cli.options import Group, HostOpt, Json, Pod, Site
+from virtfleet.cli.output import emit, emit_json, fields, report_failures, table, warn
+from virtfleet.cli.progress import fleet_progress
+from virtfleet.errors import InvalidInput, VirtfleetError
+
+if TYPE_CHECKING:
+    from virtfleet.virt.fanout import ConnectionPool
+    from virtfleet.virt.guest import Guest
+    from virtfleet.virt.host import Host
+
+app = typer.Typer(no_args_is_help=True, help="VMs: lifecycle by name, anywhere in the fleet.")
+
+Name = Annotated[str | None, typer.Argument(help="VM name (omit with --all).", show_default=False)]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every VM in scope the verb applies to.")]
+Timeout = Annotated[float, typer.Option("--timeout", min=0,
+                                        help="Seconds to wait for an ACPI shutdown.")]
+Force = Annotated[bool, typer.Option("--force",
+                                     help="Destroy a VM still running after --timeout.")]
+
+
+def _guest(ctx: typer.Context, name: str, host: str | None, pool: ConnectionPool) -> Guest:
+    from virtfleet.locate import locate_vm
+    from virtfleet.validate import check_name
+    from virtfleet.virt.guest import Guest
+
+    check_name("NAME", name)
+    record = locate_vm(name, app_context(ctx).store(), pool, host=host)
+    return Guest.lookup(pool.get(record), name)
+
+
+@dataclass
+class Outcome:
+    host: str
+    name: str
+    result: str
+    ok: bool
+
+
+def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dict[str, str | None],
+         applies: Callable[[str], bool], action: Callable[[Guest], str], json: bool) -> None:
+    """Run `action` on one named VM, or on every VM in scope whose state `applies`."""
+    from virtfleet.queries import failures
+    from virtfleet.virt.fanout import ConnectionPool, fan_out
+    from virtfleet.virt.guest import Guest
+
+    if (name is None) == (not all_):
+        raise InvalidInput("NAME", f"name one VM, or use --all to {verb} every VM in scope")
+    if name is not None and any(scope[k] for k in ("site", "pod", "group")):
+        raise InvalidInput("--site/--pod/--group", "only go with --all")
+
+    def on_host(h: Host) -> list[Outcome]:
+        out = []
+        for dom in h.list_domains():
+            if not applies(dom.state):
+                continue
+            try:
+                out.append(Outcome(h.label, dom.name, action(Guest.lookup(h, dom.name)), True))
+            except VirtfleetError as exc:  # one VM's failure is its row, not the host's
+                text = exc.message.removeprefix(f"{h.label}/{dom.name}: ")
+                out.append(Outcome(h.label, dom.name, text, False))
+        return out
+
+    pool = ConnectionPool()
+    hosts_failed = False
+    try:
+        if name is not None:
+            guest = _guest(ctx, name, scope["host"], pool)
+            outcomes = [Outcome(guest.host.label, guest.name, action(guest), True)]
+        else:
+            hosts = app_context(ctx).store().hypervisors(**scope)
+            with fleet_progress(len(hosts), verb) as tick:
+                results = fan_out(hosts, on_host, pool, progress=tick)
+            outcomes = [o for r in results if r.value for o in r.value]
+            report_failures(failures(results))
+            hosts_failed = any(r.error is not None for r in results)
+    finally:
+        pool.close()
+    _print(outcomes, json)
+    if hosts_failed or not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _print(outcomes: list[Outcome], json: bool) -> None:
+    if json:
+        emit_json([o.__dict__ for o in outcomes])
+    elif len(outcomes) == 1 and outcomes[0].ok:
+        emit(f"Domain '{outcomes[0].name}' {outcomes[0].result}\n")
+    else:
+        emit(table(["Host", "Name", "Result"], [(o.host, o.name, o.result) for o in outcomes]))
+        if not outcomes:
+            warn("no VM in scope needed it")
+
+
+def _scope(site: str | None, pod: str | None, host: str | None,
+           group: str | None) -> dict[str, str | None]:
+    return {"site": site, "pod": pod, "host": host, "group": group}
+
+
+def _verb(verb: str, applies: Callable[[str], bool], done: str,
+          run: Callable[[Guest], object], help_text: str) -> None:
+    def command(ctx: typer.Context, name: Name = None, all_: AllOpt = False, site: Site = None,
+                pod: Pod = None, host: HostOpt = None, group: Group = None,
+                json: Json = False) -> None:
+        def action(g: Guest) -> str:
+            run(g)
+            return done
+        _act(ctx, verb, name, all_, _scope(site, pod, host, group), applies, action, json)
+    command.__doc__ = help_text
+    app.command(verb)(command)
+
+
+def _running(state: str) -> bool:
+    return state in ("running", "idle", "paused", "in shutdown", "pmsuspended")
+
+
+_verb("start", lambda s: s in ("shut off", "crashed"), "started", lambda g: g.start(),
+      "Start VMs (`virsh start`).")
+_verb("destroy", _running, "destroyed", lambda g: g.destroy(),
+      "Power VMs off at once, like pulling the plug (`virsh destroy`).")
+_verb("reboot", lambda s: s == "running", "is being rebooted", lambda g: g.reboot(),
+      "Ask VMs to reboot through ACPI (`virsh reboot`).")
+_verb("suspend", lambda s: s == "running", "suspended", lambda g: g.suspend(),
+      "Pause VMs in memory (`virsh suspend`).")
+_verb("resume", lambda s: s == "paused", "resumed", lambda g: g.resume(),
+      "Resume paused VMs (`virsh resume`).")
+
+
+@app.command("shutdown")
+def shutdown(ctx: typer.Context, name: Name = None, all_: AllOpt = False, site: Site = None,
+             pod: Pod = None, host: HostOpt = None, group: Group = None,
+             timeout: Timeout = 120.0, force: Force = False, json: Json = False) -> None:
+    """ACPI shutdown; wait up to --timeout; --force destroys VMs still running then."""
+    def action(g: Guest) -> str:
+        how = g.shutdown(timeout=timeout, force=force)
+        return "is shut off" if how == "shut off" else "destroyed after the shutdown timeout"
+    _act(ctx, "shutdown", name, all_, _scope(site, pod, host, group), _running, action, json)
+
+
+@app.command("autostart")
+def autostart(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
+              disable: Annotated[bool, typer.Option("--disable")] = False,
+              host: HostOpt = None) -> None:
+    """Start the VM when its hypervisor boots (`virsh autostart [--disable]`)."""
+    from virtfleet.virt.fanout import ConnectionPool
+
+    pool = ConnectionPool()
+    try:
+        guest = _guest(ctx, name, host, pool)
+        guest.set_autostart(not disable)
+    finally:
+        pool.close()
+    emit(f"Domain '{name}' {'unmarked' if disable else 'marked'} as autostarted\n")
+
+
+@app.command("undefine")
+def undefine(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
+    remove_managed_save: Annotated[bool, typer.Option("--remove-managed-save")] = False,
+    remove_snapshots: Annotated[bool, typer.Option("--remove-snapshots")] = False,
+    remove_nvram: Annotated[bool, typer.Option("--remove-nvram")] = False,
+    host: HostOpt = None,
+) -> None:
+    """Remove a VM's definition. Its disks are kept. Refuses if a managed-save image,
+    snapshots or NVRAM would go too, unless each is named."""
+    from virtfleet.virt.fanout import ConnectionPool
+    from virtfleet.virt.guest import Removal
+
+    pool = ConnectionPool()
+    try:
+        guest = _guest(ctx, name, host, pool)
+        guest.undefine(Removal(managed_save=remove_managed_save, snapshots=remove_snapshots,
+                               nvram=remove_nvram))
+    finally:
+        pool.close()
+    emit(f"Domain '{name}' has been undefined\n")
+
+
+@app.command("dominfo")
+def dominfo(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
+            host: HostOpt = None, json: Json = False) -> None:
+    """`virsh dominfo`, plus the hypervisor it is on."""
+    from virtfleet.virt.fanout import ConnectionPool
+
+    pool = ConnectionPool()
+    try:
+        guest = _guest(ctx, name, host, pool)
+        info = guest.info()
+    finally:
+        pool.close()
+    if json:
+        emit_json({"host": guest.host.label, **info.as_json()})
+        return
+    yes = {True: "yes", False: "no"}
+    emit(fields([
+        ("Id", info.id), ("Name", info.name), ("UUID", info.uuid), ("Host", guest.host.label),
+        ("OS Type", info.os_type), ("State", info.state), ("CPU(s)", info.vcpus),
+        ("CPU time", f"{info.cpu_time_s:.1f}s"), ("Max memory", f"{info.max_memory_kib} KiB"),
+        ("Used memory", f"{info.used_memory_kib} KiB"), ("Persistent", yes[info.persistent]),
+        ("Autostart", "enable" if info.autostart else "disable"),
+        ("Managed save", yes[info.managed_save]), ("Snapshots", info.snapshots),
+    ]))
+
+
+@app.command("dumpxml")
+def dumpxml(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
+            host: HostOpt = None) -> None:
+    """The VM's domain XML (`virsh dumpxml`; secrets such as graphics passwords left out)."""
+    from virtfleet.virt.fanout import ConnectionPool
+
+    pool = ConnectionPool()
+    try:
+        emit(_guest(ctx, name, host, pool).xml())
+    finally:
+        pool.close()
+
+
+@app.command("domstats")
+def domstats(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
+             host: HostOpt = None, json: Json = False) -> None:
+    """`virsh domstats`: every statistic the hypervisor reports for the VM."""
+    from virtfleet.virt.fanout import ConnectionPool
+
+    pool = ConnectionPool()
+    try:
+        guest = _guest(ctx, name, host, pool)
+        stats = guest.stats()
+    finally:
+        pool.close()
+    if json:
+        emit_json({"host": guest.host.label, "name": guest.name, **stats})
+    else:
+        emit(f"Domain: '{guest.name}'\n" + "".join(f"  {k}={v}\n" for k, v in stats.items()))

@@ -1,0 +1,43 @@
+"""Finding a VM by name anywhere in the fleet.
+
+VM names are unique fleet-wide (virtfleet refuses to create a duplicate), so an operator names
+a VM, never its hypervisor. The store's last observation says where to look first; if the VM
+is not there any more (migrated, or the store is stale), every hypervisor in scope is asked
+(one cheap lookup each, through the fan-out, so a dead host costs one deadline).
+"""
+
+from __future__ import annotations
+
+from virtfleet.errors import Conflict, NotFound
+from virtfleet.inventory.records import HostRecord
+from virtfleet.inventory.store import Store
+from virtfleet.queries import failures
+from virtfleet.virt.fanout import ConnectionPool, fan_out
+
+
+def locate_vm(name: str, store: Store, pool: ConnectionPool, *, host: str | None = None
+              ) -> HostRecord:
+    """The hypervisor that has VM `name` defined. NotFound, or Conflict if several have it."""
+    hosts = store.hypervisors(host=host)
+    by_name = {h.name: h for h in hosts}
+    hinted = list(dict.fromkeys(v.host for v in store.fleet_vms(host=host)
+                                if v.domain.name == name and v.host in by_name))
+    if len(hinted) == 1:
+        [r] = fan_out([by_name[hinted[0]]], lambda h: h.has_domain(name), pool)
+        if r.value:
+            return r.host
+    results = fan_out(hosts, lambda h: h.has_domain(name), pool)
+    holders = [r.host for r in results if r.value]
+    if len(holders) == 1:
+        return holders[0]
+    if len(holders) > 1:
+        names = ", ".join(h.name for h in holders)
+        raise Conflict(f"VM {name!r} is defined on several hypervisors ({names}); "
+                       "say which with --host")
+    where = f"hypervisor {host!r}" if host else "any hypervisor of the inventory"
+    failed = failures(results)
+    missing = ""
+    if failed:  # the search could not be complete: say so rather than a flat "not found"
+        shown = ", ".join(f.host for f in failed[:5]) + (", ..." if len(failed) > 5 else "")
+        missing = f" ({len(failed)} hypervisor(s) did not answer: {shown})"
+    raise NotFound(f"VM {name!r} is not defined on {where}{missing}")
