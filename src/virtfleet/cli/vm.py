@@ -34,7 +34,7 @@ Force = Annotated[bool, typer.Option("--force",
                                      help="Destroy a VM still running after --timeout.")]
 
 
-def _guest(ctx: typer.Context, name: str, host: str | None, pool: ConnectionPool) -> Guest:
+def find_guest(ctx: typer.Context, name: str, host: str | None, pool: ConnectionPool) -> Guest:
     from virtfleet.locate import locate_vm
     from virtfleet.validate import check_name
     from virtfleet.virt.guest import Guest
@@ -80,7 +80,7 @@ def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dic
     hosts_failed = False
     try:
         if name is not None:
-            guest = _guest(ctx, name, scope["host"], pool)
+            guest = find_guest(ctx, name, scope["host"], pool)
             outcomes = [Outcome(guest.host.label, guest.name, action(guest), True)]
         else:
             hosts = app_context(ctx).store().hypervisors(**scope)
@@ -161,7 +161,7 @@ def autostart(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM n
 
     pool = ConnectionPool()
     try:
-        guest = _guest(ctx, name, host, pool)
+        guest = find_guest(ctx, name, host, pool)
         guest.set_autostart(not disable)
     finally:
         pool.close()
@@ -183,7 +183,7 @@ def undefine(
 
     pool = ConnectionPool()
     try:
-        guest = _guest(ctx, name, host, pool)
+        guest = find_guest(ctx, name, host, pool)
         guest.undefine(Removal(managed_save=remove_managed_save, snapshots=remove_snapshots,
                                nvram=remove_nvram))
     finally:
@@ -199,7 +199,7 @@ def dominfo(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM nam
 
     pool = ConnectionPool()
     try:
-        guest = _guest(ctx, name, host, pool)
+        guest = find_guest(ctx, name, host, pool)
         info = guest.info()
     finally:
         pool.close()
@@ -225,7 +225,7 @@ def dumpxml(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM nam
 
     pool = ConnectionPool()
     try:
-        emit(_guest(ctx, name, host, pool).xml())
+        emit(find_guest(ctx, name, host, pool).xml())
     finally:
         pool.close()
 
@@ -238,7 +238,7 @@ def domstats(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM na
 
     pool = ConnectionPool()
     try:
-        guest = _guest(ctx, name, host, pool)
+        guest = find_guest(ctx, name, host, pool)
         stats = guest.stats()
     finally:
         pool.close()

@@ -58,6 +58,11 @@ class Guest:
         self.name = str(dom.name())
         self.uuid = str(dom.UUIDString())
 
+    @property
+    def handle(self) -> Any:
+        """The raw libvirt domain, for the other modules of virt/ only."""
+        return self._dom
+
     @classmethod
     def lookup(cls, host: Host, name: str) -> Guest:
         return cls(host, host.lookup_domain(name))
