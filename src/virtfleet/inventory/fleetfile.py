@@ -19,9 +19,12 @@ Every model forbids unknown keys, so a typo is an error rather than a silently i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -89,11 +92,224 @@ class PodStorage(_Model):
         return self
 
 
+
+# ---- Provisioning (issue 6): networks, boot servers, per-host install data, install profiles.
+# Every value below ends up inside dhcpd/Kea/HAProxy/iPXE/GRUB/PXELINUX text or a kickstart, so
+# each is held to a character set none of those formats reads specially (no quotes, spaces, ';',
+# '{', '#', '$' except where a crypt hash needs it).
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$")
+_SHA512_CRYPT_RE = re.compile(
+    r"^\$6\$(?:rounds=[0-9]{4,9}\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{86}$")
+_SSH_KEY_RE = re.compile(
+    r"^(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|sk-ssh-ed25519@openssh\.com"
+    r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]{16,}={0,3}(?: [A-Za-z0-9@._+-]{1,64})?$")
+_IFACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,14}$")
+_REL_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*$")
+_KERNEL_ARG_RE = re.compile(r"^[A-Za-z0-9_.:/=,+-]{1,200}$")
+_URL_PATH_RE = re.compile(r"^[A-Za-z0-9_./~+-]*$")
+_PACKAGE_RE = re.compile(r"^-?@?[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
+_TIMEZONE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+){0,2}$")
+
+
+def _mac(value: str) -> str:
+    low = value.lower()
+    if not _MAC_RE.match(low):
+        raise ValueError(f"{value!r} is not a MAC address like 52:54:00:12:34:56")
+    if int(low[:2], 16) & 1:
+        raise ValueError(f"{value!r} is a multicast address, not a NIC's")
+    return low.replace("-", ":")
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL: scheme, host, optional port and a plain path; nothing else."""
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        raise ValueError("must not contain spaces or control characters")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ValueError("must not carry a query or fragment")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry a user or password")
+    try:
+        host, port = parts.hostname or "", parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad host or port ({exc})") from None
+    if not host or port == 0:
+        raise ValueError("needs a host (and a port from 1 to 65535 if given)")
+    try:
+        ip_address(host)
+    except ValueError:
+        _rule(lambda: check_name("host", host))
+    if not _URL_PATH_RE.match(parts.path) or "/../" in parts.path + "/":
+        raise ValueError("path may hold only letters, digits and _ . / ~ + - (no '..')")
+    return value
+
+
+def _base_url(value: str) -> str:
+    """A base URL others are joined to: always ends in '/'."""
+    value = _http_url(value)
+    return value if value.endswith("/") else value + "/"
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not regex.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+    return check
+
+
+def _root_password(value: str) -> str:
+    if value == "locked":
+        return value
+    if not _SHA512_CRYPT_RE.match(value):
+        raise ValueError("must be 'locked' or a SHA-512 crypt hash ($6$salt$86 characters; "
+                         "make one with `openssl passwd -6`), never a plain password")
+    return value
+
+
+def _rel_path(value: str) -> str:
+    _pattern(_REL_PATH_RE, "a relative path of letters, digits and _ . + - parts")(value)
+    if ".." in value.split("/"):
+        raise ValueError("must not contain '..'")
+    return value
+
+
+Mac = Annotated[str, AfterValidator(_mac)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
+Iface = Annotated[str, AfterValidator(_pattern(_IFACE_RE, "an interface name such as eth0"))]
+RelPath = Annotated[str, AfterValidator(_rel_path)]
+KernelArg = Annotated[str, AfterValidator(
+    _pattern(_KERNEL_ARG_RE, "a kernel argument (letters, digits and _ . : / = , + -)"))]
+PackageName = Annotated[str, AfterValidator(
+    _pattern(_PACKAGE_RE, "a package or @group name"))]
+SshKey = Annotated[str, AfterValidator(
+    _pattern(_SSH_KEY_RE, "one OpenSSH public key line ('ssh-ed25519 AAAA... comment')"))]
+Timezone = Annotated[str, AfterValidator(_pattern(_TIMEZONE_RE, "a time zone like Etc/UTC"))]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class PoolRange(_Model):
+    """The dynamic range a network's DHCP servers lease to unknown clients."""
+
+    start: IPv4Address
+    end: IPv4Address
+
+
+class DhcpPeer(_Model):
+    address: IPv4Address
+    port: Port
+
+
+class DhcpFailover(_Model):
+    """An ISC dhcpd failover pair (and the same pair as a Kea HA pair)."""
+
+    name: Name = "failover-partner"
+    primary: DhcpPeer | None = None
+    secondary: DhcpPeer | None = None
+    split: int = Field(default=128, ge=0, le=256)
+    mclt: int = Field(default=3600, ge=1, le=86400)
+    max_response_delay: int = Field(default=60, ge=1, le=3600)
+    max_unacked_updates: int = Field(default=10, ge=1, le=1000)
+    load_balance_max_seconds: int = Field(default=3, ge=1, le=60)
+    ha_port: Port = 8000  # Kea HA: each peer's HTTP control listener
+
+
+class BootServers(_Model):
+    """Where a network's clients boot from: TFTP server, HTTP base, DHCP pair."""
+
+    next_server: IPv4Address
+    http_base: BaseUrl
+    dhcp: DhcpFailover | None = None
+
+
+class RealServer(_Model):
+    name: Name
+    address: IPv4Address
+    port: Port = 80
+
+
+class Frontend(_Model):
+    address: IPv4Address
+    port: Port = 80
+
+
+class BootConfig(_Model):
+    """A site's boot design. clustered: one server set for every network (IP helpers relay DHCP
+    to it, HAProxy spreads HTTP over real_servers); distributed: each network has its own."""
+
+    topology: Literal["clustered", "distributed"] = "clustered"
+    next_server: IPv4Address | None = None
+    http_base: BaseUrl | None = None
+    dhcp: DhcpFailover | None = None
+    frontend: Frontend | None = None
+    real_servers: tuple[RealServer, ...] = ()
+
+
+class ProvisioningNetwork(_Model):
+    name: Name
+    subnet: IPv4Network
+    gateway: IPv4Address
+    dns: tuple[IPv4Address, ...] = Field(default=(), max_length=8)
+    pool: PoolRange | None = None
+    vlan: int | None = Field(default=None, ge=1, le=4094)
+    servers: BootServers | None = None  # distributed topology only
+
+
+class BondSpec(_Model):
+    """The installed host's management bond (the chapter's failover pairs)."""
+
+    name: Iface = "bond0"
+    mode: Literal["active-backup", "802.3ad", "balance-alb", "balance-tlb",
+                  "balance-xor"] = "active-backup"
+    interfaces: tuple[Iface, ...] = Field(min_length=2, max_length=8)
+    miimon: int = Field(default=100, ge=0, le=10000)
+
+
+class HostProvision(_Model):
+    """How a hypervisor is installed: its boot NIC, its reserved address, its profile."""
+
+    mac: Mac
+    ip: IPv4Address
+    network: Name
+    profile: Name
+    bond: BondSpec | None = None
+
+
+class InstallProfile(_Model):
+    """An OS install recipe. kernel/initrd are relative to the boot servers' root (TFTP root
+    and http_base serve the same tree)."""
+
+    name: Name
+    kind: Literal["hypervisor", "vm"] = "hypervisor"
+    os_tree: HttpUrl
+    kernel: RelPath
+    initrd: RelPath
+    kernel_args: tuple[KernelArg, ...] = ("inst.text",)
+    ks_arg: Literal["inst.ks", "ks"] = "inst.ks"  # "ks" for EL6 installers like the chapter's
+    root_password: Annotated[str, AfterValidator(_root_password)] = "locked"
+    ssh_key: SshKey | None = None
+    callback_url: HttpUrl | None = None
+    packages: tuple[PackageName, ...] | None = None  # default by kind: see package_list()
+    timezone: Timezone = "Etc/UTC"
+    memory_mib: int = Field(default=32768, ge=256, le=16 * 2**20)  # vm: sizes swap
+    disk_gib: int = Field(default=80, ge=8, le=65536)  # vm: sizes the LVM layout
+
+    def package_list(self) -> tuple[str, ...]:
+        if self.packages is not None:
+            return self.packages
+        return ("@virtualization",) if self.kind == "hypervisor" else ("@core",
+                                                                         "qemu-guest-agent")
+
 class Hypervisor(_Model):
     name: Name
     uri: str
     groups: tuple[Name, ...] = ()
     maintenance: bool = False
+    provision: HostProvision | None = None
 
     @field_validator("uri")
     @classmethod
@@ -111,11 +327,29 @@ class Site(_Model):
     name: Name
     description: str = ""
     pods: tuple[Pod, ...] = ()
+    networks: tuple[ProvisioningNetwork, ...] = ()
+    boot: BootConfig | None = None
+
+    def network(self, name: str) -> ProvisioningNetwork | None:
+        return next((n for n in self.networks if n.name == name), None)
+
+    def servers_for(self, network: ProvisioningNetwork) -> BootServers:
+        """The boot servers a network's clients use (valid fleets only: see _check_boot)."""
+        if network.servers is not None:
+            return network.servers
+        boot = self.boot
+        assert boot is not None and boot.next_server is not None and boot.http_base
+        return BootServers(next_server=boot.next_server, http_base=boot.http_base,
+                           dhcp=boot.dhcp)
 
 
 class Fleet(_Model):
     groups: tuple[HostGroup, ...] = ()
     sites: tuple[Site, ...] = ()
+    profiles: tuple[InstallProfile, ...] = ()
+
+    def profile(self, name: str) -> InstallProfile | None:
+        return next((p for p in self.profiles if p.name == name), None)
 
     def hypervisors(self) -> Iterator[tuple[Site, Pod, Hypervisor]]:
         for site in self.sites:
@@ -155,6 +389,146 @@ def _check_unique(fleet: Fleet) -> None:
                 once("uri", hv.uri, f"{where}.uri")
 
 
+def _usable(net: IPv4Network, addr: IPv4Address) -> bool:
+    """An address a host may hold: inside the subnet, not its network or broadcast address."""
+    if addr not in net:
+        return False
+    return net.prefixlen >= 31 or addr not in (net.network_address, net.broadcast_address)
+
+
+def _check_failover(pair: DhcpFailover | None, where: str) -> None:
+    if pair is None:
+        return
+    for role, other in (("primary", "secondary"), ("secondary", "primary")):
+        if getattr(pair, role) is None:
+            raise InvalidInput(f"{where}.{role}", f"missing: a failover pair needs both primary "
+                               f"and secondary (only the {other} is given)")
+    assert pair.primary is not None and pair.secondary is not None
+    if (pair.primary.address, pair.primary.port) == (pair.secondary.address,
+                                                      pair.secondary.port):
+        raise InvalidInput(f"{where}.secondary", "must differ from the primary (address, port)")
+
+
+def _check_network(net: ProvisioningNetwork, where: str, topology: str) -> None:
+    if not _usable(net.subnet, net.gateway):
+        raise InvalidInput(f"{where}.gateway",
+                           f"{net.gateway} is not a host address of subnet {net.subnet}")
+    if net.pool is not None:
+        for end in ("start", "end"):
+            addr = getattr(net.pool, end)
+            if not _usable(net.subnet, addr):
+                raise InvalidInput(f"{where}.pool.{end}",
+                                   f"{addr} is not a host address of subnet {net.subnet}")
+        if net.pool.start > net.pool.end:
+            raise InvalidInput(f"{where}.pool.end", f"{net.pool.end} is before the pool start "
+                               f"{net.pool.start}")
+        if net.pool.start <= net.gateway <= net.pool.end:
+            raise InvalidInput(f"{where}.pool", f"range {net.pool.start}-{net.pool.end} "
+                               f"contains the gateway {net.gateway}")
+    if topology == "distributed" and net.servers is None:
+        raise InvalidInput(f"{where}.servers",
+                           "missing: the distributed topology needs each network's own servers")
+    if topology == "clustered" and net.servers is not None:
+        raise InvalidInput(f"{where}.servers", "only for the distributed topology; the "
+                           "clustered one uses the site's boot servers")
+    if net.servers is not None:
+        _check_failover(net.servers.dhcp, f"{where}.servers.dhcp")
+
+
+def _check_boot_config(boot: BootConfig, where: str) -> None:
+    site_level = ("next_server", "http_base", "dhcp", "frontend")
+    if boot.topology == "distributed":
+        for key in (*site_level, "real_servers"):
+            if getattr(boot, key):
+                raise InvalidInput(f"{where}.{key}", "only for the clustered topology; "
+                                   "give each network its own servers instead")
+        return
+    for key in site_level:
+        if getattr(boot, key) is None:
+            raise InvalidInput(f"{where}.{key}", "missing: the clustered topology needs it")
+    if not boot.real_servers:
+        raise InvalidInput(f"{where}.real_servers",
+                           "the clustered topology needs at least one real server behind HAProxy")
+    names: dict[str, int] = {}
+    for i, rs in enumerate(boot.real_servers):
+        if rs.name in names:
+            raise InvalidInput(f"{where}.real_servers[{i}].name", f"duplicate real server "
+                               f"{rs.name!r} (first at {where}.real_servers[{names[rs.name]}])")
+        names[rs.name] = i
+    _check_failover(boot.dhcp, f"{where}.dhcp")
+
+
+def _check_boot(fleet: Fleet) -> None:
+    """Rules that span models: networks, boot servers, reservations and profiles."""
+    profiles: dict[str, int] = {}
+    for i, prof in enumerate(fleet.profiles):
+        if prof.name in profiles:
+            raise InvalidInput(f"profiles[{i}].name", f"duplicate profile name {prof.name!r} "
+                               f"(first at profiles[{profiles[prof.name]}].name)")
+        profiles[prof.name] = i
+    macs: dict[str, str] = {}
+    ips: dict[IPv4Address, str] = {}
+    for si, site in enumerate(fleet.sites):
+        topology = site.boot.topology if site.boot is not None else "clustered"
+        if site.boot is not None:
+            _check_boot_config(site.boot, f"sites[{si}].boot")
+        nets: dict[str, int] = {}
+        for ni, net in enumerate(site.networks):
+            where = f"sites[{si}].networks[{ni}]"
+            if net.name in nets:
+                raise InvalidInput(f"{where}.name", f"duplicate network name {net.name!r} "
+                                   f"(first at sites[{si}].networks[{nets[net.name]}].name)")
+            for other in site.networks[:ni]:
+                if net.subnet.overlaps(other.subnet):
+                    raise InvalidInput(f"{where}.subnet", f"{net.subnet} overlaps network "
+                                       f"{other.name!r} ({other.subnet})")
+            nets[net.name] = ni
+            _check_network(net, where, topology)
+        for pi, pod in enumerate(site.pods):
+            for hi, hv in enumerate(pod.hypervisors):
+                if hv.provision is None:
+                    continue
+                where = f"sites[{si}].pods[{pi}].hypervisors[{hi}].provision"
+                _check_reservation(fleet, site, hv.provision, where, f"sites[{si}]")
+                prov = hv.provision
+                if prov.mac in macs:
+                    raise InvalidInput(f"{where}.mac", f"duplicate MAC {prov.mac} "
+                                       f"(first at {macs[prov.mac]})")
+                macs[prov.mac] = f"{where}.mac"
+                if prov.ip in ips:
+                    raise InvalidInput(f"{where}.ip", f"duplicate IP {prov.ip} "
+                                       f"(first at {ips[prov.ip]})")
+                ips[prov.ip] = f"{where}.ip"
+
+
+def _check_reservation(fleet: Fleet, site: Site, prov: HostProvision, where: str,
+                       site_where: str) -> None:
+    if site.boot is None:
+        raise InvalidInput(f"{site_where}.boot",
+                           f"missing: {where} asks for network boot, so the site needs a boot "
+                           "section")
+    net = site.network(prov.network)
+    if net is None:
+        known = ", ".join(n.name for n in site.networks) or "none"
+        raise InvalidInput(f"{where}.network",
+                           f"no network {prov.network!r} in this site (known: {known})")
+    if not _usable(net.subnet, prov.ip):
+        raise InvalidInput(f"{where}.ip", f"{prov.ip} is outside network {net.name!r} "
+                           f"({net.subnet})")
+    if prov.ip == net.gateway:
+        raise InvalidInput(f"{where}.ip", f"{prov.ip} is the gateway of network {net.name!r}")
+    if net.pool is not None and net.pool.start <= prov.ip <= net.pool.end:
+        raise InvalidInput(f"{where}.ip", f"{prov.ip} overlaps the dynamic pool "
+                           f"{net.pool.start}-{net.pool.end} of network {net.name!r}")
+    profile = fleet.profile(prov.profile)
+    if profile is None:
+        known = ", ".join(p.name for p in fleet.profiles) or "none"
+        raise InvalidInput(f"{where}.profile", f"no profile {prov.profile!r} (known: {known})")
+    if profile.kind != "hypervisor":
+        raise InvalidInput(f"{where}.profile",
+                           f"profile {prov.profile!r} is for VMs, not hypervisors")
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -173,6 +547,8 @@ def _first_error(exc: ValidationError) -> InvalidInput:
         msg = msg.removeprefix(prefix)
     if err["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see docs/fleet-file.md)"
+    elif err["type"] == "missing":
+        msg = "missing: this field is required"
     return InvalidInput(_loc(loc), msg)
 
 
@@ -187,6 +563,7 @@ def parse_fleet(data: Any, source: str = "fleet file") -> Fleet:
     except ValidationError as exc:
         raise _first_error(exc) from None
     _check_unique(fleet)
+    _check_boot(fleet)
     return fleet
 
 
