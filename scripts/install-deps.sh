@@ -7,6 +7,7 @@ pkgs=(
   qemu-system-x86 qemu-utils ipxe-qemu
   busybox-static cpio iproute2 dpkg-dev
   postgresql
+  isc-dhcp-server kea-dhcp4-server haproxy
 )
 missing=()
 for p in "${pkgs[@]}"; do
