@@ -89,3 +89,15 @@ def fanout_concurrency() -> int:
     # hypervisor busy. On the 1,500-host simulation 128 beat 32 and 64; at 512 the client's
     # threads start to cost more than they hide.
     return _int_env("VIRTFLEET_CONCURRENCY", 128)
+
+
+def virt_type_setting() -> str:
+    """auto (KVM where the host can run it, else TCG), kvm or qemu: VIRTFLEET_VIRT_TYPE.
+
+    A setting, not a constant: real estates have working KVM; some machines (CI, nested labs)
+    list KVM but hang on it and need qemu.
+    """
+    value = os.environ.get("VIRTFLEET_VIRT_TYPE", "auto")
+    if value not in ("auto", "kvm", "qemu"):
+        raise InvalidInput("VIRTFLEET_VIRT_TYPE", f"{value!r} is not auto, kvm or qemu")
+    return value

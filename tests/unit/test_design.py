@@ -141,6 +141,9 @@ def test_virt_type_choice_and_macs() -> None:
     assert choose_virt_type("auto", ["qemu", "kvm"], kvm_usable=True) == "kvm"
     assert choose_virt_type("auto", ["qemu", "kvm"], kvm_usable=False) == "qemu"
     assert choose_virt_type("qemu", ["qemu"], kvm_usable=False) == "qemu"
+    assert choose_virt_type("auto", ["test"], kvm_usable=False) == "test"
+    with pytest.raises(InvalidInput, match="no usable type"):
+        choose_virt_type("auto", [], kvm_usable=False)
     with pytest.raises(InvalidInput, match="does not offer kvm"):
         choose_virt_type("kvm", ["qemu"], kvm_usable=False)
     with pytest.raises(InvalidInput, match="auto, kvm or qemu"):

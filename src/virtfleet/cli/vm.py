@@ -141,6 +141,69 @@ _verb("resume", lambda s: s == "paused", "resumed", lambda g: g.resume(),
       "Resume paused VMs (`virsh resume`).")
 
 
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="VM name, unique across the fleet.")],
+    memory: Annotated[str, typer.Option("--memory", "--ram", help="32G, 512M; a bare number "
+                                        "is MiB.")],
+    vcpus: Annotated[int, typer.Option("--vcpus")],
+    disk: Annotated[list[str] | None, typer.Option(
+        "--disk", help="size=80G[,format=qcow2|raw][,pool=P][,bus=virtio] or path=IMAGE.")]
+    = None,
+    network: Annotated[list[str] | None, typer.Option(
+        "--network", help="bridge=br0[,vlan=N] or network=default [,model=,mac=].")] = None,
+    cdrom: Annotated[str | None, typer.Option("--cdrom", help="Install from this ISO.")] = None,
+    pxe: Annotated[bool, typer.Option("--pxe", help="Boot from the network.")] = False,
+    kernel: Annotated[str | None, typer.Option("--kernel")] = None,
+    initrd: Annotated[str | None, typer.Option("--initrd")] = None,
+    cmdline: Annotated[str | None, typer.Option("--cmdline")] = None,
+    import_disk: Annotated[str | None, typer.Option(
+        "--import", help="Boot an existing image (inside a storage pool).")] = None,
+    os_variant: Annotated[str | None, typer.Option("--os-variant")] = None,
+    graphics: Annotated[str | None, typer.Option(
+        "--graphics", help="spice|vnc|none[,password=P][,listen=127.0.0.1].")] = None,
+    console: Annotated[bool, typer.Option("--console/--no-console",
+                                          help="A serial console.")] = True,
+    autostart: Annotated[bool, typer.Option("--autostart")] = False,
+    start: Annotated[bool, typer.Option("--start/--no-start")] = True,
+    virt_type: Annotated[str | None, typer.Option(
+        "--virt-type", help="auto|kvm|qemu (env VIRTFLEET_VIRT_TYPE).")] = None,
+    app_group: Annotated[str | None, typer.Option("--app", help="Application group.")] = None,
+    owner: Annotated[str | None, typer.Option("--owner")] = None,
+    host: HostOpt = None, pod: Pod = None, site: Site = None,
+    json: Json = False,
+) -> None:
+    """Create a VM the way virt-install does, on a named hypervisor or in a pod or site."""
+    from virtfleet.design.spec import vm_spec
+    from virtfleet.provision.create import create_vm, pick_host
+    from virtfleet.validate import check_name
+    from virtfleet.virt.fanout import ConnectionPool
+
+    spec = vm_spec(name=name, memory=memory, vcpus=vcpus, disks=list(disk or []),
+                   networks=list(network or []), graphics=graphics, cdrom=cdrom, pxe=pxe,
+                   kernel=kernel, initrd=initrd, cmdline=cmdline, import_disk=import_disk,
+                   serial_console=console, autostart=autostart, os_variant=os_variant)
+    if sum(x is not None for x in (host, pod, site)) != 1:
+        raise InvalidInput("--host/--pod/--site", "give exactly one place for the VM")
+    facts = {k: check_name(f"--{k}", v) for k, v in (("app", app_group), ("owner", owner))
+             if v is not None}
+    store = app_context(ctx).store()
+    pool = ConnectionPool()
+    try:
+        target = (store.hypervisors(host=host)[0] if host is not None
+                  else pick_host(store, pool, spec, site=site, pod=pod))
+        made = create_vm(spec, target, store, pool, start=start, virt_type=virt_type,
+                         facts=facts)
+    finally:
+        pool.close()
+    if json:
+        emit_json(made.as_json())
+    else:
+        emit(f"Domain '{made.name}' created on {made.host} ({made.virt_type})"
+             + (" and started" if made.started else "") + "\n")
+
+
 @app.command("shutdown")
 def shutdown(ctx: typer.Context, name: Name = None, all_: AllOpt = False, site: Site = None,
              pod: Pod = None, host: HostOpt = None, group: Group = None,

@@ -21,10 +21,17 @@ VIRT_TYPES = ("kvm", "qemu")
 
 
 def choose_virt_type(setting: str, host_types: Iterable[str], kvm_usable: bool) -> str:
-    """`auto` takes KVM where the host can run it, TCG (`qemu`) otherwise."""
+    """`auto` takes KVM where the host can run it, TCG (`qemu`) otherwise, or the one type a
+    host offers (the test driver's `test`)."""
     offered = set(host_types)
     if setting == "auto":
-        return "kvm" if kvm_usable and "kvm" in offered else "qemu"
+        if kvm_usable and "kvm" in offered:
+            return "kvm"
+        if "qemu" in offered:
+            return "qemu"
+        if len(offered) == 1:
+            return offered.pop()
+        raise InvalidInput("virt type", f"the host offers no usable type ({sorted(offered)})")
     if setting not in VIRT_TYPES:
         raise InvalidInput("virt type", f"{setting!r} is not auto, kvm or qemu")
     if setting not in offered or (setting == "kvm" and not kvm_usable):

@@ -1,0 +1,1 @@
+"""Multi-step operations that make things (create, clone, templates), each with rollback."""

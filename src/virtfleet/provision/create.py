@@ -1,0 +1,185 @@
+"""`vm create`: a validated spec becomes volumes and a defined (and started) domain, or nothing.
+
+Each step that makes something registers how to undo it; if a later step fails, the undos run
+in reverse and the error says what was rolled back. Nothing half-made is left behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from virtfleet.config import virt_type_setting
+from virtfleet.design.policy import Placement, build_domain, choose_virt_type, random_mac
+from virtfleet.design.spec import VMSpec
+from virtfleet.errors import Conflict, HypervisorError, VirtfleetError
+from virtfleet.inventory.records import HostRecord
+from virtfleet.inventory.store import Store
+from virtfleet.virt import storage
+from virtfleet.virt.fanout import ConnectionPool, fan_out
+from virtfleet.virt.guest import Guest, Removal
+from virtfleet.virt.host import Host
+from virtfleet.xml.capabilities import parse_capabilities
+from virtfleet.xml.domain import Domain
+
+
+@dataclass
+class Undo:
+    """What a multi-step operation made so far, and how to take each piece back."""
+
+    steps: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+
+    def add(self, what: str, undo: Callable[[], None]) -> None:
+        self.steps.append((what, undo))
+
+    def run(self) -> list[str]:
+        """Undo in reverse; return what could NOT be undone (to tell the operator)."""
+        left = []
+        for what, undo in reversed(self.steps):
+            try:
+                undo()
+            except VirtfleetError as exc:
+                left.append(f"{what} ({exc.message})")
+        self.steps.clear()
+        return left
+
+
+@contextmanager
+def rolled_back_on_error() -> Iterator[Undo]:
+    undo = Undo()
+    try:
+        yield undo
+    except BaseException as exc:  # Ctrl-C halfway must roll back too; the error goes on up
+        left = undo.run()
+        if isinstance(exc, VirtfleetError):
+            exc.message += ("; could not roll back: " + "; ".join(left) if left
+                            else "; nothing was left behind")
+            exc.args = (exc.message,)
+        raise
+
+
+@dataclass(frozen=True)
+class Created:
+    host: str
+    name: str
+    uuid: str
+    virt_type: str
+    disks: tuple[str, ...]
+    macs: tuple[str, ...]
+    started: bool
+
+    def as_json(self) -> dict[str, object]:
+        return {**self.__dict__, "disks": list(self.disks), "macs": list(self.macs)}
+
+
+def _pod_macs(pod_hosts: list[HostRecord], pool: ConnectionPool) -> set[str]:
+    """Every MAC in use by a domain on the pod's hypervisors (VMs move within a pod)."""
+    def macs(h: Host) -> set[str]:
+        found: set[str] = set()
+        for d in h.list_domains():
+            dom = Domain.parse(Guest.lookup(h, d.name).xml())
+            found.update(i.mac.lower() for i in dom.devices.interfaces if i.mac)
+        return found
+    results = fan_out(pod_hosts, macs, pool)
+    bad = [r for r in results if r.error is not None]
+    if bad:
+        raise HypervisorError(f"cannot check MAC addresses: {bad[0].host.name} did not answer "
+                              f"({bad[0].error}); MACs must be unique in the pod")
+    return set().union(*(r.value for r in results if r.value is not None))
+
+
+def _check_name_free(spec: VMSpec, store: Store, pod_hosts: list[HostRecord],
+                     pool: ConnectionPool) -> None:
+    seen = [v.host for v in store.fleet_vms() if v.domain.name == spec.name]
+    if seen:
+        raise Conflict(f"a VM named {spec.name!r} already exists on {seen[0]} "
+                       "(names are unique across the fleet)")
+    results = fan_out(pod_hosts, lambda h: h.has_domain(spec.name), pool)
+    taken = [r.host.name for r in results if r.value]
+    if taken:
+        raise Conflict(f"a VM named {spec.name!r} already exists on {taken[0]}")
+
+
+def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPool, *,
+              start: bool = True, virt_type: str | None = None,
+              facts: dict[str, str] | None = None, storage_pool: str = "default") -> Created:
+    pod_hosts = store.hypervisors(pod=target.pod)
+    _check_name_free(spec, store, pod_hosts, pool)
+    host = pool.get(target)
+    caps = parse_capabilities(host.capabilities_xml())
+    kvm_usable = "kvm" in caps.virt_types and _kvm_usable(host)
+    vtype = choose_virt_type(virt_type or virt_type_setting(), caps.virt_types, kvm_usable)
+    taken = _pod_macs(pod_hosts, pool)
+    macs = []
+    for nic in spec.nics:
+        if nic.mac is not None:
+            if nic.mac in taken:
+                raise Conflict(f"--network mac {nic.mac} is already used in pod {target.pod}")
+            mac = nic.mac
+        else:
+            mac = random_mac(taken)
+        taken.add(mac)
+        macs.append(mac)
+    for d in spec.disks:
+        if d.path is not None:
+            storage.confine(host, "--disk path", d.path)
+    with rolled_back_on_error() as undo:
+        paths = []
+        for i, d in enumerate(spec.disks):
+            if d.path is not None:
+                paths.append(d.path)
+                continue
+            assert d.size_bytes is not None
+            vol = f"{spec.name}.{d.format}" if i == 0 else f"{spec.name}-disk{i}.{d.format}"
+            path = storage.create_volume(host, d.pool or storage_pool, vol, d.size_bytes,
+                                         d.format)
+            undo.add(f"volume {path}", _deleter(host, path))
+            paths.append(path)
+        placement = Placement(virt_type=vtype, disk_paths=tuple(paths), macs=tuple(macs),
+                              facts={"site": target.site, "pod": target.pod, **(facts or {})})
+        domain = build_domain(spec, placement)
+        host.define_domain(domain.to_xml())
+        guest = Guest.lookup(host, spec.name)
+        undo.add(f"domain {spec.name}", lambda: guest.undefine(Removal()))
+        if spec.autostart:
+            guest.set_autostart(True)
+        if start:
+            guest.start()
+        undo.steps.clear()  # done: nothing to roll back
+    return Created(host=target.name, name=spec.name, uuid=placement.uuid, virt_type=vtype,
+                   disks=tuple(paths), macs=tuple(macs), started=start)
+
+
+def _deleter(host: Host, path: str) -> Callable[[], None]:
+    return lambda: storage.delete_volume(host, path)
+
+
+def _kvm_usable(host: Host) -> bool:
+    try:
+        host.domain_capabilities_xml("kvm")
+        return True
+    except HypervisorError:
+        return False
+
+
+def pick_host(store: Store, pool: ConnectionPool, spec: VMSpec, *, site: str | None,
+              pod: str | None) -> HostRecord:
+    """The reachable hypervisor in scope with the most free memory that fits the VM.
+
+    Simple on purpose: the scheduler (placement/, issue 4) replaces this with its filters,
+    weighers and claims.
+    """
+    hosts = [h for h in store.hypervisors(site=site, pod=pod) if not h.maintenance]
+
+    def free_mib(h: Host) -> int:
+        node_mib = int(h.node_info()[1])
+        return node_mib - sum(d.memory_mib for d in h.list_domains())
+
+    fits = [(r.value, r.host) for r in fan_out(hosts, free_mib, pool)
+            if r.value is not None and r.value >= spec.memory_mib]
+    if not fits:
+        scope = f"pod {pod!r}" if pod else f"site {site!r}"
+        raise Conflict(f"no reachable hypervisor in {scope} has {spec.memory_mib} MiB free "
+                       "for the VM")
+    return max(fits, key=lambda f: (f[0], f[1].name))[1]

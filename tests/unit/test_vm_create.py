@@ -1,0 +1,128 @@
+"""`vm create` on test-driver hypervisors: volumes and domain made, or nothing at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from virtfleet.design.spec import vm_spec
+from virtfleet.errors import Conflict, InvalidInput
+from virtfleet.inventory.fleetfile import load_fleet
+from virtfleet.inventory.store import Store
+from virtfleet.provision.create import create_vm, pick_host
+from virtfleet.virt import storage
+from virtfleet.virt.fanout import ConnectionPool
+from virtfleet.virt.guest import Guest
+
+from .cli import run
+from .nodes import node_uri
+
+
+@pytest.fixture
+def env(tmp_path: Path):  # type: ignore[no-untyped-def]
+    p = tmp_path / "fleet.yaml"
+    p.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
+        {"name": "or-pod1", "hypervisors": [
+            {"name": "hv1", "uri": node_uri(tmp_path, "with-pool.xml", "hv1.xml")},
+            {"name": "hv2", "uri": node_uri(tmp_path, "empty.xml", "hv2.xml")}]}]}]}))
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.apply(load_fleet(p))
+    pool = ConnectionPool()
+    yield store, pool, {h.name: h for h in store.hypervisors()}, p
+    pool.close()
+    store.close()
+
+
+def spec(name: str = "web01", **kw: object):  # type: ignore[no-untyped-def]
+    args: dict = {"name": name, "memory": "1G", "vcpus": 2, "disks": ["size=10G"],  # type: ignore[type-arg]
+                  "networks": ["network=default"], "pxe": True}
+    args.update(kw)
+    return vm_spec(**args)
+
+
+def test_create_makes_volume_and_domain_and_starts_it(env) -> None:  # type: ignore[no-untyped-def]
+    store, pool, hosts, _ = env
+    made = create_vm(spec(), hosts["hv1"], store, pool, virt_type="auto",
+                     facts={"app": "web"})
+    assert made.disks == ("/var/lib/libvirt/images/web01.qcow2",) and made.started
+    assert made.virt_type == "test"  # the only type the test driver offers
+    h = pool.get(hosts["hv1"])
+    g = Guest.lookup(h, "web01")
+    assert g.state == "running"
+    d = g.domain()
+    assert d.facts is not None and (d.facts.site, d.facts.pod, d.facts.app) == (
+        "oregon", "or-pod1", "web")
+    assert d.devices.interfaces[0].mac != "52:54:00:00:00:01"  # the pod's MACs stay unique
+    assert "web01.qcow2" in h.conn.storagePoolLookupByName("default").listVolumes()
+
+
+def test_taken_names_and_macs_are_refused_before_anything_is_made(env) -> None:  # type: ignore[no-untyped-def]
+    store, pool, hosts, _ = env
+    with pytest.raises(Conflict, match="'existing' already exists on hv1"):
+        create_vm(spec("existing"), hosts["hv2"], store, pool)
+    with pytest.raises(Conflict, match="52:54:00:00:00:01 is already used in pod or-pod1"):
+        create_vm(spec(networks=["network=default,mac=52:54:00:00:00:01"]), hosts["hv1"],
+                  store, pool)
+    h = pool.get(hosts["hv1"])
+    assert h.conn.storagePoolLookupByName("default").listVolumes() == ["base.qcow2"]
+
+
+def test_a_failure_halfway_rolls_back_what_was_made(env) -> None:  # type: ignore[no-untyped-def]
+    store, pool, hosts, _ = env
+    h = pool.get(hosts["hv1"])
+    storage.create_volume(h, "default", "db01-disk1.qcow2", 2**30, "qcow2")  # in the way
+    with pytest.raises(Conflict, match="nothing was left behind"):
+        create_vm(spec("db01", disks=["size=10G", "size=20G"]), hosts["hv1"], store, pool)
+    assert sorted(h.conn.storagePoolLookupByName("default").listVolumes()) == [
+        "base.qcow2", "db01-disk1.qcow2"]  # db01.qcow2, made first, was removed again
+    assert not h.has_domain("db01")
+
+
+def test_images_must_live_in_a_pool(env) -> None:  # type: ignore[no-untyped-def]
+    store, pool, hosts, _ = env
+    with pytest.raises(InvalidInput, match="not inside any active storage pool"):
+        create_vm(spec(disks=[], pxe=False, import_disk="/etc/shadow"), hosts["hv1"], store,
+                  pool)
+    made = create_vm(spec(disks=[], pxe=False,
+                          import_disk="/var/lib/libvirt/images/base.qcow2"),
+                     hosts["hv1"], store, pool, start=False)
+    assert made.disks == ("/var/lib/libvirt/images/base.qcow2",) and not made.started
+    with pytest.raises(InvalidInput, match="more than the .* MiB free"):
+        create_vm(spec("big", disks=["size=500G,format=raw"]), hosts["hv1"], store, pool)
+
+
+def test_pick_host_takes_the_most_free_memory(env) -> None:  # type: ignore[no-untyped-def]
+    store, pool, _hosts, _ = env
+    # hv1: 8 GiB with 2 GiB used; hv2 (empty.xml): 384 GiB, nothing used
+    assert pick_host(store, pool, spec(memory="4G"), site=None, pod="or-pod1").name == "hv2"
+    with pytest.raises(Conflict, match="no reachable hypervisor in pod 'or-pod1'"):
+        pick_host(store, pool, spec(memory="1T"), site=None, pod="or-pod1")
+
+
+def test_cli(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _store, _pool, _hosts, fleet = env
+    db = tmp_path / "cli.db"
+    assert run(db, "apply", "-f", str(fleet)).code == 0
+    r = run(db, "vm", "create", "web01", "--host", "hv1", "--memory", "1G", "--vcpus", "2",
+            "--disk", "size=10G", "--network", "network=default", "--pxe", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["host"] == "hv1" and r.json()["disks"] == [
+        "/var/lib/libvirt/images/web01.qcow2"]
+    for args, field in [
+        (["--memory", "0"], "--memory"),
+        (["--vcpus", "0"], "--vcpus"),
+        (["--disk", "path=../../etc/shadow"], "--disk path"),
+        (["--network", "bridge=br0,vlan=9999"], "--network"),
+        (["--pod", "or-pod1"], "--host/--pod/--site"),
+    ]:
+        base = {"--memory": "1G", "--vcpus": "1", "--disk": "size=1G", "--network":
+                "network=default"}
+        extra = dict(zip(args[::2], args[1::2], strict=True))
+        flat = [x for k, v in {**base, **extra}.items() for x in (k, v)]
+        r = run(db, "vm", "create", "x1", "--host", "hv1", "--pxe", *flat)
+        assert r.code == 2 and r.err.startswith(f"virtfleet: error: {field}: "), (args, r.err)
+    r = run(db, "vm", "create", "bad<name>", "--host", "hv1", "--memory", "1G", "--vcpus", "1",
+            "--pxe")
+    assert r.code == 2 and "NAME" in r.err
