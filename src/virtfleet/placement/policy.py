@@ -1,0 +1,51 @@
+"""Placement policy: overcommit ratios per group, the hypervisor's own memory, spread or pack.
+
+Memory overcommit above 1.0 is refused unless asked for explicitly: the chapter's warning is
+that easy overcommit ruins peak hours, and memory, unlike CPU, cannot be time-shared.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from virtfleet.placement.models import HostState, Spread, Strict
+
+DEFAULT_RESERVE_MIB = 16 * 1024  # host OS, libvirtd, QEMU per-VM overhead
+
+
+class Ratios(Strict):
+    cpu: float = Field(default=1.0, gt=0, le=64)
+    memory: float = Field(default=1.0, gt=0, le=4)
+
+
+class Policy(Strict):
+    default: Ratios = Ratios()
+    groups: dict[str, Ratios] = {}
+    allow_memory_overcommit: bool = False
+    reserve_memory_mib: int = Field(default=DEFAULT_RESERVE_MIB, ge=0)
+    weigh: Spread = Spread.spread
+
+    @model_validator(mode="after")
+    def _memory_overcommit_is_explicit(self) -> Policy:
+        if self.allow_memory_overcommit:
+            return self
+        for where, r in [("default", self.default),
+                         *((f"groups.{g}", r) for g, r in self.groups.items())]:
+            if r.memory > 1.0:
+                raise ValueError(
+                    f"{where}.memory: ratio {r.memory} overcommits memory; "
+                    "pass --allow-memory-overcommit (allow_memory_overcommit: true) to accept it")
+        return self
+
+    def ratios(self, host: HostState) -> Ratios:
+        """The host's ratios: its group's, the strictest if it is in several, else default."""
+        mine = [self.groups[g] for g in host.groups if g in self.groups]
+        if not mine:
+            return self.default
+        return Ratios(cpu=min(r.cpu for r in mine), memory=min(r.memory for r in mine))
+
+    def limits(self, host: HostState) -> tuple[int, int]:
+        """(vCPU limit, memory limit MiB) of the host under this policy."""
+        r = self.ratios(host)
+        return (int(host.cpus * r.cpu),
+                int(max(0, host.memory_mib - self.reserve_memory_mib) * r.memory))
