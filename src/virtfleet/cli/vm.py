@@ -129,8 +129,80 @@ def _running(state: str) -> bool:
     return state in ("running", "idle", "paused", "in shutdown", "pmsuspended")
 
 
-_verb("start", lambda s: s in ("shut off", "crashed"), "started", lambda g: g.start(),
-      "Start VMs (`virsh start`).")
+Until = Annotated[str | None, typer.Option(
+    "--until", help="Print the console until this text appears, then leave (for scripts).")]
+ConsoleTimeout = Annotated[float, typer.Option("--timeout", min=0, help="Seconds for --until.")]
+
+
+def _console(guest: Guest, until: str | None, timeout: float, force: bool,
+             stream: object | None = None) -> None:
+    import sys
+
+    from virtfleet.virt.console import attach, open_console, read_until
+
+    if until is None and not sys.stdin.isatty():
+        raise InvalidInput("--until", "an interactive console needs a terminal; give --until")
+    s = stream if stream is not None else open_console(guest, force)
+    if until is None:
+        sys.stderr.write(f"Connected to domain '{guest.name}'\nEscape character is ^]\n")
+        attach(s)
+    else:
+        read_until(s, until.encode(), timeout, f"{guest.host.label}/{guest.name}",
+                   echo_fd=sys.stdout.fileno())
+        sys.stdout.write("\n")
+
+
+@app.command("start")
+def start(ctx: typer.Context, name: Name = None, all_: AllOpt = False, site: Site = None,
+          pod: Pod = None, host: HostOpt = None, group: Group = None,
+          console: Annotated[bool, typer.Option(
+              "--console", help="Attach to the console from the first byte of the boot.")]
+          = False, until: Until = None, timeout: ConsoleTimeout = 120.0,
+          json: Json = False) -> None:
+    """Start VMs (`virsh start`); `--console` attaches before the CPUs run, so nothing of the
+    boot is missed."""
+    from virtfleet.virt.fanout import ConnectionPool
+
+    if (console or until) and (all_ or name is None):
+        raise InvalidInput("--console", "goes with one named VM")
+    if not console and until is None:
+        _act(ctx, "start", name, all_, _scope(site, pod, host, group),
+             lambda s: s in ("shut off", "crashed"), _started, json)
+        return
+    from virtfleet.virt.console import open_console
+
+    assert name is not None
+    pool = ConnectionPool()
+    try:
+        guest = find_guest(ctx, name, host, pool)
+        guest.start(paused=True)
+        stream = open_console(guest)
+        guest.resume()
+        _console(guest, until, timeout, False, stream)
+    finally:
+        pool.close()
+
+
+def _started(g: Guest) -> str:
+    g.start()
+    return "started"
+
+
+@app.command("console")
+def console_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
+                until: Until = None, timeout: ConsoleTimeout = 120.0,
+                force: Annotated[bool, typer.Option(
+                    "--force", help="Take the console from another client.")] = False,
+                host: HostOpt = None) -> None:
+    """The VM's serial console (`virsh console`); Ctrl+] leaves."""
+    from virtfleet.virt.fanout import ConnectionPool
+
+    pool = ConnectionPool()
+    try:
+        _console(find_guest(ctx, name, host, pool), until, timeout, force)
+    finally:
+        pool.close()
+
 _verb("destroy", _running, "destroyed", lambda g: g.destroy(),
       "Power VMs off at once, like pulling the plug (`virsh destroy`).")
 _verb("reboot", lambda s: s == "running", "is being rebooted", lambda g: g.reboot(),

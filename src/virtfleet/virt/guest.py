@@ -79,12 +79,15 @@ class Guest:
     def is_active(self) -> bool:
         return bool(self._call(self._dom.isActive))
 
-    def start(self) -> None:
+    def start(self, paused: bool = False) -> None:
+        """Start; `paused` holds the CPUs until resume(), so a console attached in between
+        misses nothing of the boot."""
         # Checked here so every driver gives the same answer (QEMU and the test driver report
         # this case with different error codes).
         if self.is_active():
             raise Conflict(f"{self.host.label}/{self.name}: domain is already running")
-        self._call(self._dom.create)
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        self._call(lambda: self._dom.createWithFlags(flags))
 
     def destroy(self) -> None:
         self._call(self._dom.destroy)
