@@ -313,3 +313,17 @@ def test_a_foreign_directory_is_not_replaced(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as exc:
         write_tree([GeneratedFile("x", "ipxe", "x\n")], out)
     assert exc.value.field == "--out" and (out / "precious").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("kind,name,text", [
+    ("kea", "bad.json", '{"Dhcp4": {"subnet4": [{"id": 1, "subnet": "10.1.1.0/24", '
+                        '"pools": [{"pool": "10.9.9.1 - 10.9.9.9"}]}]}}'),
+    ("haproxy", "bad.cfg", "frontend f\n  bind 10.1.1.3:80\n  default_backend nowhere\n"),
+])
+def test_the_validators_refuse_bad_files(kind: str, name: str, text: str,
+                                         tmp_path: Path) -> None:
+    """A validator that passed everything would prove nothing: these must be refused."""
+    require_validator(kind)
+    path = tmp_path / name
+    path.write_text(text)
+    assert not validators.check(kind, path).ok

@@ -15,6 +15,7 @@ Role = Literal["primary", "secondary"]
 # Debian/Ubuntu path; Kea 2.2 wants hook libraries by absolute path.
 DEFAULT_HOOKS_DIR = "/usr/lib/x86_64-linux-gnu/kea/hooks"
 
+KEA_MAX_UNACKED_CLIENTS = 10  # Kea's default
 _IPXE = "option[77].hex == 'iPXE'"
 _PXE = "substring(option[60].hex,0,9) == 'PXEClient'"
 _UEFI = "(option[93].hex == 0x0007 or option[93].hex == 0x0009)"
@@ -69,7 +70,9 @@ def _ha_hooks(scope: DhcpScope, role: Role, hooks_dir: str) -> list[dict[str, An
         # dhcpd's max-response-delay is in seconds, Kea's in milliseconds.
         "max-response-delay": pair.max_response_delay * 1000,
         "max-ack-delay": 5000,
-        "max-unacked-clients": pair.max_unacked_updates,
+        # Kea's own knob (clients the partner failed to answer before it is declared down);
+        # dhcpd's max-unacked-updates has no Kea equivalent.
+        "max-unacked-clients": KEA_MAX_UNACKED_CLIENTS,
         "peers": peers,
     }
     return [

@@ -155,28 +155,28 @@ def hypervisor_kickstart(host: BootHost) -> str:
     return _checked(h, f"kickstart for {host.name}")
 
 
-def vm_layout(profile: InstallProfile) -> dict[str, int]:
+def vm_layout(profile: InstallProfile, field: str = "profile") -> dict[str, int]:
     """MiB per volume: the chapter's 80 GB guest (20 GB home, 10 GB var) scaled to the disk;
-    root takes the rest."""
+    root takes the rest. `field` names the profile in errors (e.g. 'profiles[2]')."""
     disk = profile.disk_gib * GIB
     layout = {"home": disk // 4, "var": disk // 8, "swap": swap_mib(profile.memory_mib)}
     root = disk - BOOT_MIB - sum(layout.values()) - 64  # LVM metadata and alignment
     if root < MIN_ROOT_MIB:
-        raise InvalidInput(f"profile {profile.name}: disk_gib",
+        raise InvalidInput(f"{field}.disk_gib",
                            f"{profile.disk_gib} GiB leaves {max(root, 0)} MiB for / after "
                            f"/boot, /home, /var and swap; / needs {MIN_ROOT_MIB} MiB")
     layout["root"] = root
     return layout
 
 
-def vm_kickstart(profile: InstallProfile) -> str:
+def vm_kickstart(profile: InstallProfile, field: str = "profile") -> str:
     """The kickstart for a VM template built from `profile` (DHCP network, chapter layout)."""
     h = _handler()
     _common(h, profile)
     h.network.network.append(h.NetworkData(bootProto="dhcp", device="link", activate=True,
                                            onboot=True))
     h.network.seen = True
-    sizes = vm_layout(profile)
+    sizes = vm_layout(profile, field)
     opts = "noatime"
     h.partition.partitions.extend([
         h.PartData(mountpoint="/boot", size=BOOT_MIB, fstype="ext4", primOnly=True),

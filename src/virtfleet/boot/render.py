@@ -91,10 +91,7 @@ def render_fleet(fleet: Fleet, site: str | None = None) -> list[GeneratedFile]:
         files += render_site(fleet, s)
     for i, profile in enumerate(fleet.profiles):
         if profile.kind == "vm":
-            try:
-                text = kickstart.vm_kickstart(profile)
-            except InvalidInput as exc:  # name the profile by its place in the file
-                raise InvalidInput(f"profiles[{i}].disk_gib", exc.rule) from None
+            text = kickstart.vm_kickstart(profile, field=f"profiles[{i}]")
             files.append(GeneratedFile(f"vm/{profile.name}.ks", "kickstart", text))
     return files
 

@@ -180,7 +180,9 @@ def _rel_path(value: str) -> str:
 Mac = Annotated[str, AfterValidator(_mac)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
-Iface = Annotated[str, AfterValidator(_pattern(_IFACE_RE, "an interface name such as eth0"))]
+# An interface name is also a name (check_name), and fits the kernel's 15-character limit.
+Iface = Annotated[str, AfterValidator(_name),
+                  AfterValidator(_pattern(_IFACE_RE, "an interface name such as eth0"))]
 RelPath = Annotated[str, AfterValidator(_rel_path)]
 KernelArg = Annotated[str, AfterValidator(
     _pattern(_KERNEL_ARG_RE, "a kernel argument (letters, digits and _ . : / = , + -)"))]
@@ -501,6 +503,28 @@ def _check_boot(fleet: Fleet) -> None:
                 ips[prov.ip] = f"{where}.ip"
 
 
+def _server_addresses(site: Site, net: ProvisioningNetwork) -> dict[IPv4Address, str]:
+    """Addresses the boot servers of a network's clients hold, and what holds them."""
+    boot = site.boot
+    found: dict[IPv4Address, str] = {}
+    servers = net.servers if net.servers is not None else boot
+    if servers is None:
+        return found
+    if servers.next_server is not None:
+        found[servers.next_server] = "the TFTP next-server"
+    if servers.dhcp is not None:
+        for role in ("primary", "secondary"):
+            peer = getattr(servers.dhcp, role)
+            if peer is not None:
+                found[peer.address] = f"the DHCP {role}"
+    if net.servers is None and boot is not None:
+        if boot.frontend is not None:
+            found[boot.frontend.address] = "the HAProxy frontend"
+        for rs in boot.real_servers:
+            found[rs.address] = f"real server {rs.name!r}"
+    return found
+
+
 def _check_reservation(fleet: Fleet, site: Site, prov: HostProvision, where: str,
                        site_where: str) -> None:
     if site.boot is None:
@@ -517,6 +541,9 @@ def _check_reservation(fleet: Fleet, site: Site, prov: HostProvision, where: str
                            f"({net.subnet})")
     if prov.ip == net.gateway:
         raise InvalidInput(f"{where}.ip", f"{prov.ip} is the gateway of network {net.name!r}")
+    taken = _server_addresses(site, net).get(prov.ip)
+    if taken is not None:
+        raise InvalidInput(f"{where}.ip", f"{prov.ip} is the address of {taken}")
     if net.pool is not None and net.pool.start <= prov.ip <= net.pool.end:
         raise InvalidInput(f"{where}.ip", f"{prov.ip} overlaps the dynamic pool "
                            f"{net.pool.start}-{net.pool.end} of network {net.name!r}")
