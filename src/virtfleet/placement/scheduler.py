@@ -88,6 +88,11 @@ class Scheduler:
             self.pods[h.pod] = h.site
         self.groups = set(groups) if groups is not None else {
             g for h in self.hosts for g in h.groups}
+        # Per group, a heap of (weight, version, host) that lives across requests: a change to
+        # a host bumps its version and pushes a fresh entry, older ones are skipped when popped.
+        # A request then costs O(log hosts) instead of a pass over its group's hosts.
+        self._version = [0] * n
+        self._heaps: dict[str | None, list[tuple[float, int, int]]] = {}
 
     # ------------------------------------------------------------------ checks
 
@@ -164,6 +169,14 @@ class Scheduler:
 
     # ------------------------------------------------------------------ placing
 
+    def _changed(self, i: int) -> None:
+        self._version[i] += 1
+        entry = (self._key(i), self._version[i], i)
+        for g in self.hosts[i].groups or (None,):
+            heap = self._heaps.get(g)
+            if heap is not None:
+                heapq.heappush(heap, entry)
+
     def _take(self, i: int, r: PlacementRequest, log: list[int]) -> None:
         s = r.shape
         self.cpu_free[i] -= s.vcpus
@@ -173,6 +186,7 @@ class Scheduler:
         h.used_memory_mib += s.memory_mib
         h.used_disk_gib += s.disk_gib
         log.append(i)
+        self._changed(i)
 
     def _give_back(self, r: PlacementRequest, log: list[int]) -> None:
         s = r.shape
@@ -183,6 +197,58 @@ class Scheduler:
             h.used_vcpus -= s.vcpus
             h.used_memory_mib -= s.memory_mib
             h.used_disk_gib -= s.disk_gib
+        for i in set(log):
+            self._changed(i)
+
+    def _group_heap(self, group: str | None) -> list[tuple[float, int, int]]:
+        heap = self._heaps.get(group)
+        if heap is None:
+            heap = [(self._key(i), self._version[i], i) for i in self.by_group.get(group, ())
+                    if not (self.hosts[i].maintenance or self.hosts[i].unreachable)]
+            heapq.heapify(heap)
+            self._heaps[group] = heap
+        return heap
+
+    def _place_indexed(self, r: PlacementRequest, log: list[int]) -> None:
+        """Requests with no site, pod or affinity constraint: straight from the group's heap.
+
+        Hosts popped that cannot take this request (too small for this shape, already used by
+        an anti-affinity member) are set aside and pushed back afterwards; hosts with no room at
+        all are dropped until a change to them pushes them again."""
+        heap = self._group_heap(r.group)
+        version = self._version
+        aside: list[tuple[float, int, int]] = []
+        used_hosts: set[int] = set()
+        used_pods: set[str] = set()
+        distinct = r.anti_affinity
+        try:
+            for _ in range(r.count):
+                while heap:
+                    entry = heap[0]
+                    i = entry[2]
+                    if entry[1] != version[i]:
+                        heapq.heappop(heap)  # stale: the host changed since
+                        continue
+                    if self.cpu_free[i] <= 0 or self.mem_free[i] <= 0:
+                        heapq.heappop(heap)  # full for any VM
+                        continue
+                    if (not self._fits(i, r) or i in used_hosts
+                            or (distinct == Scope.pod and self.hosts[i].pod in used_pods)):
+                        aside.append(heapq.heappop(heap))
+                        continue
+                    heapq.heappop(heap)
+                    self._take(i, r, log)  # pushes the host's new entry
+                    if distinct is not None:
+                        used_hosts.add(i)
+                        used_pods.add(self.hosts[i].pod)
+                    break
+                else:
+                    rule = {Scope.host: "anti-affinity by host", Scope.pod: "anti-affinity by pod",
+                            None: "capacity"}[distinct]
+                    raise self._no_room(r, len(log), rule)
+        finally:
+            for entry in aside:
+                heapq.heappush(heap, entry)
 
     def _no_room(self, r: PlacementRequest, placed: int, rule: str) -> Conflict:
         ex = self.explain(r)
@@ -198,8 +264,17 @@ class Scheduler:
         naming the rule that ran out of hosts."""
         self._check(r)
         ex = self.explain(r) if explain else None
-        cands = self.candidates(r)
         log: list[int] = []
+        if r.site is None and r.pod is None and (r.affinity is None or r.count == 1):
+            try:
+                self._place_indexed(r, log)
+            except Conflict:
+                self._give_back(r, log)
+                raise
+            names = r.member_names()
+            return Placed(r, tuple((names[k], self.hosts[i].name) for k, i in enumerate(log)),
+                          ex)
+        cands = self.candidates(r)
         try:
             if r.affinity == Scope.host and r.count > 1:
                 self._place_affine_host(r, cands, log)
