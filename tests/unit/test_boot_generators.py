@@ -327,3 +327,26 @@ def test_the_validators_refuse_bad_files(kind: str, name: str, text: str,
     path = tmp_path / name
     path.write_text(text)
     assert not validators.check(kind, path).ok
+
+
+def test_a_pod_of_hypervisors_renders_and_validates(tmp_path: Path) -> None:
+    """Two pods of 100 on one /22 (the chapter's pod size): configs stay valid at scale."""
+    data = yaml.safe_load(CHAPTER.read_text())
+    site = data["sites"][0]
+    site["networks"][0].update(subnet="10.1.0.0/22", pool={"start": "10.1.3.1",
+                                                           "end": "10.1.3.250"})
+    template = site["pods"][0]["hypervisors"][1]
+    site["pods"] = [{"name": f"or-pod{p}", "hypervisors": []} for p in (1, 2)]
+    for i in range(200):
+        hv = copy.deepcopy(template)
+        hv.update(name=f"hv{i}.or.example.com", uri=f"qemu+ssh://hv{i}.or.example.com/system")
+        hv["provision"].update(mac=f"52:54:00:01:{i // 256:02x}:{i % 256:02x}",
+                               ip=f"10.1.{i // 200 + 1}.{i % 200 + 20}")
+        site["pods"][i // 100]["hypervisors"].append(hv)
+    files = render_fleet(parse_fleet(data))
+    assert len({f.path for f in files}) == len(files)
+    assert sum(f.kind == "kickstart" for f in files) == 201  # 200 hosts and the VM profile
+    for f in files:
+        if f.kind in ("dhcpd", "kea"):
+            assert f.text.count("52:54:00:01:") == 200  # every reservation
+            assert_valid(f.kind, f.text, tmp_path, f.path.replace("/", "_"))
