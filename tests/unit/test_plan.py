@@ -196,6 +196,9 @@ def test_headroom_on_test_driver_hosts(tmp_path: Path, db: Path) -> None:
     assert loss[("host", "hv3.or")]["displaced"] == 3 and loss[("host", "hv3.or")]["ok"]
     # Losing pod 2: its ungrouped VMs cannot go to pod 1, whose hosts are all in group web.
     assert loss[("pod", "or-pod2")]["placed"] == 0 and not loss[("pod", "or-pod2")]["ok"]
+    assert loss[("pod", "or-pod2")]["runs_out_first"] == "no hypervisor of its group"
+    assert loss[("host", "hv2.or")]["runs_out_first"] == "nothing displaced"
+    assert loss[("host", "hv2.or")]["ok"]
 
     r = plan(db, "headroom", "--group", "web", "--json")
     assert r.code == 0, r.err

@@ -86,11 +86,13 @@ def _first_out(sched: Scheduler, idx: Sequence[int], shape: VMShape) -> tuple[st
 def _replace(survivors: list[HostState], vms: list[tuple[str, VMShape, str | None]],
              policy: Policy) -> tuple[int, str, int]:
     """Re-place displaced VMs (largest first) on `survivors`: (placed, first out, spare)."""
+    if not vms:
+        return 0, "nothing displaced", 0
     sched = Scheduler(survivors, policy)
     placed = 0
-    worst = vms[0][1] if vms else VMShape(vcpus=1, memory_mib=1)
+    worst, worst_group = vms[0][1], vms[0][2]
     for _name, shape, group in sorted(vms, key=lambda v: (-v[1].memory_mib, -v[1].vcpus)):
-        worst = shape
+        worst, worst_group = shape, group
         if group is not None and group not in sched.groups:
             break  # no surviving host of its group at all
         try:
@@ -99,7 +101,11 @@ def _replace(survivors: list[HostState], vms: list[tuple[str, VMShape, str | Non
         except Conflict:
             break
         placed += 1
-    ok = [i for i, h in enumerate(sched.hosts) if not (h.maintenance or h.unreachable)]
+    # Only hosts the displaced VMs may use (their group's) say what runs out.
+    ok = [i for i in sched.by_group.get(worst_group, ())
+          if not (sched.hosts[i].maintenance or sched.hosts[i].unreachable)]
+    if not ok:
+        return placed, "no hypervisor of its group", 0
     word, spare = _first_out(sched, ok, worst)
     return placed, word, spare if placed == len(vms) else 0
 
