@@ -15,18 +15,12 @@ from virtfleet.cli.options import Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
 from virtfleet.cli.progress import fleet_progress
 from virtfleet.errors import InvalidInput
-from virtfleet.placement.models import (
-    HostState,
-    PlacementRequest,
-    Scope,
-    Spread,
-    VMShape,
-    parse,
-)
-from virtfleet.placement.policy import Policy
+from virtfleet.placement.kinds import Scope, Spread
 
 if TYPE_CHECKING:
     from virtfleet.inventory.records import DomainRecord, HostRecord
+    from virtfleet.placement.models import HostState, VMShape
+    from virtfleet.placement.policy import Policy
     from virtfleet.queries import NodeInfo
     from virtfleet.virt.host import Host
 
@@ -47,6 +41,7 @@ def _flag(field: str) -> str:
 
 
 def _parse(model: type[Any], data: dict[str, Any]) -> Any:
+    from virtfleet.placement.models import parse
     try:
         return parse(model, data)
     except InvalidInput as exc:
@@ -72,6 +67,8 @@ GroupOpt = Annotated[str | None, typer.Option("--group", help="Application (host
 
 def _policy(file: Path | None, cpu: float | None, mem: float | None, allow: bool,
             reserve: int | None, weigh: Spread | None) -> Policy:
+    from virtfleet.placement.models import parse
+    from virtfleet.placement.policy import Policy
     data: dict[str, Any] = {}
     if file is not None:
         import yaml
@@ -229,6 +226,7 @@ def _live(ctx: typer.Context, site: str | None, pod: str | None
     Every defined VM counts against its host, running or not: a shut-off VM can be started.
     Hosts that do not answer are named on stderr and left out; the flag says some failed.
     """
+    from virtfleet.placement.models import HostState, VMShape
     from virtfleet.queries import ask_fleet, failures
 
     store = app_context(ctx).store()
@@ -285,6 +283,7 @@ def headroom(
     """How many more VMs of a shape fit, where, and what fails first if a hypervisor or a pod
     is lost."""
     from virtfleet.placement.headroom import host_fits, loss_cases
+    from virtfleet.placement.models import PlacementRequest
 
     shape = _parse(PlacementRequest, {"name": "headroom", "shape": {
         "vcpus": vcpus, "memory_mib": memory_mib}}).shape
@@ -341,6 +340,7 @@ def place(
 ) -> None:
     """Where the scheduler would put NAME on the live fleet (nothing is defined)."""
     from virtfleet.inventory.store import ClaimRequest
+    from virtfleet.placement.models import PlacementRequest
     from virtfleet.placement.scheduler import Scheduler
 
     req = _parse(PlacementRequest, {

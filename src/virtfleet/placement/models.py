@@ -7,13 +7,15 @@ batch is placed, so it is a plain slotted class.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from virtfleet.errors import InvalidInput
+from virtfleet.placement.kinds import Scope, Spread
 from virtfleet.validate import check_name
+
+__all__ = ["Scope", "Spread"]  # and the models below; Scope/Spread live in kinds.py
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -35,19 +37,6 @@ def parse(model: type[M], data: dict[str, Any], prefix: str = "") -> M:
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Spread(StrEnum):
-    """Which hosts win: `spread` the emptiest (room to grow, less blast radius), `pack` the
-    fullest that still fit (whole hypervisors left free for big VMs or maintenance)."""
-
-    spread = "spread"
-    pack = "pack"
-
-
-class Scope(StrEnum):
-    host = "host"
-    pod = "pod"
 
 
 class VMShape(Strict):
