@@ -110,3 +110,21 @@ def test_unknown_site_and_foreign_out_dir_are_refused(tmp_path: Path) -> None:
     r = virtfleet("boot", "render", "-f", fleet, "--out", str(etc))
     assert r.code == 2 and "--out" in r.err and (etc / "hosts").read_text() == "keep\n"
     assert not (tmp_path / "b").exists()
+
+
+def test_check_refuses_a_tree_its_validators_refuse(tmp_path: Path) -> None:
+    """--check's gate: a file its tool refuses stops the publish with the tool's verdict."""
+    from virtfleet.boot import validators
+    from virtfleet.cli.boot import ValidationFailed, _checker
+
+    if validators.binary("haproxy") is None:
+        if os.environ.get("VIRTFLEET_REQUIRE_VALIDATORS") == "1":
+            pytest.fail("haproxy is not installed", pytrace=False)
+        pytest.skip("haproxy is not installed")
+    bad = tmp_path / "oregon" / "haproxy" / "haproxy.cfg"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("frontend f\n  bind 10.1.1.3:80\n  default_backend nowhere\n")
+    with pytest.raises(ValidationFailed) as exc:
+        _checker(tmp_path)
+    assert str(exc.value).startswith("oregon/haproxy/haproxy.cfg: haproxy refused it:")
+    assert exc.value.exit_code == 1
