@@ -15,20 +15,10 @@ from tests.unit.cli import Result
 
 CHAPTER = Path(__file__).parent / "golden" / "boot" / "chapter-fleet.yaml"
 
-# The real entry point (virtfleet.cli.main.main, with its error handling and exit codes), with
-# the boot commands mounted if main.py does not mount them yet.
-_ENTRY = (
-    "from virtfleet.cli import boot, main\n"
-    "if not any(g.name == 'boot' for g in main.app.registered_groups):\n"
-    "    main.app.add_typer(boot.app, name='boot')\n"
-    "main.main()\n"
-)
-
-
 def virtfleet(*args: str) -> Result:
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    p = subprocess.run([sys.executable, "-c", _ENTRY, *args], env=env, capture_output=True,
-                       text=True, timeout=120, check=False)
+    p = subprocess.run([sys.executable, "-m", "virtfleet.cli.main", *args], env=env,
+                       capture_output=True, text=True, timeout=120, check=False)
     return Result(p.returncode, p.stdout, p.stderr)
 
 

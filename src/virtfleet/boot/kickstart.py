@@ -18,8 +18,8 @@ from functools import cache
 from ipaddress import IPv4Address
 
 # pykickstart ships no type information; its objects are Any to mypy.
-from pykickstart.base import BaseHandler  # type: ignore[import-untyped]
-from pykickstart.constants import (  # type: ignore[import-untyped]
+from pykickstart.base import BaseHandler
+from pykickstart.constants import (
     AUTOPART_TYPE_LVM,
     CLEARPART_TYPE_ALL,
     DISPLAY_MODE_TEXT,
@@ -27,9 +27,9 @@ from pykickstart.constants import (  # type: ignore[import-untyped]
     KS_SCRIPT_POST,
     SELINUX_ENFORCING,
 )
-from pykickstart.errors import KickstartError  # type: ignore[import-untyped]
-from pykickstart.parser import Group, KickstartParser, Script  # type: ignore[import-untyped]
-from pykickstart.version import RHEL9, makeVersion  # type: ignore[import-untyped]
+from pykickstart.errors import KickstartError
+from pykickstart.parser import Group, KickstartParser, Script
+from pykickstart.version import RHEL9, makeVersion
 
 from virtfleet.boot.scopes import BootHost
 from virtfleet.errors import InvalidInput

@@ -8,7 +8,7 @@ from typing import Annotated
 import click
 import typer
 
-from virtfleet.cli import controller, hosts, inventory, lab, plan, snapshot, vm, vms
+from virtfleet.cli import boot, controller, hosts, inventory, lab, plan, snapshot, vm, vms
 from virtfleet.cli.context import AppContext
 from virtfleet.errors import VirtfleetError
 
@@ -40,6 +40,8 @@ app.add_typer(hosts.app, name="host")
 app.add_typer(vm.app, name="vm")
 app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(plan.app, name="plan")
+app.add_typer(boot.app, name="boot",
+              help="Network installs: DHCP, PXE/iPXE/GRUB, Kickstart, HAProxy.")
 app.add_typer(lab.app, name="lab", help="A local lab of real libvirtd hypervisors.")
 
 
