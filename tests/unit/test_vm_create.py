@@ -11,7 +11,7 @@ from virtfleet.design.spec import vm_spec
 from virtfleet.errors import Conflict, InvalidInput
 from virtfleet.inventory.fleetfile import load_fleet
 from virtfleet.inventory.store import Store
-from virtfleet.provision.create import create_vm, pick_host
+from virtfleet.provision.create import create_vm, reserve_host
 from virtfleet.virt import storage
 from virtfleet.virt.fanout import ConnectionPool
 from virtfleet.virt.guest import Guest
@@ -93,12 +93,29 @@ def test_images_must_live_in_a_pool(env) -> None:  # type: ignore[no-untyped-def
         create_vm(spec("big", disks=["size=500G,format=raw"]), hosts["hv1"], store, pool)
 
 
-def test_pick_host_takes_the_most_free_memory(env) -> None:  # type: ignore[no-untyped-def]
-    store, pool, _hosts, _ = env
-    # hv1: 8 GiB with 2 GiB used; hv2 (empty.xml): 384 GiB, nothing used
-    assert pick_host(store, pool, spec(memory="4G"), site=None, pod="or-pod1").name == "hv2"
-    with pytest.raises(Conflict, match="no reachable hypervisor in pod 'or-pod1'"):
-        pick_host(store, pool, spec(memory="1T"), site=None, pod="or-pod1")
+def test_reserve_host_schedules_claims_and_a_failed_create_gives_it_back(env) -> None:  # type: ignore[no-untyped-def]
+    store, pool, hosts, _ = env
+    # hv1: 64 GiB with 2 GiB used; hv2 (empty.xml): 384 GiB, nothing used -> spread picks hv2
+    target = reserve_host(store, pool, spec(memory="4G"), host=None, site=None, pod="or-pod1",
+                          group=None)
+    assert target.name == "hv2"
+    assert [(c.host, c.vm, c.memory_mib) for c in store.placement_claims()] == [
+        ("hv2", "web01", 4096)]
+    with pytest.raises(Conflict, match="already exists on hv1; nothing was left behind"):
+        create_vm(spec("existing"), hosts["hv2"], store, pool)  # no claim for it: harmless
+    with pytest.raises(Conflict):
+        # beyond the named host: 64 GiB minus the hypervisor's reserve and what runs there
+        reserve_host(store, pool, spec("huge", memory="60G"), host="hv1", site=None, pod=None,
+                     group=None)
+    made = create_vm(spec(disks=[]), target, store, pool)  # hv2 has no storage pool
+    assert made.host == "hv2" and [c.vm for c in store.placement_claims()] == ["web01"]
+    # a create that fails after its claim gives the room back
+    reserve_host(store, pool, spec("db01", memory="2G"), host="hv2", site=None, pod=None,
+                 group=None)
+    with pytest.raises(Conflict, match="nothing was left behind"):
+        create_vm(spec("db01", disks=[], networks=["network=default,mac=52:54:00:00:00:01"]),
+                  hosts["hv2"], store, pool)
+    assert [c.vm for c in store.placement_claims()] == ["web01"]
 
 
 def test_cli(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -18,11 +18,8 @@ from virtfleet.errors import InvalidInput
 from virtfleet.placement.kinds import Scope, Spread
 
 if TYPE_CHECKING:
-    from virtfleet.inventory.records import DomainRecord, HostRecord
     from virtfleet.placement.models import HostState, VMShape
     from virtfleet.placement.policy import Policy
-    from virtfleet.queries import NodeInfo
-    from virtfleet.virt.host import Host
 
 app = typer.Typer(no_args_is_help=True,
                   help="Capacity planning and VM placement (the chapter's sizing, done by code).")
@@ -213,51 +210,16 @@ def capacity(
 # --------------------------------------------------------------------------- live fleet
 
 
-def _facts(host: Host) -> tuple[NodeInfo, list[DomainRecord]]:
-    from virtfleet.queries import domains_of, node_info_of
-
-    return node_info_of(host), domains_of(host)
-
-
 def _live(ctx: typer.Context, site: str | None, pod: str | None
           ) -> tuple[list[HostState], dict[str, list[tuple[str, VMShape]]], bool]:
-    """Hosts of the inventory with live nodeinfo and domains, plus the store's claims.
-
-    Every defined VM counts against its host, running or not: a shut-off VM can be started.
-    Hosts that do not answer are named on stderr and left out; the flag says some failed.
-    """
-    from virtfleet.placement.models import HostState, VMShape
-    from virtfleet.queries import ask_fleet, failures
+    """The live fleet in scope (see provision/schedule.py); unanswering hosts on stderr."""
+    from virtfleet.provision.schedule import live_fleet
 
     store = app_context(ctx).store()
-    records: Sequence[HostRecord] = store.hypervisors(site=site, pod=pod)
-    with fleet_progress(len(records), "nodeinfo") as tick:
-        results = ask_fleet(records, _facts, progress=tick)
-    failed = failures(results)
-    report_failures(failed)
-    claims: dict[str, list[tuple[str, int, int]]] = {}
-    for c in store.placement_claims():
-        claims.setdefault(c.host, []).append((c.vm, c.vcpus, c.memory_mib))
-    hosts: list[HostState] = []
-    shapes: dict[str, list[tuple[str, VMShape]]] = {}
-    for r in results:
-        if r.value is None:
-            continue
-        node, doms = r.value
-        rec = r.host
-        mine = [(d.name, VMShape(vcpus=max(1, d.vcpus), memory_mib=max(1, d.memory_mib)))
-                for d in doms]
-        seen = {d.name for d in doms}
-        mine += [(vm, VMShape(vcpus=cpu, memory_mib=mem))
-                 for vm, cpu, mem in claims.get(rec.name, ()) if vm not in seen]
-        shapes[rec.name] = mine
-        hosts.append(HostState(
-            rec.name, site=rec.site, pod=rec.pod, groups=rec.groups,
-            cpus=node.cpus, memory_mib=node.memory_kib // 1024,
-            used_vcpus=sum(s.vcpus for _, s in mine),
-            used_memory_mib=sum(s.memory_mib for _, s in mine),
-            maintenance=rec.maintenance))
-    return hosts, shapes, bool(failed)
+    with fleet_progress(len(store.hypervisors(site=site, pod=pod)), "nodeinfo") as tick:
+        fleet = live_fleet(store, site=site, pod=pod, progress=tick)
+    report_failures(fleet.failed)
+    return fleet.hosts, fleet.shapes, bool(fleet.failed)
 
 
 def _check_group(hosts: Sequence[HostState], group: str | None) -> None:
@@ -339,9 +301,7 @@ def place(
     json: Json = False,
 ) -> None:
     """Where the scheduler would put NAME on the live fleet (nothing is defined)."""
-    from virtfleet.inventory.store import ClaimRequest
     from virtfleet.placement.models import PlacementRequest
-    from virtfleet.placement.scheduler import Scheduler
 
     req = _parse(PlacementRequest, {
         "name": name, "shape": {"vcpus": vcpus, "memory_mib": memory_mib}, "count": count,
@@ -349,19 +309,15 @@ def place(
         "affinity": affinity})
     policy = _policy(policy_file, cpu_ratio, memory_ratio, allow_memory_overcommit,
                      reserve_mib, weigh)
-    hosts, _shapes, failed = _live(ctx, None, None)
+    from virtfleet.provision.schedule import LiveFleet, place_and_claim
+
+    hosts, shapes, failed = _live(ctx, None, None)
     _check_group(hosts, group)
-    sched = Scheduler(hosts, policy)
     try:
-        placed = sched.place(req, explain=explain)
+        placed = place_and_claim(app_context(ctx).store() if claim else None,
+                                 LiveFleet(hosts, shapes, []), policy, req, explain=explain)
     except InvalidInput as exc:
         raise InvalidInput(_flag(exc.field), exc.rule) from None
-    if claim:
-        limits = {h.name: policy.limits(h) for h in hosts}
-        app_context(ctx).store().claim_placements([
-            ClaimRequest(host=h, vm=vm, vcpus=vcpus, memory_mib=memory_mib,
-                         vcpu_limit=limits[h][0], memory_limit_mib=limits[h][1])
-            for vm, h in placed.vms])
     if json:
         emit_json({"placements": [{"vm": vm, "host": h} for vm, h in placed.vms],
                    "claimed": claim,

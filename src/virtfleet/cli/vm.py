@@ -248,7 +248,7 @@ def create(
 ) -> None:
     """Create a VM the way virt-install does, on a named hypervisor or in a pod or site."""
     from virtfleet.design.spec import vm_spec
-    from virtfleet.provision.create import create_vm, pick_host
+    from virtfleet.provision.create import create_vm, reserve_host
     from virtfleet.validate import check_name
     from virtfleet.virt.fanout import ConnectionPool
 
@@ -263,8 +263,8 @@ def create(
     store = app_context(ctx).store()
     pool = ConnectionPool()
     try:
-        target = (store.hypervisors(host=host)[0] if host is not None
-                  else pick_host(store, pool, spec, site=site, pod=pod))
+        target = reserve_host(store, pool, spec, host=host, site=site, pod=pod,
+                              group=app_group)
         made = create_vm(spec, target, store, pool, start=start, virt_type=virt_type,
                          facts=facts)
     finally:

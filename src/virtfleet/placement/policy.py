@@ -22,7 +22,9 @@ class Policy(Strict):
     default: Ratios = Ratios()
     groups: dict[str, Ratios] = {}
     allow_memory_overcommit: bool = False
-    reserve_memory_mib: int = Field(default=DEFAULT_RESERVE_MIB, ge=0)
+    # None: 16 GiB, or an eighth of the host if that is less (a lab host of 8 GiB keeps 1 GiB,
+    # the reference 384 GB hypervisor its 16 GiB).
+    reserve_memory_mib: int | None = Field(default=None, ge=0)
     weigh: Spread = Spread.spread
 
     @model_validator(mode="after")
@@ -48,4 +50,10 @@ class Policy(Strict):
         """(vCPU limit, memory limit MiB) of the host under this policy."""
         r = self.ratios(host)
         return (int(host.cpus * r.cpu),
-                int(max(0, host.memory_mib - self.reserve_memory_mib) * r.memory))
+                int(max(0, host.memory_mib - self.reserve_for(host)) * r.memory))
+
+    def reserve_for(self, host: HostState) -> int:
+        """Memory (MiB) kept back for the hypervisor itself."""
+        if self.reserve_memory_mib is not None:
+            return self.reserve_memory_mib
+        return min(DEFAULT_RESERVE_MIB, host.memory_mib // 8)

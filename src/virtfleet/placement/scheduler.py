@@ -78,7 +78,7 @@ class Scheduler:
                 r = self.policy.ratios(h)
                 ratios = ratio_cache[h.group_key] = (r.cpu, r.memory)
             self.cpu_limit[i] = int(h.cpus * ratios[0])
-            self.mem_limit[i] = int(max(0, h.memory_mib - self.policy.reserve_memory_mib)
+            self.mem_limit[i] = int(max(0, h.memory_mib - self.policy.reserve_for(h))
                                     * ratios[1])
             self.cpu_free[i] = self.cpu_limit[i] - h.used_vcpus
             self.mem_free[i] = self.mem_limit[i] - h.used_memory_mib

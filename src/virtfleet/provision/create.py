@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from virtfleet.config import virt_type_setting
 from virtfleet.design.policy import Placement, build_domain, choose_virt_type, random_mac
 from virtfleet.design.spec import VMSpec
-from virtfleet.errors import Conflict, HypervisorError, VirtfleetError
+from virtfleet.errors import Conflict, HypervisorError, NotFound, VirtfleetError
 from virtfleet.inventory.records import HostRecord
 from virtfleet.inventory.store import Store
 from virtfleet.virt import storage
@@ -104,27 +104,33 @@ def _check_name_free(spec: VMSpec, store: Store, pod_hosts: list[HostRecord],
 def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPool, *,
               start: bool = True, virt_type: str | None = None,
               facts: dict[str, str] | None = None, storage_pool: str = "default") -> Created:
-    pod_hosts = store.hypervisors(pod=target.pod)
-    _check_name_free(spec, store, pod_hosts, pool)
-    host = pool.get(target)
-    caps = parse_capabilities(host.capabilities_xml())
-    kvm_usable = "kvm" in caps.virt_types and _kvm_usable(host)
-    vtype = choose_virt_type(virt_type or virt_type_setting(), caps.virt_types, kvm_usable)
-    taken = _pod_macs(pod_hosts, pool)
-    macs = []
-    for nic in spec.nics:
-        if nic.mac is not None:
-            if nic.mac in taken:
-                raise Conflict(f"--network mac {nic.mac} is already used in pod {target.pod}")
-            mac = nic.mac
-        else:
-            mac = random_mac(taken)
-        taken.add(mac)
-        macs.append(mac)
-    for d in spec.disks:
-        if d.path is not None:
-            storage.confine(host, "--disk path", d.path)
+    """Make the VM on `target` (room already claimed by reserve_host), or nothing."""
     with rolled_back_on_error() as undo:
+        # The claim goes back if anything fails; on success it stays until it expires, by
+        # when the controller or a sync has observed the VM.
+        undo.add(f"placement claim for {spec.name}",
+                 lambda: _release(store, target.name, spec.name))
+        pod_hosts = store.hypervisors(pod=target.pod)
+        _check_name_free(spec, store, pod_hosts, pool)
+        host = pool.get(target)
+        caps = parse_capabilities(host.capabilities_xml())
+        kvm_usable = "kvm" in caps.virt_types and _kvm_usable(host)
+        vtype = choose_virt_type(virt_type or virt_type_setting(), caps.virt_types, kvm_usable)
+        taken = _pod_macs(pod_hosts, pool)
+        macs = []
+        for nic in spec.nics:
+            if nic.mac is not None:
+                if nic.mac in taken:
+                    raise Conflict(f"--network mac {nic.mac} is already used in pod "
+                                   f"{target.pod}")
+                mac = nic.mac
+            else:
+                mac = random_mac(taken)
+            taken.add(mac)
+            macs.append(mac)
+        for d in spec.disks:
+            if d.path is not None:
+                storage.confine(host, "--disk path", d.path)
         paths = []
         for i, d in enumerate(spec.disks):
             if d.path is not None:
@@ -138,8 +144,7 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
             paths.append(path)
         placement = Placement(virt_type=vtype, disk_paths=tuple(paths), macs=tuple(macs),
                               facts={"site": target.site, "pod": target.pod, **(facts or {})})
-        domain = build_domain(spec, placement)
-        host.define_domain(domain.to_xml())
+        host.define_domain(build_domain(spec, placement).to_xml())
         guest = Guest.lookup(host, spec.name)
         undo.add(f"domain {spec.name}", lambda: guest.undefine(Removal()))
         if spec.autostart:
@@ -149,6 +154,22 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
         undo.steps.clear()  # done: nothing to roll back
     return Created(host=target.name, name=spec.name, uuid=placement.uuid, virt_type=vtype,
                    disks=tuple(paths), macs=tuple(macs), started=start)
+
+
+def _enforced(store: Store, app: str | None) -> str | None:
+    """--app names a host group of the inventory (placement then isolates it), or is only a
+    label kept in the VM's metadata."""
+    if app is None:
+        return None
+    try:
+        store.hypervisors(group=app)
+        return app
+    except NotFound:
+        return None
+
+
+def _release(store: Store, host: str, vm: str) -> None:
+    store.release_placement(host, vm)
 
 
 def _deleter(host: Host, path: str) -> Callable[[], None]:
@@ -163,23 +184,42 @@ def _kvm_usable(host: Host) -> bool:
         return False
 
 
-def pick_host(store: Store, pool: ConnectionPool, spec: VMSpec, *, site: str | None,
-              pod: str | None) -> HostRecord:
-    """The reachable hypervisor in scope with the most free memory that fits the VM.
 
-    Simple on purpose: the scheduler (placement/, issue 4) replaces this with its filters,
-    weighers and claims.
+def reserve_host(store: Store, pool: ConnectionPool, spec: VMSpec, *, host: str | None,
+                 site: str | None, pod: str | None, group: str | None) -> HostRecord:
+    """The hypervisor for a new VM, with room claimed for it in the store.
+
+    --host is checked against that host's capacity; --pod/--site ask the scheduler (filters,
+    weighers, group isolation). Either way the claim is made in one locked transaction, so
+    two creates at once never overbook a host; create_vm gives it back if it fails.
     """
-    hosts = [h for h in store.hypervisors(site=site, pod=pod) if not h.maintenance]
+    from virtfleet.placement.models import PlacementRequest, VMShape
+    from virtfleet.placement.policy import Policy
+    from virtfleet.provision.schedule import live_fleet, place_and_claim
 
-    def free_mib(h: Host) -> int:
-        node_mib = int(h.node_info()[1])
-        return node_mib - sum(d.memory_mib for d in h.list_domains())
-
-    fits = [(r.value, r.host) for r in fan_out(hosts, free_mib, pool)
-            if r.value is not None and r.value >= spec.memory_mib]
-    if not fits:
-        scope = f"pod {pod!r}" if pod else f"site {site!r}"
-        raise Conflict(f"no reachable hypervisor in {scope} has {spec.memory_mib} MiB free "
-                       "for the VM")
-    return max(fits, key=lambda f: (f[0], f[1].name))[1]
+    # The fleet-wide name rule, before any room is held (create_vm checks live again).
+    seen = [v.host for v in store.fleet_vms() if v.domain.name == spec.name]
+    if seen:
+        raise Conflict(f"a VM named {spec.name!r} already exists on {seen[0]} "
+                       "(names are unique across the fleet)")
+    held = [c.host for c in store.placement_claims() if c.vm == spec.name]
+    if held:
+        raise Conflict(f"a VM named {spec.name!r} is being created, or was just created, on "
+                       f"{held[0]} (names are unique across the fleet)")
+    shape = VMShape(vcpus=spec.vcpus, memory_mib=spec.memory_mib)
+    if host is not None:
+        [record] = store.hypervisors(host=host)
+        fleet = live_fleet(store, pod=record.pod, pool=pool)
+        if not any(h.name == host for h in fleet.hosts):
+            why = next((f.message for f in fleet.failed if f.host == host), "no answer")
+            raise HypervisorError(f"{host}: cannot check its capacity ({why})")
+        fleet = type(fleet)([h for h in fleet.hosts if h.name == host], fleet.shapes,
+                            fleet.failed)
+        place_and_claim(store, fleet, Policy(), PlacementRequest(
+            name=spec.name, shape=shape, group=_enforced(store, group)))
+        return record
+    fleet = live_fleet(store, site=site, pod=pod, pool=pool)
+    [(_vm, chosen)] = place_and_claim(store, fleet, Policy(), PlacementRequest(
+        name=spec.name, shape=shape, group=_enforced(store, group), site=site, pod=pod)).vms
+    [record] = store.hypervisors(host=chosen)
+    return record

@@ -1,0 +1,85 @@
+"""The scheduler on the live fleet: hosts as they are now (nodeinfo, domains, the store's
+claims), a placement, and a claim in the store before anything is defined.
+
+placement/ is pure code; this module feeds it from the libvirt layer and the store, so both
+`plan` and `vm create` see the same fleet the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from virtfleet.inventory.records import DomainRecord, HostFailure, HostRecord
+from virtfleet.inventory.store import ClaimRequest, Store
+from virtfleet.placement.models import HostState, PlacementRequest, VMShape
+from virtfleet.placement.policy import Policy
+from virtfleet.placement.scheduler import Placed, Scheduler
+from virtfleet.queries import NodeInfo, ask_fleet, domains_of, failures, node_info_of
+from virtfleet.virt.fanout import ConnectionPool
+from virtfleet.virt.host import Host
+
+
+def _facts(host: Host) -> tuple[NodeInfo, list[DomainRecord]]:
+    return node_info_of(host), domains_of(host)
+
+
+@dataclass(frozen=True)
+class LiveFleet:
+    hosts: list[HostState]
+    shapes: dict[str, list[tuple[str, VMShape]]]  # host -> (VM or claim, its size)
+    failed: list[HostFailure]
+
+
+def live_fleet(store: Store, *, site: str | None = None, pod: str | None = None,
+               pool: ConnectionPool | None = None,
+               progress: Callable[[Any], None] | None = None) -> LiveFleet:
+    """Hosts in scope with live nodeinfo and domains, plus the store's live claims.
+
+    Every defined VM counts against its host, running or not (a shut-off VM can be started);
+    a claimed VM not yet observed counts too. Hosts that do not answer are left out and listed.
+    """
+    records: Sequence[HostRecord] = store.hypervisors(site=site, pod=pod)
+    results = ask_fleet(records, _facts, pool, progress=progress)
+    claims: dict[str, list[tuple[str, int, int]]] = {}
+    for c in store.placement_claims():
+        claims.setdefault(c.host, []).append((c.vm, c.vcpus, c.memory_mib))
+    hosts: list[HostState] = []
+    shapes: dict[str, list[tuple[str, VMShape]]] = {}
+    for r in results:
+        if r.value is None:
+            continue
+        node, doms = r.value
+        rec = r.host
+        mine = [(d.name, VMShape(vcpus=max(1, d.vcpus), memory_mib=max(1, d.memory_mib)))
+                for d in doms]
+        seen = {d.name for d in doms}
+        mine += [(vm, VMShape(vcpus=cpu, memory_mib=mem))
+                 for vm, cpu, mem in claims.get(rec.name, ()) if vm not in seen]
+        shapes[rec.name] = mine
+        hosts.append(HostState(
+            rec.name, site=rec.site, pod=rec.pod, groups=rec.groups,
+            cpus=node.cpus, memory_mib=node.memory_kib // 1024,
+            used_vcpus=sum(s.vcpus for _, s in mine),
+            used_memory_mib=sum(s.memory_mib for _, s in mine),
+            maintenance=rec.maintenance))
+    return LiveFleet(hosts, shapes, failures(results))
+
+
+def place_and_claim(store: Store | None, fleet: LiveFleet, policy: Policy,
+                    request: PlacementRequest, *, explain: bool = False) -> Placed:
+    """Where every member of `request` goes; with a store, room is held there for each.
+
+    The claim re-checks capacity inside one locked transaction, so two operators placing at
+    once cannot both take the last room on a host: the loser gets a Conflict.
+    """
+    placed = Scheduler(fleet.hosts, policy).place(request, explain=explain)
+    if store is not None:
+        limits = {h.name: policy.limits(h) for h in fleet.hosts}
+        shape = request.shape
+        store.claim_placements([
+            ClaimRequest(host=h, vm=vm, vcpus=shape.vcpus, memory_mib=shape.memory_mib,
+                         vcpu_limit=limits[h][0], memory_limit_mib=limits[h][1])
+            for vm, h in placed.vms])
+    return placed
