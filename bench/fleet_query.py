@@ -28,11 +28,11 @@ from pathlib import Path
 
 import yaml
 
+from record import record  # bench/record.py: the script's own directory is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 VF = str(ROOT / ".venv" / "bin" / "virtfleet")
 LAB = "vfbench"
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- fleet_query:start -->", "<!-- fleet_query:end -->"
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
@@ -178,19 +178,11 @@ def main() -> None:
     if args.quick:
         return
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = (f"{START}\n## fleet_query\n\n"
-               f"`bench/fleet_query.py`, {stamp}, {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}; {len(uris)} simulated hypervisors "
-               f"(test driver over test+tcp through lab daemons), median of {args.runs} cold "
-               f"and {max(args.runs, 5)} warm runs, baseline once.\n\n{text}\n{END}")
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    if START in doc:
-        doc = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _m: section, doc,
-                     flags=re.S)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(doc)
-    print(f"\nrecorded in {DOC.relative_to(ROOT)}")
+    record("fleet_query",
+           f"`bench/fleet_query.py`, {stamp}, {os.cpu_count()} cores, "
+           f"Python {platform.python_version()}; {len(uris)} simulated hypervisors "
+           f"(test driver over test+tcp through lab daemons), median of {args.runs} cold "
+           f"and {max(args.runs, 5)} warm runs, baseline once.", text)
 
 
 if __name__ == "__main__":

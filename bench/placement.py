@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import time
 from collections import Counter
@@ -27,13 +26,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from record import record  # bench/record.py: the script's own directory is on sys.path
 from virtfleet.placement.models import HostState, PlacementRequest, Scope, Spread, VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.placement.scheduler import Scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- placement:start -->", "<!-- placement:end -->"
 GROUPS = 24
 PAIRS = 10  # anti-affinity pairs per application
 SHAPE = VMShape(vcpus=4, memory_mib=32 * 1024)
@@ -212,20 +210,12 @@ def main() -> None:
     if args.quick:
         return
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = (f"{START}\n## placement\n\n"
-               f"`bench/placement.py`, {stamp}, {os.cpu_count()} cores, Python "
-               f"{platform.python_version()}; 1,500 reference hypervisors in 24 application "
-               f"groups, 15,000 VMs of 4 vCPUs/32 GiB with {PAIRS} anti-affinity pairs per "
-               f"application; policy ratios 1.0, 16 GiB hypervisor reserve; scheduler median "
-               f"of {runs} runs, baseline once.\n\n{text}\n{END}")
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    if START in doc:
-        doc = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _m: section, doc,
-                     flags=re.S)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(doc)
-    print(f"\nrecorded in {DOC.relative_to(ROOT)}")
+    record("placement",
+           f"`bench/placement.py`, {stamp}, {os.cpu_count()} cores, Python "
+           f"{platform.python_version()}; 1,500 reference hypervisors in 24 application "
+           f"groups, 15,000 VMs of 4 vCPUs/32 GiB with {PAIRS} anti-affinity pairs per "
+           f"application; policy ratios 1.0, 16 GiB hypervisor reserve; scheduler median "
+           f"of {runs} runs, baseline once.", text)
     if problems or not ten_each:
         raise SystemExit(1)
 

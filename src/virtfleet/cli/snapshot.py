@@ -12,7 +12,7 @@ import typer
 
 from virtfleet.cli.options import HostOpt, Json
 from virtfleet.cli.output import emit, emit_json, fields, table
-from virtfleet.cli.vm import find_guest
+from virtfleet.cli.vm import one_guest
 from virtfleet.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -28,14 +28,10 @@ Current = Annotated[bool, typer.Option("--current", help="The current snapshot."
 
 @contextmanager
 def _snapshots(ctx: typer.Context, vm: str, host: str | None) -> Iterator[Snapshots]:
-    from virtfleet.virt.fanout import ConnectionPool
     from virtfleet.virt.snapshots import Snapshots
 
-    pool = ConnectionPool()
-    try:
-        yield Snapshots(find_guest(ctx, vm, host, pool))
-    finally:
-        pool.close()
+    with one_guest(ctx, vm, host) as guest:
+        yield Snapshots(guest)
 
 
 def _which(name: str | None, current: bool) -> str | None:

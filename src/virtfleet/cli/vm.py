@@ -7,7 +7,8 @@ with a progress bar and a result per VM; any failure makes the exit code 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -42,6 +43,18 @@ def find_guest(ctx: typer.Context, name: str, host: str | None, pool: Connection
     check_name("NAME", name)
     record = locate_vm(name, app_context(ctx).store(), pool, host=host)
     return Guest.lookup(pool.get(record), name)
+
+
+@contextmanager
+def one_guest(ctx: typer.Context, name: str, host: str | None) -> Iterator[Guest]:
+    """The VM `name`, found anywhere in the fleet, its connection closed afterwards."""
+    from virtfleet.virt.fanout import ConnectionPool
+
+    pool = ConnectionPool()
+    try:
+        yield find_guest(ctx, name, host, pool)
+    finally:
+        pool.close()
 
 
 @dataclass
@@ -161,7 +174,6 @@ def start(ctx: typer.Context, name: Name = None, all_: AllOpt = False, site: Sit
           json: Json = False) -> None:
     """Start VMs (`virsh start`); `--console` attaches before the CPUs run, so nothing of the
     boot is missed."""
-    from virtfleet.virt.fanout import ConnectionPool
 
     if (console or until) and (all_ or name is None):
         raise InvalidInput("--console", "goes with one named VM")
@@ -172,15 +184,11 @@ def start(ctx: typer.Context, name: Name = None, all_: AllOpt = False, site: Sit
     from virtfleet.virt.console import open_console
 
     assert name is not None
-    pool = ConnectionPool()
-    try:
-        guest = find_guest(ctx, name, host, pool)
+    with one_guest(ctx, name, host) as guest:
         guest.start(paused=True)
         stream = open_console(guest)
         guest.resume()
         _console(guest, until, timeout, False, stream)
-    finally:
-        pool.close()
 
 
 def _started(g: Guest) -> str:
@@ -195,13 +203,8 @@ def console_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM
                     "--force", help="Take the console from another client.")] = False,
                 host: HostOpt = None) -> None:
     """The VM's serial console (`virsh console`); Ctrl+] leaves."""
-    from virtfleet.virt.fanout import ConnectionPool
-
-    pool = ConnectionPool()
-    try:
-        _console(find_guest(ctx, name, host, pool), until, timeout, force)
-    finally:
-        pool.close()
+    with one_guest(ctx, name, host) as guest:
+        _console(guest, until, timeout, force)
 
 _verb("destroy", _running, "destroyed", lambda g: g.destroy(),
       "Power VMs off at once, like pulling the plug (`virsh destroy`).")
@@ -292,14 +295,8 @@ def autostart(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM n
               disable: Annotated[bool, typer.Option("--disable")] = False,
               host: HostOpt = None) -> None:
     """Start the VM when its hypervisor boots (`virsh autostart [--disable]`)."""
-    from virtfleet.virt.fanout import ConnectionPool
-
-    pool = ConnectionPool()
-    try:
-        guest = find_guest(ctx, name, host, pool)
+    with one_guest(ctx, name, host) as guest:
         guest.set_autostart(not disable)
-    finally:
-        pool.close()
     emit(f"Domain '{name}' {'unmarked' if disable else 'marked'} as autostarted\n")
 
 
@@ -313,16 +310,11 @@ def undefine(
 ) -> None:
     """Remove a VM's definition. Its disks are kept. Refuses if a managed-save image,
     snapshots or NVRAM would go too, unless each is named."""
-    from virtfleet.virt.fanout import ConnectionPool
     from virtfleet.virt.guest import Removal
 
-    pool = ConnectionPool()
-    try:
-        guest = find_guest(ctx, name, host, pool)
+    with one_guest(ctx, name, host) as guest:
         guest.undefine(Removal(managed_save=remove_managed_save, snapshots=remove_snapshots,
                                nvram=remove_nvram))
-    finally:
-        pool.close()
     emit(f"Domain '{name}' has been undefined\n")
 
 
@@ -330,14 +322,8 @@ def undefine(
 def dominfo(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
             host: HostOpt = None, json: Json = False) -> None:
     """`virsh dominfo`, plus the hypervisor it is on."""
-    from virtfleet.virt.fanout import ConnectionPool
-
-    pool = ConnectionPool()
-    try:
-        guest = find_guest(ctx, name, host, pool)
+    with one_guest(ctx, name, host) as guest:
         info = guest.info()
-    finally:
-        pool.close()
     if json:
         emit_json({"host": guest.host.label, **info.as_json()})
         return
@@ -356,27 +342,16 @@ def dominfo(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM nam
 def dumpxml(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
             host: HostOpt = None) -> None:
     """The VM's domain XML (`virsh dumpxml`; secrets such as graphics passwords left out)."""
-    from virtfleet.virt.fanout import ConnectionPool
-
-    pool = ConnectionPool()
-    try:
-        emit(find_guest(ctx, name, host, pool).xml())
-    finally:
-        pool.close()
+    with one_guest(ctx, name, host) as guest:
+        emit(guest.xml())
 
 
 @app.command("domstats")
 def domstats(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
              host: HostOpt = None, json: Json = False) -> None:
     """`virsh domstats`: every statistic the hypervisor reports for the VM."""
-    from virtfleet.virt.fanout import ConnectionPool
-
-    pool = ConnectionPool()
-    try:
-        guest = find_guest(ctx, name, host, pool)
+    with one_guest(ctx, name, host) as guest:
         stats = guest.stats()
-    finally:
-        pool.close()
     if json:
         emit_json({"host": guest.host.label, "name": guest.name, **stats})
     else:
