@@ -20,6 +20,14 @@ if ((${#missing[@]})); then
   fi
   echo "virtfleet: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Installing dhcpd, Kea, HAProxy or PostgreSQL must not start their system services: virtfleet
+  # only runs their config checkers and its own private instances. Deny service starts for the
+  # length of the install unless the machine already has a policy.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
