@@ -27,10 +27,11 @@ Current = Annotated[bool, typer.Option("--current", help="The current snapshot."
 
 
 @contextmanager
-def _snapshots(ctx: typer.Context, vm: str, host: str | None) -> Iterator[Snapshots]:
+def _snapshots(ctx: typer.Context, vm: str, host: str | None,
+               operation: str | None = None) -> Iterator[Snapshots]:
     from virtfleet.virt.snapshots import Snapshots
 
-    with one_guest(ctx, vm, host) as guest:
+    with one_guest(ctx, vm, host, operation) as guest:
         yield Snapshots(guest)
 
 
@@ -51,7 +52,7 @@ def create(ctx: typer.Context, vm: VM,
            description: Annotated[str | None, typer.Option("--description")] = None,
            host: HostOpt = None) -> None:
     """Take an internal snapshot (`virsh snapshot-create`); raw disks are refused."""
-    with _snapshots(ctx, vm, host) as snaps:
+    with _snapshots(ctx, vm, host, "snapshot create") as snaps:
         made = snaps.create(name, description)
     emit(f"Domain snapshot {made} created\n")
 
@@ -74,8 +75,8 @@ def list_(ctx: typer.Context, vm: VM, host: HostOpt = None, json: Json = False) 
 
 
 def _one(ctx: typer.Context, vm: str, host: str | None,
-         get: Callable[[Snapshots], str]) -> str:
-    with _snapshots(ctx, vm, host) as snaps:
+         get: Callable[[Snapshots], str], operation: str | None = None) -> str:
+    with _snapshots(ctx, vm, host, operation) as snaps:
         return get(snaps)
 
 
@@ -109,7 +110,7 @@ def revert(ctx: typer.Context, vm: VM, name: SnapName = None, current: Current =
            host: HostOpt = None) -> None:
     """`virsh snapshot-revert`: the VM returns to the snapshot's disks (and state)."""
     which = _which(name, current)
-    done = _one(ctx, vm, host, lambda s: s.revert(which))
+    done = _one(ctx, vm, host, lambda s: s.revert(which), "snapshot revert")
     emit(f"Domain '{vm}' reverted to snapshot {done}\n")
 
 
@@ -120,5 +121,5 @@ def delete(ctx: typer.Context, vm: VM, name: SnapName = None, current: Current =
            host: HostOpt = None) -> None:
     """`virsh snapshot-delete` (children are kept and re-parented unless --children)."""
     which = _which(name, current)
-    done = _one(ctx, vm, host, lambda s: s.delete(which, children))
+    done = _one(ctx, vm, host, lambda s: s.delete(which, children), "snapshot delete")
     emit(f"Domain snapshot {done} deleted\n")

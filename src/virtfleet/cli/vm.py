@@ -46,13 +46,20 @@ def find_guest(ctx: typer.Context, name: str, host: str | None, pool: Connection
 
 
 @contextmanager
-def one_guest(ctx: typer.Context, name: str, host: str | None) -> Iterator[Guest]:
-    """The VM `name`, found anywhere in the fleet, its connection closed afterwards."""
+def one_guest(ctx: typer.Context, name: str, host: str | None,
+              operation: str | None = None) -> Iterator[Guest]:
+    """The VM `name`, found anywhere in the fleet, its connection closed afterwards; with an
+    `operation`, held for it (a concurrent one on the same VM gets 'busy')."""
+    from virtfleet.provision.locks import vm_lock
     from virtfleet.virt.fanout import ConnectionPool
 
     pool = ConnectionPool()
     try:
-        yield find_guest(ctx, name, host, pool)
+        if operation is None:
+            yield find_guest(ctx, name, host, pool)
+        else:
+            with vm_lock(app_context(ctx).store(), name, operation):
+                yield find_guest(ctx, name, host, pool)
     finally:
         pool.close()
 
@@ -68,6 +75,7 @@ class Outcome:
 def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dict[str, str | None],
          applies: Callable[[str], bool], action: Callable[[Guest], str], json: bool) -> None:
     """Run `action` on one named VM, or on every VM in scope whose state `applies`."""
+    from virtfleet.provision.locks import vm_lock
     from virtfleet.queries import failures
     from virtfleet.virt.fanout import ConnectionPool, fan_out
     from virtfleet.virt.guest import Guest
@@ -77,13 +85,17 @@ def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dic
     if name is not None and any(scope[k] for k in ("site", "pod", "group")):
         raise InvalidInput("--site/--pod/--group", "only go with --all")
 
+    store = app_context(ctx).store()
+
     def on_host(h: Host) -> list[Outcome]:
         out = []
         for dom in h.list_domains():
             if not applies(dom.state):
                 continue
             try:
-                out.append(Outcome(h.label, dom.name, action(Guest.lookup(h, dom.name)), True))
+                with vm_lock(store, dom.name, verb):
+                    result = action(Guest.lookup(h, dom.name))
+                out.append(Outcome(h.label, dom.name, result, True))
             except VirtfleetError as exc:  # one VM's failure is its row, not the host's
                 text = exc.message.removeprefix(f"{h.label}/{dom.name}: ")
                 out.append(Outcome(h.label, dom.name, text, False))
@@ -93,8 +105,9 @@ def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dic
     hosts_failed = False
     try:
         if name is not None:
-            guest = find_guest(ctx, name, scope["host"], pool)
-            outcomes = [Outcome(guest.host.label, guest.name, action(guest), True)]
+            with vm_lock(store, name, verb):
+                guest = find_guest(ctx, name, scope["host"], pool)
+                outcomes = [Outcome(guest.host.label, guest.name, action(guest), True)]
         else:
             hosts = app_context(ctx).store().hypervisors(**scope)
             with fleet_progress(len(hosts), verb) as tick:
@@ -184,7 +197,7 @@ def start(ctx: typer.Context, name: Name = None, all_: AllOpt = False, site: Sit
     from virtfleet.virt.console import open_console
 
     assert name is not None
-    with one_guest(ctx, name, host) as guest:
+    with one_guest(ctx, name, host, "start") as guest:
         guest.start(paused=True)
         stream = open_console(guest)
         guest.resume()
@@ -263,13 +276,16 @@ def create(
         raise InvalidInput("--host/--pod/--site", "give exactly one place for the VM")
     facts = {k: check_name(f"--{k}", v) for k, v in (("app", app_group), ("owner", owner))
              if v is not None}
+    from virtfleet.provision.locks import vm_lock
+
     store = app_context(ctx).store()
     pool = ConnectionPool()
     try:
-        target = reserve_host(store, pool, spec, host=host, site=site, pod=pod,
-                              group=app_group)
-        made = create_vm(spec, target, store, pool, start=start, virt_type=virt_type,
-                         facts=facts)
+        with vm_lock(store, name, "create"):
+            target = reserve_host(store, pool, spec, host=host, site=site, pod=pod,
+                                  group=app_group)
+            made = create_vm(spec, target, store, pool, start=start, virt_type=virt_type,
+                             facts=facts)
     finally:
         pool.close()
     if json:
@@ -295,7 +311,7 @@ def autostart(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM n
               disable: Annotated[bool, typer.Option("--disable")] = False,
               host: HostOpt = None) -> None:
     """Start the VM when its hypervisor boots (`virsh autostart [--disable]`)."""
-    with one_guest(ctx, name, host) as guest:
+    with one_guest(ctx, name, host, "autostart") as guest:
         guest.set_autostart(not disable)
     emit(f"Domain '{name}' {'unmarked' if disable else 'marked'} as autostarted\n")
 
@@ -312,7 +328,7 @@ def undefine(
     snapshots or NVRAM would go too, unless each is named."""
     from virtfleet.virt.guest import Removal
 
-    with one_guest(ctx, name, host) as guest:
+    with one_guest(ctx, name, host, "undefine") as guest:
         guest.undefine(Removal(managed_save=remove_managed_save, snapshots=remove_snapshots,
                                nvram=remove_nvram))
     emit(f"Domain '{name}' has been undefined\n")

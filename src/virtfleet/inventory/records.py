@@ -109,3 +109,14 @@ class ApplyPlan:
     @property
     def empty(self) -> bool:
         return not (self.added or self.changed or self.removed)
+
+
+@dataclass(frozen=True)
+class VMLock:
+    """Who is operating on a VM right now."""
+
+    vm: str
+    operation: str
+    hostname: str
+    pid: int
+    acquired_at: datetime

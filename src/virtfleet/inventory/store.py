@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,7 +44,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
-from virtfleet.errors import Conflict, InvalidInput, NotFound, StoreError
+from virtfleet.errors import Busy, Conflict, InvalidInput, NotFound, StoreError
 from virtfleet.inventory import tables as t
 from virtfleet.inventory.records import (
     ApplyPlan,
@@ -53,6 +53,7 @@ from virtfleet.inventory.records import (
     FleetVM,
     HostRecord,
     HostStatus,
+    VMLock,
 )
 from virtfleet.validate import check_name
 
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 
 # alembic and the pydantic fleet-file models are imported only where needed: a CLI whose store
 # is already at the newest schema, asking a controller, should not pay for importing them.
-HEAD_REVISION = "0002"  # newest file in migrations/versions (a unit test keeps them in step)
+HEAD_REVISION = "0003"  # newest file in migrations/versions (a unit test keeps them in step)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
@@ -970,6 +971,37 @@ class Store:
                                created_at=r[4], expires_at=r[5]) for r in rows]
 
     # ----------------------------------------------------------------- controller
+
+    # ----------------------------------------------------------------- VM locks
+
+    def lock_vm(self, vm: str, operation: str, hostname: str, pid: int, at: datetime,
+                stale: Callable[[VMLock], bool]) -> None:
+        """Take `vm` for `operation`, or raise Busy naming who holds it.
+
+        A holder `stale` judges dead (its process is gone, or it is far too old) is replaced,
+        in the same transaction, so a killed CLI never blocks a VM for good.
+        """
+        when = _utc(at, "at")
+        lk = t.vm_locks
+        with self._tx(f"lock VM {vm!r}", write=True) as conn:
+            row = conn.execute(select(lk.c.operation, lk.c.hostname, lk.c.pid,
+                                      lk.c.acquired_at).where(lk.c.vm_name == vm)).first()
+            if row is not None:
+                held = VMLock(vm, row[0], row[1], int(row[2]), row[3])
+                if not stale(held):
+                    raise Busy(f"VM {vm!r} is busy: {held.operation} by pid {held.pid} on "
+                               f"{held.hostname} since {held.acquired_at:%H:%M:%S} UTC; "
+                               "try again when it is done")
+                conn.execute(delete(lk).where(lk.c.vm_name == vm))
+            conn.execute(lk.insert().values(vm_name=vm, operation=operation, hostname=hostname,
+                                            pid=pid, acquired_at=when))
+
+    def unlock_vm(self, vm: str, hostname: str, pid: int) -> None:
+        """Release `vm` if this holder has it (a replaced stale holder releases nothing)."""
+        lk = t.vm_locks
+        with self._tx(f"unlock VM {vm!r}", write=True) as conn:
+            conn.execute(delete(lk).where(lk.c.vm_name == vm, lk.c.hostname == hostname,
+                                          lk.c.pid == pid))
 
     def register_controller(self, rec: ControllerRecord) -> None:
         """Record the running `virtfleet serve`, replacing any earlier registration."""

@@ -180,6 +180,18 @@ class ControllerRow(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class VMLockRow(Base):
+    """An operation in progress on a VM (by name), so a second one gets a clear 'busy'."""
+
+    __tablename__ = "vm_locks"
+
+    vm_name: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(64))
+    hostname: Mapped[str] = mapped_column(String(NAME_LEN))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class PlacementClaimRow(Base):
     """Room on a hypervisor held for a VM being made, so concurrent placements cannot overbook.
 
@@ -218,3 +230,4 @@ domains = table(DomainRow)
 host_status = table(HostStatusRow)
 controller = table(ControllerRow)
 placement_claims = table(PlacementClaimRow)
+vm_locks = table(VMLockRow)

@@ -1,0 +1,85 @@
+"""One operation at a time on a VM: busy for the second, a dead holder's lock taken over."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from virtfleet.errors import Busy
+from virtfleet.inventory.records import VMLock
+from virtfleet.inventory.store import Store
+from virtfleet.provision.locks import _stale, vm_lock
+
+from .cli import run
+from .nodes import node_uri
+
+HOST = socket.gethostname()
+NOW = datetime.now(UTC)
+
+
+def never(_lock: VMLock) -> bool:
+    return False
+
+
+def test_lock_busy_unlock(store_url: str) -> None:
+    store = Store(store_url)
+    try:
+        store.lock_vm("web01", "shutdown", HOST, 111, NOW, never)
+        with pytest.raises(Busy, match=r"'web01' is busy: shutdown by pid 111 on "):
+            store.lock_vm("web01", "start", HOST, 222, NOW, never)
+        store.lock_vm("web02", "start", HOST, 222, NOW, never)  # other VMs are free
+        store.unlock_vm("web01", HOST, 999)  # not the holder: nothing released
+        with pytest.raises(Busy):
+            store.lock_vm("web01", "start", HOST, 222, NOW, never)
+        store.unlock_vm("web01", HOST, 111)
+        store.lock_vm("web01", "start", HOST, 222, NOW, never)
+    finally:
+        store.close()
+
+
+def test_a_dead_or_ancient_holder_is_replaced(store_url: str) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert _stale(VMLock("vm", "op", HOST, gone.pid, NOW))
+    assert not _stale(VMLock("vm", "op", HOST, os.getpid(), NOW))
+    assert not _stale(VMLock("vm", "op", "elsewhere", 1, NOW))  # can't see its processes
+    assert _stale(VMLock("vm", "op", "elsewhere", 1, NOW - timedelta(hours=2)))
+    store = Store(store_url)
+    try:
+        store.lock_vm("db01", "create", HOST, gone.pid, NOW, _stale)
+        with vm_lock(store, "db01", "start"):  # the killed holder does not block it
+            with pytest.raises(Busy, match="start by pid"):
+                store.lock_vm("db01", "revert", HOST, os.getpid(), NOW, _stale)
+        store.lock_vm("db01", "revert", HOST, 1, NOW, never)  # released on leaving
+    finally:
+        store.close()
+
+
+def test_cli_says_busy_and_changes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
+        {"name": "or-pod1", "hypervisors": [
+            {"name": "hv1", "uri": node_uri(tmp_path, "two-vms.xml", "hv1.xml")}]}]}]}))
+    assert run(db, "apply", "-f", str(fleet)).code == 0
+    store = Store(f"sqlite:///{db}")
+    try:
+        store.lock_vm("centos.template", "snapshot revert", HOST, os.getpid(), NOW, never)
+        r = run(db, "vm", "start", "centos.template")
+        assert r.code == 4 and "is busy: snapshot revert" in r.err
+        r = run(db, "snapshot", "create", "centos.template")
+        assert r.code == 4 and "is busy" in r.err
+        r = run(db, "vm", "start", "--all", "--json")  # the busy VM is its own row
+        rows = {o["name"]: o for o in r.json()}
+        assert r.code == 1 and not rows["centos.template"]["ok"]
+        assert "busy" in rows["centos.template"]["result"]
+        store.unlock_vm("centos.template", HOST, os.getpid())
+        assert run(db, "vm", "start", "centos.template").code == 0
+    finally:
+        store.close()
