@@ -53,9 +53,9 @@ def test_a_dead_or_ancient_holder_is_replaced(store_url: str) -> None:
     store = Store(store_url)
     try:
         store.lock_vm("db01", "create", HOST, gone.pid, NOW, _stale)
-        with vm_lock(store, "db01", "start"):  # the killed holder does not block it
-            with pytest.raises(Busy, match="start by pid"):
-                store.lock_vm("db01", "revert", HOST, os.getpid(), NOW, _stale)
+        # the killed holder does not block it; the new holder does
+        with vm_lock(store, "db01", "start"), pytest.raises(Busy, match="start by pid"):
+            store.lock_vm("db01", "revert", HOST, os.getpid(), NOW, _stale)
         store.lock_vm("db01", "revert", HOST, 1, NOW, never)  # released on leaving
     finally:
         store.close()
