@@ -66,20 +66,23 @@ def test_cli_says_busy_and_changes_nothing(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
         {"name": "or-pod1", "hypervisors": [
-            {"name": "hv1", "uri": node_uri(tmp_path, "two-vms.xml", "hv1.xml")}]}]}]}))
+            {"name": "hv1", "uri": node_uri(tmp_path, "two-vms.xml", "hv1.xml")},
+            {"name": "hv2", "uri": node_uri(tmp_path, "two-vms.xml", "hv2.xml")}]}]}]}))
     assert run(db, "apply", "-f", str(fleet)).code == 0
     store = Store(f"sqlite:///{db}")
     try:
-        store.lock_vm("centos.template", "snapshot revert", HOST, os.getpid(), NOW, never)
-        r = run(db, "vm", "start", "centos.template")
+        # the fixture puts VMs of the same name on two hosts: each is its own VM to lock
+        store.lock_vm("hv1/centos.template", "snapshot revert", HOST, os.getpid(), NOW,
+                      never)
+        r = run(db, "vm", "start", "centos.template", "--host", "hv1")
         assert r.code == 4 and "is busy: snapshot revert" in r.err
-        r = run(db, "snapshot", "create", "centos.template")
+        r = run(db, "snapshot", "create", "centos.template", "--host", "hv1")
         assert r.code == 4 and "is busy" in r.err
         r = run(db, "vm", "start", "--all", "--json")  # the busy VM is its own row
-        rows = {o["name"]: o for o in r.json()}
-        assert r.code == 1 and not rows["centos.template"]["ok"]
-        assert "busy" in rows["centos.template"]["result"]
-        store.unlock_vm("centos.template", HOST, os.getpid())
-        assert run(db, "vm", "start", "centos.template").code == 0
+        rows = {o["host"]: o for o in r.json()}
+        assert r.code == 1 and not rows["hv1"]["ok"] and "busy" in rows["hv1"]["result"]
+        assert rows["hv2"]["ok"]  # its namesake on hv2 is another VM
+        store.unlock_vm("hv1/centos.template", HOST, os.getpid())
+        assert run(db, "vm", "start", "centos.template", "--host", "hv1").code == 0
     finally:
         store.close()

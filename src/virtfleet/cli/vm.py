@@ -55,13 +55,20 @@ def one_guest(ctx: typer.Context, name: str, host: str | None,
 
     pool = ConnectionPool()
     try:
+        guest = find_guest(ctx, name, host, pool)
         if operation is None:
-            yield find_guest(ctx, name, host, pool)
+            yield guest
         else:
-            with vm_lock(app_context(ctx).store(), name, operation):
-                yield find_guest(ctx, name, host, pool)
+            with vm_lock(app_context(ctx).store(), lock_key(guest), operation):
+                yield guest
     finally:
         pool.close()
+
+
+def lock_key(guest: Guest) -> str:
+    """A VM is its name on its hypervisor: two hosts may carry VMs of the same name (made
+    outside virtfleet, or copies), and each is its own VM to lock."""
+    return f"{guest.host.label}/{guest.name}"
 
 
 @dataclass
@@ -93,8 +100,9 @@ def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dic
             if not applies(dom.state):
                 continue
             try:
-                with vm_lock(store, dom.name, verb):
-                    result = action(Guest.lookup(h, dom.name))
+                guest = Guest.lookup(h, dom.name)
+                with vm_lock(store, lock_key(guest), verb):
+                    result = action(guest)
                 out.append(Outcome(h.label, dom.name, result, True))
             except VirtfleetError as exc:  # one VM's failure is its row, not the host's
                 text = exc.message.removeprefix(f"{h.label}/{dom.name}: ")
@@ -105,8 +113,8 @@ def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dic
     hosts_failed = False
     try:
         if name is not None:
-            with vm_lock(store, name, verb):
-                guest = find_guest(ctx, name, scope["host"], pool)
+            guest = find_guest(ctx, name, scope["host"], pool)
+            with vm_lock(store, lock_key(guest), verb):
                 outcomes = [Outcome(guest.host.label, guest.name, action(guest), True)]
         else:
             hosts = app_context(ctx).store().hypervisors(**scope)
@@ -281,7 +289,7 @@ def create(
     store = app_context(ctx).store()
     pool = ConnectionPool()
     try:
-        with vm_lock(store, name, "create"):
+        with vm_lock(store, f"create/{name}", "create"):  # two creates of one name
             target = reserve_host(store, pool, spec, host=host, site=site, pod=pod,
                                   group=app_group)
             made = create_vm(spec, target, store, pool, start=start, virt_type=virt_type,

@@ -185,7 +185,7 @@ class VMLockRow(Base):
 
     __tablename__ = "vm_locks"
 
-    vm_name: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    vm_name: Mapped[str] = mapped_column(String(2 * NAME_LEN + 1), primary_key=True)
     operation: Mapped[str] = mapped_column(String(64))
     hostname: Mapped[str] = mapped_column(String(NAME_LEN))
     pid: Mapped[int] = mapped_column(Integer)

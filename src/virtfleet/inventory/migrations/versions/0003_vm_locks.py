@@ -19,7 +19,8 @@ depends_on: str | None = None
 def upgrade() -> None:
     op.create_table(
         "vm_locks",
-        sa.Column("vm_name", sa.String(length=253), nullable=False),
+        # "hypervisor/vm" (or "create/vm"): two names of up to 253 characters
+        sa.Column("vm_name", sa.String(length=507), nullable=False),
         sa.Column("operation", sa.String(length=64), nullable=False),
         sa.Column("hostname", sa.String(length=253), nullable=False),
         sa.Column("pid", sa.Integer(), nullable=False),
