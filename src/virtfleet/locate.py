@@ -20,8 +20,8 @@ def locate_vm(name: str, store: Store, pool: ConnectionPool, *, host: str | None
     """The hypervisor that has VM `name` defined. NotFound, or Conflict if several have it."""
     hosts = store.hypervisors(host=host)
     by_name = {h.name: h for h in hosts}
-    hinted = list(dict.fromkeys(v.host for v in store.fleet_vms(host=host)
-                                if v.domain.name == name and v.host in by_name))
+    hinted = list(dict.fromkeys(v.host for v in store.fleet_vms(host=host, name=name)
+                                if v.host in by_name))
     if len(hinted) == 1:
         [r] = fan_out([by_name[hinted[0]]], lambda h: h.has_domain(name), pool)
         if r.value:

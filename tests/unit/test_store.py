@@ -464,6 +464,8 @@ def test_fleet_vms_filters_and_order(base: Store) -> None:
     assert names(pod="or-pod2") == ["d"]
     assert names(host="hv2") == ["c"]
     assert names(state="crashed") == []
+    assert names(name="c") == ["c"] and names(name="c", host="hv1") == []
+    assert names(name="nope") == []
     vm = base.fleet_vms(host="hv4")[0]
     assert vm.as_json()["observed_at"] == "2026-01-02T03:04:05.600000+00:00"
 

@@ -844,12 +844,15 @@ class Store:
 
     def fleet_vms(self, *, site: str | None = None, pod: str | None = None,
                   host: str | None = None, group: str | None = None,
-                  state: str | None = None) -> list[FleetVM]:
-        """Observed VMs with their host, pod and site, sorted by site, pod, host and name."""
+                  state: str | None = None, name: str | None = None) -> list[FleetVM]:
+        """Observed VMs with their host, pod and site, sorted by site, pod, host and name.
+        `name` finds one VM (wherever it was seen) without loading the whole fleet."""
         d, h = t.domains, t.hypervisors
         conds = self._host_conditions(site=site, pod=pod, host=host, group=group)
         if state is not None:
             conds.append(d.c.state == state)
+        if name is not None:
+            conds.append(d.c.name == name)
         stmt: Select[Any] = (
             select(h.c.name, t.sites.c.name, t.pods.c.name, d.c.name, d.c.uuid, d.c.state,
                    d.c.libvirt_id, d.c.vcpus, d.c.memory_mib,

@@ -89,12 +89,17 @@ def _pod_macs(pod_hosts: list[HostRecord], pool: ConnectionPool) -> set[str]:
     return set().union(*(r.value for r in results if r.value is not None))
 
 
+def _not_observed(store: Store, name: str) -> None:
+    """The fleet-wide name rule against the store's last observation of every hypervisor."""
+    seen = store.fleet_vms(name=name)
+    if seen:
+        raise Conflict(f"a VM named {name!r} already exists on {seen[0].host} "
+                       "(names are unique across the fleet)")
+
+
 def _check_name_free(spec: VMSpec, store: Store, pod_hosts: list[HostRecord],
                      pool: ConnectionPool) -> None:
-    seen = [v.host for v in store.fleet_vms() if v.domain.name == spec.name]
-    if seen:
-        raise Conflict(f"a VM named {spec.name!r} already exists on {seen[0]} "
-                       "(names are unique across the fleet)")
+    _not_observed(store, spec.name)
     results = fan_out(pod_hosts, lambda h: h.has_domain(spec.name), pool)
     taken = [r.host.name for r in results if r.value]
     if taken:
@@ -198,10 +203,7 @@ def reserve_host(store: Store, pool: ConnectionPool, spec: VMSpec, *, host: str 
     from virtfleet.provision.schedule import live_fleet, place_and_claim
 
     # The fleet-wide name rule, before any room is held (create_vm checks live again).
-    seen = [v.host for v in store.fleet_vms() if v.domain.name == spec.name]
-    if seen:
-        raise Conflict(f"a VM named {spec.name!r} already exists on {seen[0]} "
-                       "(names are unique across the fleet)")
+    _not_observed(store, spec.name)
     held = [c.host for c in store.placement_claims() if c.vm == spec.name]
     if held:
         raise Conflict(f"a VM named {spec.name!r} is being created, or was just created, on "
