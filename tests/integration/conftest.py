@@ -8,8 +8,8 @@
         lab.restart_daemon(h1)            # start its libvirtd again
 
 After each test that used it, hosts a test stopped are continued and dead daemons restarted,
-so one test's damage never leaks into the next. The lab is named "vftest" so it never collides
-with a demo lab ("lab"). Integration tests are skipped when not root or without `ip netns`,
+so one test's damage never leaks into the next. The lab is named "vftest" (or
+$VIRTFLEET_TEST_LAB) so it never collides with a demo lab ("lab"). Integration tests are skipped when not root or without `ip netns`,
 unless VIRTFLEET_REQUIRE_LAB=1 (CI), where that is a failure.
 """
 
@@ -29,7 +29,8 @@ from virtfleet.lab import procs
 from virtfleet.lab.lab import Lab
 from virtfleet.lab.state import LabHost, LabState
 
-LAB_NAME = "vftest"
+# VIRTFLEET_TEST_LAB lets two checkouts run their integration tests at once on one machine.
+LAB_NAME = os.environ.get("VIRTFLEET_TEST_LAB", "vftest")
 REQUIRE_ENV = "VIRTFLEET_REQUIRE_LAB"
 
 
