@@ -3,8 +3,10 @@ paths inside their pools."""
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
+from typing import Any
 
 import libvirt
 
@@ -86,3 +88,197 @@ def create_volume(host: Host, pool_name: str, name: str, capacity_bytes: int, fm
 def delete_volume(host: Host, path: str) -> None:
     with libvirt_errors(host.label):
         host.conn.storageVolLookupByPath(path).delete(0)
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    pool: str
+    path: str
+    format: str | None
+    capacity_bytes: int
+    backing_path: str | None
+    mode: str | None  # file mode, for pools that keep volumes as files
+
+
+def _vol_info(vol: Any) -> VolumeInfo:
+    doc = Volume.parse(vol.XMLDesc(0))
+    return VolumeInfo(str(vol.name()), str(vol.storagePoolLookupByVolume().name()),
+                      str(vol.path()), doc.format, int(doc.capacity_bytes or 0),
+                      doc.backing_path, doc.mode)
+
+
+def volume_at(host: Host, path: str) -> VolumeInfo | None:
+    """The volume whose file is `path`, or None if no pool of `host` has it (which is also
+    how a linked clone's host proves it sees its template's image: same path, same file)."""
+    with libvirt_errors(host.label):
+        try:
+            return _vol_info(host.conn.storageVolLookupByPath(path))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return None
+            raise
+
+
+def volumes(host: Host, pool_name: str, refresh: bool = True) -> list[VolumeInfo]:
+    with libvirt_errors(host.label):
+        p = host.conn.storagePoolLookupByName(pool_name)
+        if refresh:  # files made by other tools (qemu-img, another daemon) show up
+            p.refresh(0)
+        return [_vol_info(v) for v in p.listAllVolumes(0)]
+
+
+def backed_by(host: Host, path: str) -> list[VolumeInfo]:
+    """Every volume in the host's active pools whose backing file is `path`."""
+    out: list[VolumeInfo] = []
+    for p in pools(host):
+        if p.active:
+            out.extend(v for v in volumes(host, p.name) if v.backing_path == path)
+    return out
+
+
+def _absent(host: Host, p: Any, name: str) -> None:
+    try:
+        p.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise
+        return
+    raise Conflict(f"{host.label}: volume {name!r} already exists in pool {p.name()!r}")
+
+
+def create_overlay(host: Host, pool_name: str, name: str, backing: VolumeInfo) -> str:
+    """A qcow2 volume whose reads fall through to `backing` (a linked clone's disk); returns
+    its path. The backing format is written into the overlay, so QEMU never probes it."""
+    vol = Volume()
+    vol.name = name
+    vol.capacity_bytes = backing.capacity_bytes
+    vol.capacity_unit = "bytes"
+    vol.format = "qcow2"
+    vol.backing_path = backing.path
+    vol.backing_format = backing.format or "raw"
+    with libvirt_errors(host.label):
+        p = host.conn.storagePoolLookupByName(pool_name)
+        _absent(host, p, name)
+        return str(p.createXML(vol.to_xml(), 0).path())
+
+
+def clone_volume(host: Host, pool_name: str, source: VolumeInfo, name: str,
+                 mode: str | None = None) -> str:
+    """An independent copy of `source` in `pool_name` on the same host; returns its path.
+
+    Reflink first (instant on XFS/btrfs for raw images); libvirt refuses the flag where the
+    filesystem or the format cannot do it, and then copies.
+    """
+    vol = Volume()
+    vol.name = name
+    vol.capacity_bytes = source.capacity_bytes
+    vol.capacity_unit = "bytes"
+    vol.format = source.format or "raw"
+    vol.mode = mode
+    with libvirt_errors(host.label):
+        p = host.conn.storagePoolLookupByName(pool_name)
+        _absent(host, p, name)
+        src = host.conn.storageVolLookupByPath(source.path)
+        try:
+            made = p.createXMLFrom(vol.to_xml(), src, libvirt.VIR_STORAGE_VOL_CREATE_REFLINK)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT,
+                                            libvirt.VIR_ERR_INVALID_ARG,
+                                            libvirt.VIR_ERR_SYSTEM_ERROR):
+                raise
+            _remove_if_made(p, name)
+            made = p.createXMLFrom(vol.to_xml(), src, 0)
+        return str(made.path())
+
+
+def _remove_if_made(p: Any, name: str) -> None:
+    try:
+        p.storageVolLookupByName(name).delete(0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise
+
+
+def download(host: Host, path: str, dest: str) -> None:
+    """Copy a volume's content to a local file over the libvirt connection, holes kept."""
+    with libvirt_errors(host.label):
+        vol = host.conn.storageVolLookupByPath(path)
+        stream = host.conn.newStream(0)
+        vol.download(stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            stream.sparseRecvAll(_write_chunk, _write_hole, fd)
+            stream.finish()
+        except BaseException:
+            stream.abort()
+            raise
+        finally:
+            os.close(fd)
+
+
+def upload(host: Host, pool_name: str, name: str, src: str, fmt: str,
+           mode: str | None = None) -> str:
+    """A new volume holding a local file's content (holes kept); returns its path."""
+    vol = Volume()
+    vol.name = name
+    vol.capacity_bytes = os.path.getsize(src)
+    vol.capacity_unit = "bytes"
+    vol.format = "raw"  # the bytes are sent as they are; the format is in the bytes
+    vol.mode = mode
+    with libvirt_errors(host.label):
+        p = host.conn.storagePoolLookupByName(pool_name)
+        _absent(host, p, name)
+        made = p.createXML(vol.to_xml(), 0)
+        try:
+            stream = host.conn.newStream(0)
+            made.upload(stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
+            fd = os.open(src, os.O_RDONLY)
+            try:
+                stream.sparseSendAll(_read_chunk, _what_is_here, _skip_hole, fd)
+                stream.finish()
+            except BaseException:
+                stream.abort()
+                raise
+            finally:
+                os.close(fd)
+            p.refresh(0)  # the format is now what the bytes say (qcow2)
+            return str(made.path())
+        except BaseException:
+            made.delete(0)
+            raise
+
+
+# The callbacks libvirt's sparse streams call, with the file descriptor as opaque.
+def _write_chunk(_stream: Any, data: bytes, fd: int) -> int:
+    return os.write(fd, data)
+
+
+def _write_hole(_stream: Any, length: int, fd: int) -> int:
+    os.lseek(fd, length, os.SEEK_CUR)
+    os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))
+    return 0
+
+
+def _read_chunk(_stream: Any, nbytes: int, fd: int) -> bytes:
+    return os.read(fd, nbytes)
+
+
+def _what_is_here(_stream: Any, fd: int) -> tuple[bool, int]:
+    """(in a data section?, bytes until it ends), from SEEK_DATA/SEEK_HOLE."""
+    cur = os.lseek(fd, 0, os.SEEK_CUR)
+    try:
+        try:
+            data = os.lseek(fd, cur, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole (or nothing) from here to the end
+            return False, os.fstat(fd).st_size - cur
+        if data > cur:
+            return False, data - cur
+        return True, os.lseek(fd, cur, os.SEEK_HOLE) - cur
+    finally:
+        os.lseek(fd, cur, os.SEEK_SET)  # the probes moved the offset; libvirt reads from here
+
+
+def _skip_hole(_stream: Any, length: int, fd: int) -> int:
+    os.lseek(fd, length, os.SEEK_CUR)
+    return 0

@@ -26,5 +26,6 @@ class Volume(XMLModel):
     allocation_bytes = Text("allocation", to_int("allocation"))
     path = Text("target/path", str)
     format = Attr("target/format", "type", str)
+    mode = Text("target/permissions/mode", str)  # octal, as libvirt writes it: 0444
     backing_path = Text("backingStore/path", str)
     backing_format = Attr("backingStore/format", "type", str)
