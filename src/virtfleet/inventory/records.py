@@ -120,3 +120,34 @@ class VMLock:
     hostname: str
     pid: int
     acquired_at: datetime
+
+
+@dataclass(frozen=True)
+class Made:
+    """One thing a multi-step operation made, enough for any later process to undo it.
+
+    kind: "claim" (ref = the VM's name), "volume" (ref = its path) or "domain" (ref = its name),
+    each on hypervisor `host`.
+    """
+
+    kind: str
+    host: str
+    ref: str
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.ref} on {self.host}"
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    """A multi-step operation in the journal: running, or failed with steps left to undo."""
+
+    id: str
+    kind: str
+    target: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    state: str
+    steps: tuple[Made, ...]
+    error: str | None = None

@@ -15,6 +15,7 @@ SQLite: foreign keys on, WAL, a 5 s busy timeout, and writers take the database 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +54,8 @@ from virtfleet.inventory.records import (
     FleetVM,
     HostRecord,
     HostStatus,
+    Made,
+    OperationRecord,
     VMLock,
 )
 from virtfleet.validate import check_name
@@ -62,7 +65,7 @@ if TYPE_CHECKING:
 
 # alembic and the pydantic fleet-file models are imported only where needed: a CLI whose store
 # is already at the newest schema, asking a controller, should not pay for importing them.
-HEAD_REVISION = "0003"  # newest file in migrations/versions (a unit test keeps them in step)
+HEAD_REVISION = "0004"  # newest file in migrations/versions (a unit test keeps them in step)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
@@ -1006,6 +1009,45 @@ class Store:
             conn.execute(delete(lk).where(lk.c.vm_name == vm, lk.c.hostname == hostname,
                                           lk.c.pid == pid))
 
+    # The operations journal: see provision/journal.py.
+
+    def begin_operation(self, rec: OperationRecord) -> None:
+        with self._tx(f"journal {rec.kind} {rec.target}", write=True) as conn:
+            conn.execute(t.operations.insert().values(
+                id=rec.id, kind=rec.kind, target=rec.target, hostname=rec.hostname,
+                pid=rec.pid, started_at=_utc(rec.started_at, "started_at"), state=rec.state,
+                steps=_steps_json(rec.steps), error=rec.error))
+
+    def record_step(self, op_id: str, steps: Sequence[Made]) -> None:
+        """Replace the operation's list of what it made (written before each step's undo is
+        needed, so a crash right after the step still leaves it on record)."""
+        o = t.operations
+        with self._tx("journal a step", write=True) as conn:
+            conn.execute(update(o).where(o.c.id == op_id).values(steps=_steps_json(steps)))
+
+    def fail_operation(self, op_id: str, steps: Sequence[Made], error: str) -> None:
+        """Keep the operation on record: its rollback left `steps` behind."""
+        o = t.operations
+        with self._tx("journal a failure", write=True) as conn:
+            conn.execute(update(o).where(o.c.id == op_id).values(
+                state="failed", steps=_steps_json(steps), error=error))
+
+    def end_operation(self, op_id: str) -> None:
+        """Completed, or rolled back in full: nothing left to do or undo."""
+        o = t.operations
+        with self._tx("journal the end of an operation", write=True) as conn:
+            conn.execute(delete(o).where(o.c.id == op_id))
+
+    def operations(self) -> list[OperationRecord]:
+        o = t.operations
+        with self._tx("read the operations journal", write=False) as conn:
+            rows = conn.execute(select(o.c.id, o.c.kind, o.c.target, o.c.hostname, o.c.pid,
+                                       o.c.started_at, o.c.state, o.c.steps, o.c.error)
+                                .order_by(o.c.started_at)).all()
+        return [OperationRecord(id=r[0], kind=r[1], target=r[2], hostname=r[3], pid=int(r[4]),
+                                started_at=r[5], state=r[6], steps=_steps_from(r[7]),
+                                error=r[8]) for r in rows]
+
     def register_controller(self, rec: ControllerRecord) -> None:
         """Record the running `virtfleet serve`, replacing any earlier registration."""
         row = {"id": 1, "url": rec.url, "token": rec.token, "pid": rec.pid,
@@ -1042,3 +1084,11 @@ class Store:
 
 
 __all__ = ["MIGRATIONS_DIR", "ClaimRequest", "PlacementClaim", "Store"]
+
+
+def _steps_json(steps: Sequence[Made]) -> str:
+    return json.dumps([[m.kind, m.host, m.ref] for m in steps])
+
+
+def _steps_from(text: str) -> tuple[Made, ...]:
+    return tuple(Made(str(k), str(h), str(r)) for k, h, r in json.loads(text))

@@ -192,6 +192,27 @@ class VMLockRow(Base):
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class OperationRow(Base):
+    """A multi-step operation (create, clone, template) and what it has made so far.
+
+    Written before the first step and after each one; removed when the operation completes or
+    rolls back. A row whose process died is an interrupted operation: `virtfleet ops cleanup`
+    undoes its steps from here.
+    """
+
+    __tablename__ = "operations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(2 * NAME_LEN + 1))
+    hostname: Mapped[str] = mapped_column(String(NAME_LEN))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16))  # running, or failed (rollback incomplete)
+    steps: Mapped[str] = mapped_column(Text)  # JSON list of what was made, in order
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class PlacementClaimRow(Base):
     """Room on a hypervisor held for a VM being made, so concurrent placements cannot overbook.
 
@@ -231,3 +252,4 @@ host_status = table(HostStatusRow)
 controller = table(ControllerRow)
 placement_claims = table(PlacementClaimRow)
 vm_locks = table(VMLockRow)
+operations = table(OperationRow)

@@ -1,62 +1,27 @@
 """`vm create`: a validated spec becomes volumes and a defined (and started) domain, or nothing.
 
-Each step that makes something registers how to undo it; if a later step fails, the undos run
-in reverse and the error says what was rolled back. Nothing half-made is left behind.
+Each step that makes something is journaled (provision/journal.py); if a later step fails the
+steps are undone in reverse and the error says what was rolled back, and if the process dies
+`virtfleet ops cleanup` undoes them later. Nothing half-made is left behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from virtfleet.config import virt_type_setting
 from virtfleet.design.policy import Placement, build_domain, choose_virt_type, random_mac
 from virtfleet.design.spec import VMSpec
-from virtfleet.errors import Conflict, HypervisorError, NotFound, VirtfleetError
-from virtfleet.inventory.records import HostRecord
+from virtfleet.errors import Conflict, HypervisorError, NotFound
+from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
+from virtfleet.provision.journal import journaled
 from virtfleet.virt import storage
 from virtfleet.virt.fanout import ConnectionPool, fan_out
-from virtfleet.virt.guest import Guest, Removal
+from virtfleet.virt.guest import Guest
 from virtfleet.virt.host import Host
 from virtfleet.xml.capabilities import parse_capabilities
 from virtfleet.xml.domain import Domain
-
-
-@dataclass
-class Undo:
-    """What a multi-step operation made so far, and how to take each piece back."""
-
-    steps: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
-
-    def add(self, what: str, undo: Callable[[], None]) -> None:
-        self.steps.append((what, undo))
-
-    def run(self) -> list[str]:
-        """Undo in reverse; return what could NOT be undone (to tell the operator)."""
-        left = []
-        for what, undo in reversed(self.steps):
-            try:
-                undo()
-            except VirtfleetError as exc:
-                left.append(f"{what} ({exc.message})")
-        self.steps.clear()
-        return left
-
-
-@contextmanager
-def rolled_back_on_error() -> Iterator[Undo]:
-    undo = Undo()
-    try:
-        yield undo
-    except BaseException as exc:  # Ctrl-C halfway must roll back too; the error goes on up
-        left = undo.run()
-        if isinstance(exc, VirtfleetError):
-            exc.message += ("; could not roll back: " + "; ".join(left) if left
-                            else "; nothing was left behind")
-            exc.args = (exc.message,)
-        raise
 
 
 @dataclass(frozen=True)
@@ -110,11 +75,10 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
               start: bool = True, virt_type: str | None = None,
               facts: dict[str, str] | None = None, storage_pool: str = "default") -> Created:
     """Make the VM on `target` (room already claimed by reserve_host), or nothing."""
-    with rolled_back_on_error() as undo:
+    with journaled(store, pool, "create", f"{target.name}/{spec.name}") as op:
         # The claim goes back if anything fails; on success it stays until it expires, by
         # when the controller or a sync has observed the VM.
-        undo.add(f"placement claim for {spec.name}",
-                 lambda: _release(store, target.name, spec.name))
+        op.made(Made("claim", target.name, spec.name))
         pod_hosts = store.hypervisors(pod=target.pod)
         _check_name_free(spec, store, pod_hosts, pool)
         host = pool.get(target)
@@ -145,18 +109,17 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
             vol = f"{spec.name}.{d.format}" if i == 0 else f"{spec.name}-disk{i}.{d.format}"
             path = storage.create_volume(host, d.pool or storage_pool, vol, d.size_bytes,
                                          d.format)
-            undo.add(f"volume {path}", _deleter(host, path))
+            op.made(Made("volume", target.name, path))
             paths.append(path)
         placement = Placement(virt_type=vtype, disk_paths=tuple(paths), macs=tuple(macs),
                               facts={"site": target.site, "pod": target.pod, **(facts or {})})
         host.define_domain(build_domain(spec, placement).to_xml())
+        op.made(Made("domain", target.name, spec.name))
         guest = Guest.lookup(host, spec.name)
-        undo.add(f"domain {spec.name}", lambda: guest.undefine(Removal()))
         if spec.autostart:
             guest.set_autostart(True)
         if start:
             guest.start()
-        undo.steps.clear()  # done: nothing to roll back
     return Created(host=target.name, name=spec.name, uuid=placement.uuid, virt_type=vtype,
                    disks=tuple(paths), macs=tuple(macs), started=start)
 
@@ -171,14 +134,6 @@ def _enforced(store: Store, app: str | None) -> str | None:
         return app
     except NotFound:
         return None
-
-
-def _release(store: Store, host: str, vm: str) -> None:
-    store.release_placement(host, vm)
-
-
-def _deleter(host: Host, path: str) -> Callable[[], None]:
-    return lambda: storage.delete_volume(host, path)
 
 
 def _kvm_usable(host: Host) -> bool:

@@ -19,15 +19,21 @@ from virtfleet.inventory.store import Store
 STALE_AFTER = timedelta(hours=1)
 
 
-def _stale(lock: VMLock) -> bool:
-    if lock.hostname == socket.gethostname():
+def holder_alive(hostname: str, pid: int, since: datetime) -> bool:
+    """False if the process `pid` on `hostname` is gone (checked on this machine), or has
+    held on for over STALE_AFTER (another machine's process cannot be checked)."""
+    if hostname == socket.gethostname():
         try:
-            os.kill(lock.pid, 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
-            return True  # its process is gone
+            return False
         except PermissionError:
             pass  # alive, another user's
-    return datetime.now(UTC) - lock.acquired_at > STALE_AFTER
+    return datetime.now(UTC) - since <= STALE_AFTER
+
+
+def _stale(lock: VMLock) -> bool:
+    return not holder_alive(lock.hostname, lock.pid, lock.acquired_at)
 
 
 @contextmanager

@@ -1,0 +1,126 @@
+"""Multi-step operations that complete or leave nothing behind, even across a crash.
+
+Each step that makes something (a placement claim, a volume, a domain) is written to the
+store's journal before the operation moves on. If a later step fails, or the operator presses
+Ctrl-C, what was made is undone in reverse and the journal entry goes. If the process dies
+outright, the entry stays: `virtfleet ops list` shows it as interrupted and `virtfleet ops
+cleanup` undoes its steps from the journal, in any later process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from virtfleet.errors import Busy, NotFound, VirtfleetError
+from virtfleet.inventory.records import Made, OperationRecord
+from virtfleet.inventory.store import Store
+from virtfleet.provision.locks import holder_alive
+from virtfleet.virt.fanout import ConnectionPool
+
+
+class Operation:
+    """A running operation: what it has made so far, on record in the store."""
+
+    def __init__(self, store: Store, record: OperationRecord) -> None:
+        self.store = store
+        self.id = record.id
+        self.steps: list[Made] = []
+
+    def made(self, what: Made) -> None:
+        self.steps.append(what)
+        self.store.record_step(self.id, self.steps)
+
+    def forget(self, what: Made) -> None:
+        """`what` stays when the operation succeeds but need not be undone any more."""
+        self.steps.remove(what)
+        self.store.record_step(self.id, self.steps)
+
+
+@contextmanager
+def journaled(store: Store, pool: ConnectionPool, kind: str, target: str) -> Iterator[Operation]:
+    """Run one operation; on any error, undo what it made and say so in the error."""
+    record = OperationRecord(id=uuid.uuid4().hex, kind=kind, target=target,
+                             hostname=socket.gethostname(), pid=os.getpid(),
+                             started_at=datetime.now(UTC), state="running", steps=())
+    store.begin_operation(record)
+    op = Operation(store, record)
+    try:
+        yield op
+    except BaseException as exc:  # Ctrl-C halfway must roll back too; the error goes on up
+        left = undo_steps(op.steps, store, pool)
+        if left:
+            store.fail_operation(op.id, [m for m, _why in left], _message(exc))
+        else:
+            store.end_operation(op.id)
+        if isinstance(exc, VirtfleetError):
+            exc.message += ("; could not roll back: " + "; ".join(
+                f"{m.describe()} ({why})" for m, why in left) + " (see 'virtfleet ops list')"
+                if left else "; nothing was left behind")
+            exc.args = (exc.message,)
+        raise
+    store.end_operation(op.id)
+
+
+def _message(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, VirtfleetError) else (type(exc).__name__ + (
+        f": {exc}" if str(exc) else ""))
+
+
+def undo_steps(steps: list[Made], store: Store, pool: ConnectionPool
+               ) -> list[tuple[Made, str]]:
+    """Undo in reverse; return what could NOT be undone, and why."""
+    left = []
+    for what in reversed(steps):
+        try:
+            undo(what, store, pool)
+        except VirtfleetError as exc:
+            left.append((what, exc.message))
+    left.reverse()
+    return left
+
+
+def undo(what: Made, store: Store, pool: ConnectionPool) -> None:
+    """Take back one made thing; already gone counts as done."""
+    from virtfleet.virt import storage
+    from virtfleet.virt.guest import Guest, Removal
+
+    if what.kind == "claim":
+        store.release_placement(what.host, what.ref)
+        return
+    if what.kind not in ("volume", "domain"):
+        raise NotFound(f"unknown journal step kind {what.kind!r}")
+    [record] = store.hypervisors(host=what.host)
+    host = pool.get(record)
+    try:
+        if what.kind == "volume":
+            storage.delete_volume(host, what.ref)
+        else:
+            guest = Guest.lookup(host, what.ref)
+            if guest.is_active():
+                guest.destroy()
+            guest.undefine(Removal())
+    except NotFound:
+        pass  # already gone: someone (or an earlier cleanup) took it
+
+
+def interrupted(rec: OperationRecord) -> bool:
+    """Its process is gone (or it failed to roll back): nobody will finish or undo it."""
+    return rec.state == "failed" or not holder_alive(rec.hostname, rec.pid, rec.started_at)
+
+
+def clean_up(store: Store, pool: ConnectionPool, rec: OperationRecord) -> list[tuple[Made, str]]:
+    """Undo an interrupted operation's steps; return what is still left."""
+    if not interrupted(rec):
+        raise Busy(f"operation {rec.id[:12]} ({rec.kind} {rec.target}) is still running as pid "
+                   f"{rec.pid} on {rec.hostname}")
+    left = undo_steps(list(rec.steps), store, pool)
+    if left:
+        store.fail_operation(rec.id, [m for m, _ in left], "; ".join(w for _, w in left))
+    else:
+        store.end_operation(rec.id)
+    return left
