@@ -4,7 +4,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: all deps services demo test lint typecheck unit integration bench clean
+.PHONY: all deps services images demo test lint typecheck unit integration bench clean
 
 all: test
 
@@ -27,7 +27,11 @@ lint: deps
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict bench
 
-test: services lint
+# The template tests' Debian image (debootstrap, once, cached like the apt packages).
+images: deps
+	bash scripts/build-test-image.sh
+
+test: services lint images
 	. ./.test-env 2>/dev/null; $(VENV)/bin/pytest -q tests
 
 unit: deps

@@ -8,6 +8,7 @@ pkgs=(
   busybox-static cpio iproute2 dpkg-dev
   postgresql
   isc-dhcp-server kea-dhcp4-server haproxy
+  libguestfs-tools linux-image-cloud-amd64 debootstrap
 )
 missing=()
 for p in "${pkgs[@]}"; do

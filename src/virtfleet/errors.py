@@ -79,5 +79,9 @@ class StoreError(VirtfleetError):
     """The inventory store could not be opened, migrated or written."""
 
 
+class ToolFailed(VirtfleetError):
+    """An external tool virtfleet runs (virt-sysprep, virt-customize, qemu-img) failed."""
+
+
 class LabError(VirtfleetError):
     """The local lab could not be built, started or cleared."""

@@ -8,7 +8,19 @@ from typing import Annotated
 import click
 import typer
 
-from virtfleet.cli import boot, controller, hosts, inventory, lab, plan, snapshot, vm, vms
+from virtfleet.cli import (
+    boot,
+    controller,
+    hosts,
+    inventory,
+    lab,
+    ops,
+    plan,
+    snapshot,
+    template,
+    vm,
+    vms,
+)
 from virtfleet.cli.context import AppContext
 from virtfleet.errors import VirtfleetError
 
@@ -37,7 +49,10 @@ app.command("list")(vms.list_vms)
 app.command("sync")(controller.sync)
 app.command("serve")(controller.serve)
 app.add_typer(hosts.app, name="host")
+vm.app.command("clone")(template.clone_vm)
 app.add_typer(vm.app, name="vm")
+app.add_typer(template.app, name="template")
+app.add_typer(ops.app, name="ops")
 app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(plan.app, name="plan")
 app.add_typer(boot.app, name="boot",

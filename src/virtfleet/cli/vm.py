@@ -80,8 +80,10 @@ class Outcome:
 
 
 def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dict[str, str | None],
-         applies: Callable[[str], bool], action: Callable[[Guest], str], json: bool) -> None:
-    """Run `action` on one named VM, or on every VM in scope whose state `applies`."""
+         applies: Callable[[str], bool], action: Callable[[Guest], str], json: bool,
+         passes_by: Callable[[Guest], bool] | None = None) -> None:
+    """Run `action` on one named VM, or on every VM in scope whose state `applies` (and that
+    `passes_by` does not leave out: `start --all` leaves templates alone)."""
     from virtfleet.provision.locks import vm_lock
     from virtfleet.queries import failures
     from virtfleet.virt.fanout import ConnectionPool, fan_out
@@ -101,6 +103,8 @@ def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dic
                 continue
             try:
                 guest = Guest.lookup(h, dom.name)
+                if passes_by is not None and passes_by(guest):
+                    continue
                 with vm_lock(store, lock_key(guest), verb):
                     result = action(guest)
                 out.append(Outcome(h.label, dom.name, result, True))
@@ -200,12 +204,13 @@ def start(ctx: typer.Context, name: Name = None, all_: AllOpt = False, site: Sit
         raise InvalidInput("--console", "goes with one named VM")
     if not console and until is None:
         _act(ctx, "start", name, all_, _scope(site, pod, host, group),
-             lambda s: s in ("shut off", "crashed"), _started, json)
+             lambda s: s in ("shut off", "crashed"), _started, json, passes_by=_is_template)
         return
     from virtfleet.virt.console import open_console
 
     assert name is not None
     with one_guest(ctx, name, host, "start") as guest:
+        _refuse_template(guest)
         guest.start(paused=True)
         stream = open_console(guest)
         guest.resume()
@@ -213,8 +218,23 @@ def start(ctx: typer.Context, name: Name = None, all_: AllOpt = False, site: Sit
 
 
 def _started(g: Guest) -> str:
+    _refuse_template(g)
     g.start()
     return "started"
+
+
+def _is_template(g: Guest) -> bool:
+    from virtfleet.provision.templates import is_template
+
+    return is_template(g.domain())
+
+
+def _refuse_template(g: Guest) -> None:
+    from virtfleet.errors import Conflict
+
+    if _is_template(g):
+        raise Conflict(f"{g.host.label}/{g.name} is a template: templates are never started "
+                       f"(their images are read-only); clone it: virtfleet vm clone {g.name} NEW")
 
 
 @app.command("console")

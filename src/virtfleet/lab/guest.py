@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import gzip
+import hashlib
 import lzma
 import os
 import shutil
@@ -42,9 +43,13 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in /lib/modules/*.ko; do [ -e "$m" ] && insmod "$m"; done
 [ -e /lib/modules/button.ko ] && acpid -c /etc/acpi -l /dev/null
+# A hostname handed over in cloud-init's NoCloud form in the SMBIOS serial (vm clone does).
+s=$(cat /sys/class/dmi/id/product_serial 2>/dev/null)
+case "$s" in *h=*) h=${s##*h=}; h=${h%%;*}; hostname "$h"; echo "@HOSTNAME@ $h";; esac
 echo "@MARKER@"
 while :; do sleep 3600; done
-""".replace("@MARKER@", MARKER)
+""".replace("@MARKER@", MARKER).replace("@HOSTNAME@", "virtfleet-tiny-guest hostname")
+HOSTNAME_LINE = "virtfleet-tiny-guest hostname "
 
 POWER_BUTTON = """#!/bin/sh
 poweroff -f
@@ -83,8 +88,11 @@ def ensure_images(progress: Callable[[str], None] = lambda _m: None) -> GuestIma
     cache = cache_dir()
     kernel, initrd, version_file = cache / "vmlinuz", cache / "initrd.img", cache / "VERSION"
     with _locked(cache):
+        stamp = hashlib.sha256(INIT.encode()).hexdigest()[:16]  # a new /init means a rebuild
         if kernel.is_file() and initrd.is_file() and version_file.is_file():
-            return GuestImages(kernel, initrd, version_file.read_text().strip())
+            package, _, built = version_file.read_text().strip().partition("\n")
+            if built == stamp:
+                return GuestImages(kernel, initrd, package)
         t0 = time.monotonic()
         package = kernel_package()
         progress(f"building the tiny guest from {package} (once; cached in {cache})")
@@ -101,7 +109,7 @@ def ensure_images(progress: Callable[[str], None] = lambda _m: None) -> GuestIma
                 shutil.copyfile(src, staged)
                 staged.chmod(0o644)
                 os.replace(staged, dest)
-        version_file.write_text(package + "\n")
+        version_file.write_text(f"{package}\n{stamp}\n")
         progress(f"tiny guest images ready in {time.monotonic() - t0:.1f}s")
         return GuestImages(kernel, initrd, package)
 

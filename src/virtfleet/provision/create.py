@@ -15,6 +15,7 @@ from virtfleet.design.spec import VMSpec
 from virtfleet.errors import Conflict, HypervisorError, NotFound
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
+from virtfleet.placement.models import PlacementRequest
 from virtfleet.provision.journal import journaled
 from virtfleet.virt import storage
 from virtfleet.virt.fanout import ConnectionPool, fan_out
@@ -38,7 +39,7 @@ class Created:
         return {**self.__dict__, "disks": list(self.disks), "macs": list(self.macs)}
 
 
-def _pod_macs(pod_hosts: list[HostRecord], pool: ConnectionPool) -> set[str]:
+def pod_macs(pod_hosts: list[HostRecord], pool: ConnectionPool) -> set[str]:
     """Every MAC in use by a domain on the pod's hypervisors (VMs move within a pod)."""
     def macs(h: Host) -> set[str]:
         found: set[str] = set()
@@ -54,7 +55,7 @@ def _pod_macs(pod_hosts: list[HostRecord], pool: ConnectionPool) -> set[str]:
     return set().union(*(r.value for r in results if r.value is not None))
 
 
-def _not_observed(store: Store, name: str) -> None:
+def not_observed(store: Store, name: str) -> None:
     """The fleet-wide name rule against the store's last observation of every hypervisor."""
     seen = store.fleet_vms(name=name)
     if seen:
@@ -62,13 +63,15 @@ def _not_observed(store: Store, name: str) -> None:
                        "(names are unique across the fleet)")
 
 
-def _check_name_free(spec: VMSpec, store: Store, pod_hosts: list[HostRecord],
-                     pool: ConnectionPool) -> None:
-    _not_observed(store, spec.name)
-    results = fan_out(pod_hosts, lambda h: h.has_domain(spec.name), pool)
+def check_name_free(name: str, store: Store, pod_hosts: list[HostRecord],
+                    pool: ConnectionPool) -> None:
+    """The fleet-wide name rule: against the store, then live on the pod's hypervisors (a VM
+    made outside virtfleet since the last sync counts too)."""
+    not_observed(store, name)
+    results = fan_out(pod_hosts, lambda h: h.has_domain(name), pool)
     taken = [r.host.name for r in results if r.value]
     if taken:
-        raise Conflict(f"a VM named {spec.name!r} already exists on {taken[0]}")
+        raise Conflict(f"a VM named {name!r} already exists on {taken[0]}")
 
 
 def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPool, *,
@@ -80,12 +83,12 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
         # when the controller or a sync has observed the VM.
         op.made(Made("claim", target.name, spec.name))
         pod_hosts = store.hypervisors(pod=target.pod)
-        _check_name_free(spec, store, pod_hosts, pool)
+        check_name_free(spec.name, store, pod_hosts, pool)
         host = pool.get(target)
         caps = parse_capabilities(host.capabilities_xml())
         kvm_usable = "kvm" in caps.virt_types and _kvm_usable(host)
         vtype = choose_virt_type(virt_type or virt_type_setting(), caps.virt_types, kvm_usable)
-        taken = _pod_macs(pod_hosts, pool)
+        taken = pod_macs(pod_hosts, pool)
         macs = []
         for nic in spec.nics:
             if nic.mac is not None:
@@ -147,36 +150,51 @@ def _kvm_usable(host: Host) -> bool:
 
 def reserve_host(store: Store, pool: ConnectionPool, spec: VMSpec, *, host: str | None,
                  site: str | None, pod: str | None, group: str | None) -> HostRecord:
-    """The hypervisor for a new VM, with room claimed for it in the store.
+    """The hypervisor for a new VM, with room claimed for it in the store (see reserve_hosts)."""
+    from virtfleet.placement.models import PlacementRequest, VMShape
+
+    [(_vm, record)] = reserve_hosts(store, pool, PlacementRequest(
+        name=spec.name, shape=VMShape(vcpus=spec.vcpus, memory_mib=spec.memory_mib),
+        group=_enforced(store, group), site=site, pod=pod), host=host)
+    return record
+
+
+def reserve_hosts(store: Store, pool: ConnectionPool, request: PlacementRequest, *,
+                  host: str | None, only: set[str] | None = None
+                  ) -> list[tuple[str, HostRecord]]:
+    """Hypervisors for every member of `request`, with room claimed for each in the store.
 
     --host is checked against that host's capacity; --pod/--site ask the scheduler (filters,
-    weighers, group isolation). Either way the claim is made in one locked transaction, so
-    two creates at once never overbook a host; create_vm gives it back if it fails.
+    weighers, group isolation); `only` limits the choice further (hosts that see a template's
+    image). Claims are made in one locked transaction, so two operations at once never
+    overbook a host; the operation that made them gives them back if it fails.
     """
-    from virtfleet.placement.models import PlacementRequest, VMShape
     from virtfleet.placement.policy import Policy
     from virtfleet.provision.schedule import live_fleet, place_and_claim
 
-    # The fleet-wide name rule, before any room is held (create_vm checks live again).
-    _not_observed(store, spec.name)
-    held = [c.host for c in store.placement_claims() if c.vm == spec.name]
-    if held:
-        raise Conflict(f"a VM named {spec.name!r} is being created, or was just created, on "
-                       f"{held[0]} (names are unique across the fleet)")
-    shape = VMShape(vcpus=spec.vcpus, memory_mib=spec.memory_mib)
+    names = request.member_names()
+    # The fleet-wide name rule, before any room is held (each create checks live again).
+    for name in names:
+        not_observed(store, name)
+    held = {c.vm: c.host for c in store.placement_claims()}
+    for name in names:
+        if name in held:
+            raise Conflict(f"a VM named {name!r} is being created, or was just created, on "
+                           f"{held[name]} (names are unique across the fleet)")
     if host is not None:
         [record] = store.hypervisors(host=host)
         fleet = live_fleet(store, pod=record.pod, pool=pool)
         if not any(h.name == host for h in fleet.hosts):
             why = next((f.message for f in fleet.failed if f.host == host), "no answer")
             raise HypervisorError(f"{host}: cannot check its capacity ({why})")
-        fleet = type(fleet)([h for h in fleet.hosts if h.name == host], fleet.shapes,
+        only = {host} if only is None else only & {host}
+    else:
+        fleet = live_fleet(store, site=request.site, pod=request.pod, pool=pool)
+    if only is not None:
+        fleet = type(fleet)([h for h in fleet.hosts if h.name in only], fleet.shapes,
                             fleet.failed)
-        place_and_claim(store, fleet, Policy(), PlacementRequest(
-            name=spec.name, shape=shape, group=_enforced(store, group)))
-        return record
-    fleet = live_fleet(store, site=site, pod=pod, pool=pool)
-    [(_vm, chosen)] = place_and_claim(store, fleet, Policy(), PlacementRequest(
-        name=spec.name, shape=shape, group=_enforced(store, group), site=site, pod=pod)).vms
-    [record] = store.hypervisors(host=chosen)
-    return record
+    placed = place_and_claim(store, fleet, Policy(), request)
+    records = {r.name: r for r in store.hypervisors(site=request.site, pod=request.pod)}
+    if host is not None:
+        records[host] = record
+    return [(vm, records[h]) for vm, h in placed.vms]

@@ -207,8 +207,9 @@ class FleetFacts(XMLModel):
     site = Text(f"{{{VF_NS}}}site", str)
     pod = Text(f"{{{VF_NS}}}pod", str)
     app = Text(f"{{{VF_NS}}}app", str)
-    template = Text(f"{{{VF_NS}}}template", str)
+    template = Text(f"{{{VF_NS}}}template", str)  # on a clone: the template it came from
     owner = Text(f"{{{VF_NS}}}owner", str)
+    role = Text(f"{{{VF_NS}}}role", str)  # "template" on a sealed template; unset on VMs
 
 
 class Domain(XMLModel):
@@ -252,3 +253,27 @@ class Domain(XMLModel):
         if old is not None:
             metadata.remove(old)
         metadata.append(facts.element)
+
+    @property
+    def smbios_serial(self) -> str | None:
+        for entry in self.element.findall("sysinfo/system/entry"):
+            if entry.get("name") == "serial":
+                return entry.text
+        return None
+
+    def set_smbios_serial(self, serial: str) -> None:
+        """Hand the guest a string through the SMBIOS system serial number, where cloud-init
+        reads its NoCloud seed ("ds=nocloud;h=HOSTNAME") without anything written to a disk."""
+        for old in self.element.findall("sysinfo"):
+            if old.get("type") == "smbios":
+                self.element.remove(old)
+        sysinfo = etree.SubElement(self.element, "sysinfo", type="smbios")
+        entry = etree.SubElement(etree.SubElement(sysinfo, "system"), "entry", name="serial")
+        entry.text = serial
+        os_el = self.element.find("os")
+        if os_el is None:
+            raise InvalidInput("domain", "has no <os> element")
+        smbios = os_el.find("smbios")
+        if smbios is None:
+            smbios = etree.SubElement(os_el, "smbios")
+        smbios.set("mode", "sysinfo")

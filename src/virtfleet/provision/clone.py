@@ -1,0 +1,203 @@
+"""`vm clone TEMPLATE NEW`: VMs from a sealed template, linked (a qcow2 overlay on the
+template's image) or full (an independent copy), one or `--count N` at a time.
+
+Each clone gets a new name, UUID and MACs, its hostname through the SMBIOS serial in
+cloud-init's NoCloud form (so nothing is written into the image), and the room it needs is
+claimed by the scheduler before anything is made. Each clone is its own journaled operation:
+one that fails is rolled back and reported, the others stand.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtfleet.design.policy import random_mac
+from virtfleet.errors import Conflict, InvalidInput, VirtfleetError
+from virtfleet.inventory.records import HostRecord, Made
+from virtfleet.inventory.store import Store
+from virtfleet.placement.models import PlacementRequest, VMShape
+from virtfleet.provision.create import pod_macs, reserve_hosts
+from virtfleet.provision.journal import journaled
+from virtfleet.provision.locks import vm_lock
+from virtfleet.provision.templates import Template, file_disks, find_template
+from virtfleet.validate import check_name
+from virtfleet.virt import storage
+from virtfleet.virt.fanout import ConnectionPool, fan_out
+from virtfleet.virt.guest import Guest
+from virtfleet.virt.host import Host
+from virtfleet.xml.domain import Domain, FleetFacts
+
+
+@dataclass(frozen=True)
+class CloneRequest:
+    template: str
+    name: str
+    count: int = 1
+    linked: bool = True
+    host: str | None = None
+    pod: str | None = None
+    site: str | None = None
+    template_host: str | None = None
+    pool: str | None = None  # full clones on another host: the pool to copy into
+    start: bool = False
+
+
+@dataclass(frozen=True)
+class Cloned:
+    host: str
+    name: str
+    ok: bool
+    result: str  # "cloned (linked)", "cloned and started", or the error
+    uuid: str | None = None
+    disks: tuple[str, ...] = ()
+    macs: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, object]:
+        return {**self.__dict__, "disks": list(self.disks), "macs": list(self.macs)}
+
+
+def _sees(tpl: Template) -> Callable[[Host], bool]:
+    """Whether a hypervisor has the template's images at the same paths: its own host, or one
+    sharing that storage (a pod's NFS pool); only there can a linked clone be made."""
+    def check(h: Host) -> bool:
+        return all(storage.volume_at(h, d.path) is not None for d in tpl.disks)
+    return check
+
+
+def _candidates(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest
+                ) -> set[str] | None:
+    """Hosts a clone may go to (None: any in scope), with a clear error if none can."""
+    if not req.linked:
+        return None
+    scope = store.hypervisors(host=req.host, pod=req.pod, site=req.site) if (
+        req.host or req.pod or req.site) else store.hypervisors(pod=tpl.record.pod)
+    seeing = {r.host.name for r in fan_out(scope, _sees(tpl), pool) if r.value}
+    if not seeing:
+        where = req.host or req.pod or req.site
+        raise InvalidInput("--linked", f"no hypervisor in {where} sees {tpl.name}'s image "
+                           f"{tpl.disks[0].path} (it is on {tpl.record.name}, not on storage "
+                           "shared with it); make full clones (--full) instead")
+    return seeing
+
+
+def member_names(req: CloneRequest) -> list[str]:
+    return PlacementRequest(name=req.name, shape=VMShape(vcpus=1, memory_mib=1),
+                            count=req.count).member_names()
+
+
+def clone(store: Store, pool: ConnectionPool, req: CloneRequest,
+          progress: Callable[[Cloned], None] = lambda _c: None) -> list[Cloned]:
+    """Make the clones; a result per clone. Raises only if none can be started on."""
+    check_name("NAME", req.name)
+    for n in member_names(req):
+        check_name("NAME", n)
+    tpl = find_template(store, pool, req.template, host=req.template_host)
+    vcpus, memory_kib = tpl.domain.vcpus or 1, tpl.domain.memory_kib or 1024
+    request = PlacementRequest(name=req.name, count=req.count, site=req.site, pod=(
+        req.pod if (req.pod or req.site or req.host) else tpl.record.pod),
+        shape=VMShape(vcpus=vcpus, memory_mib=max(1, memory_kib // 1024)))
+    only = _candidates(store, pool, tpl, req)
+    placed = reserve_hosts(store, pool, request, host=req.host, only=only)
+    out: list[Cloned] = []
+    try:
+        pods = {rec.pod for _vm, rec in placed}
+        taken: set[str] = set()
+        for pod in sorted(pods):
+            pod_hosts = store.hypervisors(pod=pod)
+            _names_free([vm for vm, _rec in placed], pod_hosts, pool)
+            taken |= pod_macs(pod_hosts, pool)
+    except BaseException:
+        for vm, rec in placed:
+            store.release_placement(rec.name, vm)
+        raise
+    for vm, rec in placed:
+        try:
+            with vm_lock(store, f"create/{vm}", "clone"):
+                made = _one(store, pool, tpl, req, vm, rec, taken)
+        except VirtfleetError as exc:
+            store.release_placement(rec.name, vm)  # no-op when the rollback already did
+            made = Cloned(rec.name, vm, False, exc.message)
+        out.append(made)
+        progress(made)
+    return out
+
+
+def _names_free(names: list[str], pod_hosts: list[HostRecord], pool: ConnectionPool) -> None:
+    """Live check of the name rule for many new VMs: one listing per hypervisor."""
+    results = fan_out(pod_hosts, lambda h: [d.name for d in h.list_domains()], pool)
+    wanted = set(names)
+    for r in results:
+        if r.error is not None:
+            raise r.error
+        clash = sorted(wanted & set(r.value or ()))
+        if clash:
+            raise Conflict(f"a VM named {clash[0]!r} already exists on {r.host.name}")
+
+
+def _one(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest, vm: str,
+         rec: HostRecord, taken: set[str]) -> Cloned:
+    with journaled(store, pool, "clone", f"{rec.name}/{vm}") as op:
+        op.made(Made("claim", rec.name, vm))
+        host = pool.get(rec)
+        paths = []
+        for i, src in enumerate(tpl.disks):
+            paths.append(_disk(pool, tpl, req, host, src, vm, i))
+            op.made(Made("volume", rec.name, paths[-1]))
+        macs = [random_mac(taken) for _ in tpl.domain.devices.interfaces]
+        taken.update(macs)
+        doc = clone_domain(tpl, vm, rec, paths, macs, linked=req.linked)
+        host.define_domain(doc.to_xml())
+        op.made(Made("domain", rec.name, vm))
+        if req.start:
+            Guest.lookup(host, vm).start()
+    kind = "linked" if req.linked else "full"
+    return Cloned(rec.name, vm, True, f"cloned ({kind})" + (", started" if req.start else ""),
+                  str(doc.uuid), tuple(paths), tuple(macs))
+
+
+def _disk(pool: ConnectionPool, tpl: Template, req: CloneRequest, host: Host,
+          src: storage.VolumeInfo, vm: str, i: int) -> str:
+    suffix = "qcow2" if req.linked else (src.format or "raw")
+    name = f"{vm}.{suffix}" if i == 0 else f"{vm}-disk{i}.{suffix}"
+    if req.linked:
+        here = storage.volume_at(host, src.path)
+        assert here is not None  # _candidates chose only hosts that see it
+        return storage.create_overlay(host, here.pool, name, here)
+    if host.label == tpl.record.name:
+        return storage.clone_volume(host, req.pool or src.pool, src, name)
+    # Another hypervisor: the bytes travel through this machine, holes kept.
+    source_host = pool.get(tpl.record)
+    with tempfile.TemporaryDirectory(prefix="virtfleet-clone-") as tmp:
+        local = str(Path(tmp) / "disk")
+        storage.download(source_host, src.path, local)
+        return storage.upload(host, req.pool or "default", name, local, src.format or "raw")
+
+
+def clone_domain(tpl: Template, name: str, rec: HostRecord, disks: list[str], macs: list[str],
+                 linked: bool) -> Domain:
+    """The template's hardware as a new VM: new name, UUID, disks and MACs; hostname via the
+    SMBIOS serial; virtfleet's facts saying where it is and which template it came from."""
+    doc = Domain.parse(tpl.domain.to_xml())
+    doc.name = name
+    doc.uuid = str(uuid.uuid4())
+    doc.id = None
+    for disk, path, src in zip(file_disks(doc), disks, tpl.disks, strict=True):
+        disk.readonly = False
+        disk.source_file = path
+        disk.format = "qcow2" if linked else (src.format or "raw")
+    if len(macs) != len(doc.devices.interfaces):
+        raise Conflict(f"template {tpl.name} changed while cloning")
+    for nic, mac in zip(doc.devices.interfaces, macs, strict=True):
+        nic.mac = mac
+    doc.set_smbios_serial(f"ds=nocloud;h={name}")
+    facts = FleetFacts()
+    old = tpl.domain.facts
+    if old is not None:
+        facts.app, facts.owner = old.app, old.owner
+    facts.site, facts.pod, facts.template = rec.site, rec.pod, tpl.name
+    doc.set_facts(facts)
+    return doc

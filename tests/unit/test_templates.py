@@ -1,0 +1,196 @@
+"""Templates and clones on test-driver hypervisors: linked overlays, full copies, the rules
+that keep a template's image safe, and the journal that cleans up interrupted operations."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from virtfleet.errors import Busy, Conflict, InvalidInput, NotFound
+from virtfleet.inventory.fleetfile import load_fleet
+from virtfleet.inventory.records import HostRecord, Made, OperationRecord
+from virtfleet.inventory.store import Store
+from virtfleet.provision.clone import CloneRequest, clone
+from virtfleet.provision.journal import clean_up, interrupted
+from virtfleet.provision.templates import delete_template, find_template, linked_clones
+from virtfleet.virt import storage
+from virtfleet.virt.fanout import ConnectionPool
+from virtfleet.virt.guest import Guest, Removal
+from virtfleet.virt.host import Host
+from virtfleet.xml.domain import Domain
+
+from .cli import run
+from .nodes import node_uri
+from .test_design import validate
+
+BASE = "/var/lib/libvirt/images/base.qcow2"
+
+
+@dataclass
+class Env:
+    store: Store
+    pool: ConnectionPool
+    hosts: dict[str, HostRecord]
+    fleet: Path
+    db: Path
+
+    def host(self, name: str = "hv1") -> Host:
+        return self.pool.get(self.hosts[name])
+
+    def volumes(self, name: str = "hv1") -> list[str]:
+        return sorted(self.host(name).conn.storagePoolLookupByName("default").listVolumes())
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    p = tmp_path / "fleet.yaml"
+    p.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
+        {"name": "or-pod1", "hypervisors": [
+            {"name": "hv1", "uri": node_uri(tmp_path, "with-template.xml", "hv1.xml")},
+            {"name": "hv2", "uri": node_uri(tmp_path, "empty.xml", "hv2.xml")}]}]}]}))
+    db = tmp_path / "s.db"
+    store = Store(f"sqlite:///{db}")
+    store.apply(load_fleet(p))
+    pool = ConnectionPool()
+    yield Env(store, pool, {h.name: h for h in store.hypervisors()}, p, db)
+    pool.close()
+    store.close()
+
+
+def test_linked_clones_are_overlays_with_new_identities(env: Env, tmp_path: Path) -> None:
+    made = clone(env.store, env.pool, CloneRequest(template="tpl", name="web", count=3))
+    assert [(c.name, c.host, c.ok) for c in made] == [
+        ("web-1", "hv1", True), ("web-2", "hv1", True), ("web-3", "hv1", True)]
+    h = env.host()
+    macs = {c.macs[0] for c in made}
+    assert len(macs) == 3 and "52:54:00:00:00:02" not in macs  # unique in the pod
+    for c in made:
+        vol = storage.volume_at(h, c.disks[0])
+        assert vol is not None and vol.backing_path == BASE and vol.format == "qcow2"
+        d = Guest.lookup(h, c.name).domain()
+        assert d.uuid == c.uuid and d.uuid != find_template(env.store, env.pool, "tpl").domain.uuid
+        assert d.smbios_serial == f"ds=nocloud;h={c.name}"  # the hostname, for cloud-init
+        assert d.facts is not None and (d.facts.template, d.facts.role, d.facts.app) == (
+            "tpl", None, "web")
+        [disk] = d.devices.disks
+        assert not disk.readonly and disk.format == "qcow2"
+        validate(tmp_path, d)
+    # the room each clone needs is held until a sync observes it; the journal is empty
+    assert {c.vm for c in env.store.placement_claims()} == {"web-1", "web-2", "web-3"}
+    assert env.store.operations() == []
+    assert len(linked_clones(env.store, env.pool, find_template(env.store, env.pool,
+                                                               "tpl"))["hv1"]) == 4
+
+
+def test_a_full_clone_is_an_independent_copy(env: Env) -> None:
+    [c] = clone(env.store, env.pool, CloneRequest(template="tpl", name="db", linked=False,
+                                                  host="hv1"))
+    assert c.ok and c.result == "cloned (full)"
+    vol = storage.volume_at(env.host(), c.disks[0])
+    assert vol is not None and vol.backing_path is None and vol.format == "qcow2"
+
+
+def test_a_template_with_linked_clones_cannot_be_deleted(env: Env) -> None:
+    with pytest.raises(Conflict, match=r"has linked clones.*old.qcow2 \(used by VM old\)"
+                       r".*nothing was removed"):
+        delete_template(env.store, env.pool, "tpl")
+    assert "base.qcow2" in env.volumes() and env.host().has_domain("tpl")
+    Guest.lookup(env.host(), "old").undefine(Removal())
+    storage.delete_volume(env.host(), "/var/lib/libvirt/images/old.qcow2")
+    delete_template(env.store, env.pool, "tpl")
+    assert env.volumes() == ["plain.img"] and not env.host().has_domain("tpl")
+
+
+def test_what_is_not_a_template_is_refused(env: Env) -> None:
+    with pytest.raises(NotFound, match="no template named 'nosuch'"):
+        clone(env.store, env.pool, CloneRequest(template="nosuch", name="x"))
+    with pytest.raises(InvalidInput, match="'plain' is a VM, not a template"):
+        clone(env.store, env.pool, CloneRequest(template="plain", name="x"))
+    with pytest.raises(InvalidInput, match="no hypervisor in hv2 sees tpl's image"):
+        clone(env.store, env.pool, CloneRequest(template="tpl", name="x", host="hv2"))
+    with pytest.raises(Conflict, match="'old' already exists on hv1"):
+        clone(env.store, env.pool, CloneRequest(template="tpl", name="old"))
+    assert env.volumes() == ["base.qcow2", "old.qcow2", "plain.img"]
+    assert env.store.placement_claims() == [] and env.store.operations() == []
+
+
+def test_one_failed_clone_is_rolled_back_and_the_others_stand(env: Env) -> None:
+    storage.create_volume(env.host(), "default", "web-2.qcow2", 2**20, "qcow2")  # in the way
+    made = clone(env.store, env.pool, CloneRequest(template="tpl", name="web", count=3))
+    assert [c.ok for c in made] == [True, False, True]
+    assert "already exists" in made[1].result and "nothing was left behind" in made[1].result
+    assert not env.host().has_domain("web-2")
+    assert {c.vm for c in env.store.placement_claims()} == {"web-1", "web-3"}
+    assert env.store.operations() == []
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_an_interrupted_operation_is_cleaned_up_from_the_journal(env: Env) -> None:
+    path = storage.create_volume(env.host(), "default", "half.qcow2", 2**20, "qcow2")
+    env.store.claim_placements([])
+    steps = (Made("claim", "hv1", "half"), Made("volume", "hv1", path),
+             Made("domain", "hv1", "never-defined"))
+    rec = OperationRecord(id="a" * 32, kind="clone", target="hv1/half", hostname=_host(),
+                          pid=_dead_pid(), started_at=datetime.now(UTC), state="running",
+                          steps=steps)
+    env.store.begin_operation(rec)
+    [stored] = env.store.operations()
+    assert stored.steps == steps and interrupted(stored)
+    assert clean_up(env.store, env.pool, stored) == []
+    assert "half.qcow2" not in env.volumes() and env.store.operations() == []
+
+    import os
+    live = OperationRecord(id="b" * 32, kind="clone", target="hv1/x", hostname=_host(),
+                           pid=os.getpid(), started_at=datetime.now(UTC), state="running",
+                           steps=())
+    env.store.begin_operation(live)
+    with pytest.raises(Busy, match="is still running"):
+        clean_up(env.store, env.pool, live)
+
+
+def _host() -> str:
+    import socket
+    return socket.gethostname()
+
+
+def test_clone_domain_passes_the_schema(env: Env, tmp_path: Path) -> None:
+    tpl = find_template(env.store, env.pool, "tpl")
+    validate(tmp_path, Domain.parse(tpl.domain.to_xml()))
+
+
+def test_bad_input_through_the_cli(env: Env) -> None:
+    db = env.db
+    cases = [
+        (("vm", "clone", "tpl", "bad;name"), 2, "NAME"),
+        (("vm", "clone", "tpl", "<x>"), 2, "NAME"),
+        (("vm", "clone", "tpl", "web", "--count", "0"), 2, "--count"),
+        (("vm", "clone", "nosuch", "web"), 3, "no template named 'nosuch'"),
+        (("vm", "clone", "plain", "web"), 2, "is a VM, not a template"),
+        (("vm", "clone", "tpl", "web", "--host", "hv1", "--pod", "or-pod1"), 2, "at most one"),
+        (("template", "delete", "tpl"), 4, "has linked clones"),
+        (("template", "delete", "plain"), 2, "is a VM, not a template"),
+        (("template", "create", "t2", "--from", "plain", "--profile", "fast"), 2, "--profile"),
+        (("template", "create", "t2", "--from", "nosuch"), 3, "'nosuch' is not defined"),
+        (("vm", "start", "tpl"), 4, "templates are never started"),
+        (("ops", "cleanup"), 2, "ID"),
+        (("ops", "cleanup", "feed"), 3, "no operation 'feed'"),
+    ]
+    for args, code, text in cases:
+        r = run(db, *args)
+        assert (r.code, r.out) == (code, ""), (args, r.code, r.out, r.err)
+        assert text in r.err and len(r.err.strip().splitlines()) == 1, (args, r.err)
+    assert run(db, "ops", "list", "--json").json() == []
+    r = run(db, "template", "list", "--json")
+    assert r.code == 0 and r.json() == [{"site": "oregon", "pod": "or-pod1", "host": "hv1",
+                                         "name": "tpl"}]
