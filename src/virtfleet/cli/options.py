@@ -11,3 +11,6 @@ Site = Annotated[str | None, typer.Option("--site", help="Only this site.")]
 Pod = Annotated[str | None, typer.Option("--pod", help="Only this pod.")]
 HostOpt = Annotated[str | None, typer.Option("--host", help="Only this hypervisor.")]
 Group = Annotated[str | None, typer.Option("--group", help="Only hypervisors in this host group.")]
+CpuRatioOpt = Annotated[float | None, typer.Option(
+    "--cpu-ratio", help="vCPUs per host thread the scheduler allows (default 1.0, or the "
+    "--policy file's).", show_default=False)]

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from virtfleet.cli.context import app_context
-from virtfleet.cli.options import HostOpt, Json, Pod, Site
+from virtfleet.cli.options import CpuRatioOpt, HostOpt, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table, warn
+from virtfleet.cli.plan import PolicyFile
 from virtfleet.cli.progress import fleet_progress
 from virtfleet.errors import InvalidInput
 
@@ -108,7 +109,9 @@ def info(ctx: typer.Context, name: TemplateName, host: HostOpt = None,
                  ("Memory", f"{(tpl.domain.memory_kib or 0) // 1024} MiB"),
                  *[(f"Image {i}", f"{d.path} ({d.format}, mode {d.mode})")
                    for i, d in enumerate(tpl.disks)],
-                 ("Linked clones", sum(len(v) for v in clones.values()))]))
+                 ("Linked clones", len(clones)),
+                 *[("Linked clone", f"{path} ({', '.join(users) or 'no VM uses it'})")
+                   for path, users in clones.items()]]))
 
 
 @app.command("delete")
@@ -155,12 +158,15 @@ def clone_vm(
     pod: Annotated[str | None, typer.Option("--pod", help="Let the scheduler place them in "
                                             "this pod.")] = None,
     site: Annotated[str | None, typer.Option("--site", help="... or in this site.")] = None,
+    cpu_ratio: CpuRatioOpt = None,
+    policy_file: PolicyFile = None,
     json: Json = False,
 ) -> None:
     """Clone VMs from a template (virt-clone): new name, UUID, MACs; hostname via SMBIOS.
 
     Without --host/--pod/--site, clones go to the template's pod (linked clones: to hypervisors
     that see the template's image)."""
+    from virtfleet.cli.plan import _policy
     from virtfleet.provision.clone import Cloned, CloneRequest, clone
     from virtfleet.virt.fanout import ConnectionPool
 
@@ -169,13 +175,14 @@ def clone_vm(
     req = CloneRequest(template=template, name=name, count=count, linked=linked, host=host,
                        pod=pod, site=site, template_host=template_host, pool=storage_pool,
                        start=start)
+    policy = _policy(policy_file, cpu_ratio, None, False, None, None)
     store = app_context(ctx).store()
     pool = ConnectionPool()
     try:
         with fleet_progress(count, "clone") as tick:
             def done(c: Cloned) -> None:
                 tick(c)
-            made = clone(store, pool, req, progress=done)
+            made = clone(store, pool, req, progress=done, policy=policy)
     finally:
         pool.close()
     if json:

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from virtfleet.cli.context import app_context
-from virtfleet.cli.options import Group, HostOpt, Json, Pod, Site
+from virtfleet.cli.options import CpuRatioOpt, Group, HostOpt, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table, warn
+from virtfleet.cli.plan import PolicyFile
 from virtfleet.cli.progress import fleet_progress
 from virtfleet.errors import InvalidInput, VirtfleetError
 
@@ -288,6 +289,8 @@ def create(
     app_group: Annotated[str | None, typer.Option("--app", help="Application group.")] = None,
     owner: Annotated[str | None, typer.Option("--owner")] = None,
     host: HostOpt = None, pod: Pod = None, site: Site = None,
+    cpu_ratio: CpuRatioOpt = None,
+    policy_file: PolicyFile = None,
     json: Json = False,
 ) -> None:
     """Create a VM the way virt-install does, on a named hypervisor or in a pod or site."""
@@ -304,14 +307,16 @@ def create(
         raise InvalidInput("--host/--pod/--site", "give exactly one place for the VM")
     facts = {k: check_name(f"--{k}", v) for k, v in (("app", app_group), ("owner", owner))
              if v is not None}
+    from virtfleet.cli.plan import _policy
     from virtfleet.provision.locks import vm_lock
 
+    policy = _policy(policy_file, cpu_ratio, None, False, None, None)
     store = app_context(ctx).store()
     pool = ConnectionPool()
     try:
         with vm_lock(store, f"create/{name}", "create"):  # two creates of one name
             target = reserve_host(store, pool, spec, host=host, site=site, pod=pod,
-                                  group=app_group)
+                                  group=app_group, policy=policy)
             made = create_vm(spec, target, store, pool, start=start, virt_type=virt_type,
                              facts=facts)
     finally:

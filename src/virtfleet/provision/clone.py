@@ -20,6 +20,7 @@ from virtfleet.errors import Conflict, InvalidInput, VirtfleetError
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
 from virtfleet.placement.models import PlacementRequest, VMShape
+from virtfleet.placement.policy import Policy
 from virtfleet.provision.create import pod_macs, reserve_hosts
 from virtfleet.provision.journal import journaled
 from virtfleet.provision.locks import vm_lock
@@ -90,7 +91,8 @@ def member_names(req: CloneRequest) -> list[str]:
 
 
 def clone(store: Store, pool: ConnectionPool, req: CloneRequest,
-          progress: Callable[[Cloned], None] = lambda _c: None) -> list[Cloned]:
+          progress: Callable[[Cloned], None] = lambda _c: None,
+          policy: Policy | None = None) -> list[Cloned]:
     """Make the clones; a result per clone. Raises only if none can be started on."""
     check_name("NAME", req.name)
     for n in member_names(req):
@@ -101,7 +103,7 @@ def clone(store: Store, pool: ConnectionPool, req: CloneRequest,
         req.pod if (req.pod or req.site or req.host) else tpl.record.pod),
         shape=VMShape(vcpus=vcpus, memory_mib=max(1, memory_kib // 1024)))
     only = _candidates(store, pool, tpl, req)
-    placed = reserve_hosts(store, pool, request, host=req.host, only=only)
+    placed = reserve_hosts(store, pool, request, host=req.host, only=only, policy=policy)
     out: list[Cloned] = []
     try:
         pods = {rec.pod for _vm, rec in placed}

@@ -16,6 +16,7 @@ from virtfleet.errors import Conflict, HypervisorError, NotFound
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
 from virtfleet.placement.models import PlacementRequest
+from virtfleet.placement.policy import Policy
 from virtfleet.provision.journal import journaled
 from virtfleet.virt import storage
 from virtfleet.virt.fanout import ConnectionPool, fan_out
@@ -149,19 +150,20 @@ def _kvm_usable(host: Host) -> bool:
 
 
 def reserve_host(store: Store, pool: ConnectionPool, spec: VMSpec, *, host: str | None,
-                 site: str | None, pod: str | None, group: str | None) -> HostRecord:
+                 site: str | None, pod: str | None, group: str | None,
+                 policy: Policy | None = None) -> HostRecord:
     """The hypervisor for a new VM, with room claimed for it in the store (see reserve_hosts)."""
     from virtfleet.placement.models import PlacementRequest, VMShape
 
     [(_vm, record)] = reserve_hosts(store, pool, PlacementRequest(
         name=spec.name, shape=VMShape(vcpus=spec.vcpus, memory_mib=spec.memory_mib),
-        group=_enforced(store, group), site=site, pod=pod), host=host)
+        group=_enforced(store, group), site=site, pod=pod), host=host, policy=policy)
     return record
 
 
 def reserve_hosts(store: Store, pool: ConnectionPool, request: PlacementRequest, *,
-                  host: str | None, only: set[str] | None = None
-                  ) -> list[tuple[str, HostRecord]]:
+                  host: str | None, only: set[str] | None = None,
+                  policy: Policy | None = None) -> list[tuple[str, HostRecord]]:
     """Hypervisors for every member of `request`, with room claimed for each in the store.
 
     --host is checked against that host's capacity; --pod/--site ask the scheduler (filters,
@@ -169,7 +171,6 @@ def reserve_hosts(store: Store, pool: ConnectionPool, request: PlacementRequest,
     image). Claims are made in one locked transaction, so two operations at once never
     overbook a host; the operation that made them gives them back if it fails.
     """
-    from virtfleet.placement.policy import Policy
     from virtfleet.provision.schedule import live_fleet, place_and_claim
 
     names = request.member_names()
@@ -193,7 +194,7 @@ def reserve_hosts(store: Store, pool: ConnectionPool, request: PlacementRequest,
     if only is not None:
         fleet = type(fleet)([h for h in fleet.hosts if h.name in only], fleet.shapes,
                             fleet.failed)
-    placed = place_and_claim(store, fleet, Policy(), request)
+    placed = place_and_claim(store, fleet, policy or Policy(), request)
     records = {r.name: r for r in store.hypervisors(site=request.site, pod=request.pod)}
     if host is not None:
         records[host] = record

@@ -170,29 +170,42 @@ def create_template(store: Store, pool: ConnectionPool, name: str, source: str, 
 
 
 def linked_clones(store: Store, pool: ConnectionPool, tpl: Template) -> dict[str, list[str]]:
-    """host -> the volumes backed by the template's images, on every hypervisor of its pod
-    (a linked clone elsewhere would not see the image). A host that cannot be asked makes it
-    an error: an unanswered host may hold clones."""
+    """Each volume backed by the template's images -> the VMs using it ("web01 on hv2"), over
+    every hypervisor of its pod (a linked clone elsewhere would not see the image; on shared
+    storage one volume shows on several). A host that cannot be asked makes it an error: an
+    unanswered host may hold clones."""
     hosts = store.hypervisors(pod=tpl.record.pod)
     paths = {d.path for d in tpl.disks}
 
-    def clones(h: Host) -> list[str]:
-        return [f"{v.path} ({_user(h, v.path)})" for p in paths for v in storage.backed_by(h, p)]
+    def clones(h: Host) -> list[tuple[str, list[str]]]:
+        found = [v.path for p in sorted(paths) for v in storage.backed_by(h, p)]
+        if not found:
+            return []
+        users: dict[str, list[str]] = {v: [] for v in found}
+        for d in h.list_domains():
+            for src in Guest.lookup(h, d.name).disk_sources():
+                if src in users:
+                    users[src].append(f"{d.name} on {h.label}")
+        return list(users.items())
 
     results = fan_out(hosts, clones, pool)
     failed = [r for r in results if r.error is not None]
     if failed:
         raise HypervisorError(f"cannot check {failed[0].host.name} for linked clones of "
                               f"{tpl.name} ({failed[0].error}); nothing was removed")
-    return {r.host.name: r.value for r in results if r.value}
+    out: dict[str, list[str]] = {}
+    for r in results:
+        for path, users in r.value or ():
+            out.setdefault(path, []).extend(users)
+    return dict(sorted(out.items()))
 
 
-def _user(h: Host, path: str) -> str:
-    """The domain whose disk `path` is, for the operator reading the error."""
-    for d in h.list_domains():
-        if path in Guest.lookup(h, d.name).disk_sources():
-            return f"used by VM {d.name}"
-    return "no VM uses it"
+def describe_clones(clones: dict[str, list[str]], limit: int = 5) -> str:
+    shown = [f"{path} ({', '.join(users) if users else 'no VM uses it'})"
+             for path, users in list(clones.items())[:limit]]
+    more = len(clones) - limit
+    return ", ".join(shown) + (f" and {more} more (see 'virtfleet template info')"
+                               if more > 0 else "")
 
 
 def delete_template(store: Store, pool: ConnectionPool, name: str,
@@ -200,9 +213,9 @@ def delete_template(store: Store, pool: ConnectionPool, name: str,
     tpl = find_template(store, pool, name, host=host)
     found = linked_clones(store, pool, tpl)
     if found:
-        listed = "; ".join(f"{h}: {', '.join(v)}" for h, v in sorted(found.items()))
-        raise Conflict(f"template {name!r} has linked clones, which need its image: {listed}; "
-                       "delete them (or make full clones) first; nothing was removed")
+        raise Conflict(f"template {name!r} has {len(found)} linked clone(s), which need its "
+                       f"image: {describe_clones(found)}; delete them first (full clones do "
+                       "not need it); nothing was removed")
     h = pool.get(tpl.record)
     Guest.lookup(h, name).undefine(Removal())
     for vol in tpl.disks:

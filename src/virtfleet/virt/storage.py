@@ -112,12 +112,23 @@ def volume_at(host: Host, path: str) -> VolumeInfo | None:
     """The volume whose file is `path`, or None if no pool of `host` has it (which is also
     how a linked clone's host proves it sees its template's image: same path, same file)."""
     with libvirt_errors(host.label):
-        try:
-            return _vol_info(host.conn.storageVolLookupByPath(path))
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                return None
-            raise
+        vol = _lookup_path(host, path)
+        if vol is None:  # a file put there by another tool shows up once its pool is refreshed
+            for p in pools(host):
+                if p.active and p.path and posixpath.normpath(path).startswith(
+                        posixpath.normpath(p.path) + "/"):
+                    host.conn.storagePoolLookupByName(p.name).refresh(0)
+            vol = _lookup_path(host, path)
+        return None if vol is None else _vol_info(vol)
+
+
+def _lookup_path(host: Host, path: str) -> Any | None:
+    try:
+        return host.conn.storageVolLookupByPath(path)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return None
+        raise
 
 
 def volumes(host: Host, pool_name: str, refresh: bool = True) -> list[VolumeInfo]:
