@@ -24,7 +24,7 @@ import yaml
 
 from virtfleet.boot.render import GeneratedFile
 from virtfleet.errors import InvalidInput, NotFound
-from virtfleet.inventory.fleetfile import Fleet, load_fleet, parse_fleet
+from virtfleet.inventory.fleetfile import Fleet, dump_fleet, load_fleet, parse_fleet
 from virtfleet.inventory.niclayout import CHAPTER_LAYOUT, NicLayout, host_layout
 from virtfleet.netcfg import ifcfg, keyfile, nmstate
 from virtfleet.netcfg.render import FORMATS, host_files, render_host
@@ -270,6 +270,31 @@ def test_bad_layouts_are_refused_naming_the_field(what: str, change: Any, field:
         parse_fleet(data)
     assert exc.value.field == field, str(exc.value)
     assert rule in exc.value.rule and "\n" not in str(exc.value)
+
+
+def test_shared_layouts_hold_no_host_addresses() -> None:
+    data = yaml.safe_load(FLEET.read_text())
+    _hv3_layout(data)["addresses"] = [{"interface": "bond1", "address": "192.168.10.3/24"}]
+    with pytest.raises(InvalidInput) as exc:
+        parse_fleet(data)
+    assert exc.value.field == f"{POD2}.addresses" and "shared layout" in exc.value.rule
+
+
+def test_static_addresses_are_unique_across_the_fleet() -> None:
+    data = yaml.safe_load(FLEET.read_text())
+    hv4 = data["sites"][0]["pods"][1]["hypervisors"][1]["nic_layout"]
+    hv4["addresses"][0]["address"] = "10.1.1.23/24"  # hv3's provision.ip
+    with pytest.raises(InvalidInput) as exc:
+        parse_fleet(data)
+    assert exc.value.field == ("sites[0].pods[1].hypervisors[1].nic_layout.addresses[0]"
+                               ".address")
+    assert "provision.ip of 'hv3.or.example.com'" in exc.value.rule
+
+
+def test_layouts_survive_dump_and_load(fleet: Fleet) -> None:
+    again = parse_fleet(yaml.safe_load(dump_fleet(fleet)))
+    assert again == fleet
+    assert host_layout(again, "hv3.or.example.com") == host_layout(fleet, "hv3.or.example.com")
 
 
 def test_layout_must_agree_with_the_install_bond(fleet: Fleet) -> None:

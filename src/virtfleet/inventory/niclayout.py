@@ -353,17 +353,44 @@ def host_layout(fleet: Fleet, hypervisor: str) -> NicLayout:
                                      "addresses": (inventory, *layout.addresses)})
 
 
+def _shared(layout: NicLayout, where: str) -> None:
+    """A pod, site or fleet layout applies to many hosts: a fixed address there would be
+    every host's."""
+    check_layout(layout, where)
+    if layout.addresses:
+        raise InvalidInput(f"{where}.addresses", "a shared layout cannot hold host addresses; "
+                           "give them in the hypervisor's own nic_layout (management takes "
+                           "provision.ip)")
+    if layout.ipmi is not None and layout.ipmi.address is not None:
+        raise InvalidInput(f"{where}.ipmi.address", "a shared layout cannot hold a host's "
+                           "IPMI address; give it in the hypervisor's own nic_layout")
+
+
 def check_fleet_layouts(fleet: Fleet) -> None:
-    """Every layout in a fleet file, at each level it may appear."""
+    """Every layout in a fleet file, at each level it may appear; static addresses are unique
+    across the fleet (and differ from every hypervisor's provision.ip)."""
     if fleet.nic_layout is not None:
-        check_layout(fleet.nic_layout, "nic_layout")
+        _shared(fleet.nic_layout, "nic_layout")
+    taken: dict[IPv4Address, str] = {}
+    for _, _, hv in fleet.hypervisors():
+        if hv.provision is not None:
+            taken.setdefault(hv.provision.ip, f"the provision.ip of {hv.name!r}")
     for si, site in enumerate(fleet.sites):
         if site.nic_layout is not None:
-            check_layout(site.nic_layout, f"sites[{si}].nic_layout")
+            _shared(site.nic_layout, f"sites[{si}].nic_layout")
         for pi, pod in enumerate(site.pods):
             if pod.nic_layout is not None:
-                check_layout(pod.nic_layout, f"sites[{si}].pods[{pi}].nic_layout")
+                _shared(pod.nic_layout, f"sites[{si}].pods[{pi}].nic_layout")
             for hi, hv in enumerate(pod.hypervisors):
-                if hv.nic_layout is not None:
-                    check_layout(hv.nic_layout,
-                                 f"sites[{si}].pods[{pi}].hypervisors[{hi}].nic_layout")
+                if hv.nic_layout is None:
+                    continue
+                where = f"sites[{si}].pods[{pi}].hypervisors[{hi}].nic_layout"
+                check_layout(hv.nic_layout, where)
+                found = [(f"{where}.addresses[{ai}].address", a.address.ip)
+                         for ai, a in enumerate(hv.nic_layout.addresses)]
+                if hv.nic_layout.ipmi is not None and hv.nic_layout.ipmi.address is not None:
+                    found.append((f"{where}.ipmi.address", hv.nic_layout.ipmi.address.ip))
+                for field, ip in found:
+                    if ip in taken:
+                        raise InvalidInput(field, f"{ip} is already {taken[ip]}")
+                    taken[ip] = f"at {field}"
