@@ -303,7 +303,8 @@ def test_layout_must_agree_with_the_install_bond(fleet: Fleet) -> None:
         "eth2", "eth3"]
     with pytest.raises(InvalidInput) as exc:
         render_host(parse_fleet(data), "hv2.or.example.com")
-    assert exc.value.field == "built-in.bonds" and "same bond" in exc.value.rule
+    assert exc.value.field == "sites[0].pods[0].hypervisors[1].provision.bond"
+    assert "(the built-in layout); they must agree" in exc.value.rule
 
 
 def test_unknown_host_and_format() -> None:

@@ -327,17 +327,20 @@ def host_layout(fleet: Fleet, hypervisor: str) -> NicLayout:
     """The concrete layout of one hypervisor: its inventory address (provision.ip, its
     network's prefix, gateway and DNS) placed on the management interface."""
     layout, where = layout_for(fleet, hypervisor)
-    found = next((s, hv) for s, _, hv in fleet.hypervisors() if hv.name == hypervisor)
-    site, hv = found
+    site, hv, hv_path = next(
+        (site, hv, f"sites[{si}].pods[{pi}].hypervisors[{hi}]")
+        for si, site in enumerate(fleet.sites) for pi, pod in enumerate(site.pods)
+        for hi, hv in enumerate(pod.hypervisors) if hv.name == hypervisor)
     prov = hv.provision
     if prov is not None and prov.bond is not None:
+        # The installer brings this bond up; the layout must not undo it after first boot.
         bond = next((b for b in layout.bonds if b.name == prov.bond.name), None)
-        if bond is None or (bond.interfaces, bond.mode) != (prov.bond.interfaces,
-                                                            prov.bond.mode):
-            raise InvalidInput(f"{where}.bonds", f"hypervisor {hv.name!r} is installed with bond "
-                               f"{prov.bond.name!r} ({prov.bond.mode} on "
-                               f"{'+'.join(prov.bond.interfaces)}); its NIC layout must have "
-                               "the same bond")
+        if bond is None or (sorted(bond.interfaces), bond.mode) != (
+                sorted(prov.bond.interfaces), prov.bond.mode):
+            source = "the built-in layout" if where == "built-in" else where
+            raise InvalidInput(f"{hv_path}.provision.bond", f"{prov.bond.name!r} "
+                               f"({prov.bond.mode} on {'+'.join(prov.bond.interfaces)}) is not "
+                               f"a bond of its NIC layout ({source}); they must agree")
     if layout.management is None or prov is None:
         return layout.model_copy(update={"management": None})
     net = site.network(prov.network)
