@@ -14,6 +14,7 @@ from virtfleet.cli import (
     hosts,
     inventory,
     lab,
+    netcfg,
     ops,
     plan,
     snapshot,
@@ -57,6 +58,8 @@ app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(plan.app, name="plan")
 app.add_typer(boot.app, name="boot",
               help="Network installs: DHCP, PXE/iPXE/GRUB, Kickstart, HAProxy.")
+app.add_typer(netcfg.app, name="netcfg",
+              help="Hypervisor network configuration: ifcfg, NetworkManager keyfiles, nmstate.")
 app.add_typer(lab.app, name="lab", help="A local lab of real libvirtd hypervisors.")
 
 

@@ -38,6 +38,10 @@ from pydantic import (
 )
 
 from virtfleet.errors import InvalidInput
+
+# BondSpec moved to niclayout.py (the layout's bonds extend it); re-exported for its users.
+from virtfleet.inventory.niclayout import BondSpec as BondSpec
+from virtfleet.inventory.niclayout import NicLayout, check_fleet_layouts
 from virtfleet.inventory.uri import parse_uri
 from virtfleet.validate import check_name
 
@@ -261,16 +265,6 @@ class ProvisioningNetwork(_Model):
     servers: BootServers | None = None  # distributed topology only
 
 
-class BondSpec(_Model):
-    """The installed host's management bond (the chapter's failover pairs)."""
-
-    name: Iface = "bond0"
-    mode: Literal["active-backup", "802.3ad", "balance-alb", "balance-tlb",
-                  "balance-xor"] = "active-backup"
-    interfaces: tuple[Iface, ...] = Field(min_length=2, max_length=8)
-    miimon: int = Field(default=100, ge=0, le=10000)
-
-
 class HostProvision(_Model):
     """How a hypervisor is installed: its boot NIC, its reserved address, its profile."""
 
@@ -312,6 +306,7 @@ class Hypervisor(_Model):
     groups: tuple[Name, ...] = ()
     maintenance: bool = False
     provision: HostProvision | None = None
+    nic_layout: NicLayout | None = None  # see niclayout.py: nearest level wins
 
     @field_validator("uri")
     @classmethod
@@ -323,6 +318,7 @@ class Pod(_Model):
     name: Name
     storage: PodStorage | None = None
     hypervisors: tuple[Hypervisor, ...] = ()
+    nic_layout: NicLayout | None = None
 
 
 class Site(_Model):
@@ -331,6 +327,7 @@ class Site(_Model):
     pods: tuple[Pod, ...] = ()
     networks: tuple[ProvisioningNetwork, ...] = ()
     boot: BootConfig | None = None
+    nic_layout: NicLayout | None = None
 
     def network(self, name: str) -> ProvisioningNetwork | None:
         return next((n for n in self.networks if n.name == name), None)
@@ -349,6 +346,7 @@ class Fleet(_Model):
     groups: tuple[HostGroup, ...] = ()
     sites: tuple[Site, ...] = ()
     profiles: tuple[InstallProfile, ...] = ()
+    nic_layout: NicLayout | None = None
 
     def profile(self, name: str) -> InstallProfile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -591,6 +589,7 @@ def parse_fleet(data: Any, source: str = "fleet file") -> Fleet:
         raise _first_error(exc) from None
     _check_unique(fleet)
     _check_boot(fleet)
+    check_fleet_layouts(fleet)
     return fleet
 
 
