@@ -330,21 +330,12 @@ def test_parsers_refuse_files_that_break_the_rules() -> None:
 
 # ---- the CLI, as a user runs it ----
 
-RUNNER = ("import sys\n"
-          "from virtfleet.cli import main, netcfg\n"
-          "if not any(g.name == 'netcfg' for g in main.app.registered_groups):\n"
-          "    main.app.add_typer(netcfg.app, name='netcfg')\n"
-          "sys.argv[0] = 'virtfleet'\n"
-          "main.main()\n")
-
-
 def virtfleet(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`virtfleet ARGS` in a subprocess. Until cli/main.py registers `netcfg` (the lead adds
-    it), the runner registers it on the real app first; main() is the real entry point."""
+    """`virtfleet ARGS` in a subprocess, as a user runs it."""
     env = {**os.environ, "VIRTFLEET_DB": str(tmp / "store.db")}
     env.pop("COLUMNS", None)
-    return subprocess.run([sys.executable, "-c", RUNNER, *args], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run([sys.executable, "-m", "virtfleet.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_cli_prints_the_files(tmp_path: Path) -> None:
