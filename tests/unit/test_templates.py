@@ -179,12 +179,16 @@ def test_bad_input_through_the_cli(env: Env) -> None:
         (("vm", "clone", "nosuch", "web"), 3, "no template named 'nosuch'"),
         (("vm", "clone", "plain", "web"), 2, "is a VM, not a template"),
         (("vm", "clone", "tpl", "web", "--host", "hv1", "--pod", "or-pod1"), 2, "at most one"),
-        (("template", "delete", "tpl"), 4, "has linked clones"),
+        (("template", "delete", "tpl"), 4, "has 1 linked clone(s)"),
         (("template", "delete", "plain"), 2, "is a VM, not a template"),
         (("template", "create", "t2", "--from", "plain", "--profile", "fast"), 2, "--profile"),
         (("template", "create", "t2", "--from", "nosuch"), 3, "'nosuch' is not defined"),
         (("vm", "start", "tpl"), 4, "templates are never started"),
         (("ops", "cleanup"), 2, "ID"),
+        (("vm", "undefine", "tpl", "--remove-all-storage"), 2, "is a template"),
+        (("vm", "undefine", "plain", "--remove-all-storage"), 4,
+         "plain.img is used by plain2 on hv1"),
+        (("vm", "undefine", "plain", "--storage", "vdz"), 2, "has no disk 'vdz'"),
         (("ops", "cleanup", "feed"), 3, "no operation 'feed'"),
     ]
     for args, code, text in cases:
@@ -192,6 +196,8 @@ def test_bad_input_through_the_cli(env: Env) -> None:
         assert (r.code, r.out) == (code, ""), (args, r.code, r.out, r.err)
         assert text in r.err and len(r.err.strip().splitlines()) == 1, (args, r.err)
     assert run(db, "ops", "list", "--json").json() == []
+    r = run(db, "vm", "undefine", "old", "--storage", "vda")
+    assert r.code == 0 and "Volume '/var/lib/libvirt/images/old.qcow2' removed." in r.out
     r = run(db, "template", "list", "--json")
     assert r.code == 0 and r.json() == [{"site": "oregon", "pod": "or-pod1", "host": "hv1",
                                          "name": "tpl"}]

@@ -355,16 +355,48 @@ def undefine(
     remove_managed_save: Annotated[bool, typer.Option("--remove-managed-save")] = False,
     remove_snapshots: Annotated[bool, typer.Option("--remove-snapshots")] = False,
     remove_nvram: Annotated[bool, typer.Option("--remove-nvram")] = False,
+    remove_all_storage: Annotated[bool, typer.Option(
+        "--remove-all-storage", help="Delete its disk volumes too.")] = False,
+    storage_targets: Annotated[str | None, typer.Option(
+        "--storage", help="Delete these disks too: target devs or paths, comma-separated "
+        "(vda,vdb).", show_default=False)] = None,
     host: HostOpt = None,
 ) -> None:
-    """Remove a VM's definition. Its disks are kept. Refuses if a managed-save image,
-    snapshots or NVRAM would go too, unless each is named."""
-    from virtfleet.virt.guest import Removal
+    """Remove a VM's definition; its disks are kept unless named. Refuses if a managed-save
+    image, snapshots, NVRAM or storage would go that is not named, or storage that another
+    VM or a linked clone still needs."""
+    from virtfleet.locate import locate_vm
+    from virtfleet.provision.locks import vm_lock
+    from virtfleet.provision.remove import volumes_to_remove
+    from virtfleet.validate import check_name
+    from virtfleet.virt import storage
+    from virtfleet.virt.fanout import ConnectionPool
+    from virtfleet.virt.guest import Guest, Removal
 
-    with one_guest(ctx, name, host, "undefine") as guest:
-        guest.undefine(Removal(managed_save=remove_managed_save, snapshots=remove_snapshots,
-                               nvram=remove_nvram))
+    if remove_all_storage and storage_targets is not None:
+        raise InvalidInput("--storage", "give --storage or --remove-all-storage, not both")
+    targets = None if storage_targets is None else [
+        t.strip() for t in storage_targets.split(",") if t.strip()]
+    check_name("NAME", name)
+    store = app_context(ctx).store()
+    removed: list[str] = []
+    pool = ConnectionPool()
+    try:
+        record = locate_vm(name, store, pool, host=host)
+        guest = Guest.lookup(pool.get(record), name)
+        with vm_lock(store, lock_key(guest), "undefine"):
+            vols = (volumes_to_remove(store, pool, guest, record, targets)
+                    if remove_all_storage or targets else [])
+            guest.undefine(Removal(managed_save=remove_managed_save,
+                                   snapshots=remove_snapshots, nvram=remove_nvram))
+            for v in vols:
+                storage.delete_volume(guest.host, v.path)
+                removed.append(v.path)
+    finally:
+        pool.close()
     emit(f"Domain '{name}' has been undefined\n")
+    for path in removed:
+        emit(f"Volume '{path}' removed.\n")
 
 
 @app.command("dominfo")

@@ -195,6 +195,7 @@ def clone_domain(tpl: Template, name: str, rec: HostRecord, disks: list[str], ma
         raise Conflict(f"template {tpl.name} changed while cloning")
     for nic, mac in zip(doc.devices.interfaces, macs, strict=True):
         nic.mac = mac
+    _own_console_logs(doc, tpl.name, name)
     doc.set_smbios_serial(f"ds=nocloud;h={name}")
     facts = FleetFacts()
     old = tpl.domain.facts
@@ -203,3 +204,16 @@ def clone_domain(tpl: Template, name: str, rec: HostRecord, disks: list[str], ma
     facts.site, facts.pod, facts.template = rec.site, rec.pod, tpl.name
     doc.set_facts(facts)
     return doc
+
+
+def _own_console_logs(doc: Domain, template: str, name: str) -> None:
+    """A console log file is one VM's: the clone logs to its own name's file, or not at all."""
+    for log in doc.element.findall("devices/*/log"):
+        path = log.get("file", "")
+        head, _, base = path.rpartition("/")
+        if template in base:
+            log.set("file", f"{head}/{base.replace(template, name)}")
+        else:
+            parent = log.getparent()
+            assert parent is not None
+            parent.remove(log)
