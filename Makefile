@@ -4,7 +4,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: all deps services images demo test lint typecheck unit integration bench clean
+.PHONY: all deps services images demo test lint typecheck unit integration bench bench-placement bench-clone clean
 
 all: test
 
@@ -42,6 +42,12 @@ demo: services
 
 bench: services
 	$(PY) bench/fleet_query.py
+
+bench-placement: deps
+	$(PY) bench/placement.py
+
+bench-clone: services
+	$(PY) bench/clone.py
 
 clean:
 	-$(VENV)/bin/virtfleet lab down

@@ -9,6 +9,7 @@ pkgs=(
   postgresql
   isc-dhcp-server kea-dhcp4-server haproxy
   libguestfs-tools linux-image-cloud-amd64 debootstrap
+  virtinst  # virt-clone: bench/clone's baseline
 )
 missing=()
 for p in "${pkgs[@]}"; do
