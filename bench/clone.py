@@ -87,7 +87,7 @@ def by_hand(uri: str, tpl: Path, count: int, work: Path) -> float:
     script = f"""set -e
 for i in $(seq 1 {count}); do
   qemu-img create -q -f qcow2 -b {tpl} -F qcow2 {POOL_DIR}/hand-$i.qcow2
-  sed "s/@NAME@/hand-$i/; s#@DISK@#{POOL_DIR}/hand-$i.qcow2#" {xml} > {work}/hand-$i.xml
+  sed "s/handxname/hand-$i/g; s#@DISK@#{POOL_DIR}/hand-$i.qcow2#" {xml} > {work}/hand-$i.xml
   virsh -q -c {uri} define {work}/hand-$i.xml >/dev/null
 done
 """
@@ -145,7 +145,7 @@ def main() -> None:
             h.define_domain(template_domain("tpl", tpl, images, role=True))
             h.define_domain(template_domain("tpl1g", tpl1g, images, role=True))
             h.define_domain(template_domain("vcsrc", tpl, images, role=False))
-            hand = template_domain("@NAME@", POOL_DIR / "x", images, role=False)
+            hand = template_domain("handxname", POOL_DIR / "x", images, role=False)
             (work / "hand.in").write_text(hand.replace(str(POOL_DIR / "x"), "@DISK@"))
 
         print(f"{count} linked clones on {hv.name} ({platform.node()}, {os.cpu_count()} CPUs)")

@@ -177,3 +177,67 @@ def test_template_seal_linked_and_full_clones(pod_pool: PodPool) -> None:
     assert r.code == 0, r.err
     assert not image.exists()
     boots_as(env, "tsolo")  # still boots: its disk never needed the template
+
+
+def test_a_killed_clone_run_is_cleaned_up_from_the_journal(pod_pool: PodPool) -> None:
+    """SIGKILL `vm clone --count 40` halfway: the journal keeps what the clone in flight had
+    made; `ops cleanup --all` removes it, and the finished clones stand."""
+    import signal
+    import sys
+    import time
+
+    from virtfleet.inventory.store import Store
+    from virtfleet.provision.templates import TEMPLATE_ROLE
+    from virtfleet.xml.domain import Disk, Domain, FleetFacts
+
+    env = pod_pool
+    a = env.hosts[0]
+    base = env.directory / "kbase.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
+    doc = Domain.parse(guest.domain_xml("ktpl", guest.ensure_images()))
+    d = Disk()
+    d.type, d.device, d.format, d.source_file, d.target_dev, d.target_bus = (
+        "file", "disk", "qcow2", str(base), "vda", "virtio")
+    d.readonly = True
+    doc.devices.disks.append(d)
+    facts = FleetFacts()
+    facts.role = TEMPLATE_ROLE
+    doc.set_facts(facts)
+    with Host.open(a.uri) as h:
+        h.define_domain(doc.to_xml())
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "virtfleet.cli.main", "vm", "clone", "ktpl", "kc", "--count",
+         "40", "--host", a.name, "--cpu-ratio", "64"],
+        env={**os.environ, "VIRTFLEET_DB": str(env.db)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    store = Store(f"sqlite:///{env.db}")
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # kill it while a clone has made its volume but is not done
+            assert proc.poll() is None and time.monotonic() < deadline, "clone ended first"
+            time.sleep(0.005)
+            if not (env.directory / "kc-3.qcow2").exists():
+                continue
+            proc.send_signal(signal.SIGSTOP)  # hold still while the journal is read
+            ops = store.operations()
+            if ops and any(m.kind == "volume" for m in ops[0].steps):
+                break
+            proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        [op] = store.operations()
+    finally:
+        store.close()
+    r = env.cli("ops", "list", "--json")
+    [listed] = r.json()
+    assert listed["state"] == "interrupted" and listed["id"] == op.id
+    r = env.cli("ops", "cleanup", "--all")
+    assert r.code == 0 and "cleaned up" in r.out, r.err
+    assert env.cli("ops", "list", "--json").json() == []
+    victim = op.target.split("/")[1]
+    assert not (env.directory / f"{victim}.qcow2").exists()
+    with Host.open(a.uri) as h:
+        assert not h.has_domain(victim)
+        done = [n for n in (f"kc-{i}" for i in range(1, 41)) if h.has_domain(n)]
+    assert "kc-1" in done and victim not in done  # the clones made before the kill stand
