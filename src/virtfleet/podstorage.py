@@ -56,13 +56,14 @@ def ensure_pod_pool(host: Host, want: Pool) -> str:
         have = pools.define_pool(host, want)
         done.append("defined")
         try:
-            have = pools.start_pool(host, name, build=True)
+            pools.build_pool(host, name)  # dir and netfs: make the target directory
+            have = pools.start_pool(host, name)
         except VirtfleetError:
             pools.undefine_pool(host, name)
             raise
         done.append("started")
     elif not have.active:
-        have = pools.start_pool(host, name, build=True)
+        have = pools.start_pool(host, name)
         done.append("started")
     if not have.autostart:
         pools.set_autostart(host, name, True)

@@ -141,13 +141,13 @@ def build_pool(host: Host, name: str, overwrite: bool = False) -> PoolDetail:
         return _detail(p)
 
 
-def start_pool(host: Host, name: str, build: bool = False) -> PoolDetail:
-    """`virsh pool-start`; with `build`, a missing directory is made first (never mkfs)."""
+def start_pool(host: Host, name: str) -> PoolDetail:
+    """`virsh pool-start`: mount, log in, activate the VG, scan volumes."""
     p = _lookup(host, name)
     with libvirt_errors(host.label):
         if p.isActive():
             raise Conflict(f"{host.label}: storage pool {name!r} is already active")
-        p.create(libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD_NO_OVERWRITE if build else 0)
+        p.create(0)
         return _detail(p)
 
 
