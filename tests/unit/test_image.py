@@ -13,6 +13,7 @@ from virtfleet.errors import Conflict, InvalidInput
 from virtfleet.images import _follow, convert, info
 
 from .cli import run
+from .storage_wiring import needs_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None,
                                 reason="qemu-img is not installed (qemu-utils)")
@@ -72,6 +73,7 @@ def test_convert_refusals_leave_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.qcow2", "taken.raw"]
 
 
+@needs_cli
 def test_cli(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     src = with_data(tmp_path / "src.qcow2")

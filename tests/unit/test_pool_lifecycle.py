@@ -19,6 +19,7 @@ from virtfleet.xml.storage import pool_definition
 
 from .cli import run
 from .nodes import node_uri
+from .storage_wiring import needs_cli
 
 NFS = PodStorage(type="netfs", source="filer1.or.example.com:/vol/vms",
                  target="/var/lib/virtfleet/pod", pool="pod-nfs")
@@ -122,6 +123,7 @@ def test_storage_check_finds_the_pod_pool_writable(host: Host) -> None:
 
 # -- the CLI -----------------------------------------------------------------------------------
 
+@needs_cli
 def test_pool_list_and_info_fleet_wide(fleet: Path) -> None:
     r = run(fleet, "pool", "list", "--json")
     assert r.code == 0, r.err
@@ -134,6 +136,7 @@ def test_pool_list_and_info_fleet_wide(fleet: Path) -> None:
     assert r.code == 1 and "hv3: not-found: has no storage pool 'pod-nfs'" in r.err
 
 
+@needs_cli
 def test_pool_define_on_a_pod_gives_a_result_per_host(fleet: Path, tmp_path: Path) -> None:
     r = run(fleet, "pool", "define", "vg0", "--type", "logical", "--source-dev", "/dev/sdb",
             "--pod", "or-pod1", "--json")
@@ -147,6 +150,7 @@ def test_pool_define_on_a_pod_gives_a_result_per_host(fleet: Path, tmp_path: Pat
     assert r.out.count("scratch   dir    inactive") == 3
 
 
+@needs_cli
 def test_pool_verbs_report_each_host(fleet: Path) -> None:
     r = run(fleet, "pool", "destroy", "pod-nfs", "--all", "--json")
     assert r.code == 1
@@ -158,6 +162,7 @@ def test_pool_verbs_report_each_host(fleet: Path) -> None:
     assert r.code == 0 and "refreshed" in r.out
 
 
+@needs_cli
 def test_pool_apply_pod_and_check(fleet: Path) -> None:
     r = run(fleet, "pool", "apply-pod", "--all", "--json")
     assert r.code == 0, r.err
@@ -169,6 +174,7 @@ def test_pool_apply_pod_and_check(fleet: Path) -> None:
         ("hv1", True, "none"), ("hv2", True, "none"), ("hv3", None, "none")]
 
 
+@needs_cli
 @pytest.mark.parametrize(("args", "message"), [
     (["pool", "define", "p", "--type", "zfs", "--target", "/x", "--all"],
      "--type: 'zfs' is not one of dir, fs, netfs, logical, iscsi, mpath, disk"),

@@ -10,7 +10,9 @@ import yaml
 
 from .cli import run
 from .nodes import node_uri
+from .storage_wiring import needs_cli
 
+pytestmark = needs_cli
 ON = ["--host", "hv1", "--pool", "images"]
 
 

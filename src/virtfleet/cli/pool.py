@@ -233,11 +233,6 @@ def _print_results(results: list[HostResult[Any]], name: str, done: str, json: b
         emit(table(["Host", "Pool", "Result"], [(h, n, res) for h, n, res, _ in rows]))
 
 
-def _build(h: Host, name: str) -> PoolDetail:
-    from virtfleet.virt.pools import build_pool
-    return build_pool(h, name)
-
-
 def _start(h: Host, name: str) -> PoolDetail:
     from virtfleet.virt.pools import start_pool
     return start_pool(h, name)
@@ -258,14 +253,31 @@ def _undefine(h: Host, name: str) -> None:
     undefine_pool(h, name)
 
 
-_verb("build", "`virsh pool-build`: make the target directory, or format the device (never "
-      "over an existing filesystem, label or VG).", _build, "built")
 _verb("start", "`virsh pool-start`: activate (mount, log in, scan).", _start, "started")
 _verb("refresh", "`virsh pool-refresh`: rescan volumes.", _refresh, "refreshed")
 _verb("destroy", "`virsh pool-destroy`: stop (unmount, log out); data stays.", _destroy,
       "destroyed")
 _verb("undefine", "`virsh pool-undefine`: forget a stopped pool; data stays.", _undefine,
       "undefined")
+
+
+@app.command("build")
+def build(ctx: typer.Context, name: PoolName,
+          overwrite: Annotated[bool, typer.Option(
+              "--overwrite", help="Format the device even if it holds a filesystem, label or "
+              "volume group (its data is lost).")] = False,
+          site: Site = None, pod: Pod = None, host: HostOpt = None, group: Group = None,
+          all_: AllOpt = False, json: Json = False) -> None:
+    """`virsh pool-build`: make the target directory, or format the device; a device that
+    already holds a filesystem, label or VG is left alone unless --overwrite."""
+    from virtfleet.validate import check_name
+    from virtfleet.virt.pools import build_pool
+
+    check_name("NAME", name)
+    results = _run(ctx, "pool-build", Scope(site, pod, host, group, all_),
+                   lambda h: build_pool(h, name, overwrite), True)
+    _print_results(results, name, "built", json)
+    _exit_if_failed(results)
 
 
 @app.command("autostart")

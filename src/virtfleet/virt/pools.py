@@ -137,7 +137,13 @@ def build_pool(host: Host, name: str, overwrite: bool = False) -> PoolDetail:
         if kind in _BUILD_WRITES:
             flags = (libvirt.VIR_STORAGE_POOL_BUILD_OVERWRITE if overwrite
                      else libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
-        p.build(flags)
+        try:
+            p.build(flags)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_STORAGE_POOL_BUILT:
+                raise
+            raise Conflict(f"{host.label}: storage pool {name!r}: {exc.get_error_message()}; "
+                           "left as it is (overwrite to format it anyway)") from None
         return _detail(p)
 
 
