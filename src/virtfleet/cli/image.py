@@ -9,17 +9,9 @@ import typer
 
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json, fields
+from virtfleet.images import human_bytes
 
 app = typer.Typer(no_args_is_help=True, help="Local disk images: info and raw/qcow2 convert.")
-
-
-def _human(n: int | None) -> str | None:
-    if n is None:
-        return None
-    for unit, div in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{n} B"
 
 
 @app.command("info")
@@ -36,8 +28,8 @@ def info(file: Annotated[str, typer.Argument(help="Image file.", show_default=Fa
         emit_json(i.as_json())
         return
     emit(fields([("Image", i.path), ("Format", i.format),
-                 ("Virtual size", f"{_human(i.virtual_size)} ({i.virtual_size} bytes)"),
-                 ("Disk size", _human(i.actual_size)), ("Backing file", i.backing_file),
+                 ("Virtual size", f"{human_bytes(i.virtual_size)} ({i.virtual_size} bytes)"),
+                 ("Disk size", human_bytes(i.actual_size)), ("Backing file", i.backing_file),
                  ("Backing format", i.backing_format), ("Dirty", "yes" if i.dirty else "no")]))
 
 
@@ -69,5 +61,6 @@ def convert(src: Annotated[str, typer.Argument(help="Source image.", show_defaul
     if json:
         emit_json(out.as_json())
     else:
-        emit(f"Converted {src} to {out.path} ({out.format}, {_human(out.actual_size)} on disk); "
+        size = human_bytes(out.actual_size)
+        emit(f"Converted {src} to {out.path} ({out.format}, {size} on disk); "
              "qemu-img compare: identical\n")

@@ -19,6 +19,7 @@ from virtfleet.cli.options import Group, HostOpt, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
 from virtfleet.cli.progress import fleet_progress
 from virtfleet.errors import InvalidInput
+from virtfleet.images import human_bytes
 
 if TYPE_CHECKING:
     from virtfleet.inventory.fleetfile import PodStorage
@@ -74,25 +75,16 @@ def _exit_if_failed(results: list[HostResult[Any]]) -> None:
         raise typer.Exit(1)
 
 
-def _size(n: int) -> str:
-    for unit, div in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{n} B"
-
-
-def _print_details(results: list[HostResult[PoolDetail]], json: bool) -> None:
-    ok = [(r.host, r.value) for r in results if r.value is not None]
+def _pool_rows(pairs: list[tuple[HostRecord, PoolDetail]], json: bool) -> None:
     if json:
-        emit_json([{"host": h.name, **d.as_json()} for h, d in ok])
+        emit_json([{"host": h.name, "site": h.site, "pod": h.pod, **d.as_json()}
+                   for h, d in pairs])
         return
     emit(table(["Host", "Name", "Type", "State", "Autostart", "Capacity", "Available",
                 "Target", "Source"],
                [(h.name, d.name, d.type, d.state, "yes" if d.autostart else "no",
-                 _size(d.capacity_bytes), _size(d.available_bytes), d.target, d.source)
-                for h, d in ok]))
-
-
+                 human_bytes(d.capacity_bytes), human_bytes(d.available_bytes), d.target,
+                 d.source) for h, d in pairs]))
 
 
 @app.command("list")
@@ -102,16 +94,7 @@ def list_pools(ctx: typer.Context, site: Site = None, pod: Pod = None, host: Hos
     from virtfleet.virt.pools import list_pools as pools_of
 
     results = _run(ctx, "pool-list", Scope(site, pod, host, group, False), pools_of, False)
-    ok = [(r.host, d) for r in results if r.value is not None for d in r.value]
-    if json:
-        emit_json([{"host": h.name, "site": h.site, "pod": h.pod, **d.as_json()}
-                   for h, d in ok])
-    else:
-        emit(table(["Host", "Name", "Type", "State", "Autostart", "Capacity", "Available",
-                    "Target", "Source"],
-                   [(h.name, d.name, d.type, d.state, "yes" if d.autostart else "no",
-                     _size(d.capacity_bytes), _size(d.available_bytes), d.target, d.source)
-                    for h, d in ok]))
+    _pool_rows([(r.host, d) for r in results if r.value is not None for d in r.value], json)
     _exit_if_failed(results)
 
 
@@ -133,8 +116,9 @@ def info(ctx: typer.Context, name: PoolName, site: Site = None, pod: Pod = None,
             ("Name", d.name), ("UUID", d.uuid), ("Type", d.type), ("State", d.state),
             ("Persistent", "yes" if d.persistent else "no"),
             ("Autostart", "yes" if d.autostart else "no"),
-            ("Capacity", _size(d.capacity_bytes)), ("Allocation", _size(d.allocation_bytes)),
-            ("Available", _size(d.available_bytes)), ("Target", d.target),
+            ("Capacity", human_bytes(d.capacity_bytes)),
+            ("Allocation", human_bytes(d.allocation_bytes)),
+            ("Available", human_bytes(d.available_bytes)), ("Target", d.target),
             ("Source", d.source)]) + "\n" for h, d in ok))
     _exit_if_failed(results)
 
@@ -203,7 +187,7 @@ def define(
         return define_pool(h, Pool.parse(text))  # a fresh document per host thread
 
     results = _run(ctx, "pool-define", Scope(site, pod, host, group, all_), work, True)
-    _print_details(results, json)
+    _pool_rows([(r.host, r.value) for r in results if r.value is not None], json)
     _exit_if_failed(results)
 
 
@@ -223,9 +207,13 @@ def _verb(verb: str, help_text: str, call: Callable[[Host, str], PoolDetail | No
     app.command(verb)(command)
 
 
+def _failed(r: HostResult[Any]) -> str:
+    assert r.error is not None
+    return f"failed: {r.error.message.removeprefix(r.host.name + ': ')}"
+
+
 def _print_results(results: list[HostResult[Any]], name: str, done: str, json: bool) -> None:
-    rows = [(r.host.name, name, done if r.error is None else
-             f"failed: {r.error.message.removeprefix(r.host.name + ': ')}", r.error is None)
+    rows = [(r.host.name, name, done if r.error is None else _failed(r), r.error is None)
             for r in results]
     if json:
         emit_json([{"host": h, "pool": n, "result": res, "ok": ok} for h, n, res, ok in rows])
@@ -307,34 +295,27 @@ def apply_pod(ctx: typer.Context, site: Site = None, pod: Pod = None, host: Host
     """Make each pod's declared shared storage (fleet file `storage:`) a defined, active,
     autostarted pool on every hypervisor of the pod."""
     from virtfleet.podstorage import ensure_pod_pool, pod_pool
+    from virtfleet.queries import ask_fleet, failures
+    from virtfleet.xml.storage import Pool
 
-    storage = _pod_storage(ctx)
-    wanted = {pod_name: pod_pool(pod_name, st).to_xml()
-              for pod_name, st in storage.items() if st is not None}
+    wanted = {name: pod_pool(name, st) for name, st in _pod_storage(ctx).items()
+              if st is not None}
+    texts = {name: doc.to_xml() for name, doc in wanted.items()}
     hosts = [h for h in _hosts(ctx, Scope(site, pod, host, group, all_), True)
              if h.pod in wanted]
     if not hosts:
         raise InvalidInput("--pod", "no pod in scope declares storage in the fleet file")
-    pods_of = {h.name: h.pod for h in hosts}
+    pod_of = {h.name: h.pod for h in hosts}
 
-    def work(h: Host) -> str:
-        from virtfleet.xml.storage import Pool
-        return ensure_pod_pool(h, Pool.parse(wanted[pods_of[h.label]]))
-
-    from virtfleet.queries import ask_fleet, failures
+    def work(h: Host) -> str:  # a document per host thread: lxml trees are not shared
+        return ensure_pod_pool(h, Pool.parse(texts[pod_of[h.label]]))
 
     with fleet_progress(len(hosts), "apply-pod") as tick:
         results = ask_fleet(hosts, work, progress=tick)
     report_failures(failures(results))
-    rows = []
-    for r in results:
-        from virtfleet.xml.storage import Pool
-
-        pool_name = Pool.parse(wanted[r.host.pod]).name
-        res = r.value if r.error is None else \
-            f"failed: {r.error.message.removeprefix(r.host.name + ': ')}"
-        rows.append({"host": r.host.name, "pod": r.host.pod, "pool": pool_name, "result": res,
-                     "ok": r.error is None})
+    rows = [{"host": r.host.name, "pod": r.host.pod, "pool": wanted[r.host.pod].name,
+             "result": r.value if r.error is None else _failed(r), "ok": r.error is None}
+            for r in results]
     if json:
         emit_json(rows)
     else:
@@ -348,21 +329,15 @@ def check(ctx: typer.Context, site: Site = None, pod: Pod = None, host: HostOpt 
           group: Group = None, json: Json = False) -> None:
     """Storage preflight: the pod's pool active and writable, autostart pools running,
     SELinux virt_use_nfs where it can be read (default: every hypervisor)."""
-    from virtfleet.storage_check import storage_check_of
+    from virtfleet.storage_check import StorageCheck, storage_check_of
 
     storage = _pod_storage(ctx)
-    pod_of: dict[str, str] = {}
+    pods = {h.name: h.pod for h in _hosts(ctx, Scope(site, pod, host, group, False), False)}
 
-    def work(h: Host) -> Any:
-        return storage_check_of(h, storage.get(pod_of[h.label]), pod_of[h.label])
+    def work(h: Host) -> StorageCheck:
+        return storage_check_of(h, storage.get(pods[h.label]), pods[h.label])
 
-    hosts = _hosts(ctx, Scope(site, pod, host, group, False), False)
-    pod_of.update({h.name: h.pod for h in hosts})
-    from virtfleet.queries import ask_fleet, failures
-
-    with fleet_progress(len(hosts), "storage check") as tick:
-        results = ask_fleet(hosts, work, progress=tick)
-    report_failures(failures(results))
+    results = _run(ctx, "storage check", Scope(site, pod, host, group, False), work, False)
     ok = [(r.host, r.value) for r in results if r.value is not None]
     if json:
         emit_json([{"host": h.name, "pod": h.pod, **c.as_json()} for h, c in ok])
@@ -372,5 +347,5 @@ def check(ctx: typer.Context, site: Site = None, pod: Pod = None, host: HostOpt 
         emit(table(["Host", "Pod pool", "Pool OK", "SELinux", "virt_use_nfs", "Notes"], [
             (h.name, c.pod_pool or "-", yn(c.pod_pool_ok), c.selinux, yn(c.virt_use_nfs),
              "; ".join(c.problems + c.notes) or "ok") for h, c in ok]))
-    if any(r.error is not None or (r.value is not None and not r.value.ok) for r in results):
+    if any(r.value is None or not r.value.ok for r in results):
         raise typer.Exit(1)

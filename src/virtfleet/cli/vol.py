@@ -15,6 +15,7 @@ from virtfleet.cli.context import app_context
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json, fields, table
 from virtfleet.errors import InvalidInput, NotFound
+from virtfleet.images import human_bytes
 
 if TYPE_CHECKING:
     from virtfleet.podstorage import Sharing
@@ -66,21 +67,14 @@ def _size(field: str, text: str) -> int:
     return parse_bytes(field, text)
 
 
-def _human(n: int) -> str:
-    for unit, div in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{n} B"
-
-
 def _show(v: VolumeDetail, json: bool, extra: dict[str, object] | None = None) -> None:
     if json:
         emit_json({**v.as_json(), **(extra or {})})
         return
     rows: list[tuple[str, object]] = [
         ("Name", v.name), ("Pool", v.pool), ("Path", v.path), ("Type", v.type),
-        ("Format", v.format), ("Capacity", _human(v.capacity_bytes)),
-        ("Allocation", _human(v.allocation_bytes)), ("Backing file", v.backing_path)]
+        ("Format", v.format), ("Capacity", human_bytes(v.capacity_bytes)),
+        ("Allocation", human_bytes(v.allocation_bytes)), ("Backing file", v.backing_path)]
     for k, val in (extra or {}).items():
         rows.append((k.replace("_", " ").capitalize(), val))
     emit(fields(rows))
@@ -97,8 +91,8 @@ def list_vols(ctx: typer.Context, host: HostReq, pool: PoolReq, json: Json = Fal
         emit_json([v.as_json() for v in vols])
     else:
         emit(table(["Name", "Path", "Format", "Capacity", "Allocation", "Backing"],
-                   [(v.name, v.path, v.format, _human(v.capacity_bytes),
-                     _human(v.allocation_bytes), v.backing_path) for v in vols]))
+                   [(v.name, v.path, v.format, human_bytes(v.capacity_bytes),
+                     human_bytes(v.allocation_bytes), v.backing_path) for v in vols]))
 
 
 def _sharing(ctx: typer.Context, h: Host, pool_name: str, cp: ConnectionPool) -> Sharing:
@@ -146,8 +140,8 @@ def create(ctx: typer.Context, volume: VolArg, host: HostReq, pool: PoolReq,
     with _host(ctx, host) as (h, _):
         free = pool_info(h, pool).available_bytes
         if capacity > free:
-            raise InvalidInput("--size", f"{_human(capacity)} is more than the "
-                               f"{_human(free)} free in pool {pool!r}")
+            raise InvalidInput("--size", f"{human_bytes(capacity)} is more than the "
+                               f"{human_bytes(free)} free in pool {pool!r}")
         storage.create_volume(h, pool, volume, capacity, fmt)
         _show(volume_info(h, pool, volume), json)
 
@@ -169,8 +163,8 @@ def clone(ctx: typer.Context, volume: VolArg,
         dest = to_pool or pool
         free = pool_info(h, dest).available_bytes
         if src.capacity_bytes > free and (src.format or "raw") == "raw":
-            raise InvalidInput("NEW", f"a copy of {_human(src.capacity_bytes)} is more than "
-                               f"the {_human(free)} free in pool {dest!r}")
+            raise InvalidInput("NEW", f"a copy of {human_bytes(src.capacity_bytes)} is more than "
+                               f"the {human_bytes(free)} free in pool {dest!r}")
         storage.clone_volume(h, dest, src, new)
         _show(volume_info(h, dest, new), json)
 
@@ -221,8 +215,8 @@ def upload(ctx: typer.Context,
     with _host(ctx, host) as (h, _):
         free = pool_info(h, pool).available_bytes
         if file.stat().st_size > free:
-            raise InvalidInput("FILE", f"{_human(file.stat().st_size)} is more than the "
-                               f"{_human(free)} free in pool {pool!r}")
+            raise InvalidInput("FILE", f"{human_bytes(file.stat().st_size)} is more than the "
+                               f"{human_bytes(free)} free in pool {pool!r}")
         storage.upload(h, pool, volume, str(file), fmt)
         _show(volume_info(h, pool, volume), json)
 
