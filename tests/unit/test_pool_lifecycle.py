@@ -15,7 +15,7 @@ from virtfleet.podstorage import ensure_pod_pool, judge_sharing, pod_pool
 from virtfleet.storage_check import storage_check_of
 from virtfleet.virt import pools
 from virtfleet.virt.host import Host
-from virtfleet.xml.storage import pool_definition
+from virtfleet.xml.storage import Volume, pool_definition
 
 from .cli import run
 from .nodes import node_uri
@@ -119,6 +119,16 @@ def test_storage_check_finds_the_pod_pool_writable(host: Host) -> None:
     assert not down.ok and down.problems == ("pod pool pod-nfs is inactive (NFS not mounted)",)
     missing = storage_check_of(host, PodStorage(type="dir", target="/srv"), "or-pod9")
     assert "pod pool or-pod9-shared is not defined" in missing.problems[0]
+
+
+def test_volumes_made_by_other_tools_are_found_even_with_names_virtfleet_would_not_make(
+        host: Host) -> None:
+    vol = Volume()
+    vol.name, vol.capacity_bytes, vol.format = "ubuntu 22.04+.img", 2**20, "raw"
+    host.conn.storagePoolLookupByName("images").createXML(vol.to_xml(), 0)  # as virsh would
+    assert pools.volume_info(host, "images", "ubuntu 22.04+.img").capacity_bytes == 2**20
+    with pytest.raises(InvalidInput, match="not a valid name"):
+        pools.check_volume_name("VOLUME", "ubuntu 22.04+.img")
 
 
 # -- the CLI -----------------------------------------------------------------------------------

@@ -50,10 +50,10 @@ def _host(ctx: typer.Context, name: str) -> Iterator[tuple[Host, ConnectionPool]
 
 def _name_in(h: Host, pool_name: str, ref: str) -> str:
     """A volume named, or given by a path that must lie directly in the pool's target."""
-    from virtfleet.virt.pools import check_volume_name, pool_info
+    from virtfleet.virt.pools import check_volume_ref, pool_info
 
     if "/" not in ref:
-        return check_volume_name("VOLUME", ref)
+        return check_volume_ref("VOLUME", ref)
     target = pool_info(h, pool_name).target
     norm = posixpath.normpath(ref)
     if not target or posixpath.dirname(norm) != posixpath.normpath(target) or ".." in ref:

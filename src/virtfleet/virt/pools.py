@@ -193,15 +193,24 @@ def set_autostart(host: Host, name: str, on: bool) -> PoolDetail:
 # -- volumes -----------------------------------------------------------------------------------
 
 def check_volume_name(field: str, name: str) -> str:
-    """A volume name is a file name in its pool: a plain name, never a path."""
+    """A new volume's name: a file name in its pool, never a path, by the common name rule."""
     if "/" in name:
         raise InvalidInput(field, f"{name!r} must be a plain name without '/'")
     return check_name(field, name)
 
 
+def check_volume_ref(field: str, name: str) -> str:
+    """An existing volume's name: other tools make names virtfleet would not (spaces, '+'),
+    so a lookup only refuses what could be read as a path."""
+    if not name or "/" in name or "\x00" in name or len(name) > 255:
+        raise InvalidInput(field, f"{name!r} must be a plain name without '/' (at most 255 "
+                           "characters)")
+    return name
+
+
 def _vol(host: Host, pool_name: str, name: str) -> Any:
     p = _lookup(host, pool_name)
-    check_volume_name("VOLUME", name)
+    check_volume_ref("VOLUME", name)
     with libvirt_errors(host.label):
         try:
             return p.storageVolLookupByName(name)
