@@ -10,8 +10,10 @@ only when the hypervisor is this machine (a qemu:/// URI) and reported as unknow
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from virtfleet.errors import VirtfleetError
 from virtfleet.inventory.fleetfile import PodStorage
@@ -19,6 +21,10 @@ from virtfleet.podstorage import pod_pool_name
 from virtfleet.virt import pools
 from virtfleet.virt.host import Host
 from virtfleet.xml.parse import parse_xml
+
+if TYPE_CHECKING:
+    from virtfleet.inventory.store import Store
+    from virtfleet.queries import HostCheck
 
 SELINUX_ENFORCE = Path("/sys/fs/selinux/enforce")
 
@@ -102,3 +108,24 @@ def storage_check_of(host: Host, storage: PodStorage | None, pod: str) -> Storag
             problems.append("SELinux enforcing and virt_use_nfs is off: QEMU cannot open "
                             "images on NFS (setsebool -P virt_use_nfs 1)")
     return StorageCheck(name, pod_ok, selinux, use_nfs, tuple(problems), tuple(notes))
+
+
+# -- wiring into `host check` ------------------------------------------------------------------
+
+def storage_by_host(store: Store) -> dict[str, tuple[str, PodStorage | None]]:
+    """Every hypervisor's pod and that pod's declared storage, from the inventory."""
+    fleet = store.fleet()
+    return {hv.name: (pod.name, pod.storage) for _site, pod, hv in fleet.hypervisors()}
+
+
+def host_check_with_storage(
+        pods: Mapping[str, tuple[str, PodStorage | None]]) -> Callable[[Host], HostCheck]:
+    """`check_of` whose problems include the storage preflight's (for `host check`)."""
+    from virtfleet.queries import check_of
+
+    def work(host: Host) -> HostCheck:
+        base = check_of(host)
+        pod, storage = pods.get(host.label, ("", None))
+        found = storage_check_of(host, storage, pod)
+        return replace(base, problems=base.problems + found.problems)
+    return work

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
-from virtfleet.inventory.fleetfile import PodStorage
+from virtfleet.inventory.fleetfile import PodStorage, load_fleet
+from virtfleet.inventory.store import Store
 from virtfleet.podstorage import ensure_pod_pool, judge_sharing, pod_pool
-from virtfleet.storage_check import storage_check_of
+from virtfleet.storage_check import host_check_with_storage, storage_by_host, storage_check_of
 from virtfleet.virt import pools
 from virtfleet.virt.host import Host
 from virtfleet.xml.storage import Volume, pool_definition
@@ -129,6 +130,19 @@ def test_volumes_made_by_other_tools_are_found_even_with_names_virtfleet_would_n
     assert pools.volume_info(host, "images", "ubuntu 22.04+.img").capacity_bytes == 2**20
     with pytest.raises(InvalidInput, match="not a valid name"):
         pools.check_volume_name("VOLUME", "ubuntu 22.04+.img")
+
+
+def test_host_check_carries_the_storage_problems(host: Host, tmp_path: Path) -> None:
+    f = tmp_path / "f.yaml"
+    f.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
+        {"name": "or-pod1", "storage": NFS.model_dump(), "hypervisors": [
+            {"name": "hv1", "uri": node_uri(tmp_path, "empty.xml", "hv1.xml")}]}]}]}))
+    with Store(f"sqlite:///{tmp_path / 'c.db'}") as store:
+        store.apply(load_fleet(f))
+        work = host_check_with_storage(storage_by_host(store))
+    assert work(host).problems == ()  # hv1's pod pool is there and writable
+    pools.destroy_pool(host, "pod-nfs")
+    assert work(host).problems[-1] == "pod pool pod-nfs is inactive (NFS not mounted)"
 
 
 # -- the CLI -----------------------------------------------------------------------------------
