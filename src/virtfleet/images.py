@@ -65,7 +65,8 @@ def _qemu_img(argv: list[str], what: str) -> subprocess.CompletedProcess[str]:
     except FileNotFoundError:
         raise HypervisorError("qemu-img is not installed (package qemu-utils)") from None
     if proc.returncode != 0 and what:
-        raise HypervisorError(f"qemu-img {what}: {proc.stderr.strip().splitlines()[-1:]}")
+        last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        raise HypervisorError(f"qemu-img {what}: {last}")
     return proc
 
 
@@ -96,7 +97,7 @@ def convert(src: str, dst: str, to: str, *, src_format: str | None = None,
     if compress and to != "qcow2":
         raise InvalidInput("--compress", "only a qcow2 target can be compressed")
     source = info(src, src_format)
-    out = Path(dst)
+    out = Path(os.path.abspath(dst))  # never an argument qemu-img could read as an option
     if out.resolve() == Path(source.path):
         raise InvalidInput("DST", "must differ from SRC")
     if out.exists() and not force:

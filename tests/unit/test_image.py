@@ -86,5 +86,9 @@ def test_cli(tmp_path: Path) -> None:
     assert r.code == 4 and "exists (use --force" in r.err
     r = run(db, "image", "info", str(tmp_path / "missing"))
     assert r.code == 3
+    bad = tmp_path / "bad.vmdk"
+    bad.write_text("not a vmdk")
+    r = run(db, "image", "info", str(bad), "--format", "vmdk")
+    assert r.code == 1 and r.err.count("\n") == 1 and "qemu-img info: " in r.err
     r = run(db, "image", "info", str(src), "--format", "zip")
     assert r.code == 2 and "--format: 'zip' is not one of" in r.err

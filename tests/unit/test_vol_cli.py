@@ -105,3 +105,5 @@ def test_download_refuses_to_overwrite_a_local_file(db: Path, tmp_path: Path) ->
     there.write_text("keep me")
     r = run(db, "vol", "download", "base.raw", str(there), *ON)
     assert r.code == 2 and "FILE:" in r.err and there.read_text() == "keep me"
+    r = run(db, "vol", "download", "base.raw", str(tmp_path / "no" / "such" / "dir"), *ON)
+    assert r.code == 2 and "FILE: directory" in r.err and "does not exist" in r.err

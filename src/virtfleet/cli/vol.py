@@ -232,6 +232,8 @@ def download(ctx: typer.Context, volume: VolArg,
 
     if file.exists():
         raise InvalidInput("FILE", f"{str(file)!r} exists; give a new file name")
+    if not file.absolute().parent.is_dir():
+        raise InvalidInput("FILE", f"directory {str(file.absolute().parent)!r} does not exist")
     with _host(ctx, host) as (h, _):
         v = volume_info(h, pool, _name_in(h, pool, volume))
         try:
