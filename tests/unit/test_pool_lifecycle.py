@@ -172,6 +172,13 @@ def test_pool_define_on_a_pod_gives_a_result_per_host(fleet: Path, tmp_path: Pat
     r = run(fleet, "pool", "define", "--xml", str(xml), "--all")
     assert r.code == 0, r.err
     assert r.out.count("scratch   dir    inactive") == 3
+    xml.write_text("<pool type='fs'><name>x</name><source><device path='sdb'/></source>"
+                   "<target><path>/srv/x</path></target></pool>")
+    r = run(fleet, "pool", "define", "--xml", str(xml), "--all")
+    assert r.code == 2 and "--xml <source><device>: 'sdb' must be an absolute path" in r.err
+    xml.write_text("<pool type='zfs'><name>x</name></pool>")
+    r = run(fleet, "pool", "define", "--xml", str(xml), "--all")
+    assert r.code == 2 and "--xml: pool type 'zfs' is not one of" in r.err
 
 
 @needs_cli

@@ -140,6 +140,9 @@ def _from_file(path: Path) -> Pool:
         check_abs_path("--xml <target><path>", doc.target_path)
     if doc.source_dir is not None:
         check_abs_path("--xml <source><dir>", doc.source_dir)
+    if doc.type != "iscsi":  # an iSCSI source "device" is the target's IQN, not a path
+        for dev in doc.source_devices:
+            check_abs_path("--xml <source><device>", dev.path or "")
     return doc
 
 
