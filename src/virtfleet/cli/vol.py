@@ -76,7 +76,8 @@ def _show(v: VolumeDetail, json: bool, extra: dict[str, object] | None = None) -
         ("Format", v.format), ("Capacity", human_bytes(v.capacity_bytes)),
         ("Allocation", human_bytes(v.allocation_bytes)), ("Backing file", v.backing_path)]
     for k, val in (extra or {}).items():
-        rows.append((k.replace("_", " ").capitalize(), val))
+        shown = ("yes" if val else "no") if isinstance(val, bool) else val
+        rows.append((k.replace("_", " ").capitalize(), shown))
     emit(fields(rows))
 
 
