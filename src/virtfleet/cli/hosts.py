@@ -208,10 +208,13 @@ def version(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod
 @app.command("check")
 def check(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
           group: Group = None, json: Json = False) -> None:
-    """Preflight: reachable, virt types, VT-x/AMD-V, IOMMU, KVM usable."""
-    from virtfleet.queries import HostCheck, check_of, failures
+    """Preflight: reachable, virt types, VT-x/AMD-V, IOMMU, KVM usable; the pod's storage pool
+    active and writable, autostart pools running (see docs/storage.md)."""
+    from virtfleet.queries import HostCheck, failures
+    from virtfleet.storage_check import host_check_with_storage, storage_by_host
 
-    results = _ask(ctx, "check", check_of, names, site, pod, group)
+    work = host_check_with_storage(storage_by_host(app_context(ctx).store()))
+    results = _ask(ctx, "check", work, names, site, pod, group)
     why = {f.host: f.message for f in failures(results)}
     checks = [(r.host, r.value if r.value is not None
                else HostCheck.unreachable(why.get(r.host.name, ""))) for r in results]

@@ -12,15 +12,18 @@ from virtfleet.cli import (
     boot,
     controller,
     hosts,
+    image,
     inventory,
     lab,
     netcfg,
     ops,
     plan,
+    pool,
     snapshot,
     template,
     vm,
     vms,
+    vol,
 )
 from virtfleet.cli.context import AppContext
 from virtfleet.errors import VirtfleetError
@@ -58,6 +61,9 @@ app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(plan.app, name="plan")
 app.add_typer(boot.app, name="boot",
               help="Network installs: DHCP, PXE/iPXE/GRUB, Kickstart, HAProxy.")
+app.add_typer(pool.app, name="pool")
+app.add_typer(vol.app, name="vol")
+app.add_typer(image.app, name="image")
 app.add_typer(netcfg.app, name="netcfg",
               help="Hypervisor network configuration: ifcfg, NetworkManager keyfiles, nmstate.")
 app.add_typer(lab.app, name="lab", help="A local lab of real libvirtd hypervisors.")
