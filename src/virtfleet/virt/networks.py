@@ -110,22 +110,27 @@ def subnets_in_use(host: Host) -> list[tuple[str, IPv4Network]]:
     return [(i.name, IPv4Network(s)) for i in list_networks(host) for s in i.subnets]
 
 
+def check_overlap(doc: Network, used: list[tuple[str, IPv4Network]], field: str,
+                  on: str) -> None:
+    """InvalidInput if a subnet of `doc` overlaps one in `used` (another network's)."""
+    spec = spec_of(doc)
+    if spec is not None:
+        check_no_overlap(spec, used, field, on=on)
+        return
+    # a hand-written XML file virtfleet has no spec for: check its subnets directly
+    for mine in (IPv4Network(s) for s in _subnets(doc)):
+        for other, net in used:
+            if other != doc.name and mine.overlaps(net):
+                raise InvalidInput(field, f"{mine} overlaps network {other!r} ({net}) on {on}")
+
+
 def define(host: Host, doc: Network, field: str = "network") -> NetworkInfo:
     """Define a new persistent network. Conflict if the name is taken; InvalidInput if its
     subnet overlaps one of the host's networks."""
     name = doc.name or ""
     if has_network(host, name):
         raise Conflict(f"{host.label}: network {name!r} already exists")
-    spec = spec_of(doc)
-    if spec is not None:
-        check_no_overlap(spec, subnets_in_use(host), field, on=host.label)
-    else:  # a hand-written XML file virtfleet has no spec for: check its subnets directly
-        mine = [IPv4Network(s) for s in _subnets(doc)]
-        for other, net in subnets_in_use(host):
-            for m in mine:
-                if m.overlaps(net):
-                    raise InvalidInput(field, f"{m} overlaps network {other!r} ({net}) "
-                                       f"on {host.label}")
+    check_overlap(doc, subnets_in_use(host), field, host.label)
     with libvirt_errors(host.label):
         return _info(host.conn.networkDefineXML(doc.to_xml()))
 
@@ -143,8 +148,7 @@ def destroy(host: Host, name: str) -> None:
 
 
 def undefine(host: Host, name: str) -> None:
-    """Remove the network's definition; an active one keeps running until destroyed, as with
-    `virsh net-undefine`."""
+    """Remove the network's definition, as `virsh net-undefine` does."""
     net = _lookup(host, name)
     with libvirt_errors(host.label):
         net.undefine()
