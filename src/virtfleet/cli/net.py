@@ -22,8 +22,10 @@ from virtfleet.cli.progress import fleet_progress
 from virtfleet.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
+    from virtfleet.inventory.fleetfile import Fleet
     from virtfleet.inventory.networks import NetworkSpec
     from virtfleet.inventory.records import HostRecord
+    from virtfleet.netfleet import NetChange
     from virtfleet.virt.fanout import HostResult
     from virtfleet.virt.host import Host
     from virtfleet.xml.network import Network
@@ -428,3 +430,69 @@ def autostart_cmd(ctx: typer.Context, name: NetName,
 
     _act(_hosts(ctx, host, pod, site, group, all_, required=True), name, "net-autostart",
          "autostart disabled" if disable else "marked autostart", action, json)
+
+
+# -- apply ------------------------------------------------------------------------------------
+
+@dataclass
+class FleetNetworks:
+    """What `apply` did (or would do) to the declared libvirt networks, host by host."""
+
+    rows: list[dict[str, object]]
+    text: str
+    failed: bool
+
+
+class NetworkApply:
+    """The fleet file's libvirt networks onto its hypervisors, in two steps.
+
+    `check_networks` makes a dry pass over every host first: a declared subnet overlapping a
+    network a host already has is bad input (exit 2), refused before the store or any host
+    is changed. `finish` then applies (or, dry, reports the pass it already made).
+    """
+
+    def __init__(self, fleet: Fleet, hosts: int, dry: list[HostResult[list[NetChange]]]
+                 ) -> None:
+        self.fleet, self.hosts, self.dry = fleet, hosts, dry
+
+    def finish(self, dry_run: bool) -> FleetNetworks:
+        from virtfleet.netfleet import converge
+        from virtfleet.queries import failures
+
+        results = self.dry
+        if not dry_run:
+            with fleet_progress(self.hosts, "networks") as tick:
+                results = converge(self.fleet, dry_run=False, progress=tick)
+        report_failures(failures(results))
+        changes = [c for r in results for c in r.value or ()]
+        verb = "would" if dry_run else "did"
+        lines = []
+        for c in changes:
+            if c.error:
+                lines.append(f"! network {c.network} on {c.host}: {c.kind}: {c.error}")
+            elif c.changes:
+                lines.append(f"+ network {c.network} on {c.host}: {verb} "
+                             + ", ".join(c.changes))
+        todo = sum(1 for c in changes if c.changes)
+        lines.append(f"Networks: {verb} change {todo} of {len(changes)} on "
+                     f"{self.hosts} hypervisor(s)")
+        rows = [c.as_json() for c in changes] + [
+            {"host": f.host, "network": None, "changes": [], "ok": False,
+             "error": f.message, "kind": f.kind} for f in failures(results)]
+        return FleetNetworks(rows, "\n".join(lines) + "\n",
+                             any(c.error for c in changes) or any(not r.ok for r in results))
+
+
+def check_networks(fleet: Fleet) -> NetworkApply | None:
+    """The dry pass (see NetworkApply); None if the fleet file declares no networks."""
+    from virtfleet.netfleet import converge, first_bad_input, hosts_with_networks
+
+    targets = hosts_with_networks(fleet)
+    if not targets:
+        return None
+    with fleet_progress(len(targets), "networks") as tick:
+        dry = converge(fleet, dry_run=True, progress=tick)
+    bad = first_bad_input(dry)
+    if bad is not None:
+        raise bad
+    return NetworkApply(fleet, len(targets), dry)

@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from virtfleet.errors import InvalidInput
+from virtfleet.inventory.networks import NetworkSpec, check_fleet_networks
 from virtfleet.inventory.uri import parse_uri
 from virtfleet.validate import check_name
 
@@ -323,6 +324,7 @@ class Pod(_Model):
     name: Name
     storage: PodStorage | None = None
     hypervisors: tuple[Hypervisor, ...] = ()
+    libvirt_networks: tuple[NetworkSpec, ...] = ()  # see docs/networks.md
 
 
 class Site(_Model):
@@ -331,6 +333,7 @@ class Site(_Model):
     pods: tuple[Pod, ...] = ()
     networks: tuple[ProvisioningNetwork, ...] = ()
     boot: BootConfig | None = None
+    libvirt_networks: tuple[NetworkSpec, ...] = ()  # on every hypervisor of the site
 
     def network(self, name: str) -> ProvisioningNetwork | None:
         return next((n for n in self.networks if n.name == name), None)
@@ -591,6 +594,7 @@ def parse_fleet(data: Any, source: str = "fleet file") -> Fleet:
         raise _first_error(exc) from None
     _check_unique(fleet)
     _check_boot(fleet)
+    check_fleet_networks(fleet)
     return fleet
 
 

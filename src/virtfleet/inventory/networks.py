@@ -12,13 +12,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from virtfleet.errors import InvalidInput
 from virtfleet.validate import check_name
 from virtfleet.xml.network import IP, DhcpHost, DhcpRange, Network, PortGroup
+
+if TYPE_CHECKING:  # fleetfile imports this module for its fields
+    from virtfleet.inventory.fleetfile import Fleet, Pod, Site
 
 # Linux interface names: IFNAMSIZ is 16 with the NUL, so 15 characters.
 IFACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
@@ -350,3 +353,39 @@ def same(a: NetworkSpec, b: NetworkSpec) -> bool:
         da.pop("bridge"), db.pop("bridge")
     da["address"], db["address"] = str(a.gateway), str(b.gateway)
     return da == db
+
+
+# -- the fleet file ---------------------------------------------------------------------------
+
+def declared_networks(site: Site, pod: Pod) -> list[NetworkSpec]:
+    """The networks every hypervisor of `pod` should have: its site's, then its own."""
+    return [*site.libvirt_networks, *pod.libvirt_networks]
+
+
+def check_fleet_networks(fleet: Fleet) -> None:
+    """Each declared network obeys the spec rules; within what one pod's hypervisors get
+    (site + pod networks) names are unique and subnets do not overlap."""
+    for si, site in enumerate(fleet.sites):
+        site_nets = [(n, f"sites[{si}].libvirt_networks[{ni}]")
+                     for ni, n in enumerate(site.libvirt_networks)]
+        for spec, where in site_nets:
+            check_spec(spec, lambda f, w=where: f"{w}.{f}")  # type: ignore[misc]
+        _check_set(site_nets)
+        for pi, pod in enumerate(site.pods):
+            pod_nets = [(n, f"sites[{si}].pods[{pi}].libvirt_networks[{ni}]")
+                        for ni, n in enumerate(pod.libvirt_networks)]
+            for spec, where in pod_nets:
+                check_spec(spec, lambda f, w=where: f"{w}.{f}")  # type: ignore[misc]
+            _check_set(site_nets + pod_nets)
+
+
+def _check_set(nets: list[tuple[NetworkSpec, str]]) -> None:
+    for i, (spec, where) in enumerate(nets):
+        for other, other_where in nets[:i]:
+            if spec.name == other.name:
+                raise InvalidInput(f"{where}.name", f"duplicate libvirt network "
+                                   f"{spec.name!r} (first at {other_where}.name)")
+            if spec.network is not None and other.network is not None and \
+                    spec.network.overlaps(other.network):
+                raise InvalidInput(f"{where}.subnet", f"{spec.network} overlaps network "
+                                   f"{other.name!r} ({other.network}, at {other_where})")

@@ -160,6 +160,28 @@ def set_autostart(host: Host, name: str, on: bool) -> None:
         net.setAutostart(1 if on else 0)
 
 
+def host_interfaces(host: Host) -> list[str] | None:
+    """Names of the host's interfaces (bridges among them) as libvirt's interface driver sees
+    them, active ones only; None if this libvirt has no interface driver."""
+    try:
+        with libvirt_errors(host.label):
+            try:
+                return sorted(str(i.name()) for i in host.conn.listAllInterfaces(
+                    libvirt.VIR_CONNECT_LIST_INTERFACES_ACTIVE))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                    return None
+                raise
+    except NotFound:
+        return None
+
+
+def domain_xmls(host: Host) -> list[tuple[str, str]]:
+    """(name, XML) of every domain, to see which networks and bridges their NICs need."""
+    with libvirt_errors(host.label):
+        return [(str(d.name()), str(d.XMLDesc(0))) for d in host.conn.listAllDomains(0)]
+
+
 def ensure(host: Host, spec: NetworkSpec, field: str, *, dry_run: bool = False) -> list[str]:
     """Make `spec` defined, active and autostarted on `host`; return what was (or, dry, would
     be) done. A network of that name that differs is a Conflict, never rewritten: VMs may be
