@@ -40,6 +40,10 @@ def test_list_and_info_fleet_wide(db: Path) -> None:
     assert "virbr0" in r.out and "192.168.122.0/24" in r.out
     r = run_net(db, "net", "info", "default")
     assert r.code == 0 and "Bridge:" in r.out and "virbr0" in r.out
+    r = run_net(db, "net", "dumpxml", "default", "--host", "hv1")
+    assert r.code == 0 and "<name>default</name>" in r.out and "192.168.122.1" in r.out
+    r = run_net(db, "net", "dumpxml", "default", "--host", "hv2")
+    assert r.code == 3 and r.err == "virtfleet: error: hv2: has no network 'default'\n"
     r = run_net(db, "net", "info", "nosuch")
     assert r.code == 3 and "no hypervisor in scope has a network 'nosuch'" in r.err
 

@@ -162,6 +162,21 @@ def info(ctx: typer.Context, name: NetName, host: HostOpt = None, pod: Pod = Non
         raise typer.Exit(1)
 
 
+@app.command("dumpxml")
+def dumpxml(ctx: typer.Context, name: NetName,
+            host: Annotated[str, typer.Option("--host", help="The hypervisor.")]) -> None:
+    """`virsh net-dumpxml NAME` on one hypervisor (a file `net define --file` takes back)."""
+    from virtfleet.validate import check_name
+    from virtfleet.virt import networks
+
+    check_name("NAME", name)
+    [result] = _ask(_hosts(ctx, host, None, None, None, False, required=True), "net-dumpxml",
+                    lambda h: networks.network_xml(h, name), report=False)
+    if result.error is not None:
+        raise result.error
+    emit(result.value or "")
+
+
 # -- define -----------------------------------------------------------------------------------
 
 _MODE_OPTIONS = {"nat": "--nat", "route": "--routed", "open": "--open",
