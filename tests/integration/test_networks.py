@@ -183,3 +183,15 @@ def test_apply_puts_declared_networks_on_every_hypervisor(
             have = {n.name: n for n in networks.list_networks(conn)}
             assert have["itest-site"].active and have["itest-site"].autostart
             assert ("itest-pod" in have) == (h in pod1)
+
+
+def test_preflight_names_a_missing_host_bridge(lab: LabFixture, db: Path,
+                                               cleanup: list[str]) -> None:
+    cleanup.append("itest-br")
+    h = lab.hosts[2]
+    r = run_net(db, "net", "define", "itest-br", "--bridge", "itbr0", "--host", h.name,
+                "--start")
+    assert r.code == 0, r.err
+    [c] = run(db, "host", "check", "--json", h.name).json()
+    assert ("network 'itest-br' uses bridge 'itbr0', which this host does not have"
+            in c["problems"]), c
