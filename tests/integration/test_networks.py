@@ -7,7 +7,10 @@ Every network and guest a test makes is removed again, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import lzma
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,9 +60,68 @@ def cleanup(lab: LabFixture) -> Iterator[list[str]]:
     _remove_networks(lab, names)
 
 
-def _guest_with_nics(name: str, nets: list[str]) -> str:
+# The tiny guest has no NIC driver. For the DHCP check, a second cpio archive appended to its
+# initramfs (the kernel unpacks both; later files win) brings virtio-net, in dependency order,
+# and an /init that asks for a lease on each NIC before printing the usual marker.
+NET_MODULES = ("drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko",
+               "drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci_legacy_dev.ko",
+               "drivers/virtio/virtio_pci.ko", "net/core/failover.ko",
+               "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko")
+DHCP_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in @MODULES@; do insmod /lib/netmods/$m; done
+for i in /sys/class/net/eth*; do
+  i=${i##*/}; ip link set $i up
+  udhcpc -i $i -n -q -t 20 -T 1 -s /bin/true -x hostname:@HOST@ && echo "dhcp $i ok"
+done
+echo "@MARKER@"
+while :; do sleep 3600; done
+"""
+
+
+def _dhcp_initrd(work: Path, hostname: str) -> Path:
+    """The cached tiny guest's initramfs plus virtio-net and a DHCP-asking /init."""
+    images = guest.ensure_images()
+    deb = work / "deb"
+    deb.mkdir()
+    os.chmod(deb, 0o777)  # apt-get download runs as _apt
+    package = images.version.split()[0]  # VERSION: the package, then more lines
+    subprocess.run(["apt-get", "download", "-q", package], cwd=deb, check=True,
+                   capture_output=True, timeout=600)
+    root = work / "root"
+    subprocess.run(["dpkg-deb", "-x", str(next(deb.glob("*.deb"))), str(root)], check=True,
+                   timeout=300)
+    [moddir] = list((root / "lib/modules").glob("*"))
+    tree = work / "overlay"
+    (tree / "lib/netmods").mkdir(parents=True)
+    for rel in NET_MODULES:
+        src = moddir / "kernel" / rel
+        data = src.read_bytes() if src.is_file() else lzma.decompress(
+            src.with_suffix(".ko.xz").read_bytes())
+        (tree / "lib/netmods" / Path(rel).name).write_bytes(data)
+    init = DHCP_INIT.replace("@MODULES@", " ".join(Path(r).name for r in NET_MODULES))
+    (tree / "init").write_text(init.replace("@MARKER@", guest.MARKER).replace("@HOST@",
+                                                                              hostname))
+    (tree / "init").chmod(0o755)
+    members = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+    cpio = subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=tree,
+                          input="\n".join(members).encode() + b"\n", capture_output=True,
+                          check=True, timeout=60).stdout
+    out = work / "initrd-dhcp.img"
+    out.write_bytes(images.initrd.read_bytes() + gzip.compress(cpio))
+    out.chmod(0o644)
+    return out
+
+
+def _guest_with_nics(name: str, nets: list[str], initrd: Path | None = None) -> str:
     images = guest.ensure_images()
     d = Domain.parse(guest.domain_xml(name, images))
+    if initrd is not None:
+        d.os.initrd = str(initrd)
     for net in nets:
         d.devices.interfaces.append(build_interface(parse_network(f"network={net}"),
                                                     random_mac(set())))
@@ -67,7 +129,7 @@ def _guest_with_nics(name: str, nets: list[str]) -> str:
 
 
 def test_nat_and_isolated_networks_used_by_guests_on_two_hosts(
-        lab: LabFixture, db: Path, cleanup: list[str]) -> None:
+        lab: LabFixture, db: Path, cleanup: list[str], tmp_path: Path) -> None:
     cleanup.extend([NAT, ISO])
     two = lab.hosts[:2]
     for h in two:
@@ -75,14 +137,14 @@ def test_nat_and_isolated_networks_used_by_guests_on_two_hosts(
                     "10.123.0.10,10.123.0.99", "--host", h.name, "--start", "--autostart")
         assert r.code == 0, r.err
         assert r.out == f"Network {NAT} defined, started, marked autostart on {h.name}\n"
-    r = run_net(db, "net", "define", ISO, "--isolated", "10.124.0.0/24", "--pod", two[0].pod,
-                "--start", "--json")
+    r = run_net(db, "net", "define", ISO, "--isolated", "10.124.0.0/24", "--dhcp-range",
+                "10.124.0.10,10.124.0.99", "--pod", two[0].pod, "--start", "--json")
     assert r.code == 0, r.err
     assert {row["host"] for row in r.json()} == {h.name for h in lab.hosts
                                                   if h.pod == two[0].pod}
     if two[1].pod != two[0].pod:
-        r = run_net(db, "net", "define", ISO, "--isolated", "10.124.0.0/24", "--host",
-                    two[1].name, "--start")
+        r = run_net(db, "net", "define", ISO, "--isolated", "10.124.0.0/24", "--dhcp-range",
+                    "10.124.0.10,10.124.0.99", "--host", two[1].name, "--start")
         assert r.code == 0, r.err
 
     # What libvirt reports, fleet-wide: both active, each on a bridge libvirt made.
@@ -103,12 +165,13 @@ def test_nat_and_isolated_networks_used_by_guests_on_two_hosts(
 
     # A real tiny guest on each host, with a NIC on each network.
     vm = f"itest-net-{os.getpid()}"
+    initrd = _dhcp_initrd(tmp_path, vm)
     made: list[tuple[Host, str]] = []
     try:
         for h in two:
             conn = Host.open(h.uri, keepalive=False)
             made.append((conn, vm))
-            conn.define_domain(_guest_with_nics(vm, [NAT, ISO]))
+            conn.define_domain(_guest_with_nics(vm, [NAT, ISO], initrd))
             conn.start_domain(vm)
         for (conn, _), h in zip(made, two, strict=True):
             live = Domain.parse(conn.domain_xml(vm))
@@ -123,6 +186,16 @@ def test_nat_and_isolated_networks_used_by_guests_on_two_hosts(
             while not guest.seen_marker(log) and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert guest.seen_marker(log), f"guest on {h.name} did not come up; see {log}"
+
+        # Each guest got a lease on both networks from the host's own dnsmasq.
+        for (conn, _), h in zip(made, two, strict=True):
+            macs = {n.source_network: n.mac for n in Domain.parse(
+                conn.domain_xml(vm)).devices.interfaces}
+            for net, prefix in ((NAT, "10.123.0."), (ISO, "10.124.0.")):
+                r = run_net(db, "net", "dhcp-leases", net, "--host", h.name, "--json")
+                assert r.code == 0, r.err
+                leases = [x for x in r.json() if x["mac"] == macs[net]]
+                assert leases and leases[0]["ip"].startswith(prefix), (r.out, log_text(h, vm))
 
         # Preflight: the guests' networks are there and active.
         checks = {c["host"]: c for c in run(db, "host", "check", "--json").json()}
@@ -151,6 +224,10 @@ def test_nat_and_isolated_networks_used_by_guests_on_two_hosts(
         assert {row["host"] for row in r.json() if row["ok"]} >= {h.name for h in two}
     assert not [n for n in run_net(db, "net", "list", "--json").json()
                 if n["name"] in (NAT, ISO)]
+
+
+def log_text(h: object, vm: str) -> str:
+    return outer_log(h, vm).read_text(errors="replace")  # type: ignore[arg-type]
 
 
 def test_apply_puts_declared_networks_on_every_hypervisor(

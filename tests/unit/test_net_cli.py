@@ -44,6 +44,9 @@ def test_list_and_info_fleet_wide(db: Path) -> None:
     assert r.code == 0 and "<name>default</name>" in r.out and "192.168.122.1" in r.out
     r = run_net(db, "net", "dumpxml", "default", "--host", "hv2")
     assert r.code == 3 and r.err == "virtfleet: error: hv2: has no network 'default'\n"
+    # the test driver keeps no leases: its refusal is that host's error, the others answer
+    r = run_net(db, "net", "dhcp-leases", "default", "--json")
+    assert r.code == 1 and r.json() == [] and "hv1: hypervisor-error" in r.err
     r = run_net(db, "net", "info", "nosuch")
     assert r.code == 3 and "no hypervisor in scope has a network 'nosuch'" in r.err
 

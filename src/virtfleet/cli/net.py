@@ -177,6 +177,35 @@ def dumpxml(ctx: typer.Context, name: NetName,
     emit(result.value or "")
 
 
+@app.command("dhcp-leases")
+def dhcp_leases(ctx: typer.Context, name: NetName, host: HostOpt = None, pod: Pod = None,
+                site: Site = None, group: Group = None, all_: AllHosts = False,
+                json: Json = False) -> None:
+    """`virsh net-dhcp-leases NAME` on every hypervisor in scope that has it."""
+    from virtfleet.validate import check_name
+    from virtfleet.virt import networks
+
+    check_name("NAME", name)
+
+    def work(h: Host) -> list[networks.Lease]:
+        return networks.dhcp_leases(h, name) if networks.has_network(h, name) else []
+
+    results = _ask(_hosts(ctx, host, pod, site, group, all_, required=False),
+                   "net-dhcp-leases", work)
+    rows = [(r.host.name, lease) for r in results for lease in r.value or ()]
+    if json:
+        emit_json([{"host": h, **lease.as_json()} for h, lease in rows])
+    else:
+        from datetime import UTC, datetime
+
+        emit(table(["Host", "Expiry time (UTC)", "MAC address", "IP address", "Hostname"],
+                   [(h, datetime.fromtimestamp(lease.expires, UTC).strftime(
+                       "%Y-%m-%d %H:%M:%S"), lease.mac, lease.ip, lease.hostname)
+                    for h, lease in rows]))
+    if any(not r.ok for r in results):
+        raise typer.Exit(1)
+
+
 # -- define -----------------------------------------------------------------------------------
 
 _MODE_OPTIONS = {"nat": "--nat", "route": "--routed", "open": "--open",

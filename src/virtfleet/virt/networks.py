@@ -160,6 +160,29 @@ def set_autostart(host: Host, name: str, on: bool) -> None:
         net.setAutostart(1 if on else 0)
 
 
+@dataclass(frozen=True)
+class Lease:
+    """One DHCP lease libvirt's dnsmasq handed out (`virsh net-dhcp-leases`)."""
+
+    network: str
+    mac: str
+    ip: str  # address/prefix, as virsh prints it
+    hostname: str | None
+    expires: int  # seconds since the epoch
+
+    def as_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def dhcp_leases(host: Host, name: str) -> list[Lease]:
+    net = _lookup(host, name)
+    with libvirt_errors(host.label):
+        raw = net.DHCPLeases() or []
+    return sorted((Lease(name, str(r["mac"]), f"{r['ipaddr']}/{r['prefix']}",
+                         r.get("hostname") or None, int(r["expirytime"])) for r in raw),
+                  key=lambda lease: lease.ip)
+
+
 def host_interfaces(host: Host) -> list[str] | None:
     """Names of the host's interfaces (bridges among them) as libvirt's interface driver sees
     them, active ones only; None if this libvirt has no interface driver."""
