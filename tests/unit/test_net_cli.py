@@ -147,3 +147,17 @@ def test_lifecycle_verbs_report_per_host(db: Path) -> None:
     assert r.code == 0 and "autostart disabled" in r.out
     r = run_net(db, "net", "start", "default", "--all", "--host", "hv1")
     assert r.code == 2 and "--all" in r.err
+
+
+@pytest.mark.parametrize("nic,message", [
+    ("bridge=br0,vlan=5000", "--network: vlan '5000' is not an id from 1 to 4094"),
+    ("bridge=ovsbr0,virtualport=openvswitch,vlan=10:20",
+     "--network: several VLANs make a trunk: add trunk=yes"),
+    ("bridge=averyveryverylongbridge", "at most 15 characters"),
+    ("hostdev=03:10.1,vlan=10:20,trunk=yes", "an SR-IOV VF takes one VLAN tag, not a trunk"),
+])
+def test_vm_create_refuses_bad_nics(db: Path, nic: str, message: str) -> None:
+    r = run(db, "vm", "create", "vm1", "--host", "hv2", "--memory", "1G", "--vcpus", "1",
+            "--pxe", "--network", nic)
+    assert r.code == 2 and r.out == "" and len(r.err.splitlines()) == 1, r.err
+    assert message in r.err, r.err
