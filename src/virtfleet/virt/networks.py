@@ -184,19 +184,17 @@ def dhcp_leases(host: Host, name: str) -> list[Lease]:
 
 
 def host_interfaces(host: Host) -> list[str] | None:
-    """Names of the host's interfaces (bridges among them) as libvirt's interface driver sees
-    them, active ones only; None if this libvirt has no interface driver."""
-    try:
-        with libvirt_errors(host.label):
-            try:
-                return sorted(str(i.name()) for i in host.conn.listAllInterfaces(
-                    libvirt.VIR_CONNECT_LIST_INTERFACES_ACTIVE))
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
-                    return None
-                raise
-    except NotFound:
-        return None
+    """Names of the host's active interfaces (bridges among them) as libvirt's interface
+    driver sees them; None if this libvirt has no interface driver."""
+    with libvirt_errors(host.label):
+        try:
+            return sorted(str(i.name()) for i in host.conn.listAllInterfaces(
+                libvirt.VIR_CONNECT_LIST_INTERFACES_ACTIVE))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT,
+                                        libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+                return None
+            raise
 
 
 def domain_xmls(host: Host) -> list[tuple[str, str]]:
