@@ -104,6 +104,9 @@ def check_of(host: Host) -> HostCheck:
         problems.append("no guest types offered (is the QEMU driver installed?)")
     elif not kvm_usable and "qemu" in caps.virt_types:
         problems.append("no KVM: guests would run under TCG emulation (slow)")
+    from virtfleet.netfleet import network_problems  # pydantic models: only when checking
+
+    problems.extend(network_problems(host))
     return HostCheck(
         reachable=True,
         virt_types=caps.virt_types,

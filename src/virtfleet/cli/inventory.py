@@ -35,15 +35,22 @@ def apply(
     json: Json = False,
 ) -> None:
     """Validate a fleet file and record it in the store (adds, changes, removes)."""
+    from virtfleet.cli.net import check_networks
     from virtfleet.inventory.fleetfile import load_fleet  # pydantic models: slow to import
 
     fleet = load_fleet(file)
+    # libvirt networks the file declares go onto its hypervisors (docs/networks.md); a
+    # dry pass first, so bad input stops apply before the store or any host changes
+    pending = check_networks(fleet)
     store = app_context(ctx).store()
     plan = store.plan_apply(fleet) if dry_run else store.apply(fleet)
+    nets = pending.finish(dry_run) if pending is not None else None
     if json:
         def rows(items: list[tuple[str, str, str]]) -> list[dict[str, str]]:
             return [{"kind": k, "name": n, "detail": d} for k, n, d in items]
         emit_json({"dry_run": dry_run, "added": rows(plan.added), "changed": rows(plan.changed),
-                   "removed": rows(plan.removed)})
+                   "removed": rows(plan.removed), **({"networks": nets.rows} if nets else {})})
     else:
-        emit(_plan_text(plan, dry_run))
+        emit(_plan_text(plan, dry_run) + (nets.text if nets else ""))
+    if nets is not None and nets.failed:
+        raise typer.Exit(1)

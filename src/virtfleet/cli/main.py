@@ -15,6 +15,7 @@ from virtfleet.cli import (
     image,
     inventory,
     lab,
+    net,
     netcfg,
     ops,
     plan,
@@ -61,6 +62,8 @@ app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(plan.app, name="plan")
 app.add_typer(boot.app, name="boot",
               help="Network installs: DHCP, PXE/iPXE/GRUB, Kickstart, HAProxy.")
+app.add_typer(net.app, name="net",
+              help="Virtual networks (virsh net-*), on one host or fleet-wide.")
 app.add_typer(pool.app, name="pool")
 app.add_typer(vol.app, name="vol")
 app.add_typer(image.app, name="image")

@@ -13,7 +13,7 @@ import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from virtfleet.design.spec import VMSpec
+from virtfleet.design.spec import NicSpec, VMSpec
 from virtfleet.errors import InvalidInput
 from virtfleet.xml.domain import CharDevice, Console, Disk, Domain, FleetFacts, Graphics, Interface
 
@@ -64,6 +64,30 @@ class Placement:
     uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
 
 
+def build_interface(spec: NicSpec, mac: str) -> Interface:
+    """One <interface>: bridge (Linux or OVS), network (and portgroup), or SR-IOV hostdev."""
+    nic = Interface()
+    nic.type = spec.kind
+    if spec.kind == "hostdev":
+        nic.managed = True  # libvirt detaches the VF from the host driver and gives it back
+    nic.mac = mac
+    if spec.kind == "bridge":
+        nic.source_bridge = spec.source
+    elif spec.kind == "network":
+        nic.source_network = spec.source
+        if spec.portgroup is not None:
+            nic.portgroup = spec.portgroup
+    else:
+        nic.set_pci_address(spec.source)
+    if spec.virtualport is not None:
+        nic.virtualport = spec.virtualport
+    if spec.kind != "hostdev":  # a VF is real hardware: no emulated model
+        nic.model = spec.model
+    if spec.vlans:
+        nic.set_vlans(list(spec.vlans), trunk=spec.trunk)
+    return nic
+
+
 def build_domain(spec: VMSpec, where: Placement) -> Domain:
     if len(where.disk_paths) != len(spec.disks):
         raise ValueError("one resolved path per disk")  # a caller bug, not user input
@@ -109,17 +133,7 @@ def build_domain(spec: VMSpec, where: Placement) -> Domain:
         cd.readonly = True
         d.devices.disks.append(cd)
     for nic_spec, mac in zip(spec.nics, where.macs, strict=True):
-        nic = Interface()
-        nic.type = nic_spec.kind
-        nic.mac = mac
-        if nic_spec.kind == "bridge":
-            nic.source_bridge = nic_spec.source
-        else:
-            nic.source_network = nic_spec.source
-        nic.model = nic_spec.model
-        if nic_spec.vlan is not None:
-            nic.set_vlans([nic_spec.vlan])
-        d.devices.interfaces.append(nic)
+        d.devices.interfaces.append(build_interface(nic_spec, mac))
     if spec.serial_console:
         serial = CharDevice()
         serial.type, serial.target_port = "pty", 0

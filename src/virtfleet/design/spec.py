@@ -39,11 +39,22 @@ class DiskSpec(_Spec):
 
 
 class NicSpec(_Spec):
-    kind: Literal["bridge", "network"]
-    source: str
-    vlan: int | None = None
-    model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
+    """One NIC: on a host bridge (Linux or Open vSwitch), on a libvirt network (optionally a
+    portgroup of it), or an SR-IOV VF passed through by PCI address (`hostdev`)."""
+
+    kind: Literal["bridge", "network", "hostdev"]
+    source: str  # bridge name, network name, or PCI address 0000:03:10.1
+    vlans: tuple[int, ...] = ()  # one tag: access port; several: trunk
+    trunk: bool = False
+    portgroup: str | None = None
+    virtualport: Literal["openvswitch"] | None = None
+    model: Literal["virtio", "e1000", "e1000e", "rtl8139"] = "virtio"
     mac: str | None = None
+
+    @property
+    def vlan(self) -> int | None:
+        """The access VLAN, if the NIC has exactly one untrunked tag."""
+        return self.vlans[0] if len(self.vlans) == 1 and not self.trunk else None
 
 
 class GraphicsSpec(_Spec):
@@ -131,35 +142,85 @@ def parse_disk(text: str, option: str = "--disk") -> DiskSpec:
     )
 
 
+_PCI_RE = re.compile(r"^(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([01][0-9a-f])\.([0-7])$")
+_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
+
+
+def _vlans(option: str, text: str) -> tuple[int, ...]:
+    """'42' or '10:20:30' -> VLAN ids, each 1-4094."""
+    out = []
+    for part in text.split(":"):
+        if not part.isdigit() or not 1 <= int(part) <= 4094:
+            raise InvalidInput(option, f"vlan {part!r} is not an id from 1 to 4094")
+        out.append(int(part))
+    if len(set(out)) != len(out):
+        raise InvalidInput(option, f"vlan {text!r} repeats an id")
+    return tuple(out)
+
+
 def parse_network(text: str, option: str = "--network") -> NicSpec:
+    """virt-install's --network words: bridge=BR | network=NET[,portgroup=PG] |
+    hostdev=PCI, then vlan=ID[:ID...], trunk=yes, virtualport=openvswitch, model=, mac=."""
     # virt-install also writes bridge:br0 (the chapter's --network=bridge:br0).
-    text = re.sub(r"^(bridge|network):", r"\1=", text)
+    text = re.sub(r"^(bridge|network|hostdev):", r"\1=", text)
     opts = _options(option, text)
-    _no_extra(option, opts, {"bridge", "network", "vlan", "model", "mac"})
-    if ("bridge" in opts) == ("network" in opts):
-        raise InvalidInput(option, "give exactly one of bridge=BRIDGE or network=NETWORK")
-    kind = "bridge" if "bridge" in opts else "network"
+    _no_extra(option, opts, {"bridge", "network", "hostdev", "vlan", "trunk", "portgroup",
+                             "virtualport", "model", "mac"})
+    kinds = [k for k in ("bridge", "network", "hostdev") if k in opts]
+    if len(kinds) != 1:
+        raise InvalidInput(option, "give exactly one of bridge=BRIDGE, network=NETWORK or "
+                           "hostdev=PCI-ADDRESS")
+    kind = kinds[0]
     source = opts[kind]
     if kind == "bridge" and not _BRIDGE_RE.match(source):
         raise InvalidInput(option, f"bridge {source!r} is not an interface name "
                            "(letters, digits, '.', '_', '-'; at most 15 characters)")
     if kind == "network":
         check_name(f"{option} network", source)
-    vlan = None
-    if "vlan" in opts:
-        if not opts["vlan"].isdigit() or not 1 <= int(opts["vlan"]) <= 4094:
-            raise InvalidInput(option, f"vlan {opts['vlan']!r} is not an id from 1 to 4094")
-        vlan = int(opts["vlan"])
+    if kind == "hostdev":
+        m = _PCI_RE.match(source.lower())
+        if m is None:
+            raise InvalidInput(option, f"hostdev {source!r} is not a PCI address like "
+                               "0000:03:10.1")
+        source = f"{m.group(1) or '0000'}:{m.group(2)}:{m.group(3)}.{m.group(4)}"
+    vlans = _vlans(option, opts["vlan"]) if "vlan" in opts else ()
+    trunk = opts.get("trunk", "no")
+    if trunk not in ("yes", "no"):
+        raise InvalidInput(option, f"trunk {trunk!r} is not yes or no")
+    if trunk == "yes" and not vlans:
+        raise InvalidInput(option, "trunk=yes needs vlan=ID:ID:... (the VLANs it carries)")
+    if len(vlans) > 1 and trunk != "yes":
+        raise InvalidInput(option, "several VLANs make a trunk: add trunk=yes")
+    if kind == "hostdev" and trunk == "yes":
+        raise InvalidInput(option, "an SR-IOV VF takes one VLAN tag, not a trunk")
+    portgroup = opts.get("portgroup")
+    if portgroup is not None:
+        if kind != "network":
+            raise InvalidInput(option, "portgroup goes with network=NETWORK")
+        if not _BRIDGE_RE.match(portgroup):
+            raise InvalidInput(option, f"portgroup {portgroup!r} is not a valid name "
+                               "(letters, digits, '.', '_', '-'; at most 15 characters)")
+    virtualport = opts.get("virtualport")
+    if virtualport is not None:
+        if virtualport != "openvswitch":
+            raise InvalidInput(option, f"virtualport {virtualport!r} is not openvswitch")
+        if kind != "bridge":
+            raise InvalidInput(option, "virtualport=openvswitch goes with bridge=BRIDGE "
+                               "(a network brings its own)")
     model = opts.get("model", "virtio")
-    if model not in ("virtio", "e1000", "rtl8139"):
-        raise InvalidInput(option, f"model {model!r} is not virtio, e1000 or rtl8139")
+    if model not in _MODELS:
+        raise InvalidInput(option, f"model {model!r} is not {', '.join(_MODELS[:-1])} or "
+                           f"{_MODELS[-1]}")
+    if kind == "hostdev" and "model" in opts:
+        raise InvalidInput(option, "a passed-through VF has no emulated model")
     mac = opts.get("mac")
     if mac is not None:
         mac = mac.lower()
         if not _MAC_RE.match(mac) or int(mac[:2], 16) & 1:
             raise InvalidInput(option, f"mac {opts['mac']!r} is not a unicast MAC address")
-    return NicSpec(kind=kind, source=source, vlan=vlan, model=model,  # type: ignore[arg-type]
-                   mac=mac)
+    return NicSpec(kind=kind, source=source, vlans=vlans,  # type: ignore[arg-type]
+                   trunk=trunk == "yes", portgroup=portgroup,
+                   virtualport=virtualport, model=model, mac=mac)  # type: ignore[arg-type]
 
 
 def parse_graphics(text: str, option: str = "--graphics") -> GraphicsSpec:

@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from virtfleet.errors import InvalidInput
+from virtfleet.inventory.networks import NetworkSpec, check_fleet_networks
 
 # BondSpec moved to niclayout.py (the layout's bonds extend it); re-exported for its users.
 from virtfleet.inventory.niclayout import BondSpec as BondSpec
@@ -319,6 +320,7 @@ class Pod(_Model):
     storage: PodStorage | None = None
     hypervisors: tuple[Hypervisor, ...] = ()
     nic_layout: NicLayout | None = None
+    libvirt_networks: tuple[NetworkSpec, ...] = ()  # see docs/networks.md
 
 
 class Site(_Model):
@@ -328,6 +330,7 @@ class Site(_Model):
     networks: tuple[ProvisioningNetwork, ...] = ()
     boot: BootConfig | None = None
     nic_layout: NicLayout | None = None
+    libvirt_networks: tuple[NetworkSpec, ...] = ()  # on every hypervisor of the site
 
     def network(self, name: str) -> ProvisioningNetwork | None:
         return next((n for n in self.networks if n.name == name), None)
@@ -590,6 +593,7 @@ def parse_fleet(data: Any, source: str = "fleet file") -> Fleet:
     _check_unique(fleet)
     _check_boot(fleet)
     check_fleet_layouts(fleet)
+    check_fleet_networks(fleet)
     return fleet
 
 

@@ -136,6 +136,28 @@ class Interface(XMLModel):
     model = Attr("model", "type", str)
     virtualport = Attr("virtualport", "type", str)  # openvswitch, 802.1Qbh ...
     portgroup = Attr("source", "portgroup", str)
+    managed = Attr("", "managed", yes_no, fmt_yes_no)  # hostdev: libvirt (un)binds the VF
+
+    @property
+    def pci_address(self) -> str | None:
+        """type='hostdev': the VF's PCI address as 0000:03:10.1."""
+        a = self.element.find("source/address")
+        if a is None or a.get("type") != "pci":
+            return None
+        return "{:04x}:{:02x}:{:02x}.{:x}".format(
+            *(int(str(a.get(k, "0")), 16) for k in ("domain", "bus", "slot", "function")))
+
+    def set_pci_address(self, address: str) -> None:
+        """Point a hostdev interface at a PCI function given as [DDDD:]BB:SS.F."""
+        *dom, bus, slot_fn = address.split(":")
+        slot, fn = slot_fn.split(".")
+        source = self.element.find("source")
+        if source is None:
+            source = etree.SubElement(self.element, "source")
+        for old in source.findall("address"):
+            source.remove(old)
+        etree.SubElement(source, "address", type="pci", domain=f"0x{dom[0] if dom else '0000'}",
+                         bus=f"0x{bus}", slot=f"0x{slot}", function=f"0x{fn}")
 
     @property
     def vlans(self) -> list[int]:
