@@ -42,7 +42,7 @@ from virtfleet.inventory.networks import NetworkSpec, check_fleet_networks
 
 # BondSpec moved to niclayout.py (the layout's bonds extend it); re-exported for its users.
 from virtfleet.inventory.niclayout import BondSpec as BondSpec
-from virtfleet.inventory.niclayout import NicLayout, check_fleet_layouts
+from virtfleet.inventory.niclayout import Mac, NicLayout, check_fleet_layouts
 from virtfleet.inventory.uri import parse_uri
 from virtfleet.validate import check_name
 
@@ -103,27 +103,16 @@ class PodStorage(_Model):
 # each is held to a character set none of those formats reads specially (no quotes, spaces, ';',
 # '{', '#', '$' except where a crypt hash needs it).
 
-_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$")
 _SHA512_CRYPT_RE = re.compile(
     r"^\$6\$(?:rounds=[0-9]{4,9}\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{86}$")
 _SSH_KEY_RE = re.compile(
     r"^(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|sk-ssh-ed25519@openssh\.com"
     r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]{16,}={0,3}(?: [A-Za-z0-9@._+-]{1,64})?$")
-_IFACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,14}$")
 _REL_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*$")
 _KERNEL_ARG_RE = re.compile(r"^[A-Za-z0-9_.:/=,+-]{1,200}$")
 _URL_PATH_RE = re.compile(r"^[A-Za-z0-9_./~+-]*$")
 _PACKAGE_RE = re.compile(r"^-?@?[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 _TIMEZONE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+){0,2}$")
-
-
-def _mac(value: str) -> str:
-    low = value.lower()
-    if not _MAC_RE.match(low):
-        raise ValueError(f"{value!r} is not a MAC address like 52:54:00:12:34:56")
-    if int(low[:2], 16) & 1:
-        raise ValueError(f"{value!r} is a multicast address, not a NIC's")
-    return low.replace("-", ":")
 
 
 def _http_url(value: str) -> str:
@@ -182,12 +171,8 @@ def _rel_path(value: str) -> str:
     return value
 
 
-Mac = Annotated[str, AfterValidator(_mac)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
-# An interface name is also a name (check_name), and fits the kernel's 15-character limit.
-Iface = Annotated[str, AfterValidator(_name),
-                  AfterValidator(_pattern(_IFACE_RE, "an interface name such as eth0"))]
 RelPath = Annotated[str, AfterValidator(_rel_path)]
 KernelArg = Annotated[str, AfterValidator(
     _pattern(_KERNEL_ARG_RE, "a kernel argument (letters, digits and _ . : / = , + -)"))]
