@@ -9,8 +9,9 @@
 
 After each test that used it, hosts a test stopped are continued and dead daemons restarted,
 so one test's damage never leaks into the next. The lab is named "vftest" (or
-$VIRTFLEET_TEST_LAB) so it never collides with a demo lab ("lab"). Integration tests are skipped when not root or without `ip netns`,
-unless VIRTFLEET_REQUIRE_LAB=1 (CI), where that is a failure.
+$VIRTFLEET_TEST_LAB) so it never collides with a demo lab ("lab"). Integration tests are
+skipped when not root or without `ip netns`, unless VIRTFLEET_REQUIRE_LAB=1 (CI), where that
+is a failure.
 """
 
 from __future__ import annotations
