@@ -405,3 +405,17 @@ def test_serve_needs_hosts_to_install(tmp_path: Path) -> None:
 def test_status_of_an_empty_store(tmp_path: Path) -> None:
     r = run(tmp_path / "db", "boot", "status", "--json")
     assert (r.code, r.json()) == (0, [])
+
+
+def test_a_strange_host_header_never_reaches_the_script(tmp_path: Path) -> None:
+    # The base URL the installer is sent to comes from the Host header; it lands in an iPXE
+    # script and on a kernel command line, so a header that is not host[:port] must not.
+    with serving(tmp_path) as s:
+        host, port = s.url.removeprefix("http://").rstrip("/").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request("GET", f"/hosts/{HYP1}.ipxe", headers={"Host": "x ${net0/mac} y"})
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        conn.close()
+        assert resp.status == 200
+        assert "${net0/mac}" not in text and f"kernel {s.url}files/vmlinuz " in text

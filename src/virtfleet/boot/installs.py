@@ -114,6 +114,7 @@ class BootService:
         if planned is None:
             raise NotFound(f"no install is planned for MAC {mac}")
         host = planned.boot
+        base = check_base(base)  # before anything is recorded
         token = tokens.new_token()
         now = self.now()
         rec = self.store.issue_install_token(host.name, tokens.hash_token(token),
@@ -123,7 +124,6 @@ class BootService:
             return render("local.ipxe.j2", host=host.name, mac=mac, state=rec.state)
         log.info("script for %s (%s): booting, token valid until %s", host.name, mac,
                  f"{now + self.token_ttl:%H:%M:%S}")
-        base = check_base(base)
         args = [a for a in installer_args(host)
                 if not a.startswith(f"{host.profile.ks_arg}=")]
         args.append(f"{host.profile.ks_arg}={base}ks/{host.name}.ks?token={token}")
@@ -145,7 +145,7 @@ class BootService:
     def kickstart(self, host_name: str, token: str | None, base: str) -> str:
         planned = self._authorize("kickstart", host_name, token)
         assert token is not None
-        base = check_base(base)
+        base = check_base(base)  # before the state moves
         self.store.move_install(host_name, "installing", self.now(),
                                 expect=("booting", "installing"))
         log.info("kickstart for %s (%s): installing", host_name, planned.boot.mac)
