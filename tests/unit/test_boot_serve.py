@@ -419,3 +419,18 @@ def test_a_strange_host_header_never_reaches_the_script(tmp_path: Path) -> None:
         conn.close()
         assert resp.status == 200
         assert "${net0/mac}" not in text and f"kernel {s.url}files/vmlinuz " in text
+
+
+def test_an_install_left_unenrolled_is_enrolled_on_restart(tmp_path: Path) -> None:
+    from virtfleet.boot.server import enroll_unfinished
+
+    with serving(tmp_path) as s:
+        # As if the server stopped between accepting the callback and enrolling.
+        s.store.issue_install_token("hv1", "a" * 64, T0 + timedelta(hours=1), T0)
+        s.store.move_install("hv1", "installing", T0, expect=("booting",))
+        s.store.move_install("hv1", "installed", T0, expect=("installing",), clear_token=True)
+        assert s.service.unfinished_enrolments() == ["hv1"]
+        enroll_unfinished(s.service).join(60)
+        rec = s.store.install("hv1")
+        assert rec is not None and rec.state == "enrolled" and rec.check_ok is True
+        assert s.service.unfinished_enrolments() == []

@@ -105,6 +105,12 @@ class BootService:
                          profile=p.boot.profile.name) for p in self.by_name.values()],
             self.now())
 
+    def unfinished_enrolments(self) -> list[str]:
+        """Hosts that called back but were not enrolled yet (a server stopped in between):
+        `boot serve` enrols them when it starts."""
+        return [r.host for r in self.store.installs()
+                if r.state == "installed" and r.host in self.by_name]
+
     # ----------------------------------------------------------------- the three requests
 
     def script(self, mac_text: str, base: str) -> str:

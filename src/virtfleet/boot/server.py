@@ -14,6 +14,7 @@ The access log is our own and leaves out query strings: tokens travel in them.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -116,6 +117,17 @@ def create_app(service: BootService, public_url: str | None = None) -> FastAPI:
         return FileResponse(target)
 
     return app
+
+
+def enroll_unfinished(service: BootService) -> threading.Thread:
+    """Enrol, in the background, hosts a previous run accepted the callback of but did not
+    get to enrol."""
+    def work() -> None:
+        for host in service.unfinished_enrolments():
+            _enroll(service, host)
+    thread = threading.Thread(target=work, name="boot-enrol", daemon=True)
+    thread.start()
+    return thread
 
 
 def _enroll(service: BootService, host: str) -> None:

@@ -113,7 +113,7 @@ def serve(
     import uvicorn
 
     from virtfleet.boot.installs import BootService, check_base
-    from virtfleet.boot.server import create_app, files_dir
+    from virtfleet.boot.server import create_app, enroll_unfinished, files_dir
     from virtfleet.inventory.fleetfile import load_fleet
 
     ttl = _ttl(token_ttl)
@@ -146,6 +146,7 @@ def serve(
     sys.stdout.flush()
     # SIGTERM ends it like Ctrl-C (uvicorn stops taking requests and finishes the running ones).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    enroll_unfinished(service)
     server = uvicorn.Server(uvicorn.Config(create_app(service, public_url), log_level="warning",
                                            access_log=False))
     server.run(sockets=[sock])
