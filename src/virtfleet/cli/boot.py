@@ -104,6 +104,12 @@ def serve(
     token_ttl: Annotated[str, typer.Option(
         "--token-ttl", help="How long a host's install token lasts after it fetched its "
         "script: seconds, or 90s, 30m, 2h, 1d.")] = "2h",
+    tftp: Annotated[Path | None, typer.Option(
+        "--tftp", help="Also serve this directory read-only over TFTP, for legacy PXE ROMs "
+        "(e.g. boot render's <site>/tftp).")] = None,
+    tftp_port: Annotated[int, typer.Option("--tftp-port", help="UDP port for --tftp "
+                                           "(0: any free port, printed).", min=0,
+                                           max=65535)] = 69,
     public_url: Annotated[str | None, typer.Option(
         "--public-url", help="Base URL installers reach this server by (default: the address "
         "each request came to), e.g. http://ks.example.com/.")] = None,
@@ -137,19 +143,34 @@ def serve(
         sock.close()
         raise InvalidInput("--port", f"cannot bind {listen}:{port}: {exc.strerror}") from None
     sock.listen(1024)
+    tftp_service = None
+    if tftp is not None:
+        from virtfleet.boot.tftp import start_tftp
+
+        try:
+            tftp_service = start_tftp(tftp, listen, tftp_port)
+        except InvalidInput:
+            sock.close()
+            raise
     new = service.plan()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     bound = sock.getsockname()[1]
     host = f"[{listen}]" if addr.version == 6 else listen
     emit(f"Serving network installs on http://{host}:{bound}/ ({len(service.by_name)} hosts, "
          f"{new} newly planned)\n")
+    if tftp_service is not None:
+        emit(f"Serving {tftp} over TFTP on {host}:{tftp_service.port} (read-only)\n")
     sys.stdout.flush()
     # SIGTERM ends it like Ctrl-C (uvicorn stops taking requests and finishes the running ones).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     enroll_unfinished(service)
     server = uvicorn.Server(uvicorn.Config(create_app(service, public_url), log_level="warning",
                                            access_log=False))
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if tftp_service is not None:
+            tftp_service.stop()
 
 
 def _when(value: datetime | None) -> str:
