@@ -400,6 +400,7 @@ def test_serve_needs_hosts_to_install(tmp_path: Path) -> None:
     assert r.code == 2
     assert r.err.strip() == (f"virtfleet: error: --fleet: {str(fleet)!r} has no hypervisor "
                              "with a provision section: nothing to install")
+    assert not (tmp_path / "db").exists()
 
 
 def test_status_of_an_empty_store(tmp_path: Path) -> None:

@@ -131,10 +131,10 @@ def serve(
         raise InvalidInput("--listen", f"{listen!r} is not an IP address") from None
     root = files_dir(files)
     fleet = load_fleet(fleet_file)
-    service = BootService(fleet, app_context(ctx).store(), files=root, token_ttl=ttl)
-    if not service.by_name:
+    if not any(hv.provision is not None for _s, _p, hv in fleet.hypervisors()):
         raise InvalidInput("--fleet", f"{str(fleet_file)!r} has no hypervisor with a "
                            "provision section: nothing to install")
+    service = BootService(fleet, app_context(ctx).store(), files=root, token_ttl=ttl)
     sock = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
