@@ -257,7 +257,11 @@ def test_tokens_are_stored_hashed(tmp_path: Path) -> None:
     with serving(tmp_path) as s:
         _, token = s.script()
         assert token is not None
-        raw = (tmp_path / "store.db").read_bytes()
+        rec = s.store.install("hv1")
+        assert rec is not None and rec.token_hash is not None
+        # The database and its write-ahead log: the hash is there, the token nowhere.
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob("store.db*"))
+        assert rec.token_hash.encode() in raw
         assert token.encode() not in raw
         rec = s.store.install("hv1")
         assert rec is not None and rec.token_expires_at == T0 + timedelta(hours=1)
