@@ -192,7 +192,7 @@ def main() -> None:
         cp_m, lib_m, cli_m = (statistics.median(x) for x in (cp_s, lib_s, cli_s))
         print(f"  cp --reflink=auto: {cp_m:.2f} s; virtfleet clone: {lib_m:.2f} s "
               f"({lib_m / cp_m:.2f}x); virtfleet CLI: {cli_m:.2f} s ({cli_m / cp_m:.2f}x)")
-        fs = sh(["stat", "-f", "-c", "%T", str(POOL_DIR)]).strip()
+        fs = sh(["findmnt", "-n", "-o", "FSTYPE", "-T", str(POOL_DIR)]).strip()
         if args.quick:
             return
         record("clone", (

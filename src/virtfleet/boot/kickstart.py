@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import shlex
 import threading
+from dataclasses import dataclass
 from functools import cache
 from ipaddress import IPv4Address
 
@@ -81,7 +82,7 @@ def _set(command: object, **attrs: object) -> None:
     command.seen = True  # type: ignore[attr-defined]
 
 
-def _common(h: BaseHandler, profile: InstallProfile) -> None:
+def _common(h: BaseHandler, profile: InstallProfile, calls_home: bool = False) -> None:
     _set(h.displaymode, displayMode=DISPLAY_MODE_TEXT)
     _set(h.url, url=profile.os_tree.rstrip("/"))
     _set(h.lang, lang="en_US.UTF-8")
@@ -104,7 +105,7 @@ def _common(h: BaseHandler, profile: InstallProfile) -> None:
             h.packages.excludedList.append(name[1:])
         else:
             h.packages.packageList.append(name)
-    if profile.callback_url and "curl" not in h.packages.packageList:
+    if (profile.callback_url or calls_home) and "curl" not in h.packages.packageList:
         h.packages.packageList.append("curl")  # the %post calls home with it
     h.packages.seen = True
 
@@ -124,12 +125,11 @@ def _ssh_key_lines(profile: InstallProfile) -> list[str]:
             "restorecon -R /root/.ssh"]
 
 
-def _callback_lines(profile: InstallProfile, fields: dict[str, str]) -> list[str]:
-    if profile.callback_url is None:
+def _callback_lines(url: str | None, fields: dict[str, str]) -> list[str]:
+    if url is None:
         return []
     data = " ".join(f"--data-urlencode {shlex.quote(f'{k}={v}')}" for k, v in fields.items())
-    return [f"curl -fsS --retry 10 --retry-delay 5 -X POST {data} "
-            f"{shlex.quote(profile.callback_url)}"]
+    return [f"curl -fsS --retry 10 --retry-delay 5 -X POST {data} {shlex.quote(url)}"]
 
 
 def _checked(h: BaseHandler, what: str) -> str:
@@ -146,16 +146,25 @@ def _netmask(host: BootHost) -> IPv4Address:
     return host.network.subnet.netmask
 
 
-def hypervisor_kickstart(host: BootHost) -> str:
+@dataclass(frozen=True)
+class Callback:
+    """Where the %post calls home, and extra form fields to send (`boot serve`: its own
+    callback URL and the host's token, instead of the profile's callback_url)."""
+
+    url: str
+    fields: tuple[tuple[str, str], ...] = ()
+
+
+def hypervisor_kickstart(host: BootHost, callback: Callback | None = None) -> str:
     """The kickstart for one hypervisor, from its reservation, network and profile."""
     with _LOCK:
-        return _hypervisor_kickstart(host)
+        return _hypervisor_kickstart(host, callback)
 
 
-def _hypervisor_kickstart(host: BootHost) -> str:
+def _hypervisor_kickstart(host: BootHost, callback: Callback | None) -> str:
     profile = host.profile
     h = _handler()
-    _common(h, profile)
+    _common(h, profile, calls_home=callback is not None)
     net = host.network
     nic: dict[str, object] = dict(
         bootProto="static", ip=str(host.ip), netmask=str(_netmask(host)),
@@ -174,7 +183,9 @@ def _hypervisor_kickstart(host: BootHost) -> str:
     h.scripts.append(_post([
         "systemctl enable libvirtd",
         *_ssh_key_lines(profile),
-        *_callback_lines(profile, {"host": host.name, "mac": host.mac, "status": "installed"}),
+        *_callback_lines(callback.url if callback else profile.callback_url,
+                         {"host": host.name, "mac": host.mac, "status": "installed",
+                          **dict(callback.fields if callback else ())}),
     ]))
     return _checked(h, f"kickstart for {host.name}")
 
@@ -229,6 +240,7 @@ def _vm_kickstart(profile: InstallProfile, field: str) -> str:
         *(["systemctl enable qemu-guest-agent"]
           if "qemu-guest-agent" in profile.package_list() else []),
         *_ssh_key_lines(profile),
-        *_callback_lines(profile, {"profile": profile.name, "status": "installed"}),
+        *_callback_lines(profile.callback_url, {"profile": profile.name,
+                                                "status": "installed"}),
     ]))
     return _checked(h, f"kickstart for profile {profile.name}")

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import re
+import signal
+import socket
+import sys
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from virtfleet.cli.context import app_context
 from virtfleet.cli.options import Json, Site
 from virtfleet.cli.output import emit, emit_json, table
-from virtfleet.errors import VirtfleetError
+from virtfleet.errors import InvalidInput, VirtfleetError
+
+if TYPE_CHECKING:
+    from virtfleet.inventory.installs import InstallRecord
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Network installs: DHCP, PXE/iPXE/GRUB, Kickstart, HAProxy configs.")
+                  help="Network installs: DHCP, PXE/iPXE/GRUB, Kickstart, HAProxy configs; the "
+                  "provisioning server.")
 
 
 @app.callback()
@@ -63,3 +75,121 @@ def render(
         emit(table(["Kind", "File"], [(f.kind, str(p)) for p, f in zip(paths, files,
                                                                       strict=True)]))
         emit(f"{len(files)} files written under {out.absolute()}\n")
+
+
+def _ttl(value: str) -> timedelta:
+    """3600, 90s, 30m, 2h or 1d; from one second to seven days."""
+    m = re.fullmatch(r"([0-9]{1,7})([smhd]?)", value.strip())
+    if m is None:
+        raise InvalidInput("--token-ttl", f"{value!r} must be a number of seconds or like "
+                           "90s, 30m, 2h, 1d")
+    seconds = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if not 1 <= seconds <= 7 * 86400:
+        raise InvalidInput("--token-ttl", f"{value!r} must be between 1 second and 7 days")
+    return timedelta(seconds=seconds)
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    fleet_file: Annotated[Path, typer.Option("-f", "--fleet", help="Fleet file (YAML): the "
+                                             "hypervisors with a provision section.")],
+    files: Annotated[Path | None, typer.Option(
+        "--files", help="Directory served under /files/ (kernels, initrds, install trees).")]
+    = None,
+    listen: Annotated[str, typer.Option("--listen", help="Address to listen on.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port, printed).",
+                                      min=0, max=65535)] = 8069,
+    token_ttl: Annotated[str, typer.Option(
+        "--token-ttl", help="How long a host's install token lasts after it fetched its "
+        "script: seconds, or 90s, 30m, 2h, 1d.")] = "2h",
+    tftp: Annotated[Path | None, typer.Option(
+        "--tftp", help="Also serve this directory read-only over TFTP, for legacy PXE ROMs "
+        "(e.g. boot render's <site>/tftp).")] = None,
+    tftp_port: Annotated[int, typer.Option("--tftp-port", help="UDP port for --tftp "
+                                           "(0: any free port, printed).", min=0,
+                                           max=65535)] = 69,
+    public_url: Annotated[str | None, typer.Option(
+        "--public-url", help="Base URL installers reach this server by (default: the address "
+        "each request came to), e.g. http://ks.example.com/.")] = None,
+) -> None:
+    """Serve network installs over HTTP: iPXE scripts, kickstarts with per-host tokens,
+    install files, and the callback that enrols the installed hypervisor."""
+    import uvicorn
+
+    from virtfleet.boot.installs import BootService, check_base
+    from virtfleet.boot.server import create_app, enroll_unfinished, files_dir
+    from virtfleet.inventory.fleetfile import load_fleet
+
+    ttl = _ttl(token_ttl)
+    if public_url is not None:
+        check_base(public_url, "--public-url")
+    try:
+        addr = ipaddress.ip_address(listen)
+    except ValueError:
+        raise InvalidInput("--listen", f"{listen!r} is not an IP address") from None
+    root = files_dir(files)
+    fleet = load_fleet(fleet_file)
+    if not any(hv.provision is not None for _s, _p, hv in fleet.hypervisors()):
+        raise InvalidInput("--fleet", f"{str(fleet_file)!r} has no hypervisor with a "
+                           "provision section: nothing to install")
+    service = BootService(fleet, app_context(ctx).store(), files=root, token_ttl=ttl)
+    sock = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen, port))
+    except OSError as exc:
+        sock.close()
+        raise InvalidInput("--port", f"cannot bind {listen}:{port}: {exc.strerror}") from None
+    sock.listen(1024)
+    tftp_service = None
+    if tftp is not None:
+        from virtfleet.boot.tftp import start_tftp
+
+        try:
+            tftp_service = start_tftp(tftp, listen, tftp_port)
+        except InvalidInput:
+            sock.close()
+            raise
+    new = service.plan()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    bound = sock.getsockname()[1]
+    host = f"[{listen}]" if addr.version == 6 else listen
+    emit(f"Serving network installs on http://{host}:{bound}/ ({len(service.by_name)} hosts, "
+         f"{new} newly planned)\n")
+    if tftp_service is not None:
+        emit(f"Serving {tftp} over TFTP on {host}:{tftp_service.port} (read-only)\n")
+    sys.stdout.flush()
+    # SIGTERM ends it like Ctrl-C (uvicorn stops taking requests and finishes the running ones).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    enroll_unfinished(service)
+    server = uvicorn.Server(uvicorn.Config(create_app(service, public_url), log_level="warning",
+                                           access_log=False))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if tftp_service is not None:
+            tftp_service.stop()
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S}" if value is not None else "-"
+
+
+@app.command("status")
+def status(ctx: typer.Context, json: Json = False) -> None:
+    """Every network install `boot serve` knows: its state, when it got there, any error."""
+    rows = app_context(ctx).store().installs()
+    if json:
+        emit_json([r.as_json() for r in rows])
+        return
+    def since(r: InstallRecord) -> datetime | None:
+        return getattr(r, f"{r.state}_at")  # type: ignore[no-any-return]
+    def check(r: InstallRecord) -> str:
+        if r.check_ok is None:
+            return "-"
+        return "ok" if r.check_ok else f"failed: {r.check_detail}"
+    emit(table(["Host", "MAC", "Site", "Pod", "State", "Since (UTC)", "Check", "Error"],
+               [(r.host, r.mac, r.site, r.pod, r.state, _when(since(r)), check(r),
+                 r.error or "-") for r in rows]))

@@ -47,6 +47,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 
 from virtfleet.errors import Busy, Conflict, InvalidInput, NotFound, StoreError
 from virtfleet.inventory import tables as t
+from virtfleet.inventory.installs import InstallStore
 from virtfleet.inventory.records import (
     ApplyPlan,
     ControllerRecord,
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 
 # alembic and the pydantic fleet-file models are imported only where needed: a CLI whose store
 # is already at the newest schema, asking a controller, should not pay for importing them.
-HEAD_REVISION = "0004"  # newest file in migrations/versions (a unit test keeps them in step)
+HEAD_REVISION = "0005"  # newest file in migrations/versions (a unit test keeps them in step)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
@@ -321,8 +322,9 @@ def _alembic_error() -> type[Exception]:
     return CommandError
 
 
-class Store:
-    """The inventory and observed state of the fleet, in one SQL database."""
+class Store(InstallStore):
+    """The inventory and observed state of the fleet, in one SQL database (network installs:
+    the InstallStore methods, in installs.py)."""
 
     def __init__(self, url: str) -> None:
         try:

@@ -7,7 +7,9 @@ migrations/versions (tests compare the migrated schema with these classes).
 Inventory (desired state, from the fleet file): sites, pods, host_groups, hypervisors and
 hypervisor_groups. Observed state (written by sync and the controller): domains and host_status.
 The controller table holds the one running `virtfleet serve`. placement_claims holds room
-reserved on hypervisors for VMs being placed.
+reserved on hypervisors for VMs being placed; vm_locks, operations in progress on VMs;
+operations, the journal of multi-step operations; boot_installs, network installs. boot_installs tracks `boot serve`'s network
+installs of hypervisors.
 """
 
 from __future__ import annotations
@@ -253,3 +255,47 @@ controller = table(ControllerRow)
 placement_claims = table(PlacementClaimRow)
 vm_locks = table(VMLockRow)
 operations = table(OperationRow)
+
+
+INSTALL_STATES = ("planned", "booting", "installing", "installed", "enrolled", "failed")
+
+
+class BootInstallRow(Base):
+    """A hypervisor's network install, as `boot serve` sees it (one row per hypervisor).
+
+    state: planned (known, nothing fetched), booting (its iPXE script was fetched), installing
+    (its kickstart was fetched), installed (the installer called back), enrolled (added to the
+    inventory and checked), failed (error says why). Each state has the time it was entered.
+    The token is stored only as its SHA-256 (it is a random 256-bit secret, so a slow hash buys
+    nothing); NULL once used or before one is issued.
+    """
+
+    __tablename__ = "boot_installs"
+    __table_args__ = (
+        CheckConstraint("state IN ('planned', 'booting', 'installing', 'installed', "
+                        "'enrolled', 'failed')", name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    site: Mapped[str] = mapped_column(String(NAME_LEN))
+    pod: Mapped[str] = mapped_column(String(NAME_LEN))
+    profile: Mapped[str] = mapped_column(String(NAME_LEN))
+    state: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str | None] = mapped_column(String(64))
+    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    planned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    booting_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    installing_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    installed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    error: Mapped[str] = mapped_column(Text, default="")
+    # `host check` after enrolment: NULL until it ran; a failing check does not un-enroll.
+    check_ok: Mapped[bool | None] = mapped_column(Boolean)
+    check_detail: Mapped[str] = mapped_column(Text, default="")
+
+
+boot_installs = table(BootInstallRow)

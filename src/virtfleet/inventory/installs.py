@@ -1,0 +1,192 @@
+"""The store's part for network installs: one boot_installs row per hypervisor `boot serve` knows.
+
+A mixin of Store (it uses Store's transactions), kept apart because store.py is already large.
+Every state change is one conditional UPDATE (`... WHERE state IN (expected)`), so two requests
+for the same host cannot both move it, on SQLite or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, update
+
+from virtfleet.errors import Conflict, InvalidInput, NotFound
+from virtfleet.inventory import tables as t
+
+STATES = t.INSTALL_STATES
+# Once a host has been installed, network-booting it again must not reinstall it.
+DONE_STATES = ("installed", "enrolled")
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """A hypervisor with a `provision` section: what `boot serve` may install."""
+
+    host: str
+    mac: str
+    site: str
+    pod: str
+    profile: str
+
+
+@dataclass(frozen=True)
+class InstallRecord:
+    host: str
+    mac: str
+    site: str
+    pod: str
+    profile: str
+    state: str
+    token_hash: str | None
+    token_expires_at: datetime | None
+    planned_at: datetime
+    booting_at: datetime | None
+    installing_at: datetime | None
+    installed_at: datetime | None
+    enrolled_at: datetime | None
+    failed_at: datetime | None
+    updated_at: datetime
+    error: str
+    check_ok: bool | None
+    check_detail: str
+
+    def as_json(self) -> dict[str, object]:
+        """Everything but the token's hash: status output never carries secrets."""
+        def iso(v: datetime | None) -> str | None:
+            return v.isoformat() if v is not None else None
+        return {
+            "host": self.host, "mac": self.mac, "site": self.site, "pod": self.pod,
+            "profile": self.profile, "state": self.state,
+            "planned_at": iso(self.planned_at), "booting_at": iso(self.booting_at),
+            "installing_at": iso(self.installing_at), "installed_at": iso(self.installed_at),
+            "enrolled_at": iso(self.enrolled_at), "failed_at": iso(self.failed_at),
+            "updated_at": iso(self.updated_at), "token_expires_at": iso(self.token_expires_at),
+            "error": self.error, "check_ok": self.check_ok, "check_detail": self.check_detail,
+        }
+
+
+_COLS = ("host", "mac", "site", "pod", "profile", "state", "token_hash", "token_expires_at",
+         "planned_at", "booting_at", "installing_at", "installed_at", "enrolled_at",
+         "failed_at", "updated_at", "error", "check_ok", "check_detail")
+
+
+def _record(row: Row[Any]) -> InstallRecord:
+    return InstallRecord(**dict(zip(_COLS, row, strict=True)))
+
+
+def _aware(value: datetime, field: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(field, "must be a timezone-aware datetime (UTC)")
+    return value.astimezone(UTC)
+
+
+def _select() -> Any:
+    bi = t.boot_installs
+    return select(*(bi.c[c] for c in _COLS))
+
+
+class InstallStore:
+    """boot_installs reads and writes; mixed into Store, which provides _tx."""
+
+    def _tx(self, what: str, *, write: bool) -> AbstractContextManager[Connection]:
+        raise NotImplementedError  # Store's
+
+    def plan_installs(self, plans: Sequence[InstallPlan], at: datetime) -> int:
+        """Make sure every planned host has a row (new ones start `planned`); keep the state
+        of those that have one, updating their MAC, site, pod and profile from the fleet file.
+        Returns how many rows were new."""
+        when = _aware(at, "at")
+        bi = t.boot_installs
+        new = 0
+        with self._tx("plan network installs", write=True) as conn:
+            have = {r[0]: r[1:] for r in conn.execute(
+                select(bi.c.host, bi.c.mac, bi.c.site, bi.c.pod, bi.c.profile))}
+            owner = {v[0]: h for h, v in have.items()}
+            for p in plans:
+                other = owner.get(p.mac)
+                if other is not None and other != p.host:
+                    raise Conflict(f"MAC {p.mac} of {p.host!r} is recorded for {other!r}'s "
+                                   "install; remove that host's install record first")
+                if p.host not in have:
+                    conn.execute(bi.insert().values(
+                        host=p.host, mac=p.mac, site=p.site, pod=p.pod, profile=p.profile,
+                        state="planned", planned_at=when, updated_at=when, error="",
+                        check_detail=""))
+                    new += 1
+                elif have[p.host] != (p.mac, p.site, p.pod, p.profile):
+                    conn.execute(update(bi).where(bi.c.host == p.host).values(
+                        mac=p.mac, site=p.site, pod=p.pod, profile=p.profile, updated_at=when))
+                owner[p.mac] = p.host
+        return new
+
+    def install(self, host: str) -> InstallRecord | None:
+        bi = t.boot_installs
+        with self._tx(f"read the install of {host!r}", write=False) as conn:
+            row = conn.execute(_select().where(bi.c.host == host)).first()
+        return _record(row) if row is not None else None
+
+    def install_by_mac(self, mac: str) -> InstallRecord | None:
+        bi = t.boot_installs
+        with self._tx(f"read the install of MAC {mac}", write=False) as conn:
+            row = conn.execute(_select().where(bi.c.mac == mac)).first()
+        return _record(row) if row is not None else None
+
+    def installs(self) -> list[InstallRecord]:
+        bi = t.boot_installs
+        with self._tx("list network installs", write=False) as conn:
+            rows = conn.execute(_select().order_by(bi.c.site, bi.c.pod, bi.c.host)).all()
+        return [_record(r) for r in rows]
+
+    def issue_install_token(self, host: str, token_hash: str, expires_at: datetime,
+                            at: datetime) -> InstallRecord:
+        """Give `host` a new token (the previous one stops working) and mark it booting.
+
+        A host already installed or enrolled is returned unchanged, without a token.
+        """
+        when, until = _aware(at, "at"), _aware(expires_at, "expires_at")
+        bi = t.boot_installs
+        with self._tx(f"start the install of {host!r}", write=True) as conn:
+            done = conn.execute(update(bi).where(
+                bi.c.host == host, bi.c.state.not_in(DONE_STATES)).values(
+                state="booting", token_hash=token_hash, token_expires_at=until,
+                booting_at=when, installing_at=None, installed_at=None, failed_at=None,
+                updated_at=when, error="", check_ok=None, check_detail="")).rowcount
+            row = conn.execute(_select().where(bi.c.host == host)).first()
+        if row is None:
+            raise NotFound(f"no install is planned for {host!r}")
+        rec = _record(row)
+        assert done or rec.state in DONE_STATES
+        return rec
+
+    def move_install(self, host: str, to: str, at: datetime, *, expect: Sequence[str],
+                     error: str | None = None, clear_token: bool = False,
+                     check: tuple[bool, str] | None = None) -> InstallRecord:
+        """Move `host` to state `to` if it is in one of `expect`; Conflict naming the state it
+        is in otherwise. Sets `<to>_at`; `error`, the token and the check result on request."""
+        if to not in STATES:
+            raise InvalidInput("state", f"must be one of {', '.join(STATES)}")
+        when = _aware(at, "at")
+        bi = t.boot_installs
+        values: dict[str, object] = {"state": to, f"{to}_at": when, "updated_at": when}
+        if error is not None:
+            values["error"] = error
+        if clear_token:
+            values.update(token_hash=None, token_expires_at=None)
+        if check is not None:
+            values.update(check_ok=check[0], check_detail=check[1])
+        with self._tx(f"move the install of {host!r} to {to}", write=True) as conn:
+            moved = conn.execute(update(bi).where(bi.c.host == host, bi.c.state.in_(expect))
+                                 .values(**values)).rowcount
+            row = conn.execute(_select().where(bi.c.host == host)).first()
+        if row is None:
+            raise NotFound(f"no install is planned for {host!r}")
+        rec = _record(row)
+        if not moved:
+            raise Conflict(f"install of {host!r} is {rec.state}, not "
+                           f"{' or '.join(expect)}: cannot move it to {to}")
+        return rec
