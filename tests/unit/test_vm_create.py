@@ -143,3 +143,12 @@ def test_cli(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     r = run(db, "vm", "create", "bad<name>", "--host", "hv1", "--memory", "1G", "--vcpus", "1",
             "--pxe")
     assert r.code == 2 and "NAME" in r.err
+
+
+def test_a_network_the_host_lacks_is_refused_before_anything_is_made(env) -> None:  # type: ignore[no-untyped-def]
+    store, pool, hosts, _ = env
+    with pytest.raises(InvalidInput, match="hv1 has no libvirt network 'nosuch'"):
+        create_vm(spec("web02", networks=["network=nosuch"]), hosts["hv1"], store, pool)
+    h = pool.get(hosts["hv1"])
+    assert h.conn.storagePoolLookupByName("default").listVolumes() == ["base.qcow2"]
+    assert not h.has_domain("web02") and store.placement_claims() == []

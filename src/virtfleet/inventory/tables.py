@@ -8,7 +8,7 @@ Inventory (desired state, from the fleet file): sites, pods, host_groups, hyperv
 hypervisor_groups. Observed state (written by sync and the controller): domains and host_status.
 The controller table holds the one running `virtfleet serve`. placement_claims holds room
 reserved on hypervisors for VMs being placed; vm_locks, operations in progress on VMs;
-operations, the journal of multi-step operations; boot_installs, network installs. boot_installs tracks `boot serve`'s network
+operations, the journal of multi-step operations; boot_installs, `boot serve`'s network
 installs of hypervisors.
 """
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from virtfleet.config import virt_type_setting
 from virtfleet.design.policy import Placement, build_domain, choose_virt_type, random_mac
 from virtfleet.design.spec import VMSpec
-from virtfleet.errors import Conflict, HypervisorError, NotFound
+from virtfleet.errors import Conflict, HypervisorError, InvalidInput, NotFound
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
 from virtfleet.placement.models import PlacementRequest
 from virtfleet.placement.policy import Policy
 from virtfleet.provision.journal import journaled
-from virtfleet.virt import storage
+from virtfleet.virt import networks, storage
 from virtfleet.virt.fanout import ConnectionPool, fan_out
 from virtfleet.virt.guest import Guest
 from virtfleet.virt.host import Host
@@ -101,6 +101,11 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
                 mac = random_mac(taken)
             taken.add(mac)
             macs.append(mac)
+        for nic in spec.nics:  # refused now, not when the VM first starts
+            if nic.kind == "network" and not networks.has_network(host, nic.source):
+                raise InvalidInput("--network", f"{target.name} has no libvirt network "
+                                   f"{nic.source!r} (see 'virtfleet net list --host "
+                                   f"{target.name}')")
         for d in spec.disks:
             if d.path is not None:
                 storage.confine(host, "--disk path", d.path)
