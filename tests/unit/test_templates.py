@@ -165,9 +165,21 @@ def _host() -> str:
     return socket.gethostname()
 
 
-def test_clone_domain_passes_the_schema(env: Env, tmp_path: Path) -> None:
-    tpl = find_template(env.store, env.pool, "tpl")
-    validate(tmp_path, Domain.parse(tpl.domain.to_xml()))
+def test_a_template_keeps_the_hardware_and_nothing_a_clone_must_not_share(
+        env: Env, tmp_path: Path) -> None:
+    from virtfleet.provision.templates import _template_domain, is_template
+
+    vm = Guest.lookup(env.host(), "old").domain()
+    vm.element.find("os").append(Domain.parse(  # type: ignore[union-attr]
+        "<domain><os><nvram>/var/lib/libvirt/nvram/old_VARS.fd</nvram></os></domain>"
+    ).element.find("os/nvram"))
+    tpl = _template_domain(vm, "newtpl", ["/var/lib/libvirt/images/newtpl.qcow2"])
+    assert is_template(tpl) and tpl.name == "newtpl" and tpl.uuid != vm.uuid
+    [disk] = tpl.devices.disks
+    assert disk.readonly and disk.source == "/var/lib/libvirt/images/newtpl.qcow2"
+    assert [n.mac for n in tpl.devices.interfaces] == [None]
+    assert tpl.element.find("os/nvram") is None and tpl.vcpus == vm.vcpus
+    validate(tmp_path, tpl)
 
 
 def test_bad_input_through_the_cli(env: Env) -> None:

@@ -93,7 +93,8 @@ def member_names(req: CloneRequest) -> list[str]:
 def clone(store: Store, pool: ConnectionPool, req: CloneRequest,
           progress: Callable[[Cloned], None] = lambda _c: None,
           policy: Policy | None = None) -> list[Cloned]:
-    """Make the clones; a result per clone. Raises only if none can be started on."""
+    """Make the clones, one result each. Raises (nothing made, no room held) if the template,
+    the names or the placement are wrong; after that a failed clone is only its result."""
     check_name("NAME", req.name)
     for n in member_names(req):
         check_name("NAME", n)
@@ -116,13 +117,17 @@ def clone(store: Store, pool: ConnectionPool, req: CloneRequest,
         for vm, rec in placed:
             store.release_placement(rec.name, vm)
         raise
-    for vm, rec in placed:
+    for i, (vm, rec) in enumerate(placed):
         try:
             with vm_lock(store, f"create/{vm}", "clone"):
                 made = _one(store, pool, tpl, req, vm, rec, taken)
         except VirtfleetError as exc:
             store.release_placement(rec.name, vm)  # no-op when the rollback already did
             made = Cloned(rec.name, vm, False, exc.message)
+        except BaseException:  # Ctrl-C: this clone rolled back; the rest give their room back
+            for later, later_rec in placed[i + 1:]:
+                store.release_placement(later_rec.name, later)
+            raise
         out.append(made)
         progress(made)
     return out

@@ -110,9 +110,7 @@ def _template_domain(source: Domain, name: str, images: list[str]) -> Domain:
         disk.source_file = path
         disk.readonly = True
     for nic in doc.devices.interfaces:
-        mac = nic.element.find("mac")
-        if mac is not None:
-            nic.element.remove(mac)
+        nic.mac = None
     for el in (doc.element.find("os/nvram"), doc.element.find("sysinfo")):
         if el is not None:
             parent = el.getparent()
