@@ -221,7 +221,7 @@ def test_a_killed_clone_run_is_cleaned_up_from_the_journal(pod_pool: PodPool) ->
                 continue
             proc.send_signal(signal.SIGSTOP)  # hold still while the journal is read
             ops = store.operations()
-            if ops and any(m.kind == "volume" for m in ops[0].steps):
+            if ops and any(m.kind == "poolvol" for m in ops[0].steps):
                 break
             proc.send_signal(signal.SIGCONT)
         proc.send_signal(signal.SIGKILL)

@@ -93,7 +93,7 @@ class Served:
 
 @contextmanager
 def serving(tmp_path: Path, uris: list[str] | None = None,
-            ttl: timedelta = timedelta(hours=1)) -> Iterator[Served]:
+            ttl: timedelta = timedelta(hours=1), **service_kw: Any) -> Iterator[Served]:
     files = tmp_path / "files"
     files.mkdir(exist_ok=True)
     (files / "vmlinuz").write_bytes(b"kernel" * 1000)
@@ -101,7 +101,8 @@ def serving(tmp_path: Path, uris: list[str] | None = None,
     fleet = parse_fleet(boot_fleet(uris))
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     clock = Clock()
-    service = BootService(fleet, store, files=files, token_ttl=ttl, now=clock.now)
+    service = BootService(fleet, store, files=files, token_ttl=ttl, now=clock.now,
+                          **service_kw)
     service.plan()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -439,3 +440,72 @@ def test_an_install_left_unenrolled_is_enrolled_on_restart(tmp_path: Path) -> No
         rec = s.store.install("hv1")
         assert rec is not None and rec.state == "enrolled" and rec.check_ok is True
         assert s.service.unfinished_enrolments() == []
+
+
+# --------------------------------------------------------------------------- review fixes
+
+
+def test_a_failed_enrolment_leaves_the_machine_installed_never_reinstalled(
+        tmp_path: Path) -> None:
+    uri = node_uri(tmp_path, "empty.xml", "hv1.xml")
+    with serving(tmp_path, uris=[uri]) as s:
+        other = parse_fleet(boot_fleet(["qemu+tcp://127.0.0.1:1/system"]))
+        s.store.apply(other)  # hv1 is in the inventory already, with another URI
+        _, token = s.script()
+        s.get(f"ks/hv1.ks?token={token}")
+        assert s.post("callback", install_form(token)).status == 200
+        deadline = time.monotonic() + 60
+        while not (rec := s.store.install("hv1")) or not rec.error:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert rec.state == "installed" and "already" in rec.error
+        again, no_token = s.script()
+        assert no_token is None and "sanboot" in again.text  # its disk, not a reinstall
+        assert s.service.unfinished_enrolments() == ["hv1"]  # a restart tries again
+
+
+def test_the_check_is_retried_until_the_installed_host_answers(tmp_path: Path) -> None:
+    answers = iter([(False, "connection refused"), (False, "connection refused"),
+                    (True, "ok: qemu")])
+    with serving(tmp_path, checker=lambda _r: next(answers),
+                 check_wait=timedelta(seconds=60),
+                 check_interval=timedelta(milliseconds=10)) as s:
+        _, token = s.script()
+        s.get(f"ks/hv1.ks?token={token}")
+        s.post("callback", install_form(token))
+        deadline = time.monotonic() + 60
+        while not (rec := s.store.install("hv1")) or not rec.check_ok:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, rec
+            time.sleep(0.05)
+        assert rec.state == "enrolled" and rec.check_detail == "ok: qemu"
+
+
+def test_the_kickstart_renews_the_token_for_the_callback(tmp_path: Path) -> None:
+    with serving(tmp_path, ttl=timedelta(hours=1)) as s:
+        _, token = s.script()
+        s.clock.t = T0 + timedelta(minutes=50)  # a slow boot of the installer
+        assert s.get(f"ks/hv1.ks?token={token}").status == 200
+        s.clock.t = T0 + timedelta(minutes=100)  # a slow install: past the script's hour
+        assert s.post("callback", install_form(token)).status == 200
+
+
+def test_a_replaced_token_cannot_move_the_install(tmp_path: Path) -> None:
+    from virtfleet.boot import tokens
+    from virtfleet.errors import Conflict
+
+    with serving(tmp_path) as s:
+        _, first = s.script()
+        _, second = s.script()  # fetched again: the first token is dead
+        assert first and second and first != second
+        with pytest.raises(Conflict, match="token was replaced"):
+            s.store.move_install("hv1", "installing", T0, expect=("booting",),
+                                 token_hash=tokens.hash_token(first))
+        assert s.store.install("hv1").state == "booting"  # type: ignore[union-attr]
+
+
+def test_an_oversized_callback_and_a_nul_in_a_path_get_one_line(tmp_path: Path) -> None:
+    with serving(tmp_path) as s:
+        big = s.post("callback", b"host=hv1&pad=" + b"x" * 100_000)
+        assert big.status == 400 and "over 8192 bytes" in big.text
+        nul = s.get("files/a%00b")
+        assert nul.status == 404 and len(nul.text.strip().splitlines()) == 1

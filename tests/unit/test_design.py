@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.unit.tools import require_tool
 from virtfleet.design.policy import Placement, build_domain, choose_virt_type, random_mac
 from virtfleet.design.sizes import parse_bytes, parse_mib
 from virtfleet.design.spec import VMSpec, vm_spec
@@ -16,8 +16,6 @@ from virtfleet.virt.host import Host
 from virtfleet.xml.domain import Domain
 
 from .nodes import node_uri
-
-HAVE_VALIDATOR = shutil.which("virt-xml-validate") is not None
 
 
 def chapter_spec() -> VMSpec:
@@ -41,8 +39,7 @@ def place(spec: VMSpec, virt_type: str = "qemu") -> Placement:
 
 
 def validate(tmp_path: Path, d: Domain) -> None:
-    if not HAVE_VALIDATOR:
-        pytest.skip("virt-xml-validate (libvirt-clients) is not installed")
+    require_tool("virt-xml-validate", "libvirt-clients")
     f = tmp_path / "domain.xml"
     f.write_text(d.to_xml())
     r = subprocess.run(["virt-xml-validate", str(f), "domain"], capture_output=True, text=True,

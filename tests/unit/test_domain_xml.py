@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
+from tests.unit.tools import require_tool
 from virtfleet.errors import InvalidInput
 from virtfleet.virt.host import Host
 from virtfleet.xml.domain import VF_NS, Disk, Domain, FleetFacts, Graphics, Interface
@@ -120,9 +120,8 @@ def built_domain(name: str = "vm1.example.com", virt_type: str = "qemu") -> Doma
     return d
 
 
-@pytest.mark.skipif(shutil.which("virt-xml-validate") is None,
-                    reason="virt-xml-validate (libvirt-clients) is not installed")
 def test_a_built_domain_passes_libvirts_schema(tmp_path: Path) -> None:
+    require_tool("virt-xml-validate", "libvirt-clients")
     f = tmp_path / "d.xml"
     f.write_text(built_domain().to_xml())
     r = subprocess.run(["virt-xml-validate", str(f), "domain"], capture_output=True,

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.unit.tools import require_tool
 from virtfleet.errors import Conflict, InvalidInput
 from virtfleet.images import _follow, convert, info
 
 from .cli import run
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None,
-                                reason="qemu-img is not installed (qemu-utils)")
+
+@pytest.fixture(autouse=True)
+def _qemu_img() -> None:
+    require_tool("qemu-img", "qemu-utils")
 
 
 def image(path: Path, fmt: str, size: str = "8M") -> Path:

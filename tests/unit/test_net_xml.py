@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.unit.tools import require_tool
 from virtfleet.errors import InvalidInput
 from virtfleet.inventory.networks import NetworkSpec, build_network, check_spec, same, spec_of
 from virtfleet.xml.network import Network
 
-HAVE_VALIDATOR = shutil.which("virt-xml-validate") is not None
-
 
 def validate(tmp_path: Path, doc: Network) -> None:
-    if not HAVE_VALIDATOR:
-        pytest.skip("virt-xml-validate (libvirt-clients) is not installed")
+    require_tool("virt-xml-validate", "libvirt-clients")
     f = tmp_path / "network.xml"
     f.write_text(doc.to_xml())
     r = subprocess.run(["virt-xml-validate", str(f), "network"], capture_output=True,

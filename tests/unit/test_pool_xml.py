@@ -9,12 +9,12 @@ deliberate change and read the diff.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.unit.tools import require_tool
 from virtfleet.errors import InvalidInput
 from virtfleet.inventory.fleetfile import PodStorage
 from virtfleet.podstorage import pod_pool
@@ -42,11 +42,7 @@ def make(case: str) -> Pool:
 
 
 def validate(tmp_path: Path, text: str, schema: str) -> None:
-    tool = shutil.which("virt-xml-validate")
-    if tool is None:
-        if os.environ.get("VIRTFLEET_REQUIRE_VALIDATORS") == "1":
-            pytest.fail("virt-xml-validate is not installed (libvirt-clients)")
-        pytest.skip("virt-xml-validate is not installed (libvirt-clients)")
+    tool = require_tool("virt-xml-validate", "libvirt-clients")
     f = tmp_path / f"doc-{schema}.xml"
     f.write_text(text)
     proc = subprocess.run([tool, str(f), schema], capture_output=True, text=True, check=False)

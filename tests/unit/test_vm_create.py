@@ -25,8 +25,8 @@ def env(tmp_path: Path):  # type: ignore[no-untyped-def]
     p = tmp_path / "fleet.yaml"
     p.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
         {"name": "or-pod1", "hypervisors": [
-            {"name": "hv1", "uri": node_uri(tmp_path, "with-pool.xml", "hv1.xml")},
-            {"name": "hv2", "uri": node_uri(tmp_path, "empty.xml", "hv2.xml")}]}]}]}))
+            {"name": "hv1", "uri": node_uri(tmp_path, "with-pool-nat.xml", "hv1.xml")},
+            {"name": "hv2", "uri": node_uri(tmp_path, "empty-nat.xml", "hv2.xml")}]}]}]}))
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.apply(load_fleet(p))
     pool = ConnectionPool()

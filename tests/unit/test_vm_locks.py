@@ -48,6 +48,8 @@ def test_a_dead_or_ancient_holder_is_replaced(store_url: str) -> None:
     gone.wait()
     assert _stale(VMLock("vm", "op", HOST, gone.pid, NOW))
     assert not _stale(VMLock("vm", "op", HOST, os.getpid(), NOW))
+    # a live process here keeps its lock however long it runs (a long template seal)
+    assert not _stale(VMLock("vm", "op", HOST, os.getpid(), NOW - timedelta(hours=5)))
     assert not _stale(VMLock("vm", "op", "elsewhere", 1, NOW))  # can't see its processes
     assert _stale(VMLock("vm", "op", "elsewhere", 1, NOW - timedelta(hours=2)))
     store = Store(store_url)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -85,12 +86,18 @@ class BootService:
 
     def __init__(self, fleet: Fleet, store: Store, *, files: Path | None,
                  token_ttl: timedelta, now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 checker: Callable[[HostRecord], tuple[bool, str]] = _check_host) -> None:
+                 checker: Callable[[HostRecord], tuple[bool, str]] = _check_host,
+                 check_wait: timedelta = timedelta(0),
+                 check_interval: timedelta = timedelta(seconds=20)) -> None:
         self.store = store
         self.files = files.resolve() if files is not None else None
         self.token_ttl = token_ttl
         self.now = now
         self.checker = checker
+        # The callback comes from the installer's %post, before the machine reboots into its
+        # new system: libvirtd answers only after that, so the check is retried for a while.
+        self.check_wait = check_wait
+        self.check_interval = check_interval
         self.by_name: dict[str, Planned] = {}
         for site in fleet.sites:
             hvs = {hv.name: hv for pod in site.pods for hv in pod.hypervisors}
@@ -152,8 +159,12 @@ class BootService:
         planned = self._authorize("kickstart", host_name, token)
         assert token is not None
         base = check_base(base)  # before the state moves
-        self.store.move_install(host_name, "installing", self.now(),
-                                expect=("booting", "installing"))
+        now = self.now()
+        # The token lives on for the callback: a full token_ttl from here, however long the
+        # machine took to boot the installer.
+        self.store.move_install(host_name, "installing", now, expect=("booting", "installing"),
+                                token_hash=tokens.hash_token(token),
+                                token_expires_at=now + self.token_ttl)
         log.info("kickstart for %s (%s): installing", host_name, planned.boot.mac)
         cb = kickstart.Callback(f"{base}callback", (("token", token),))
         return kickstart.hypervisor_kickstart(planned.boot, cb)
@@ -177,7 +188,8 @@ class BootService:
                                            clear_token=True,
                                            expect=("booting", "installing"))
         rec = self.store.move_install(host_name, "installed", now, clear_token=True,
-                                      expect=("installing",))
+                                      expect=("installing",), token_hash=tokens.hash_token(
+                                          token or ""))
         log.info("%s (%s) installed", host_name, mac)
         return rec
 
@@ -191,17 +203,25 @@ class BootService:
         try:
             self._add_to_inventory(b, hv)
         except VirtfleetError as exc:
+            # The machine IS installed: it stays so (a next network boot boots its disk, never
+            # a reinstall) with the error on record; a restarted `boot serve` tries again.
             log.warning("enrolling %s failed: %s", host_name, exc.message)
-            return self.store.move_install(host_name, "failed", self.now(),
+            return self.store.move_install(host_name, "installed", self.now(),
                                            error=f"enrol: {one_line(exc.message)}",
                                            expect=("installed",))
         record = HostRecord(name=hv.name, uri=hv.uri, site=b.site, pod=b.pod,
                             groups=hv.groups, maintenance=hv.maintenance)
         ok, detail = self.checker(record)
+        rec = self.store.move_install(host_name, "enrolled", self.now(), check=(ok, detail),
+                                      expect=("installed",))
+        give_up = time.monotonic() + self.check_wait.total_seconds()
+        while not ok and time.monotonic() < give_up:
+            time.sleep(self.check_interval.total_seconds())
+            ok, detail = self.checker(record)
+            self.store.record_install_check(host_name, ok, detail, self.now())
         log.info("%s enrolled; host check %s: %s", host_name, "passed" if ok else "failed",
                  detail)
-        return self.store.move_install(host_name, "enrolled", self.now(), check=(ok, detail),
-                                       expect=("installed",))
+        return self.store.install(host_name) or rec
 
     def _add_to_inventory(self, b: BootHost, hv: Hypervisor) -> None:
         try:

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from fastapi import BackgroundTasks, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -106,10 +106,16 @@ def create_app(service: BootService, public_url: str | None = None) -> FastAPI:
         return PlainTextResponse(service.kickstart(host, token, base(request)))
 
     @app.post("/callback")
-    async def callback(request: Request, tasks: BackgroundTasks) -> Response:
-        body = await request.body()
-        if len(body) > MAX_FORM:
+    async def callback(request: Request) -> Response:
+        # Anyone on the provisioning network can post here: never hold more than MAX_FORM.
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_FORM:
             raise InvalidInput("callback", f"form is over {MAX_FORM} bytes")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM:
+                raise InvalidInput("callback", f"form is over {MAX_FORM} bytes")
         try:
             form = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), max_num_fields=16,
                                                    strict_parsing=bool(body)).items()}
@@ -123,8 +129,9 @@ def create_app(service: BootService, public_url: str | None = None) -> FastAPI:
 
         rec = await run_in_threadpool(service.callback, form["host"], form["mac"],
                                       form.get("token"), form["status"], form.get("error", ""))
-        if rec.state == "installed":
-            tasks.add_task(_enroll, service, rec.host)  # after the reply: the installer goes on
+        if rec.state == "installed":  # in its own thread: the check may wait for the reboot
+            threading.Thread(target=_enroll, args=(service, rec.host), daemon=True,
+                             name=f"boot-enrol-{rec.host}").start()
         return PlainTextResponse(f"{rec.host} {rec.state}\n")
 
     @app.get("/files/{path:path}")
@@ -132,6 +139,8 @@ def create_app(service: BootService, public_url: str | None = None) -> FastAPI:
         root = service.files
         if root is None:
             raise NotFound("no --files directory is served")
+        if "\x00" in path:
+            raise NotFound("no such file under --files")
         target = (root / path).resolve()
         if not target.is_relative_to(root) or not target.is_file():
             raise NotFound(f"no file {path[:200]!r} under --files")

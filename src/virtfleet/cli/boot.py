@@ -77,15 +77,16 @@ def render(
         emit(f"{len(files)} files written under {out.absolute()}\n")
 
 
-def _ttl(value: str) -> timedelta:
-    """3600, 90s, 30m, 2h or 1d; from one second to seven days."""
+def _ttl(value: str, field: str = "--token-ttl", least: int = 1) -> timedelta:
+    """3600, 90s, 30m, 2h or 1d; from `least` seconds to seven days."""
     m = re.fullmatch(r"([0-9]{1,7})([smhd]?)", value.strip())
     if m is None:
-        raise InvalidInput("--token-ttl", f"{value!r} must be a number of seconds or like "
+        raise InvalidInput(field, f"{value!r} must be a number of seconds or like "
                            "90s, 30m, 2h, 1d")
     seconds = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    if not 1 <= seconds <= 7 * 86400:
-        raise InvalidInput("--token-ttl", f"{value!r} must be between 1 second and 7 days")
+    if not least <= seconds <= 7 * 86400:
+        raise InvalidInput(field, f"{value!r} must be between {least} "
+                           f"second{'' if least == 1 else 's'} and 7 days")
     return timedelta(seconds=seconds)
 
 
@@ -103,7 +104,10 @@ def serve(
                                       min=0, max=65535)] = 8069,
     token_ttl: Annotated[str, typer.Option(
         "--token-ttl", help="How long a host's install token lasts after it fetched its "
-        "script: seconds, or 90s, 30m, 2h, 1d.")] = "2h",
+        "script, and again after its kickstart: seconds, or 90s, 30m, 2h, 1d.")] = "2h",
+    check_wait: Annotated[str, typer.Option(
+        "--check-wait", help="After the callback, retry `host check` this long until the "
+        "installed host answers (it calls back before its reboot).")] = "30m",
     tftp: Annotated[Path | None, typer.Option(
         "--tftp", help="Also serve this directory read-only over TFTP, for legacy PXE ROMs "
         "(e.g. boot render's <site>/tftp).")] = None,
@@ -134,7 +138,8 @@ def serve(
     if not any(hv.provision is not None for _s, _p, hv in fleet.hypervisors()):
         raise InvalidInput("--fleet", f"{str(fleet_file)!r} has no hypervisor with a "
                            "provision section: nothing to install")
-    service = BootService(fleet, app_context(ctx).store(), files=root, token_ttl=ttl)
+    service = BootService(fleet, app_context(ctx).store(), files=root, token_ttl=ttl,
+                          check_wait=_ttl(check_wait, "--check-wait", least=0))
     sock = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

@@ -165,9 +165,12 @@ class InstallStore:
 
     def move_install(self, host: str, to: str, at: datetime, *, expect: Sequence[str],
                      error: str | None = None, clear_token: bool = False,
-                     check: tuple[bool, str] | None = None) -> InstallRecord:
-        """Move `host` to state `to` if it is in one of `expect`; Conflict naming the state it
-        is in otherwise. Sets `<to>_at`; `error`, the token and the check result on request."""
+                     check: tuple[bool, str] | None = None, token_hash: str | None = None,
+                     token_expires_at: datetime | None = None) -> InstallRecord:
+        """Move `host` to state `to` if it is in one of `expect` (and, with `token_hash`, still
+        holds that token: a script fetched meanwhile replaced it); Conflict naming the state it
+        is in otherwise. Sets `<to>_at`; `error`, the token, its expiry and the check result
+        on request."""
         if to not in STATES:
             raise InvalidInput("state", f"must be one of {', '.join(STATES)}")
         when = _aware(at, "at")
@@ -179,14 +182,29 @@ class InstallStore:
             values.update(token_hash=None, token_expires_at=None)
         if check is not None:
             values.update(check_ok=check[0], check_detail=check[1])
+        if token_expires_at is not None:
+            values["token_expires_at"] = _aware(token_expires_at, "token_expires_at")
+        where = [bi.c.host == host, bi.c.state.in_(expect)]
+        if token_hash is not None:
+            where.append(bi.c.token_hash == token_hash)
         with self._tx(f"move the install of {host!r} to {to}", write=True) as conn:
-            moved = conn.execute(update(bi).where(bi.c.host == host, bi.c.state.in_(expect))
-                                 .values(**values)).rowcount
+            moved = conn.execute(update(bi).where(*where).values(**values)).rowcount
             row = conn.execute(_select().where(bi.c.host == host)).first()
         if row is None:
             raise NotFound(f"no install is planned for {host!r}")
         rec = _record(row)
+        if not moved and rec.state in expect:
+            raise Conflict(f"install of {host!r}: its token was replaced (the machine fetched "
+                           f"its script again): cannot move it to {to}")
         if not moved:
             raise Conflict(f"install of {host!r} is {rec.state}, not "
                            f"{' or '.join(expect)}: cannot move it to {to}")
         return rec
+
+    def record_install_check(self, host: str, ok: bool, detail: str, at: datetime) -> None:
+        """The latest `host check` of an enrolled host (it is retried until its first boot)."""
+        when = _aware(at, "at")
+        bi = t.boot_installs
+        with self._tx(f"record the host check of {host!r}", write=True) as conn:
+            conn.execute(update(bi).where(bi.c.host == host).values(
+                check_ok=ok, check_detail=detail, updated_at=when))

@@ -126,8 +126,10 @@ class VMLock:
 class Made:
     """One thing a multi-step operation made, enough for any later process to undo it.
 
-    kind: "claim" (ref = the VM's name), "volume" (ref = its path) or "domain" (ref = its name),
-    each on hypervisor `host`.
+    kind: "claim" (ref = the VM's name), "volume" (ref = its path), "poolvol" (ref = "POOL/NAME",
+    recorded before the volume is made), "vm" (ref = "NAME/UUID", recorded before the domain is
+    defined, undone only if that UUID has that name) or "domain" (ref = its name), each on
+    hypervisor `host`.
     """
 
     kind: str

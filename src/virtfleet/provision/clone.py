@@ -9,6 +9,8 @@ one that fails is rolled back and reported, the others stand.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -22,7 +24,7 @@ from virtfleet.inventory.store import Store
 from virtfleet.placement.models import PlacementRequest, VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.provision.create import pod_macs, reserve_hosts
-from virtfleet.provision.journal import journaled
+from virtfleet.provision.journal import Operation, journaled
 from virtfleet.provision.locks import vm_lock
 from virtfleet.provision.templates import Template, file_disks, find_template
 from virtfleet.validate import check_name
@@ -117,20 +119,34 @@ def clone(store: Store, pool: ConnectionPool, req: CloneRequest,
         for vm, rec in placed:
             store.release_placement(rec.name, vm)
         raise
-    for i, (vm, rec) in enumerate(placed):
+    # Linked clones hold the template while they are made: `template delete` takes the same
+    # lock, so it cannot remove the image between its check for clones and a new overlay.
+    held = (vm_lock(store, f"{tpl.record.name}/{tpl.name}", "linked clone") if req.linked
+            else contextlib.nullcontext())
+    try:
+        with held:
+            _each(store, pool, tpl, req, placed, taken, out, progress)
+    except BaseException:  # busy, Ctrl-C: the clones not made give their room back
+        made = {c.name for c in out}
+        for vm, rec in placed:
+            if vm not in made:
+                store.release_placement(rec.name, vm)
+        raise
+    return out
+
+
+def _each(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest,
+          placed: list[tuple[str, HostRecord]], taken: set[str], out: list[Cloned],
+          progress: Callable[[Cloned], None]) -> None:
+    for vm, rec in placed:
         try:
             with vm_lock(store, f"create/{vm}", "clone"):
                 made = _one(store, pool, tpl, req, vm, rec, taken)
         except VirtfleetError as exc:
             store.release_placement(rec.name, vm)  # no-op when the rollback already did
             made = Cloned(rec.name, vm, False, exc.message)
-        except BaseException:  # Ctrl-C: this clone rolled back; the rest give their room back
-            for later, later_rec in placed[i + 1:]:
-                store.release_placement(later_rec.name, later)
-            raise
         out.append(made)
         progress(made)
-    return out
 
 
 def _names_free(names: list[str], pod_hosts: list[HostRecord], pool: ConnectionPool) -> None:
@@ -152,13 +168,12 @@ def _one(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest, v
         host = pool.get(rec)
         paths = []
         for i, src in enumerate(tpl.disks):
-            paths.append(_disk(pool, tpl, req, host, src, vm, i))
-            op.made(Made("volume", rec.name, paths[-1]))
+            paths.append(_disk(op, pool, tpl, req, host, src, vm, i))
         macs = [random_mac(taken) for _ in tpl.domain.devices.interfaces]
         taken.update(macs)
         doc = clone_domain(tpl, vm, rec, paths, macs, linked=req.linked)
-        host.define_domain(doc.to_xml())
-        op.made(Made("domain", rec.name, vm))
+        with op.making(Made("vm", rec.name, f"{vm}/{doc.uuid}")):
+            host.define_domain(doc.to_xml())
         if req.start:
             Guest.lookup(host, vm).start()
     kind = "linked" if req.linked else "full"
@@ -166,22 +181,28 @@ def _one(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest, v
                   str(doc.uuid), tuple(paths), tuple(macs))
 
 
-def _disk(pool: ConnectionPool, tpl: Template, req: CloneRequest, host: Host,
+def _disk(op: Operation, pool: ConnectionPool, tpl: Template, req: CloneRequest, host: Host,
           src: storage.VolumeInfo, vm: str, i: int) -> str:
     suffix = "qcow2" if req.linked else (src.format or "raw")
     name = f"{vm}.{suffix}" if i == 0 else f"{vm}-disk{i}.{suffix}"
     if req.linked:
         here = storage.volume_at(host, src.path)
         assert here is not None  # _candidates chose only hosts that see it
-        return storage.create_overlay(host, here.pool, name, here)
+        backing = dataclasses.replace(here, format=src.format)  # declared, never probed
+        with op.making(Made("poolvol", host.label, f"{here.pool}/{name}")):
+            return storage.create_overlay(host, here.pool, name, backing)
     if host.label == tpl.record.name:
-        return storage.clone_volume(host, req.pool or src.pool, src, name)
+        target = req.pool or src.pool
+        with op.making(Made("poolvol", host.label, f"{target}/{name}")):
+            return storage.clone_volume(host, target, src, name)
     # Another hypervisor: the bytes travel through this machine, holes kept.
     source_host = pool.get(tpl.record)
-    with tempfile.TemporaryDirectory(prefix="virtfleet-clone-") as tmp:
+    target = req.pool or "default"
+    with tempfile.TemporaryDirectory(prefix="virtfleet-clone-") as tmp, \
+            op.making(Made("poolvol", host.label, f"{target}/{name}")):
         local = str(Path(tmp) / "disk")
         storage.download(source_host, src.path, local)
-        return storage.upload(host, req.pool or "default", name, local, src.format or "raw")
+        return storage.upload(host, target, name, local, src.format or "raw")
 
 
 def clone_domain(tpl: Template, name: str, rec: HostRecord, disks: list[str], macs: list[str],

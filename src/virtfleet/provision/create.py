@@ -116,14 +116,13 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
                 continue
             assert d.size_bytes is not None
             vol = f"{spec.name}.{d.format}" if i == 0 else f"{spec.name}-disk{i}.{d.format}"
-            path = storage.create_volume(host, d.pool or storage_pool, vol, d.size_bytes,
-                                         d.format)
-            op.made(Made("volume", target.name, path))
-            paths.append(path)
+            where = d.pool or storage_pool
+            with op.making(Made("poolvol", target.name, f"{where}/{vol}")):
+                paths.append(storage.create_volume(host, where, vol, d.size_bytes, d.format))
         placement = Placement(virt_type=vtype, disk_paths=tuple(paths), macs=tuple(macs),
                               facts={"site": target.site, "pod": target.pod, **(facts or {})})
-        host.define_domain(build_domain(spec, placement).to_xml())
-        op.made(Made("domain", target.name, spec.name))
+        with op.making(Made("vm", target.name, f"{spec.name}/{placement.uuid}")):
+            host.define_domain(build_domain(spec, placement).to_xml())
         guest = Guest.lookup(host, spec.name)
         if spec.autostart:
             guest.set_autostart(True)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from virtfleet.errors import Busy, NotFound, VirtfleetError
+from virtfleet.errors import Busy, Conflict, NotFound, VirtfleetError
 from virtfleet.inventory.records import Made, OperationRecord
 from virtfleet.inventory.store import Store
 from virtfleet.provision.locks import holder_alive
@@ -36,9 +36,21 @@ class Operation:
         self.store.record_step(self.id, self.steps)
 
     def forget(self, what: Made) -> None:
-        """`what` stays when the operation succeeds but need not be undone any more."""
+        """`what` is not this operation's to undo after all."""
         self.steps.remove(what)
         self.store.record_step(self.id, self.steps)
+
+    @contextmanager
+    def making(self, what: Made) -> Iterator[None]:
+        """Record `what` BEFORE making it: a crash or Ctrl-C inside a long call (a volume
+        copy) then still leaves it on record. If making it fails because it already exists,
+        it is someone else's and is taken off the record again."""
+        self.made(what)
+        try:
+            yield
+        except Conflict:
+            self.forget(what)
+            raise
 
 
 @contextmanager
@@ -92,13 +104,25 @@ def undo(what: Made, store: Store, pool: ConnectionPool) -> None:
     if what.kind == "claim":
         store.release_placement(what.host, what.ref)
         return
-    if what.kind not in ("volume", "domain"):
+    if what.kind not in ("volume", "poolvol", "domain", "vm"):
         raise NotFound(f"unknown journal step kind {what.kind!r}")
     [record] = store.hypervisors(host=what.host)
     host = pool.get(record)
     try:
         if what.kind == "volume":
             storage.delete_volume(host, what.ref)
+        elif what.kind == "poolvol":
+            pool_name, _, name = what.ref.partition("/")
+            storage.delete_named(host, pool_name, name)
+        elif what.kind == "vm":
+            name, _, uuid = what.ref.partition("/")
+            seen = host.domain_by_uuid(uuid)
+            if seen is None or seen.name != name:
+                return  # never defined, or gone: a domain of that name now is not ours
+            guest = Guest.lookup(host, name)
+            if guest.is_active():
+                guest.destroy()
+            guest.undefine(Removal())
         else:
             guest = Guest.lookup(host, what.ref)
             if guest.is_active():

@@ -2,7 +2,8 @@
 
 A second `vm shutdown web01` while the first is still waiting, or a snapshot revert during a
 create, gets a clear 'busy' error naming the holder instead of racing it. A lock whose holder
-died (same machine, process gone) or that is over an hour old is taken over.
+died (same machine, process gone), or another machine's that is over an hour old, is taken
+over.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ STALE_AFTER = timedelta(hours=1)
 
 
 def holder_alive(hostname: str, pid: int, since: datetime) -> bool:
-    """False if the process `pid` on `hostname` is gone (checked on this machine), or has
-    held on for over STALE_AFTER (another machine's process cannot be checked)."""
+    """Whether the holder may still be at work: on this machine, whether its process exists
+    (however long it has run: sealing a large template takes a while); on another machine,
+    which cannot be asked, whether it started less than STALE_AFTER ago."""
     if hostname == socket.gethostname():
         try:
             os.kill(pid, 0)
@@ -29,6 +31,7 @@ def holder_alive(hostname: str, pid: int, since: datetime) -> bool:
             return False
         except PermissionError:
             pass  # alive, another user's
+        return True
     return datetime.now(UTC) - since <= STALE_AFTER
 
 

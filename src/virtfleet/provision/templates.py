@@ -9,6 +9,7 @@ never started (clones are). A template cannot be deleted while linked clones use
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -61,6 +62,12 @@ def file_disks(domain: Domain) -> list[Disk]:
 
 
 def _volumes(host: Host, domain: Domain, field: str) -> tuple[VolumeInfo, ...]:
+    """The domain's disk volumes, each with the format the DOMAIN declares.
+
+    A pool reports a file's format by reading its first bytes, and a guest can write a qcow2
+    header into its raw disk, naming any host file as backing. So the declared format is the
+    one used, and an image whose bytes say otherwise, or that has a backing file, is refused.
+    """
     out = []
     for d in file_disks(domain):
         assert d.source is not None
@@ -68,7 +75,16 @@ def _volumes(host: Host, domain: Domain, field: str) -> tuple[VolumeInfo, ...]:
         if vol is None:
             raise InvalidInput(field, f"{domain.name}: disk {d.source} is not a volume of any "
                                f"storage pool on {host.label}")
-        out.append(vol)
+        declared = d.format or "raw"
+        if vol.backing_path is not None:
+            raise InvalidInput(field, f"{domain.name}: disk {d.source} has a backing file "
+                               f"({vol.backing_path}); a template is made from standalone "
+                               "images (a full clone of this VM is one)")
+        if (vol.format or "raw") != declared:
+            raise InvalidInput(field, f"{domain.name}: disk {d.source} is declared {declared} "
+                               f"but its content reads as {vol.format}; refusing (a guest "
+                               "can write a format header into a raw disk)")
+        out.append(dataclasses.replace(vol, format=declared))
     if not out:
         raise InvalidInput(field, f"{domain.name} has no disk image to make a template from")
     return tuple(out)
@@ -159,11 +175,11 @@ def create_template(store: Store, pool: ConnectionPool, name: str, source: str, 
         for i, ((copy, fmt), vol) in enumerate(zip(local, disks, strict=True)):
             target = f"{name}.{fmt}" if i == 0 else f"{name}-disk{i}.{fmt}"
             progress(f"storing {target} in pool {vol.pool} on {record.name}")
-            path = storage.upload(h, vol.pool, target, copy, fmt, mode=READ_ONLY)
-            op.made(Made("volume", record.name, path))
-            images.append(path)
-        h.define_domain(_template_domain(vm, name, images).to_xml())
-        op.made(Made("domain", record.name, name))
+            with op.making(Made("poolvol", record.name, f"{vol.pool}/{target}")):
+                images.append(storage.upload(h, vol.pool, target, copy, fmt, mode=READ_ONLY))
+        doc = _template_domain(vm, name, images)
+        with op.making(Made("vm", record.name, f"{name}/{doc.uuid}")):
+            h.define_domain(doc.to_xml())
     return find_template(store, pool, name, host=record.name)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import libvirt
 
-from virtfleet.errors import Conflict, InvalidInput, NotFound
+from virtfleet.errors import Conflict, InvalidInput, NotFound, VirtfleetError
 from virtfleet.inventory.networks import (
     NetworkSpec,
     build_network,
@@ -228,7 +228,12 @@ def ensure(host: Host, spec: NetworkSpec, field: str, *, dry_run: bool = False) 
     if not existing.active:
         changes.append("start")
         if not dry_run:
-            start(host, spec.name)
+            try:
+                start(host, spec.name)
+            except VirtfleetError:
+                if changes[0] == "define":  # ours, just defined: leave nothing half-made
+                    undefine(host, spec.name)
+                raise
     if not existing.autostart:
         changes.append("autostart")
         if not dry_run:

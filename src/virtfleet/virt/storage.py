@@ -90,6 +90,12 @@ def delete_volume(host: Host, path: str) -> None:
         host.conn.storageVolLookupByPath(path).delete(0)
 
 
+def delete_named(host: Host, pool_name: str, name: str) -> None:
+    """Delete volume `name` of pool `pool_name`; NotFound if either is missing."""
+    with libvirt_errors(host.label):
+        host.conn.storagePoolLookupByName(pool_name).storageVolLookupByName(name).delete(0)
+
+
 @dataclass(frozen=True)
 class VolumeInfo:
     name: str
@@ -186,6 +192,7 @@ def clone_volume(host: Host, pool_name: str, source: VolumeInfo, name: str,
     vol.capacity_bytes = source.capacity_bytes
     vol.capacity_unit = "bytes"
     vol.format = source.format or "raw"
+    vol.allocation_bytes = 0  # sparse, as the source is
     vol.mode = mode
     with libvirt_errors(host.label):
         p = host.conn.storagePoolLookupByName(pool_name)
@@ -235,7 +242,8 @@ def upload(host: Host, pool_name: str, name: str, src: str, fmt: str,
     vol.name = name
     vol.capacity_bytes = os.path.getsize(src)
     vol.capacity_unit = "bytes"
-    vol.format = "raw"  # the bytes are sent as they are; the format is in the bytes
+    vol.format = fmt  # what the caller says the bytes are; never what a probe of them says
+    vol.allocation_bytes = 0  # sparse: the holes of the stream stay holes
     vol.mode = mode
     with libvirt_errors(host.label):
         p = host.conn.storagePoolLookupByName(pool_name)
@@ -253,7 +261,7 @@ def upload(host: Host, pool_name: str, name: str, src: str, fmt: str,
                 raise
             finally:
                 os.close(fd)
-            p.refresh(0)  # the format is now what the bytes say (qcow2)
+            p.refresh(0)  # the pool's view of its size and allocation
             return str(made.path())
         except BaseException:
             made.delete(0)
