@@ -68,21 +68,24 @@ def create_volume(host: Host, pool_name: str, name: str, capacity_bytes: int, fm
     if capacity_bytes > info.available_bytes and fmt == "raw":
         raise InvalidInput("--disk size", f"{capacity_bytes // 2**20} MiB is more than the "
                            f"{info.available_bytes // 2**20} MiB free in pool {pool_name!r}")
+    vol = _new_volume(name, capacity_bytes, fmt)
+    with libvirt_errors(host.label):
+        p = host.conn.storagePoolLookupByName(pool_name)
+        _absent(host, p, name)
+        return str(p.createXML(vol.to_xml(), 0).path())
+
+
+def _new_volume(name: str, capacity_bytes: int, fmt: str, *, sparse: bool = False,
+                mode: str | None = None) -> Volume:
     vol = Volume()
     vol.name = name
     vol.capacity_bytes = capacity_bytes
     vol.capacity_unit = "bytes"
     vol.format = fmt
-    with libvirt_errors(host.label):
-        p = host.conn.storagePoolLookupByName(pool_name)
-        try:
-            p.storageVolLookupByName(name)
-            raise Conflict(f"{host.label}: volume {name!r} already exists in pool {pool_name!r}")
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-                raise
-        made = p.createXML(vol.to_xml(), 0)
-        return str(made.path())
+    if sparse:  # no preallocation: holes in what is copied in stay holes
+        vol.allocation_bytes = 0
+    vol.mode = mode
+    return vol
 
 
 def delete_volume(host: Host, path: str) -> None:
@@ -167,11 +170,7 @@ def _absent(host: Host, p: Any, name: str) -> None:
 def create_overlay(host: Host, pool_name: str, name: str, backing: VolumeInfo) -> str:
     """A qcow2 volume whose reads fall through to `backing` (a linked clone's disk); returns
     its path. The backing format is written into the overlay, so QEMU never probes it."""
-    vol = Volume()
-    vol.name = name
-    vol.capacity_bytes = backing.capacity_bytes
-    vol.capacity_unit = "bytes"
-    vol.format = "qcow2"
+    vol = _new_volume(name, backing.capacity_bytes, "qcow2")
     vol.backing_path = backing.path
     vol.backing_format = backing.format or "raw"
     with libvirt_errors(host.label):
@@ -187,13 +186,8 @@ def clone_volume(host: Host, pool_name: str, source: VolumeInfo, name: str,
     Reflink first (instant on XFS/btrfs for raw images); libvirt refuses the flag where the
     filesystem or the format cannot do it, and then copies.
     """
-    vol = Volume()
-    vol.name = name
-    vol.capacity_bytes = source.capacity_bytes
-    vol.capacity_unit = "bytes"
-    vol.format = source.format or "raw"
-    vol.allocation_bytes = 0  # sparse, as the source is
-    vol.mode = mode
+    vol = _new_volume(name, source.capacity_bytes, source.format or "raw", sparse=True,
+                      mode=mode)
     with libvirt_errors(host.label):
         p = host.conn.storagePoolLookupByName(pool_name)
         _absent(host, p, name)
@@ -238,13 +232,8 @@ def download(host: Host, path: str, dest: str) -> None:
 def upload(host: Host, pool_name: str, name: str, src: str, fmt: str,
            mode: str | None = None) -> str:
     """A new volume holding a local file's content (holes kept); returns its path."""
-    vol = Volume()
-    vol.name = name
-    vol.capacity_bytes = os.path.getsize(src)
-    vol.capacity_unit = "bytes"
-    vol.format = fmt  # what the caller says the bytes are; never what a probe of them says
-    vol.allocation_bytes = 0  # sparse: the holes of the stream stay holes
-    vol.mode = mode
+    # `fmt` is what the caller says the bytes are; never what a probe of them says.
+    vol = _new_volume(name, os.path.getsize(src), fmt, sparse=True, mode=mode)
     with libvirt_errors(host.label):
         p = host.conn.storagePoolLookupByName(pool_name)
         _absent(host, p, name)
