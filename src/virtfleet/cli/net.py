@@ -106,9 +106,10 @@ def _report(outcomes: list[Outcome], json: bool) -> None:
         emit(f"Network {o.network} {o.result} on {o.host}\n")
     elif len(outcomes) > 1:
         emit(table(["Host", "Network", "Result"],
-                   [(o.host, o.network, o.result if o.ok else f"failed: {o.result}")
+                   [(o.host, o.network, f"failed: {o.result}" if o.kind else o.result)
                     for o in outcomes]))
-    report_failures([HostFailure(o.host, o.kind, o.why) for o in failed],
+    # A row without a kind was not done because another host failed: not its own failure.
+    report_failures([HostFailure(o.host, o.kind, o.why) for o in failed if o.kind],
                     asked=len(outcomes), rows=True)
     if failed:
         raise typer.Exit(1)
@@ -424,7 +425,8 @@ def define(
         if isinstance(r.error, InvalidInput):
             raise r.error  # bad input: one line, exit 2
     if any(not r.ok for r in checks):
-        _report([Outcome(r.host.name, net_name, "not defined (another host refused)", False)
+        refused = ", ".join(r.host.name for r in checks if r.error is not None)
+        _report([Outcome(r.host.name, net_name, f"not defined ({refused} refused)", False)
                  if r.error is None else _failed(r.host.name, net_name, r.error)
                  for r in checks], json)
 
@@ -443,13 +445,18 @@ def define(
 
         undone = {r.host.name: r for r in _ask([h for h in hosts if h.name in made],
                                                "roll back", undo, report=False)}
+        bad = ", ".join(o.host for o in outcomes if not o.ok)
         for i, o in enumerate(outcomes):
             u = undone.get(o.host)
             if u is None:
                 continue
-            outcomes[i] = (Outcome(o.host, net_name, "undefined again (another host failed)",
-                                   False, "undefined again: another host failed", "rolled-back")
-                           if u.error is None else _failed(o.host, net_name, u.error))
+            if u.error is None:
+                outcomes[i] = Outcome(o.host, net_name, f"undefined again ({bad} failed)", False)
+            else:
+                why = ("it is still defined; could not undefine it again: "
+                       + u.error.message.removeprefix(f"{o.host}: "))
+                outcomes[i] = Outcome(o.host, net_name, f"{u.error.kind}: {why}", False, why,
+                                      u.error.kind)
     _report(outcomes, json)
 
 

@@ -3,8 +3,9 @@ template's image) or full (an independent copy), one or `--count N` at a time.
 
 Each clone gets a new name, UUID and MACs, its hostname through the SMBIOS serial in
 cloud-init's NoCloud form (so nothing is written into the image), and the room it needs is
-claimed by the scheduler before anything is made. Each clone is its own journaled operation:
-one that fails is rolled back and reported, the others stand.
+claimed by the scheduler before anything is made, the whole batch's claims on the journal at
+once. Each clone is its own journaled operation: one that fails is rolled back and reported,
+the others stand; members an earlier run already made are reported, not made again.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def _make(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest,
 
 def _existing(store: Store, pool: ConnectionPool, host_name: str, vm: str,
               start: bool) -> Cloned:
-    """A member a earlier run made: its row, and started if asked and not running."""
+    """A member an earlier run made: its row, and started if asked and not running."""
     [rec] = store.hypervisors(host=host_name)
     try:
         guest = Guest.lookup(pool.get(rec), vm)

@@ -188,7 +188,6 @@ def _kvm_usable(host: Host) -> bool:
         return False
 
 
-
 def needs_of(spec: VMSpec, storage_pool: str = "default") -> Needs:
     """What a hypervisor must have for `spec`: its pools with room for the new disks, the
     images it imports inside a pool, its networks and bridges."""
@@ -236,7 +235,9 @@ def preflight_scope(store: Store, pool: ConnectionPool, needs: Needs, *, host: s
     else:
         scope = names_on = store.hypervisors(site=site, pod=pod)
         where = pod or site or "the fleet"
-    candidates = {r.name for r in scope} & (only if only is not None else {r.name for r in scope})
+    candidates = {r.name for r in scope}
+    if only is not None:
+        candidates &= only
     fits = preflight.fit(names_on, candidates, needs, pool)
     done: dict[str, str] = {}
     for f in fits:
