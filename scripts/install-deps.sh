@@ -10,6 +10,7 @@ pkgs=(
   isc-dhcp-server kea-dhcp4-server haproxy
   libguestfs-tools linux-image-cloud-amd64 debootstrap
   virtinst  # virt-clone: bench/clone's baseline
+  fence-agents ipmitool openipmi  # fencing (fence_ipmilan runs ipmitool); the lab's BMCs (ipmi_sim)
 )
 missing=()
 for p in "${pkgs[@]}"; do
