@@ -39,6 +39,7 @@ pytestmark = pytest.mark.integration
 class Fenced:
     lab: LabFixture
     bmcs: dict[str, LabBmc]
+    fleet_text: str  # the lab's fleet file before any BMC
 
     def hypervisor(self, name: str) -> Hypervisor:
         for _, _, hv in load_fleet(self.lab.fleet_file).hypervisors():
@@ -62,9 +63,10 @@ class Fenced:
 @pytest.fixture(scope="module")
 def fenced(lab: LabFixture) -> Iterator[Fenced]:
     bmcs = LabBmcs(lab.lab)
+    before = lab.fleet_file.read_text()
     started = bmcs.start()
     try:
-        yield Fenced(lab, {b.host: b for b in started})
+        yield Fenced(lab, {b.host: b for b in started}, before)
     finally:
         bmcs.stop()
 
@@ -331,7 +333,7 @@ def test_leftovers_of_a_killed_run_are_cleared_and_stop_leaves_nothing(
     bmcs.stop()
     assert lab_bmc_processes(lab) == []
     assert not (lab.lab.state_dir / "bmc").exists()
-    assert all(hv.bmc is None for _, _, hv in load_fleet(lab.fleet_file).hypervisors())
+    assert lab.fleet_file.read_text() == fenced.fleet_text
     with pytest.raises(LabError):
         LabBmcs(lab.lab).start(hosts=["no-such-host"])
     fenced.bmcs = {b.host: b for b in bmcs.start()}
