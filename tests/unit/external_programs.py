@@ -571,6 +571,15 @@ class Scanner:
         return sorted(uses, key=str), sorted(opaque, key=str)
 
 
+def own_scripts(root: Path = ROOT) -> set[str]:
+    """virtfleet's own console scripts (pyproject's [project.scripts]): pip puts them in the
+    venv, so they need no Debian package."""
+    import tomllib
+
+    with (root / "pyproject.toml").open("rb") as f:
+        return set(tomllib.load(f)["project"].get("scripts", {}))
+
+
 def collect(root: Path = ROOT, dirs: tuple[str, ...] = SCANNED) -> tuple[list[Use], list[Opaque]]:
     """Every program the Python under `dirs` runs, and the calls whose program is unreadable."""
     return Scanner(root, dirs).scan()

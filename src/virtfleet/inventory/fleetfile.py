@@ -286,6 +286,65 @@ class InstallProfile(_Model):
         return ("@virtualization",) if self.kind == "hypervisor" else ("@core",
                                                                          "qemu-guest-agent")
 
+# ---- Fencing (issue 17): each hypervisor's BMC, driven by ClusterLabs' fence agents. The file
+# names where the password is (a 0600 file or an environment variable), never the password:
+# fleet files live in version control and are read by many people.
+
+_BMC_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_SYSTEMS_URI_RE = re.compile(r"^/redfish/v1/Systems/[A-Za-z0-9_.~-]+$")
+BMC_DEFAULT_PORT = {"ipmilan": 623, "redfish": 443}
+
+
+def _bmc_address(value: str) -> str:
+    try:
+        ip_address(value)
+    except ValueError:
+        _rule(lambda: check_name("address", value))
+    return value
+
+
+def _password_file(value: str) -> str:
+    if not value.startswith("/") or "/../" in value + "/" or "/./" in value + "/":
+        raise ValueError("must be an absolute path without '..' or '.'")
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        raise ValueError("must not contain spaces or control characters")
+    return value
+
+
+class BmcSpec(_Model):
+    """How to power a hypervisor off and on out of band: its BMC and the fence agent for it."""
+
+    agent: Literal["ipmilan", "redfish"]
+    address: Annotated[str, AfterValidator(_bmc_address)]
+    port: Port | None = None  # default: 623 for ipmilan, 443 for redfish
+    username: Annotated[str, AfterValidator(
+        _pattern(_BMC_USER_RE, "a BMC user name (letters, digits and _ . @ -, at most 64)"))]
+    password_file: Annotated[str, AfterValidator(_password_file)] | None = None
+    password_env: Annotated[str, AfterValidator(
+        _pattern(_ENV_NAME_RE, "an environment variable name"))] | None = None
+    cipher: int | None = Field(default=None, ge=0, le=17)  # ipmilan (RMCP+ cipher suite)
+    ssl_insecure: bool | None = None  # redfish: accept a self-signed certificate
+    systems_uri: Annotated[str, AfterValidator(_pattern(
+        _SYSTEMS_URI_RE, "a Redfish system path like /redfish/v1/Systems/1"))] | None = None
+    power_wait: int | None = Field(default=None, ge=0, le=60)  # seconds after a power action
+
+    # Declared only to refuse it with a clear word (extra keys would just be "unknown").
+    password: Any = Field(default=None, exclude=True)
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _no_password(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("never put the password in the fleet file: name a 0600 file "
+                             "(password_file) or an environment variable (password_env)")
+        return None
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else BMC_DEFAULT_PORT[self.agent]
+
+
 class Hypervisor(_Model):
     name: Name
     uri: str
@@ -293,6 +352,7 @@ class Hypervisor(_Model):
     maintenance: bool = False
     provision: HostProvision | None = None
     nic_layout: NicLayout | None = None  # see niclayout.py: nearest level wins
+    bmc: BmcSpec | None = None  # out-of-band power control, for fencing (see docs/ha.md)
 
     @field_validator("uri")
     @classmethod
@@ -375,6 +435,38 @@ def _check_unique(fleet: Fleet) -> None:
                 where = f"sites[{si}].pods[{pi}].hypervisors[{hi}]"
                 once("hypervisor", hv.name, f"{where}.name")
                 once("uri", hv.uri, f"{where}.uri")
+
+
+def _check_bmcs(fleet: Fleet) -> None:
+    """Rules across a BMC's fields, and across BMCs: two hypervisors must never share one BMC,
+    or fencing the first would power off the second."""
+    seen: dict[tuple[str, int, str], str] = {}
+    for si, site in enumerate(fleet.sites):
+        for pi, pod in enumerate(site.pods):
+            for hi, hv in enumerate(pod.hypervisors):
+                bmc = hv.bmc
+                if bmc is None:
+                    continue
+                where = f"sites[{si}].pods[{pi}].hypervisors[{hi}].bmc"
+                if bmc.password_file is None and bmc.password_env is None:
+                    raise InvalidInput(f"{where}.password_file", "missing: give password_file "
+                                       "(a 0600 file) or password_env (a variable name)")
+                if bmc.password_file is not None and bmc.password_env is not None:
+                    raise InvalidInput(f"{where}.password_env",
+                                       "give only one of password_file and password_env")
+                only = {"cipher": "ipmilan", "ssl_insecure": "redfish",
+                        "systems_uri": "redfish"}
+                for key, agent in only.items():
+                    if getattr(bmc, key) is not None and bmc.agent != agent:
+                        raise InvalidInput(f"{where}.{key}", f"only for agent {agent} (this "
+                                           f"BMC's agent is {bmc.agent})")
+                key3 = (bmc.address.lower(), bmc.effective_port, bmc.systems_uri or "")
+                first = seen.get(key3)
+                if first is not None:
+                    raise InvalidInput(f"{where}.address", f"BMC {bmc.address}:"
+                                       f"{bmc.effective_port} is already the BMC of {first}: "
+                                       "fencing one would power off the other")
+                seen[key3] = f"hypervisor {hv.name!r}"
 
 
 def _usable(net: IPv4Network, addr: IPv4Address) -> bool:
@@ -576,6 +668,7 @@ def parse_fleet(data: Any, source: str = "fleet file") -> Fleet:
     except ValidationError as exc:
         raise _first_error(exc) from None
     _check_unique(fleet)
+    _check_bmcs(fleet)
     _check_boot(fleet)
     check_fleet_layouts(fleet)
     check_fleet_networks(fleet)
