@@ -9,7 +9,11 @@ pkgs=(
   postgresql
   isc-dhcp-server kea-dhcp4-server haproxy
   libguestfs-tools linux-image-cloud-amd64 debootstrap
-  virtinst  # virt-clone: bench/clone's baseline
+  virtinst  # virt-clone: bench/clone's baseline; virt-install: tests/unit/test_virt_install_compare.py
+  # libosinfo for `vm create --os-variant` (design/osinfo.py), and what PyGObject and its
+  # pycairo dependency build against in the venv
+  gir1.2-libosinfo-1.0 osinfo-db libgirepository1.0-dev libcairo2-dev
+  procps  # ps: tests check what other users see of a running command line
 )
 missing=()
 for p in "${pkgs[@]}"; do
