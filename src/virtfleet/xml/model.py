@@ -82,9 +82,14 @@ def place(parent: etree._Element, child: etree._Element,
     return child
 
 
+def _pretty(parent: etree._Element) -> bool:
+    """Whether `parent` came from a pretty-printed document (whitespace before its children)."""
+    return len(parent) > 0 and bool(parent.text) and not (parent.text or "").strip()
+
+
 def _insert_indented(parent: etree._Element, position: int, child: etree._Element) -> None:
     """parent.insert(), keeping a parsed, pretty-printed document's indentation."""
-    pretty = bool(parent.text) and not (parent.text or "").strip() and len(parent) > 0
+    pretty = _pretty(parent)
     parent.insert(position, child)
     if not pretty:
         return
@@ -94,6 +99,22 @@ def _insert_indented(parent: etree._Element, position: int, child: etree._Elemen
         child.tail, prev.tail = prev.tail, inner
     else:
         child.tail = inner
+    if len(child) and not (child.text or "").strip():  # built here: indent it like the rest
+        etree.indent(child, space="  ", level=sum(1 for _ in child.iterancestors()))
+
+
+def unlink(el: etree._Element) -> None:
+    """Remove `el` from its parent, leaving the siblings' indentation as it was."""
+    parent = el.getparent()
+    if parent is None:
+        return
+    prev = el.getprevious()
+    if el.getnext() is None:  # the last child carried the closing indent
+        if prev is not None:
+            prev.tail = el.tail
+        elif el.tail is not None and not el.tail.strip():
+            parent.text = None  # no children left: <parent/>
+    parent.remove(el)
 
 
 class XMLModel:
@@ -159,11 +180,16 @@ class XMLModel:
         """The element at `path`, made with any missing parents (and the predicate
         attributes of each step) where libvirt's order puts them."""
         el = self.element
-        for step in _steps(path):
+        steps = _steps(path)
+        for i, step in enumerate(steps):
             child = el.find(step.text)
-            if child is None:
-                child = self.new_element(step.tag, dict(step.attrs))
-                place(el, child, self.ORDERS)
+            if child is None:  # build the rest detached, then place it whole (indented once)
+                top = leaf = self.new_element(step.tag, dict(step.attrs))
+                for more in steps[i + 1:]:
+                    leaf.append(self.new_element(more.tag, dict(more.attrs)))
+                    leaf = leaf[-1]
+                place(el, top, self.ORDERS)
+                return leaf
             el = child
         return el
 
@@ -184,9 +210,7 @@ class XMLModel:
     def drop(self, path: str) -> None:
         """Remove every element matching `path` (its last step) from under its parent."""
         for el in self.findall(path):
-            parent = el.getparent()
-            if parent is not None:
-                parent.remove(el)
+            unlink(el)
 
     def prune(self, path: str) -> None:
         """Remove the element at `path`, then the parents that removal left empty (never the
@@ -199,9 +223,7 @@ class XMLModel:
             if depth < len(steps) and (len(el) or _own_attrs(el, steps[depth - 1])
                                        or (el.text or "").strip()):
                 return
-            parent = el.getparent()
-            if parent is not None:
-                parent.remove(el)
+            unlink(el)
 
     def to_xml(self) -> str:
         node = self.node
@@ -381,9 +403,7 @@ class ChildList(Generic[M]):
         return model
 
     def remove(self, model: M) -> None:
-        parent = model.element.getparent()
-        if parent is not None:
-            parent.remove(model.element)
+        unlink(model.element)
 
 
 def to_int(field: str) -> Callable[[str], int]:
