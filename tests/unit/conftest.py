@@ -101,6 +101,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     unit = Path(__file__).parent
     ran = {Path(str(item.path)) for item in session.items}
     everything = set(unit.glob("test_*.py")) <= ran
-    filtered = bool(session.config.option.keyword or session.config.option.markexpr
-                    or session.config.option.lf)
+    option = session.config.option
+    filtered = any(getattr(option, name, None) for name in ("keyword", "markexpr", "lf",
+                                                              "deselect"))
     STATE["full_run"] = everything and not filtered

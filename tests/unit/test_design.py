@@ -143,6 +143,40 @@ def test_bad_requests_name_the_option(kwargs: dict, field: str, words: str) -> N
         assert secret not in str(exc.value)
 
 
+def test_an_exported_password_does_not_stop_a_vm_without_a_display() -> None:
+    base = {"name": "vm1", "memory": "2G", "vcpus": 2, "disks": ["size=8G"],
+            "networks": [], "cdrom": "/iso/a.iso"}
+    spec = vm_spec(**base, graphics_password=("VIRTFLEET_GRAPHICS_PASSWORD", "x"))  # type: ignore[arg-type]
+    assert spec.graphics.type == "none" and spec.graphics.password is None
+    spec = vm_spec(**base, graphics="vnc",  # type: ignore[arg-type]
+                   graphics_password=("VIRTFLEET_GRAPHICS_PASSWORD", "x"))
+    assert spec.graphics.password is not None and spec.graphics.password.get_secret_value() \
+        == "x"
+
+
+def test_disks_by_kind_and_os(tmp_path: Path) -> None:
+    spec = vm_spec(name="vm1", memory="1G", vcpus=1, networks=[], pxe=True,
+                   disks=["path=/dev/vg0/data", "size=8G,format=raw", "size=8G,bus=scsi",
+                          "size=8G,bus=sata"], os_variant="debian11")
+    d = build_domain(spec, place(spec))
+    validate(tmp_path, d)
+    block, raw, scsi, sata = list(d.devices.disks)
+    assert (block.type, block.cache, block.io, block.discard) == ("block", "none", "native",
+                                                                  "unmap")
+    assert (raw.discard, raw.target_dev) == (None, "vdb")  # fully allocated: nothing to give
+    assert (scsi.target_dev, sata.target_dev) == ("sda", "sdb")
+    assert [c.model for c in d.devices.controllers if c.type == "scsi"] == ["virtio-scsi"]
+    generic = vm_spec(name="vm2", memory="1G", vcpus=1, networks=["bridge=br0"],
+                      disks=["size=8G"], cdrom="/iso/a.iso", os_variant="generic")
+    g = build_domain(generic, place(generic))
+    validate(tmp_path, g)
+    assert (g.os.machine, g.devices.disks[0].target_dev, g.devices.disks[1].target_dev,
+            g.devices.interfaces[0].model, g.os_id) == ("pc", "hda", "sda", "e1000", None)
+    assert [c.model for c in g.devices.controllers] == [
+        "ich9-ehci1", "ich9-uhci1", "ich9-uhci2", "ich9-uhci3"]
+    assert [c.master_startport for c in g.devices.controllers] == [None, 0, 2, 4]
+
+
 def test_sizes() -> None:
     assert parse_mib("m", "32G") == 32768 and parse_mib("m", "32768") == 32768
     assert parse_mib("m", "1.5G") == 1536

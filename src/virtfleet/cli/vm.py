@@ -351,6 +351,10 @@ def _graphics_password(path: Path | None) -> tuple[str, str] | None:
         return None if value is None else (PASSWORD_ENV, value)
     field = "--graphics-password-file"
     if str(path) == "-":
+        if sys.stdin.isatty():  # typed by hand: not echoed
+            import getpass
+
+            return field, getpass.getpass("Graphics password: ")
         text = sys.stdin.read(4096)
     else:
         try:

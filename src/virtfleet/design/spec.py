@@ -318,7 +318,9 @@ def vm_spec(*, name: str, memory: str, vcpus: int, disks: list[str], networks: l
         raise InvalidInput("--cmdline", "must be one line")
     nics = tuple(parse_network(n) for n in networks)
     gfx = parse_graphics(graphics) if graphics else GraphicsSpec()
-    if graphics_password is not None:
+    if graphics_password is not None and not (graphics_password[0] == PASSWORD_ENV
+                                              and gfx.type == "none"):
+        # (an exported VIRTFLEET_GRAPHICS_PASSWORD does not stop a VM without a display)
         source, secret = graphics_password
         gfx = gfx.model_copy(update={"password": check_graphics_password(source, secret,
                                                                           gfx.type)})
