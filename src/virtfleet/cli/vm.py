@@ -363,7 +363,7 @@ def _graphics_password(path: Path | None) -> tuple[str, str] | None:
             raise InvalidInput(field, f"cannot read {str(path)!r} "
                                f"({getattr(exc, 'strerror', None) or exc.__class__.__name__})"
                                ) from None
-    return field, text.removesuffix("\n")
+    return field, text.partition("\n")[0]  # the first line, as `pass show` prints it
 
 
 @app.command("shutdown")
