@@ -177,6 +177,36 @@ def test_disks_by_kind_and_os(tmp_path: Path) -> None:
     assert [c.master_startport for c in g.devices.controllers] == [None, 0, 2, 4]
 
 
+def test_spice_brings_its_devices_and_virtio_oses_theirs(tmp_path: Path) -> None:
+    spec = vm_spec(name="vm3", memory="1G", vcpus=1, networks=[], disks=["size=8G"],
+                   pxe=True, graphics="spice", os_variant="ubuntu22.04")
+    d = build_domain(spec, place(spec))
+    validate(tmp_path, d)
+    dev = d.devices
+    assert [(i.type, i.bus) for i in dev.inputs] == [("tablet", "usb")]
+    assert [(r.bus, r.type) for r in dev.redirdevs] == [("usb", "spicevmc")] * 2
+    assert [s.model for s in dev.sounds] == ["ich9"]
+    assert [v.model for v in dev.videos] == ["qxl"]  # ubuntu22.04 has no virtio-gpu in osinfo
+    assert [(r.model, r.backend_model, r.backend) for r in dev.rngs] == [
+        ("virtio", "random", "/dev/urandom")]
+    assert [m.model for m in dev.memballoons] == ["virtio"]
+    assert [(c.type, c.source_mode, c.target_name) for c in dev.channels] == [
+        ("unix", "bind", "org.qemu.guest_agent.0"), ("spicevmc", None, "com.redhat.spice.0")]
+    assert d.features.vmport is False and d.cpu_mode is None  # TCG: the CPU is QEMU's
+    assert (d.suspend_to_mem, d.suspend_to_disk) == (False, False)
+    win = vm_spec(name="vm4", memory="4G", vcpus=2, networks=["bridge=br0"],
+                  disks=["size=40G"], cdrom="/iso/win.iso", graphics="vnc",
+                  os_variant="win2k19")
+    w = build_domain(win, place(win, virt_type="kvm"))
+    validate(tmp_path, w)
+    f = w.features
+    assert (f.hyperv_relaxed, f.hyperv_vapic, f.hyperv_spinlocks,
+            f.hyperv_spinlock_retries) == (True, True, True, 8191)
+    assert (w.clock.offset, w.clock.hypervclock_present, w.cpu_mode) == (
+        "localtime", True, "host-model")
+    assert list(w.devices.channels) == [] and [v.model for v in w.devices.videos] == ["vga"]
+
+
 def test_sizes() -> None:
     assert parse_mib("m", "32G") == 32768 and parse_mib("m", "32768") == 32768
     assert parse_mib("m", "1.5G") == 1536

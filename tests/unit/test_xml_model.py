@@ -25,7 +25,7 @@ from virtfleet.provision.templates import Template, _template_domain
 from virtfleet.virt.host import Host
 from virtfleet.virt.storage import VolumeInfo
 from virtfleet.xml.domain import Channel, Clock, Domain, Features, Graphics, Interface
-from virtfleet.xml.network import Network
+from virtfleet.xml.network import IP, Network, PortGroup
 from virtfleet.xml.snapshot import Snapshot
 from virtfleet.xml.storage import Pool, Volume
 
@@ -148,8 +148,13 @@ def test_elements_land_where_libvirt_writes_them_whatever_the_order_they_are_set
     d.os.boot = ["network", "hd"]
     d.os.kernel = "/boot/vmlinuz"
     d.features.apic = True
+    d.on_crash = "restart"
+    d.description = "the web tier's first VM"
+    d.on_poweroff = "destroy"
     assert [e.tag for e in d.element] == [
-        "name", "uuid", "metadata", "memory", "vcpu", "os", "features", "on_reboot", "devices"]
+        "name", "uuid", "description", "metadata", "memory", "vcpu", "os", "features",
+        "on_poweroff", "on_reboot", "on_crash", "devices"]
+    assert (d.on_poweroff, d.on_reboot, d.on_crash) == ("destroy", "restart", "restart")
     assert [e.tag for e in d.element.find("os")] == ["type", "kernel", "boot", "boot"]  # type: ignore[union-attr]
     assert [e.tag for e in d.element.find("features")] == ["acpi", "apic"]  # type: ignore[union-attr]
     nic = Interface()
@@ -224,9 +229,11 @@ def test_storage_network_and_snapshot_models_write_what_they_read(tmp_path: Path
     v.path, v.format, v.mode = "/p/a.qcow2", "qcow2", "0600"
     v.backing_path, v.backing_format = "/p/base.qcow2", "raw"
     again = Volume.parse(v.to_xml())
-    assert (again.name, again.key, again.capacity_bytes, again.allocation_bytes, again.mode,
-            again.backing_path, again.backing_format, again.type) == (
-        "a.qcow2", "/p/a.qcow2", 2**30, 0, "0600", "/p/base.qcow2", "raw", "file")
+    assert (again.name, again.key, again.capacity_bytes, again.capacity_unit,
+            again.allocation_bytes, again.path, again.format, again.mode, again.backing_path,
+            again.backing_format, again.type) == (
+        "a.qcow2", "/p/a.qcow2", 2**30, "bytes", 0, "/p/a.qcow2", "qcow2", "0600",
+        "/p/base.qcow2", "raw", "file")
     validate(tmp_path, v.to_xml(), "storagevol")
     p = Pool()
     p.type, p.name, p.uuid = "netfs", "nfs", UUID
@@ -234,21 +241,37 @@ def test_storage_network_and_snapshot_models_write_what_they_read(tmp_path: Path
     p.source_host, p.source_port, p.source_dir = "filer1", 2049, "/export"
     p.source_format, p.target_path = "nfs", "/srv/nfs"
     p.source_name, p.initiator_iqn = None, None
-    assert (Pool.parse(p.to_xml()).source_port, p.source_name, p.initiator_iqn) == (
-        2049, None, None)
+    back_p = Pool.parse(p.to_xml())
+    assert (back_p.source_port, back_p.uuid, back_p.capacity_bytes, back_p.allocation_bytes,
+            back_p.available_bytes, back_p.source_device, p.source_name, p.initiator_iqn) == (
+        2049, UUID, 0, 0, 0, None, None, None)
     validate(tmp_path, p.to_xml(), "storagepool")
+    disk_pool = Pool.parse("<pool type='disk'><name>d</name><source><device path='/dev/sdb'/>"
+                           "</source><target><path>/dev</path></target></pool>")
+    assert [d.path for d in disk_pool.source_devices] == ["/dev/sdb"]
+    assert disk_pool.source_device == "/dev/sdb"
     n = Network()
     n.name, n.uuid, n.mac, n.delay = "n1", UUID, "52:54:00:00:00:09", 0
     n.forward_dev, n.forward_mode = "eth0", "nat"
-    assert (Network.parse(n.to_xml()).forward_dev, n.delay, n.mac) == ("eth0", 0,
-                                                                      "52:54:00:00:00:09")
+    ip = IP()
+    ip.family, ip.address, ip.prefix = "ipv6", "fd00:9::1", 64
+    n.ips.append(ip)
+    pg = PortGroup()
+    pg.name, pg.virtualport = "web", "openvswitch"
+    n.portgroups.append(pg)
+    back = Network.parse(n.to_xml())
+    assert (back.forward_dev, back.uuid, back.delay, back.mac, back.forward_managed) == (
+        "eth0", UUID, 0, "52:54:00:00:00:09", None)
+    assert (back.ips[0].family, back.ips[0].prefix, back.portgroups[0].virtualport) == (
+        "ipv6", 64, "openvswitch")
     validate(tmp_path, n.to_xml(), "network")
     s = Snapshot()
     s.name, s.description, s.state, s.creation_time = "s1", "before", "shutoff", 1700000000
     s.parent, s.memory = "s0", "no"
     again_s = Snapshot.parse(s.to_xml())
-    assert (again_s.parent, again_s.creation_time, again_s.state, again_s.description) == (
-        "s0", 1700000000, "shutoff", "before")
+    assert (again_s.name, again_s.parent, again_s.creation_time, again_s.state,
+            again_s.description, again_s.memory) == (
+        "s1", "s0", 1700000000, "shutoff", "before", "no")
 
 
 # --- golden domain XML: create, template, clone ---------------------------------------

@@ -182,7 +182,6 @@ class Disk(_DomainPart):
     target_dev = Attr("target", "dev", str)
     target_bus = Attr("target", "bus", str)
     readonly = Flag("readonly")
-    shareable = Flag("shareable")
 
     @property
     def source(self) -> str | None:
@@ -196,8 +195,6 @@ class Interface(_DomainPart):
     mac = Attr("mac", "address", str)
     source_bridge = Attr("source", "bridge", str)
     source_network = Attr("source", "network", str)
-    source_dev = Attr("source", "dev", str)
-    source_mode = Attr("source", "mode", str)
     model = Attr("model", "type", str)
     virtualport = Attr("virtualport", "type", str)  # openvswitch, 802.1Qbh ...
     portgroup = Attr("source", "portgroup", str)
@@ -242,11 +239,9 @@ class Interface(_DomainPart):
 class Graphics(_DomainPart):
     TAG = "graphics"
     type = Attr("", "type", str)  # spice, vnc
-    port = Attr("", "port", to_int("graphics port"))
     autoport = Attr("", "autoport", yes_no, fmt_yes_no)
     listen = Attr("", "listen", str)
     listen_address = Attr("listen[@type='address']", "address", str)
-    image_compression = Attr("image", "compression", str)
     # The password is write-only in virtfleet: libvirt hides it from XMLDesc unless asked for
     # secure XML, and virtfleet never asks, prints, logs or stores it.
     passwd = Attr("", "passwd", str)
@@ -281,7 +276,6 @@ class Channel(CharDevice):
 class Controller(_DomainPart):
     TAG = "controller"
     type = Attr("", "type", str)  # usb, pci, sata, scsi, virtio-serial
-    index = Attr("", "index", to_int("controller index"))
     model = Attr("", "model", str)  # qemu-xhci, ich9-ehci1, pcie-root, pcie-root-port ...
     ports = Attr("", "ports", to_int("controller ports"))
     master_startport = Attr("master", "startport", to_int("master startport"))
@@ -369,7 +363,6 @@ class Domain(_DomainPart):
     memory_kib = MemoryKiB("memory")
     current_memory_kib = MemoryKiB("currentMemory")
     vcpus = Text("vcpu", to_int("vcpu"))
-    vcpu_placement = Attr("vcpu", "placement", str)
     cpu_mode = Attr("cpu", "mode", str)  # host-model, host-passthrough, custom
     on_poweroff = Text("on_poweroff", str)
     on_reboot = Text("on_reboot", str)

@@ -102,11 +102,6 @@ class PortGroup(_NetworkPart):
         _set_vlans(self, tags, trunk)
 
 
-class ForwardInterface(XMLModel):
-    TAG = "interface"
-    dev = Attr("", "dev", str)
-
-
 class Network(_NetworkPart):
     TAG = "network"
     name = Text("name", str)
@@ -120,7 +115,6 @@ class Network(_NetworkPart):
     forward_dev = Attr("forward", "dev", str)
     forward_managed = Attr("forward", "managed", yes_no, fmt_yes_no)
     forward_pf = Attr("forward/pf", "dev", str)
-    forward_interfaces = Children("forward", ForwardInterface)
     virtualport = Attr("virtualport", "type", str)
     ips = Children("", IP)
     portgroups = Children("", PortGroup)
