@@ -216,6 +216,11 @@ def test_vm_create_builds_what_virt_install_builds(case: str, tmp_path: Path) ->
     req = CASES[case]
     theirs = virt_install_xml(req, tmp_path)
     ours = virtfleet_xml(req, theirs)
+    xml = tmp_path / "ours.xml"
+    xml.write_text(ours)
+    check = subprocess.run([require_tool("virt-xml-validate", "libvirt-clients"), str(xml),
+                            "domain"], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
     found = differences(ours, theirs)
     allowed = {d.leaf for d in DIFFERENCES if case in d.cases}
     unexplained, gone = sorted(found - allowed), sorted(allowed - found)
