@@ -47,6 +47,26 @@ def _checker(tree: Path) -> None:
                 last = (verdict.output.splitlines() or ["(no output)"])[-1]
                 raise ValidationFailed(f"{path.relative_to(tree)}: "
                                        f"{validators.COMMANDS[kind][0]} refused it: {last}")
+            if kind == "haproxy":
+                _check_fd_limit(path, tree)
+
+
+def _check_fd_limit(path: Path, tree: Path) -> None:
+    """`haproxy -c` passes a maxconn whose descriptors the limit cannot hold; `haproxy -f`
+    then refuses to start. Compare with this machine's hard limit, which it cannot exceed."""
+    import resource
+
+    from virtfleet.boot import haproxy
+
+    text = path.read_text()
+    need = haproxy.fds_needed(text)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and need > hard:
+        found = re.search(r"^\s*maxconn\s+(\d+)", text, re.M)
+        raise ValidationFailed(
+            f"{path.relative_to(tree)}: haproxy needs {need} file descriptors for maxconn "
+            f"{found.group(1) if found else '?'}, but this machine allows {hard} (ulimit -Hn); "
+            "raise haproxy's limit (LimitNOFILE=) or install fewer hosts per site")
 
 
 @app.command("render")
@@ -57,7 +77,8 @@ def render(
     site: Site = None,
     check: Annotated[bool, typer.Option(
         "--check", help="Run dhcpd -t, kea-dhcp4 -t and haproxy -c on the files before "
-        "publishing the tree.")] = False,
+        "publishing the tree, and check HAProxy's file descriptors against this machine's "
+        "limit.")] = False,
     json: Json = False,
 ) -> None:
     """Write every generated boot file (dhcpd, Kea, HAProxy, PXELINUX, GRUB, iPXE, kickstarts).
