@@ -8,6 +8,7 @@ pkgs=(
   busybox-static cpio iproute2 dpkg-dev
   postgresql
   isc-dhcp-server kea-dhcp4-server haproxy
+  openssl  # boot serve --tls tests make a self-signed certificate
   libguestfs-tools linux-image-cloud-amd64 debootstrap
   virtinst  # virt-clone: bench/clone's baseline
 )
