@@ -4,19 +4,24 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: all deps services images demo test lint typecheck unit integration bench bench-placement bench-clone clean
+.PHONY: all deps system-deps services images demo test lint typecheck unit integration bench bench-placement bench-clone clean
 
 all: test
 
-# apt packages (only those missing), then the venv with virtfleet installed editable.
-$(STAMP): pyproject.toml scripts/install-deps.sh
+# apt packages (only those missing), then a check that every program in scripts/programs.txt is
+# there. Every time, not once per venv: a machine can lose a package after the venv was made.
+# Quick when nothing is missing.
+system-deps:
 	bash scripts/install-deps.sh
+
+# The venv with virtfleet installed editable (after the apt packages, without being remade by them).
+$(STAMP): pyproject.toml | system-deps
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-deps: $(STAMP)
+deps: system-deps $(STAMP)
 
 # libvirtd/virtlogd on this machine and a private PostgreSQL for the store tests; no systemd here.
 services: deps

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import LabFixture
+from tests.integration.conftest import REQUIRE_ENV, LabFixture
 from tests.unit.cli import Result, run
+from tests.unit.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -45,19 +45,18 @@ def _forget(db: Path, host: str, pool: str) -> None:
 @pytest.fixture
 def loop_xfs(tmp_path: Path) -> Iterator[str]:
     """A loop device holding a fresh XFS (300 MiB is mkfs.xfs's minimum)."""
-    for tool in ("losetup", "mkfs.xfs"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
+    losetup = require_tool("losetup", "mount", REQUIRE_ENV)
+    mkfs = require_tool("mkfs.xfs", "xfsprogs", REQUIRE_ENV)
     backing = tmp_path / "xfs.img"
     with backing.open("wb") as f:
         f.truncate(320 * 2**20)
-    dev = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True,
+    dev = subprocess.run([losetup, "--find", "--show", str(backing)], capture_output=True,
                          text=True, check=True).stdout.strip()
     try:
-        subprocess.run(["mkfs.xfs", "-q", dev], check=True)
+        subprocess.run([mkfs, "-q", dev], check=True)
         yield dev
     finally:
-        subprocess.run(["losetup", "-d", dev], check=False)
+        subprocess.run([losetup, "-d", dev], check=False)
 
 
 def test_dir_pool_lifecycle_and_volumes(lab: LabFixture, db: Path, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from tests.unit.tools import require_tool
 from virtfleet.errors import InvalidInput
 from virtfleet.inventory.fleetfile import load_fleet
 from virtfleet.lab import simulate
@@ -102,10 +102,10 @@ def test_small_local_fleet_and_virsh(tmp_path: Path) -> None:
     fleet = load_fleet(write_fleet_file(sim, local_uri))
     rows = list(fleet.hypervisors())
     assert len(rows) == 7 and rows[0][2].uri == f"test://{sim.hosts[0].node_file}"
-    if shutil.which("virsh"):
-        out = subprocess.run(["virsh", "-c", f"test://{sim.hosts[6].node_file}", "list", "--all",
-                              "--name"], capture_output=True, text=True, check=True).stdout
-        assert sorted(out.split()) == [f"sim-p1-hv007-vm{v:02d}" for v in (1, 2, 3)]
+    virsh = require_tool("virsh", "libvirt-clients")  # (not silently: CI fails without it)
+    out = subprocess.run([virsh, "-c", f"test://{sim.hosts[6].node_file}", "list", "--all",
+                          "--name"], capture_output=True, text=True, check=True).stdout
+    assert sorted(out.split()) == [f"sim-p1-hv007-vm{v:02d}" for v in (1, 2, 3)]
 
 
 def test_regenerating_smaller_removes_old_node_files(tmp_path: Path) -> None:

@@ -113,6 +113,34 @@ _KERNEL_ARG_RE = re.compile(r"^[A-Za-z0-9_.:/=,+-]{1,200}$")
 _URL_PATH_RE = re.compile(r"^[A-Za-z0-9_./~+-]*$")
 _PACKAGE_RE = re.compile(r"^-?@?[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 _TIMEZONE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+){0,2}$")
+# An installer as libosinfo names it (rhel9.4, centos6, almalinux8, fedora40): the kickstart
+# syntax to write follows from it.
+_INSTALL_OS_RE = re.compile(
+    r"^(rhel|centos|centos-stream|almalinux|rocky|ol|el|fedora)([0-9]{1,2})(?:\.[0-9]{1,2})?$")
+_OLDEST = {"RHEL": 6, "F": 30}  # what the kickstart generator writes
+
+
+def kickstart_version(install_os: str) -> str:
+    """pykickstart's name for the kickstart syntax of an installer: RHEL9, RHEL6, F40."""
+    m = _INSTALL_OS_RE.match(install_os)
+    if m is None:
+        raise ValueError(f"{install_os!r} is not an installer pykickstart knows (like rhel9, "
+                         "centos6, almalinux8, rocky9, centos-stream10, fedora40)")
+    family = "F" if m.group(1) == "fedora" else "RHEL"
+    return f"{family}{int(m.group(2))}"
+
+
+def _install_os(value: str) -> str:
+    from pykickstart.version import versionMap  # the versions this pykickstart can write
+
+    version = kickstart_version(value)
+    family = version.rstrip("0123456789")
+    if version not in versionMap:
+        raise ValueError(f"pykickstart has no kickstart version {version} (for {value!r})")
+    if int(version[len(family):]) < _OLDEST[family]:
+        raise ValueError(f"{value!r}: virtfleet writes kickstarts for {family}"
+                         f"{_OLDEST[family]} and later")
+    return value
 
 
 def _http_url(value: str) -> str:
@@ -249,6 +277,9 @@ class ProvisioningNetwork(_Model):
     pool: PoolRange | None = None
     vlan: int | None = Field(default=None, ge=1, le=4094)
     servers: BootServers | None = None  # distributed topology only
+    # Addresses that speak for this network's hosts to `boot serve` (a NAT gateway, an HTTP
+    # relay): a request from one may get a token for any host of the network.
+    relays: tuple[IPv4Address, ...] = Field(default=(), max_length=16)
 
 
 class HostProvision(_Model):
@@ -272,6 +303,7 @@ class InstallProfile(_Model):
     initrd: RelPath
     kernel_args: tuple[KernelArg, ...] = ("inst.text",)
     ks_arg: Literal["inst.ks", "ks"] = "inst.ks"  # "ks" for EL6 installers like the chapter's
+    os: Annotated[str, AfterValidator(_install_os)] = "rhel9"  # picks the kickstart syntax
     root_password: Annotated[str, AfterValidator(_root_password)] = "locked"
     ssh_key: SshKey | None = None
     callback_url: HttpUrl | None = None
@@ -280,11 +312,73 @@ class InstallProfile(_Model):
     memory_mib: int = Field(default=32768, ge=256, le=16 * 2**20)  # vm: sizes swap
     disk_gib: int = Field(default=80, ge=8, le=65536)  # vm: sizes the LVM layout
 
+    def kickstart_version(self) -> str:
+        return kickstart_version(self.os)
+
     def package_list(self) -> tuple[str, ...]:
         if self.packages is not None:
             return self.packages
         return ("@virtualization",) if self.kind == "hypervisor" else ("@core",
                                                                          "qemu-guest-agent")
+
+# ---- Fencing (issue 17): each hypervisor's BMC, driven by ClusterLabs' fence agents. The file
+# names where the password is (a 0600 file or an environment variable), never the password:
+# fleet files live in version control and are read by many people.
+
+_BMC_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_SYSTEMS_URI_RE = re.compile(r"^/redfish/v1/Systems/[A-Za-z0-9_.~-]+$")
+BMC_DEFAULT_PORT = {"ipmilan": 623, "redfish": 443}
+
+
+def _bmc_address(value: str) -> str:
+    try:
+        ip_address(value)
+    except ValueError:
+        _rule(lambda: check_name("address", value))
+    return value
+
+
+def _password_file(value: str) -> str:
+    if not value.startswith("/") or "/../" in value + "/" or "/./" in value + "/":
+        raise ValueError("must be an absolute path without '..' or '.'")
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        raise ValueError("must not contain spaces or control characters")
+    return value
+
+
+class BmcSpec(_Model):
+    """How to power a hypervisor off and on out of band: its BMC and the fence agent for it."""
+
+    agent: Literal["ipmilan", "redfish"]
+    address: Annotated[str, AfterValidator(_bmc_address)]
+    port: Port | None = None  # default: 623 for ipmilan, 443 for redfish
+    username: Annotated[str, AfterValidator(
+        _pattern(_BMC_USER_RE, "a BMC user name (letters, digits and _ . @ -, at most 64)"))]
+    password_file: Annotated[str, AfterValidator(_password_file)] | None = None
+    password_env: Annotated[str, AfterValidator(
+        _pattern(_ENV_NAME_RE, "an environment variable name"))] | None = None
+    cipher: int | None = Field(default=None, ge=0, le=17)  # ipmilan (RMCP+ cipher suite)
+    ssl_insecure: bool | None = None  # redfish: accept a self-signed certificate
+    systems_uri: Annotated[str, AfterValidator(_pattern(
+        _SYSTEMS_URI_RE, "a Redfish system path like /redfish/v1/Systems/1"))] | None = None
+    power_wait: int | None = Field(default=None, ge=0, le=60)  # seconds after a power action
+
+    # Declared only to refuse it with a clear word (extra keys would just be "unknown").
+    password: Any = Field(default=None, exclude=True)
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _no_password(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("never put the password in the fleet file: name a 0600 file "
+                             "(password_file) or an environment variable (password_env)")
+        return None
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else BMC_DEFAULT_PORT[self.agent]
+
 
 class Hypervisor(_Model):
     name: Name
@@ -293,6 +387,7 @@ class Hypervisor(_Model):
     maintenance: bool = False
     provision: HostProvision | None = None
     nic_layout: NicLayout | None = None  # see niclayout.py: nearest level wins
+    bmc: BmcSpec | None = None  # out-of-band power control, for fencing (see docs/ha.md)
 
     @field_validator("uri")
     @classmethod
@@ -375,6 +470,38 @@ def _check_unique(fleet: Fleet) -> None:
                 where = f"sites[{si}].pods[{pi}].hypervisors[{hi}]"
                 once("hypervisor", hv.name, f"{where}.name")
                 once("uri", hv.uri, f"{where}.uri")
+
+
+def _check_bmcs(fleet: Fleet) -> None:
+    """Rules across a BMC's fields, and across BMCs: two hypervisors must never share one BMC,
+    or fencing the first would power off the second."""
+    seen: dict[tuple[str, int, str], str] = {}
+    for si, site in enumerate(fleet.sites):
+        for pi, pod in enumerate(site.pods):
+            for hi, hv in enumerate(pod.hypervisors):
+                bmc = hv.bmc
+                if bmc is None:
+                    continue
+                where = f"sites[{si}].pods[{pi}].hypervisors[{hi}].bmc"
+                if bmc.password_file is None and bmc.password_env is None:
+                    raise InvalidInput(f"{where}.password_file", "missing: give password_file "
+                                       "(a 0600 file) or password_env (a variable name)")
+                if bmc.password_file is not None and bmc.password_env is not None:
+                    raise InvalidInput(f"{where}.password_env",
+                                       "give only one of password_file and password_env")
+                only = {"cipher": "ipmilan", "ssl_insecure": "redfish",
+                        "systems_uri": "redfish"}
+                for key, agent in only.items():
+                    if getattr(bmc, key) is not None and bmc.agent != agent:
+                        raise InvalidInput(f"{where}.{key}", f"only for agent {agent} (this "
+                                           f"BMC's agent is {bmc.agent})")
+                key3 = (bmc.address.lower(), bmc.effective_port, bmc.systems_uri or "")
+                first = seen.get(key3)
+                if first is not None:
+                    raise InvalidInput(f"{where}.address", f"BMC {bmc.address}:"
+                                       f"{bmc.effective_port} is already the BMC of {first}: "
+                                       "fencing one would power off the other")
+                seen[key3] = f"hypervisor {hv.name!r}"
 
 
 def _usable(net: IPv4Network, addr: IPv4Address) -> bool:
@@ -523,10 +650,15 @@ def _check_reservation(fleet: Fleet, site: Site, prov: HostProvision, where: str
         raise InvalidInput(f"{where}.network",
                            f"no network {prov.network!r} in this site (known: {known})")
     if not _usable(net.subnet, prov.ip):
-        raise InvalidInput(f"{where}.ip", f"{prov.ip} is outside network {net.name!r} "
-                           f"({net.subnet})")
+        what = ("outside network" if prov.ip not in net.subnet else
+                "the network address of network" if prov.ip == net.subnet.network_address
+                else "the broadcast address of network")
+        raise InvalidInput(f"{where}.ip", f"{prov.ip} is {what} {net.name!r} ({net.subnet})")
     if prov.ip == net.gateway:
         raise InvalidInput(f"{where}.ip", f"{prov.ip} is the gateway of network {net.name!r}")
+    if prov.ip in net.relays:
+        raise InvalidInput(f"{where}.ip", f"{prov.ip} is a relay of network {net.name!r}, "
+                           "which speaks for all its hosts")
     taken = _server_addresses(site, net).get(prov.ip)
     if taken is not None:
         raise InvalidInput(f"{where}.ip", f"{prov.ip} is the address of {taken}")
@@ -576,6 +708,7 @@ def parse_fleet(data: Any, source: str = "fleet file") -> Fleet:
     except ValidationError as exc:
         raise _first_error(exc) from None
     _check_unique(fleet)
+    _check_bmcs(fleet)
     _check_boot(fleet)
     check_fleet_layouts(fleet)
     check_fleet_networks(fleet)
