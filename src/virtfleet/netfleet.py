@@ -17,6 +17,7 @@ from virtfleet.virt import networks
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host
 from virtfleet.xml.domain import Domain
+from virtfleet.xml.network import Network
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,39 @@ def first_bad_input(results: Sequence[HostResult[list[NetChange]]]) -> InvalidIn
             if c.kind == "invalid-input":
                 return InvalidInput(f"{c.host}: network {c.network}", c.error)
     return None
+
+
+# -- net define -------------------------------------------------------------------------------
+
+def define_on(host: Host, doc: Network, field: str, *, start: bool,
+              autostart: bool) -> list[str]:
+    """Define `doc` on `host`, then start it and mark it autostart if asked; return what was
+    done. If a step fails, the steps before it are undone (nothing of it is left on the host)
+    and the error says so: a re-run then does not stop at "already exists"."""
+    name = str(doc.name)
+    networks.define(host, doc, field)
+    done = ["defined"]
+    try:
+        if start:
+            networks.start(host, name)
+            done.append("started")
+        if autostart:
+            networks.set_autostart(host, name, True)
+            done.append("marked autostart")
+    except VirtfleetError as exc:
+        try:
+            undo_define(host, name, done)
+            exc.message += f"; {name} was undefined again, nothing was left behind"
+        except VirtfleetError as undo:
+            exc.message += f"; could not undefine {name} again ({undo.message})"
+        exc.args = (exc.message,)
+        raise
+    return done
+
+
+def undo_define(host: Host, name: str, done: Sequence[str]) -> None:
+    """Take back what define_on did on `host` (another host failed: all or nothing)."""
+    networks.undefine(host, name, destroy="started" in done)
 
 
 # -- preflight --------------------------------------------------------------------------------

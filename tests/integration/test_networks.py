@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import ipaddress
 import lzma
 import os
 import subprocess
@@ -26,6 +27,7 @@ from virtfleet.design.spec import parse_network
 from virtfleet.errors import VirtfleetError
 from virtfleet.lab import guest
 from virtfleet.lab.guests import outer_log
+from virtfleet.lab.state import LabHost
 from virtfleet.virt import networks
 from virtfleet.virt.host import Host
 from virtfleet.xml.domain import Domain
@@ -272,3 +274,84 @@ def test_preflight_names_a_missing_host_bridge(lab: LabFixture, db: Path,
     [c] = run(db, "host", "check", "--json", h.name).json()
     assert ("network 'itest-br' uses bridge 'itbr0', which this host does not have"
             in c["problems"]), c
+
+
+def _net_state(h: LabHost, name: str) -> tuple[bool, bool] | None:
+    """(active, persistent) of `name` on `h` as libvirt itself says, or None if it has none."""
+    with Host.open(h.uri, keepalive=False) as conn:
+        found = [n for n in networks.list_networks(conn) if n.name == name]
+    return None if not found else (found[0].active, found[0].persistent)
+
+
+def test_undefine_of_an_active_network_is_refused_or_destroys_it(
+        lab: LabFixture, db: Path, cleanup: list[str]) -> None:
+    """Regression (issue 10, defect 5): `net undefine` of a running network said "undefined"
+    on every host while libvirt kept it active, transient, holding its subnet."""
+    cleanup.append("itest-undef")
+    hosts = lab.hosts[:2]
+    r = run_net(db, "net", "define", "itest-undef", "--isolated", "10.126.0.0/24", "--host",
+                hosts[0].name, "--start")
+    assert r.code == 0, r.err
+    r = run_net(db, "net", "define", "itest-undef", "--isolated", "10.126.0.0/24", "--host",
+                hosts[1].name)
+    assert r.code == 0, r.err
+    scope = ["--pod", hosts[0].pod] if hosts[0].pod == hosts[1].pod else ["--all"]
+    r = run_net(db, "net", "undefine", "itest-undef", *scope, "--json")
+    assert r.code == 1
+    rows = {row["host"]: row for row in r.json()}
+    assert not rows[hosts[0].name]["ok"] and "is active; destroy it first" in \
+        rows[hosts[0].name]["result"]
+    assert rows[hosts[1].name] == {"host": hosts[1].name, "network": "itest-undef",
+                                   "ok": True, "result": "undefined"}
+    assert _net_state(hosts[0], "itest-undef") == (True, True)  # untouched, still persistent
+    assert _net_state(hosts[1], "itest-undef") is None  # it was not running: gone
+    r = run_net(db, "net", "undefine", "itest-undef", "--host", hosts[0].name, "--destroy")
+    assert r.code == 0 and r.out == \
+        f"Network itest-undef destroyed and undefined on {hosts[0].name}\n", r.err
+    assert _net_state(hosts[0], "itest-undef") is None  # not left running, transient
+
+
+def test_define_start_that_fails_leaves_nothing_and_can_run_again(
+        lab: LabFixture, db: Path, cleanup: list[str]) -> None:
+    """Regression (issue 10, defect 6): `net define --start` whose start failed left the
+    network defined, and the same command then failed with "already exists". A NAT network on
+    the lab host's own subnet is defined by libvirt but refused at start (the route is
+    taken)."""
+    cleanup.append("itest-clash")
+    h = lab.hosts[0]
+    subnet = str(ipaddress.IPv4Interface(f"{h.address}/24").network)
+    cmd = ["net", "define", "itest-clash", "--nat", subnet, "--host", h.name, "--start"]
+    for _ in range(2):  # the second run fails the same way, not with "already exists"
+        r = run_net(db, *cmd)
+        assert r.code == 1 and r.out == "", r.err
+        assert _net_state(h, "itest-clash") is None
+        assert "already exists" not in r.err, r.err
+        assert "itest-clash was undefined again, nothing was left behind" in r.err, r.err
+    # Several hosts, one of which cannot start it (its route is taken there only): the
+    # network is taken back on every other host too, and once the cause is gone the same
+    # command does the job everywhere.
+    blocked = lab.hosts[1]
+    cmd = ["net", "define", "itest-clash", "--nat", "10.127.0.0/24", "--all", "--start",
+           "--json"]
+    ip = ["ip", "netns", "exec", str(blocked.netns), "ip"]
+    subprocess.run([*ip, "link", "add", "vfclash0", "type", "veth", "peer", "name",
+                    "vfclash1"], check=True)
+    try:
+        subprocess.run([*ip, "addr", "add", "10.127.0.1/24", "dev", "vfclash0"], check=True)
+        for dev in ("vfclash0", "vfclash1"):
+            subprocess.run([*ip, "link", "set", dev, "up"], check=True)
+        r = run_net(db, *cmd)
+    finally:
+        subprocess.run([*ip, "link", "del", "vfclash0"], check=True)
+    assert r.code == 1, r.err
+    rows = {row["host"]: row for row in r.json()}
+    assert not rows[blocked.name]["ok"] and "was undefined again" in \
+        rows[blocked.name]["result"], rows
+    for x in lab.hosts:
+        if x.name != blocked.name:
+            assert rows[x.name] == {"host": x.name, "network": "itest-clash", "ok": False,
+                                    "result": f"undefined again ({blocked.name} failed)"}
+        assert _net_state(x, "itest-clash") is None, x.name
+    r = run_net(db, *cmd)
+    assert r.code == 0, r.err
+    assert all(_net_state(x, "itest-clash") == (True, True) for x in lab.hosts)

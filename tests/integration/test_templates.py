@@ -181,7 +181,9 @@ def test_template_seal_linked_and_full_clones(pod_pool: PodPool) -> None:
 
 def test_a_killed_clone_run_is_cleaned_up_from_the_journal(pod_pool: PodPool) -> None:
     """SIGKILL `vm clone --count 40` halfway: the journal keeps what the clone in flight had
-    made; `ops cleanup --all` removes it, and the finished clones stand."""
+    made and the room claimed for the clones not made yet; `ops cleanup --all` removes it and
+    gives every claim back (regression, issue 10 defect 2: those claims stayed), the finished
+    clones stand, and running the same command again finishes the job."""
     import signal
     import sys
     import time
@@ -221,23 +223,43 @@ def test_a_killed_clone_run_is_cleaned_up_from_the_journal(pod_pool: PodPool) ->
                 continue
             proc.send_signal(signal.SIGSTOP)  # hold still while the journal is read
             ops = store.operations()
-            if ops and any(m.kind == "poolvol" for m in ops[0].steps):
+            if any(m.kind == "poolvol" for o in ops for m in o.steps):
                 break
             proc.send_signal(signal.SIGCONT)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        [op] = store.operations()
+        batch, op = store.operations()  # the batch's claims, and the clone in flight
+        assert batch.target == "kc-1..kc-40 from ktpl" and len(batch.steps) == 40
+        assert store.placement_claims()  # the room of the clones not made yet
     finally:
         store.close()
     r = env.cli("ops", "list", "--json")
-    [listed] = r.json()
-    assert listed["state"] == "interrupted" and listed["id"] == op.id
+    assert [(o["id"], o["state"]) for o in r.json()] == [
+        (batch.id, "interrupted"), (op.id, "interrupted")]
     r = env.cli("ops", "cleanup", "--all")
     assert r.code == 0 and "cleaned up" in r.out, r.err
     assert env.cli("ops", "list", "--json").json() == []
+    store = Store(f"sqlite:///{env.db}")
+    try:
+        assert store.placement_claims() == []  # every claim of the killed run given back
+    finally:
+        store.close()
     victim = op.target.split("/")[1]
     assert not (env.directory / f"{victim}.qcow2").exists()
     with Host.open(a.uri) as h:
         assert not h.has_domain(victim)
         done = [n for n in (f"kc-{i}" for i in range(1, 41)) if h.has_domain(n)]
     assert "kc-1" in done and victim not in done  # the clones made before the kill stand
+
+    # The same command again finishes the job: the clones made before the kill are reported,
+    # the others are made, and nothing is left claimed or on the journal.
+    r = env.cli("vm", "clone", "ktpl", "kc", "--count", "40", "--host", a.name,
+                "--cpu-ratio", "64", "--json")
+    assert r.code == 0, r.err
+    rows = {c["name"]: c["result"] for c in r.json()}
+    assert list(rows) == [f"kc-{i}" for i in range(1, 41)]
+    assert all(rows[n] == "already cloned" for n in done)
+    assert rows[victim] == "cloned (linked)"
+    with Host.open(a.uri) as h:
+        assert all(h.has_domain(f"kc-{i}") for i in range(1, 41))
+    assert env.cli("ops", "list", "--json").json() == []

@@ -63,11 +63,82 @@ def test_create_boot_and_read_the_console(lab: LabFixture, pool_host: Host,
         # A second create with the same name is refused, and leaves nothing behind.
         r = run(db, "vm", "create", name, "--host", hv, "--memory", "64M", "--vcpus", "1",
                 "--disk", "size=8M", "--pxe", "--virt-type", "qemu")
-        assert r.code == 4 and "was just created" in r.err  # its claim is still held
+        assert r.code == 4 and f"'{name}' already exists on {hv}" in r.err, r.err
         assert sorted(p.name for p in Path(disk).parent.iterdir()) == [Path(disk).name]
     finally:
         with contextlib.suppress(VirtfleetError):
             pool_host.destroy_domain(name)
+        with contextlib.suppress(VirtfleetError):
+            pool_host.undefine_domain(name)
+        with contextlib.suppress(VirtfleetError):
+            storage.delete_volume(pool_host, str(tmp_path / "images" / f"{name}.qcow2"))
+
+
+def _claims(db: Path) -> list[str]:
+    from virtfleet.inventory.store import Store
+
+    s = Store(f"sqlite:///{db}")
+    try:
+        return [c.vm for c in s.placement_claims()]
+    finally:
+        s.close()
+
+
+def test_undefine_frees_the_name_and_the_room_at_once(lab: LabFixture, pool_host: Host,
+                                                      tmp_path: Path) -> None:
+    """Regression (issue 10, defect 1): after `vm undefine X`, `vm create X` was refused for
+    15 minutes ("being created, or was just created") and X's room stayed claimed."""
+    db = tmp_path / "store.db"
+    assert run(db, "apply", "-f", str(lab.fleet_file)).code == 0
+    name = f"itest-again-{os.getpid()}"
+    hv = lab.hosts[2].name
+    create = ["vm", "create", name, "--host", hv, "--memory", "256M", "--vcpus", "1",
+              "--disk", "size=8M", "--pxe", "--no-start", "--virt-type", "qemu"]
+
+    def free_mib() -> int:
+        r = run(db, "plan", "headroom", "--pod", lab.hosts[2].pod, "--json")
+        return int(next(h["free_memory_mib"] for h in r.json()["hosts"] if h["host"] == hv))
+
+    try:
+        before = free_mib()
+        r = run(db, *create)
+        assert r.code == 0, r.err
+        assert _claims(db) == [] and free_mib() == before - 256  # counted as a defined VM
+        r = run(db, "vm", "undefine", name, "--remove-all-storage")
+        assert r.code == 0, r.err
+        assert free_mib() == before
+        r = run(db, *create)  # at once, not 15 minutes later
+        assert r.code == 0, r.err
+        assert pool_host.has_domain(name) and _claims(db) == []
+    finally:
+        with contextlib.suppress(VirtfleetError):
+            pool_host.undefine_domain(name)
+        with contextlib.suppress(VirtfleetError):
+            storage.delete_volume(pool_host, str(tmp_path / "images" / f"{name}.qcow2"))
+
+
+def test_a_thin_disk_larger_than_its_pool_is_refused(lab: LabFixture, pool_host: Host,
+                                                     tmp_path: Path) -> None:
+    """Regression (issue 10, defect 3): real libvirtd makes a 100T qcow2 in a pool with a
+    few GiB free (it is thin); `vol create` refused the same size. Now both refuse, the same
+    way, and nothing is made."""
+    db = tmp_path / "store.db"
+    assert run(db, "apply", "-f", str(lab.fleet_file)).code == 0
+    hv = lab.hosts[2].name
+    name = f"itest-big-{os.getpid()}"
+    try:
+        r = run(db, "vm", "create", name, "--host", hv, "--memory", "64M", "--vcpus", "1",
+                "--disk", "size=100T", "--pxe", "--no-start", "--virt-type", "qemu")
+        assert r.code == 2, r.err
+        assert r.err.startswith("virtfleet: error: --disk size: 100.00 TiB is more than the ")
+        assert r.err.endswith(f" free in pool 'default' on {hv}\n"), r.err
+        r = run(db, "vol", "create", "big.qcow2", "--host", hv, "--pool", "default",
+                "--size", "100T")
+        assert r.code == 2 and r.err.startswith(
+            "virtfleet: error: --size: 100.00 TiB is more than the "), r.err
+        assert list((tmp_path / "images").iterdir()) == []
+        assert not pool_host.has_domain(name) and _claims(db) == []
+    finally:
         with contextlib.suppress(VirtfleetError):
             pool_host.undefine_domain(name)
         with contextlib.suppress(VirtfleetError):

@@ -119,3 +119,31 @@ def test_concurrent_claims_never_overbook(store_url: str, store: Store) -> None:
         th.join()
     assert len(won) == 10 and len(lost) == 14
     assert sorted(c.vm for c in store.placement_claims(now=T0)) == sorted(won)
+
+
+def test_a_settled_claim_becomes_the_vm_and_forget_frees_both(store: Store) -> None:
+    """Defined: the claim becomes an observation in one transaction, so the room stays
+    counted and nothing outlives the VM; undefined: the store forgets it, room and name."""
+    store.claim_placements([want("a")], now=T0)
+    a = DomainRecord(name="a", uuid="00000000-0000-4000-8000-00000000000a", state="shut off",
+                     id=None, vcpus=4, memory_mib=32768)
+    assert store.settle_placement("hv1", a, observed_at=T0) is True
+    assert store.placement_claims(now=T0) == []
+    [seen] = store.fleet_vms(name="a")
+    assert (seen.host, seen.domain.uuid, seen.observed_at) == ("hv1", a.uuid, T0)
+    # Its room still counts: a and nine more VMs of 4 vCPUs fill the 40.
+    store.claim_placements([want(f"vm{i}") for i in range(9)], now=T0)
+    with pytest.raises(Conflict, match="40 used or claimed"):
+        store.claim_placements([want("vm9")], now=T0)
+    store.forget_vm("hv1", "a", a.uuid)
+    assert store.fleet_vms(name="a") == []
+    store.claim_placements([want("vm9")], now=T0)  # a's room is free again
+    # forget also drops a claim still held under that name there, and nothing elsewhere
+    store.claim_placements([want("b", "hv2")], now=T0)
+    store.forget_vm("hv1", "b")
+    assert [c.vm for c in store.placement_claims(host="hv2", now=T0)] == ["b"]
+    store.forget_vm("hv2", "b")
+    assert store.placement_claims(host="hv2", now=T0) == []
+    assert store.settle_placement("hv2", a, observed_at=T0) is False  # there was no claim
+    with pytest.raises(NotFound):
+        store.forget_vm("hv9", "a")

@@ -4,6 +4,7 @@ that keep a template's image safe, and the journal that cleans up interrupted op
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,9 +82,10 @@ def test_linked_clones_are_overlays_with_new_identities(env: Env, tmp_path: Path
         [disk] = d.devices.disks
         assert not disk.readonly and disk.format == "qcow2"
         validate(tmp_path, d)
-    # the room each clone needs is held until a sync observes it; the journal is empty
-    assert {c.vm for c in env.store.placement_claims()} == {"web-1", "web-2", "web-3"}
-    assert env.store.operations() == []
+    # each clone is recorded as observed, its claim settled; the journal is empty
+    assert env.store.placement_claims() == [] and env.store.operations() == []
+    assert {(v.host, v.domain.name) for v in env.store.fleet_vms()} == {
+        ("hv1", "web-1"), ("hv1", "web-2"), ("hv1", "web-3")}
     found = linked_clones(env.store, env.pool, find_template(env.store, env.pool, "tpl"))
     assert found == {f"/var/lib/libvirt/images/{n}.qcow2": [f"{n} on hv1"]
                      for n in ("old", "web-1", "web-2", "web-3")}
@@ -127,8 +129,8 @@ def test_one_failed_clone_is_rolled_back_and_the_others_stand(env: Env) -> None:
     assert [c.ok for c in made] == [True, False, True]
     assert "already exists" in made[1].result and "nothing was left behind" in made[1].result
     assert not env.host().has_domain("web-2")
-    assert {c.vm for c in env.store.placement_claims()} == {"web-1", "web-3"}
-    assert env.store.operations() == []
+    assert env.store.placement_claims() == [] and env.store.operations() == []
+    assert {v.domain.name for v in env.store.fleet_vms()} == {"web-1", "web-3"}
 
 
 def _dead_pid() -> int:
@@ -213,3 +215,77 @@ def test_bad_input_through_the_cli(env: Env) -> None:
     r = run(db, "template", "list", "--json")
     assert r.code == 0 and r.json() == [{"site": "oregon", "pod": "or-pod1", "host": "hv1",
                                          "name": "tpl"}]
+
+
+# A `vm clone --count 10` killed outright (SIGKILL: no rollback runs) after its fourth clone,
+# at a point chosen by the program itself rather than by timing. (Ten, not the issue's 30: a
+# test-driver pool allocates each overlay's whole capacity.)
+KILLED_AFTER_FOUR = """
+import os, sys
+from virtfleet.inventory.store import Store
+from virtfleet.placement.policy import Policy, Ratios
+from virtfleet.provision.clone import CloneRequest, clone
+from virtfleet.virt.fanout import ConnectionPool
+
+made = []
+def progress(c):
+    made.append(c)
+    if len(made) == 4:
+        os._exit(9)
+clone(Store(sys.argv[1]), ConnectionPool(), CloneRequest(template="tpl", name="web", count=10),
+      progress=progress, policy=Policy(default=Ratios(cpu=8.0)))
+"""
+
+
+def test_cleanup_after_a_killed_clone_run_releases_every_claim(env: Env) -> None:
+    """Regression (issue 10, defect 2): after a killed `vm clone --count 30` and `ops cleanup
+    --all`, the claims of the clones never made stayed for 15 minutes and the same command
+    was refused. The batch's claims are journaled; cleanup gives them all back."""
+    p = subprocess.run([sys.executable, "-c", KILLED_AFTER_FOUR, f"sqlite:///{env.db}"],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 9, p.stderr
+    ops = run(env.db, "ops", "list", "--json").json()
+    assert [(o["kind"], o["target"], o["state"]) for o in ops] == [
+        ("clone", "web-1..web-10 from tpl", "interrupted")]
+    assert len(ops[0]["made"]) == 10
+    r = run(env.db, "ops", "cleanup", "--all")
+    assert r.code == 0 and "cleaned up" in r.out, r.err
+    assert env.store.placement_claims() == [] and env.store.operations() == []
+    # The same command again finishes the job (this test hypervisor has forgotten the four
+    # made before the kill, as a new process always does: all ten are made here).
+    r = run(env.db, "vm", "clone", "tpl", "web", "--count", "10", "--cpu-ratio", "8", "--json")
+    assert r.code == 0, r.err
+    assert [c["name"] for c in r.json() if c["ok"]] == [f"web-{i}" for i in range(1, 11)]
+    assert env.store.placement_claims() == []
+
+
+def test_running_the_same_clone_again_finishes_the_job(env: Env) -> None:
+    """Members that already exist as clones of the template are the earlier run's work: they
+    are reported (and started with --start), the rest are made; a member of the same name
+    that is not a clone of this template is still a conflict."""
+    first = clone(env.store, env.pool, CloneRequest(template="tpl", name="web", count=3))
+    assert all(c.ok for c in first)
+    again = clone(env.store, env.pool, CloneRequest(template="tpl", name="web", count=5,
+                                                    start=True))
+    assert [(c.name, c.ok, c.result) for c in again] == [
+        ("web-1", True, "already cloned, started"), ("web-2", True, "already cloned, started"),
+        ("web-3", True, "already cloned, started"), ("web-4", True, "cloned (linked), started"),
+        ("web-5", True, "cloned (linked), started")]
+    assert again[0].uuid == first[0].uuid and again[0].disks == first[0].disks
+    assert env.volumes().count("web-1.qcow2") == 1
+    assert env.store.placement_claims() == [] and env.store.operations() == []
+    with pytest.raises(Conflict, match="'plain' already exists on hv1"):
+        clone(env.store, env.pool, CloneRequest(template="tpl", name="plain"))
+
+
+def test_clone_checks_the_certain_things_before_capacity(env: Env) -> None:
+    """Regression (issue 10, defect 4, vm clone): a pool the host lacks was reported as a
+    capacity failure when the clones did not fit either."""
+    r = run(env.db, "vm", "clone", "tpl", "db", "--full", "--host", "hv1", "--pool", "nosuch",
+            "--count", "100")
+    assert r.code == 3 and r.err == "virtfleet: error: hv1: has no storage pool 'nosuch'\n", \
+        r.err
+    r = run(env.db, "vm", "clone", "tpl", "plain", "--count", "1", "--cpu-ratio", "0.01")
+    assert r.code == 4 and r.err == "virtfleet: error: a VM named 'plain' already exists on " \
+        "hv1\n", r.err
+    assert env.store.placement_claims() == [] and env.store.operations() == []

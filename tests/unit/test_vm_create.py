@@ -95,15 +95,15 @@ def test_images_must_live_in_a_pool(env) -> None:  # type: ignore[no-untyped-def
                           import_disk="/var/lib/libvirt/images/base.qcow2"),
                      hosts["hv1"], store, pool, start=False)
     assert made.disks == ("/var/lib/libvirt/images/base.qcow2",) and not made.started
-    with pytest.raises(InvalidInput, match="more than the .* MiB free"):
+    with pytest.raises(InvalidInput, match="more than the .* free in pool .default. on hv1"):
         create_vm(spec("big", disks=["size=500G,format=raw"]), hosts["hv1"], store, pool)
 
 
 def test_reserve_host_schedules_claims_and_a_failed_create_gives_it_back(env) -> None:  # type: ignore[no-untyped-def]
     store, pool, hosts, _ = env
     # hv1: 64 GiB with 2 GiB used; hv2 (empty.xml): 384 GiB, nothing used -> spread picks hv2
-    target = reserve_host(store, pool, spec(memory="4G"), host=None, site=None, pod="or-pod1",
-                          group=None)
+    target = reserve_host(store, pool, spec(memory="4G", disks=[]), host=None, site=None,
+                          pod="or-pod1", group=None)
     assert target.name == "hv2"
     assert [(c.host, c.vm, c.memory_mib) for c in store.placement_claims()] == [
         ("hv2", "web01", 4096)]
@@ -113,15 +113,22 @@ def test_reserve_host_schedules_claims_and_a_failed_create_gives_it_back(env) ->
         # beyond the named host: 64 GiB minus the hypervisor's reserve and what runs there
         reserve_host(store, pool, spec("huge", memory="60G"), host="hv1", site=None, pod=None,
                      group=None)
-    made = create_vm(spec(disks=[]), target, store, pool)  # hv2 has no storage pool
-    assert made.host == "hv2" and [c.vm for c in store.placement_claims()] == ["web01"]
+    made = create_vm(spec(memory="4G", disks=[]), target, store, pool)  # hv2: no pool
+    # Defined: the VM is recorded as observed there and its claim is gone (settled), so its
+    # room stays counted and nothing of the claim outlives the VM.
+    assert made.host == "hv2" and store.placement_claims() == []
+    [seen] = store.fleet_vms(name="web01")
+    assert (seen.host, seen.domain.uuid, seen.domain.memory_mib) == ("hv2", made.uuid, 4096)
     # a create that fails after its claim gives the room back
-    reserve_host(store, pool, spec("db01", memory="2G"), host="hv2", site=None, pod=None,
-                 group=None)
+    reserve_host(store, pool, spec("db01", memory="2G", disks=[]), host="hv2", site=None,
+                 pod=None, group=None)
     with pytest.raises(Conflict, match="nothing was left behind"):
         create_vm(spec("db01", disks=[], networks=["network=default,mac=52:54:00:00:00:01"]),
                   hosts["hv2"], store, pool)
-    assert [c.vm for c in store.placement_claims()] == ["web01"]
+    assert store.placement_claims() == [] and store.fleet_vms(name="db01") == []
+    # With a disk, the pod's host without a storage pool is no candidate: hv1 is chosen
+    assert reserve_host(store, pool, spec("db02", memory="2G"), host=None, site=None,
+                        pod="or-pod1", group=None).name == "hv1"
 
 
 def test_cli(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -158,6 +165,144 @@ def test_a_network_the_host_lacks_is_refused_before_anything_is_made(env) -> Non
     h = pool.get(hosts["hv1"])
     assert h.conn.storagePoolLookupByName("default").listVolumes() == ["base.qcow2"]
     assert not h.has_domain("web02") and store.placement_claims() == []
+
+
+def _cli_env(env, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    db = tmp_path / "cli.db"
+    assert run(db, "apply", "-f", str(env[3])).code == 0
+    return db
+
+
+def _nothing_held(db: Path) -> None:
+    """No claim and no journal entry left in the store behind a refused or finished create."""
+    s = Store(f"sqlite:///{db}")
+    try:
+        assert s.placement_claims() == [] and s.operations() == []
+    finally:
+        s.close()
+
+
+CREATE = ["vm", "create", "--vcpus", "1", "--pxe", "--no-start"]
+
+
+def test_a_created_vm_holds_no_claim_and_its_name_is_observed(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Regression (issue 10, defect 1): the claim outlived the VM for 15 minutes, holding its
+    room and refusing its name ("being created, or was just created") after an undefine."""
+    db = _cli_env(env, tmp_path)
+    r = run(db, *CREATE, "web01", "--host", "hv1", "--memory", "1G", "--disk", "size=1G")
+    assert r.code == 0, r.err
+    _nothing_held(db)
+    s = Store(f"sqlite:///{db}")
+    try:
+        [seen] = s.fleet_vms(name="web01")  # the name stays taken fleet-wide, by observation
+        assert (seen.host, seen.domain.memory_mib, seen.domain.vcpus) == ("hv1", 1024, 1)
+    finally:
+        s.close()
+
+
+def test_create_undefine_create_frees_the_name_and_the_room(env) -> None:  # type: ignore[no-untyped-def]
+    """What `vm create` then `vm undefine` then `vm create` run, in one process (a test
+    hypervisor forgets its VMs between CLI processes)."""
+    from virtfleet.provision.remove import undefine_vm
+    from virtfleet.provision.schedule import live_fleet
+    from virtfleet.virt.guest import Removal
+
+    store, pool, hosts, _ = env
+
+    def create(name: str, memory: str) -> None:
+        target = reserve_host(store, pool, spec(name, memory=memory), host="hv1", site=None,
+                              pod=None, group=None)
+        create_vm(spec(name, memory=memory), target, store, pool, start=False)
+
+    def free_mib() -> int:
+        [hv1] = [h for h in live_fleet(store, pod="or-pod1", pool=pool).hosts
+                 if h.name == "hv1"]
+        return hv1.memory_mib - hv1.used_memory_mib
+
+    before = free_mib()
+    create("web01", "20G")
+    assert free_mib() == before - 20480
+    g = Guest.lookup(pool.get(hosts["hv1"]), "web01")
+    assert undefine_vm(store, pool, g, hosts["hv1"], Removal(), None) == [
+        "/var/lib/libvirt/images/web01.qcow2"]
+    assert free_mib() == before and store.fleet_vms(name="web01") == []
+    create("web01", "20G")  # at once, not 15 minutes later
+    assert pool.get(hosts["hv1"]).has_domain("web01") and store.placement_claims() == []
+
+
+def test_a_running_vm_is_not_undefined(env) -> None:  # type: ignore[no-untyped-def]
+    """libvirt would keep it running, transient, with its disks, while saying 'undefined'."""
+    from virtfleet.provision.remove import undefine_vm
+    from virtfleet.virt.guest import Removal
+
+    store, pool, hosts, _ = env
+    g = Guest.lookup(pool.get(hosts["hv1"]), "existing")
+    assert g.is_active()
+    with pytest.raises(Conflict, match="hv1/existing: domain is running; destroy it"):
+        undefine_vm(store, pool, g, hosts["hv1"], Removal(), [])
+    assert g.is_active() and pool.get(hosts["hv1"]).has_domain("existing")
+
+
+def test_a_disk_larger_than_its_pool_is_refused_like_vol_create(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Regression (issue 10, defect 3): a 100T qcow2 passed (thin: only raw was checked),
+    while `vol create` refused the same size. One rule, before anything is made."""
+    db = _cli_env(env, tmp_path)
+    r = run(db, *CREATE, "big", "--host", "hv1", "--memory", "1G", "--disk", "size=100T")
+    assert r.code == 2, r.err
+    assert r.err == ("virtfleet: error: --disk size: 100.00 TiB is more than the 92.00 GiB "
+                     "free in pool 'default' on hv1\n")
+    # two disks that fit one by one but not together: refused before the first is made
+    r = run(db, *CREATE, "big", "--host", "hv1", "--memory", "1G", "--disk", "size=60G",
+            "--disk", "size=40G,format=raw")
+    assert r.code == 2 and "100.00 GiB is more than the 92.00 GiB free" in r.err, r.err
+    _nothing_held(db)
+    r = run(db, "vol", "create", "big.qcow2", "--host", "hv1", "--pool", "default", "--size",
+            "100T")
+    assert r.code == 2 and r.err == ("virtfleet: error: --size: 100.00 TiB is more than the "
+                                     "92.00 GiB free in pool 'default'\n"), r.err
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--disk", "size=1G,pool=nosuch"], 3, "hv1: has no storage pool 'nosuch'"),
+    (["--network", "bridge=nosuch"], 2, "--network: hv1 has no bridge 'nosuch'"),
+    (["--network", "network=nosuch"], 2, "--network: hv1 has no libvirt network 'nosuch'"),
+    (["--disk", "size=1T"], 2, "--disk size: 1.00 TiB is more than the 92.00 GiB free"),
+    (["--disk", "path=/etc/shadow"], 2, "--disk path: '/etc/shadow' is not inside any "),
+], ids=["pool", "bridge", "network", "size", "path"])
+def test_certain_checks_come_before_capacity(env, tmp_path: Path, args: list[str], code: int,
+                                             message: str) -> None:  # type: ignore[no-untyped-def]
+    """Regression (issue 10, defect 4): with a host too small for the VM, an unknown pool or
+    bridge was reported as "RamFilter removed 1"; the certain problem is named instead."""
+    db = _cli_env(env, tmp_path)
+    for where in (["--host", "hv1"], ["--pod", "or-pod1"]):
+        # --pod: hv2 has no pool at all, and no room for 100 GiB either
+        r = run(db, *CREATE, "x1", *where, "--memory", "100G", *args)
+        assert r.code == code and message in r.err, (where, r.code, r.err)
+        assert "Filter" not in r.err and len(r.err.splitlines()) == 1, r.err
+    _nothing_held(db)
+
+
+def test_a_taken_name_is_reported_before_capacity(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = _cli_env(env, tmp_path)
+    r = run(db, *CREATE, "existing", "--pod", "or-pod1", "--memory", "1000G")
+    assert r.code == 4 and r.err == ("virtfleet: error: a VM named 'existing' already exists "
+                                     "on hv1\n"), r.err
+
+
+def test_the_scheduler_places_only_where_the_vm_can_be_made(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """hv2 has more room but no storage pool: a VM with a disk goes to hv1, one without to
+    hv2 (spread), and a pool neither has is named with both hosts counted."""
+    db = _cli_env(env, tmp_path)
+    r = run(db, *CREATE, "a1", "--pod", "or-pod1", "--memory", "1G", "--disk", "size=1G",
+            "--json")
+    assert r.code == 0 and r.json()["host"] == "hv1", r.err
+    r = run(db, *CREATE, "a2", "--pod", "or-pod1", "--memory", "1G", "--json")
+    assert r.code == 0 and r.json()["host"] == "hv2", r.err
+    r = run(db, *CREATE, "a3", "--pod", "or-pod1", "--memory", "1G", "--disk",
+            "size=1G,pool=nosuch")
+    assert r.code == 3 and r.err == (
+        "virtfleet: error: hv1: has no storage pool 'nosuch' (and 1 other hypervisor(s) in "
+        "or-pod1 cannot take it either)\n"), r.err
 
 
 SECRET = "pw-Zq81x"  # distinctive: any appearance in argv or output is this test's password

@@ -126,3 +126,26 @@ def test_fleet_wide_forms_act_on_what_applies(tmp_path: Path) -> None:
     assert {o["host"] for o in r.json()} == {"hv3"}
     r = run(db, "vm", "resume", "--all")
     assert r.code == 0 and r.out.count("resumed") == 2
+
+
+def test_a_host_that_fails_gets_a_row_not_a_partial_claim(tmp_path: Path) -> None:
+    """Regression (issue 10, defect 7): `vm start --all` on hosts that did not answer printed
+    an empty table, "no VM in scope needed it" and "results above are partial"."""
+    from .nodes import refused_port
+
+    data = yaml.safe_load(fleet(tmp_path).read_text())
+    data["sites"][0]["pods"][0]["hypervisors"].append(
+        {"name": "dead", "uri": f"qemu+tcp://127.0.0.1:{refused_port()}/system"})
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(data))
+    db = tmp_path / "s.db"
+    assert run(db, "apply", "-f", str(tmp_path / "fleet.yaml")).code == 0
+    r = run(db, "vm", "start", "--all", "--host", "dead")
+    assert r.code == 1
+    assert r.out.splitlines()[2].startswith(" dead   -      failed: host-unavailable: "), r.out
+    assert "needed it" not in r.err and "partial" not in r.err, r.err
+    assert len(r.err.splitlines()) == 1 and r.err.startswith("virtfleet: dead: "), r.err
+    r = run(db, "vm", "start", "--all", "--pod", "or-pod1")
+    assert r.code == 1
+    rows = sorted(line.split()[0] for line in r.out.splitlines()[2:])
+    assert rows == ["dead", "hv1"], r.out
+    assert r.err.splitlines()[-1] == "virtfleet: 1 of 3 host(s) failed", r.err

@@ -109,7 +109,7 @@ def sync(ctx: typer.Context, json: Json = False) -> None:
         emit_json({"hosts": hosts, "vms": vms, "failed": [f.as_json() for f in failed]})
     else:
         emit(f"Synced {hosts - len(failed)} of {hosts} hypervisors, {vms} VMs\n")
-    report_failures(failed)
+    report_failures(failed, asked=hosts)
     if failed:
         raise typer.Exit(1)
 

@@ -128,7 +128,7 @@ def _ask(ctx: typer.Context, what: str, work: Callable[[Host], T], names: list[s
     hosts = select_hosts(ctx, names, site, pod, group)
     with fleet_progress(len(hosts), what) as tick:
         results = ask_fleet(hosts, work, progress=tick)
-    report_failures(failures(results))
+    report_failures(failures(results), asked=len(results))
     return results
 
 

@@ -19,7 +19,7 @@ import typer
 from virtfleet.cli.options import Group, HostOpt, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
 from virtfleet.cli.progress import fleet_progress
-from virtfleet.errors import InvalidInput, NotFound
+from virtfleet.errors import InvalidInput, NotFound, VirtfleetError
 
 if TYPE_CHECKING:
     from virtfleet.inventory.fleetfile import Fleet
@@ -57,12 +57,14 @@ def _hosts(ctx: typer.Context, host: str | None, pod: str | None, site: str | No
 
 def _ask(hosts: Sequence[HostRecord], what: str, work: Callable[[Host], T], *,
          report: bool = True) -> list[HostResult[T]]:
+    """Ask every host; with `report`, the hosts that failed are named on stderr (for reading
+    verbs, whose output then holds only the other hosts' results)."""
     from virtfleet.queries import ask_fleet, failures
 
     with fleet_progress(len(hosts), what) as tick:
         results = ask_fleet(hosts, work, progress=tick)
     if report:
-        report_failures(failures(results))
+        report_failures(failures(results), asked=len(results))
     return results
 
 
@@ -70,43 +72,62 @@ def _ask(hosts: Sequence[HostRecord], what: str, work: Callable[[Host], T], *,
 class Outcome:
     host: str
     network: str
-    result: str
+    result: str  # what was done, or for a failure "kind: why"
     ok: bool
+    why: str = ""  # a failure without its kind, for stderr
+    kind: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        return {"host": self.host, "network": self.network, "result": self.result,
+                "ok": self.ok}
+
+
+def _failed(host: str, name: str, exc: VirtfleetError) -> Outcome:
+    why = exc.message.removeprefix(f"{host}: ")
+    return Outcome(host, name, f"{exc.kind}: {why}", False, why, exc.kind)
 
 
 def _outcomes(results: Sequence[HostResult[T]], name: str, done: Callable[[T | None], str]
               ) -> list[Outcome]:
     return [Outcome(r.host.name, name, done(r.value), True) if r.error is None else
-            Outcome(r.host.name, name, f"{r.error.kind}: "
-                    + r.error.message.removeprefix(f"{r.host.name}: "), False)
-            for r in results]
+            _failed(r.host.name, name, r.error) for r in results]
 
 
 def _report(outcomes: list[Outcome], json: bool) -> None:
-    """Every host's result in JSON; for people, the successes (failures went to stderr)."""
-    ok = [o for o in outcomes if o.ok]
+    """Every host's result: in JSON; for people, one line for one host, or a table of every
+    host, failed ones included. Each failure is also named on stderr; any makes the exit 1."""
+    from virtfleet.inventory.records import HostFailure
+
+    failed = [o for o in outcomes if not o.ok]
     if json:
-        emit_json([o.__dict__ for o in outcomes])
-    elif len(ok) == 1:
-        emit(f"Network {ok[0].network} {ok[0].result} on {ok[0].host}\n")
-    elif ok:
-        emit(table(["Host", "Network", "Result"], [(o.host, o.network, o.result) for o in ok]))
-    if len(ok) != len(outcomes):
+        emit_json([o.as_json() for o in outcomes])
+    elif len(outcomes) == 1 and not failed:
+        o = outcomes[0]
+        emit(f"Network {o.network} {o.result} on {o.host}\n")
+    elif len(outcomes) > 1:
+        emit(table(["Host", "Network", "Result"],
+                   [(o.host, o.network, f"failed: {o.result}" if o.kind else o.result)
+                    for o in outcomes]))
+    # A row without a kind was not done because another host failed: not its own failure.
+    report_failures([HostFailure(o.host, o.kind, o.why) for o in failed if o.kind],
+                    asked=len(outcomes), rows=True)
+    if failed:
         raise typer.Exit(1)
 
 
-def _act(hosts: Sequence[HostRecord], name: str, verb: str, done: str,
-         action: Callable[[Host, str], None], json: bool) -> None:
-    """Run one net-* verb on every host in scope; a host's failure is its row."""
+def _act(hosts: Sequence[HostRecord], name: str, verb: str,
+         action: Callable[[Host, str], str], json: bool) -> None:
+    """Run one net-* verb on every host in scope; a host's failure is its row. `action`
+    returns what was done there ("started")."""
     from virtfleet.validate import check_name
 
     check_name("NAME", name)
 
-    def work(h: Host) -> None:
-        action(h, name)
+    def work(h: Host) -> str:
+        return action(h, name)
 
-    results = _ask(hosts, verb, work)
-    _report(_outcomes(results, name, lambda _v: done), json)
+    results = _ask(hosts, verb, work, report=False)
+    _report(_outcomes(results, name, lambda v: v or ""), json)
 
 
 @app.command("list")
@@ -356,6 +377,7 @@ def define(
 ) -> None:
     """Define a network on every hypervisor in scope, from an XML file or from options."""
     from virtfleet.inventory.networks import build_network, check_spec, spec_of
+    from virtfleet.netfleet import define_on, undo_define
     from virtfleet.validate import check_name
     from virtfleet.virt import networks
 
@@ -403,24 +425,39 @@ def define(
         if isinstance(r.error, InvalidInput):
             raise r.error  # bad input: one line, exit 2
     if any(not r.ok for r in checks):
-        from virtfleet.queries import failures
+        refused = ", ".join(r.host.name for r in checks if r.error is not None)
+        _report([Outcome(r.host.name, net_name, f"not defined ({refused} refused)", False)
+                 if r.error is None else _failed(r.host.name, net_name, r.error)
+                 for r in checks], json)
 
-        report_failures(failures(checks))
-        raise typer.Exit(1)
+    # Phase 2: define (start, autostart) everywhere; if any host fails, undo it on the others
+    # too, so the command leaves all or nothing and can simply be run again.
+    def work(h: Host) -> list[str]:
+        return define_on(h, doc, field, start=start, autostart=autostart)
 
-    def work(h: Host) -> str:
-        networks.define(h, doc, field)
-        done = ["defined"]
-        if start:
-            networks.start(h, net_name)
-            done.append("started")
-        if autostart:
-            networks.set_autostart(h, net_name, True)
-            done.append("marked autostart")
-        return ", ".join(done)
+    results = _ask(hosts, "net-define", work, report=False)
+    outcomes = _outcomes(results, net_name, lambda v: ", ".join(v or ()))
+    if any(not o.ok for o in outcomes):
+        made = {r.host.name: r.value for r in results if r.value is not None}
 
-    results = _ask(hosts, "net-define", work)
-    _report(_outcomes(results, net_name, lambda v: v or ""), json)
+        def undo(h: Host) -> None:
+            undo_define(h, net_name, made[h.label])
+
+        undone = {r.host.name: r for r in _ask([h for h in hosts if h.name in made],
+                                               "roll back", undo, report=False)}
+        bad = ", ".join(o.host for o in outcomes if not o.ok)
+        for i, o in enumerate(outcomes):
+            u = undone.get(o.host)
+            if u is None:
+                continue
+            if u.error is None:
+                outcomes[i] = Outcome(o.host, net_name, f"undefined again ({bad} failed)", False)
+            else:
+                why = ("it is still defined; could not undefine it again: "
+                       + u.error.message.removeprefix(f"{o.host}: "))
+                outcomes[i] = Outcome(o.host, net_name, f"{u.error.kind}: {why}", False, why,
+                                      u.error.kind)
+    _report(outcomes, json)
 
 
 # -- lifecycle --------------------------------------------------------------------------------
@@ -430,8 +467,10 @@ def _lifecycle(verb: str, done: str, action: Callable[[Host, str], None], doc: s
     def command(ctx: typer.Context, name: NetName, host: HostOpt = None, pod: Pod = None,
                 site: Site = None, group: Group = None, all_: AllHosts = False,
                 json: Json = False) -> None:
-        _act(_hosts(ctx, host, pod, site, group, all_, required=True), name, verb, done,
-             action, json)
+        def act(h: Host, n: str) -> str:
+            action(h, n)
+            return done
+        _act(_hosts(ctx, host, pod, site, group, all_, required=True), name, verb, act, json)
     command.__doc__ = doc
     return command
 
@@ -446,18 +485,30 @@ def _destroy(h: Host, name: str) -> None:
     networks.destroy(h, name)
 
 
-def _undefine(h: Host, name: str) -> None:
-    from virtfleet.virt import networks
-    networks.undefine(h, name)
-
-
 app.command("start")(_lifecycle("net-start", "started", _start,
                                 "`virsh net-start NAME` on every hypervisor in scope."))
 app.command("destroy")(_lifecycle("net-destroy", "destroyed", _destroy,
                                   "`virsh net-destroy NAME`: stop it (guests on it lose "
                                   "their link)."))
-app.command("undefine")(_lifecycle("net-undefine", "undefined", _undefine,
-                                   "`virsh net-undefine NAME`: remove its definition."))
+
+
+@app.command("undefine")
+def undefine(ctx: typer.Context, name: NetName,
+             destroy: Annotated[bool, typer.Option(
+                 "--destroy", help="Stop it first if it is active (guests on it lose their "
+                 "link); without it an active network is refused.")] = False,
+             host: HostOpt = None, pod: Pod = None, site: Site = None, group: Group = None,
+             all_: AllHosts = False, json: Json = False) -> None:
+    """`virsh net-undefine NAME`: remove its definition. An active network is refused
+    (destroy it first, or give --destroy): libvirt would keep it running, transient."""
+    from virtfleet.virt import networks
+
+    def act(h: Host, n: str) -> str:
+        return "destroyed and undefined" if networks.undefine(h, n, destroy=destroy) \
+            else "undefined"
+
+    _act(_hosts(ctx, host, pod, site, group, all_, required=True), name, "net-undefine", act,
+         json)
 
 
 @app.command("autostart")
@@ -469,11 +520,12 @@ def autostart_cmd(ctx: typer.Context, name: NetName,
     """`virsh net-autostart NAME [--disable]` on every hypervisor in scope."""
     from virtfleet.virt import networks
 
-    def action(h: Host, n: str) -> None:
+    def action(h: Host, n: str) -> str:
         networks.set_autostart(h, n, not disable)
+        return "autostart disabled" if disable else "marked autostart"
 
     _act(_hosts(ctx, host, pod, site, group, all_, required=True), name, "net-autostart",
-         "autostart disabled" if disable else "marked autostart", action, json)
+         action, json)
 
 
 # -- apply ------------------------------------------------------------------------------------
@@ -507,7 +559,7 @@ class NetworkApply:
         if not dry_run:
             with fleet_progress(self.hosts, "networks") as tick:
                 results = converge(self.fleet, dry_run=False, progress=tick)
-        report_failures(failures(results))
+        report_failures(failures(results), asked=len(results))
         changes = [c for r in results for c in r.value or ()]
         verb = "would" if dry_run else "did"
         lines = []

@@ -46,12 +46,26 @@ def warn(message: str) -> None:
     sys.stderr.write(f"virtfleet: {message}\n")
 
 
-def report_failures(failed: Sequence[HostFailure]) -> None:
-    """Name each host that failed, one line each, on stderr."""
+def report_failures(failed: Sequence[HostFailure], *, asked: int | None = None,
+                    rows: bool = False) -> None:
+    """Name each host that failed, one line each, on stderr; then, for several hosts, one line
+    on what the output holds. `asked`: how many hosts were asked; `rows`: the output has a
+    row for every host, the failed ones included (so it is complete, not partial)."""
     for f in failed:
         sys.stderr.write(f"virtfleet: {f.host}: {f.kind}: {f.message}\n")
-    if failed:
-        sys.stderr.write(f"virtfleet: {len(failed)} host(s) failed; results above are partial\n")
+    n = len(failed)
+    if not n or asked == 1:
+        return  # one host: its line says it all
+    count = f"{n} of {asked} host(s)" if asked else f"{n} host(s)"
+    if rows:
+        tail = ""
+    elif asked is not None and n >= asked:
+        tail = "; there are no results"
+    elif asked is not None:
+        tail = f"; the results are from the other {asked - n} only"
+    else:
+        tail = "; the results are partial"
+    sys.stderr.write(f"virtfleet: {count} failed{tail}\n")
 
 
 def age(observed_at: datetime | None, now: datetime | None = None) -> str:

@@ -218,7 +218,7 @@ def _live(ctx: typer.Context, site: str | None, pod: str | None
     store = app_context(ctx).store()
     with fleet_progress(len(store.hypervisors(site=site, pod=pod)), "nodeinfo") as tick:
         fleet = live_fleet(store, site=site, pod=pod, progress=tick)
-    report_failures(fleet.failed)
+    report_failures(fleet.failed, asked=len(fleet.hosts) + len(fleet.failed))
     return fleet.hosts, fleet.shapes, bool(fleet.failed)
 
 

@@ -59,14 +59,15 @@ def _hosts(ctx: typer.Context, scope: Scope, changes: bool) -> list[HostRecord]:
 
 
 def _run(ctx: typer.Context, what: str, scope: Scope, work: Callable[[Host], T],
-         changes: bool) -> list[HostResult[T]]:
-    """Run `work` on every host in scope with a progress bar; failures named on stderr."""
+         changes: bool, rows: bool = False) -> list[HostResult[T]]:
+    """Run `work` on every host in scope with a progress bar; failures named on stderr
+    (`rows`: the output will have a row for each of them too)."""
     from virtfleet.queries import ask_fleet, failures
 
     hosts = _hosts(ctx, scope, changes)
     with fleet_progress(len(hosts), what) as tick:
         results = ask_fleet(hosts, work, progress=tick)
-    report_failures(failures(results))
+    report_failures(failures(results), asked=len(results), rows=rows)
     return results
 
 
@@ -203,7 +204,7 @@ def _verb(verb: str, help_text: str, call: Callable[[Host, str], PoolDetail | No
 
         check_name("NAME", name)
         results = _run(ctx, f"pool-{verb}", Scope(site, pod, host, group, all_),
-                       lambda h: call(h, name), True)
+                       lambda h: call(h, name), True, rows=True)
         _print_results(results, name, done, json)
         _exit_if_failed(results)
     command.__doc__ = help_text
@@ -266,7 +267,7 @@ def build(ctx: typer.Context, name: PoolName,
 
     check_name("NAME", name)
     results = _run(ctx, "pool-build", Scope(site, pod, host, group, all_),
-                   lambda h: build_pool(h, name, overwrite), True)
+                   lambda h: build_pool(h, name, overwrite), True, rows=True)
     _print_results(results, name, "built", json)
     _exit_if_failed(results)
 
@@ -282,7 +283,7 @@ def autostart(ctx: typer.Context, name: PoolName,
 
     check_name("NAME", name)
     results = _run(ctx, "pool-autostart", Scope(site, pod, host, group, all_),
-                   lambda h: set_autostart(h, name, not disable), True)
+                   lambda h: set_autostart(h, name, not disable), True, rows=True)
     _print_results(results, name, "autostart off" if disable else "autostart on", json)
     _exit_if_failed(results)
 
@@ -315,7 +316,7 @@ def apply_pod(ctx: typer.Context, site: Site = None, pod: Pod = None, host: Host
 
     with fleet_progress(len(hosts), "apply-pod") as tick:
         results = ask_fleet(hosts, work, progress=tick)
-    report_failures(failures(results))
+    report_failures(failures(results), asked=len(results), rows=True)
     rows = [{"host": r.host.name, "pod": r.host.pod, "pool": wanted[r.host.pod].name,
              "result": r.value if r.error is None else _failed(r), "ok": r.error is None}
             for r in results]

@@ -80,7 +80,7 @@ def list_templates(ctx: typer.Context, site: Site = None, pod: Pod = None, host:
     else:
         emit(table(["Site", "Pod", "Host", "Template"], rows))
     failed = failures(results)
-    report_failures(failed)
+    report_failures(failed, asked=len(results))
     if failed:
         raise typer.Exit(1)
 
@@ -129,6 +129,7 @@ def delete(ctx: typer.Context, name: TemplateName, host: HostOpt = None) -> None
         where = find_template(store, pool, name, host=host).record.name
         with vm_lock(store, f"{where}/{name}", "template delete"):
             tpl = delete_template(store, pool, name, host=where)
+            store.forget_vm(where, name, tpl.domain.uuid)
     finally:
         pool.close()
     emit(f"Template '{tpl.name}' deleted from {tpl.record.name} with "

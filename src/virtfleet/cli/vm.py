@@ -23,6 +23,7 @@ from virtfleet.cli.progress import fleet_progress
 from virtfleet.errors import InvalidInput, VirtfleetError
 
 if TYPE_CHECKING:
+    from virtfleet.inventory.records import HostFailure
     from virtfleet.virt.fanout import ConnectionPool
     from virtfleet.virt.guest import Guest
     from virtfleet.virt.host import Host
@@ -116,7 +117,8 @@ def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dic
         return out
 
     pool = ConnectionPool()
-    hosts_failed = False
+    failed: list[HostFailure] = []
+    asked = 1
     try:
         if name is not None:
             guest = find_guest(ctx, name, scope["host"], pool)
@@ -127,23 +129,26 @@ def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dic
             with fleet_progress(len(hosts), verb) as tick:
                 results = fan_out(hosts, on_host, pool, progress=tick)
             outcomes = [o for r in results if r.value for o in r.value]
-            report_failures(failures(results))
-            hosts_failed = any(r.error is not None for r in results)
+            failed, asked = failures(results), len(results)
     finally:
         pool.close()
-    _print(outcomes, json)
-    if hosts_failed or not all(o.ok for o in outcomes):
+    _print(outcomes, failed, json)
+    report_failures(failed, asked=asked, rows=not json)
+    if failed or not all(o.ok for o in outcomes):
         raise typer.Exit(1)
 
 
-def _print(outcomes: list[Outcome], json: bool) -> None:
+def _print(outcomes: list[Outcome], failed: list[HostFailure], json: bool) -> None:
+    """One line for one VM done; else a row per VM, and (for people) one per host that did
+    not answer, so the table says what succeeded and what failed."""
     if json:
         emit_json([o.__dict__ for o in outcomes])
-    elif len(outcomes) == 1 and outcomes[0].ok:
+    elif len(outcomes) == 1 and outcomes[0].ok and not failed:
         emit(f"Domain '{outcomes[0].name}' {outcomes[0].result}\n")
     else:
-        emit(table(["Host", "Name", "Result"], [(o.host, o.name, o.result) for o in outcomes]))
-        if not outcomes:
+        emit(table(["Host", "Name", "Result"], [(o.host, o.name, o.result) for o in outcomes]
+                   + [(f.host, None, f"failed: {f.kind}: {f.message}") for f in failed]))
+        if not outcomes and not failed:
             warn("no VM in scope needed it")
 
 
@@ -405,9 +410,8 @@ def undefine(
     VM or a linked clone still needs."""
     from virtfleet.locate import locate_vm
     from virtfleet.provision.locks import vm_lock
-    from virtfleet.provision.remove import volumes_to_remove
+    from virtfleet.provision.remove import undefine_vm
     from virtfleet.validate import check_name
-    from virtfleet.virt import storage
     from virtfleet.virt.fanout import ConnectionPool
     from virtfleet.virt.guest import Guest, Removal
 
@@ -417,19 +421,15 @@ def undefine(
         t.strip() for t in storage_targets.split(",") if t.strip()]
     check_name("NAME", name)
     store = app_context(ctx).store()
-    removed: list[str] = []
     pool = ConnectionPool()
     try:
         record = locate_vm(name, store, pool, host=host)
         guest = Guest.lookup(pool.get(record), name)
         with vm_lock(store, lock_key(guest), "undefine"):
-            vols = (volumes_to_remove(store, pool, guest, record, targets)
-                    if remove_all_storage or targets else [])
-            guest.undefine(Removal(managed_save=remove_managed_save,
-                                   snapshots=remove_snapshots, nvram=remove_nvram))
-            for v in vols:
-                storage.delete_volume(guest.host, v.path)
-                removed.append(v.path)
+            removed = undefine_vm(store, pool, guest, record, Removal(
+                managed_save=remove_managed_save, snapshots=remove_snapshots,
+                nvram=remove_nvram), targets if targets else
+                (None if remove_all_storage else []))
     finally:
         pool.close()
     emit(f"Domain '{name}' has been undefined\n")

@@ -139,11 +139,8 @@ def create(ctx: typer.Context, volume: VolArg, host: HostReq, pool: PoolReq,
         raise InvalidInput("--format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
     capacity = _size("--size", size)
     with _host(ctx, host) as (h, _):
-        free = pool_info(h, pool).available_bytes
-        if capacity > free:
-            raise InvalidInput("--size", f"{human_bytes(capacity)} is more than the "
-                               f"{human_bytes(free)} free in pool {pool!r}")
-        storage.create_volume(h, pool, volume, capacity, fmt)
+        storage.check_fits(pool, pool_info(h, pool).available_bytes, capacity, "--size")
+        storage.create_volume(h, pool, volume, capacity, fmt, field="--size")
         _show(volume_info(h, pool, volume), json)
 
 

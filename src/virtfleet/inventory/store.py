@@ -36,6 +36,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    or_,
     select,
     text,
     update,
@@ -960,6 +961,30 @@ class Store(InstallStore):
             n = conn.execute(delete(c).where(c.c.hypervisor_id == hid,
                                              c.c.vm_name == vm)).rowcount
         return bool(n)
+
+    def settle_placement(self, host: str, domain: DomainRecord,
+                         observed_at: datetime | None = None) -> bool:
+        """`domain` is now defined on `host`: it is recorded as observed there and its claim
+        goes, in one transaction, so its room stays counted (by the observation) and its name
+        stays taken fleet-wide without waiting for a sync. False if there was no claim."""
+        at = _utc(observed_at or datetime.now(UTC), "observed_at")
+        c = t.placement_claims
+        with self._tx(f"settle claim {domain.name!r}", write=True) as conn:
+            hid = self._host_ids(conn, [host])[host]
+            conn.execute(self._upsert_domain, [_domain_row(hid, domain, at)])
+            n = conn.execute(delete(c).where(c.c.hypervisor_id == hid,
+                                             c.c.vm_name == domain.name)).rowcount
+        return bool(n)
+
+    def forget_vm(self, host: str, name: str, uuid: str | None = None) -> None:
+        """`name` is no longer defined on `host` (undefined, or rolled back): its observation
+        and any claim for it there go, so its name and room are free again at once."""
+        c, d = t.placement_claims, t.domains
+        with self._tx(f"forget VM {name!r}", write=True) as conn:
+            hid = self._host_ids(conn, [host])[host]
+            conn.execute(delete(c).where(c.c.hypervisor_id == hid, c.c.vm_name == name))
+            gone = d.c.name == name if uuid is None else or_(d.c.uuid == uuid, d.c.name == name)
+            conn.execute(delete(d).where(d.c.hypervisor_id == hid, gone))
 
     def placement_claims(self, *, host: str | None = None,
                          now: datetime | None = None) -> list[PlacementClaim]:

@@ -60,13 +60,28 @@ class PlacementRequest(Strict):
     pod: str | None = None
     anti_affinity: Scope | None = None
     affinity: Scope | None = None
+    names: tuple[str, ...] | None = None  # the members' names, if not name-1 .. name-N
 
     @field_validator("name", "group", "site", "pod")
     @classmethod
     def _names(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else check_name(str(info.field_name), value)
 
+    @field_validator("names")
+    @classmethod
+    def _member_names(cls, value: tuple[str, ...] | None, info: ValidationInfo
+                      ) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if len(value) != info.data.get("count", 1):
+            raise ValueError("names: one per member (count)")
+        if len(set(value)) != len(value):
+            raise ValueError("names: each member's name once")
+        return tuple(check_name("names", n) for n in value)
+
     def member_names(self) -> list[str]:
+        if self.names is not None:
+            return list(self.names)
         if self.count == 1:
             return [self.name]
         return [f"{self.name}-{i}" for i in range(1, self.count + 1)]

@@ -3,8 +3,9 @@ template's image) or full (an independent copy), one or `--count N` at a time.
 
 Each clone gets a new name, UUID and MACs, its hostname through the SMBIOS serial in
 cloud-init's NoCloud form (so nothing is written into the image), and the room it needs is
-claimed by the scheduler before anything is made. Each clone is its own journaled operation:
-one that fails is rolled back and reported, the others stand.
+claimed by the scheduler before anything is made, the whole batch's claims on the journal at
+once. Each clone is its own journaled operation: one that fails is rolled back and reported,
+the others stand; members an earlier run already made are reported, not made again.
 """
 
 from __future__ import annotations
@@ -23,9 +24,16 @@ from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
 from virtfleet.placement.models import PlacementRequest, VMShape
 from virtfleet.placement.policy import Policy
-from virtfleet.provision.create import pod_macs, reserve_hosts
-from virtfleet.provision.journal import Operation, journaled
+from virtfleet.provision.create import (
+    not_claimed,
+    pod_macs,
+    preflight_scope,
+    reserve_hosts,
+    settle,
+)
+from virtfleet.provision.journal import Operation, begin, journaled, undo_steps
 from virtfleet.provision.locks import vm_lock
+from virtfleet.provision.preflight import Needs, NewVolume
 from virtfleet.provision.templates import Template, file_disks, find_template
 from virtfleet.validate import check_name
 from virtfleet.virt import storage
@@ -92,47 +100,108 @@ def member_names(req: CloneRequest) -> list[str]:
                             count=req.count).member_names()
 
 
+def _needs(tpl: Template, req: CloneRequest, names: list[str],
+           scope: list[HostRecord]) -> Needs:
+    """What a host must have for a clone: the template's networks and bridges; for a full
+    copy, its target pool with room for what is written (a raw image's whole capacity)."""
+    nics = tpl.domain.devices.interfaces
+    nets = tuple(str(n.source_network) for n in nics if n.type == "network" and n.source_network)
+    bridges = tuple(str(n.source_bridge) for n in nics if n.type == "bridge" and n.source_bridge)
+    per_host: dict[str, tuple[NewVolume, ...]] = {}
+    if not req.linked:
+        for rec in scope:
+            own = rec.name == tpl.record.name
+            per_host[rec.name] = tuple(
+                NewVolume("--pool", req.pool or (src.pool if own else "default"),
+                          src.capacity_bytes if (src.format or "raw") == "raw" else 0)
+                for src in tpl.disks)
+    return Needs(names=tuple(names), networks=nets, bridges=bridges, host_volumes=per_host)
+
+
 def clone(store: Store, pool: ConnectionPool, req: CloneRequest,
           progress: Callable[[Cloned], None] = lambda _c: None,
           policy: Policy | None = None) -> list[Cloned]:
     """Make the clones, one result each. Raises (nothing made, no room held) if the template,
-    the names or the placement are wrong; after that a failed clone is only its result."""
+    the names, what the hosts lack or the placement are wrong; after that a failed clone is
+    only its result.
+
+    Members that already exist as clones of this template (a run that was interrupted, then
+    cleaned up) are finished work: they are reported, started if asked, and not made again,
+    so running the same command again finishes the job."""
     check_name("NAME", req.name)
-    for n in member_names(req):
+    names = member_names(req)
+    for n in names:
         check_name("NAME", n)
     tpl = find_template(store, pool, req.template, host=req.template_host)
     vcpus, memory_kib = tpl.domain.vcpus or 1, tpl.domain.memory_kib or 1024
-    request = PlacementRequest(name=req.name, count=req.count, site=req.site, pod=(
-        req.pod if (req.pod or req.site or req.host) else tpl.record.pod),
-        shape=VMShape(vcpus=vcpus, memory_mib=max(1, memory_kib // 1024)))
+    pod = req.pod if (req.pod or req.site or req.host) else tpl.record.pod
     only = _candidates(store, pool, tpl, req)
-    placed = reserve_hosts(store, pool, request, host=req.host, only=only, policy=policy)
+    scope = store.hypervisors(host=req.host) if req.host else store.hypervisors(
+        site=req.site, pod=pod)
+    fitting, done = preflight_scope(store, pool, _needs(tpl, req, names, scope), host=req.host,
+                                    site=req.site, pod=pod, clones_of=tpl.name, only=only)
+    todo = [n for n in names if n not in done]
+    not_claimed(store, todo)
     out: list[Cloned] = []
+    for vm in (n for n in names if n in done):
+        out.append(_existing(store, pool, done[vm], vm, req.start))
+        progress(out[-1])
+    if todo:
+        shape = VMShape(vcpus=vcpus, memory_mib=max(1, memory_kib // 1024))
+        request = PlacementRequest(name=req.name, names=tuple(todo), count=len(todo),
+                                   site=req.site, pod=pod, shape=shape)
+        _make(store, pool, tpl, req, request, fitting, out, progress, policy)
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(out, key=lambda c: order[c.name])
+
+
+def _make(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest,
+          request: PlacementRequest, fitting: set[str], out: list[Cloned],
+          progress: Callable[[Cloned], None], policy: Policy | None) -> None:
+    placed = reserve_hosts(store, pool, request, host=req.host, only=fitting, policy=policy)
+    # The batch's claims go on record at once: if the process is killed, `ops cleanup` gives
+    # back the room of the clones never made (a finished clone's claim was settled already,
+    # so releasing it again does nothing).
+    names = [vm for vm, _rec in placed]
+    batch = begin(store, "clone", f"{names[0]}..{names[-1]} from {tpl.name}"
+                  if len(names) > 1 else f"{names[0]} from {tpl.name}",
+                  tuple(Made("claim", rec.name, vm) for vm, rec in placed))
     try:
-        pods = {rec.pod for _vm, rec in placed}
         taken: set[str] = set()
-        for pod in sorted(pods):
-            pod_hosts = store.hypervisors(pod=pod)
-            _names_free([vm for vm, _rec in placed], pod_hosts, pool)
-            taken |= pod_macs(pod_hosts, pool)
-    except BaseException:
-        for vm, rec in placed:
-            store.release_placement(rec.name, vm)
-        raise
-    # Linked clones hold the template while they are made: `template delete` takes the same
-    # lock, so it cannot remove the image between its check for clones and a new overlay.
-    held = (vm_lock(store, f"{tpl.record.name}/{tpl.name}", "linked clone") if req.linked
-            else contextlib.nullcontext())
-    try:
+        for pod in sorted({rec.pod for _vm, rec in placed}):
+            taken |= pod_macs(store.hypervisors(pod=pod), pool)
+        # Linked clones hold the template while they are made: `template delete` takes the
+        # same lock, so it cannot remove the image between its check for clones and a new
+        # overlay.
+        held = (vm_lock(store, f"{tpl.record.name}/{tpl.name}", "linked clone") if req.linked
+                else contextlib.nullcontext())
         with held:
             _each(store, pool, tpl, req, placed, taken, out, progress)
     except BaseException:  # busy, Ctrl-C: the clones not made give their room back
-        made = {c.name for c in out}
-        for vm, rec in placed:
-            if vm not in made:
-                store.release_placement(rec.name, vm)
+        left = undo_steps(batch.steps, store, pool)
+        if left:
+            store.fail_operation(batch.id, [m for m, _ in left], "interrupted")
+        else:
+            store.end_operation(batch.id)
         raise
-    return out
+    store.end_operation(batch.id)
+
+
+def _existing(store: Store, pool: ConnectionPool, host_name: str, vm: str,
+              start: bool) -> Cloned:
+    """A member an earlier run made: its row, and started if asked and not running."""
+    [rec] = store.hypervisors(host=host_name)
+    try:
+        guest = Guest.lookup(pool.get(rec), vm)
+        started = start and not guest.is_active()
+        if started:
+            guest.start()
+        d = guest.domain()
+    except VirtfleetError as exc:
+        return Cloned(host_name, vm, False, exc.message.removeprefix(f"{host_name}/{vm}: "))
+    return Cloned(host_name, vm, True, "already cloned" + (", started" if started else ""),
+                  d.uuid, tuple(guest.disk_sources()),
+                  tuple(str(i.mac) for i in d.devices.interfaces if i.mac))
 
 
 def _each(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest,
@@ -147,18 +216,6 @@ def _each(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest,
             made = Cloned(rec.name, vm, False, exc.message)
         out.append(made)
         progress(made)
-
-
-def _names_free(names: list[str], pod_hosts: list[HostRecord], pool: ConnectionPool) -> None:
-    """Live check of the name rule for many new VMs: one listing per hypervisor."""
-    results = fan_out(pod_hosts, lambda h: [d.name for d in h.list_domains()], pool)
-    wanted = set(names)
-    for r in results:
-        if r.error is not None:
-            raise r.error
-        clash = sorted(wanted & set(r.value or ()))
-        if clash:
-            raise Conflict(f"a VM named {clash[0]!r} already exists on {r.host.name}")
 
 
 def _one(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest, vm: str,
@@ -176,6 +233,7 @@ def _one(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest, v
             host.define_domain(doc.to_xml())
         if req.start:
             Guest.lookup(host, vm).start()
+        settle(store, host, str(doc.uuid))
     kind = "linked" if req.linked else "full"
     return Cloned(rec.name, vm, True, f"cloned ({kind})" + (", started" if req.start else ""),
                   str(doc.uuid), tuple(paths), tuple(macs))

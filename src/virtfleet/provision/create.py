@@ -7,6 +7,7 @@ steps are undone in reverse and the error says what was rolled back, and if the 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from virtfleet.config import virt_type_setting
@@ -17,7 +18,9 @@ from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
 from virtfleet.placement.models import PlacementRequest
 from virtfleet.placement.policy import Policy
+from virtfleet.provision import preflight
 from virtfleet.provision.journal import journaled
+from virtfleet.provision.preflight import Needs, NewVolume
 from virtfleet.virt import networks, storage
 from virtfleet.virt.fanout import ConnectionPool, fan_out
 from virtfleet.virt.guest import Guest
@@ -56,23 +59,47 @@ def pod_macs(pod_hosts: list[HostRecord], pool: ConnectionPool) -> set[str]:
     return set().union(*(r.value for r in results if r.value is not None))
 
 
-def not_observed(store: Store, name: str) -> None:
-    """The fleet-wide name rule against the store's last observation of every hypervisor."""
-    seen = store.fleet_vms(name=name)
+def not_observed(store: Store, name: str, checked: Collection[str] = ()) -> None:
+    """The fleet-wide name rule against the store's last observation of every hypervisor.
+
+    Hosts in `checked` were just asked live and do not have the VM: an observation there is
+    stale (undefined since, outside virtfleet or by a test hypervisor that forgot it)."""
+    seen = [v for v in store.fleet_vms(name=name) if v.host not in checked]
     if seen:
         raise Conflict(f"a VM named {name!r} already exists on {seen[0].host} "
                        "(names are unique across the fleet)")
 
 
+def not_claimed(store: Store, names: list[str]) -> None:
+    """No other operation is making a VM of these names (a live placement claim), or was
+    interrupted making one (then its claim waits for `ops cleanup`, or expires)."""
+    from virtfleet.provision.journal import interrupted
+
+    held = {c.vm: c for c in store.placement_claims()}
+    clash = [n for n in names if n in held]
+    if not clash:
+        return
+    claim = held[clash[0]]
+    for op in store.operations():
+        if any(m.kind == "claim" and m.ref == claim.vm and m.host == claim.host
+               for m in op.steps) and interrupted(op):
+            raise Conflict(f"a VM named {claim.vm!r} was being made on {claim.host} by an "
+                           f"interrupted operation: run 'virtfleet ops cleanup {op.id[:12]}' "
+                           "first (names are unique across the fleet)")
+    raise Conflict(f"a VM named {claim.vm!r} is being created on {claim.host} (its room is "
+                   f"claimed until {claim.expires_at:%H:%M:%S} UTC; names are unique across "
+                   "the fleet)")
+
+
 def check_name_free(name: str, store: Store, pod_hosts: list[HostRecord],
                     pool: ConnectionPool) -> None:
-    """The fleet-wide name rule: against the store, then live on the pod's hypervisors (a VM
-    made outside virtfleet since the last sync counts too)."""
-    not_observed(store, name)
+    """The fleet-wide name rule: live on the pod's hypervisors (a VM made outside virtfleet
+    since the last sync counts too), then against the store for every other host."""
     results = fan_out(pod_hosts, lambda h: h.has_domain(name), pool)
     taken = [r.host.name for r in results if r.value]
     if taken:
         raise Conflict(f"a VM named {name!r} already exists on {taken[0]}")
+    not_observed(store, name, {r.host.name for r in results if r.value is False})
 
 
 def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPool, *,
@@ -80,8 +107,8 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
               facts: dict[str, str] | None = None, storage_pool: str = "default") -> Created:
     """Make the VM on `target` (room already claimed by reserve_host), or nothing."""
     with journaled(store, pool, "create", f"{target.name}/{spec.name}") as op:
-        # The claim goes back if anything fails; on success it stays until it expires, by
-        # when the controller or a sync has observed the VM.
+        # The claim goes back if anything fails; on success the VM is recorded as observed
+        # and the claim goes (settle): its room stays counted, and nothing outlives the VM.
         op.made(Made("claim", target.name, spec.name))
         pod_hosts = store.hypervisors(pod=target.pod)
         check_name_free(spec.name, store, pod_hosts, pool)
@@ -128,8 +155,17 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
             guest.set_autostart(True)
         if start:
             guest.start()
+        settle(store, host, placement.uuid)
     return Created(host=target.name, name=spec.name, uuid=placement.uuid, virt_type=vtype,
                    disks=tuple(paths), macs=tuple(macs), started=start)
+
+
+def settle(store: Store, host: Host, uuid: str) -> None:
+    """The VM `uuid` is defined on `host`: recorded as observed there, its claim released."""
+    seen = host.domain_by_uuid(uuid)
+    if seen is None:
+        raise NotFound(f"{host.label}: the VM {uuid} just defined is gone")
+    store.settle_placement(host.label, seen)
 
 
 def _enforced(store: Store, app: str | None) -> str | None:
@@ -152,17 +188,69 @@ def _kvm_usable(host: Host) -> bool:
         return False
 
 
+def needs_of(spec: VMSpec, storage_pool: str = "default") -> Needs:
+    """What a hypervisor must have for `spec`: its pools with room for the new disks, the
+    images it imports inside a pool, its networks and bridges."""
+    return Needs(
+        names=(spec.name,),
+        volumes=tuple(NewVolume("--disk size", d.pool or storage_pool, d.size_bytes)
+                      for d in spec.disks if d.path is None and d.size_bytes is not None),
+        images=tuple(("--disk path", d.path) for d in spec.disks if d.path is not None),
+        networks=tuple(n.source for n in spec.nics if n.kind == "network"),
+        bridges=tuple(n.source for n in spec.nics if n.kind == "bridge"))
+
 
 def reserve_host(store: Store, pool: ConnectionPool, spec: VMSpec, *, host: str | None,
                  site: str | None, pod: str | None, group: str | None,
-                 policy: Policy | None = None) -> HostRecord:
-    """The hypervisor for a new VM, with room claimed for it in the store (see reserve_hosts)."""
+                 policy: Policy | None = None, storage_pool: str = "default") -> HostRecord:
+    """The hypervisor for a new VM, with room claimed for it in the store.
+
+    The cheap, certain checks come first, on every host in scope at once (the name is free,
+    the pools, room for the disks, networks and bridges are there): a wrong pool is reported
+    as such, not as a full host, and the scheduler places only among hosts that can take it.
+    """
     from virtfleet.placement.models import PlacementRequest, VMShape
 
+    not_claimed(store, [spec.name])
+    only = preflight_scope(store, pool, needs_of(spec, storage_pool), host=host, site=site,
+                           pod=pod, clones_of=None)[0]
     [(_vm, record)] = reserve_hosts(store, pool, PlacementRequest(
         name=spec.name, shape=VMShape(vcpus=spec.vcpus, memory_mib=spec.memory_mib),
-        group=_enforced(store, group), site=site, pod=pod), host=host, policy=policy)
+        group=_enforced(store, group), site=site, pod=pod), host=host, only=only,
+        policy=policy)
     return record
+
+
+def preflight_scope(store: Store, pool: ConnectionPool, needs: Needs, *, host: str | None,
+                    site: str | None, pod: str | None, clones_of: str | None,
+                    only: set[str] | None = None) -> tuple[set[str], dict[str, str]]:
+    """Run the preflight (provision/preflight.py) over the hosts a new VM may go to, and the
+    name rule over them and their pods. Returns the hosts that can take the VMs, and the names
+    that already exist as clones of `clones_of` (name -> host; a re-run's finished work).
+    Raises what the first host lacks if none can, or Conflict for a name taken otherwise."""
+    if host is not None:
+        [record] = store.hypervisors(host=host)
+        scope, names_on = [record], store.hypervisors(pod=record.pod)
+        where = host
+    else:
+        scope = names_on = store.hypervisors(site=site, pod=pod)
+        where = pod or site or "the fleet"
+    candidates = {r.name for r in scope}
+    if only is not None:
+        candidates &= only
+    fits = preflight.fit(names_on, candidates, needs, pool)
+    done: dict[str, str] = {}
+    for f in fits:
+        for name, template in sorted(f.existing.items()):
+            if clones_of is not None and template == clones_of:
+                done[name] = f.host
+            else:
+                raise Conflict(f"a VM named {name!r} already exists on {f.host}")
+    answered = {f.host for f in fits if f.answered}
+    for name in needs.names:
+        if name not in done:
+            not_observed(store, name, answered)
+    return preflight.only_fitting(fits, candidates, where), done
 
 
 def reserve_hosts(store: Store, pool: ConnectionPool, request: PlacementRequest, *,
@@ -173,19 +261,12 @@ def reserve_hosts(store: Store, pool: ConnectionPool, request: PlacementRequest,
     --host is checked against that host's capacity; --pod/--site ask the scheduler (filters,
     weighers, group isolation); `only` limits the choice further (hosts that see a template's
     image). Claims are made in one locked transaction, so two operations at once never
-    overbook a host; the operation that made them gives them back if it fails.
+    overbook a host; the operation that made them gives them back if it fails, or settles
+    them once its VM is defined (Store.settle_placement). The names were checked by the
+    caller (preflight_scope, not_claimed), before any room is held.
     """
     from virtfleet.provision.schedule import live_fleet, place_and_claim
 
-    names = request.member_names()
-    # The fleet-wide name rule, before any room is held (each create checks live again).
-    for name in names:
-        not_observed(store, name)
-    held = {c.vm: c.host for c in store.placement_claims()}
-    for name in names:
-        if name in held:
-            raise Conflict(f"a VM named {name!r} is being created, or was just created, on "
-                           f"{held[name]} (names are unique across the fleet)")
     if host is not None:
         [record] = store.hypervisors(host=host)
         fleet = live_fleet(store, pod=record.pod, pool=pool)

@@ -29,7 +29,7 @@ class Operation:
     def __init__(self, store: Store, record: OperationRecord) -> None:
         self.store = store
         self.id = record.id
-        self.steps: list[Made] = []
+        self.steps: list[Made] = list(record.steps)
 
     def made(self, what: Made) -> None:
         self.steps.append(what)
@@ -53,14 +53,19 @@ class Operation:
             raise
 
 
+def begin(store: Store, kind: str, target: str, steps: tuple[Made, ...] = ()) -> Operation:
+    """Put an operation on record, with what it has made already (a batch's claims)."""
+    record = OperationRecord(id=uuid.uuid4().hex, kind=kind, target=target,
+                             hostname=socket.gethostname(), pid=os.getpid(),
+                             started_at=datetime.now(UTC), state="running", steps=steps)
+    store.begin_operation(record)
+    return Operation(store, record)
+
+
 @contextmanager
 def journaled(store: Store, pool: ConnectionPool, kind: str, target: str) -> Iterator[Operation]:
     """Run one operation; on any error, undo what it made and say so in the error."""
-    record = OperationRecord(id=uuid.uuid4().hex, kind=kind, target=target,
-                             hostname=socket.gethostname(), pid=os.getpid(),
-                             started_at=datetime.now(UTC), state="running", steps=())
-    store.begin_operation(record)
-    op = Operation(store, record)
+    op = begin(store, kind, target)
     try:
         yield op
     except BaseException as exc:  # Ctrl-C halfway must roll back too; the error goes on up
@@ -118,16 +123,20 @@ def undo(what: Made, store: Store, pool: ConnectionPool) -> None:
             name, _, uuid = what.ref.partition("/")
             seen = host.domain_by_uuid(uuid)
             if seen is None or seen.name != name:
-                return  # never defined, or gone: a domain of that name now is not ours
+                # never defined, or gone: a domain of that name now is not ours
+                store.delete_domain(what.host, uuid)
+                return
             guest = Guest.lookup(host, name)
             if guest.is_active():
                 guest.destroy()
             guest.undefine(Removal())
+            store.forget_vm(what.host, name, uuid)
         else:
             guest = Guest.lookup(host, what.ref)
             if guest.is_active():
                 guest.destroy()
             guest.undefine(Removal())
+            store.forget_vm(what.host, what.ref)
     except NotFound:
         pass  # already gone: someone (or an earlier cleanup) took it
 

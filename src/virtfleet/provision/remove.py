@@ -1,5 +1,5 @@
-"""`vm undefine --remove-all-storage | --storage vda,...`: a VM's volumes go with it, but only
-those nothing else needs.
+"""`vm undefine [--remove-all-storage | --storage vda,...]`: the definition goes, and the
+store forgets the VM at once; its volumes go with it, but only those nothing else needs.
 
 A volume is kept (and the undefine refused, nothing changed) when another domain on any
 hypervisor of the pod uses it (shared storage), when other volumes are backed by it (a
@@ -14,7 +14,7 @@ from virtfleet.inventory.store import Store
 from virtfleet.provision.templates import file_disks, is_template
 from virtfleet.virt import storage
 from virtfleet.virt.fanout import ConnectionPool, fan_out
-from virtfleet.virt.guest import Guest
+from virtfleet.virt.guest import Guest, Removal
 from virtfleet.virt.host import Host
 from virtfleet.virt.storage import VolumeInfo
 
@@ -67,3 +67,25 @@ def volumes_to_remove(store: Store, pool: ConnectionPool, guest: Guest, record: 
                        + "; ".join(blockers[:5]) + ("; ..." if len(blockers) > 5 else "")
                        + "; nothing was changed")
     return vols
+
+
+def undefine_vm(store: Store, pool: ConnectionPool, guest: Guest, record: HostRecord,
+                allow: Removal, targets: list[str] | None) -> list[str]:
+    """Undefine a shut-off VM, with the volumes named by `targets` (None: all its disks; []:
+    none). Returns the paths removed.
+
+    A running VM is refused: libvirt would keep it running as a transient domain (with its
+    disks in use) while virtfleet said it was undefined. Once undefined, the store forgets it
+    (its observation, any claim for its name), so the name and its room are free again at
+    once rather than after the next sync or a claim's expiry."""
+    if guest.is_active():
+        raise Conflict(f"{record.name}/{guest.name}: domain is running; destroy it or shut it "
+                       "down first")
+    vols = volumes_to_remove(store, pool, guest, record, targets) if targets != [] else []
+    guest.undefine(allow)
+    store.forget_vm(record.name, guest.name, guest.uuid)
+    removed = []
+    for v in vols:
+        storage.delete_volume(guest.host, v.path)
+        removed.append(v.path)
+    return removed

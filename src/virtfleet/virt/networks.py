@@ -147,11 +147,20 @@ def destroy(host: Host, name: str) -> None:
         net.destroy()
 
 
-def undefine(host: Host, name: str) -> None:
-    """Remove the network's definition, as `virsh net-undefine` does."""
+def undefine(host: Host, name: str, *, destroy: bool = False) -> bool:
+    """Remove the network's definition. An active one is refused unless `destroy`, which
+    stops it first: libvirt would leave it running as a transient network, holding its subnet
+    and bridge, while saying it was undefined. Returns whether it was destroyed."""
     net = _lookup(host, name)
     with libvirt_errors(host.label):
+        active = bool(net.isActive())
+        if active and not destroy:
+            raise Conflict(f"{host.label}: network {name!r} is active; destroy it first (or "
+                           "give --destroy)")
+        if active:
+            net.destroy()
         net.undefine()
+    return active
 
 
 def set_autostart(host: Host, name: str, on: bool) -> None:

@@ -1,0 +1,140 @@
+"""Cheap, certain checks before the scheduler: on each hypervisor in scope, in one fan-out,
+whether the new VMs' names are free and whether the host has what they need (storage pools,
+room for new disks, networks, bridges).
+
+A wrong pool or bridge is then reported as what it is, not as "CoreFilter removed 1", and the
+scheduler only places among hosts that can take the VMs. Nothing is made and no room is held.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from virtfleet.errors import Conflict, HypervisorError, InvalidInput, NotFound, VirtfleetError
+from virtfleet.inventory.records import HostRecord
+from virtfleet.virt import networks, storage
+from virtfleet.virt.fanout import ConnectionPool, fan_out
+from virtfleet.virt.guest import Guest
+from virtfleet.virt.host import Host
+
+
+@dataclass(frozen=True)
+class NewVolume:
+    """Room a new volume needs in a pool (its capacity, or for a copy what will be written)."""
+
+    field: str  # the option to name in an error: "--disk size", "--pool"
+    pool: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a host must have to take the VMs."""
+
+    names: tuple[str, ...]  # must not be defined there (unless a clone of `template`)
+    volumes: tuple[NewVolume, ...] = ()  # per VM; the sizes in one pool add up
+    images: tuple[tuple[str, str], ...] = ()  # (field, path): inside an active pool
+    networks: tuple[str, ...] = ()  # libvirt networks a NIC names
+    bridges: tuple[str, ...] = ()  # host bridges a NIC names
+    host_volumes: dict[str, tuple[NewVolume, ...]] = field(default_factory=dict)  # by host,
+    # instead of `volumes` (a full clone copies into its template's pool on the template's own
+    # host, and into 'default' elsewhere)
+
+
+@dataclass(frozen=True)
+class HostFit:
+    """One host's answer: what it lacks (None: it can take them) and which of the names it
+    already has, each with the template it was cloned from (None: not a clone)."""
+
+    host: str
+    problem: VirtfleetError | None
+    existing: dict[str, str | None] = field(default_factory=dict)
+    answered: bool = True  # its domains were listed (else the names are unchecked there)
+
+
+def _existing(h: Host, names: set[str]) -> dict[str, str | None]:
+    found = {}
+    for d in h.list_domains():
+        if d.name in names:
+            facts = Guest.lookup(h, d.name).domain().facts
+            found[d.name] = facts.template if facts is not None else None
+    return found
+
+
+def _bridges(h: Host, nets: list[networks.NetworkInfo]) -> set[str] | None:
+    """Bridges the host has: libvirt's interface list, or made by an active network; None if
+    this libvirt cannot list interfaces (then bridges are not checked)."""
+    ifaces = networks.host_interfaces(h)
+    if ifaces is None:
+        return None
+    return set(ifaces) | {n.bridge for n in nets if n.active and n.bridge and n.mode != "bridge"}
+
+
+def lacks(h: Host, needs: Needs) -> VirtfleetError | None:
+    """The first thing `h` lacks for `needs`, as the error making the VM there would raise."""
+    want: dict[str, int] = defaultdict(int)
+    fields: dict[str, str] = {}
+    for v in needs.host_volumes.get(h.label, needs.volumes):
+        want[v.pool] += v.size_bytes
+        fields.setdefault(v.pool, v.field)
+    try:
+        for name, size in want.items():
+            free = storage.pool(h, name).available_bytes
+            storage.check_fits(name, free, size, fields[name], on=h.label)
+        for fld, path in needs.images:
+            storage.confine(h, fld, path)
+    except (InvalidInput, NotFound, Conflict) as exc:
+        return exc
+    if needs.networks or needs.bridges:
+        nets = networks.list_networks(h)
+        have = {n.name for n in nets}
+        for net in needs.networks:
+            if net not in have:
+                return InvalidInput("--network", f"{h.label} has no libvirt network {net!r} "
+                                    f"(see 'virtfleet net list --host {h.label}')")
+        bridges = _bridges(h, nets) if needs.bridges else None
+        for br in needs.bridges:
+            if bridges is not None and br not in bridges:
+                return InvalidInput("--network", f"{h.label} has no bridge {br!r} (see "
+                                    f"'virtfleet host check {h.label}')")
+    return None
+
+
+def fit(hosts: list[HostRecord], candidates: set[str], needs: Needs,
+        pool: ConnectionPool) -> list[HostFit]:
+    """Each host's answer: the names on all of `hosts`, the rest on `candidates` only. A host
+    that does not answer gets its error as the problem."""
+    wanted = set(needs.names)
+
+    def check(h: Host) -> HostFit:
+        found = _existing(h, wanted)
+        return HostFit(h.label, lacks(h, needs) if h.label in candidates else None, found)
+
+    out = []
+    for r in fan_out(hosts, check, pool):
+        if r.value is not None:
+            out.append(r.value)
+        else:
+            assert r.error is not None
+            out.append(HostFit(r.host.name, r.error, answered=False))
+    return out
+
+
+def only_fitting(fits: list[HostFit], candidates: set[str], where: str) -> set[str]:
+    """The candidates that can take the VMs; if none can, the first one's reason (a host
+    named with --host: its reason), saying so when there were others."""
+    problems = sorted(((f.host, f.problem) for f in fits
+                       if f.host in candidates and f.problem is not None),
+                      key=lambda p: (p[1].retryable, p[0]))  # a host's own lack first
+    ok = candidates - {h for h, _ in problems}
+    if ok:
+        return ok
+    if not problems:
+        raise HypervisorError(f"no hypervisor in {where} answered")
+    first = problems[0][1]
+    if len(problems) > 1:
+        first.message += (f" (and {len(problems) - 1} other hypervisor(s) in {where} cannot "
+                          "take it either)")
+        first.args = (first.message,)
+    raise first
