@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import json
 import os
 import shutil
 import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -115,6 +118,20 @@ def test_sqlite_fast_path_reads_the_same_registration(controller: tuple) -> None
         store.close()
 
 
+def test_the_warm_path_imports_no_sqlalchemy(controller: tuple) -> None:
+    """Importing SQLAlchemy costs more than a whole warm `list`: the registration is read with
+    the standard library (inventory/registration.py) and the answer comes over the socket."""
+    db, _proc = controller
+    probe = ("import sys\nfrom virtfleet.cli.main import main\ntry:\n    main()\nfinally:\n"
+             "    print('SQLAlchemy imported' if 'sqlalchemy' in sys.modules else 'stdlib only',"
+             " file=sys.stderr)\n")
+    p = subprocess.run([sys.executable, "-c", probe, "list", "--json"],
+                       env={**os.environ, "VIRTFLEET_DB": str(db)}, capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert p.returncode == 1 and all(v["observed_at"] for v in json.loads(p.stdout))
+    assert "stdlib only" in p.stderr, p.stderr
+
+
 def test_a_second_controller_is_refused_and_sync_goes_through_the_first(controller: tuple
                                                                          ) -> None:
     db, first = controller
@@ -164,8 +181,28 @@ def test_serve_listens_on_a_socket_in_a_private_directory(controller: tuple) -> 
     assert stat.S_IMODE(run_dir(db).stat().st_mode) == 0o700
     assert stat.S_IMODE((run_dir(db) / f"controller-{proc.pid}.sock").stat().st_mode) == 0o600
     # no TCP listener at all: nothing for anyone to take over after a crash
-    ss = subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout
-    assert f"pid={proc.pid}," not in ss
+    assert _tcp_listeners(proc.pid) == set()
+    with socket.socket() as probe:  # the check does see a listener where there is one
+        probe.bind(("127.0.0.1", 0))
+        probe.listen(1)
+        assert os.fstat(probe.fileno()).st_ino in _tcp_listeners(os.getpid())
+
+
+def _tcp_listeners(pid: int) -> set[int]:
+    """Socket inodes of process `pid` that listen on TCP (from /proc, no `ss` needed)."""
+    mine = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the fd listdir itself used, say
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                mine.add(int(link[8:-1]))
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A":  # TCP_LISTEN
+                listening.add(int(cols[9]))
+    return mine & listening
 
 
 def _raw_get(rec: ControllerRecord, target: str, token: str | None) -> int:

@@ -45,10 +45,11 @@ class ControllerRegistry:
         c = t.controller
         with self._tx("register the controller", write=True) as conn:
             current = self._read(conn, lock=True)
+            # Its heartbeat too: one that beat again since was not dead after all.
             if current is not None and (replacing is None or
-                                        (current.pid, current.hostname, current.started_at)
+                                        (current.pid, current.hostname, current.heartbeat_at)
                                         != (replacing.pid, replacing.hostname,
-                                            replacing.started_at)):
+                                            replacing.heartbeat_at)):
                 raise Conflict(f"a controller is already running for this store: pid "
                                f"{current.pid} on {current.hostname} at {current.url}")
             conn.execute(delete(c).where(c.c.id == 1))
