@@ -64,7 +64,10 @@ def fleet(n: int) -> dict[str, Any]:
                    "networks": [{"name": "prov", "subnet": "10.0.0.0/16", "gateway": "10.0.2.2",
                                  "pool": {"start": "10.0.2.100", "end": "10.0.2.200"},
                                  "servers": {"next_server": "10.0.2.2",
-                                             "http_base": "http://10.0.2.2/"}}],
+                                             "http_base": "http://10.0.2.2/"},
+                                 # every client is on this machine's loopback: let it speak
+                                 # for the network, as a NAT would
+                                 "relays": ["127.0.0.1"]}],
                    "pods": [{"name": "pod1", "hypervisors": hosts}]}],
     }
 

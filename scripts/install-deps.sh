@@ -24,6 +24,12 @@ pkgs=(
   libvirt-daemon-driver-qemu
   # the store tests' PostgreSQL server (its programs are checked from programs.txt)
   postgresql
+  # libosinfo for `vm create --os-variant` (design/osinfo.py): the typelib and the OS database,
+  # and the headers PyGObject and its pycairo dependency build against in the venv
+  gir1.2-libosinfo-1.0
+  osinfo-db
+  libgirepository1.0-dev
+  libcairo2-dev
 )
 
 # programs.txt: program, package, who runs it, why. Blank lines and # comments are skipped.

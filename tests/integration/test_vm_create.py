@@ -72,3 +72,32 @@ def test_create_boot_and_read_the_console(lab: LabFixture, pool_host: Host,
             pool_host.undefine_domain(name)
         with contextlib.suppress(VirtfleetError):
             storage.delete_volume(pool_host, str(tmp_path / "images" / f"{name}.qcow2"))
+
+
+def test_graphics_password_reaches_qemu_but_never_dumpxml(lab: LabFixture, pool_host: Host,
+                                                         tmp_path: Path) -> None:
+    """On a real libvirtd: the password is in the definition (secure XML), not in what
+    `vm dumpxml` prints, nor in any process's argv while the CLI runs."""
+    db = tmp_path / "store.db"
+    assert run(db, "apply", "-f", str(lab.fleet_file)).code == 0
+    name = f"itest-gfx-{os.getpid()}"
+    secret = "Vn7-pw1"
+    pw = tmp_path / "pw"
+    pw.write_text(secret + "\n")
+    pw.chmod(0o600)
+    try:
+        r = run(db, "vm", "create", name, "--host", lab.hosts[2].name, "--memory", "64M",
+                "--vcpus", "1", "--disk", "size=8M", "--pxe", "--no-start", "--virt-type",
+                "qemu", "--os-variant", "debian11", "--graphics", "vnc",
+                "--graphics-password-file", str(pw))
+        assert r.code == 0 and secret not in r.out + r.err, r.err
+        shown = run(db, "vm", "dumpxml", name)
+        assert shown.code == 0 and "<graphics" in shown.out and secret not in shown.out
+        assert "http://debian.org/debian/11" in shown.out  # the OS variant, recorded
+        secure = pool_host.conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
+        assert f"passwd='{secret}'" in secure
+    finally:
+        with contextlib.suppress(VirtfleetError):
+            pool_host.undefine_domain(name)
+        with contextlib.suppress(VirtfleetError):
+            storage.delete_volume(pool_host, str(tmp_path / "images" / f"{name}.qcow2"))

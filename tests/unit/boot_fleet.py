@@ -15,9 +15,11 @@ def mac_of(i: int) -> str:
 
 def boot_fleet(uris: list[str], *, port: int = 8069, kernel: str = "vmlinuz",
                initrd: str = "initrd.img", kernel_args: tuple[str, ...] = ("console=ttyS0",),
-               subnet: str = "10.0.2.0/24") -> dict[str, Any]:
+               subnet: str = "10.0.2.0/24",
+               relays: tuple[str, ...] = ("127.0.0.1",)) -> dict[str, Any]:
     """hv1..hvN (N = len(uris)) in site lab, pod pod1; MAC mac_of(i) and a reserved address
-    for each (a /16 when there are more than 250)."""
+    for each (a /16 when there are more than 250). QEMU user networking NATs its guests: their
+    requests reach boot serve from this machine's loopback, its relay for the network."""
     big = len(uris) > 250
     net = "10.0.0.0/16" if big else subnet
     hosts = []
@@ -35,6 +37,7 @@ def boot_fleet(uris: list[str], *, port: int = 8069, kernel: str = "vmlinuz",
                 "name": "slirp", "subnet": net, "gateway": "10.0.2.2",
                 "pool": {"start": "10.0.2.100", "end": "10.0.2.200"},
                 "servers": {"next_server": "10.0.2.2", "http_base": f"http://10.0.2.2:{port}/"},
+                "relays": list(relays),
             }],
             "pods": [{"name": "pod1", "hypervisors": hosts}],
         }],

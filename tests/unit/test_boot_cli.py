@@ -118,3 +118,57 @@ def test_check_refuses_a_tree_its_validators_refuse(tmp_path: Path) -> None:
         _checker(tmp_path)
     assert str(exc.value).startswith("oregon/haproxy/haproxy.cfg: haproxy refused it:")
     assert exc.value.exit_code == 1
+
+
+def test_check_refuses_a_haproxy_config_this_machine_cannot_run(tmp_path: Path) -> None:
+    """`haproxy -c` passes a maxconn the descriptor limit cannot hold, and `haproxy -f` then
+    refuses to start: --check compares the two and refuses with the figures (issue 10, #9)."""
+    import resource
+
+    from virtfleet.boot import haproxy, validators
+
+    if any(validators.binary(k) is None for k in validators.COMMANDS):
+        if os.environ.get("VIRTFLEET_REQUIRE_VALIDATORS") == "1":
+            pytest.fail("a validator is not installed", pytrace=False)
+        pytest.skip("a validator is not installed")
+    fleet = fleet_file(tmp_path)
+    out = tmp_path / "boot"
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    p = subprocess.run([sys.executable, "-m", "virtfleet.cli.main", "boot", "render", "-f",
+                        str(fleet), "--out", str(out), "--check"], env=env,
+                       capture_output=True, text=True, timeout=120, check=False,
+                       preexec_fn=low_limit)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    [line] = p.stderr.splitlines()
+    need = haproxy.fds_needed(_haproxy_text(fleet))
+    assert line == (f"virtfleet: error: oregon/haproxy/haproxy.cfg: haproxy needs {need} file "
+                    f"descriptors for maxconn 272, but this machine allows 256 (ulimit -Hn); "
+                    "raise haproxy's limit (LimitNOFILE=) or install fewer hosts per site"), line
+    assert not out.exists()  # nothing published
+    # With the machine's own limit the same fleet renders and checks.
+    r = virtfleet("boot", "render", "-f", str(fleet), "--out", str(out), "--check")
+    assert r.code == 0, r.err
+
+
+def _haproxy_text(fleet: Path) -> str:
+    from virtfleet.boot.haproxy import render_haproxy
+    from virtfleet.inventory.fleetfile import load_fleet
+
+    text = render_haproxy(load_fleet(fleet).sites[0])
+    assert text is not None
+    return text
+
+
+def test_a_split_kea_cannot_do_is_refused_by_render(tmp_path: Path) -> None:
+    out = tmp_path / "boot"
+    r = virtfleet("boot", "render", "-f", str(fleet_file(tmp_path, {"sites.0.boot.dhcp.split":
+                                                                    100})), "--out", str(out))
+    assert r.code == 2
+    assert r.err == ("virtfleet: error: sites[0].boot.dhcp.split: 100 has no Kea equivalent: "
+                     "Kea's HA hook balances 50/50 (split 128) or serves from one peer (256: "
+                     "the primary, 0: the secondary)\n")
+    assert not out.exists()

@@ -61,8 +61,11 @@ def without_version(ks: str) -> str:
 
 
 def parse_ks(text: str) -> Any:
-    """Parse a kickstart the way anaconda's pykickstart does; any warning is a failure."""
-    handler = makeVersion(kickstart.KS_VERSION)
+    """Parse a kickstart the way anaconda's pykickstart does, with the syntax its #version
+    line names; any warning is a failure."""
+    found = re.search(r"^#version=(\S+)$", text, re.M)
+    assert found is not None, "a kickstart names its version"
+    handler = makeVersion(found.group(1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         KickstartParser(handler).readKickstartFromString(text)
@@ -102,11 +105,12 @@ def test_listing_3_3_kickstart(hosts: dict[str, BootHost]) -> None:
     h = parse_ks(text)
     assert [g.name for g in h.packages.groupList] == ["Virtualization"]
     assert h.clearpart.initAll and h.autopart.autopart
-    assert h.rootpw.lock and not h.rootpw.password
+    # EL6's rootpw needs a password: a crypt field no password matches, and --lock.
+    assert h.rootpw.lock and h.rootpw.isCrypted and h.rootpw.password == "!!"
     [nd] = h.network.network
     assert (nd.bootProto, nd.ip, nd.gateway, nd.nameserver) == ("static", "10.1.1.20",
                                                                 "10.1.1.1", "10.1.1.2")
-    assert "systemctl enable libvirtd" in h.scripts[0].script
+    assert "chkconfig libvirtd on" in h.scripts[0].script  # EL6: SysV init, no systemctl
 
 
 def test_listings_3_4_to_3_6_dhcpd_pair(scope: DhcpScope, tmp_path: Path) -> None:
@@ -350,3 +354,303 @@ def test_a_pod_of_hypervisors_renders_and_validates(tmp_path: Path) -> None:
         if f.kind in ("dhcpd", "kea"):
             assert f.text.count("52:54:00:01:") == 200  # every reservation
             assert_valid(f.kind, f.text, tmp_path, f.path.replace("/", "_"))
+
+
+# ---- issue 10: defects found by an independent run (each test failed before its fix) ----
+
+def _chapter_data() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(CHAPTER.read_text())
+    return data
+
+
+def _pair_scope(**dhcp: Any) -> tuple[Fleet, DhcpScope]:
+    data = _chapter_data()
+    data["sites"][0]["boot"]["dhcp"].update(dhcp)
+    fleet = parse_fleet(data)
+    [only] = dhcp_scopes(fleet, fleet.sites[0])
+    return fleet, only
+
+
+def _ha(scope: DhcpScope, role: kea.Role) -> dict[str, Any]:
+    cfg = kea.kea_config(scope, role)
+    [lease_cmds, ha_hook] = cfg["Dhcp4"]["hooks-libraries"]
+    assert lease_cmds["library"].endswith("libdhcp_lease_cmds.so")
+    [ha] = ha_hook["parameters"]["high-availability"]
+    return ha  # type: ignore[no-any-return]
+
+
+def test_kea_load_balancing_splits_each_pool_between_the_peers() -> None:
+    """split 128 is Kea's load-balancing mode, which needs each pool split between the peers'
+    HA classes (or both would lease the same address)."""
+    _fleet, scope = _pair_scope(split=128)
+    ha = _ha(scope, "primary")
+    assert ha["mode"] == "load-balancing"
+    assert {p["name"]: p["role"] for p in ha["peers"]} == {"primary": "primary",
+                                                           "secondary": "secondary"}
+    [subnet] = kea.kea_config(scope, "primary")["Dhcp4"]["subnet4"]
+    assert subnet["pools"] == [
+        {"pool": "10.1.1.50 - 10.1.1.150", "client-class": "HA_primary"},
+        {"pool": "10.1.1.151 - 10.1.1.250", "client-class": "HA_secondary"}]
+
+
+@pytest.mark.parametrize("split,active,standby", [(256, "primary", "secondary"),
+                                                  (0, "secondary", "primary")])
+def test_kea_split_all_to_one_peer_is_hot_standby(split: int, active: str,
+                                                  standby: str) -> None:
+    _fleet, scope = _pair_scope(split=split)
+    for role in ("primary", "secondary"):
+        ha = _ha(scope, role)  # type: ignore[arg-type]
+        assert ha["mode"] == "hot-standby" and ha["this-server-name"] == role
+        assert {p["name"]: p["role"] for p in ha["peers"]} == {active: "primary",
+                                                               standby: "standby"}
+    [subnet] = kea.kea_config(scope, "primary")["Dhcp4"]["subnet4"]
+    assert subnet["pools"] == [{"pool": "10.1.1.50 - 10.1.1.250"}]  # one server leases
+
+
+def test_kea_timers_follow_the_dhcpd_settings() -> None:
+    _fleet, scope = _pair_scope(max_response_delay=30, load_balance_max_seconds=7,
+                                max_unacked_updates=50)
+    ha = _ha(scope, "primary")
+    assert ha["max-response-delay"] == 30_000  # dhcpd's seconds, Kea's milliseconds
+    assert ha["heartbeat-delay"] == 5_000  # well inside the response delay
+    assert ha["max-ack-delay"] == 7_000  # the client 'secs' after which its server is late
+    assert "max-unacked-clients" not in ha  # never a fixed value passed off as a mapping
+
+
+@pytest.mark.parametrize("split", [1, 100, 200, 255])
+def test_a_split_kea_cannot_do_is_refused_naming_the_field(split: int) -> None:
+    fleet, _scope = _pair_scope(split=split)
+    with pytest.raises(InvalidInput) as exc:
+        render_fleet(fleet)
+    assert exc.value.field == "sites[0].boot.dhcp.split"
+    assert f"{split}" in exc.value.message and "Kea" in exc.value.message
+    assert "\n" not in str(exc.value)
+
+
+def test_a_distributed_split_is_refused_naming_its_network() -> None:
+    data = copy.deepcopy(DISTRIBUTED)
+    data["sites"][0]["networks"][0]["servers"]["dhcp"]["split"] = 64
+    with pytest.raises(InvalidInput) as exc:
+        render_fleet(parse_fleet(data))
+    assert exc.value.field == "sites[0].networks[0].servers.dhcp.split"
+
+
+@pytest.mark.parametrize("split,mode,role", [(128, "load-balancing", "primary"),
+                                             (256, "hot-standby", "primary"),
+                                             (0, "hot-standby", "standby")])
+def test_kea_runs_the_generated_ha_pair(split: int, mode: str, role: str,
+                                        tmp_path: Path) -> None:
+    """kea-dhcp4 -t does not read the HA hook's parameters, so run the real server: on no
+    interfaces, its peers moved to loopback ports where nothing listens, for the moment it
+    takes to load the hook and say which mode and role it took."""
+    import json
+    import signal
+    import subprocess
+
+    require_validator("kea")
+    _fleet, scope = _pair_scope(split=split)
+    text = kea.render_kea(scope, "primary")
+    assert_valid("kea", text, tmp_path, "primary.json")
+    cfg = json.loads(text)
+    d4 = cfg["Dhcp4"]
+    d4["interfaces-config"]["interfaces"] = []
+    d4["control-socket"]["socket-name"] = str(tmp_path / "kea4.sock")
+    d4["lease-database"]["name"] = str(tmp_path / "leases4.csv")
+    [ha] = d4["hooks-libraries"][1]["parameters"]["high-availability"]
+    for i, peer in enumerate(ha["peers"]):
+        peer["url"] = f"http://127.0.0.1:{59100 + i}/"
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(cfg))
+    exe = validators.binary("kea")
+    assert exe is not None
+    proc = subprocess.Popen([exe, "-c", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "KEA_PIDFILE_DIR": str(tmp_path),
+                                 "KEA_LOCKFILE_DIR": str(tmp_path)})
+    seen = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if "DHCP4_STARTED" in line or "FAIL" in line or "ERROR" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    log = "".join(seen)
+    assert "DHCP4_STARTED" in log, log
+    assert f"started high availability service in {mode} mode as {role} server" in log, log
+
+
+def test_haproxy_maxconn_is_sized_to_the_fleet_and_haproxy_starts(tmp_path: Path) -> None:
+    """maxconn 20000 needed 40,019 descriptors: under a 20,000 limit `haproxy -f` refused to
+    start while `haproxy -c` passed. Run the real thing under that limit, on loopback."""
+    require_validator("haproxy")
+    data = _chapter_data()
+    boot = data["sites"][0]["boot"]
+    ports = [_free_port() for _ in range(3)]
+    boot["frontend"] = {"address": "127.0.0.1", "port": ports[0]}
+    boot["real_servers"] = [{"name": "ks1", "address": "127.0.0.1", "port": ports[1]},
+                            {"name": "ks2", "address": "127.0.0.1", "port": ports[2]}]
+    text = haproxy.render_haproxy(parse_fleet(data).sites[0])
+    assert text is not None
+    maxconn = int(re.search(r"^\s*maxconn (\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert maxconn < 20000 and maxconn >= 2 * haproxy.CONNECTIONS_PER_HOST
+    assert haproxy.fds_needed(text) < 20000
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    started, output = _haproxy_starts(cfg, nofile=20000, port=ports[0])
+    assert started, output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _haproxy_starts(cfg: Path, nofile: int, port: int) -> tuple[bool, str]:
+    """Whether `haproxy -f cfg` starts (its frontend answers) under a descriptor limit."""
+    import resource
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    exe = validators.binary("haproxy")
+    assert exe is not None
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=limit)
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True, ""
+            except OSError:
+                time.sleep(0.05)
+        return False, proc.stdout.read() if proc.poll() is not None and proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_the_fd_estimate_is_what_haproxy_really_needs(tmp_path: Path) -> None:
+    """boot render --check trusts fds_needed(): haproxy starts with exactly that many, and
+    refuses with a quarter of them."""
+    require_validator("haproxy")
+    data = _chapter_data()
+    port = _free_port()
+    data["sites"][0]["boot"]["frontend"] = {"address": "127.0.0.1", "port": port}
+    text = haproxy.render_haproxy(parse_fleet(data).sites[0])
+    assert text is not None
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    need = haproxy.fds_needed(text)
+    assert _haproxy_starts(cfg, nofile=need, port=port)[0]
+    started, output = _haproxy_starts(cfg, nofile=need // 4, port=port)
+    assert not started and "FD limit" in output, output
+
+
+def test_a_broadcast_reservation_is_called_a_broadcast_address() -> None:
+    data = _chapter_data()
+    data["sites"][0]["pods"][0]["hypervisors"][0]["provision"]["ip"] = "10.1.1.255"
+    with pytest.raises(InvalidInput) as exc:
+        parse_fleet(data)
+    assert exc.value.field == "sites[0].pods[0].hypervisors[0].provision.ip"
+    assert exc.value.rule == ("10.1.1.255 is the broadcast address of network 'or-prov1' "
+                                 "(10.1.1.0/24)")
+    data["sites"][0]["pods"][0]["hypervisors"][0]["provision"]["ip"] = "10.1.1.0"
+    with pytest.raises(InvalidInput) as exc:
+        parse_fleet(data)
+    assert exc.value.rule == ("10.1.1.0 is the network address of network 'or-prov1' "
+                                 "(10.1.1.0/24)")
+
+
+@pytest.mark.parametrize("os_name,version", [("centos6", "RHEL6"), ("rhel7", "RHEL7"),
+                                             ("almalinux8", "RHEL8"), ("rocky9", "RHEL9"),
+                                             ("centos-stream10", "RHEL10"),
+                                             ("fedora40", "F40")])
+def test_the_kickstart_version_comes_from_the_profile_os(os_name: str, version: str) -> None:
+    data = _chapter_data()
+    data["profiles"][1]["os"] = os_name
+    hosts = {h.name.split(".")[0]: h for h in boot_hosts(parse_fleet(data),
+                                                         parse_fleet(data).sites[0])}
+    text = kickstart.hypervisor_kickstart(hosts["hv2"])
+    assert f"#version={version}\n" in text
+    handler = makeVersion(version)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        KickstartParser(handler).readKickstartFromString(text)
+    [nd] = handler.network.network
+    assert nd.bondslaves == "eth0,eth1"
+
+
+def test_the_chapter_el6_profile_gets_an_el6_kickstart(hosts: dict[str, BootHost]) -> None:
+    assert "#version=RHEL6\n" in kickstart.hypervisor_kickstart(hosts["hv1"])
+    assert "#version=RHEL9\n" in kickstart.hypervisor_kickstart(hosts["hv2"])
+    assert "systemctl enable libvirtd" in kickstart.hypervisor_kickstart(hosts["hv2"])
+
+
+@pytest.mark.parametrize("os_name,words", [("windows11", "not an installer pykickstart "
+                                                        "knows"),
+                                           ("rhel99", "pykickstart has no kickstart "
+                                                      "version RHEL99")])
+def test_an_unknown_profile_os_names_the_field(os_name: str, words: str) -> None:
+    data = _chapter_data()
+    data["profiles"][1]["os"] = os_name
+    with pytest.raises(InvalidInput) as exc:
+        parse_fleet(data)
+    assert exc.value.field == "profiles[1].os" and words in exc.value.message
+
+
+def test_a_lone_dhcp_server_does_not_speak_of_peers() -> None:
+    fleet = parse_fleet(copy.deepcopy(DISTRIBUTED))
+    lone = [s for s in dhcp_scopes(fleet, fleet.sites[0]) if s.servers.dhcp is None]
+    [scope] = lone
+    text = dhcpd.render_dhcpd(scope, None, FIXED_SECRET)
+    assert "peer" not in text and "failover" not in text
+
+
+def test_bonded_eth_names_get_net_ifnames_0(hosts: dict[str, BootHost]) -> None:
+    """EL7+ installers name NICs predictably (ens3, eno1): a bond of eth0,eth1 needs
+    net.ifnames=0 (and biosdevname=0) on the installer's kernel line and the installed one."""
+    hv2 = hosts["hv2"]
+    assert hv2.bond is not None and hv2.bond.interfaces == ("eth0", "eth1")
+    for text in (pxelinux.host_menu(hv2), grub.host_config(hv2), ipxe.host_script(hv2)):
+        assert "net.ifnames=0 biosdevname=0" in text, text
+    h = parse_ks(kickstart.hypervisor_kickstart(hv2))
+    assert "net.ifnames=0" in h.bootloader.appendLine
+    assert "biosdevname=0" in h.bootloader.appendLine
+    # A host without a bond keeps the names the firmware gives, and the kernel line as it was.
+    assert "net.ifnames" not in pxelinux.host_menu(hosts["hv1"])
+
+
+def test_uefi_grub_is_loaded_from_where_its_configs_are(scope: DhcpScope) -> None:
+    """GRUB looks for grub.cfg-01-<mac> and grub.cfg in its prefix, the directory it was
+    loaded from: DHCP must hand out grub/grubx64.efi, beside the per-MAC files in grub/."""
+    host = scope.hosts[0]
+    config_dir = grub.host_file_name(host).rsplit("/", 1)[0]
+    assert grub.BOOT_FILE.rsplit("/", 1)[0] == config_dir == "grub"
+    text = dhcpd.render_dhcpd(scope, "primary", FIXED_SECRET)
+    assert f'filename "{grub.BOOT_FILE}";' in text
+    classes = kea.kea_config(scope, "primary")["Dhcp4"]["client-classes"]
+    assert [c["boot-file-name"] for c in classes if c["name"] == "pxe-uefi"] == [grub.BOOT_FILE]
+
+
+def test_rendered_kickstarts_are_private(chapter: Fleet, tmp_path: Path) -> None:
+    """Kickstarts carry root password hashes and SSH keys: 0600, like the OMAPI key."""
+    files = render_fleet(chapter)
+    out = tmp_path / "boot"
+    write_tree(files, out)
+    kickstarts = [f for f in files if f.kind == "kickstart"]
+    assert kickstarts
+    for f in kickstarts:
+        assert (out / f.path).stat().st_mode & 0o777 == 0o600, f.path

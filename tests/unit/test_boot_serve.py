@@ -9,126 +9,20 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
 
-from tests.unit.boot_fleet import boot_fleet, mac_of, write_fleet
+from tests.unit.boot_fleet import boot_fleet, write_fleet
+from tests.unit.boot_serving import HYP1, MAC1, T0, install_form, serving
 from tests.unit.cli import run
 from tests.unit.nodes import node_uri
-from virtfleet.boot.installs import BootService
-from virtfleet.boot.server import create_app
 from virtfleet.inventory.fleetfile import parse_fleet
-from virtfleet.inventory.store import Store
-
-T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
-MAC1 = mac_of(1)
-HYP1 = MAC1.replace(":", "-")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now(self) -> datetime:
-        return self.t
-
-
-@dataclass
-class Reply:
-    status: int
-    text: str
-
-
-@dataclass
-class Served:
-    url: str
-    store: Store
-    clock: Clock
-    service: BootService
-
-    def get(self, path: str) -> Reply:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=30) as r:
-                return Reply(r.status, r.read().decode())
-        except urllib.error.HTTPError as e:
-            return Reply(e.code, e.read().decode())
-
-    def post(self, path: str, form: dict[str, str] | bytes) -> Reply:
-        data = form if isinstance(form, bytes) else urllib.parse.urlencode(form).encode()
-        try:
-            with urllib.request.urlopen(self.url + path, data=data, timeout=30) as r:
-                return Reply(r.status, r.read().decode())
-        except urllib.error.HTTPError as e:
-            return Reply(e.code, e.read().decode())
-
-    def script(self, mac: str = HYP1) -> tuple[Reply, str | None]:
-        r = self.get(f"hosts/{mac}.ipxe")
-        m = re.search(r"token=([A-Za-z0-9_-]+)", r.text)
-        return r, (m.group(1) if m else None)
-
-    def wait_state(self, host: str, state: str) -> Any:
-        deadline = time.monotonic() + 60
-        while True:
-            rec = self.store.install(host)
-            if rec is not None and rec.state == state:
-                return rec
-            assert time.monotonic() < deadline, f"{host} stayed {rec.state if rec else None}"
-            time.sleep(0.05)
-
-
-@contextmanager
-def serving(tmp_path: Path, uris: list[str] | None = None,
-            ttl: timedelta = timedelta(hours=1), **service_kw: Any) -> Iterator[Served]:
-    files = tmp_path / "files"
-    files.mkdir(exist_ok=True)
-    (files / "vmlinuz").write_bytes(b"kernel" * 1000)
-    uris = uris or [node_uri(tmp_path, "empty.xml", "hv1.xml")]
-    fleet = parse_fleet(boot_fleet(uris))
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    clock = Clock()
-    service = BootService(fleet, store, files=files, token_ttl=ttl, now=clock.now,
-                          **service_kw)
-    service.plan()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive()
-            time.sleep(0.02)
-        yield Served(f"http://127.0.0.1:{sock.getsockname()[1]}/", store, clock, service)
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-        store.close()
-
-
-def install_form(token: str | None, **kw: str) -> dict[str, str]:
-    form = {"host": "hv1", "mac": MAC1, "status": "installed", **kw}
-    if token is not None:
-        form["token"] = token
-    return form
-
 
 # --------------------------------------------------------------------------- the whole flow
 
@@ -235,12 +129,14 @@ def test_wrong_missing_and_expired_tokens(tmp_path: Path,
         assert rec is not None and rec.state == "booting"
     refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]
     assert refusals == [
-        f"refused kickstart for hv1 ({MAC1}): no token is issued to this host (it has not "
-        "fetched its script, or is done)",
-        f"refused kickstart for hv1 ({MAC1}): no token given",
-        f"refused kickstart for hv1 ({MAC1}): wrong token",
-        f"refused kickstart for hv1 ({MAC1}): token expired at 2026-11-26 12:30:00 UTC",
-        f"refused callback for hv1 ({MAC1}): token expired at 2026-11-26 12:30:00 UTC",
+        f"refused kickstart for hv1 ({MAC1}) from 127.0.0.1: no token is issued to this host "
+        "(it has not fetched its script, or is done)",
+        f"refused kickstart for hv1 ({MAC1}) from 127.0.0.1: no token given",
+        f"refused kickstart for hv1 ({MAC1}) from 127.0.0.1: wrong token",
+        f"refused kickstart for hv1 ({MAC1}) from 127.0.0.1: token expired at 2026-11-26 "
+        "12:30:00 UTC",
+        f"refused callback for hv1 ({MAC1}) from 127.0.0.1: token expired at 2026-11-26 "
+        "12:30:00 UTC",
     ]
     assert not any(token in r.getMessage() for r in caplog.records)
 

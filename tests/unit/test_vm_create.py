@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import libvirt
 import pytest
 import yaml
 
@@ -18,6 +23,7 @@ from virtfleet.virt.guest import Guest
 
 from .cli import run
 from .nodes import node_uri
+from .tools import require_tool
 
 
 @pytest.fixture
@@ -152,3 +158,101 @@ def test_a_network_the_host_lacks_is_refused_before_anything_is_made(env) -> Non
     h = pool.get(hosts["hv1"])
     assert h.conn.storagePoolLookupByName("default").listVolumes() == ["base.qcow2"]
     assert not h.has_domain("web02") and store.placement_claims() == []
+
+
+SECRET = "pw-Zq81x"  # distinctive: any appearance in argv or output is this test's password
+
+
+def _every_argv() -> str:
+    """What `ps` shows every user of this machine: the command line of every process."""
+    ps = require_tool("ps", "procps")
+    return subprocess.run([ps, "-eww", "-o", "pid=,args="], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_graphics_password_never_on_argv(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _store, _pool, _hosts, fleet = env
+    db = tmp_path / "cli.db"
+    assert run(db, "apply", "-f", str(fleet)).code == 0
+    base = ["vm", "create", "web01", "--host", "hv1", "--memory", "1G", "--vcpus", "1",
+            "--network", "network=default", "--pxe", "--os-variant", "rhel9.0"]
+    # The old form is refused, the password never repeated back.
+    r = run(db, *base, "--graphics", f"spice,password={SECRET}")
+    assert r.code == 2 and r.err.startswith("virtfleet: error: --graphics: "), r.err
+    assert "--graphics-password-file" in r.err and SECRET not in r.out + r.err
+
+    # From stdin: watch every process's argv while the CLI reads it and makes the VM.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "virtfleet.cli.main", *base, "--graphics", "spice",
+         "--graphics-password-file", "-", "--json"],
+        env={**os.environ, "VIRTFLEET_DB": str(db)}, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None
+    seen_while_running = 0
+    try:
+        listing = _every_argv()
+        assert f"{proc.pid} " in listing  # the check does see the CLI ...
+        assert SECRET not in listing  # ... and nobody's argv holds the password
+        proc.stdin.write(SECRET + "\n")
+        proc.stdin.close()
+        while proc.poll() is None:  # bounded by the CLI's own run
+            listing = _every_argv()
+            assert SECRET not in listing
+            seen_while_running += f"{proc.pid} " in listing
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()  # a few lines: the pipes never fill
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert seen_while_running, "the CLI ended before ps could look at it once"
+    assert SECRET not in out + err and json.loads(out)["name"] == "web01"
+
+    # From the environment, and from a file; a bad one is named, the password never shown.
+    r = run(db, *base[:2], "web02", *base[3:], "--graphics", "vnc",
+            env={"VIRTFLEET_GRAPHICS_PASSWORD": "toolongforvnc"})
+    assert r.code == 2 and "VIRTFLEET_GRAPHICS_PASSWORD: a vnc password is at most 8" in r.err
+    assert "toolongforvnc" not in r.err
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o600)
+    r = run(db, *base[:2], "web03", *base[3:], "--graphics", "spice",
+            "--graphics-password-file", str(secret_file))
+    assert r.code == 0 and SECRET not in r.out + r.err, r.err
+    r = run(db, *base[:2], "web04", *base[3:], "--graphics", "spice",
+            "--graphics-password-file", str(tmp_path / "missing"))
+    assert r.code == 2 and r.err.startswith("virtfleet: error: --graphics-password-file: "), \
+        r.err
+
+
+def test_the_password_reaches_libvirt_and_dumpxml_hides_it(env) -> None:  # type: ignore[no-untyped-def]
+    store, pool, hosts, _ = env
+    s = spec(graphics="spice", graphics_password=("--graphics-password-file", SECRET))
+    create_vm(s, hosts["hv1"], store, pool, start=False)
+    h = pool.get(hosts["hv1"])
+    guest = Guest.lookup(h, "web01")
+    assert SECRET not in guest.xml()  # what `vm dumpxml` prints
+    assert guest.domain().devices.graphics[0].type == "spice"
+    secure = h.conn.lookupByName("web01").XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
+    assert f'passwd="{SECRET}"' in secure or f"passwd='{SECRET}'" in secure
+
+
+def test_os_variant_is_recorded_and_unknown_ones_refused(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store, pool, hosts, fleet = env
+    create_vm(spec(os_variant="win2k19", disks=["size=20G"]), hosts["hv1"], store, pool,
+              start=False)
+    d = Guest.lookup(pool.get(hosts["hv1"]), "web01").domain()
+    assert d.os_id == "http://microsoft.com/win/2k19"  # read back from libvirt
+    assert [x.target_bus for x in d.devices.disks] == ["sata"]
+    assert d.devices.interfaces[0].model == "e1000e"
+    db = tmp_path / "cli.db"
+    assert run(db, "apply", "-f", str(fleet)).code == 0
+    r = run(db, "vm", "create", "x1", "--host", "hv1", "--memory", "1G", "--vcpus", "1",
+            "--pxe", "--os-variant", "windows-server-2019")
+    assert r.code == 2, r.err
+    [line] = r.err.splitlines()
+    assert line.startswith("virtfleet: error: --os-variant: 'windows-server-2019' is not an "
+                           "OS libosinfo knows"), line
+    h = pool.get(hosts["hv1"])
+    assert h.conn.storagePoolLookupByName("default").listVolumes().count("x1.qcow2") == 0

@@ -12,6 +12,7 @@ import base64
 import secrets
 from typing import Literal
 
+from virtfleet.boot import grub
 from virtfleet.boot.scopes import DhcpScope
 from virtfleet.boot.templating import render
 
@@ -39,4 +40,4 @@ def render_dhcpd(scope: DhcpScope, role: Role | None, omapi_secret: str) -> str:
     base64.b64decode(omapi_secret, validate=True)  # never interpolate anything but base64
     return render("dhcpd.conf.j2", scope=scope, role=role, pair=pair, me=me, peer=peer,
                   servers=scope.servers, networks=scope.networks, hosts=scope.hosts,
-                  omapi_secret=omapi_secret)
+                  omapi_secret=omapi_secret, grub_file=grub.BOOT_FILE)

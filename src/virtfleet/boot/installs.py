@@ -7,22 +7,34 @@
 Fetching the script issues a new token (the old one stops working); the kickstart and the
 callback need it. A host that is installed or enrolled gets a script that boots its local
 disk: a machine left to network-boot first is never reinstalled by accident.
+
+Trust: each of the three requests must come from the host's reserved address or a relay of its
+network (trust.py), checked before anything is issued or moved, so a stranger who knows a MAC
+neither gets a token nor replaces the real machine's. Refused requests count against their
+client, and failed token checks also against the host; past `guesses` in `guess_window` the
+next requests get 429 (guard.py), and the log lines about refusals are capped the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from virtfleet.boot import kickstart, tokens
 from virtfleet.boot.cmdline import installer_args
+from virtfleet.boot.guard import Window
 from virtfleet.boot.scopes import BootHost, boot_hosts
 from virtfleet.boot.templating import render
+from virtfleet.boot.text import one_line, printable
+from virtfleet.boot.trust import Address, speaks_for
 from virtfleet.errors import Conflict, InvalidInput, NotFound, VirtfleetError
 from virtfleet.inventory.fleetfile import Fleet, Hypervisor
 from virtfleet.inventory.installs import DONE_STATES, InstallPlan, InstallRecord
@@ -35,11 +47,30 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$")
 # The base URL comes from the request's Host header and lands in a script and on a kernel
 # command line: hold it to scheme://host[:port]/ with nothing the formats read specially.
 _BASE_RE = re.compile(r"^https?://[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?/$")
-MAX_ERROR = 500
+GUESSES = 10  # refused requests per client, and failed token checks per host...
+GUESS_WINDOW = timedelta(minutes=1)  # ...in any such window, before 429
 
 
 class Forbidden(VirtfleetError):
-    """A kickstart fetch or callback with a wrong, expired or missing token."""
+    """A request from an address that may not speak for the host, or a kickstart fetch or
+    callback with a wrong, expired or missing token."""
+
+
+class TooManyRequests(VirtfleetError):
+    """Too many refused requests from this client (or token guesses for this host)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Subject:
+    """What a request turned out to be about, for counting its refusal."""
+
+    host: str | None = None
+    mac: str | None = None
+    token_checked: bool = False
 
 
 def parse_mac(value: str, field: str = "mac") -> str:
@@ -60,11 +91,6 @@ def check_base(base: str, field: str = "base URL") -> str:
 class Planned:
     boot: BootHost
     hypervisor: Hypervisor
-
-
-def one_line(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= MAX_ERROR else flat[:MAX_ERROR - 3] + "..."
 
 
 def _check_host(host: HostRecord) -> tuple[bool, str]:
@@ -88,7 +114,9 @@ class BootService:
                  token_ttl: timedelta, now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  checker: Callable[[HostRecord], tuple[bool, str]] = _check_host,
                  check_wait: timedelta = timedelta(0),
-                 check_interval: timedelta = timedelta(seconds=20)) -> None:
+                 check_interval: timedelta = timedelta(seconds=20),
+                 guesses: int = GUESSES, guess_window: timedelta = GUESS_WINDOW,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.files = files.resolve() if files is not None else None
         self.token_ttl = token_ttl
@@ -104,6 +132,11 @@ class BootService:
             for b in boot_hosts(fleet, site):
                 self.by_name[b.name] = Planned(b, hvs[b.name])
         self.by_mac = {p.boot.mac: p for p in self.by_name.values()}
+        window = guess_window.total_seconds()
+        self.refusals = Window(guesses, window, monotonic)  # per client, per host (tokens)
+        self.log_lines = Window(guesses, window, monotonic)  # refusal lines per client
+        self._counts: dict[str, list[int]] = {}  # host -> [refused, limited], not yet stored
+        self._counts_lock = threading.Lock()
 
     def plan(self) -> int:
         """Record every planned install in the store; how many are new."""
@@ -120,13 +153,18 @@ class BootService:
 
     # ----------------------------------------------------------------- the three requests
 
-    def script(self, mac_text: str, base: str) -> str:
+    def script(self, mac_text: str, base: str, client: Address) -> str:
         """The iPXE script for the machine with this MAC: install it, or boot its disk."""
-        mac = parse_mac(mac_text)
-        planned = self.by_mac.get(mac)
-        if planned is None:
-            raise NotFound(f"no install is planned for MAC {mac}")
-        host = planned.boot
+        with self._watched("script", client, mac_text) as subject:
+            mac = parse_mac(mac_text)
+            subject.mac = mac
+            planned = self.by_mac.get(mac)
+            if planned is None:
+                raise NotFound(f"no install is planned for MAC {mac}")
+            host = planned.boot
+            subject.host = host.name
+            self._check_client(planned, client, "script")  # before a token is made or lost
+            self._admit_host(host.name)
         base = check_base(base)  # before anything is recorded
         token = tokens.new_token()
         now = self.now()
@@ -135,28 +173,115 @@ class BootService:
         if rec.state in DONE_STATES:
             log.info("script for %s (%s): %s, booting its local disk", host.name, mac, rec.state)
             return render("local.ipxe.j2", host=host.name, mac=mac, state=rec.state)
-        log.info("script for %s (%s): booting, token valid until %s", host.name, mac,
-                 f"{now + self.token_ttl:%H:%M:%S}")
+        log.info("script for %s (%s) from %s: booting, token valid until %s", host.name, mac,
+                 client, f"{now + self.token_ttl:%H:%M:%S}")
         args = [a for a in installer_args(host)
                 if not a.startswith(f"{host.profile.ks_arg}=")]
         args.append(f"{host.profile.ks_arg}={base}ks/{host.name}.ks?token={token}")
         return render("host.ipxe.j2", host=host, base=f"{base}files/", args=args)
 
-    def _authorize(self, what: str, host_name: str, token: str | None) -> Planned:
+    def _check_client(self, planned: Planned, client: Address, what: str) -> None:
+        if not speaks_for(planned.boot, client):
+            raise Forbidden(f"{what} for {planned.boot.name}: refused from {client}, which is "
+                            "not this host's address")
+
+    def _admit_host(self, host_name: str) -> None:
+        wait = self.refusals.wait(("host", host_name))
+        if wait:
+            self._count(host_name, limited=1)
+            seconds = math.ceil(wait)
+            raise TooManyRequests(f"too many wrong tokens for {host_name}: try again in "
+                                  f"{seconds} s", seconds)
+
+    def _named(self, about: str) -> str | None:
+        """The planned host a request names (by host name or MAC), if any."""
+        if about in self.by_name:
+            return about
+        low = about.lower()
+        planned = self.by_mac.get(low.replace("-", ":")) if _MAC_RE.match(low) else None
+        return planned.boot.name if planned is not None else None
+
+    @contextmanager
+    def _watched(self, what: str, client: Address, about: str) -> Iterator[_Subject]:
+        """Refuse a client over its limit (429); count and log (capped) what is refused.
+        `about`: the host name or MAC the request names."""
+        wait = self.refusals.wait(("client", client))
+        if wait:
+            named = self._named(about)
+            if named is not None:
+                self._count(named, limited=1)
+            seconds = math.ceil(wait)
+            raise TooManyRequests(f"too many refused requests from {client}: try again in "
+                                  f"{seconds} s", seconds)
+        subject = _Subject()
+        try:
+            yield subject
+        except TooManyRequests:
+            raise
+        except (InvalidInput, NotFound, Forbidden) as exc:
+            self.refusals.note(("client", client))
+            if subject.token_checked and subject.host is not None:
+                self.refusals.note(("host", subject.host))
+            if subject.host is not None:
+                self._count(subject.host, refused=1)
+            about = (f"{subject.host} ({subject.mac})" if subject.host else
+                     subject.mac or "an unknown host")
+            reason = exc.message.removeprefix(f"{what} for {subject.host}: ")
+            self.log_refusal(client, f"refused {what} for {about} from {client}: {reason}")
+            exc.logged = True  # type: ignore[union-attr]  # the access log need not repeat it
+            raise
+
+    def log_refusal(self, client: Address | str, line: str,
+                    logger: logging.Logger = log) -> None:
+        """A warning about a refused request, at most `guesses` lines per client per window."""
+        if self.log_lines.wait(("log", client)):
+            return
+        if self.log_lines.note(("log", client)) >= self.log_lines.limit:
+            line += (f" (further refusals from {client} are not logged for up to "
+                     f"{self.log_lines.window:.0f} s)")
+        logger.warning("%s", printable(line))
+
+    def _count(self, host: str, *, refused: int = 0, limited: int = 0) -> None:
+        with self._counts_lock:
+            counts = self._counts.setdefault(host, [0, 0])
+            counts[0] += refused
+            counts[1] += limited
+
+    def flush_counts(self) -> None:
+        """Write the refusal counts gathered since the last flush (boot serve does this about
+        once a second: a flood of guesses must not become a flood of database writes)."""
+        with self._counts_lock:
+            counts, self._counts = self._counts, {}
+        if not counts:
+            return
+        try:
+            self.store.add_install_refusals({h: (c[0], c[1]) for h, c in counts.items()},
+                                            self.now())
+        except VirtfleetError:
+            for host, (refused, limited) in counts.items():  # kept for the next flush
+                self._count(host, refused=refused, limited=limited)
+            raise
+
+    def _authorize(self, what: str, host_name: str, token: str | None, client: Address,
+                   subject: _Subject) -> Planned:
         planned = self.by_name.get(host_name)
         if planned is None:
-            raise NotFound(f"no install is planned for {host_name!r}")
+            raise NotFound(f"no install is planned for {host_name[:100]!r}")
+        subject.host, subject.mac = host_name, planned.boot.mac
+        self._check_client(planned, client, what)
+        self._admit_host(host_name)
         rec = self.store.install(host_name)
         if rec is None:
             raise NotFound(f"no install is recorded for {host_name!r}")
         why = tokens.refusal(token, rec.token_hash, rec.token_expires_at, self.now())
         if why is not None:
-            log.warning("refused %s for %s (%s): %s", what, host_name, rec.mac, why)
+            subject.token_checked = True
             raise Forbidden(f"{what} for {host_name}: {why}")
         return planned
 
-    def kickstart(self, host_name: str, token: str | None, base: str) -> str:
-        planned = self._authorize("kickstart", host_name, token)
+    def kickstart(self, host_name: str, token: str | None, base: str, client: Address) -> str:
+        with self._watched("kickstart", client, host_name) as subject:
+            planned = self._authorize("kickstart", host_name, token, client, subject)
         assert token is not None
         base = check_base(base)  # before the state moves
         now = self.now()
@@ -170,16 +295,16 @@ class BootService:
         return kickstart.hypervisor_kickstart(planned.boot, cb)
 
     def callback(self, host_name: str, mac_text: str, token: str | None, status: str,
-                 error: str) -> InstallRecord:
+                 error: str, client: Address) -> InstallRecord:
         """The installer says it is done (status installed) or gave up (status failed)."""
-        mac = parse_mac(mac_text)
-        if status not in ("installed", "failed"):
-            raise InvalidInput("status", f"{status[:40]!r} must be installed or failed")
-        planned = self._authorize("callback", host_name, token)
-        if planned.boot.mac != mac:
-            log.warning("refused callback for %s: MAC %s is not its MAC %s", host_name, mac,
-                        planned.boot.mac)
-            raise Forbidden(f"callback for {host_name}: MAC {mac} is not this host's")
+        with self._watched("callback", client, host_name) as subject:
+            mac = parse_mac(mac_text)
+            if status not in ("installed", "failed"):
+                raise InvalidInput("status", f"{status[:40]!r} must be installed or failed")
+            planned = self._authorize("callback", host_name, token, client, subject)
+            if planned.boot.mac != mac:
+                subject.token_checked = True  # a good token with a wrong MAC: still a guess
+                raise Forbidden(f"callback for {host_name}: MAC {mac} is not this host's")
         now = self.now()
         if status == "failed":
             why = one_line(error) or "the installer reported a failure"
@@ -205,23 +330,27 @@ class BootService:
         except VirtfleetError as exc:
             # The machine IS installed: it stays so (a next network boot boots its disk, never
             # a reinstall) with the error on record; a restarted `boot serve` tries again.
-            log.warning("enrolling %s failed: %s", host_name, exc.message)
+            log.warning("enrolling %s failed: %s", host_name, printable(exc.message))
             return self.store.move_install(host_name, "installed", self.now(),
                                            error=f"enrol: {one_line(exc.message)}",
                                            expect=("installed",))
         record = HostRecord(name=hv.name, uri=hv.uri, site=b.site, pod=b.pod,
                             groups=hv.groups, maintenance=hv.maintenance)
-        ok, detail = self.checker(record)
+        ok, detail = self._check(record)
         rec = self.store.move_install(host_name, "enrolled", self.now(), check=(ok, detail),
                                       expect=("installed",))
         give_up = time.monotonic() + self.check_wait.total_seconds()
         while not ok and time.monotonic() < give_up:
             time.sleep(self.check_interval.total_seconds())
-            ok, detail = self.checker(record)
+            ok, detail = self._check(record)
             self.store.record_install_check(host_name, ok, detail, self.now())
         log.info("%s enrolled; host check %s: %s", host_name, "passed" if ok else "failed",
                  detail)
         return self.store.install(host_name) or rec
+
+    def _check(self, record: HostRecord) -> tuple[bool, str]:
+        ok, detail = self.checker(record)
+        return ok, one_line(detail)  # a remote libvirt's words: stored and shown escaped
 
     def _add_to_inventory(self, b: BootHost, hv: Hypervisor) -> None:
         try:
@@ -238,4 +367,5 @@ def replace_provision(hv: Hypervisor) -> Hypervisor:
     return hv.model_copy(update={"provision": None})
 
 
-__all__ = ["BootService", "Forbidden", "check_base", "parse_mac"]
+__all__ = ["BootService", "Forbidden", "TooManyRequests", "check_base", "one_line",
+           "parse_mac"]

@@ -1,5 +1,8 @@
 """Kickstart files, built with pykickstart's handler objects and checked by parsing them back.
 
+Each profile's `os` picks the syntax (RHEL6 for the chapter's CentOS 6, RHEL9, F40, ...): the
+file is written by that version's handler and parsed back by it.
+
 Hypervisors: the chapter's listing 3-3 grown up: static network from the inventory (bond and
 VLAN when the host has them), `clearpart --all` (the chapter's `-all` is not an option),
 `url --url` (the chapter's `install --url` is gone from current installers), the
@@ -30,14 +33,15 @@ from pykickstart.constants import (
 )
 from pykickstart.errors import KickstartError
 from pykickstart.parser import Group, KickstartParser, Script
-from pykickstart.version import RHEL9, makeVersion
+from pykickstart.version import makeVersion, stringToVersion
 
+from virtfleet.boot.cmdline import eth_names_args
 from virtfleet.boot.scopes import BootHost
 from virtfleet.errors import InvalidInput
 from virtfleet.inventory.fleetfile import InstallProfile
 
-# The installer generation the files are written for (RHEL/CentOS Stream/Alma/Rocky 9).
-KS_VERSION = RHEL9
+# The default installer generation (a profile's `os` picks another: see InstallProfile).
+KS_VERSION = "RHEL9"
 GIB = 1024  # MiB
 BOOT_MIB = 500
 MIN_ROOT_MIB = 4 * GIB
@@ -54,19 +58,19 @@ def swap_mib(memory_mib: int) -> int:
 
 
 @cache
-def _pristine() -> tuple[BaseHandler, dict[int, object]]:
-    handler = makeVersion(KS_VERSION)
+def _pristine(version: str) -> tuple[BaseHandler, dict[int, object]]:
+    handler = makeVersion(stringToVersion(version))
     parsers = {id(cmd.op): cmd.op for cmd in handler.commands.values()
                if getattr(cmd, "op", None) is not None}
     return handler, parsers
 
 
-def _handler() -> BaseHandler:
+def _handler(version: str = KS_VERSION) -> BaseHandler:
     """A fresh, empty handler. makeVersion builds ~70 argparse parsers (about 60 ms, so 1,500
     hypervisors took minutes); a copy of a pristine handler that shares those parsers takes
     about 3 ms. The parsers are only read after construction, except the line number pykickstart
     notes for its messages, hence _LOCK."""
-    pristine, parsers = _pristine()
+    pristine, parsers = _pristine(version)
     return copy.deepcopy(pristine, dict(parsers))
 
 
@@ -86,12 +90,19 @@ def _common(h: BaseHandler, profile: InstallProfile, calls_home: bool = False) -
     _set(h.displaymode, displayMode=DISPLAY_MODE_TEXT)
     _set(h.url, url=profile.os_tree.rstrip("/"))
     _set(h.lang, lang="en_US.UTF-8")
-    _set(h.keyboard, vc_keymap="us")
+    if hasattr(h.keyboard, "vc_keymap"):
+        _set(h.keyboard, vc_keymap="us")
+    else:  # RHEL6: one keyboard layout, no --vckeymap
+        _set(h.keyboard, keyboard="us")
     _set(h.timezone, timezone=profile.timezone, isUtc=True)
     _set(h.selinux, selinux=SELINUX_ENFORCING)
     _set(h.firewall, enabled=True, services=["ssh"])
     if profile.root_password == "locked":
         _set(h.rootpw, lock=True, isCrypted=False, password="")
+        if "rootpw" not in str(h.rootpw):
+            # RHEL6's rootpw needs a password (it would otherwise be left out, and the
+            # installer would stop to ask): the crypt field "!!" matches no password.
+            _set(h.rootpw, lock=True, isCrypted=True, password="!!")
     else:
         _set(h.rootpw, isCrypted=True, password=profile.root_password)
     _set(h.zerombr, zerombr=True)
@@ -108,6 +119,11 @@ def _common(h: BaseHandler, profile: InstallProfile, calls_home: bool = False) -
     if (profile.callback_url or calls_home) and "curl" not in h.packages.packageList:
         h.packages.packageList.append("curl")  # the %post calls home with it
     h.packages.seen = True
+
+
+def _enable(version: str, service: str) -> str:
+    """Start a service at boot: EL6 has SysV init, later releases systemd."""
+    return f"chkconfig {service} on" if version == "RHEL6" else f"systemctl enable {service}"
 
 
 def _post(lines: list[str]) -> Script:
@@ -132,11 +148,11 @@ def _callback_lines(url: str | None, fields: dict[str, str]) -> list[str]:
     return [f"curl -fsS --retry 10 --retry-delay 5 -X POST {data} {shlex.quote(url)}"]
 
 
-def _checked(h: BaseHandler, what: str) -> str:
+def _checked(h: BaseHandler, version: str, what: str) -> str:
     """The kickstart text, after pykickstart has parsed it back without complaint."""
     text = str(h)
     try:
-        KickstartParser(_handler()).readKickstartFromString(text)
+        KickstartParser(_handler(version)).readKickstartFromString(text)
     except KickstartError as exc:
         raise InvalidInput(what, f"generated kickstart does not parse: {exc}") from None
     return text
@@ -163,8 +179,12 @@ def hypervisor_kickstart(host: BootHost, callback: Callback | None = None) -> st
 
 def _hypervisor_kickstart(host: BootHost, callback: Callback | None) -> str:
     profile = host.profile
-    h = _handler()
+    version = profile.kickstart_version()
+    h = _handler(version)
     _common(h, profile, calls_home=callback is not None)
+    names = eth_names_args(host)
+    if names:  # the installed system keeps the eth names its bond is written with
+        _set(h.bootloader, appendLine=" ".join(names))
     net = host.network
     nic: dict[str, object] = dict(
         bootProto="static", ip=str(host.ip), netmask=str(_netmask(host)),
@@ -179,15 +199,18 @@ def _hypervisor_kickstart(host: BootHost, callback: Callback | None) -> str:
     h.network.seen = True
     # The chapter's hypervisor disks are two mirrored SSDs holding only the OS: let the
     # installer lay them out (LVM), as its listing 3-3 does with autopart.
-    _set(h.autopart, autopart=True, type=AUTOPART_TYPE_LVM)
+    if hasattr(h.autopart, "type"):
+        _set(h.autopart, autopart=True, type=AUTOPART_TYPE_LVM)
+    else:  # RHEL6: autopart always makes LVM
+        _set(h.autopart, autopart=True)
     h.scripts.append(_post([
-        "systemctl enable libvirtd",
+        _enable(version, "libvirtd"),
         *_ssh_key_lines(profile),
         *_callback_lines(callback.url if callback else profile.callback_url,
                          {"host": host.name, "mac": host.mac, "status": "installed",
                           **dict(callback.fields if callback else ())}),
     ]))
-    return _checked(h, f"kickstart for {host.name}")
+    return _checked(h, version, f"kickstart for {host.name}")
 
 
 def vm_layout(profile: InstallProfile, field: str = "profile") -> dict[str, int]:
@@ -211,7 +234,8 @@ def vm_kickstart(profile: InstallProfile, field: str = "profile") -> str:
 
 
 def _vm_kickstart(profile: InstallProfile, field: str) -> str:
-    h = _handler()
+    version = profile.kickstart_version()
+    h = _handler(version)
     _common(h, profile)
     h.network.network.append(h.NetworkData(bootProto="dhcp", device="link", activate=True,
                                            onboot=True))
@@ -237,10 +261,10 @@ def _vm_kickstart(profile: InstallProfile, field: str) -> str:
     ])
     h.logvol.seen = True
     h.scripts.append(_post([
-        *(["systemctl enable qemu-guest-agent"]
+        *([_enable(version, "qemu-guest-agent")]
           if "qemu-guest-agent" in profile.package_list() else []),
         *_ssh_key_lines(profile),
         *_callback_lines(profile.callback_url, {"profile": profile.name,
                                                 "status": "installed"}),
     ]))
-    return _checked(h, f"kickstart for profile {profile.name}")
+    return _checked(h, version, f"kickstart for profile {profile.name}")

@@ -55,6 +55,7 @@ def render_site(fleet: Fleet, site: Site) -> list[GeneratedFile]:
                                      0o600))
             out.append(GeneratedFile(f"{top}/kea/{_scope_file(scope.name, role, 'json')}",
                                      "kea", kea.render_kea(scope, role)))
+    hosts = list(boot_hosts(fleet, site))
     lb = haproxy.render_haproxy(site)
     if lb is not None:
         out.append(GeneratedFile(f"{top}/haproxy/haproxy.cfg", "haproxy", lb))
@@ -70,11 +71,12 @@ def render_site(fleet: Fleet, site: Site) -> list[GeneratedFile]:
         ("tftp", "grub", grub.host_file_name, grub.host_config),
         ("http", "ipxe", ipxe.host_file_name, ipxe.host_script),
     ]
-    for host in boot_hosts(fleet, site):
+    for host in hosts:
         for root, kind, name, make in per_host:
             out.append(GeneratedFile(f"{top}/{root}/{name(host)}", kind, make(host)))
+        # 0600: a kickstart holds the root password hash and the management SSH key.
         out.append(GeneratedFile(f"{top}/http/ks/{host.name}.ks", "kickstart",
-                                 kickstart.hypervisor_kickstart(host)))
+                                 kickstart.hypervisor_kickstart(host), 0o600))
     return out
 
 
@@ -92,7 +94,7 @@ def render_fleet(fleet: Fleet, site: str | None = None) -> list[GeneratedFile]:
     for i, profile in enumerate(fleet.profiles):
         if profile.kind == "vm":
             text = kickstart.vm_kickstart(profile, field=f"profiles[{i}]")
-            files.append(GeneratedFile(f"vm/{profile.name}.ks", "kickstart", text))
+            files.append(GeneratedFile(f"vm/{profile.name}.ks", "kickstart", text, 0o600))
     return files
 
 

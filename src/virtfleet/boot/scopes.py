@@ -56,6 +56,7 @@ class DhcpScope:
     servers: BootServers
     networks: tuple[ProvisioningNetwork, ...]
     hosts: tuple[BootHost, ...]
+    dhcp_field: str = "dhcp"  # where its failover pair is in the fleet file, for errors
 
 
 def boot_hosts(fleet: Fleet, site: Site) -> Iterator[BootHost]:
@@ -77,9 +78,12 @@ def dhcp_scopes(fleet: Fleet, site: Site) -> list[DhcpScope]:
     if site.boot is None or not site.networks:
         return []
     hosts = list(boot_hosts(fleet, site))
+    si = next(i for i, s in enumerate(fleet.sites) if s.name == site.name)
     if site.boot.topology == "clustered":
         servers = site.servers_for(site.networks[0])
-        return [DhcpScope(site.name, servers, site.networks, tuple(hosts))]
+        return [DhcpScope(site.name, servers, site.networks, tuple(hosts),
+                          f"sites[{si}].boot.dhcp")]
     return [DhcpScope(net.name, site.servers_for(net), (net,),
-                      tuple(h for h in hosts if h.network.name == net.name))
-            for net in site.networks]
+                      tuple(h for h in hosts if h.network.name == net.name),
+                      f"sites[{si}].networks[{ni}].servers.dhcp")
+            for ni, net in enumerate(site.networks)]

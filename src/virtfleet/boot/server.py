@@ -6,9 +6,12 @@
     GET  /ks/<host>.ks?token=T              its kickstart (token needed)
     POST /callback                          form: host, mac, status, token[, error]
     GET  /files/<path>                      kernel, initrd, install tree, streamed from --files
+    GET  /healthz                           200 while the store answers (HAProxy's check)
 
-Errors are one line of plain text: 400 bad input, 403 bad token, 404 unknown, 409 wrong state.
-The access log is our own and leaves out query strings: tokens travel in them.
+Errors are one line of plain text: 400 bad input, 403 refused (an address that may not speak
+for the host, a bad token), 404 unknown, 409 wrong state, 429 too many refusals, 503 the store
+is unreachable. The access log is our own: it leaves out query strings (tokens travel in them),
+escapes control characters and caps error lines per client.
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from virtfleet.boot.installs import BootService, Forbidden, check_base, one_line
+from virtfleet.boot import haproxy
+from virtfleet.boot.installs import BootService, Forbidden, TooManyRequests, check_base
 from virtfleet.boot.ipxe import chain_script
+from virtfleet.boot.slowclients import guarded_protocol
+from virtfleet.boot.text import one_line, printable
+from virtfleet.boot.trust import Address, Clients
 from virtfleet.errors import Conflict, InvalidInput, NotFound, VirtfleetError
 
 access = logging.getLogger("virtfleet.boot.access")
@@ -32,27 +41,55 @@ log = logging.getLogger("virtfleet.boot")
 
 MAX_FORM = 8192  # a callback is a handful of short fields
 IPXE = "text/plain; charset=utf-8"
+REQUEST_TIMEOUT = 10.0  # seconds for a request's head and body to arrive
+STALL_TIMEOUT = 60.0  # seconds a client may read nothing of a response
 _STATUS: tuple[tuple[type[VirtfleetError], int], ...] = (
-    (InvalidInput, 400), (Forbidden, 403), (NotFound, 404), (Conflict, 409))
+    (InvalidInput, 400), (Forbidden, 403), (NotFound, 404), (Conflict, 409),
+    (TooManyRequests, 429))
+
+
+_LOGGED = "virtfleet.refusal_logged"  # scope key: the service's own line says it all
 
 
 def _status_of(exc: VirtfleetError) -> int:
     return next((code for cls, code in _STATUS if isinstance(exc, cls)), 503)
 
 
-class AccessLog:
-    """One line per request: client, method, path (never the query: tokens), status.
+def _one_line_reply(text: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    return PlainTextResponse(one_line(text) + "\n", status_code=status, headers=headers)
+
+
+class ClientsAndAccessLog:
+    """Resolves each request's client (trust.Clients: X-Forwarded-For only from a trusted
+    proxy) into scope["client"], then logs one line per request: client, method, path (never
+    the query: tokens), status. Error lines are capped per client (BootService.log_refusal);
+    a passing health check is not logged.
 
     Plain ASGI rather than @app.middleware("http"), which would pass every chunk of a 50 MB
     image through an extra in-memory stream."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, clients: Clients, service: BootService) -> None:
         self.app = app
+        self.clients = clients
+        self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        peer = scope.get("client")
+        peer_addr = peer[0] if peer else "-"
+        forwarded = [v.decode("latin-1") for k, v in scope["headers"]
+                     if k == b"x-forwarded-for"]
+        try:
+            client: Address | str = self.clients.client(peer_addr, forwarded)
+        except InvalidInput as exc:
+            client = peer_addr
+            response = _one_line_reply(exc.message, 400)
+            await response(scope, receive, send)
+            self._log(scope, client, peer_addr, 400)
+            return
+        scope["client"] = (str(client), peer[1] if peer else 0)
         status = 500  # unless the app starts a response
 
         async def noting_status(message: Message) -> None:
@@ -64,12 +101,23 @@ class AccessLog:
         try:
             await self.app(scope, receive, noting_status)
         finally:
-            client = scope.get("client")
-            access.info("%s %s %s %d", client[0] if client else "-", scope["method"],
-                        scope["path"], status)
+            self._log(scope, client, peer_addr, status)
+
+    def _log(self, scope: Scope, client: Address | str, peer: str, status: int) -> None:
+        if status == 200 and scope["path"] == haproxy.HEALTH_PATH:
+            return
+        if scope.get(_LOGGED):
+            return  # the service logged why it refused this request
+        via = f" via {peer}" if peer != str(client) else ""
+        line = f"{client}{via} {scope['method']} {scope['path']} {status}"
+        if status >= 400:
+            self.service.log_refusal(client, line, access)  # capped, escaped
+        else:
+            access.info("%s", printable(line))
 
 
-def create_app(service: BootService, public_url: str | None = None) -> FastAPI:
+def create_app(service: BootService, public_url: str | None = None,
+               clients: Clients | None = None) -> FastAPI:
     app = FastAPI(title="virtfleet boot", docs_url=None, redoc_url=None, openapi_url=None)
     if public_url is not None:
         check_base(public_url, "--public-url")
@@ -79,17 +127,33 @@ def create_app(service: BootService, public_url: str | None = None) -> FastAPI:
         # with --public-url): the installer must reach us the same way.
         return public_url or str(request.base_url)
 
+    def client(request: Request) -> Address:
+        from ipaddress import ip_address
+
+        assert request.client is not None  # set by ClientsAndAccessLog
+        return ip_address(request.client.host)
+
     @app.exception_handler(VirtfleetError)
-    async def refused(_request: Request, exc: Exception) -> Response:
+    async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, VirtfleetError)
-        return PlainTextResponse(one_line(exc.message) + "\n", status_code=_status_of(exc))
+        if getattr(exc, "logged", False):
+            request.scope[_LOGGED] = True
+        headers = ({"Retry-After": str(exc.retry_after)}
+                   if isinstance(exc, TooManyRequests) else None)
+        return _one_line_reply(exc.message, _status_of(exc), headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)  # no such route, wrong method: still one line
-        return PlainTextResponse(f"{exc.detail}\n", status_code=exc.status_code)
+        return _one_line_reply(str(exc.detail), exc.status_code)
 
-    app.add_middleware(AccessLog)
+    app.add_middleware(ClientsAndAccessLog, clients=clients or Clients(), service=service)
+
+    @app.get(haproxy.HEALTH_PATH)
+    def healthz() -> Response:
+        # What a request needs: the store. An unreachable store is a StoreError (503).
+        hosts = service.store.count_installs()
+        return PlainTextResponse(f"ok: {hosts} installs recorded\n")
 
     @app.get("/boot.ipxe")
     @app.get("/ipxe/boot.ipxe")
@@ -99,11 +163,12 @@ def create_app(service: BootService, public_url: str | None = None) -> FastAPI:
     @app.get("/hosts/{mac}.ipxe")
     @app.get("/ipxe/hosts/{mac}.ipxe")
     def host_ipxe(mac: str, request: Request) -> Response:
-        return PlainTextResponse(service.script(mac, base(request)), media_type=IPXE)
+        return PlainTextResponse(service.script(mac, base(request), client(request)),
+                                 media_type=IPXE)
 
     @app.get("/ks/{host}.ks")
     def kickstart(host: str, request: Request, token: str | None = None) -> Response:
-        return PlainTextResponse(service.kickstart(host, token, base(request)))
+        return PlainTextResponse(service.kickstart(host, token, base(request), client(request)))
 
     @app.post("/callback")
     async def callback(request: Request) -> Response:
@@ -112,10 +177,13 @@ def create_app(service: BootService, public_url: str | None = None) -> FastAPI:
         if declared.isdigit() and int(declared) > MAX_FORM:
             raise InvalidInput("callback", f"form is over {MAX_FORM} bytes")
         body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM:
-                raise InvalidInput("callback", f"form is over {MAX_FORM} bytes")
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_FORM:
+                    raise InvalidInput("callback", f"form is over {MAX_FORM} bytes")
+        except ClientDisconnect:  # it went away (or was too slow: see slowclients)
+            return Response(status_code=400)
         try:
             form = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), max_num_fields=16,
                                                    strict_parsing=bool(body)).items()}
@@ -128,7 +196,8 @@ def create_app(service: BootService, public_url: str | None = None) -> FastAPI:
         from starlette.concurrency import run_in_threadpool
 
         rec = await run_in_threadpool(service.callback, form["host"], form["mac"],
-                                      form.get("token"), form["status"], form.get("error", ""))
+                                      form.get("token"), form["status"], form.get("error", ""),
+                                      client(request))
         if rec.state == "installed":  # in its own thread: the check may wait for the reboot
             threading.Thread(target=_enroll, args=(service, rec.host), daemon=True,
                              name=f"boot-enrol-{rec.host}").start()
@@ -150,6 +219,20 @@ def create_app(service: BootService, public_url: str | None = None) -> FastAPI:
     return app
 
 
+def server_config(app: FastAPI, *, request_timeout: float = REQUEST_TIMEOUT,
+                  stall_timeout: float = STALL_TIMEOUT, tls_cert: Path | None = None,
+                  tls_key: Path | None = None) -> Any:
+    """uvicorn's Config for boot serve: slow clients timed out, uvicorn's own X-Forwarded-For
+    handling off (it trusts 127.0.0.1 by default; ours trusts only --trusted-proxy), HTTPS with
+    a certificate and key."""
+    import uvicorn
+
+    return uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False,
+                          http=guarded_protocol(request_timeout, stall_timeout),
+                          ssl_certfile=str(tls_cert) if tls_cert else None,
+                          ssl_keyfile=str(tls_key) if tls_key else None)
+
+
 def enroll_unfinished(service: BootService) -> threading.Thread:
     """Enrol, in the background, hosts a previous run accepted the callback of but did not
     get to enrol."""
@@ -165,7 +248,26 @@ def _enroll(service: BootService, host: str) -> None:
     try:
         service.enroll(host)
     except VirtfleetError as exc:  # nobody waits for this reply: the log is where it goes
-        log.warning("enrolling %s: %s", host, exc.message)
+        log.warning("enrolling %s: %s", host, printable(exc.message))
+
+
+def flush_counts_every(service: BootService, seconds: float,
+                       stop: threading.Event) -> threading.Thread:
+    """Write the refusal counts to the store every `seconds` until `stop`, and once after."""
+    def work() -> None:
+        while not stop.wait(seconds):
+            _flush(service)
+        _flush(service)
+    thread = threading.Thread(target=work, name="boot-counts", daemon=True)
+    thread.start()
+    return thread
+
+
+def _flush(service: BootService) -> None:
+    try:
+        service.flush_counts()
+    except VirtfleetError as exc:  # the store is down: the counts wait for the next try
+        log.warning("recording refusal counts: %s", printable(exc.message))
 
 
 def files_dir(value: Path | None) -> Path | None:

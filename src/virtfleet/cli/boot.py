@@ -47,6 +47,26 @@ def _checker(tree: Path) -> None:
                 last = (verdict.output.splitlines() or ["(no output)"])[-1]
                 raise ValidationFailed(f"{path.relative_to(tree)}: "
                                        f"{validators.COMMANDS[kind][0]} refused it: {last}")
+            if kind == "haproxy":
+                _check_fd_limit(path, tree)
+
+
+def _check_fd_limit(path: Path, tree: Path) -> None:
+    """`haproxy -c` passes a maxconn whose descriptors the limit cannot hold; `haproxy -f`
+    then refuses to start. Compare with this machine's hard limit, which it cannot exceed."""
+    import resource
+
+    from virtfleet.boot import haproxy
+
+    text = path.read_text()
+    need = haproxy.fds_needed(text)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and need > hard:
+        found = re.search(r"^\s*maxconn\s+(\d+)", text, re.M)
+        raise ValidationFailed(
+            f"{path.relative_to(tree)}: haproxy needs {need} file descriptors for maxconn "
+            f"{found.group(1) if found else '?'}, but this machine allows {hard} (ulimit -Hn); "
+            "raise haproxy's limit (LimitNOFILE=) or install fewer hosts per site")
 
 
 @app.command("render")
@@ -57,7 +77,8 @@ def render(
     site: Site = None,
     check: Annotated[bool, typer.Option(
         "--check", help="Run dhcpd -t, kea-dhcp4 -t and haproxy -c on the files before "
-        "publishing the tree.")] = False,
+        "publishing the tree, and check HAProxy's file descriptors against this machine's "
+        "limit.")] = False,
     json: Json = False,
 ) -> None:
     """Write every generated boot file (dhcpd, Kea, HAProxy, PXELINUX, GRUB, iPXE, kickstarts).
@@ -117,18 +138,45 @@ def serve(
     public_url: Annotated[str | None, typer.Option(
         "--public-url", help="Base URL installers reach this server by (default: the address "
         "each request came to), e.g. http://ks.example.com/.")] = None,
+    trusted_proxy: Annotated[list[str] | None, typer.Option(
+        "--trusted-proxy", help="Address or network of a proxy (HAProxy) whose "
+        "X-Forwarded-For names the client; repeat for several. Nobody else's is read.")]
+    = None,
+    guess_limit: Annotated[int, typer.Option(
+        "--guess-limit", min=1, max=10000, help="Refused requests per client, and wrong "
+        "tokens per host, allowed in any minute; past it, 429.")] = 10,
+    client_timeout: Annotated[str, typer.Option(
+        "--client-timeout", help="How long a client may take to send a whole request "
+        "(slowloris): seconds, or 10s, 1m.")] = "10s",
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", help="Serve HTTPS with this certificate (PEM; with --tls-key).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", help="The certificate's private key (PEM, readable by its owner "
+        "only).")] = None,
 ) -> None:
     """Serve network installs over HTTP: iPXE scripts, kickstarts with per-host tokens,
     install files, and the callback that enrols the installed hypervisor."""
+    import threading
+
     import uvicorn
 
     from virtfleet.boot.installs import BootService, check_base
-    from virtfleet.boot.server import create_app, enroll_unfinished, files_dir
+    from virtfleet.boot.server import (
+        create_app,
+        enroll_unfinished,
+        files_dir,
+        flush_counts_every,
+        server_config,
+    )
+    from virtfleet.boot.trust import Clients, parse_proxies
     from virtfleet.inventory.fleetfile import load_fleet
 
     ttl = _ttl(token_ttl)
+    request_timeout = _ttl(client_timeout, "--client-timeout").total_seconds()
     if public_url is not None:
         check_base(public_url, "--public-url")
+    proxies = parse_proxies(trusted_proxy or ())
+    tls = _tls_files(tls_cert, tls_key)
     try:
         addr = ipaddress.ip_address(listen)
     except ValueError:
@@ -139,7 +187,8 @@ def serve(
         raise InvalidInput("--fleet", f"{str(fleet_file)!r} has no hypervisor with a "
                            "provision section: nothing to install")
     service = BootService(fleet, app_context(ctx).store(), files=root, token_ttl=ttl,
-                          check_wait=_ttl(check_wait, "--check-wait", least=0))
+                          check_wait=_ttl(check_wait, "--check-wait", least=0),
+                          guesses=guess_limit)
     sock = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -159,23 +208,70 @@ def serve(
             raise
     new = service.plan()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_escape_controls)
     bound = sock.getsockname()[1]
     host = f"[{listen}]" if addr.version == 6 else listen
-    emit(f"Serving network installs on http://{host}:{bound}/ ({len(service.by_name)} hosts, "
-         f"{new} newly planned)\n")
+    scheme = "https" if tls else "http"
+    emit(f"Serving network installs on {scheme}://{host}:{bound}/ ({len(service.by_name)} "
+         f"hosts, {new} newly planned)\n")
+    if proxies:
+        emit(f"Trusting X-Forwarded-For from {', '.join(str(p) for p in proxies)}\n")
     if tftp_service is not None:
         emit(f"Serving {tftp} over TFTP on {host}:{tftp_service.port} (read-only)\n")
     sys.stdout.flush()
     # SIGTERM ends it like Ctrl-C (uvicorn stops taking requests and finishes the running ones).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     enroll_unfinished(service)
-    server = uvicorn.Server(uvicorn.Config(create_app(service, public_url), log_level="warning",
-                                           access_log=False))
+    stop_counts = threading.Event()
+    counts = flush_counts_every(service, 1.0, stop_counts)
+    app = create_app(service, public_url, Clients(proxies))
+    server = uvicorn.Server(server_config(app, request_timeout=request_timeout,
+                                          tls_cert=tls[0] if tls else None,
+                                          tls_key=tls[1] if tls else None))
     try:
         server.run(sockets=[sock])
     finally:
+        stop_counts.set()
+        counts.join(10)
         if tftp_service is not None:
             tftp_service.stop()
+
+
+def _tls_files(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
+    """--tls-cert and --tls-key: both or neither; readable PEM; the key private to its owner."""
+    import ssl
+
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        missing = "--tls-key" if key is None else "--tls-cert"
+        raise InvalidInput(missing, "needed with " + ("--tls-cert" if key is None
+                                                      else "--tls-key"))
+    for field, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not path.is_file():
+            raise InvalidInput(field, f"{str(path)!r} is not a file")
+    mode = key.stat().st_mode
+    if mode & 0o077:
+        raise InvalidInput("--tls-key", f"{str(key)!r} can be read by others (mode "
+                           f"{mode & 0o777:04o}); chmod 600 it")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise InvalidInput("--tls-cert", f"cannot use {str(cert)!r} with {str(key)!r}: "
+                           f"{getattr(exc, 'reason', None) or exc}") from None
+    return cert, key
+
+
+def _escape_controls(record: logging.LogRecord) -> bool:
+    """Nothing a request carried reaches the log raw: control characters escaped."""
+    from virtfleet.boot.text import printable
+
+    message = record.getMessage()
+    escaped = printable(message)
+    if escaped != message:
+        record.msg, record.args = escaped, None
+    return True
 
 
 def _when(value: datetime | None) -> str:
@@ -186,7 +282,7 @@ def _when(value: datetime | None) -> str:
 def status(ctx: typer.Context, json: Json = False) -> None:
     """Every network install `boot serve` knows: its state, when it got there, any error."""
     rows = app_context(ctx).store().installs()
-    if json:
+    if json:  # JSON escapes control characters itself
         emit_json([r.as_json() for r in rows])
         return
     def since(r: InstallRecord) -> datetime | None:
@@ -195,6 +291,14 @@ def status(ctx: typer.Context, json: Json = False) -> None:
         if r.check_ok is None:
             return "-"
         return "ok" if r.check_ok else f"failed: {r.check_detail}"
-    emit(table(["Host", "MAC", "Site", "Pod", "State", "Since (UTC)", "Check", "Error"],
-               [(r.host, r.mac, r.site, r.pod, r.state, _when(since(r)), check(r),
-                 r.error or "-") for r in rows]))
+    from virtfleet.boot.text import printable  # rows written before escaping was stored
+
+    emit(table(["Host", "MAC", "Site", "Pod", "State", "Since (UTC)", "Check", "Refused",
+                "429s", "Error"],
+               [[printable(str(v)) for v in (
+                   r.host, r.mac, r.site, r.pod, r.state, _when(since(r)), check(r), r.refused,
+                   r.limited, r.error or "-")] for r in rows]))
+    refused, limited = sum(r.refused for r in rows), sum(r.limited for r in rows)
+    if refused or limited:
+        emit(f"Requests naming these hosts: {refused} refused, {limited} answered 429 (too "
+             "many refusals); boot serve's log has the clients\n")

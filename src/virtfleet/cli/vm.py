@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -266,10 +267,11 @@ def create(
                                         "is MiB.")],
     vcpus: Annotated[int, typer.Option("--vcpus")],
     disk: Annotated[list[str] | None, typer.Option(
-        "--disk", help="size=80G[,format=qcow2|raw][,pool=P][,bus=virtio] or path=IMAGE.")]
-    = None,
+        "--disk", help="size=80G[,format=qcow2|raw][,pool=P][,bus=virtio|sata|scsi|ide] or "
+        "path=IMAGE; the bus defaults to the OS variant's.")] = None,
     network: Annotated[list[str] | None, typer.Option(
-        "--network", help="bridge=br0[,vlan=N] or network=default [,model=,mac=].")] = None,
+        "--network", help="bridge=br0[,vlan=N] or network=default [,model=,mac=]; the model "
+        "defaults to the OS variant's.")] = None,
     cdrom: Annotated[str | None, typer.Option("--cdrom", help="Install from this ISO.")] = None,
     pxe: Annotated[bool, typer.Option("--pxe", help="Boot from the network.")] = False,
     kernel: Annotated[str | None, typer.Option("--kernel")] = None,
@@ -277,9 +279,16 @@ def create(
     cmdline: Annotated[str | None, typer.Option("--cmdline")] = None,
     import_disk: Annotated[str | None, typer.Option(
         "--import", help="Boot an existing image (inside a storage pool).")] = None,
-    os_variant: Annotated[str | None, typer.Option("--os-variant")] = None,
+    os_variant: Annotated[str | None, typer.Option(
+        "--os-variant", "--osinfo", help="The guest OS as libosinfo names it (rhel9.0, "
+        "win2k19, ubuntu22.04, generic): it picks the chipset, buses and devices, as "
+        "virt-install does. Default linux2022.")] = None,
     graphics: Annotated[str | None, typer.Option(
-        "--graphics", help="spice|vnc|none[,password=P][,listen=127.0.0.1].")] = None,
+        "--graphics", help="spice|vnc|none[,listen=127.0.0.1].")] = None,
+    graphics_password_file: Annotated[Path | None, typer.Option(
+        "--graphics-password-file", help="Read the graphics password from this file ('-': "
+        "stdin), or set VIRTFLEET_GRAPHICS_PASSWORD; never on the command line.",
+        show_default=False)] = None,
     console: Annotated[bool, typer.Option("--console/--no-console",
                                           help="A serial console.")] = True,
     autostart: Annotated[bool, typer.Option("--autostart")] = False,
@@ -302,7 +311,8 @@ def create(
     spec = vm_spec(name=name, memory=memory, vcpus=vcpus, disks=list(disk or []),
                    networks=list(network or []), graphics=graphics, cdrom=cdrom, pxe=pxe,
                    kernel=kernel, initrd=initrd, cmdline=cmdline, import_disk=import_disk,
-                   serial_console=console, autostart=autostart, os_variant=os_variant)
+                   serial_console=console, autostart=autostart, os_variant=os_variant,
+                   graphics_password=_graphics_password(graphics_password_file))
     if sum(x is not None for x in (host, pod, site)) != 1:
         raise InvalidInput("--host/--pod/--site", "give exactly one place for the VM")
     facts = {k: check_name(f"--{k}", v) for k, v in (("app", app_group), ("owner", owner))
@@ -326,6 +336,34 @@ def create(
     else:
         emit(f"Domain '{made.name}' created on {made.host} ({made.virt_type})"
              + (" and started" if made.started else "") + "\n")
+
+
+def _graphics_password(path: Path | None) -> tuple[str, str] | None:
+    """(where it came from, the password) from --graphics-password-file or the environment:
+    argv is world-readable in ps, a file, stdin or this process's environment are not."""
+    import os
+    import sys
+
+    from virtfleet.design.spec import PASSWORD_ENV
+
+    if path is None:
+        value = os.environ.get(PASSWORD_ENV)
+        return None if value is None else (PASSWORD_ENV, value)
+    field = "--graphics-password-file"
+    if str(path) == "-":
+        if sys.stdin.isatty():  # typed by hand: not echoed
+            import getpass
+
+            return field, getpass.getpass("Graphics password: ")
+        text = sys.stdin.read(4096)
+    else:
+        try:
+            text = path.read_text(errors="strict")[:4096]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(field, f"cannot read {str(path)!r} "
+                               f"({getattr(exc, 'strerror', None) or exc.__class__.__name__})"
+                               ) from None
+    return field, text.partition("\n")[0]  # the first line, as `pass show` prints it
 
 
 @app.command("shutdown")

@@ -13,6 +13,8 @@ import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from virtfleet.design import defaults, osinfo
+from virtfleet.design.osinfo import OSVariant
 from virtfleet.design.spec import NicSpec, VMSpec
 from virtfleet.errors import InvalidInput
 from virtfleet.xml.domain import CharDevice, Console, Disk, Domain, FleetFacts, Graphics, Interface
@@ -48,9 +50,11 @@ def random_mac(taken: set[str]) -> str:
     raise InvalidInput("mac", "could not find a free MAC address in 52:54:00:00:00:00/24")
 
 
+_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd", "ide": "hd"}
+
+
 def _target(bus: str, index: int) -> str:
-    prefix = "vd" if bus == "virtio" else "sd"
-    return prefix + string.ascii_lowercase[index]
+    return _PREFIX[bus] + string.ascii_lowercase[index]
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,9 @@ class Placement:
     uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
 
 
-def build_interface(spec: NicSpec, mac: str) -> Interface:
-    """One <interface>: bridge (Linux or OVS), network (and portgroup), or SR-IOV hostdev."""
+def build_interface(spec: NicSpec, mac: str, os: OSVariant | None = None) -> Interface:
+    """One <interface>: bridge (Linux or OVS), network (and portgroup), or SR-IOV hostdev;
+    its model the one asked for, else the OS variant's (virtio without one)."""
     nic = Interface()
     nic.type = spec.kind
     if spec.kind == "hostdev":
@@ -82,21 +87,46 @@ def build_interface(spec: NicSpec, mac: str) -> Interface:
     if spec.virtualport is not None:
         nic.virtualport = spec.virtualport
     if spec.kind != "hostdev":  # a VF is real hardware: no emulated model
-        nic.model = spec.model
+        nic.model = spec.model or (defaults.nic_model(os, None) if os else "virtio")
     if spec.vlans:
         nic.set_vlans(list(spec.vlans), trunk=spec.trunk)
     return nic
 
 
+def _disk(path: str, fmt: str, bus: str, target: str) -> Disk:
+    disk = Disk()
+    block = path.startswith("/dev/")
+    disk.type, disk.device = ("block" if block else "file"), "disk"
+    disk.driver_name, disk.format = "qemu", fmt
+    if block:
+        disk.source_dev = path
+        # A whole device: no host page cache, native AIO, and TRIM passed down (virt-install).
+        disk.cache, disk.io, disk.discard = "none", "native", "unmap"
+    else:
+        disk.source_file = path
+        # Thin images give space back when the guest frees it: every qcow2, new or imported
+        # (raw volumes virtfleet makes are fully allocated).
+        if fmt == "qcow2":
+            disk.discard = "unmap"
+    disk.target_dev, disk.target_bus = target, bus
+    return disk
+
+
 def build_domain(spec: VMSpec, where: Placement) -> Domain:
+    """The domain virt-install would define for the same request and OS variant, with
+    virtfleet's differences (docs/vms.md): graphics on localhost, a SATA CD-ROM, a serial
+    console, host-model CPUs, virtfleet's facts in the metadata."""
     if len(where.disk_paths) != len(spec.disks):
         raise ValueError("one resolved path per disk")  # a caller bug, not user input
     if len(where.macs) != len(spec.nics):
         raise ValueError("one MAC per NIC")
+    os = osinfo.lookup(spec.os_variant)
     d = Domain()
     d.type = where.virt_type
     d.name = spec.name
     d.uuid = where.uuid
+    if os.id is not None:  # what virt-manager and virt-xml read back; generic leaves none
+        d.os_id = os.id
     d.memory_kib = d.current_memory_kib = spec.memory_mib * 1024
     d.vcpus = spec.vcpus
     d.os.type = "hvm"
@@ -107,24 +137,18 @@ def build_domain(spec: VMSpec, where: Placement) -> Domain:
     else:
         d.os.boot = {"cdrom": ["cdrom", "hd"], "pxe": ["network", "hd"],
                      "import": ["hd"]}[boot.method]
-    # ACPI lets `shutdown` ask the guest to power off (the chapter installs acpid for it).
-    d.features.acpi = True
-    d.features.apic = True
+    graphics = spec.graphics.type
+    defaults.set_platform(d, os, where.virt_type, graphics)
     counters: dict[str, int] = {}
-    for disk_spec, path in zip(spec.disks, where.disk_paths, strict=True):
-        prefix = "vd" if disk_spec.bus == "virtio" else "sd"
-        disk = Disk()
-        disk.type, disk.device = ("block" if path.startswith("/dev/") else "file"), "disk"
-        disk.driver_name, disk.format = "qemu", disk_spec.format
-        if disk.type == "block":
-            disk.source_dev = path
-        else:
-            disk.source_file = path
-        disk.target_dev = _target(disk_spec.bus, counters.get(prefix, 0))
-        disk.target_bus = disk_spec.bus
+    buses = [defaults.disk_bus(os, ds.bus) for ds in spec.disks]
+    for disk_spec, path, bus in zip(spec.disks, where.disk_paths, buses, strict=True):
+        prefix = _PREFIX[bus]
+        target = _target(bus, counters.get(prefix, 0))
         counters[prefix] = counters.get(prefix, 0) + 1
-        d.devices.disks.append(disk)
+        d.devices.disks.append(_disk(path, disk_spec.format, bus, target))
     if boot.method == "cdrom" and boot.cdrom:
+        # SATA on every machine (virt-install uses IDE on i440fx): one CD-ROM that works on
+        # q35 too, where there is no IDE.
         cd = Disk()
         cd.type, cd.device = "file", "cdrom"
         cd.driver_name, cd.format = "qemu", "raw"
@@ -133,7 +157,7 @@ def build_domain(spec: VMSpec, where: Placement) -> Domain:
         cd.readonly = True
         d.devices.disks.append(cd)
     for nic_spec, mac in zip(spec.nics, where.macs, strict=True):
-        d.devices.interfaces.append(build_interface(nic_spec, mac))
+        d.devices.interfaces.append(build_interface(nic_spec, mac, os))
     if spec.serial_console:
         serial = CharDevice()
         serial.type, serial.target_port = "pty", 0
@@ -149,6 +173,7 @@ def build_domain(spec: VMSpec, where: Placement) -> Domain:
         if g.password is not None:
             gfx.passwd = g.password.get_secret_value()
         d.devices.graphics.append(gfx)
+    defaults.add_devices(d, os, graphics, scsi_disks="scsi" in buses)
     if where.facts:
         facts = FleetFacts()
         for key, value in where.facts.items():

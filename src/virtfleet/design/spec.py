@@ -1,8 +1,12 @@
 """A VM request in virt-install's words, validated before anything is made.
 
 `vm create` options arrive as virt-install-style strings (`--disk size=80G,format=qcow2`,
-`--network bridge=br0,vlan=42`, `--graphics spice,password=...`); `parse_*` turn each into a
-typed spec, refusing anything ambiguous with a one-line error naming the option.
+`--network bridge=br0,vlan=42`, `--graphics spice`); `parse_*` turn each into a typed spec,
+refusing anything ambiguous with a one-line error naming the option. A bus or model left out
+is the OS variant's (design/defaults.py), as virt-install picks it.
+
+A graphics password never comes through argv, where every user of the machine reads it in
+`ps`: the CLI reads it from a file, stdin or the environment and hands it to `vm_spec`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from virtfleet.design import osinfo
+from virtfleet.design.defaults import check_buses
 from virtfleet.design.sizes import parse_bytes, parse_mib
 from virtfleet.errors import InvalidInput
 from virtfleet.validate import check_name
@@ -22,6 +28,12 @@ MAX_VCPUS = 512
 MAX_MEMORY_MIB = 16 * 2**20  # 16 TiB: anything larger is a typo
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # Linux interface names: 15 characters
+_OS_VARIANT_RE = re.compile(r"^[a-z][a-z0-9.-]{0,63}$")
+# Without --os-variant, a VM is designed for libosinfo's generic recent Linux: virtio disks and
+# NICs on q35, what virtfleet always assumed. (virt-install 4 refuses to guess instead.)
+DEFAULT_OS_VARIANT = "linux2022"
+DISK_BUSES = ("virtio", "sata", "scsi", "ide")
+PASSWORD_ENV = "VIRTFLEET_GRAPHICS_PASSWORD"
 
 
 class _Spec(BaseModel):
@@ -35,7 +47,7 @@ class DiskSpec(_Spec):
     path: str | None = None
     format: Literal["qcow2", "raw"] = "qcow2"
     pool: str | None = None
-    bus: Literal["virtio", "sata", "scsi"] = "virtio"
+    bus: Literal["virtio", "sata", "scsi", "ide"] | None = None  # None: the OS variant's
 
 
 class NicSpec(_Spec):
@@ -48,7 +60,7 @@ class NicSpec(_Spec):
     trunk: bool = False
     portgroup: str | None = None
     virtualport: Literal["openvswitch"] | None = None
-    model: Literal["virtio", "e1000", "e1000e", "rtl8139"] = "virtio"
+    model: Literal["virtio", "e1000", "e1000e", "rtl8139"] | None = None  # None: the OS's
     mac: str | None = None
 
     @property
@@ -83,7 +95,7 @@ class VMSpec(_Spec):
     boot: BootSpec
     serial_console: bool = True
     autostart: bool = False
-    os_variant: str | None = None
+    os_variant: str = DEFAULT_OS_VARIANT  # a libosinfo short id, or 'generic'
 
 
 def _options(option: str, text: str, *, positional: str | None = None) -> dict[str, str]:
@@ -129,9 +141,9 @@ def parse_disk(text: str, option: str = "--disk") -> DiskSpec:
     fmt = opts.get("format", "qcow2")
     if fmt not in ("qcow2", "raw"):
         raise InvalidInput(option, f"format {fmt!r} is not qcow2 or raw")
-    bus = opts.get("bus", "virtio")
-    if bus not in ("virtio", "sata", "scsi"):
-        raise InvalidInput(option, f"bus {bus!r} is not virtio, sata or scsi")
+    bus = opts.get("bus")
+    if bus is not None and bus not in DISK_BUSES:
+        raise InvalidInput(option, f"bus {bus!r} is not virtio, sata, scsi or ide")
     return DiskSpec(
         size_bytes=parse_bytes(f"{option} size", opts["size"], default_unit="g")
         if "size" in opts else None,
@@ -207,8 +219,8 @@ def parse_network(text: str, option: str = "--network") -> NicSpec:
         if kind != "bridge":
             raise InvalidInput(option, "virtualport=openvswitch goes with bridge=BRIDGE "
                                "(a network brings its own)")
-    model = opts.get("model", "virtio")
-    if model not in _MODELS:
+    model = opts.get("model")
+    if model is not None and model not in _MODELS:
         raise InvalidInput(option, f"model {model!r} is not {', '.join(_MODELS[:-1])} or "
                            f"{_MODELS[-1]}")
     if kind == "hostdev" and "model" in opts:
@@ -225,7 +237,11 @@ def parse_network(text: str, option: str = "--network") -> NicSpec:
 
 def parse_graphics(text: str, option: str = "--graphics") -> GraphicsSpec:
     opts = _options(option, text, positional="type")
-    _no_extra(option, opts, {"type", "password", "listen"})
+    if "password" in opts:  # refused whatever its value: it is already in `ps` by now
+        raise InvalidInput(option, "password= would show the password to every user of this "
+                           "machine in ps; give it with --graphics-password-file FILE (or - for "
+                           f"stdin) or in {PASSWORD_ENV}")
+    _no_extra(option, opts, {"type", "listen"})
     kind = opts.get("type", "spice")
     if kind not in ("spice", "vnc", "none"):
         raise InvalidInput(option, f"{kind!r} is not spice, vnc or none")
@@ -234,21 +250,43 @@ def parse_graphics(text: str, option: str = "--graphics") -> GraphicsSpec:
         ipaddress.ip_address(listen)
     except ValueError:
         raise InvalidInput(option, f"listen {listen!r} is not an IP address") from None
-    password = opts.get("password")
-    if password is not None and not 1 <= len(password) <= 64:
-        raise InvalidInput(option, "password must be 1 to 64 characters")
-    if kind == "none" and password is not None:
-        raise InvalidInput(option, "a password needs spice or vnc graphics")
-    return GraphicsSpec(type=kind, listen=listen,  # type: ignore[arg-type]
-                        password=SecretStr(password) if password is not None else None)
+    return GraphicsSpec(type=kind, listen=listen)  # type: ignore[arg-type]
+
+
+def check_graphics_password(field: str, password: str, kind: str) -> SecretStr:
+    """A graphics password as the protocol takes it; the rule named, never the value."""
+    if kind == "none":
+        raise InvalidInput(field, "a password needs spice or vnc graphics (--graphics)")
+    if not password:
+        raise InvalidInput(field, "the password is empty")
+    limit = 8 if kind == "vnc" else 64  # VNC authentication uses only the first 8 bytes
+    if len(password.encode()) > limit:
+        raise InvalidInput(field, f"a {kind} password is at most {limit} bytes"
+                           + (" (VNC ignores the rest)" if kind == "vnc" else ""))
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in password):
+        raise InvalidInput(field, "the password contains control characters")
+    return SecretStr(password)
+
+
+def check_os_variant(text: str) -> str:
+    """A short id libosinfo knows (rhel9.0, win2k19, ubuntu22.04), or 'generic'."""
+    if not _OS_VARIANT_RE.match(text):
+        raise InvalidInput(osinfo.FIELD, f"{text!r} is not an osinfo short id such as "
+                           "rhel9.0, win2k19 or generic")
+    osinfo.lookup(text)  # InvalidInput naming --os-variant if libosinfo does not know it
+    return text
 
 
 def vm_spec(*, name: str, memory: str, vcpus: int, disks: list[str], networks: list[str],
             graphics: str | None = None, cdrom: str | None = None, pxe: bool = False,
             kernel: str | None = None, initrd: str | None = None, cmdline: str | None = None,
             import_disk: str | None = None, serial_console: bool = True,
-            autostart: bool = False, os_variant: str | None = None) -> VMSpec:
-    """A whole `vm create` request, every option checked, in the order an operator reads them."""
+            autostart: bool = False, os_variant: str | None = None,
+            graphics_password: tuple[str, str] | None = None) -> VMSpec:
+    """A whole `vm create` request, every option checked, in the order an operator reads them.
+
+    `graphics_password` is (where it came from, the password): the CLI's file, stdin or
+    environment form, never an option value."""
     check_name("NAME", name)
     memory_mib = parse_mib("--memory", memory)
     if memory_mib > MAX_MEMORY_MIB:
@@ -278,11 +316,18 @@ def vm_spec(*, name: str, memory: str, vcpus: int, disks: list[str], networks: l
     )
     if cmdline is not None and any(ch in cmdline for ch in "\n\r\x00"):
         raise InvalidInput("--cmdline", "must be one line")
-    if os_variant is not None and not re.match(r"^[a-z][a-z0-9.-]{0,63}$", os_variant):
-        raise InvalidInput("--os-variant", f"{os_variant!r} is not an osinfo short id")
+    nics = tuple(parse_network(n) for n in networks)
+    gfx = parse_graphics(graphics) if graphics else GraphicsSpec()
+    if graphics_password is not None and not (graphics_password[0] == PASSWORD_ENV
+                                              and gfx.type == "none"):
+        # (an exported VIRTFLEET_GRAPHICS_PASSWORD does not stop a VM without a display)
+        source, secret = graphics_password
+        gfx = gfx.model_copy(update={"password": check_graphics_password(source, secret,
+                                                                          gfx.type)})
+    variant = check_os_variant(os_variant if os_variant is not None else DEFAULT_OS_VARIANT)
+    check_buses(osinfo.lookup(variant), [d.bus for d in disk_specs])
     return VMSpec(
-        name=name, memory_mib=memory_mib, vcpus=vcpus, disks=tuple(disk_specs),
-        nics=tuple(parse_network(n) for n in networks),
-        graphics=parse_graphics(graphics) if graphics else GraphicsSpec(),
-        boot=boot, serial_console=serial_console, autostart=autostart, os_variant=os_variant,
+        name=name, memory_mib=memory_mib, vcpus=vcpus, disks=tuple(disk_specs), nics=nics,
+        graphics=gfx, boot=boot, serial_console=serial_console, autostart=autostart,
+        os_variant=variant,
     )

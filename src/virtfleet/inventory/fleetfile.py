@@ -113,6 +113,34 @@ _KERNEL_ARG_RE = re.compile(r"^[A-Za-z0-9_.:/=,+-]{1,200}$")
 _URL_PATH_RE = re.compile(r"^[A-Za-z0-9_./~+-]*$")
 _PACKAGE_RE = re.compile(r"^-?@?[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 _TIMEZONE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+){0,2}$")
+# An installer as libosinfo names it (rhel9.4, centos6, almalinux8, fedora40): the kickstart
+# syntax to write follows from it.
+_INSTALL_OS_RE = re.compile(
+    r"^(rhel|centos|centos-stream|almalinux|rocky|ol|el|fedora)([0-9]{1,2})(?:\.[0-9]{1,2})?$")
+_OLDEST = {"RHEL": 6, "F": 30}  # what the kickstart generator writes
+
+
+def kickstart_version(install_os: str) -> str:
+    """pykickstart's name for the kickstart syntax of an installer: RHEL9, RHEL6, F40."""
+    m = _INSTALL_OS_RE.match(install_os)
+    if m is None:
+        raise ValueError(f"{install_os!r} is not an installer pykickstart knows (like rhel9, "
+                         "centos6, almalinux8, rocky9, centos-stream10, fedora40)")
+    family = "F" if m.group(1) == "fedora" else "RHEL"
+    return f"{family}{int(m.group(2))}"
+
+
+def _install_os(value: str) -> str:
+    from pykickstart.version import versionMap  # the versions this pykickstart can write
+
+    version = kickstart_version(value)
+    family = version.rstrip("0123456789")
+    if version not in versionMap:
+        raise ValueError(f"pykickstart has no kickstart version {version} (for {value!r})")
+    if int(version[len(family):]) < _OLDEST[family]:
+        raise ValueError(f"{value!r}: virtfleet writes kickstarts for {family}"
+                         f"{_OLDEST[family]} and later")
+    return value
 
 
 def _http_url(value: str) -> str:
@@ -249,6 +277,9 @@ class ProvisioningNetwork(_Model):
     pool: PoolRange | None = None
     vlan: int | None = Field(default=None, ge=1, le=4094)
     servers: BootServers | None = None  # distributed topology only
+    # Addresses that speak for this network's hosts to `boot serve` (a NAT gateway, an HTTP
+    # relay): a request from one may get a token for any host of the network.
+    relays: tuple[IPv4Address, ...] = Field(default=(), max_length=16)
 
 
 class HostProvision(_Model):
@@ -272,6 +303,7 @@ class InstallProfile(_Model):
     initrd: RelPath
     kernel_args: tuple[KernelArg, ...] = ("inst.text",)
     ks_arg: Literal["inst.ks", "ks"] = "inst.ks"  # "ks" for EL6 installers like the chapter's
+    os: Annotated[str, AfterValidator(_install_os)] = "rhel9"  # picks the kickstart syntax
     root_password: Annotated[str, AfterValidator(_root_password)] = "locked"
     ssh_key: SshKey | None = None
     callback_url: HttpUrl | None = None
@@ -279,6 +311,9 @@ class InstallProfile(_Model):
     timezone: Timezone = "Etc/UTC"
     memory_mib: int = Field(default=32768, ge=256, le=16 * 2**20)  # vm: sizes swap
     disk_gib: int = Field(default=80, ge=8, le=65536)  # vm: sizes the LVM layout
+
+    def kickstart_version(self) -> str:
+        return kickstart_version(self.os)
 
     def package_list(self) -> tuple[str, ...]:
         if self.packages is not None:
@@ -615,10 +650,15 @@ def _check_reservation(fleet: Fleet, site: Site, prov: HostProvision, where: str
         raise InvalidInput(f"{where}.network",
                            f"no network {prov.network!r} in this site (known: {known})")
     if not _usable(net.subnet, prov.ip):
-        raise InvalidInput(f"{where}.ip", f"{prov.ip} is outside network {net.name!r} "
-                           f"({net.subnet})")
+        what = ("outside network" if prov.ip not in net.subnet else
+                "the network address of network" if prov.ip == net.subnet.network_address
+                else "the broadcast address of network")
+        raise InvalidInput(f"{where}.ip", f"{prov.ip} is {what} {net.name!r} ({net.subnet})")
     if prov.ip == net.gateway:
         raise InvalidInput(f"{where}.ip", f"{prov.ip} is the gateway of network {net.name!r}")
+    if prov.ip in net.relays:
+        raise InvalidInput(f"{where}.ip", f"{prov.ip} is a relay of network {net.name!r}, "
+                           "which speaks for all its hosts")
     taken = _server_addresses(site, net).get(prov.ip)
     if taken is not None:
         raise InvalidInput(f"{where}.ip", f"{prov.ip} is the address of {taken}")

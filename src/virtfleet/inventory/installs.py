@@ -7,13 +7,13 @@ for the same host cannot both move it, on SQLite or PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, func, select, update
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
 from virtfleet.inventory import tables as t
@@ -54,6 +54,8 @@ class InstallRecord:
     error: str
     check_ok: bool | None
     check_detail: str
+    refused: int = 0  # requests naming this host that boot serve refused
+    limited: int = 0  # ...and those it answered 429 (too many refusals)
 
     def as_json(self) -> dict[str, object]:
         """Everything but the token's hash: status output never carries secrets."""
@@ -67,12 +69,13 @@ class InstallRecord:
             "enrolled_at": iso(self.enrolled_at), "failed_at": iso(self.failed_at),
             "updated_at": iso(self.updated_at), "token_expires_at": iso(self.token_expires_at),
             "error": self.error, "check_ok": self.check_ok, "check_detail": self.check_detail,
+            "refused": self.refused, "limited": self.limited,
         }
 
 
 _COLS = ("host", "mac", "site", "pod", "profile", "state", "token_hash", "token_expires_at",
          "planned_at", "booting_at", "installing_at", "installed_at", "enrolled_at",
-         "failed_at", "updated_at", "error", "check_ok", "check_detail")
+         "failed_at", "updated_at", "error", "check_ok", "check_detail", "refused", "limited")
 
 
 def _record(row: Row[Any]) -> InstallRecord:
@@ -200,6 +203,23 @@ class InstallStore:
             raise Conflict(f"install of {host!r} is {rec.state}, not "
                            f"{' or '.join(expect)}: cannot move it to {to}")
         return rec
+
+    def count_installs(self) -> int:
+        """How many installs are recorded: one cheap read, for boot serve's health check."""
+        with self._tx("count network installs", write=False) as conn:
+            return int(conn.execute(select(func.count()).select_from(t.boot_installs))
+                       .scalar_one())
+
+    def add_install_refusals(self, counts: Mapping[str, tuple[int, int]], at: datetime) -> None:
+        """Add (refused, limited) request counts to each named host's row, in one transaction
+        (boot serve collects them in memory and writes them about once a second)."""
+        when = _aware(at, "at")
+        bi = t.boot_installs
+        with self._tx("record refused boot requests", write=True) as conn:
+            for host, (refused, limited) in counts.items():
+                conn.execute(update(bi).where(bi.c.host == host).values(
+                    refused=bi.c.refused + refused, limited=bi.c.limited + limited,
+                    updated_at=when))
 
     def record_install_check(self, host: str, ok: bool, detail: str, at: datetime) -> None:
         """The latest `host check` of an enrolled host (it is retried until its first boot)."""

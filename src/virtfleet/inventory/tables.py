@@ -296,6 +296,10 @@ class BootInstallRow(Base):
     # `host check` after enrolment: NULL until it ran; a failing check does not un-enroll.
     check_ok: Mapped[bool | None] = mapped_column(Boolean)
     check_detail: Mapped[str] = mapped_column(Text, default="")
+    # Requests naming this host that boot serve refused (wrong address, bad token), and those
+    # it answered 429 (too many refusals): someone guessing shows here.
+    refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    limited: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 boot_installs = table(BootInstallRow)

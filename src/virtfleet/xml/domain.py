@@ -1,15 +1,14 @@
 """libvirt domain XML: the parts virtfleet reads and writes, everything else kept as is.
 
-Policy (what a VM spec becomes) lives elsewhere; these classes only map XML to typed values.
+Policy (what a VM spec becomes) lives in design/; these classes only map XML to typed values.
 virtfleet's own facts about a VM (site, pod, application, template, owner) are stored in the
-domain's <metadata> under virtfleet's namespace, as VDSM does, so they travel with the domain.
+domain's <metadata> under virtfleet's namespace, as VDSM does, so they travel with the domain;
+the OS it was designed for is stored there in libosinfo's namespace, as virt-install does.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, overload
-
-from lxml import etree
 
 from virtfleet.errors import InvalidInput
 from virtfleet.xml.model import (
@@ -19,12 +18,60 @@ from virtfleet.xml.model import (
     Flag,
     Text,
     XMLModel,
+    fmt_on_off,
     fmt_yes_no,
+    on_off,
+    place,
     to_int,
     yes_no,
 )
 
 VF_NS = "urn:x-virtfleet:domain:1"
+LIBOSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
+
+# The order libvirt writes each element's children in (its domain formatter), per parent tag,
+# so an element virtfleet adds lands where `virsh dumpxml` would show it.
+ORDERS: dict[str, tuple[str, ...]] = {
+    "domain": (
+        "name", "uuid", "genid", "title", "description", "metadata", "maxMemory", "memory",
+        "currentMemory", "blkiotune", "memtune", "memoryBacking", "vcpu", "vcpus", "iothreads",
+        "iothreadids", "defaultiothread", "cputune", "numatune", "resource", "sysinfo",
+        "bootloader", "bootloader_args", "os", "idmap", "features", "cpu", "clock",
+        "on_poweroff", "on_reboot", "on_crash", "on_lockfailure", "pm", "perf", "devices",
+        "seclabel", "keywrap", "launchSecurity"),
+    "metadata": (f"{{{LIBOSINFO_NS}}}libosinfo", f"{{{VF_NS}}}instance"),
+    "os": ("type", "firmware", "loader", "nvram", "kernel", "initrd", "cmdline", "shim", "dtb",
+           "acpi", "boot", "bootmenu", "smbios", "bios"),
+    "features": ("acpi", "apic", "pae", "hap", "viridian", "privnet", "hyperv", "kvm", "xen",
+                 "pvspinlock", "capabilities", "pmu", "vmport", "gic", "smm", "ioapic"),
+    "hyperv": ("relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "stimer",
+               "reset", "vendor_id", "frequencies", "reenlightenment", "tlbflush", "ipi",
+               "evmcs"),
+    "cpu": ("model", "vendor", "topology", "cache", "maxphysaddr", "feature", "numa"),
+    "pm": ("suspend-to-mem", "suspend-to-disk"),
+    "sysinfo": ("bios", "system", "baseBoard", "chassis", "processor", "memory", "oemStrings"),
+    "devices": (
+        "emulator", "disk", "controller", "lease", "filesystem", "interface", "smartcard",
+        "serial", "parallel", "console", "channel", "input", "tpm", "graphics", "sound",
+        "audio", "video", "hostdev", "redirdev", "redirfilter", "hub", "watchdog",
+        "memballoon", "rng", "panic", "shmem", "memory", "iommu", "vsock", "crypto"),
+    "disk": ("driver", "auth", "source", "backingStore", "backenddomain", "geometry", "blockio",
+             "mirror", "target", "iotune", "readonly", "shareable", "transient", "serial",
+             "wwn", "vendor", "product", "encryption", "boot", "alias", "address"),
+    "interface": ("mac", "source", "vlan", "virtualport", "ip", "route", "script",
+                  "backenddomain", "target", "guest", "model", "driver", "backend",
+                  "filterref", "bandwidth", "coalesce", "link", "mtu", "teaming", "rom",
+                  "boot", "alias", "address"),
+    "graphics": ("listen", "channel", "image", "streaming", "clipboard", "mouse",
+                 "filetransfer", "gl", "audio"),
+    "controller": ("model", "driver", "master", "target", "alias", "address"),
+    "channel": ("source", "target", "alias", "address"),
+    "serial": ("source", "protocol", "log", "target", "alias", "address"),
+    "console": ("source", "protocol", "log", "target", "alias", "address"),
+    "rng": ("rate", "backend", "alias", "address"),
+    "video": ("driver", "model", "alias", "address"),
+}
+PREFIXES = {VF_NS: "vf", LIBOSINFO_NS: "libosinfo"}
 
 # libvirt's memory units (docs: formatdomain "Memory Allocation"); 'k' and 'KiB' are 1024.
 _UNIT_BYTES = {
@@ -34,6 +81,13 @@ _UNIT_BYTES = {
     "GB": 10**9, "G": 2**30, "GiB": 2**30,
     "TB": 10**12, "T": 2**40, "TiB": 2**40,
 }
+
+
+class _DomainPart(XMLModel):
+    """Any model inside a domain document: libvirt's element order, the domain's prefixes."""
+
+    ORDERS = ORDERS
+    PREFIXES = PREFIXES
 
 
 class MemoryKiB:
@@ -50,7 +104,7 @@ class MemoryKiB:
     def __get__(self, obj: XMLModel | None, owner: type) -> MemoryKiB | int | None:
         if obj is None:
             return self
-        el = obj.element.find(self.path)
+        el = obj.find(self.path)
         if el is None or not (el.text or "").strip():
             return None
         unit = el.get("unit", "KiB")
@@ -59,18 +113,15 @@ class MemoryKiB:
         return to_int(self.path)(el.text or "") * _UNIT_BYTES[unit] // 1024
 
     def __set__(self, obj: XMLModel, kib: int | None) -> None:
-        el = obj.element.find(self.path)
         if kib is None:
-            if el is not None:
-                obj.element.remove(el)
+            obj.prune(self.path)
             return
-        if el is None:
-            el = etree.SubElement(obj.element, self.path)
+        el = obj.ensure(self.path)
         el.set("unit", "KiB")
         el.text = str(kib)
 
 
-class OS(XMLModel):
+class OS(_DomainPart):
     TAG = "os"
     type = Text("type", str)
     arch = Attr("type", "arch", str)
@@ -78,38 +129,52 @@ class OS(XMLModel):
     kernel = Text("kernel", str)
     initrd = Text("initrd", str)
     cmdline = Text("cmdline", str)
+    smbios_mode = Attr("smbios", "mode", str)
 
     @property
     def boot(self) -> list[str]:
         """Boot device order: hd, cdrom, network, fd."""
-        return [str(b.get("dev")) for b in self.element.findall("boot")]
+        return [str(b.get("dev")) for b in self.findall("boot")]
 
     @boot.setter
     def boot(self, devices: list[str]) -> None:
-        for b in self.element.findall("boot"):
-            self.element.remove(b)
-        anchor = self.element.find("type")
-        for dev in reversed(devices):
-            el = etree.Element("boot", dev=dev)
-            if anchor is not None:
-                anchor.addnext(el)
-            else:
-                self.element.insert(0, el)
+        self.drop("boot")
+        for dev in devices:
+            self.add("", "boot", dev=dev)
 
 
-class Features(XMLModel):
+class Features(_DomainPart):
     TAG = "features"
     acpi = Flag("acpi")
     apic = Flag("apic")
+    vmport = Attr("vmport", "state", on_off, fmt_on_off)
+    # Hyper-V enlightenments: what Windows guests use to run well under KVM.
+    hyperv_relaxed = Attr("hyperv/relaxed", "state", on_off, fmt_on_off)
+    hyperv_vapic = Attr("hyperv/vapic", "state", on_off, fmt_on_off)
+    hyperv_spinlocks = Attr("hyperv/spinlocks", "state", on_off, fmt_on_off)
+    hyperv_spinlock_retries = Attr("hyperv/spinlocks", "retries", to_int("spinlocks retries"))
 
 
-class Disk(XMLModel):
+class Clock(_DomainPart):
+    """<clock>: the offset, and the timers virt-install tunes (by name: a predicate path)."""
+
+    TAG = "clock"
+    offset = Attr("", "offset", str)  # utc, localtime
+    rtc_tickpolicy = Attr("timer[@name='rtc']", "tickpolicy", str)
+    pit_tickpolicy = Attr("timer[@name='pit']", "tickpolicy", str)
+    hpet_present = Attr("timer[@name='hpet']", "present", yes_no, fmt_yes_no)
+    hypervclock_present = Attr("timer[@name='hypervclock']", "present", yes_no, fmt_yes_no)
+
+
+class Disk(_DomainPart):
     TAG = "disk"
     type = Attr("", "type", str)  # file, block, volume, network
     device = Attr("", "device", str)  # disk, cdrom
     driver_name = Attr("driver", "name", str)
     format = Attr("driver", "type", str)  # qcow2, raw
     cache = Attr("driver", "cache", str)
+    io = Attr("driver", "io", str)  # native, threads
+    discard = Attr("driver", "discard", str)  # unmap: the guest's TRIM frees space below
     source_file = Attr("source", "file", str)
     source_dev = Attr("source", "dev", str)
     source_pool = Attr("source", "pool", str)
@@ -117,7 +182,6 @@ class Disk(XMLModel):
     target_dev = Attr("target", "dev", str)
     target_bus = Attr("target", "bus", str)
     readonly = Flag("readonly")
-    shareable = Flag("shareable")
 
     @property
     def source(self) -> str | None:
@@ -125,14 +189,12 @@ class Disk(XMLModel):
         return self.source_file or self.source_dev or self.source_volume
 
 
-class Interface(XMLModel):
+class Interface(_DomainPart):
     TAG = "interface"
     type = Attr("", "type", str)  # bridge, network, direct, hostdev
     mac = Attr("mac", "address", str)
     source_bridge = Attr("source", "bridge", str)
     source_network = Attr("source", "network", str)
-    source_dev = Attr("source", "dev", str)
-    source_mode = Attr("source", "mode", str)
     model = Attr("model", "type", str)
     virtualport = Attr("virtualport", "type", str)  # openvswitch, 802.1Qbh ...
     portgroup = Attr("source", "portgroup", str)
@@ -141,8 +203,8 @@ class Interface(XMLModel):
     @property
     def pci_address(self) -> str | None:
         """type='hostdev': the VF's PCI address as 0000:03:10.1."""
-        a = self.element.find("source/address")
-        if a is None or a.get("type") != "pci":
+        a = self.find("source/address[@type='pci']")
+        if a is None:
             return None
         return "{:04x}:{:02x}:{:02x}.{:x}".format(
             *(int(str(a.get(k, "0")), 16) for k in ("domain", "bus", "slot", "function")))
@@ -151,55 +213,47 @@ class Interface(XMLModel):
         """Point a hostdev interface at a PCI function given as [DDDD:]BB:SS.F."""
         *dom, bus, slot_fn = address.split(":")
         slot, fn = slot_fn.split(".")
-        source = self.element.find("source")
-        if source is None:
-            source = etree.SubElement(self.element, "source")
-        for old in source.findall("address"):
-            source.remove(old)
-        etree.SubElement(source, "address", type="pci", domain=f"0x{dom[0] if dom else '0000'}",
-                         bus=f"0x{bus}", slot=f"0x{slot}", function=f"0x{fn}")
+        self.drop("source/address")
+        self.add("source", "address", type="pci", domain=f"0x{dom[0] if dom else '0000'}",
+                 bus=f"0x{bus}", slot=f"0x{slot}", function=f"0x{fn}")
 
     @property
     def vlans(self) -> list[int]:
-        return [int(str(t.get("id"))) for t in self.element.findall("vlan/tag")]
+        return [int(str(t.get("id"))) for t in self.findall("vlan/tag")]
 
     @property
     def vlan_trunk(self) -> bool:
-        v = self.element.find("vlan")
-        return v is not None and v.get("trunk") == "yes"
+        return self.find("vlan[@trunk='yes']") is not None
 
     def set_vlans(self, tags: list[int], trunk: bool = False) -> None:
-        old = self.element.find("vlan")
-        if old is not None:
-            self.element.remove(old)
+        self.drop("vlan")
         if not tags:
             return
-        vlan = etree.SubElement(self.element, "vlan")
+        vlan = self.ensure("vlan")
         if trunk:
             vlan.set("trunk", "yes")
         for tag in tags:
-            etree.SubElement(vlan, "tag", id=str(tag))
+            self.add("vlan", "tag", id=str(tag))
 
 
-class Graphics(XMLModel):
+class Graphics(_DomainPart):
     TAG = "graphics"
     type = Attr("", "type", str)  # spice, vnc
-    port = Attr("", "port", to_int("graphics port"))
     autoport = Attr("", "autoport", yes_no, fmt_yes_no)
     listen = Attr("", "listen", str)
+    listen_address = Attr("listen[@type='address']", "address", str)
     # The password is write-only in virtfleet: libvirt hides it from XMLDesc unless asked for
     # secure XML, and virtfleet never asks, prints, logs or stores it.
     passwd = Attr("", "passwd", str)
 
     def set_listen_address(self, address: str) -> None:
         self.listen = address
-        for old in self.element.findall("listen"):
-            self.element.remove(old)
-        etree.SubElement(self.element, "listen", type="address", address=address)
+        self.drop("listen")
+        self.listen_address = address
 
 
-class CharDevice(XMLModel):
-    """<serial> or <console>: type pty, target port."""
+class CharDevice(_DomainPart):
+    """<serial> (and, below, <console> and <channel>): type pty, target port."""
 
     TAG = "serial"
     type = Attr("", "type", str)
@@ -211,14 +265,74 @@ class Console(CharDevice):
     TAG = "console"
 
 
-class Devices(XMLModel):
+class Channel(CharDevice):
+    """A guest channel: the guest agent's (unix socket) or SPICE's agent (spicevmc)."""
+
+    TAG = "channel"
+    source_mode = Attr("source", "mode", str)  # bind: libvirt makes the socket
+    target_name = Attr("target", "name", str)  # org.qemu.guest_agent.0, com.redhat.spice.0
+
+
+class Controller(_DomainPart):
+    TAG = "controller"
+    type = Attr("", "type", str)  # usb, pci, sata, scsi, virtio-serial
+    model = Attr("", "model", str)  # qemu-xhci, ich9-ehci1, pcie-root, pcie-root-port ...
+    ports = Attr("", "ports", to_int("controller ports"))
+    master_startport = Attr("master", "startport", to_int("master startport"))
+
+
+class Input(_DomainPart):
+    TAG = "input"
+    type = Attr("", "type", str)  # tablet, mouse, keyboard
+    bus = Attr("", "bus", str)  # usb, ps2, virtio
+
+
+class Sound(_DomainPart):
+    TAG = "sound"
+    model = Attr("", "model", str)  # ich9, ich6
+
+
+class Video(_DomainPart):
+    TAG = "video"
+    model = Attr("model", "type", str)  # virtio, qxl, vga, cirrus
+
+
+class RedirDev(_DomainPart):
+    """A USB redirection channel: the SPICE client's USB devices appear in the guest."""
+
+    TAG = "redirdev"
+    bus = Attr("", "bus", str)
+    type = Attr("", "type", str)  # spicevmc
+
+
+class MemBalloon(_DomainPart):
+    TAG = "memballoon"
+    model = Attr("", "model", str)  # virtio, none
+
+
+class Rng(_DomainPart):
+    TAG = "rng"
+    model = Attr("", "model", str)  # virtio
+    backend_model = Attr("backend", "model", str)  # random
+    backend = Text("backend", str)  # /dev/urandom
+
+
+class Devices(_DomainPart):
     TAG = "devices"
     emulator = Text("emulator", str)
     disks = Children("", Disk)
+    controllers = Children("", Controller)
     interfaces = Children("", Interface)
-    graphics = Children("", Graphics)
     serials = Children("", CharDevice)
     consoles = Children("", Console)
+    channels = Children("", Channel)
+    inputs = Children("", Input)
+    graphics = Children("", Graphics)
+    sounds = Children("", Sound)
+    videos = Children("", Video)
+    redirdevs = Children("", RedirDev)
+    memballoons = Children("", MemBalloon)
+    rngs = Children("", Rng)
 
 
 class FleetFacts(XMLModel):
@@ -226,6 +340,8 @@ class FleetFacts(XMLModel):
 
     TAG = f"{{{VF_NS}}}instance"
     NSMAP: ClassVar[dict[str, str] | None] = {"vf": VF_NS}
+    ORDERS = {TAG: tuple(f"{{{VF_NS}}}{t}" for t in
+                         ("site", "pod", "app", "template", "owner", "role"))}
     site = Text(f"{{{VF_NS}}}site", str)
     pod = Text(f"{{{VF_NS}}}pod", str)
     app = Text(f"{{{VF_NS}}}app", str)
@@ -234,7 +350,7 @@ class FleetFacts(XMLModel):
     role = Text(f"{{{VF_NS}}}role", str)  # "template" on a sealed template; unset on VMs
 
 
-class Domain(XMLModel):
+class Domain(_DomainPart):
     TAG = "domain"
     type = Attr("", "type", str)  # kvm, qemu, test
     id = Attr("", "id", to_int("domain id"))
@@ -242,60 +358,45 @@ class Domain(XMLModel):
     uuid = Text("uuid", str)
     title = Text("title", str)
     description = Text("description", str)
+    # The OS the domain was designed for, as libosinfo's full id (what virt-install records).
+    os_id = Attr(f"metadata/{{{LIBOSINFO_NS}}}libosinfo/{{{LIBOSINFO_NS}}}os", "id", str)
     memory_kib = MemoryKiB("memory")
     current_memory_kib = MemoryKiB("currentMemory")
     vcpus = Text("vcpu", to_int("vcpu"))
-    vcpu_placement = Attr("vcpu", "placement", str)
+    cpu_mode = Attr("cpu", "mode", str)  # host-model, host-passthrough, custom
     on_poweroff = Text("on_poweroff", str)
     on_reboot = Text("on_reboot", str)
     on_crash = Text("on_crash", str)
+    suspend_to_mem = Attr("pm/suspend-to-mem", "enabled", yes_no, fmt_yes_no)
+    suspend_to_disk = Attr("pm/suspend-to-disk", "enabled", yes_no, fmt_yes_no)
     os = Child("os", OS)
     features = Child("features", Features)
+    clock = Child("clock", Clock)
     devices = Child("devices", Devices)
 
     @property
     def facts(self) -> FleetFacts | None:
         """virtfleet's metadata, or None if the domain has none (made outside virtfleet)."""
-        el = self.element.find(f"metadata/{FleetFacts.TAG}")
+        el = self.find(f"metadata/{FleetFacts.TAG}")
         return None if el is None else FleetFacts(el)
 
     def set_facts(self, facts: FleetFacts) -> None:
-        metadata = self.element.find("metadata")
-        if metadata is None:
-            metadata = etree.Element("metadata")
-            # after <uuid> (or <name>), where libvirt itself writes it
-            anchor = self.element.find("uuid")
-            if anchor is None:
-                anchor = self.element.find("name")
-            if anchor is not None:
-                anchor.addnext(metadata)
-            else:
-                self.element.insert(0, metadata)
-        old = metadata.find(FleetFacts.TAG)
-        if old is not None:
-            metadata.remove(old)
-        metadata.append(facts.element)
+        self.drop(f"metadata/{FleetFacts.TAG}")
+        place(self.ensure("metadata"), facts.element, ORDERS)
 
     @property
     def smbios_serial(self) -> str | None:
-        for entry in self.element.findall("sysinfo/system/entry"):
-            if entry.get("name") == "serial":
-                return entry.text
-        return None
+        return self.sysinfo_entry("system", "serial")
+
+    def sysinfo_entry(self, section: str, name: str) -> str | None:
+        el = self.find(f"sysinfo[@type='smbios']/{section}/entry[@name='{name}']")
+        return None if el is None else el.text
 
     def set_smbios_serial(self, serial: str) -> None:
         """Hand the guest a string through the SMBIOS system serial number, where cloud-init
         reads its NoCloud seed ("ds=nocloud;h=HOSTNAME") without anything written to a disk."""
-        for old in self.element.findall("sysinfo"):
-            if old.get("type") == "smbios":
-                self.element.remove(old)
-        sysinfo = etree.SubElement(self.element, "sysinfo", type="smbios")
-        entry = etree.SubElement(etree.SubElement(sysinfo, "system"), "entry", name="serial")
-        entry.text = serial
-        os_el = self.element.find("os")
-        if os_el is None:
+        if self.find("os") is None:
             raise InvalidInput("domain", "has no <os> element")
-        smbios = os_el.find("smbios")
-        if smbios is None:
-            smbios = etree.SubElement(os_el, "smbios")
-        smbios.set("mode", "sysinfo")
+        self.drop("sysinfo[@type='smbios']")
+        self.ensure("sysinfo[@type='smbios']/system/entry[@name='serial']").text = serial
+        self.os.smbios_mode = "sysinfo"

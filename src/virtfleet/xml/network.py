@@ -15,8 +15,6 @@ The shapes virtfleet builds (see docs/networks.md):
 
 from __future__ import annotations
 
-from lxml import etree
-
 from virtfleet.xml.model import (
     Attr,
     Children,
@@ -27,23 +25,36 @@ from virtfleet.xml.model import (
     yes_no,
 )
 
+# The order libvirt writes a network's elements in, per parent tag (see xml/model.py).
+ORDERS: dict[str, tuple[str, ...]] = {
+    "network": ("name", "uuid", "title", "description", "metadata", "forward", "bridge", "mtu",
+                "mac", "domain", "dns", "bandwidth", "vlan", "port", "ip", "route",
+                "virtualport", "portgroup"),
+    "forward": ("nat", "interface", "pf", "address"),
+    "ip": ("tftp", "dhcp"),
+    "dhcp": ("range", "host", "bootp"),
+    "portgroup": ("vlan", "virtualport", "bandwidth"),
+}
 
-def _set_vlans(element: etree._Element, tags: list[int], trunk: bool) -> None:
-    """Replace <vlan> under `element` (an interface or a portgroup: the same schema)."""
-    old = element.find("vlan")
-    if old is not None:
-        element.remove(old)
+
+class _NetworkPart(XMLModel):
+    ORDERS = ORDERS
+
+
+def _set_vlans(model: XMLModel, tags: list[int], trunk: bool) -> None:
+    """Replace <vlan> under `model` (an interface or a portgroup: the same schema)."""
+    model.drop("vlan")
     if not tags:
         return
-    vlan = etree.SubElement(element, "vlan")
+    vlan = model.ensure("vlan")
     if trunk:
         vlan.set("trunk", "yes")
     for tag in tags:
-        etree.SubElement(vlan, "tag", id=str(tag))
+        model.add("vlan", "tag", id=str(tag))
 
 
-def _vlans(element: etree._Element) -> list[int]:
-    return [int(str(t.get("id"))) for t in element.findall("vlan/tag")]
+def _vlans(model: XMLModel) -> list[int]:
+    return [int(str(t.get("id"))) for t in model.findall("vlan/tag")]
 
 
 class DhcpRange(XMLModel):
@@ -61,7 +72,7 @@ class DhcpHost(XMLModel):
     ip = Attr("", "ip", str)
 
 
-class IP(XMLModel):
+class IP(_NetworkPart):
     TAG = "ip"
     family = Attr("", "family", str)
     address = Attr("", "address", str)
@@ -71,7 +82,7 @@ class IP(XMLModel):
     dhcp_hosts = Children("dhcp", DhcpHost)
 
 
-class PortGroup(XMLModel):
+class PortGroup(_NetworkPart):
     """A named set of port settings a NIC picks with <source portgroup=>: here, VLAN tags."""
 
     TAG = "portgroup"
@@ -81,23 +92,17 @@ class PortGroup(XMLModel):
 
     @property
     def vlans(self) -> list[int]:
-        return _vlans(self.element)
+        return _vlans(self)
 
     @property
     def vlan_trunk(self) -> bool:
-        v = self.element.find("vlan")
-        return v is not None and v.get("trunk") == "yes"
+        return self.find("vlan[@trunk='yes']") is not None
 
     def set_vlans(self, tags: list[int], trunk: bool = False) -> None:
-        _set_vlans(self.element, tags, trunk)
+        _set_vlans(self, tags, trunk)
 
 
-class ForwardInterface(XMLModel):
-    TAG = "interface"
-    dev = Attr("", "dev", str)
-
-
-class Network(XMLModel):
+class Network(_NetworkPart):
     TAG = "network"
     name = Text("name", str)
     uuid = Text("uuid", str)
@@ -110,7 +115,6 @@ class Network(XMLModel):
     forward_dev = Attr("forward", "dev", str)
     forward_managed = Attr("forward", "managed", yes_no, fmt_yes_no)
     forward_pf = Attr("forward/pf", "dev", str)
-    forward_interfaces = Children("forward", ForwardInterface)
     virtualport = Attr("virtualport", "type", str)
     ips = Children("", IP)
     portgroups = Children("", PortGroup)
@@ -121,7 +125,7 @@ class Network(XMLModel):
     def hostdev_addresses(self) -> list[str]:
         """PCI addresses of a hostdev pool's VFs, as 0000:03:10.0."""
         out = []
-        for a in self.element.findall("forward/address"):
+        for a in self.findall("forward/address"):
             out.append("{:04x}:{:02x}:{:02x}.{:x}".format(
                 *(int(str(a.get(k)), 16) for k in ("domain", "bus", "slot", "function"))))
         return out

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from lxml import etree
-
 from virtfleet.xml.model import Attr, Text, XMLModel, to_int
 
 
 class Snapshot(XMLModel):
     TAG = "domainsnapshot"
+    ORDERS = {"domainsnapshot": ("name", "description", "state", "parent", "creationTime",
+                                 "memory", "disks", "domain", "cookie")}
     name = Text("name", str)
     description = Text("description", str)
     state = Text("state", str)  # the domain's state when it was taken: running, shutoff ...
@@ -19,12 +19,10 @@ class Snapshot(XMLModel):
     def disk_modes(self) -> dict[str, str]:
         """Disk target -> snapshot mode (internal, external, no)."""
         return {str(d.get("name")): str(d.get("snapshot", "")) for d in
-                self.element.findall("disks/disk")}
+                self.findall("disks/disk")}
 
     def set_disk_modes(self, modes: dict[str, str]) -> None:
-        old = self.element.find("disks")
-        if old is not None:
-            self.element.remove(old)
-        disks = etree.SubElement(self.element, "disks")
+        self.drop("disks")
+        self.ensure("disks")
         for target, mode in modes.items():
-            etree.SubElement(disks, "disk", name=target, snapshot=mode)
+            self.add("disks", "disk", name=target, snapshot=mode)

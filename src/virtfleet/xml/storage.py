@@ -16,6 +16,19 @@ from virtfleet.errors import InvalidInput
 from virtfleet.validate import check_name
 from virtfleet.xml.model import Attr, Children, Text, XMLModel, to_int
 
+# The order libvirt writes pool and volume elements in, per parent tag (see xml/model.py).
+ORDERS: dict[str, tuple[str, ...]] = {
+    "pool": ("name", "uuid", "capacity", "allocation", "available", "features", "source",
+             "target"),
+    "source": ("host", "device", "dir", "adapter", "name", "format", "initiator", "auth",
+               "vendor", "product"),
+    "volume": ("name", "key", "source", "capacity", "allocation", "physical", "target",
+               "backingStore"),
+    "target": ("path", "format", "permissions", "timestamps", "compat", "clusterSize",
+               "nocow", "features"),
+    "backingStore": ("path", "format", "permissions"),
+}
+
 
 class SourceDevice(XMLModel):
     TAG = "device"
@@ -24,6 +37,7 @@ class SourceDevice(XMLModel):
 
 class Pool(XMLModel):
     TAG = "pool"
+    ORDERS = ORDERS
     type = Attr("", "type", str)  # dir, fs, netfs, logical, iscsi, mpath, disk
     name = Text("name", str)
     uuid = Text("uuid", str)
@@ -61,6 +75,7 @@ class Pool(XMLModel):
 
 class Volume(XMLModel):
     TAG = "volume"
+    ORDERS = ORDERS
     type = Attr("", "type", str)
     name = Text("name", str)
     key = Text("key", str)
