@@ -269,8 +269,11 @@ def test_a_stopped_controller_costs_the_cli_one_short_wait(controller: tuple) ->
         began = time.monotonic()
         r = run(db, "list", "--json")
         took = time.monotonic() - began
+        synced = run(db, "sync", "--json")  # checks the controller answers before the long wait
     finally:
         proc.send_signal(signal.SIGCONT)
+    assert synced.code == 1 and synced.json()["vms"] == 12, synced.err
+    assert "did not answer" in synced.err and "syncing from here" in synced.err
     assert r.code == 1 and len(r.json()) == 12
     assert all(v["observed_at"] is None for v in r.json())  # asked live
     assert f"controller pid {proc.pid} did not answer" in r.err, r.err
