@@ -72,14 +72,19 @@ class Timeouts:
 
     connect: float = 10.0  # opening a connection
     call: float = 30.0  # one host's whole share of a fleet query
-    keepalive_interval: int = 5  # seconds between libvirt keepalive probes
-    keepalive_count: int = 3  # missed probes before the connection is declared dead
+    # libvirt keepalive on long-lived connections (the controller's): a probe after this many
+    # idle seconds, and the connection is closed after `count` unanswered ones, so a hung
+    # hypervisor is flagged within about interval * (count + 1) = 8 s (issue 12 asks for 10).
+    keepalive_interval: int = 2
+    keepalive_count: int = 3
 
     @classmethod
     def from_env(cls) -> Timeouts:
         return cls(
             connect=_float_env("VIRTFLEET_CONNECT_TIMEOUT", cls.connect),
             call=_float_env("VIRTFLEET_HOST_DEADLINE", cls.call),
+            keepalive_interval=_int_env("VIRTFLEET_KEEPALIVE_INTERVAL", cls.keepalive_interval),
+            keepalive_count=_int_env("VIRTFLEET_KEEPALIVE_COUNT", cls.keepalive_count),
         )
 
 

@@ -34,27 +34,49 @@ def run(db: Path | str, *args: str, env: dict[str, str] | None = None,
     return Result(p.returncode, p.stdout, p.stderr)
 
 
-@contextmanager
-def running_controller(db: Path, interval: float = 1.0) -> Iterator[subprocess.Popen[str]]:
-    """`virtfleet serve` on `db`, yielded once it has registered; stopped with SIGTERM after."""
+def serve_log(db: Path) -> Path:
+    return db.with_suffix(".serve.log")
+
+
+def start_controller(db: Path, *args: str, interval: float = 1.0,
+                     module: str = "virtfleet.cli.main",
+                     env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`virtfleet serve` on `db`, its socket in a private directory beside the store, its
+    output in serve_log(db) (a file, not a pipe nobody drains)."""
+    with serve_log(db).open("a") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", module, "serve", "--interval", str(interval), *args],
+            env={**os.environ, "VIRTFLEET_DB": str(db), "VIRTFLEET_RUN_DIR": str(run_dir(db)),
+                 **(env or {})},
+            stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
+def run_dir(db: Path) -> Path:
+    return db.parent / "run"
+
+
+def wait_registered(db: Path, proc: subprocess.Popen[str]) -> None:
     from virtfleet.inventory.store import Store
 
-    log = db.with_suffix(".serve.log")  # a file, not a pipe nobody drains
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "virtfleet.cli.main", "serve", "--interval", str(interval)],
-            env={**os.environ, "VIRTFLEET_DB": str(db)}, stdout=out, stderr=subprocess.STDOUT,
-            text=True)
-    store = Store(f"sqlite:///{db}")
-    try:
+    with Store(f"sqlite:///{db}") as store:
         deadline = time.monotonic() + 60
         while (rec := store.controller()) is None or rec.pid != proc.pid:
-            assert proc.poll() is None, log.read_text()
+            assert proc.poll() is None, serve_log(db).read_text()
             assert time.monotonic() < deadline, "controller did not register"
-            time.sleep(0.2)
+            time.sleep(0.1)
+
+
+@contextmanager
+def running_controller(db: Path, *args: str, interval: float = 1.0,
+                       module: str = "virtfleet.cli.main",
+                       env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """`virtfleet serve` on `db`, yielded once it has registered; stopped with SIGTERM after."""
+    proc = start_controller(db, *args, interval=interval, module=module, env=env)
+    try:
+        wait_registered(db, proc)
         yield proc
     finally:
-        store.close()
         if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a test may have stopped it
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)

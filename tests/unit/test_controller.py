@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
 import signal
+import socket
+import stat
 import subprocess
-from collections.abc import Iterator
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from virtfleet.controller.client import ControllerClient
+from virtfleet.controller.service import HEARTBEAT_SECONDS, Controller, now
 from virtfleet.errors import NotFound
+from virtfleet.inventory.records import ControllerRecord
 from virtfleet.inventory.store import Store
 
-from .cli import run, running_controller
+from .cli import Result, run, run_dir, running_controller, serve_log
+from .faulty_serve import FAULT_ENV
 from .nodes import node_uri, refused_port
+
+NOBODY = 65534
 
 
 def _fleet(tmp_path: Path) -> Path:
@@ -75,9 +94,9 @@ def test_a_killed_controller_falls_back_to_asking_the_hypervisors(controller: tu
     db, proc = controller
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    r = run(db, "list", "--json")  # registration is fresh but nobody answers
-    assert len(r.json()) == 12
-    assert "asking the hypervisors directly" in r.err
+    r = run(db, "list", "--json")  # registration is fresh but its process is gone
+    assert len(r.json()) == 12 and all(v["observed_at"] is None for v in r.json())
+    assert f"controller (pid {proc.pid}) is gone; asking the hypervisors directly" in r.err
 
 
 def test_clean_stop_unregisters(controller: tuple) -> None:
@@ -90,7 +109,7 @@ def test_clean_stop_unregisters(controller: tuple) -> None:
 
 
 def test_sqlite_fast_path_reads_the_same_registration(controller: tuple) -> None:
-    from virtfleet.controller.client import registration_from_sqlite
+    from virtfleet.inventory.registration import registration_from_sqlite
 
     db, _proc = controller
     store = Store(f"sqlite:///{db}")
@@ -98,6 +117,20 @@ def test_sqlite_fast_path_reads_the_same_registration(controller: tuple) -> None
         assert registration_from_sqlite(f"sqlite:///{db}") == store.controller()
     finally:
         store.close()
+
+
+def test_the_warm_path_imports_no_sqlalchemy(controller: tuple) -> None:
+    """Importing SQLAlchemy costs more than a whole warm `list`: the registration is read with
+    the standard library (inventory/registration.py) and the answer comes over the socket."""
+    db, _proc = controller
+    probe = ("import sys\nfrom virtfleet.cli.main import main\ntry:\n    main()\nfinally:\n"
+             "    print('SQLAlchemy imported' if 'sqlalchemy' in sys.modules else 'stdlib only',"
+             " file=sys.stderr)\n")
+    p = subprocess.run([sys.executable, "-c", probe, "list", "--json"],
+                       env={**os.environ, "VIRTFLEET_DB": str(db)}, capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert p.returncode == 1 and all(v["observed_at"] for v in json.loads(p.stdout))
+    assert "stdlib only" in p.stderr, p.stderr
 
 
 def test_a_second_controller_is_refused_and_sync_goes_through_the_first(controller: tuple
@@ -125,6 +158,374 @@ def test_cached_list_reads_the_store_with_ages(controller: tuple) -> None:
     assert run(db, "list", "--cached", "--live").code == 2
 
 
-def test_serve_refuses_a_network_address(tmp_path: Path) -> None:
-    r = run(tmp_path / "s.db", "serve", "--listen", "0.0.0.0:8080")
-    assert r.code == 2 and "--listen" in r.err and "loopback" in r.err
+def test_serve_refuses_a_socket_directory_others_can_reach(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    r = run(db, "serve", "--socket-dir", str(shared))
+    assert r.code == 2 and "--socket-dir" in r.err and "0700" in r.err, r.err
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, NOBODY, NOBODY)
+    r = run(db, "serve", "--socket-dir", str(theirs))
+    assert r.code == 2 and "belongs to uid 65534" in r.err, r.err
+    with Store(f"sqlite:///{db}") as store:
+        assert store.controller() is None  # nothing half-made
+
+
+def test_serve_listens_on_a_socket_in_a_private_directory(controller: tuple) -> None:
+    db, proc = controller
+    with Store(f"sqlite:///{db}") as store:
+        rec = store.controller()
+    assert rec is not None and rec.url == f"unix:{run_dir(db)}/controller-{proc.pid}.sock"
+    assert stat.S_IMODE(run_dir(db).stat().st_mode) == 0o700
+    assert stat.S_IMODE((run_dir(db) / f"controller-{proc.pid}.sock").stat().st_mode) == 0o600
+    # no TCP listener at all: nothing for anyone to take over after a crash
+    assert _tcp_listeners(proc.pid) == set()
+    with socket.socket() as probe:  # the check does see a listener where there is one
+        probe.bind(("127.0.0.1", 0))
+        probe.listen(1)
+        assert os.fstat(probe.fileno()).st_ino in _tcp_listeners(os.getpid())
+
+
+def _tcp_listeners(pid: int) -> set[int]:
+    """Socket inodes of process `pid` that listen on TCP (from /proc, no `ss` needed)."""
+    mine = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the fd listdir itself used, say
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                mine.add(int(link[8:-1]))
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A":  # TCP_LISTEN
+                listening.add(int(cols[9]))
+    return mine & listening
+
+
+def _raw_get(rec: ControllerRecord, target: str, token: str | None) -> int:
+    conn = http.client.HTTPConnection("localhost", timeout=10)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(rec.url.removeprefix("unix:"))
+    conn.sock = sock
+    conn.request("GET", target, headers={"Authorization": f"Bearer {token}"} if token else {})
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_every_route_needs_the_token_even_the_api_description(controller: tuple) -> None:
+    db, _proc = controller
+    with Store(f"sqlite:///{db}") as store:
+        rec = store.controller()
+    assert rec is not None
+    for open_route in ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert _raw_get(rec, open_route, None) == 404
+        assert _raw_get(rec, open_route, rec.token) == 404
+    for route in ("/v1/openapi.json", "/v1/health", "/v1/vms"):
+        assert _raw_get(rec, route, None) == 401
+        assert _raw_get(rec, route, "wrong") == 401
+        assert _raw_get(rec, route, rec.token) == 200
+    doc = ControllerClient(rec)._call("GET", "openapi.json")
+    assert "/v1/vms" in doc["paths"]
+
+
+# ----------------------------------------------------------------- a dead or hung controller
+
+
+def test_a_restart_right_after_kill_9_takes_over_at_once(controller: tuple) -> None:
+    db, first = controller
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    # the registration is seconds old, but its process is gone: nobody to wait for
+    with running_controller(db) as second:
+        with Store(f"sqlite:///{db}") as store:
+            rec = store.controller()
+        assert rec is not None and rec.pid == second.pid
+        r = run(db, "list")
+        assert "from the controller" in r.err
+        assert "taking over from controller pid" in serve_log(db).read_text()
+        # the first one's socket was cleared away, the second's is there
+        assert [p.name for p in run_dir(db).iterdir()] == [f"controller-{second.pid}.sock"]
+
+
+def test_a_live_controller_is_not_taken_over_even_when_stopped(controller: tuple) -> None:
+    db, first = controller
+    first.send_signal(signal.SIGSTOP)
+    try:
+        r = run(db, "serve")
+        assert r.code == 4 and f"pid {first.pid}" in r.err
+    finally:
+        first.send_signal(signal.SIGCONT)
+
+
+def test_a_stopped_controller_costs_the_cli_one_short_wait(controller: tuple) -> None:
+    db, proc = controller
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        r = run(db, "list", "--json")
+        took = time.monotonic() - began
+        synced = run(db, "sync", "--json")  # checks the controller answers before the long wait
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert synced.code == 1 and synced.json()["vms"] == 12, synced.err
+    assert "did not answer" in synced.err and "syncing from here" in synced.err
+    assert r.code == 1 and len(r.json()) == 12
+    assert all(v["observed_at"] is None for v in r.json())  # asked live
+    assert f"controller pid {proc.pid} did not answer" in r.err, r.err
+    assert "asking the hypervisors directly" in r.err
+    assert took < 6, f"the CLI waited {took:.1f}s on a stopped controller (the old wait was 30s)"
+    r = run(db, "list", "--json", env={"VIRTFLEET_CONTROLLER_TIMEOUT": "0"})
+    assert r.code == 2 and "VIRTFLEET_CONTROLLER_TIMEOUT" in r.err
+
+
+# ----------------------------------------------------------------- impersonation
+
+
+SQUATTER = r"""
+import json, os, socket, sys
+kind, addr, log = sys.argv[1:4]
+if kind == "tcp":
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(addr)))
+else:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(addr)
+s.listen(16)
+print(os.getpid(), flush=True)
+vm = {"host": "hv0", "site": "oregon", "pod": "or-pod1", "name": "FORGED-VM", "uuid": "0",
+      "state": "running", "id": 1, "vcpus": 1, "memory_mib": 1,
+      "observed_at": "2026-01-01T00:00:00+00:00"}
+body = json.dumps({"generated_at": vm["observed_at"], "failed": [], "vms": [vm]}).encode()
+while True:
+    c, _ = s.accept()
+    c.settimeout(2)
+    try:
+        data = c.recv(65536)
+    except OSError:
+        data = b""
+    with open(log, "ab") as f:
+        f.write(b"<connection>" + data)
+    try:
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                  + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    except OSError:
+        pass
+    c.close()
+"""
+
+
+@contextmanager
+def squatter(kind: str, addr: str, scratch: Path) -> Iterator[tuple[int, Path]]:
+    """A process of user nobody listening on `addr`, logging what it is sent, answering every
+    request with a forged fleet view. Yields its pid and its log."""
+    log = scratch / f"squat-{kind}.log"
+    proc = subprocess.Popen(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c",
+                             SQUATTER, kind, addr, str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip().isdigit(), proc.stderr.read() if proc.stderr else line
+        yield int(line), log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A directory user nobody can write (tmp_path's parents are root's only)."""
+    d = Path(tempfile.mkdtemp(prefix="vf-squat-"))
+    d.chmod(0o755)
+    os.chown(d, NOBODY, NOBODY)
+    yield d
+    shutil.rmtree(d)
+
+
+def _forge_registration(db: Path, url: str, pid: int) -> None:
+    """What a store left by an older virtfleet (or a tampered row) would say."""
+    with Store(f"sqlite:///{db}") as store:
+        old = store.controller()
+        store.register_controller(ControllerRecord(
+            url=url, token="THE-SECRET-TOKEN", pid=pid, hostname=socket.gethostname(),
+            started_at=datetime.now(UTC), heartbeat_at=datetime.now(UTC)), replacing=old)
+
+
+def _asked_live_and_told_nothing(db: Path, log: Path) -> Result:
+    r = run(db, "list", "--json")
+    assert "FORGED-VM" not in r.out + r.err
+    assert len(r.json()) == 12 and all(v["observed_at"] is None for v in r.json())
+    assert not log.exists() or b"THE-SECRET-TOKEN" not in log.read_bytes()
+    assert not log.exists() or log.read_bytes() in (b"", b"<connection>"), log.read_bytes()
+    return r
+
+
+def test_a_squatter_after_kill_9_cannot_take_the_socket_or_the_token(controller: tuple,
+                                                                     scratch: Path) -> None:
+    db, proc = controller
+    with Store(f"sqlite:///{db}") as store:
+        rec = store.controller()
+    assert rec is not None
+    path = rec.url.removeprefix("unix:")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    # nobody cannot bind where the controller listened: the directory is root's, 0700
+    grab = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c",
+                           "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])",
+                           path], capture_output=True, text=True, check=False)
+    assert grab.returncode != 0 and "PermissionError" in grab.stderr, grab.stderr
+    # the old attack: a TCP port on loopback, named by a registration (as older versions made)
+    port = refused_port()
+    with squatter("tcp", str(port), scratch) as (pid, log):
+        _forge_registration(db, f"http://127.0.0.1:{port}", pid)
+        r = _asked_live_and_told_nothing(db, log)
+        assert "not a Unix socket; not sending it the token" in r.err
+
+
+def test_a_socket_in_a_directory_others_can_write_gets_no_token(controller: tuple,
+                                                                scratch: Path) -> None:
+    db, _proc = controller
+    with squatter("unix", str(scratch / "controller.sock"), scratch) as (pid, log):
+        _forge_registration(db, f"unix:{scratch}/controller.sock", pid)
+        r = _asked_live_and_told_nothing(db, log)
+        assert "is not a directory of root or uid 0 with mode 0700" in r.err, r.err
+
+
+def test_a_socket_held_by_another_user_gets_no_token(controller: tuple, scratch: Path) -> None:
+    db, _proc = controller
+    inner = scratch / "d"
+    inner.mkdir(mode=0o700)
+    os.chown(inner, NOBODY, NOBODY)
+    with squatter("unix", str(inner / "controller.sock"), scratch) as (pid, log):
+        # the directory now passes the check (root's, 0700), but nobody listens on the socket
+        os.chown(inner, 0, 0)
+        _forge_registration(db, f"unix:{inner}/controller.sock", pid)
+        r = _asked_live_and_told_nothing(db, log)
+        assert f"held by pid {pid} (uid {NOBODY})" in r.err, r.err
+
+
+# ----------------------------------------------------------------- workers that fail
+
+
+FAULTY = "tests.unit.faulty_serve"
+
+
+def wait_for(what: str, check: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def _served(db: Path) -> Result:
+    return run(db, "list", "--json")
+
+
+def _from_controller(r: Result) -> bool:
+    return bool(r.out) and all(v["observed_at"] for v in r.json()) and \
+        "asking the hypervisors" not in r.err
+
+
+def _health(db: Path) -> dict[str, Any]:
+    with Store(f"sqlite:///{db}") as store:
+        rec = store.controller()
+    assert rec is not None
+    return ControllerClient(rec).health()
+
+
+@pytest.fixture
+def faulty(tmp_path: Path) -> Iterator[tuple[Path, Path, subprocess.Popen[str]]]:
+    db = tmp_path / "store.db"
+    assert run(db, "apply", "-f", str(_fleet(tmp_path))).code == 0
+    fault = tmp_path / "fault"
+    with running_controller(db, "--stuck-after", "3", module=FAULTY,
+                            env={FAULT_ENV: str(fault)}) as proc:
+        yield db, fault, proc
+
+
+def test_a_worker_outlives_unexpected_errors_and_is_not_served_while_they_last(
+        faulty: tuple) -> None:
+    db, fault, _proc = faulty
+    assert _from_controller(_served(db))
+    fault.write_text("raise")
+    wait_for("the controller to report itself unhealthy",
+             lambda: "controller unhealthy" in _served(db).err)
+    r = _served(db)
+    assert re.search(r"the maintenance worker failed \d+ passes in a row \(RuntimeError: "
+                     "injected fault", r.err), r.err
+    assert all(v["observed_at"] is None for v in r.json())  # live, not the stale view
+    log = serve_log(db).read_text()
+    assert "Traceback" in log and "RuntimeError: injected fault" in log  # logged in full
+    fault.unlink()
+    wait_for("the controller to heal", lambda: _from_controller(_served(db)))
+    health = _health(db)
+    maintenance = health["workers"]["maintenance"]
+    assert health["healthy"] and maintenance["alive"] and maintenance["failing"] == 0
+    assert maintenance["faults"] >= 3  # counted
+
+
+def test_a_dead_worker_stops_the_heartbeat_and_the_cli_asks_live(faulty: tuple) -> None:
+    db, fault, proc = faulty
+    assert _from_controller(_served(db))
+    fault.write_text("exit")  # SystemExit ends the maintenance thread, nothing else
+    wait_for("the worker to die", lambda: "the maintenance worker has died" in _served(db).err)
+    fault.unlink()  # a dead worker stays dead: the controller must keep saying so
+    r = _served(db)
+    assert "controller unhealthy: the maintenance worker has died" in r.err
+    assert len(r.json()) == 12 and all(v["observed_at"] is None for v in r.json())
+    assert proc.poll() is None
+    wait_for("the heartbeat to stop", lambda: "heartbeat stopped" in serve_log(db).read_text())
+    with Store(f"sqlite:///{db}") as store:
+        before = store.controller()
+        time.sleep(HEARTBEAT_SECONDS * 1.5)
+        after = store.controller()
+    assert before is not None and after is not None and before == after  # no beat since
+    # ... so once its last beat is STALE_AFTER old, CLIs stop asking it at all, and a new
+    # controller may take over
+
+
+def test_a_stuck_worker_stops_being_served_until_it_moves_again(faulty: tuple) -> None:
+    db, fault, _proc = faulty
+    fault.write_text("hang")
+    wait_for("the stuck worker to be noticed",
+             lambda: "the maintenance worker has made no progress" in _served(db).err)
+    assert all(v["observed_at"] is None for v in _served(db).json())
+    fault.unlink()
+    wait_for("the controller to heal", lambda: _from_controller(_served(db)))
+
+
+class _FailingStore(Store):
+    """A store whose domain writes fail with an error virtfleet does not expect."""
+
+    def delete_domain(self, host: str, uuid: str) -> None:
+        raise RuntimeError("injected fault: the store write blew up")
+
+
+def test_the_event_worker_outlives_an_unexpected_error(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    assert run(db, "apply", "-f", str(_fleet(tmp_path))).code == 0
+    store = _FailingStore(f"sqlite:///{db}")
+    ctl = Controller(store, interval=60)
+    try:
+        ctl.start(f"unix:{tmp_path}/none.sock")
+        events = ctl.workers["events"]
+        # an event for a domain that is gone: the controller deletes it, and the store raises
+        ctl._events.put(("domain", "hv0", "00000000-0000-0000-0000-000000000000", now()))
+        wait_for("the fault to be counted", lambda: events.faults == 1)
+        assert events.last_fault.startswith("RuntimeError: injected fault")
+        assert events.thread is not None and events.thread.is_alive()
+        assert ctl.problems() == []  # one failure is logged and counted, not fatal
+        for _ in range(2):
+            ctl._events.put(("domain", "hv0", "00000000-0000-0000-0000-000000000000", now()))
+        wait_for("three in a row", lambda: events.failing == 3)
+        assert ctl.problems() == ["the events worker failed 3 passes in a row "
+                                  "(RuntimeError: injected fault: the store write blew up)"]
+    finally:
+        ctl.stop()
+        store.close()

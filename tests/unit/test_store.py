@@ -505,7 +505,12 @@ def test_controller_registration(store: Store) -> None:
 
     second = ControllerRecord(url="http://127.0.0.1:8001", token="t2", pid=200, hostname="mgmt2",
                               started_at=T1, heartbeat_at=T1)
-    store.register_controller(second)  # replaces the first
+    with pytest.raises(Conflict, match="pid 100 on mgmt1"):
+        store.register_controller(second)  # only over the registration it judged dead
+    with pytest.raises(Conflict):
+        store.register_controller(second, replacing=first)  # first has beaten since: stale view
+    assert store.controller() == rec
+    store.register_controller(second, replacing=rec)  # replaces the first
     assert store.controller() == second
     with pytest.raises(NotFound, match="pid 100"):
         store.heartbeat_controller(100, T1)

@@ -2,72 +2,51 @@
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
 import logging
 import signal
-import socket
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from virtfleet.cli.context import app_context
 from virtfleet.cli.options import Json
-from virtfleet.cli.output import emit, emit_json, report_failures
+from virtfleet.cli.output import emit, emit_json, report_failures, warn
 from virtfleet.cli.progress import fleet_progress
-from virtfleet.errors import InvalidInput
+from virtfleet.errors import HostUnavailable
 from virtfleet.inventory.records import HostFailure
 
 if TYPE_CHECKING:
     from virtfleet.inventory.store import Store
 
 
-def _parse_listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    try:
-        port_no = int(port)
-    except ValueError:
-        raise InvalidInput("--listen", "must be ADDRESS:PORT, e.g. 127.0.0.1:0") from None
-    if not host or not 0 <= port_no <= 65535:
-        raise InvalidInput("--listen", "must be ADDRESS:PORT with a port from 0 to 65535")
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        # Plain HTTP with a bearer token: fine on loopback, not on a network.
-        raise InvalidInput("--listen", f"{host!r} is not a loopback address; the API serves "
-                           "plain HTTP and listens on 127.0.0.1 or ::1 only")
-    return host, port_no
-
-
 def serve(
     ctx: typer.Context,
-    listen: Annotated[str, typer.Option(help="Address:port for the API (0 = any free port).")]
-    = "127.0.0.1:0",
+    socket_dir: Annotated[Path | None, typer.Option(
+        "--socket-dir", help="Directory (made 0700, or refused unless it is ours and 0700) for "
+        "the API's Unix socket. Default: $VIRTFLEET_RUN_DIR, /run/virtfleet for root, else "
+        "$XDG_RUNTIME_DIR/virtfleet or /tmp/virtfleet-UID.")] = None,
     interval: Annotated[float, typer.Option(help="Seconds between maintenance passes.", min=0.5)]
     = 10.0,
     full_resync: Annotated[float, typer.Option(help="Seconds between full resyncs.", min=5)]
     = 300.0,
+    stuck_after: Annotated[float | None, typer.Option(
+        help="Seconds a worker may go without progress before the controller stops "
+        "heart-beating (default: twice the per-host deadline plus --interval).", min=1)]
+    = None,
 ) -> None:
     """Run the controller: connections kept open, events followed, the store kept current."""
     import uvicorn
 
     from virtfleet.controller.api import create_app
     from virtfleet.controller.service import Controller
+    from virtfleet.controller.sockets import default_run_dir, listen, private_dir
 
-    host, port = _parse_listen(listen)
+    directory = private_dir(socket_dir or default_run_dir(), "--socket-dir")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        raise InvalidInput("--listen", f"cannot bind {listen}: {exc.strerror}") from None
-    sock.listen(1024)  # before registering, so a CLI that finds us can connect at once
-    bound_host, bound_port = sock.getsockname()[:2]
-    url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
+    sock, path, url = listen(directory, "--socket-dir")
     server: uvicorn.Server | None = None
 
     def superseded() -> None:
@@ -75,21 +54,37 @@ def serve(
             server.should_exit = True
 
     controller = Controller(app_context(ctx).store(), interval=interval,
-                            full_resync=full_resync, on_superseded=superseded)
-    # SIGTERM is an orderly exit (registration removed, connections closed) from here on,
-    # including after uvicorn, which re-raises the signal it stopped on once it is done.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+                            full_resync=full_resync, stuck_after=stuck_after,
+                            on_superseded=superseded)
+    server = uvicorn.Server(uvicorn.Config(create_app(controller), log_level="warning",
+                                           access_log=False))
+    serving = False
+
+    def on_sigterm(*_: object) -> None:
+        # An orderly exit (registration removed, connections closed). While uvicorn runs it
+        # has its own handler and re-raises the signal once it is done; before, during the
+        # first sync, leave at once. Telling the server to exit as well covers a signal that
+        # lands where SystemExit is swallowed (a weakref callback, say) just before it starts.
+        assert server is not None
+        server.should_exit = True
+        if not serving:
+            sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         controller.start(url)
         failed = controller.state.failures()
         logging.getLogger("virtfleet.controller").info(
             "serving %s: %d hosts, %d unreachable", url, len(controller.state.hosts()),
             len(failed))
-        server = uvicorn.Server(uvicorn.Config(create_app(controller), log_level="warning",
-                                               access_log=False))
-        server.run(sockets=[sock])
+        serving = True
+        if not server.should_exit:
+            server.run(sockets=[sock])
     finally:
         controller.stop()
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def sync(ctx: typer.Context, json: Json = False) -> None:
@@ -99,8 +94,13 @@ def sync(ctx: typer.Context, json: Json = False) -> None:
 
     store = app_context(ctx).store()
     rec = store.controller()
+    data = None
     if rec is not None and is_live(rec):
-        data = ControllerClient(rec, timeout=600).sync()
+        try:
+            data = ControllerClient(rec).sync()
+        except HostUnavailable as exc:
+            warn(f"{exc.message}; syncing from here")
+    if data is not None:
         hosts, vms = int(data["hosts"]), int(data["vms"])
         failed = [HostFailure(f["host"], f["kind"], f["error"]) for f in data["failed"]]
     else:

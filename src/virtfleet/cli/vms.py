@@ -34,16 +34,16 @@ def _from_controller(actx: AppContext, filters: dict[str, str | None]) -> Answer
     """The fleet view from a running controller, or None if there is none to ask."""
     import sqlite3
 
-    from virtfleet.controller.client import ControllerClient, is_live, registration_from_sqlite
+    from virtfleet.controller.client import ControllerClient, heartbeat_fresh, is_dead, is_live
+    from virtfleet.inventory.registration import registration_from_sqlite
 
-    url = actx.db_url
     try:
-        if not url.startswith("sqlite:///"):
-            raise sqlite3.Error("not a SQLite store")
-        rec = registration_from_sqlite(url)
+        rec = registration_from_sqlite(actx.db_url)
     except sqlite3.Error:
         rec = actx.store().controller()
     if rec is None or not is_live(rec):
+        if rec is not None and heartbeat_fresh(rec) and is_dead(rec):
+            warn(f"the controller (pid {rec.pid}) is gone; asking the hypervisors directly")
         return None
     try:
         data = ControllerClient(rec).vms(**filters)

@@ -1,7 +1,9 @@
-"""The controller's HTTP API on loopback: the fleet view for CLIs, and control verbs.
+"""The controller's HTTP API on its Unix socket: the fleet view for CLIs, and control verbs.
 
 Every request carries the bearer token the controller registered in the store, so only someone
-who can read the store can ask. Later issues add the REST API and the HA monitor here.
+who can read the store can ask; that includes the API's own description (/v1/openapi.json):
+FastAPI's unauthenticated /openapi.json, /docs and /redoc are switched off. Later issues add the
+REST API and the HA monitor here.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ API_PREFIX = "/v1"
 
 
 def create_app(controller: Controller) -> FastAPI:
-    app = FastAPI(title="virtfleet controller", version="1", docs_url=None, redoc_url=None)
+    app = FastAPI(title="virtfleet controller", version="1", docs_url=None, redoc_url=None,
+                  openapi_url=None)
 
     def authorized(authorization: Annotated[str, Header()] = "") -> None:
         expected = f"Bearer {controller.token}"
@@ -63,12 +66,24 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.get(f"{API_PREFIX}/health", dependencies=[Depends(authorized)])
     def health() -> Response:
+        problems = controller.problems()
         return as_json({"started_at": controller.started_at.isoformat(),
-                        "hosts": len(controller.state.hosts())})
+                        "hosts": len(controller.state.hosts()),
+                        "healthy": not problems, "problems": problems,
+                        "workers": {n: w.as_json() for n, w in controller.workers.items()}})
+
+    @app.get(f"{API_PREFIX}/openapi.json", dependencies=[Depends(authorized)])
+    def openapi() -> Response:
+        return as_json(app.openapi())
 
     @app.get(f"{API_PREFIX}/vms", dependencies=[Depends(authorized)])
     def vms(site: str | None = None, pod: str | None = None, host: str | None = None,
             group: str | None = None, state: Annotated[str | None, Query()] = None) -> Response:
+        problems = controller.problems()
+        if problems:
+            # A view no worker keeps current must not be served as fresh: the CLI falls back.
+            raise HTTPException(status_code=503,
+                                detail="controller unhealthy: " + "; ".join(problems))
         try:
             hosts = select(site, pod, host, group)
         except NotFound as exc:

@@ -1,97 +1,192 @@
-"""How a CLI talks to a running controller: found through the store, asked over loopback HTTP."""
+"""How a CLI talks to a running controller: found through the store, asked over its Unix socket.
+
+The bearer token goes only to the process that registered it, checked before a byte is sent:
+- the registration must be this machine's, recent, and its pid alive here;
+- the socket must sit in a directory only root or this user can enter (mode 0700), so no other
+  user can bind a socket there once the controller is gone;
+- the process listening on it (SO_PEERCRED) must be the registered pid, run by root or by us.
+A registration naming anything else (a TCP address from an older version, say) is not asked.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import os
 import socket
-import sqlite3
-import urllib.error
+import stat
+import struct
 import urllib.parse
-import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from virtfleet.errors import HostUnavailable, NotFound
+from virtfleet.errors import HostUnavailable, InvalidInput, NotFound
 from virtfleet.inventory.records import ControllerRecord
 
 # A controller heartbeats every 5 s; three missed beats and it is presumed gone.
 STALE_AFTER = 15.0
+SOCKET_SCHEME = "unix:"
+# How long a CLI waits on a controller before asking the hypervisors itself.
+DEFAULT_WAIT = 2.5
+WAIT_ENV = "VIRTFLEET_CONTROLLER_TIMEOUT"
+
+
+def controller_wait() -> float:
+    """Seconds to wait on each step of a controller call ($VIRTFLEET_CONTROLLER_TIMEOUT)."""
+    raw = os.environ.get(WAIT_ENV)
+    if raw is None:
+        return DEFAULT_WAIT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 600:
+        raise InvalidInput(WAIT_ENV, "must be a number of seconds above 0 and at most 600")
+    return value
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (a stopped one counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, but it exists
+    return True
+
+
+def is_dead(rec: ControllerRecord) -> bool:
+    """Registered by this machine by a process that no longer exists: nobody to ask or wait for.
+
+    A controller on another machine (a shared PostgreSQL store) cannot be judged from here.
+    """
+    return rec.hostname == socket.gethostname() and not pid_alive(rec.pid)
+
+
+def heartbeat_fresh(rec: ControllerRecord, at: datetime | None = None) -> bool:
+    """Whether the controller heart-beat within STALE_AFTER (wherever it runs)."""
+    return ((at or datetime.now(UTC)) - rec.heartbeat_at).total_seconds() < STALE_AFTER
 
 
 def is_live(rec: ControllerRecord | None, at: datetime | None = None) -> bool:
-    """Registered, heart-beating, and reachable from here.
+    """Registered by this machine, heart-beating, and its process still there.
 
-    The API listens on loopback only, so a controller registered by another machine (a shared
-    PostgreSQL store) is not ours to ask: its 127.0.0.1 is not this machine's, and sending the
-    token there would hand it to whatever listens on that port here.
+    A controller registered by another machine is not ours to ask: its socket is not here.
     """
     if rec is None or rec.hostname != socket.gethostname():
         return False
-    age = ((at or datetime.now(UTC)) - rec.heartbeat_at).total_seconds()
-    return age < STALE_AFTER
+    return heartbeat_fresh(rec, at) and pid_alive(rec.pid)
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Never follow a redirect: it would carry the bearer token somewhere else."""
+def socket_path(rec: ControllerRecord) -> Path:
+    """The registration's socket, or HostUnavailable if it names anything else."""
+    if not rec.url.startswith(SOCKET_SCHEME):
+        raise HostUnavailable(f"controller pid {rec.pid}: registered at {rec.url!r}, not a "
+                              "Unix socket; not sending it the token")
+    path = Path(rec.url.removeprefix(SOCKET_SCHEME))
+    if not path.is_absolute():
+        raise HostUnavailable(f"controller pid {rec.pid}: socket {str(path)!r} is not an "
+                              "absolute path")
+    return path
 
-    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
-        return None
+
+def check_private_dir(path: Path) -> None:
+    """HostUnavailable unless `path` is a real directory of root or ours that nobody else can
+    enter: then nobody else can have bound a socket in it."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise HostUnavailable(f"controller socket directory {path}: {exc.strerror}") from None
+    trusted = {0, os.geteuid()}
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in trusted or st.st_mode & 0o077:
+        raise HostUnavailable(
+            f"controller socket directory {path} is not a directory of root or uid "
+            f"{os.geteuid()} with mode 0700 (owner uid {st.st_uid}, mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); not sending it the token")
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process that listens on a connected Unix socket (Linux)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
 
 
-def registration_from_sqlite(db_url: str) -> ControllerRecord | None:
-    """Read the controller row of a SQLite store with the stdlib driver, without SQLAlchemy.
+class _ControllerConnection(http.client.HTTPConnection):
+    """HTTP over the controller's Unix socket, connected only to the registered process."""
 
-    Importing SQLAlchemy costs a third of a second, more than the whole warm query otherwise
-    takes. Raises sqlite3.Error when the file is missing or not migrated; callers then ask the
-    Store, which knows how to create and migrate it. The columns are those of tables.Controller.
-    """
-    path = db_url.removeprefix("sqlite:///")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
-        row = conn.execute("SELECT url, token, pid, hostname, started_at, heartbeat_at "
-                           "FROM controller WHERE id = 1").fetchone()
-    if row is None:
-        return None
-    def utc(text: str) -> datetime:  # stored naive UTC, as tables.UTCDateTime writes it
-        return datetime.fromisoformat(text).replace(tzinfo=UTC)
-    return ControllerRecord(url=row[0], token=row[1], pid=int(row[2]), hostname=row[3],
-                            started_at=utc(row[4]), heartbeat_at=utc(row[5]))
+    def __init__(self, rec: ControllerRecord, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._rec = rec
+
+    def connect(self) -> None:
+        path = socket_path(self._rec)
+        check_private_dir(path.parent)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(str(path))
+            pid, uid, _gid = peer_credentials(sock)
+            if pid != self._rec.pid or uid not in (0, os.geteuid()):
+                raise HostUnavailable(
+                    f"controller socket {path} is held by pid {pid} (uid {uid}), not the "
+                    f"registered controller pid {self._rec.pid}; not sending it the token")
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 class ControllerClient:
-    def __init__(self, rec: ControllerRecord, timeout: float = 30.0) -> None:
+    def __init__(self, rec: ControllerRecord, timeout: float | None = None) -> None:
         self.rec = rec
-        self.timeout = timeout
+        self.timeout = controller_wait() if timeout is None else timeout
 
-    def _call(self, method: str, path: str, params: dict[str, str | None] | None = None) -> Any:
+    @property
+    def where(self) -> str:
+        return f"controller pid {self.rec.pid}"
+
+    def _call(self, method: str, path: str, params: dict[str, str | None] | None = None,
+              timeout: float | None = None) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v})
-        url = f"{self.rec.url}/v1/{path}" + (f"?{query}" if query else "")
-        req = urllib.request.Request(url, method=method,
-                                     headers={"Authorization": f"Bearer {self.rec.token}"})
+        target = f"/v1/{path}" + (f"?{query}" if query else "")
+        conn = _ControllerConnection(self.rec, self.timeout if timeout is None else timeout)
         try:
-            with _OPENER.open(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            detail = _detail(exc)
-            if exc.code == 404:
-                raise NotFound(detail) from None
-            raise HostUnavailable(f"controller at {self.rec.url}: HTTP {exc.code}: {detail}") \
-                from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise HostUnavailable(f"controller at {self.rec.url} did not answer ({exc})") \
-                from None
+            conn.request(method, target, headers={"Authorization": f"Bearer {self.rec.token}"})
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise HostUnavailable(f"{self.where} did not answer ({exc or type(exc).__name__})"
+                                  ) from None
+        finally:
+            conn.close()
+        if resp.status == 404:
+            raise NotFound(_detail(body, resp.reason))
+        if resp.status != 200:
+            raise HostUnavailable(f"{self.where}: HTTP {resp.status}: "
+                                  f"{_detail(body, resp.reason)}")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise HostUnavailable(f"{self.where} sent a broken answer ({exc})") from None
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._call("GET", "health"))
 
     def vms(self, **filters: str | None) -> dict[str, Any]:
         return dict(self._call("GET", "vms", filters))
 
-    def sync(self) -> dict[str, Any]:
-        return dict(self._call("POST", "sync"))
+    def sync(self, timeout: float = 600.0) -> dict[str, Any]:
+        """A full resync: checked to be answering first, so a hung controller costs only the
+        short wait, not the long one a resync of the whole fleet may need."""
+        self.health()
+        return dict(self._call("POST", "sync", timeout=timeout))
 
 
-def _detail(exc: urllib.error.HTTPError) -> str:
-    try:
-        return str(json.loads(exc.read()).get("detail", exc.reason))
-    except (ValueError, OSError):
-        return str(exc.reason)
+def _detail(body: bytes, reason: str) -> str:
+    with contextlib.suppress(ValueError, AttributeError):
+        return str(json.loads(body).get("detail", reason))
+    return reason

@@ -3,15 +3,23 @@
 It holds one connection per hypervisor (the pool), follows libvirt lifecycle events, resyncs
 hosts whose connection died or that were never seen (with backoff for hosts that keep failing),
 periodically resyncs everyone to catch anything an event missed, writes what it learns to the
-store, and answers queries over a small HTTP API on loopback (controller/api.py) so a CLI does
-not have to open 1,500 connections.
+store, and answers queries over a small HTTP API on its Unix socket (controller/api.py) so a CLI
+does not have to open 1,500 connections.
 
 Ordering: full syncs and event handling take the same lock, so an event that arrives while a
 sync is reading is applied after that sync's (older) snapshot, never before it.
+
+Staying honest: the view is only as fresh as its workers (maintenance, events). Each survives
+any exception in one pass (logged with its traceback, counted, shown by /v1/health). A worker
+that died, failed FAILED_PASSES passes in a row, or made no progress for `stuck_after` seconds
+makes the controller unhealthy: the heartbeat stops and the API refuses the fleet view (503), so
+CLIs ask the hypervisors themselves instead of being served stale rows as fresh. It heals by
+itself when the worker does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -20,14 +28,16 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from virtfleet.config import Timeouts
-from virtfleet.controller.client import is_live
+from virtfleet.controller.client import heartbeat_fresh, is_dead
 from virtfleet.controller.state import FleetState
 from virtfleet.errors import Conflict, NotFound, VirtfleetError
-from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord
+from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord, HostStatus
 from virtfleet.inventory.store import Store
 from virtfleet.observed import record
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
@@ -37,30 +47,56 @@ log = logging.getLogger("virtfleet.controller")
 
 HEARTBEAT_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 300.0
+FAILED_PASSES = 3  # a worker failing this many passes in a row is not keeping the view current
+EVENT_POLL_SECONDS = 0.5
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class Worker:
+    """One background thread's health, as the heartbeat and /v1/health see it."""
+
+    name: str
+    thread: threading.Thread | None = None
+    faults: int = 0  # passes that raised, since start
+    failing: int = 0  # of which in a row, up to the last pass
+    last_fault: str = ""
+    busy_since: float | None = None  # monotonic, while a pass runs
+    progress_at: float = field(default_factory=time.monotonic)
+
+    def as_json(self) -> dict[str, object]:
+        return {"alive": self.thread is not None and self.thread.is_alive(),
+                "faults": self.faults, "failing": self.failing, "last_fault": self.last_fault}
+
+
 class Controller:
     def __init__(self, store: Store, *, timeouts: Timeouts | None = None,
                  interval: float = 10.0, full_resync: float = 300.0,
+                 stuck_after: float | None = None,
                  on_superseded: Callable[[], None] | None = None) -> None:
         self.store = store
         self.pool = ConnectionPool(timeouts or Timeouts.from_env())
         self.state = FleetState()
         self.interval = interval
         self.full_resync = full_resync
+        # A pass makes progress at least once per host answer, and each host answers (or is
+        # given up on) within the per-host deadline; twice that plus a pass's wait is slack.
+        self.stuck_after = (stuck_after if stuck_after is not None
+                            else 2 * self.pool.timeouts.call + interval)
         self.token = secrets.token_urlsafe(24)
         self.started_at = now()
         self.on_superseded = on_superseded
+        self.workers = {n: Worker(n) for n in ("maintenance", "events", "heartbeat")}
         self._stop = threading.Event()
-        self._events: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._events: queue.Queue[tuple[str, str, str, datetime]] = queue.Queue()
         self._watched: weakref.WeakSet[Host] = weakref.WeakSet()
         self._sync_lock = threading.Lock()
         self._retry: dict[str, tuple[int, float]] = {}  # host -> (failures, next try, monotonic)
-        self._threads: list[threading.Thread] = []
+        self._last_full = now()
+        self._reported: list[str] = []  # problems last logged by the heartbeat
 
     # -- syncing ------------------------------------------------------------------------------
 
@@ -74,29 +110,34 @@ class Controller:
         return fresh
 
     def _watch(self, host: Host) -> None:
-        """Subscribe to lifecycle events once per connection (a reopened one needs it again)."""
+        """Subscribe to lifecycle events and to the connection's loss, once per connection (a
+        reopened one needs it again)."""
         if host not in self._watched:
             host.on_lifecycle(self._on_event)
+            host.on_disconnect(self._on_disconnect)
             self._watched.add(host)
 
     def _watch_and_list(self, host: Host) -> list[DomainRecord]:
         self._watch(host)
         return host.list_domains()
 
-    def sync(self, hosts: list[HostRecord] | None = None) -> list[HostResult[list[DomainRecord]]]:
+    def sync(self, hosts: list[HostRecord] | None = None,
+             progress: Callable[[], None] | None = None
+             ) -> list[HostResult[list[DomainRecord]]]:
         """List domains on `hosts` (default: all), update memory and the store."""
         targets = self.state.hosts() if hosts is None else hosts
         if not targets:
             return []
         with self._sync_lock:
-            results = fan_out(targets, self._watch_and_list, self.pool)
+            results = fan_out(targets, self._watch_and_list, self.pool,
+                              progress=(lambda _r: progress()) if progress else None)
             for r in results:
                 if r.value is not None:
                     self.state.replace(r.host.name, r.value, r.at)
                     self._retry.pop(r.host.name, None)
                 else:
                     assert r.error is not None
-                    self.state.fail(r.host.name, r.error.message, r.error.kind)
+                    self.state.fail(r.host.name, r.error.message, r.error.kind, r.at)
                     failures = self._retry.get(r.host.name, (0, 0.0))[0] + 1
                     delay = min(MAX_BACKOFF_SECONDS, self.interval * 2 ** (failures - 1))
                     self._retry[r.host.name] = (failures, time.monotonic() + delay)
@@ -123,7 +164,15 @@ class Controller:
 
     def _on_event(self, host: Host, uuid: str, _event: int, _detail: int) -> None:
         # Runs on libvirt's event thread: no RPC here, hand it to the event worker.
-        self._events.put((host.label, uuid))
+        self._events.put(("domain", host.label, uuid, now()))
+
+    def _on_disconnect(self, host: Host, why: str) -> None:
+        # Runs on libvirt's event thread the moment keepalive gives up on the host: flag it in
+        # memory now (a lock and a dict, no I/O) so the next query already shows its VMs as
+        # unknown; the store write waits for the event worker, the reconnect for maintenance.
+        at = now()
+        self.state.fail(host.label, f"{host.label}: {why}", "host-unavailable", at)
+        self._events.put(("lost", host.label, why, at))
 
     def _apply_event(self, name: str, uuid: str) -> None:
         rec = next((h for h in self.state.hosts() if h.name == name), None)
@@ -136,7 +185,10 @@ class Controller:
             self._watch(host)
             return host.domain_by_uuid(uuid)
 
-        with self._sync_lock:
+        # Waiting behind a long sync is not being stuck: the sync shows its own progress.
+        while not self._sync_lock.acquire(timeout=1.0):
+            self._progress(self.workers["events"])
+        try:
             [result] = fan_out([rec], read, self.pool)
             if result.error is not None:
                 log.warning("event for %s on %s: %s", uuid, name, result.error)
@@ -150,59 +202,158 @@ class Controller:
                     self.store.upsert_domain(name, result.value, result.at)
             except VirtfleetError as exc:
                 log.error("store update for %s on %s failed: %s", uuid, name, exc)
+        finally:
+            self._sync_lock.release()
 
-    def _event_worker(self) -> None:
-        while not self._stop.is_set():
-            try:
-                name, uuid = self._events.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self._apply_event(name, uuid)
+    def _apply_loss(self, name: str, why: str, at: datetime) -> None:
+        log.warning("lost %s: %s", name, why)
+        self._retry[name] = (0, 0.0)  # reconnect on the next maintenance pass
+        try:
+            with contextlib.suppress(NotFound):  # left the inventory meanwhile
+                self.store.set_host_status(HostStatus(name, False, why, at))
+        except VirtfleetError as exc:
+            log.error("store update for %s failed: %s", name, exc)
 
-    # -- loops --------------------------------------------------------------------------------
+    # -- workers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _progress(worker: Worker) -> None:
+        worker.progress_at = time.monotonic()
+
+    @contextmanager
+    def _pass(self, worker: Worker) -> Iterator[None]:
+        """One pass of a worker: whatever it raises is logged and counted, never fatal."""
+        worker.busy_since = worker.progress_at = time.monotonic()
+        try:
+            yield
+        except VirtfleetError as exc:
+            self._fault(worker, exc.message)
+            log.error("%s pass failed: %s", worker.name, exc.message)
+        except Exception as exc:  # noqa: BLE001 - the thread boundary: any bug in one pass must
+            # not end the worker, or the view would silently stop being kept current.
+            self._fault(worker, f"{type(exc).__name__}: {exc}")
+            log.exception("%s pass failed with an unexpected error", worker.name)
+        else:
+            worker.failing = 0
+        finally:
+            worker.busy_since = None
+
+    @staticmethod
+    def _fault(worker: Worker, what: str) -> None:
+        worker.faults += 1
+        worker.failing += 1
+        worker.last_fault = what
 
     def _maintenance(self) -> None:
-        last_full = now()
+        worker = self.workers["maintenance"]
         while not self._stop.wait(self.interval):
+            with self._pass(worker):
+                self._maintain(worker)
+
+    def _maintain(self, worker: Worker) -> None:
+        fresh = self.reload_inventory()
+
+        def tick() -> None:
+            self._progress(worker)
+
+        if (now() - self._last_full).total_seconds() >= self.full_resync:
+            self.sync(progress=tick)
+            self._last_full = now()
+        else:
+            todo = {h.name: h for h in fresh + self._needs_sync()}
+            if todo:
+                self.sync(list(todo.values()), progress=tick)
+
+    def _event_worker(self) -> None:
+        worker = self.workers["events"]
+        while not self._stop.is_set():
+            self._progress(worker)  # waiting for work is not being stuck
             try:
-                fresh = self.reload_inventory()
-                if (now() - last_full).total_seconds() >= self.full_resync:
-                    self.sync()
-                    last_full = now()
+                kind, name, what, at = self._events.get(timeout=EVENT_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            with self._pass(worker):
+                if kind == "lost":
+                    self._apply_loss(name, what, at)
                 else:
-                    todo = {h.name: h for h in fresh + self._needs_sync()}
-                    if todo:
-                        self.sync(list(todo.values()))
-            except VirtfleetError as exc:
-                log.error("maintenance pass failed: %s", exc)
+                    self._apply_event(name, what)
+
+    def problems(self) -> list[str]:
+        """Why the fleet view is not being kept current, if it is not; [] when healthy."""
+        clock = time.monotonic()
+        out = []
+        for w in (self.workers["maintenance"], self.workers["events"]):
+            if w.thread is None:
+                continue  # not started yet
+            if not w.thread.is_alive():
+                if not self._stop.is_set():
+                    out.append(f"the {w.name} worker has died")
+            elif w.failing >= FAILED_PASSES:
+                out.append(f"the {w.name} worker failed {w.failing} passes in a row "
+                           f"({w.last_fault})")
+            elif w.busy_since is not None and clock - w.progress_at > self.stuck_after:
+                out.append(f"the {w.name} worker has made no progress for "
+                           f"{clock - w.progress_at:.0f}s")
+        return out
 
     def _heartbeat(self) -> None:
+        worker = self.workers["heartbeat"]
         while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
-                self.store.heartbeat_controller(os.getpid(), now())
-            except NotFound:
-                log.error("another controller took over this store; stopping")
-                self._stop.set()
-                if self.on_superseded is not None:
-                    self.on_superseded()
-            except VirtfleetError as exc:
-                log.error("heartbeat failed: %s", exc)
+            with self._pass(worker):
+                self._beat()
+
+    def _beat(self) -> None:
+        problems = self.problems()
+        if problems != self._reported:
+            if problems:
+                log.error("unhealthy, heartbeat stopped (CLIs will ask the hypervisors): %s",
+                          "; ".join(problems))
+            else:
+                log.info("healthy again, heartbeat resumed")
+            self._reported = problems
+        if problems:
+            rec = self.store.controller()  # still notice being replaced
+            if rec is None or (rec.pid, rec.hostname) != (os.getpid(), socket.gethostname()):
+                self._superseded()
+            return
+        try:
+            self.store.heartbeat_controller(os.getpid(), now())
+        except NotFound:
+            self._superseded()
+
+    def _superseded(self) -> None:
+        log.error("another controller took over this store; stopping")
+        self._stop.set()
+        if self.on_superseded is not None:
+            self.on_superseded()
+
+    # -- life ---------------------------------------------------------------------------------
 
     def start(self, url: str) -> None:
-        """Refuse if another controller is live; else first sync, register, start the loops."""
+        """Refuse if another controller is live; else first sync, register, start the loops.
+
+        A registration whose process is gone from this machine (kill -9, a crash) is taken over
+        at once; one that merely stopped heart-beating, once its heartbeat is stale.
+        """
         other = self.store.controller()
-        if is_live(other) and other is not None and other.pid != os.getpid():
-            raise Conflict(f"a controller is already running for this store: pid {other.pid} "
-                           f"on {other.hostname} at {other.url}")
+        if other is not None:
+            if is_dead(other):
+                log.warning("taking over from controller pid %d: that process is gone",
+                            other.pid)
+            elif heartbeat_fresh(other):
+                raise Conflict(f"a controller is already running for this store: pid "
+                               f"{other.pid} on {other.hostname} at {other.url}")
         self.reload_inventory()
         self.sync()
+        self._last_full = now()
         self.store.register_controller(ControllerRecord(
             url=url, token=self.token, pid=os.getpid(), hostname=socket.gethostname(),
-            started_at=self.started_at, heartbeat_at=now()))
-        for target in (self._maintenance, self._heartbeat, self._event_worker):
-            t = threading.Thread(target=target, name=target.__name__, daemon=True)
+            started_at=self.started_at, heartbeat_at=now()), replacing=other)
+        for name, target in (("maintenance", self._maintenance),
+                             ("heartbeat", self._heartbeat), ("events", self._event_worker)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            self.workers[name].thread = t
             t.start()
-            self._threads.append(t)
 
     def stop(self) -> None:
         self._stop.set()

@@ -2,12 +2,17 @@
 
 Kept apart from the service so it can be tested without threads or HTTP. Every method takes
 the lock; readers get copies, so a query never sees a host half-updated.
+
+A host whose last attempt failed (or whose connection libvirt closed) keeps the VMs it last
+reported, but they are served with state UNKNOWN: what they are doing now nobody can say, and a
+VM shown "running" on a hung hypervisor would be served as fresh when it is not.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from virtfleet.inventory.records import DomainRecord, FleetVM, HostFailure, HostRecord
@@ -20,6 +25,10 @@ class HostView:
     observed_at: datetime | None = None
     error: str = ""
     error_kind: str = ""
+    failed_at: datetime | None = None
+
+
+UNKNOWN = "unknown"  # the state shown for a VM on a host that stopped answering
 
 
 class FleetState:
@@ -61,7 +70,10 @@ class FleetState:
                 return
             view.domains = {d.uuid: d for d in domains}
             view.observed_at = at
-            view.error = view.error_kind = ""
+            # An answer read before the host failed must not make it look healthy again.
+            if view.failed_at is None or at >= view.failed_at:
+                view.error = view.error_kind = ""
+                view.failed_at = None
 
     def upsert(self, host: str, domain: DomainRecord, at: datetime) -> None:
         """One VM as just seen on `host`. Other hosts keep theirs: during a migration, or with
@@ -81,12 +93,14 @@ class FleetState:
                 view.domains.pop(uuid, None)
                 view.observed_at = at
 
-    def fail(self, host: str, error: str, kind: str) -> None:
+    def fail(self, host: str, error: str, kind: str, at: datetime) -> None:
+        """The host did not answer (or its connection was lost) at `at`."""
         with self._lock:
             self.version += 1
             view = self._hosts.get(host)
             if view is not None:
                 view.error, view.error_kind = error, kind
+                view.failed_at = at if view.failed_at is None else max(view.failed_at, at)
 
     def vms(self, hosts: set[str] | None = None, state: str | None = None) -> list[FleetVM]:
         with self._lock:
@@ -94,7 +108,8 @@ class FleetState:
                 FleetVM(host=v.record.name, site=v.record.site, pod=v.record.pod, domain=d,
                         observed_at=v.observed_at)
                 for v in self._hosts.values() if hosts is None or v.record.name in hosts
-                for d in v.domains.values() if state is None or d.state == state
+                for d in (_unknown(v.domains.values()) if v.error else v.domains.values())
+                if state is None or d.state == state
             ]
         out.sort(key=lambda x: (x.site, x.pod, x.host, x.domain.name))
         return out
@@ -105,6 +120,6 @@ class FleetState:
             return [HostFailure(n, v.error_kind, v.error.removeprefix(f"{n}: "))
                     for n, v in self._hosts.items() if v.error and (hosts is None or n in hosts)]
 
-    def never_seen(self) -> list[HostRecord]:
-        with self._lock:
-            return [v.record for v in self._hosts.values() if v.observed_at is None]
+
+def _unknown(domains: Iterable[DomainRecord]) -> list[DomainRecord]:
+    return [replace(d, state=UNKNOWN, id=None) for d in domains]

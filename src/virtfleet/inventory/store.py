@@ -48,10 +48,10 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 
 from virtfleet.errors import Busy, Conflict, InvalidInput, NotFound, StoreError
 from virtfleet.inventory import tables as t
+from virtfleet.inventory.controllers import ControllerRegistry
 from virtfleet.inventory.installs import InstallStore
 from virtfleet.inventory.records import (
     ApplyPlan,
-    ControllerRecord,
     DomainRecord,
     FleetVM,
     HostRecord,
@@ -323,9 +323,9 @@ def _alembic_error() -> type[Exception]:
     return CommandError
 
 
-class Store(InstallStore):
+class Store(InstallStore, ControllerRegistry):
     """The inventory and observed state of the fleet, in one SQL database (network installs:
-    the InstallStore methods, in installs.py)."""
+    the InstallStore methods, in installs.py; the controller registration: controllers.py)."""
 
     def __init__(self, url: str) -> None:
         try:
@@ -352,7 +352,6 @@ class Store(InstallStore):
             _owner_only(Path(sa_url.database))
         self._upsert_domain = self._upsert(t.domains, ["hypervisor_id", "uuid"])
         self._upsert_status = self._upsert(t.host_status, ["hypervisor_id"])
-        self._upsert_controller = self._upsert(t.controller, ["id"])
 
     def _create_engine(self, sa_url: URL) -> Engine:
         if self._backend == "sqlite":
@@ -1003,8 +1002,6 @@ class Store(InstallStore):
         return [PlacementClaim(host=r[0], vm=r[1], vcpus=r[2], memory_mib=r[3],
                                created_at=r[4], expires_at=r[5]) for r in rows]
 
-    # ----------------------------------------------------------------- controller
-
     # ----------------------------------------------------------------- VM locks
 
     def lock_vm(self, vm: str, operation: str, hostname: str, pid: int, at: datetime,
@@ -1074,40 +1071,6 @@ class Store(InstallStore):
         return [OperationRecord(id=r[0], kind=r[1], target=r[2], hostname=r[3], pid=int(r[4]),
                                 started_at=r[5], state=r[6], steps=_steps_from(r[7]),
                                 error=r[8]) for r in rows]
-
-    def register_controller(self, rec: ControllerRecord) -> None:
-        """Record the running `virtfleet serve`, replacing any earlier registration."""
-        row = {"id": 1, "url": rec.url, "token": rec.token, "pid": rec.pid,
-               "hostname": rec.hostname, "started_at": _utc(rec.started_at, "started_at"),
-               "heartbeat_at": _utc(rec.heartbeat_at, "heartbeat_at")}
-        with self._tx("register the controller", write=True) as conn:
-            conn.execute(self._upsert_controller, [row])
-
-    def heartbeat_controller(self, pid: int, at: datetime) -> None:
-        """Note that controller `pid` is alive. NotFound if another one has replaced it."""
-        when = _utc(at, "at")
-        c = t.controller
-        with self._tx("controller heartbeat", write=True) as conn:
-            if conn.execute(update(c).where(c.c.pid == pid)
-                            .values(heartbeat_at=when)).rowcount == 0:
-                raise NotFound(f"no controller with pid {pid} is registered")
-
-    def unregister_controller(self, pid: int) -> None:
-        """Drop the registration if it is controller `pid`'s; otherwise leave it alone."""
-        c = t.controller
-        with self._tx("unregister the controller", write=True) as conn:
-            conn.execute(delete(c).where(c.c.pid == pid))
-
-    def controller(self) -> ControllerRecord | None:
-        c = t.controller
-        with self._tx("read the controller registration", write=False) as conn:
-            row = conn.execute(
-                select(c.c.url, c.c.token, c.c.pid, c.c.hostname, c.c.started_at,
-                       c.c.heartbeat_at).where(c.c.id == 1)).first()
-        if row is None:
-            return None
-        return ControllerRecord(url=row[0], token=row[1], pid=row[2], hostname=row[3],
-                                started_at=row[4], heartbeat_at=row[5])
 
 
 __all__ = ["MIGRATIONS_DIR", "ClaimRequest", "PlacementClaim", "Store"]

@@ -41,6 +41,15 @@ _STATS = (
 )
 
 LifecycleCallback = Callable[["Host", str, int, int], None]  # host, domain uuid, event, detail
+DisconnectCallback = Callable[["Host", str], None]  # host, why (CLOSE_REASONS' words)
+
+# Why libvirt closed a connection, in words for logs and `list`'s failure lines.
+CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "connection failed",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "connection closed by the hypervisor",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "no answer to keepalive probes",
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "connection closed here",
+}
 
 
 # libvirt prints every error to stderr by default; virtfleet reports errors itself, once.
@@ -95,6 +104,8 @@ class Host:
         self._close_lock = threading.Lock()
         self._watched = False  # close callback registered (long-lived connections)
         self._lifecycle_ids: list[int] = []
+        self._disconnect_callbacks: list[DisconnectCallback] = []
+        self.closed_because = ""  # CLOSE_REASONS' word once libvirt closed it
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -130,8 +141,24 @@ class Host:
             raise
         return host
 
-    def _on_close(self, _conn: Any, _reason: int, _opaque: object) -> None:
+    def _on_close(self, _conn: Any, reason: int, _opaque: object) -> None:
+        # Runs on libvirt's event thread, the moment keepalive (or the socket) gives up.
+        self.closed_because = CLOSE_REASONS.get(reason, "connection lost")
         self._dead = True
+        with self._close_lock:
+            callbacks = list(self._disconnect_callbacks)
+        for cb in callbacks:
+            cb(self, self.closed_because)
+
+    def on_disconnect(self, callback: DisconnectCallback) -> None:
+        """Call `callback(host, why)` from the event thread when libvirt closes this connection
+        (the peer stopped answering keepalive probes, or went away); at once if it already did.
+        Only long-lived (keepalive) connections are watched; one-shot ones never call it."""
+        with self._close_lock:
+            self._disconnect_callbacks.append(callback)
+            dead = self._dead and not self._closed
+        if dead:
+            callback(self, self.closed_because or "connection lost")
 
     @property
     def alive(self) -> bool:

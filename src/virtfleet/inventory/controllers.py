@@ -1,0 +1,88 @@
+"""The store's part for controllers: the registration a CLI finds a running `virtfleet serve` by.
+
+A mixin of Store (it uses Store's transactions). Today the table holds one row (id = 1): one
+controller per store. Taking the row over is a compare-and-swap on the registration the new
+controller judged dead, so two controllers starting at once cannot both win; several controllers
+on PostgreSQL with leases (a later step) replace the single row, not this rule.
+The CLI's warm path reads the same row without SQLAlchemy: inventory/registration.py.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, delete, select, update
+
+from virtfleet.errors import Conflict, InvalidInput, NotFound
+from virtfleet.inventory import tables as t
+from virtfleet.inventory.records import ControllerRecord
+
+
+def _utc(value: datetime, field: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(field, "must be a timezone-aware datetime (UTC)")
+    return value.astimezone(UTC)
+
+
+class ControllerRegistry:
+    """controller reads and writes; mixed into Store, which provides _tx."""
+
+    def _tx(self, what: str, *, write: bool) -> AbstractContextManager[Connection]:
+        raise NotImplementedError  # Store's
+
+    def register_controller(self, rec: ControllerRecord,
+                            replacing: ControllerRecord | None = None) -> None:
+        """Record the running `virtfleet serve`.
+
+        Succeeds only if the registration is still `replacing` (None: no registration at all),
+        the one its caller looked at and judged dead or absent; otherwise Conflict naming the
+        controller that registered in between.
+        """
+        row = {"id": 1, "url": rec.url, "token": rec.token, "pid": rec.pid,
+               "hostname": rec.hostname, "started_at": _utc(rec.started_at, "started_at"),
+               "heartbeat_at": _utc(rec.heartbeat_at, "heartbeat_at")}
+        c = t.controller
+        with self._tx("register the controller", write=True) as conn:
+            current = self._read(conn, lock=True)
+            # Its heartbeat too: one that beat again since was not dead after all.
+            if current is not None and (replacing is None or
+                                        (current.pid, current.hostname, current.heartbeat_at)
+                                        != (replacing.pid, replacing.hostname,
+                                            replacing.heartbeat_at)):
+                raise Conflict(f"a controller is already running for this store: pid "
+                               f"{current.pid} on {current.hostname} at {current.url}")
+            conn.execute(delete(c).where(c.c.id == 1))
+            conn.execute(c.insert().values(**row))
+
+    def heartbeat_controller(self, pid: int, at: datetime) -> None:
+        """Note that controller `pid` is alive. NotFound if another one has replaced it."""
+        when = _utc(at, "at")
+        c = t.controller
+        with self._tx("controller heartbeat", write=True) as conn:
+            if conn.execute(update(c).where(c.c.pid == pid)
+                            .values(heartbeat_at=when)).rowcount == 0:
+                raise NotFound(f"no controller with pid {pid} is registered")
+
+    def unregister_controller(self, pid: int) -> None:
+        """Drop the registration if it is controller `pid`'s; otherwise leave it alone."""
+        c = t.controller
+        with self._tx("unregister the controller", write=True) as conn:
+            conn.execute(delete(c).where(c.c.pid == pid))
+
+    def controller(self) -> ControllerRecord | None:
+        with self._tx("read the controller registration", write=False) as conn:
+            return self._read(conn, lock=False)
+
+    @staticmethod
+    def _read(conn: Connection, *, lock: bool) -> ControllerRecord | None:
+        c = t.controller
+        stmt = select(c.c.url, c.c.token, c.c.pid, c.c.hostname, c.c.started_at,
+                      c.c.heartbeat_at).where(c.c.id == 1)
+        if lock and conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()  # SQLite's BEGIN IMMEDIATE already serialises
+        row = conn.execute(stmt).first()
+        if row is None:
+            return None
+        return ControllerRecord(url=row[0], token=row[1], pid=row[2], hostname=row[3],
+                                started_at=row[4], heartbeat_at=row[5])
