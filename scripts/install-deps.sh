@@ -6,6 +6,7 @@ pkgs=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   qemu-system-x86 qemu-utils ipxe-qemu
   busybox-static cpio iproute2 dpkg-dev
+  e2fsprogs  # mkfs.ext4 -d: the lab's tiny root disk
   postgresql
   isc-dhcp-server kea-dhcp4-server haproxy
   libguestfs-tools linux-image-cloud-amd64 debootstrap
