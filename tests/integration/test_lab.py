@@ -296,21 +296,23 @@ def test_down_removes_processes_namespaces_interfaces_and_state(
     require_lab()
     left = Lab(LEFT)
     st = left.up(hosts=2)
-    assert st.fleet_file is not None
-    db = tmp_path / "store.db"
-    # What the demo makes: the declared network and pod pool, a volume in it, a guest.
-    assert run(db, "apply", "-f", st.fleet_file).code == 0
-    assert run(db, "pool", "apply-pod", "--all").code == 0
-    pod_dir = Path(next(iter(st.pods.values())))
-    r = run(db, "vol", "create", "x.qcow2", "--host", st.hosts[0].name, "--pool",
-            f"{st.hosts[0].pod}-shared", "--size", "16M")
-    assert r.code == 0, r.err
-    assert (pod_dir / "x.qcow2").is_file()
-    left.guests(1, wait=False)
-    pids = [p for h in st.hosts for p in netns.netns_pids(h.netns)]
-    assert len(pids) >= 8  # virtlogd, libvirtd, dnsmasq, qemu per host
-    assert all("dnsmasq" in _netns_programs(h.netns) for h in st.hosts)
-    left.down()
+    try:
+        assert st.fleet_file is not None
+        db = tmp_path / "store.db"
+        # What the demo makes: the declared network and pod pool, a volume in it, a guest.
+        assert run(db, "apply", "-f", st.fleet_file).code == 0
+        assert run(db, "pool", "apply-pod", "--all").code == 0
+        pod_dir = Path(next(iter(st.pods.values())))
+        r = run(db, "vol", "create", "x.qcow2", "--host", st.hosts[0].name, "--pool",
+                f"{st.hosts[0].pod}-shared", "--size", "16M")
+        assert r.code == 0, r.err
+        assert (pod_dir / "x.qcow2").is_file()
+        left.guests(1, wait=False)
+        pids = [p for h in st.hosts for p in netns.netns_pids(h.netns)]
+        assert len(pids) >= 8  # virtlogd, libvirtd, dnsmasq, qemu per host
+        assert all("dnsmasq" in _netns_programs(h.netns) for h in st.hosts)
+    finally:
+        left.down()
     assert not any(procs.alive(p) for p in pids)
     assert not pod_dir.exists()
     _nothing_left(left)
