@@ -21,7 +21,6 @@ from virtfleet.lab import netns, procs
 from virtfleet.lab.names import LIBVIRT_PORT, PRIVATE_DIRS, LabNames
 from virtfleet.lab.run import last_line, run
 from virtfleet.lab.state import LabHost
-from virtfleet.lab.xmlbuild import el, to_bytes
 
 READY_TIMEOUT = 30.0
 
