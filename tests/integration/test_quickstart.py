@@ -18,6 +18,7 @@ import re
 import select
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -113,9 +114,10 @@ def leases_show(s: Session, args: list[str], names: list[str]) -> None:
     _ok(s.cli(*args), " ".join(args))  # and the table a reader sees
 
 
-def console_shows_hostname(s: Session, args: list[str], name: str) -> None:
+def console(s: Session, args: list[str], name: str, ask: str = "") -> str:
     """`vm console NAME` in a pseudo-terminal: the guest's shell answers `hostname` with the
-    name the clone was given; Ctrl+] leaves with exit 0."""
+    name the clone was given, then `ask` if given; Ctrl+] leaves with exit 0. Returns what
+    the terminal showed."""
     env = {**os.environ, "VIRTFLEET_DB": str(s.db), **s.env}
     pid, fd = pty.fork()
     if pid == 0:  # the child: the CLI on the terminal
@@ -141,6 +143,9 @@ def console_shows_hostname(s: Session, args: list[str], name: str) -> None:
             if until(f"\n{name}\r".encode(), 3):
                 break
         assert f"\n{name}\r".encode() in seen, seen.decode(errors="replace")
+        if ask:
+            os.write(fd, f"{ask}; echo asked\r".encode())
+            assert until(b"\nasked\r", 30), seen.decode(errors="replace")
         os.write(fd, b"\x1d")
         until(b"\0", 10)  # drain until it exits
     finally:
@@ -150,6 +155,7 @@ def console_shows_hostname(s: Session, args: list[str], name: str) -> None:
             _, status = os.waitpid(pid, 0)
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
+    return seen.decode(errors="replace")
 
 
 def step(s: Session, cmd: Command, clones: list[str]) -> None:
@@ -175,7 +181,7 @@ def step(s: Session, cmd: Command, clones: list[str]) -> None:
     elif words[1:3] == ["net", "dhcp-leases"]:
         leases_show(s, words[1:], clones)
     elif words[1:3] == ["vm", "console"]:
-        console_shows_hostname(s, words[1:], words[3])
+        console(s, words[1:], words[3])
     else:
         _ok(s.cli(*words[1:]), " ".join(words), cmd.exit_code)
 
@@ -225,6 +231,31 @@ def test_readme_quick_start_runs_on_the_lab(session: Session) -> None:
     assert clones == ["web-1", "web-2", "web-3"]
     # Every line was run but `lab down`, which is the session fixture's.
     assert len(session.ran) == len(commands) - 1
+
+    # What the seal was for: the template's machine-id is empty, so each clone made its own at
+    # first boot, and none has the source VM's.
+    pod_dir = Path(session.lab.state.pods[f"{session.lab.name}-pod1"])
+    assert machine_id(pod_dir / "web-tpl.qcow2", session.db.parent) == ""
+    base = machine_id(pod_dir / "web-base.qcow2", session.db.parent)
+    ids = set()
+    for vm in clones:
+        shown = console(session, ["vm", "console", vm], vm,
+                        ask="mount /dev/vda /mnt; cat /mnt/etc/machine-id; umount /mnt")
+        ids |= set(re.findall(r"^([0-9a-f]{32})\r?$", shown, re.M))
+    assert len(ids) == len(clones) and base not in ids and re.fullmatch("[0-9a-f]{32}", base)
+
+
+def machine_id(image: Path, work: Path) -> str:
+    """/etc/machine-id of an ext4-on-the-whole-disk image, read with debugfs from a raw copy."""
+    raw = work / f"{image.stem}.raw"
+    subprocess.run(["qemu-img", "convert", "-U", "-O", "raw", str(image), str(raw)],
+                   check=True, timeout=120)
+    try:
+        out = subprocess.run(["debugfs", "-R", "cat /etc/machine-id", str(raw)],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+    finally:
+        raw.unlink()
+    return out.strip()
 
 
 def test_quick_start_parsing() -> None:
