@@ -63,6 +63,7 @@ host=$LAB-hv1
 pool=$pod-shared   # the pod's storage pool: the fleet file's `storage:`, named <pod>-shared
 
 step apply -f "$fleet"              # the inventory, and each hypervisor's `default` network
+step sync                           # the store's view of the fresh lab: an earlier run's VMs forgotten
 step pool apply-pod --all           # each pod's shared directory, a pool on its hypervisors
 if [ "$PER_HOST" != 0 ]; then
   step lab guests --per-host "$PER_HOST" --name "$LAB"
