@@ -5,6 +5,7 @@ The first few tests need no root: they check the lab's naming and generated conf
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from tests.unit.cli import run
 from virtfleet.errors import InvalidInput, LabError, OperationTimeout
 from virtfleet.inventory.fleetfile import load_fleet
 from virtfleet.lab import guest, netns, procs
@@ -24,7 +26,7 @@ from virtfleet.lab.names import MAX_HOSTS, MAX_SIMS, LabNames, sim_index
 from virtfleet.lab.simulate import SimSpec
 from virtfleet.virt.host import Host
 
-from .conftest import LabFixture, require_lab
+from .conftest import LAB_NAME, LabFixture, require_lab
 
 # -- no root needed ---------------------------------------------------------------------------
 
@@ -122,21 +124,33 @@ def test_hosts_keep_separate_state(lab: LabFixture, tmp_path: Path) -> None:
             c1.undefine_domain("vftest-separate")
 
 
+def _netns_programs(ns: str) -> set[str]:
+    out = set()
+    for pid in netns.netns_pids(ns):
+        with contextlib.suppress(OSError):
+            out.add(Path(f"/proc/{pid}/comm").read_text().strip())
+    return out
+
+
 @pytest.mark.integration
-def test_default_network_lives_in_the_hosts_namespace(lab: LabFixture) -> None:
+def test_apply_starts_the_declared_network_inside_each_hosts_namespace(
+        lab: LabFixture, tmp_path: Path) -> None:
+    """The lab declares libvirt's `default` NAT network in its fleet file; `apply` makes it on
+    every hypervisor, each inside its own namespace (bridge and dnsmasq), none on this host."""
+    def host_bridges() -> set[str]:
+        return {n for n in netns.link_names() if n.startswith("virbr")}
+
+    before = host_bridges()
+    r = run(tmp_path / "store.db", "apply", "-f", str(lab.fleet_file))
+    assert r.code == 0, r.err
     for h in lab.hosts:
         info = _virsh(h.uri, "net-info", "default")
-        assert "Active:         no" in info and "Autostart:      no" in info
-    h1 = lab.hosts[0]
-    before = netns.link_names()
-    _virsh(h1.uri, "net-start", "default")
-    try:
-        inner = subprocess.run(["ip", "-n", h1.netns, "-br", "link"], capture_output=True,
-                               text=True, check=True).stdout
-        assert "virbr0" in inner
-        assert netns.link_names() == before  # nothing new on the real host
-    finally:
-        _virsh(h1.uri, "net-destroy", "default")
+        assert "Active:         yes" in info and "Autostart:      yes" in info, info
+        inner = subprocess.run(["ip", "-n", h.netns, "-br", "addr", "show", "virbr0"],
+                               capture_output=True, text=True, check=True).stdout
+        assert "192.168.122.1/24" in inner
+        assert "dnsmasq" in _netns_programs(h.netns)
+    assert host_bridges() == before  # nothing new on the real host
 
 
 @pytest.mark.integration
@@ -158,6 +172,9 @@ def test_fleet_file_describes_the_lab(lab: LabFixture) -> None:
     for pod in pods.values():
         assert pod.storage is not None and pod.storage.type == "dir"
         assert Path(pod.storage.target).is_dir()
+    [site] = fleet.sites
+    assert [(n.name, n.mode, str(n.subnet)) for n in site.libvirt_networks] == [
+        ("default", "nat", "192.168.122.0/24")]
 
 
 @pytest.mark.integration
@@ -227,7 +244,7 @@ def test_simulated_fleet_is_served_over_tcp(lab: LabFixture, tmp_path: Path) -> 
 
 # -- leftovers and teardown, on a lab of their own ---------------------------------------------
 
-LEFT = "vfleft"
+LEFT = f"{LAB_NAME[:19]}-left"  # beside the session lab, never colliding with it
 
 
 def _nothing_left(lab: Lab) -> None:
@@ -274,15 +291,30 @@ def test_leftovers_of_a_killed_run_are_cleared_and_other_labs_untouched(
 
 
 @pytest.mark.integration
-def test_down_removes_processes_namespaces_interfaces_and_state(lab: LabFixture) -> None:
+def test_down_removes_processes_namespaces_interfaces_and_state(
+        lab: LabFixture, tmp_path: Path) -> None:
     require_lab()
     left = Lab(LEFT)
     st = left.up(hosts=2)
-    left.guests(1, wait=False)
-    pids = [p for h in st.hosts for p in netns.netns_pids(h.netns)]
-    assert len(pids) >= 6  # virtlogd, libvirtd, qemu per host
-    left.down()
+    try:
+        assert st.fleet_file is not None
+        db = tmp_path / "store.db"
+        # What the demo makes: the declared network and pod pool, a volume in it, a guest.
+        assert run(db, "apply", "-f", st.fleet_file).code == 0
+        assert run(db, "pool", "apply-pod", "--all").code == 0
+        pod_dir = Path(next(iter(st.pods.values())))
+        r = run(db, "vol", "create", "x.qcow2", "--host", st.hosts[0].name, "--pool",
+                f"{st.hosts[0].pod}-shared", "--size", "16M")
+        assert r.code == 0, r.err
+        assert (pod_dir / "x.qcow2").is_file()
+        left.guests(1, wait=False)
+        pids = [p for h in st.hosts for p in netns.netns_pids(h.netns)]
+        assert len(pids) >= 8  # virtlogd, libvirtd, dnsmasq, qemu per host
+        assert all("dnsmasq" in _netns_programs(h.netns) for h in st.hosts)
+    finally:
+        left.down()
     assert not any(procs.alive(p) for p in pids)
+    assert not pod_dir.exists()
     _nothing_left(left)
     with pytest.raises(LabError, match="not up"):
         left.status()

@@ -112,6 +112,21 @@ def guests(
     ))
 
 
+@app.command("image")
+def image(json_out: Json = False) -> None:
+    """The tiny guest's kernel, initramfs and root disk, built once and cached: what `vm create`
+    needs on the lab (the disk goes into a pool with `vol upload`)."""
+    from virtfleet.lab import guest
+
+    images = guest.ensure_images(_say)
+    paths = {"kernel": str(images.kernel), "initrd": str(images.initrd),
+             "disk": str(guest.root_disk(_say))}
+    if json_out:
+        emit_json({**paths, "kernel_package": images.version})
+        return
+    emit("".join(f"{key:<7} {path}\n" for key, path in paths.items()))
+
+
 @app.command("simulate")
 def simulate(
     hypervisors: Annotated[int | None, typer.Option(

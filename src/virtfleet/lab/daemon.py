@@ -21,7 +21,6 @@ from virtfleet.lab import netns, procs
 from virtfleet.lab.names import LIBVIRT_PORT, PRIVATE_DIRS, LabNames
 from virtfleet.lab.run import last_line, run
 from virtfleet.lab.state import LabHost
-from virtfleet.lab.xmlbuild import el, to_bytes
 
 READY_TIMEOUT = 30.0
 
@@ -91,17 +90,6 @@ def qemu_conf() -> str:
     })
 
 
-def default_network_xml() -> bytes:
-    """libvirt's usual `default` NAT network; it lives (and starts) inside the namespace."""
-    net = el("network",
-             el("name", "default"),
-             el("bridge", name="virbr0"),
-             el("forward", mode="nat"),
-             el("ip", el("dhcp", el("range", start="192.168.122.2", end="192.168.122.254")),
-                address="192.168.122.1", netmask="255.255.255.0"))
-    return to_bytes(net)
-
-
 def prepare_dirs(names: LabNames, index: int) -> Path:
     """Fresh private directories and configuration for hypervisor `index`."""
     host_dir = names.host_dir(index)
@@ -114,8 +102,8 @@ def prepare_dirs(names: LabNames, index: int) -> Path:
     (etc / "libvirtd.conf").write_text(libvirtd_conf(names.address(index)))
     (etc / "virtlogd.conf").write_text(virtlogd_conf())
     (etc / "qemu.conf").write_text(qemu_conf())
-    # Defined but not autostarted: nothing in the lab needs it running.
-    (etc / "qemu/networks/default.xml").write_bytes(default_network_xml())
+    # No network or pool is written here: the lab's fleet file declares them, and `apply` and
+    # `pool apply-pod` make them, as on a real estate.
     return host_dir
 
 

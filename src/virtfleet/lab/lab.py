@@ -38,6 +38,10 @@ from virtfleet.lab.state import LabHost, LabState
 
 Progress = Callable[[str], None]
 LAB_PROGRAMS = ("libvirtd", "virtlogd")  # started with -f/-p paths inside the state dir
+# libvirt's own `default` network. Every hypervisor has its own, in its own namespace, so the
+# same subnet on each never meets another (nor this machine's).
+LAB_NETWORK = {"name": "default", "mode": "nat", "subnet": "192.168.122.0/24",
+               "dhcp": [{"start": "192.168.122.2", "end": "192.168.122.254"}]}
 
 
 def _quiet(_msg: str) -> None:
@@ -216,7 +220,10 @@ class Lab:
         return st
 
     def write_fleet_file(self, st: LabState) -> Path:
-        """The lab as a fleet file: one site, its pods (shared dir storage), their hosts."""
+        """The lab as a fleet file, declared as a real estate would be: one site whose every
+        hypervisor carries libvirt's usual `default` NAT network (each inside its own
+        namespace), its pods with their shared storage (a directory all the pod's hosts see,
+        as they would an NFS export), their hosts."""
         pods = []
         for pod, pod_dir in st.pods.items():
             pods.append({
@@ -226,6 +233,7 @@ class Lab:
             })
         fleet = parse_fleet({"sites": [{"name": self.names.site_name,
                                         "description": f"virtfleet lab {self.name}",
+                                        "libvirt_networks": [LAB_NETWORK],
                                         "pods": pods}]},
                             source="lab fleet file")
         path = self.names.fleet_file
