@@ -9,17 +9,48 @@ from __future__ import annotations
 
 
 class VirtfleetError(Exception):
-    """Base of every error virtfleet raises on purpose."""
+    """Base of every error virtfleet raises on purpose.
+
+    The subject travels as fields (`host`, `vm`, and `field` for bad input), never inside
+    `detail`: a per-host table prints `detail` in the host's row, the CLI prints the whole
+    `message`, the API returns `as_json()`. Errors made before the subject fields existed carry
+    the subject inside `detail` instead; they render the same.
+    """
 
     exit_code = 1
     retryable = False
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, detail: str, *, host: str | None = None, vm: str | None = None) -> None:
+        self.detail = detail
+        self.host = host
+        self.vm = vm
+        super().__init__(detail)
+
+    @property
+    def subject(self) -> str | None:
+        """What the error is about, as the CLI names it: `host/vm`, `host`, or `vm`."""
+        if self.host and self.vm:
+            return f"{self.host}/{self.vm}"
+        return self.host or self.vm
+
+    @property
+    def message(self) -> str:
+        """One line for a person: the subject, then the detail."""
+        return f"{self.subject}: {self.detail}" if self.subject else self.detail
 
     def __str__(self) -> str:
         return self.message
+
+    def in_row(self, host: str, vm: str | None = None) -> str:
+        """The message as a table row for `host` (and `vm`) prints it: without the subject the
+        row already shows."""
+        row = f"{host}/{vm}" if vm else host
+        return self.message.removeprefix(f"{row}: ")
+
+    def add(self, more: str) -> None:
+        """Say more about what happened (what was undone after the failure, say)."""
+        self.detail += more
+        self.args = (self.detail,)
 
     @property
     def kind(self) -> str:
@@ -31,16 +62,36 @@ class VirtfleetError(Exception):
             out.append(ch.lower())
         return "".join(out)
 
+    def as_json(self) -> dict[str, object]:
+        """The error as scripts and the API see it: its kind, its subject fields, its detail."""
+        out: dict[str, object] = {"error": self.kind, "message": self.detail}
+        for key in ("host", "vm"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out
+
 
 class InvalidInput(VirtfleetError):
-    """Input broke a rule. Always names the field and the rule; exit code 2 like a usage error."""
+    """Input broke a rule. Always names the field and the rule; exit code 2 like a usage error.
+
+    `field` is the request's own name for what was wrong; only the CLI words it as an option.
+    """
 
     exit_code = 2
 
-    def __init__(self, field: str, rule: str) -> None:
-        super().__init__(f"{field}: {rule}")
+    def __init__(self, field: str, rule: str, *, host: str | None = None,
+                 vm: str | None = None) -> None:
+        super().__init__(rule, host=host, vm=vm)
         self.field = field
         self.rule = rule
+
+    @property
+    def message(self) -> str:
+        where = f"{self.subject}: " if self.subject else ""
+        return f"{where}{self.field}: {self.detail}"
+
+    def as_json(self) -> dict[str, object]:
+        return {**super().as_json(), "field": self.field}
 
 
 class NotFound(VirtfleetError):

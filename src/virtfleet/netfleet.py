@@ -67,7 +67,7 @@ def converge(fleet: Fleet, *, dry_run: bool,
             except VirtfleetError as exc:
                 if exc.retryable:
                     raise  # the host, not this network, is the problem
-                text = exc.message.removeprefix(f"{h.label}: ")
+                text = exc.in_row(h.label)
                 out.append(NetChange(h.label, spec.name, (), text, exc.kind))
         return out
 
@@ -107,10 +107,9 @@ def define_on(host: Host, doc: Network, field: str, *, start: bool,
     except VirtfleetError as exc:
         try:
             undo_define(host, name, done)
-            exc.message += f"; {name} was undefined again, nothing was left behind"
+            exc.add(f"; {name} was undefined again, nothing was left behind")
         except VirtfleetError as undo:
-            exc.message += f"; could not undefine {name} again ({undo.message})"
-        exc.args = (exc.message,)
+            exc.add(f"; could not undefine {name} again ({undo.message})")
         raise
     return done
 

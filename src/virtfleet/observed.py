@@ -26,6 +26,6 @@ def record(store: Store, results: Sequence[HostResult[list[DomainRecord]]]) -> N
         store.replace_many(seen, at, skip_unknown=True)
     for r in results:
         if r.error is not None:
-            message = r.error.message.removeprefix(f"{r.host.name}: ")
+            message = r.error.in_row(r.host.name)
             with contextlib.suppress(NotFound):
                 store.set_host_status(HostStatus(r.host.name, False, message, r.at))

@@ -148,6 +148,6 @@ def failures(results: Sequence[HostResult[Any]]) -> list[HostFailure]:
     out = []
     for r in results:
         if r.error is not None:
-            text = r.error.message.removeprefix(f"{r.host.name}: ")
+            text = r.error.in_row(r.host.name)
             out.append(HostFailure(r.host.name, r.error.kind, text))
     return out

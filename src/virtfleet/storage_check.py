@@ -92,7 +92,7 @@ def storage_check_of(host: Host, storage: PodStorage | None, pod: str) -> Storag
                 pod_ok = True
             except VirtfleetError as exc:
                 problems.append(f"pod pool {name} does not take writes: "
-                                f"{exc.message.removeprefix(host.label + ': ')}")
+                                f"{exc.in_row(host.label)}")
                 pod_ok = False
     selinux, use_nfs = "none", None
     if "selinux" in _secmodels(host):

@@ -46,7 +46,7 @@ def test_failures_filters_and_version() -> None:
     s.set_inventory([rec("a"), rec("b")])
     v0 = s.version
     s.replace("a", [dom("vm1", "u1"), dom("vm2", "u2", "shut off")], T0)
-    s.fail("b", "b: connection refused", "host-unavailable", T0)
+    s.fail("b", "connection refused", "host-unavailable", T0)
     assert s.version > v0
     [f] = s.failures()
     assert (f.host, f.kind, f.message) == ("b", "host-unavailable", "connection refused")
@@ -62,7 +62,7 @@ def test_a_failed_hosts_vms_are_unknown_until_it_answers_again() -> None:
     s.set_inventory([rec("a"), rec("b")])
     s.replace("a", [dom("vm1", "u1"), dom("vm2", "u2", "shut off")], T0)
     s.replace("b", [dom("vm3", "u3")], T0)
-    s.fail("a", "a: no answer to keepalive probes", "host-unavailable", T1)
+    s.fail("a", "no answer to keepalive probes", "host-unavailable", T1)
     assert {(v.domain.name, v.domain.state, v.domain.id) for v in s.vms()} == {
         ("vm1", "unknown", None), ("vm2", "unknown", None), ("vm3", "running", 1)}
     assert [v.observed_at for v in s.vms({"a"})] == [T0, T0]  # their age keeps growing

@@ -83,7 +83,7 @@ class Outcome:
 
 
 def _failed(host: str, name: str, exc: VirtfleetError) -> Outcome:
-    why = exc.message.removeprefix(f"{host}: ")
+    why = exc.in_row(host)
     return Outcome(host, name, f"{exc.kind}: {why}", False, why, exc.kind)
 
 
@@ -454,7 +454,7 @@ def define(
                 outcomes[i] = Outcome(o.host, net_name, f"undefined again ({bad} failed)", False)
             else:
                 why = ("it is still defined; could not undefine it again: "
-                       + u.error.message.removeprefix(f"{o.host}: "))
+                       + u.error.in_row(o.host))
                 outcomes[i] = Outcome(o.host, net_name, f"{u.error.kind}: {why}", False, why,
                                       u.error.kind)
     _report(outcomes, json)

@@ -213,7 +213,7 @@ def _verb(verb: str, help_text: str, call: Callable[[Host, str], PoolDetail | No
 
 def _failed(r: HostResult[Any]) -> str:
     assert r.error is not None
-    return f"failed: {r.error.message.removeprefix(r.host.name + ': ')}"
+    return f"failed: {r.error.in_row(r.host.name)}"
 
 
 def _print_results(results: list[HostResult[Any]], name: str, done: str, json: bool) -> None:

@@ -112,7 +112,7 @@ def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dic
                     result = action(guest)
                 out.append(Outcome(h.label, dom.name, result, True))
             except VirtfleetError as exc:  # one VM's failure is its row, not the host's
-                text = exc.message.removeprefix(f"{h.label}/{dom.name}: ")
+                text = exc.in_row(h.label, dom.name)
                 out.append(Outcome(h.label, dom.name, text, False))
         return out
 

@@ -71,7 +71,7 @@ def _live(actx: AppContext, filters: dict[str, str | None]) -> Answer:
 def _from_store(actx: AppContext, filters: dict[str, str | None]) -> Answer:
     store = actx.store()
     vms = store.fleet_vms(**filters)
-    failed = [HostFailure(s.host, "host-unavailable", s.error.removeprefix(f"{s.host}: "))
+    failed = [HostFailure(s.host, "host-unavailable", s.error)
               for s in store.host_statuses() if not s.reachable]
     in_scope = {h.name for h in store.hypervisors(site=filters["site"], pod=filters["pod"],
                                                     host=filters["host"],

@@ -137,7 +137,7 @@ class Controller:
                     self._retry.pop(r.host.name, None)
                 else:
                     assert r.error is not None
-                    self.state.fail(r.host.name, r.error.message, r.error.kind, r.at)
+                    self.state.fail(r.host.name, r.error.in_row(r.host.name), r.error.kind, r.at)
                     failures = self._retry.get(r.host.name, (0, 0.0))[0] + 1
                     delay = min(MAX_BACKOFF_SECONDS, self.interval * 2 ** (failures - 1))
                     self._retry[r.host.name] = (failures, time.monotonic() + delay)
@@ -171,7 +171,7 @@ class Controller:
         # memory now (a lock and a dict, no I/O) so the next query already shows its VMs as
         # unknown; the store write waits for the event worker, the reconnect for maintenance.
         at = now()
-        self.state.fail(host.label, f"{host.label}: {why}", "host-unavailable", at)
+        self.state.fail(host.label, why, "host-unavailable", at)
         self._events.put(("lost", host.label, why, at))
 
     def _apply_event(self, name: str, uuid: str) -> None:

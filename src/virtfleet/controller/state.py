@@ -117,7 +117,7 @@ class FleetState:
     def failures(self, hosts: set[str] | None = None) -> list[HostFailure]:
         """Hosts whose last attempt failed."""
         with self._lock:
-            return [HostFailure(n, v.error_kind, v.error.removeprefix(f"{n}: "))
+            return [HostFailure(n, v.error_kind, v.error)
                     for n, v in self._hosts.items() if v.error and (hosts is None or n in hosts)]
 
 

@@ -19,10 +19,7 @@ class BmcConfigError(InvalidInput):
     """A hypervisor's BMC settings cannot be used. Names the host and the field."""
 
     def __init__(self, host: str, field: str, rule: str) -> None:
-        super().__init__(f"bmc.{field}" if field else "bmc", rule)
-        self.host = host
-        self.message = f"{host}: {self.message}"
-        self.args = (self.message,)
+        super().__init__(f"bmc.{field}" if field else "bmc", rule, host=host)
 
 
 class Secret:

@@ -56,11 +56,10 @@ class FenceFailed(VirtfleetError):
 
     def __init__(self, host: str, agent: str, action: str, message: str,
                  retryable: bool = True) -> None:
-        super().__init__(f"{host}: power {action} through {agent} failed: {message}")
-        self.host = host
+        super().__init__(f"power {action} through {agent} failed: {message}", host=host)
         self.agent = agent
         self.action = action
-        self.detail = message
+        self.reason = message
         self.retryable = retryable
 
 

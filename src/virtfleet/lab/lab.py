@@ -28,7 +28,7 @@ from pathlib import Path
 from virtfleet.config import Timeouts
 from virtfleet.errors import InvalidInput, LabError, VirtfleetError
 from virtfleet.inventory.fleetfile import dump_fleet, parse_fleet
-from virtfleet.lab import daemon, netns, procs, simulate
+from virtfleet.lab import bmc, daemon, netns, procs, simulate
 from virtfleet.lab import state as statefile
 from virtfleet.lab.guests import BOOT_TIMEOUT, GuestResult, ensure_guests
 from virtfleet.lab.names import DEFAULT_LAB, MAX_HOSTS, MAX_SIMS, LabNames, is_sim, sim_index
@@ -373,6 +373,9 @@ class Lab:
         if stuck:
             raise LabError(f"lab {self.name}: processes {sorted(stuck)} would not stop")
         out.processes = len(pids)
+        # The BMCs live in this machine's own namespace (a power-off must not kill them), so
+        # the namespace sweep above does not find them.
+        out.processes += bmc.clear_bmcs(n)
         for ns in namespaces:
             netns.delete_netns(ns)
         out.namespaces = len(namespaces)

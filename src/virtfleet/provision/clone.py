@@ -198,7 +198,7 @@ def _existing(store: Store, pool: ConnectionPool, host_name: str, vm: str,
             guest.start()
         d = guest.domain()
     except VirtfleetError as exc:
-        return Cloned(host_name, vm, False, exc.message.removeprefix(f"{host_name}/{vm}: "))
+        return Cloned(host_name, vm, False, exc.in_row(host_name, vm))
     return Cloned(host_name, vm, True, "already cloned" + (", started" if started else ""),
                   d.uuid, tuple(guest.disk_sources()),
                   tuple(str(i.mac) for i in d.devices.interfaces if i.mac))

@@ -75,10 +75,9 @@ def journaled(store: Store, pool: ConnectionPool, kind: str, target: str) -> Ite
         else:
             store.end_operation(op.id)
         if isinstance(exc, VirtfleetError):
-            exc.message += ("; could not roll back: " + "; ".join(
+            exc.add("; could not roll back: " + "; ".join(
                 f"{m.describe()} ({why})" for m, why in left) + " (see 'virtfleet ops list')"
                 if left else "; nothing was left behind")
-            exc.args = (exc.message,)
         raise
     store.end_operation(op.id)
 

@@ -134,7 +134,6 @@ def only_fitting(fits: list[HostFit], candidates: set[str], where: str) -> set[s
         raise HypervisorError(f"no hypervisor in {where} answered")
     first = problems[0][1]
     if len(problems) > 1:
-        first.message += (f" (and {len(problems) - 1} other hypervisor(s) in {where} cannot "
-                          "take it either)")
-        first.args = (first.message,)
+        first.add(f" (and {len(problems) - 1} other hypervisor(s) in {where} cannot "
+                  "take it either)")
     raise first

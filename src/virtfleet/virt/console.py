@@ -27,7 +27,7 @@ ESCAPE = b"\x1d"  # Ctrl+], as virsh
 
 def open_console(guest: Guest, force: bool = False) -> Any:
     """A blocking stream on the VM's first console. `force` takes it from another client."""
-    with libvirt_errors(f"{guest.host.label}/{guest.name}"):
+    with libvirt_errors(guest.host.label, guest.name):
         stream = guest.host.conn.newStream(0)
         guest.handle.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0)
         return stream

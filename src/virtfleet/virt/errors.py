@@ -51,30 +51,30 @@ _UNREACHABLE = {
 _TRANSPORT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE, libvirt.VIR_FROM_SSH}
 
 
-def map_error(exc: libvirt.libvirtError, host: str) -> VirtfleetError:
-    """Translate one libvirtError raised while talking to `host`."""
+def map_error(exc: libvirt.libvirtError, host: str, vm: str | None = None) -> VirtfleetError:
+    """Translate one libvirtError raised while talking to `host` (about its VM `vm`)."""
     code = exc.get_error_code()
     domain = exc.get_error_domain()
     text = (exc.get_error_message() or str(exc)).strip().splitlines()[0] if str(exc) else ""
-    msg = f"{host}: {text}" if text else f"{host}: libvirt error {code}"
+    msg = text or f"libvirt error {code}"
     if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
-        return OperationTimeout(msg)
+        return OperationTimeout(msg, host=host, vm=vm)
     if code in _NOT_FOUND:
-        return NotFound(msg)
+        return NotFound(msg, host=host, vm=vm)
     if code in _CONFLICT:
-        return Conflict(msg)
+        return Conflict(msg, host=host, vm=vm)
     if code in _UNREACHABLE or (
         domain in _TRANSPORT_DOMAINS and code in (libvirt.VIR_ERR_SYSTEM_ERROR,
                                                   libvirt.VIR_ERR_INTERNAL_ERROR)
     ):
-        return HostUnavailable(msg)
-    return HypervisorError(msg)
+        return HostUnavailable(msg, host=host, vm=vm)
+    return HypervisorError(msg, host=host, vm=vm)
 
 
 @contextmanager
-def libvirt_errors(host: str) -> Iterator[None]:
+def libvirt_errors(host: str, vm: str | None = None) -> Iterator[None]:
     """Run a block of libvirt calls; any libvirtError leaves it as a virtfleet error."""
     try:
         yield
     except libvirt.libvirtError as exc:
-        raise map_error(exc, host) from None
+        raise map_error(exc, host, vm) from None

@@ -68,7 +68,7 @@ class Guest:
         return cls(host, host.lookup_domain(name))
 
     def _call(self, fn: Callable[[], Any]) -> Any:
-        with libvirt_errors(f"{self.host.label}/{self.name}"):
+        with libvirt_errors(self.host.label, self.name):
             return fn()
 
     @property
