@@ -101,6 +101,12 @@ class ConnectionPool:
         with self._guard:
             return list(self._hosts)
 
+    def __enter__(self) -> ConnectionPool:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Close every connection, several at once: each close waits for its server."""
         with self._guard:
