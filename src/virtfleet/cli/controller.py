@@ -115,8 +115,8 @@ def sync(ctx: typer.Context, json: Json = False) -> None:
 
 
 def _sync_here(store: Store) -> tuple[int, int, list[HostFailure]]:
-    from virtfleet.observed import record
-    from virtfleet.queries import ask_fleet, domains_of, failures
+    from virtfleet.fleet.observed import record
+    from virtfleet.fleet.queries import ask_fleet, domains_of, failures
 
     hosts = store.hypervisors()
     with fleet_progress(len(hosts), "sync") as tick:

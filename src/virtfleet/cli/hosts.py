@@ -123,7 +123,7 @@ T = TypeVar("T")
 def _ask(ctx: typer.Context, what: str, work: Callable[[Host], T], names: list[str] | None,
          site: str | None, pod: str | None, group: str | None) -> list[HostResult[T]]:
     """Select hosts, ask each (with a progress bar), report failures on stderr."""
-    from virtfleet.queries import ask_fleet, failures
+    from virtfleet.fleet.queries import ask_fleet, failures
 
     hosts = select_hosts(ctx, names, site, pod, group)
     with fleet_progress(len(hosts), what) as tick:
@@ -141,7 +141,7 @@ def _exit_if_failed(results: Sequence[HostResult[Any]]) -> None:
 def info(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
          group: Group = None, json: Json = False) -> None:
     """`virsh nodeinfo` for each hypervisor: CPU model, CPUs, MHz, topology, memory."""
-    from virtfleet.queries import node_info_of
+    from virtfleet.fleet.queries import node_info_of
 
     results = _ask(ctx, "nodeinfo", node_info_of, names, site, pod, group)
     ok = [(r.host, r.value) for r in results if r.value is not None]
@@ -177,7 +177,7 @@ def _sysinfo_text(h: HostRecord, s: SysInfo) -> str:
 def sysinfo(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
             group: Group = None, json: Json = False) -> None:
     """`virsh sysinfo` parsed: BIOS, system, processors and DIMMs of each hypervisor."""
-    from virtfleet.queries import sysinfo_of
+    from virtfleet.fleet.queries import sysinfo_of
 
     results = _ask(ctx, "sysinfo", sysinfo_of, names, site, pod, group)
     ok = [(r.host, r.value) for r in results if r.value is not None]
@@ -192,7 +192,7 @@ def sysinfo(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod
 def version(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
             group: Group = None, json: Json = False) -> None:
     """`virsh version` for each hypervisor: libvirt and hypervisor versions."""
-    from virtfleet.queries import version_of
+    from virtfleet.fleet.queries import version_of
 
     results = _ask(ctx, "version", version_of, names, site, pod, group)
     ok = [(r.host, r.value) for r in results if r.value is not None]
@@ -210,7 +210,7 @@ def check(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod =
           group: Group = None, json: Json = False) -> None:
     """Preflight: reachable, virt types, VT-x/AMD-V, IOMMU, KVM usable; the pod's storage pool
     active and writable, autostart pools running (see docs/storage.md)."""
-    from virtfleet.queries import HostCheck, failures
+    from virtfleet.fleet.queries import HostCheck, failures
     from virtfleet.storage_check import host_check_with_storage, storage_by_host
 
     work = host_check_with_storage(storage_by_host(app_context(ctx).store()))

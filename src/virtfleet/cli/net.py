@@ -59,7 +59,7 @@ def _ask(hosts: Sequence[HostRecord], what: str, work: Callable[[Host], T], *,
          report: bool = True) -> list[HostResult[T]]:
     """Ask every host; with `report`, the hosts that failed are named on stderr (for reading
     verbs, whose output then holds only the other hosts' results)."""
-    from virtfleet.queries import ask_fleet, failures
+    from virtfleet.fleet.queries import ask_fleet, failures
 
     with fleet_progress(len(hosts), what) as tick:
         results = ask_fleet(hosts, work, progress=tick)
@@ -552,8 +552,8 @@ class NetworkApply:
         self.fleet, self.hosts, self.dry = fleet, hosts, dry
 
     def finish(self, dry_run: bool) -> FleetNetworks:
+        from virtfleet.fleet.queries import failures
         from virtfleet.netfleet import converge
-        from virtfleet.queries import failures
 
         results = self.dry
         if not dry_run:

@@ -62,7 +62,7 @@ def _run(ctx: typer.Context, what: str, scope: Scope, work: Callable[[Host], T],
          changes: bool, rows: bool = False) -> list[HostResult[T]]:
     """Run `work` on every host in scope with a progress bar; failures named on stderr
     (`rows`: the output will have a row for each of them too)."""
-    from virtfleet.queries import ask_fleet, failures
+    from virtfleet.fleet.queries import ask_fleet, failures
 
     hosts = _hosts(ctx, scope, changes)
     with fleet_progress(len(hosts), what) as tick:
@@ -298,8 +298,8 @@ def apply_pod(ctx: typer.Context, site: Site = None, pod: Pod = None, host: Host
               group: Group = None, all_: AllOpt = False, json: Json = False) -> None:
     """Make each pod's declared shared storage (fleet file `storage:`) a defined, active,
     autostarted pool on every hypervisor of the pod."""
+    from virtfleet.fleet.queries import ask_fleet, failures
     from virtfleet.podstorage import ensure_pod_pool, pod_pool
-    from virtfleet.queries import ask_fleet, failures
     from virtfleet.xml.storage import Pool
 
     wanted = {name: pod_pool(name, st) for name, st in _pod_storage(ctx).items()

@@ -34,7 +34,7 @@ def create(
     json: Json = False,
 ) -> None:
     """Seal a copy of a shut-off VM's disks with virt-sysprep into a read-only template."""
-    from virtfleet.locate import locate_vm
+    from virtfleet.fleet.locate import locate_vm
     from virtfleet.provision.locks import vm_lock
     from virtfleet.provision.templates import create_template
     from virtfleet.validate import check_name
@@ -63,8 +63,8 @@ def create(
 def list_templates(ctx: typer.Context, site: Site = None, pod: Pod = None, host: HostOpt = None,
                    json: Json = False) -> None:
     """Every template in scope, with the hypervisor that holds it."""
+    from virtfleet.fleet.queries import failures
     from virtfleet.provision.templates import templates_on
-    from virtfleet.queries import failures
     from virtfleet.virt.fanout import ConnectionPool, fan_out
 
     hosts = app_context(ctx).store().hypervisors(site=site, pod=pod, host=host)

@@ -39,7 +39,7 @@ Force = Annotated[bool, typer.Option("--force",
 
 
 def find_guest(ctx: typer.Context, name: str, host: str | None, pool: ConnectionPool) -> Guest:
-    from virtfleet.locate import locate_vm
+    from virtfleet.fleet.locate import locate_vm
     from virtfleet.validate import check_name
     from virtfleet.virt.guest import Guest
 
@@ -87,8 +87,8 @@ def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: dic
          passes_by: Callable[[Guest], bool] | None = None) -> None:
     """Run `action` on one named VM, or on every VM in scope whose state `applies` (and that
     `passes_by` does not leave out: `start --all` leaves templates alone)."""
+    from virtfleet.fleet.queries import failures
     from virtfleet.provision.locks import vm_lock
-    from virtfleet.queries import failures
     from virtfleet.virt.fanout import ConnectionPool, fan_out
     from virtfleet.virt.guest import Guest
 
@@ -408,7 +408,7 @@ def undefine(
     """Remove a VM's definition; its disks are kept unless named. Refuses if a managed-save
     image, snapshots, NVRAM or storage would go that is not named, or storage that another
     VM or a linked clone still needs."""
-    from virtfleet.locate import locate_vm
+    from virtfleet.fleet.locate import locate_vm
     from virtfleet.provision.locks import vm_lock
     from virtfleet.provision.remove import undefine_vm
     from virtfleet.validate import check_name

@@ -57,7 +57,7 @@ def _from_controller(actx: AppContext, filters: dict[str, str | None]) -> Answer
 
 
 def _live(actx: AppContext, filters: dict[str, str | None]) -> Answer:
-    from virtfleet.queries import ask_fleet, domains_of, failures, fleet_vms
+    from virtfleet.fleet.queries import ask_fleet, domains_of, failures, fleet_vms
 
     state = filters["state"]
     hosts = actx.store().hypervisors(site=filters["site"], pod=filters["pod"],

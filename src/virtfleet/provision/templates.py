@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtfleet.errors import Conflict, HypervisorError, InvalidInput, NotFound
+from virtfleet.fleet.locate import locate_vm
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
-from virtfleet.locate import locate_vm
 from virtfleet.provision import guestfs
 from virtfleet.provision.journal import journaled
 from virtfleet.virt import storage

@@ -9,9 +9,9 @@ is not there any more (migrated, or the store is stale), every hypervisor in sco
 from __future__ import annotations
 
 from virtfleet.errors import Conflict, NotFound
+from virtfleet.fleet.queries import failures
 from virtfleet.inventory.records import HostRecord
 from virtfleet.inventory.store import Store
-from virtfleet.queries import failures
 from virtfleet.virt.fanout import ConnectionPool, fan_out
 
 
