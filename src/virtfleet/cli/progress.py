@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from virtfleet.fleet.scope import Step
 
 
 @contextmanager
@@ -20,6 +23,27 @@ def fleet_progress(total: int, what: str) -> Iterator[Callable[[Any], None]]:
                   transient=True, console=_stderr_console()) as bar:
         task = bar.add_task(what, total=total)
         yield lambda _result: bar.advance(task)
+
+
+@contextmanager
+def step_progress() -> Iterator[Callable[[Step], None]]:
+    """A callback for a service's progress (each Step says what, and how many of how many
+    are done): a bar on a terminal, from the first step on, when there are several."""
+    if not sys.stderr.isatty():
+        yield lambda _step: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bars: dict[str, Any] = {}
+    with Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), transient=True, console=_stderr_console()) as bar:
+        def tick(step: Step) -> None:
+            if step.total < 2:
+                return
+            if step.what not in bars:
+                bars[step.what] = bar.add_task(step.what, total=step.total)
+            bar.update(bars[step.what], completed=step.done, total=step.total)
+        yield tick
 
 
 def _stderr_console() -> Any:

@@ -105,8 +105,10 @@ def _needs(tpl: Template, req: CloneRequest, names: list[str],
     """What a host must have for a clone: the template's networks and bridges; for a full
     copy, its target pool with room for what is written (a raw image's whole capacity)."""
     nics = tpl.domain.devices.interfaces
-    nets = tuple(str(n.source_network) for n in nics if n.type == "network" and n.source_network)
-    bridges = tuple(str(n.source_bridge) for n in nics if n.type == "bridge" and n.source_bridge)
+    nets = tuple(("--network", str(n.source_network)) for n in nics
+                 if n.type == "network" and n.source_network)
+    bridges = tuple(("--network", str(n.source_bridge)) for n in nics
+                    if n.type == "bridge" and n.source_bridge)
     per_host: dict[str, tuple[NewVolume, ...]] = {}
     if not req.linked:
         for rec in scope:
