@@ -66,19 +66,14 @@ def vm_service(ctx: typer.Context, flags: dict[str, str] | None = None,
 
 
 @contextmanager
-def one_guest(ctx: typer.Context, name: str, host: str | None,
-              operation: str | None = None) -> Iterator[Any]:
+def one_guest(ctx: typer.Context, name: str, host: str | None) -> Iterator[Any]:
     """The VM `name` (a virt Guest), found anywhere in the fleet, its connection closed
     afterwards: for `vol disks` (cli/vol.py), until the storage half of the service layer
     gives that command a service of its own."""
     from virtfleet.fleet.locate import VMFinder
 
     with VMFinder(app_context(ctx).store()) as finder, options_named(FLAGS):
-        if operation is None:
-            yield finder.guest(name, host)
-        else:
-            with finder.held(name, host, operation) as guest:
-                yield guest
+        yield finder.guest(name, host)
 
 
 def _one_or_all(verb: str, name: str | None, all_: bool, scope: Scope) -> None:
