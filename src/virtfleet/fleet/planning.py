@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from virtfleet.errors import InvalidInput
-from virtfleet.fleet.scope import FleetService, Progress, Step
+from virtfleet.fleet.queries import counting
+from virtfleet.fleet.scope import FleetService, Progress
 from virtfleet.inventory.records import HostFailure
 from virtfleet.inventory.store import Store
 from virtfleet.placement.headroom import HostFit, LossCase, host_fits, loss_cases
@@ -92,15 +93,7 @@ class PlanningService(FleetService):
 
     def _live(self, site: str | None, pod: str | None, progress: Progress | None
               ) -> LiveFleet:
-        total = len(self.store.hypervisors(site=site, pod=pod))
-        done = 0
-
-        def tick(_result: object) -> None:
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(Step("nodeinfo", done, total))
-
+        tick = counting(progress, "nodeinfo", len(self.store.hypervisors(site=site, pod=pod)))
         return live_fleet(self.store, site=site, pod=pod, pool=self.pool, progress=tick)
 
     @staticmethod

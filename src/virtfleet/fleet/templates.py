@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from virtfleet.fleet.locate import VMFinder, locate_vm
-from virtfleet.fleet.scope import Progress, Scope, Step
+from virtfleet.fleet.queries import counting
+from virtfleet.fleet.scope import Progress, Scope
 from virtfleet.inventory.records import HostFailure
 from virtfleet.inventory.store import Store
 from virtfleet.placement.policy import Policy
@@ -127,12 +128,5 @@ class TemplateService(VMFinder):
         """Make the clones, a result each (provision/clone.py); raises, with nothing made, if
         the request, the template or the placement is wrong."""
         req.check()
-        done = 0
-
-        def tick(_made: Cloned) -> None:
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(Step("clone", done, req.count))
-
-        return clone(self.store, self.pool, req, progress=tick, policy=self.policy)
+        return clone(self.store, self.pool, req, progress=counting(progress, "clone", req.count),
+                     policy=self.policy)
