@@ -7,29 +7,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from virtfleet.errors import InvalidInput, NotFound
 from virtfleet.fleet.hosts import AddHostRequest, HostQuery, HostService
 from virtfleet.fleet.scope import Step
-from virtfleet.inventory.fleetfile import load_fleet
-from virtfleet.inventory.store import Store
 
-from .nodes import node_uri, refused_port
+from .fleets import fleet_store, hv
 
 
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[HostService]:
-    p = tmp_path / "fleet.yaml"
-    p.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
-        {"name": "p1", "hypervisors": [
-            {"name": "hv1", "uri": node_uri(tmp_path, "two-vms.xml", "hv1.xml"),
-             "groups": ["web"]},
-            {"name": "hv2", "uri": node_uri(tmp_path, "empty.xml", "hv2.xml")}]},
-        {"name": "p2", "hypervisors": [
-            {"name": "dead", "uri": f"qemu+tcp://127.0.0.1:{refused_port()}/system"}]}]}]}))
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    store.apply(load_fleet(p))
+    store = fleet_store(tmp_path, {
+        "p1": [hv(tmp_path, "hv1", "two-vms.xml", "web"), hv(tmp_path, "hv2", "empty.xml")],
+        "p2": [hv(tmp_path, "dead", None)]})
     with HostService(store) as service:
         yield service
     store.close()

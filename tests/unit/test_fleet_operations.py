@@ -11,28 +11,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
 
 from virtfleet.errors import Busy, InvalidInput, NotFound
 from virtfleet.fleet.operations import CleanupRequest, OperationService
-from virtfleet.inventory.fleetfile import load_fleet
 from virtfleet.inventory.records import Made, OperationRecord
-from virtfleet.inventory.store import Store
 from virtfleet.virt import storage
 
-from .nodes import node_uri
+from .fleets import one_host_store
 
 
 @pytest.fixture
 def ops(tmp_path: Path) -> Iterator[OperationService]:
-    p = tmp_path / "fleet.yaml"
-    p.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [{"name": "p1",
-        "hypervisors": [{"name": "hv1", "uri": node_uri(tmp_path, "with-template.xml")}]}]}]}))
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    store.apply(load_fleet(p))
-    with OperationService(store) as service:
+    with one_host_store(tmp_path) as store, OperationService(store) as service:
         yield service
-    store.close()
 
 
 def _dead_pid() -> int:

@@ -8,30 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from virtfleet.errors import InvalidInput
 from virtfleet.fleet.overview import ListRequest, OverviewService
 from virtfleet.fleet.scope import Step
-from virtfleet.inventory.fleetfile import load_fleet
-from virtfleet.inventory.store import Store
 
-from .nodes import node_uri, refused_port
+from .fleets import fleet_store, hv
 
 
 @pytest.fixture
 def overview(tmp_path: Path) -> Iterator[OverviewService]:
-    p = tmp_path / "fleet.yaml"
-    p.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
-        {"name": "p1", "hypervisors": [
-            {"name": "hv1", "uri": node_uri(tmp_path, "two-vms.xml", "hv1.xml")},
-            {"name": "dead", "uri": f"qemu+tcp://127.0.0.1:{refused_port()}/system"}]},
-        {"name": "p2", "hypervisors": [
-            {"name": "hv2", "uri": node_uri(tmp_path, "with-template.xml", "hv2.xml")}]}]}]}))
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    store = Store(url)
-    store.apply(load_fleet(p))
-    yield OverviewService(url, lambda: store)
+    store = fleet_store(tmp_path, {
+        "p1": [hv(tmp_path, "hv1", "two-vms.xml"), hv(tmp_path, "dead", None)],
+        "p2": [hv(tmp_path, "hv2", "with-template.xml")]})
+    yield OverviewService(f"sqlite:///{tmp_path / 's.db'}", lambda: store)
     store.close()
 
 

@@ -7,17 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from virtfleet.errors import InvalidInput
 from virtfleet.fleet.planning import HeadroomRequest, PlaceRequest, PlanningService
+from virtfleet.fleet.scope import Scope as Where
 from virtfleet.fleet.scope import Step
-from virtfleet.inventory.fleetfile import load_fleet
-from virtfleet.inventory.store import Store
 from virtfleet.placement.kinds import Scope
 from virtfleet.placement.models import PlacementRequest, VMShape
 
-from .nodes import node_uri, refused_port
+from .fleets import fleet_store, hv
 
 SMALL = VMShape(vcpus=1, memory_mib=1024)
 
@@ -25,19 +23,10 @@ SMALL = VMShape(vcpus=1, memory_mib=1024)
 @pytest.fixture
 def plan(tmp_path: Path) -> Iterator[PlanningService]:
     """Two empty web hosts and a dead one in pod 1; pod 2 has one host with three VMs."""
-    p = tmp_path / "fleet.yaml"
-    p.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
-        {"name": "p1", "hypervisors": [
-            {"name": "hv1", "uri": node_uri(tmp_path, "empty.xml", "hv1.xml"),
-             "groups": ["web"]},
-            {"name": "hv2", "uri": node_uri(tmp_path, "empty.xml", "hv2.xml"),
-             "groups": ["web"]},
-            {"name": "dead", "uri": f"qemu+tcp://127.0.0.1:{refused_port()}/system",
-             "groups": ["web"]}]},
-        {"name": "p2", "hypervisors": [
-            {"name": "hv3", "uri": node_uri(tmp_path, "two-vms.xml", "hv3.xml")}]}]}]}))
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    store.apply(load_fleet(p))
+    store = fleet_store(tmp_path, {
+        "p1": [hv(tmp_path, "hv1", "empty.xml", "web"), hv(tmp_path, "hv2", "empty.xml", "web"),
+               hv(tmp_path, "dead", None, "web")],
+        "p2": [hv(tmp_path, "hv3", "two-vms.xml")]})
     with PlanningService(store) as service:
         yield service
     store.close()
@@ -46,14 +35,14 @@ def plan(tmp_path: Path) -> Iterator[PlanningService]:
 def test_headroom_leaves_out_and_names_the_host_that_did_not_answer(
         plan: PlanningService) -> None:
     steps: list[Step] = []
-    room = plan.headroom(HeadroomRequest(SMALL, group="web"), progress=steps.append)
+    room = plan.headroom(HeadroomRequest(SMALL, Where(group="web")), progress=steps.append)
     assert {f.host: f.fits for f in room.hosts} == {"hv1": 40, "hv2": 40}
     assert room.fits == 80 and room.as_json()["fits"] == 80
     assert [f.host for f in room.failed] == ["dead"] and room.asked == 4
     assert steps[-1] == Step("nodeinfo", 4, 4)
     assert {(c.kind, c.lost) for c in room.loss} >= {("host", "hv3"), ("pod", "p2")}
     with pytest.raises(InvalidInput) as exc:
-        plan.headroom(HeadroomRequest(SMALL, group="nope"))
+        plan.headroom(HeadroomRequest(SMALL, Where(group="nope")))
     assert exc.value.field == "group"
 
 
@@ -68,4 +57,4 @@ def test_place_and_claim(plan: PlanningService) -> None:
     held = plan.place(PlaceRequest(req, claim=True))
     assert held.claimed and sorted(c.vm for c in plan.store.placement_claims()) == [
         "app-1", "app-2"]
-    assert plan.headroom(HeadroomRequest(SMALL, group="web")).fits == 78  # the claims count
+    assert plan.headroom(HeadroomRequest(SMALL, Where(group="web"))).fits == 78  # the claims count

@@ -7,26 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from virtfleet.errors import InvalidInput, NotFound
 from virtfleet.fleet.snapshots import SnapshotRequest, SnapshotService
-from virtfleet.inventory.fleetfile import load_fleet
-from virtfleet.inventory.store import Store
 
-from .nodes import node_uri
+from .fleets import one_host_store
 
 
 @pytest.fixture
 def snaps(tmp_path: Path) -> Iterator[SnapshotService]:
-    p = tmp_path / "fleet.yaml"
-    p.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [{"name": "p1",
-        "hypervisors": [{"name": "hv1", "uri": node_uri(tmp_path, "with-template.xml")}]}]}]}))
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    store.apply(load_fleet(p))
-    with SnapshotService(store) as service:
+    with one_host_store(tmp_path) as store, SnapshotService(store) as service:
         yield service
-    store.close()
 
 
 def test_snapshots_as_a_tree_revert_and_delete(snaps: SnapshotService) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
 from virtfleet.fleet.scope import Scope, Step
@@ -19,12 +18,10 @@ from virtfleet.fleet.vms import (
     VMResult,
     VMService,
 )
-from virtfleet.inventory.fleetfile import load_fleet
-from virtfleet.inventory.store import Store
 from virtfleet.virt.fanout import ConnectionPool
 from virtfleet.virt.guest import Guest
 
-from .nodes import node_uri, refused_port
+from .fleets import fleet_store, hv
 
 
 @pytest.fixture
@@ -32,15 +29,9 @@ def vms(tmp_path: Path) -> Iterator[VMService]:
     """hv1: a sealed template and shut-off VMs, a pool and a network; hv2: a running, a paused
     and a shut-off VM; `dead`: nothing listens. The pool is the test's, so what the service
     did can be read back through the same test-driver connections."""
-    p = tmp_path / "fleet.yaml"
-    p.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
-        {"name": "p1", "hypervisors": [
-            {"name": "hv1", "uri": node_uri(tmp_path, "with-template.xml", "hv1.xml")},
-            {"name": "hv2", "uri": node_uri(tmp_path, "two-vms.xml", "hv2.xml")}]},
-        {"name": "p2", "hypervisors": [
-            {"name": "dead", "uri": f"qemu+tcp://127.0.0.1:{refused_port()}/system"}]}]}]}))
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    store.apply(load_fleet(p))
+    store = fleet_store(tmp_path, {
+        "p1": [hv(tmp_path, "hv1", "with-template.xml"), hv(tmp_path, "hv2", "two-vms.xml")],
+        "p2": [hv(tmp_path, "dead", None)]})
     with ConnectionPool() as pool, VMService(store, pool) as service:
         yield service
     store.close()

@@ -3,9 +3,9 @@ through the host service (fleet/hosts.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -19,12 +19,14 @@ from virtfleet.cli.progress import step_progress
 # inside the commands: `virtfleet list` served by the controller should not pay for them.
 
 if TYPE_CHECKING:
-    from virtfleet.fleet.hosts import HostQuery, HostService
-    from virtfleet.fleet.scope import Answers
+    from virtfleet.fleet.hosts import HostQuery, HostService, NodeInfo
+    from virtfleet.fleet.scope import Answers, Progress
     from virtfleet.inventory.records import HostRecord
     from virtfleet.xml.sysinfo import SysInfo
 
 app = typer.Typer(no_args_is_help=True, help="Hypervisors: inventory and facts.")
+
+T = TypeVar("T")
 
 Names = Annotated[list[str] | None, typer.Argument(help="Hypervisor names (default: all).")]
 
@@ -55,9 +57,20 @@ def _query(names: list[str] | None, site: str | None, pod: str | None,
     return HostQuery(tuple(names or ()), site, pod, group)
 
 
-def _answered(answers: Answers[Any]) -> None:
-    """The hosts that did not answer, on stderr; exit 1 once the others are printed."""
+def _facts(ctx: typer.Context, question: Callable[[HostService, HostQuery, Progress], Answers[T]],
+           query: HostQuery, json: bool, row: Callable[[HostRecord, T], dict[str, Any]],
+           text: Callable[[list[tuple[HostRecord, T]]], str]) -> None:
+    """Ask each host one question: a row (or text) per host that answered, a line on stderr
+    per host that did not, and then exit 1."""
+    with _hosts(ctx) as hosts, step_progress() as tick:
+        answers = question(hosts, query, tick)
     report_failures(answers.failures, asked=len(answers))
+    if json:
+        emit_json([row(h, v) for h, v in answers.values])
+    else:
+        emit(text(answers.values))
+    if not answers.ok:
+        raise typer.Exit(1)
 
 
 @app.command("add")
@@ -104,21 +117,18 @@ def list_hosts(ctx: typer.Context, site: Site = None, pod: Pod = None, group: Gr
 def info(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
          group: Group = None, json: Json = False) -> None:
     """`virsh nodeinfo` for each hypervisor: CPU model, CPUs, MHz, topology, memory."""
-    with _hosts(ctx) as hosts, step_progress() as tick:
-        answers = hosts.info(_query(names, site, pod, group), progress=tick)
-    _answered(answers)
-    ok = answers.values
-    if json:
-        emit_json([{"host": h.name, "site": h.site, "pod": h.pod, **n.as_json()} for h, n in ok])
-    else:
-        emit("".join(f"{h.name}\n" + fields([
-            ("CPU model", n.cpu_model), ("CPU(s)", n.cpus),
-            ("CPU frequency", f"{n.mhz} MHz"), ("CPU socket(s)", n.sockets),
-            ("Core(s) per socket", n.cores_per_socket),
+    from virtfleet.fleet.hosts import HostService
+
+    def one(h: HostRecord, n: NodeInfo) -> str:
+        return f"{h.name}\n" + fields([
+            ("CPU model", n.cpu_model), ("CPU(s)", n.cpus), ("CPU frequency", f"{n.mhz} MHz"),
+            ("CPU socket(s)", n.sockets), ("Core(s) per socket", n.cores_per_socket),
             ("Thread(s) per core", n.threads_per_core), ("NUMA cell(s)", n.numa_cells),
-            ("Memory size", f"{n.memory_kib} KiB")]) + "\n" for h, n in ok))
-    if not answers.ok:
-        raise typer.Exit(1)
+            ("Memory size", f"{n.memory_kib} KiB")]) + "\n"
+
+    _facts(ctx, HostService.info, _query(names, site, pod, group), json,
+           lambda h, n: {"host": h.name, "site": h.site, "pod": h.pod, **n.as_json()},
+           lambda found: "".join(one(h, n) for h, n in found))
 
 
 def _sysinfo_text(h: HostRecord, s: SysInfo) -> str:
@@ -141,32 +151,25 @@ def _sysinfo_text(h: HostRecord, s: SysInfo) -> str:
 def sysinfo(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
             group: Group = None, json: Json = False) -> None:
     """`virsh sysinfo` parsed: BIOS, system, processors and DIMMs of each hypervisor."""
-    with _hosts(ctx) as hosts, step_progress() as tick:
-        answers = hosts.sysinfo(_query(names, site, pod, group), progress=tick)
-    _answered(answers)
-    if json:
-        emit_json([{"host": h.name, **s.as_json()} for h, s in answers.values])
-    else:
-        emit("".join(_sysinfo_text(h, s) for h, s in answers.values))
-    if not answers.ok:
-        raise typer.Exit(1)
+    from virtfleet.fleet.hosts import HostService
+
+    _facts(ctx, HostService.sysinfo, _query(names, site, pod, group), json,
+           lambda h, s: {"host": h.name, **s.as_json()},
+           lambda found: "".join(_sysinfo_text(h, s) for h, s in found))
 
 
 @app.command("version")
 def version(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
             group: Group = None, json: Json = False) -> None:
     """`virsh version` for each hypervisor: libvirt and hypervisor versions."""
-    with _hosts(ctx) as hosts, step_progress() as tick:
-        answers = hosts.version(_query(names, site, pod, group), progress=tick)
-    _answered(answers)
-    if json:
-        emit_json([{"host": h.name, **v} for h, v in answers.values])
-    else:
-        emit(table(["Host", "Client library", "Daemon library", "Driver", "Hypervisor"],
-                   [(h.name, v["client_library"], v["daemon_library"], v["driver"],
-                     v["hypervisor"]) for h, v in answers.values]))
-    if not answers.ok:
-        raise typer.Exit(1)
+    from virtfleet.fleet.hosts import HostService
+
+    _facts(ctx, HostService.version, _query(names, site, pod, group), json,
+           lambda h, v: {"host": h.name, **v},
+           lambda found: table(["Host", "Client library", "Daemon library", "Driver",
+                                "Hypervisor"],
+                               [(h.name, v["client_library"], v["daemon_library"], v["driver"],
+                                 v["hypervisor"]) for h, v in found]))
 
 
 @app.command("check")

@@ -246,6 +246,7 @@ def headroom(
     """How many more VMs of a shape fit, where, and what fails first if a hypervisor or a pod
     is lost."""
     from virtfleet.fleet.planning import HeadroomRequest
+    from virtfleet.fleet.scope import Scope as Where
     from virtfleet.placement.models import PlacementRequest
 
     shape = _parse(PlacementRequest, {"name": "headroom", "shape": {
@@ -253,7 +254,8 @@ def headroom(
     policy = _policy(policy_file, cpu_ratio, memory_ratio, allow_memory_overcommit,
                      reserve_mib, None)
     with _planning(ctx, policy) as plan, step_progress() as tick:
-        room = plan.headroom(HeadroomRequest(shape, group, site, pod), progress=tick)
+        room = plan.headroom(HeadroomRequest(shape, Where(site=site, pod=pod, group=group)),
+                             progress=tick)
     report_failures(room.failed, asked=room.asked)
     if json:
         emit_json(room.as_json())

@@ -8,10 +8,10 @@ with a progress bar and a result per VM; any failure makes the exit code 1.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 
@@ -26,12 +26,13 @@ from virtfleet.errors import InvalidInput
 
 if TYPE_CHECKING:
     from virtfleet.fleet.scope import Scope
-    from virtfleet.fleet.vms import ActResult, ConsoleRequest, VMService
+    from virtfleet.fleet.vms import ActResult, ConsoleRequest, VMInfo, VMService
     from virtfleet.placement.policy import Policy
 
 app = typer.Typer(no_args_is_help=True, help="VMs: lifecycle by name, anywhere in the fleet.")
 
 Name = Annotated[str | None, typer.Argument(help="VM name (omit with --all).", show_default=False)]
+VMName = Annotated[str, typer.Argument(help="VM name.")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every VM in scope the verb applies to.")]
 Timeout = Annotated[float, typer.Option("--timeout", min=0,
                                         help="Seconds to wait for an ACPI shutdown.")]
@@ -166,7 +167,7 @@ def start(ctx: typer.Context, name: Name = None, all_: AllOpt = False, site: Sit
 
 
 @app.command("console")
-def console_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
+def console_cmd(ctx: typer.Context, name: VMName,
                 until: Until = None, timeout: ConsoleTimeout = 120.0,
                 force: Annotated[bool, typer.Option(
                     "--force", help="Take the console from another client.")] = False,
@@ -283,7 +284,7 @@ def shutdown(ctx: typer.Context, name: Name = None, all_: AllOpt = False, site: 
 
 
 @app.command("autostart")
-def autostart(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
+def autostart(ctx: typer.Context, name: VMName,
               disable: Annotated[bool, typer.Option("--disable")] = False,
               host: HostOpt = None) -> None:
     """Start the VM when its hypervisor boots (`virsh autostart [--disable]`)."""
@@ -294,7 +295,7 @@ def autostart(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM n
 
 @app.command("undefine")
 def undefine(
-    ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
+    ctx: typer.Context, name: VMName,
     remove_managed_save: Annotated[bool, typer.Option("--remove-managed-save")] = False,
     remove_snapshots: Annotated[bool, typer.Option("--remove-snapshots")] = False,
     remove_nvram: Annotated[bool, typer.Option("--remove-nvram")] = False,
@@ -323,42 +324,53 @@ def undefine(
         emit(f"Volume '{path}' removed.\n")
 
 
-@app.command("dominfo")
-def dominfo(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
-            host: HostOpt = None, json: Json = False) -> None:
-    """`virsh dominfo`, plus the hypervisor it is on."""
+class _Facts(Protocol):
+    def as_json(self) -> dict[str, object]: ...
+
+
+F = TypeVar("F", bound=_Facts)
+
+
+def _facts(ctx: typer.Context, ask: Callable[[VMService], F], json: bool,
+           text: Callable[[F], str]) -> None:
+    """One VM's facts: JSON for scripts, else the text a person reads."""
     with vm_service(ctx) as vms:
-        found = vms.info(name, host)
+        found = ask(vms)
     if json:
         emit_json(found.as_json())
-        return
+    else:
+        emit(text(found))
+
+
+def _dominfo_text(found: VMInfo) -> str:
     info, yes = found.info, {True: "yes", False: "no"}
-    emit(fields([
+    return fields([
         ("Id", info.id), ("Name", info.name), ("UUID", info.uuid), ("Host", found.host),
         ("OS Type", info.os_type), ("State", info.state), ("CPU(s)", info.vcpus),
         ("CPU time", f"{info.cpu_time_s:.1f}s"), ("Max memory", f"{info.max_memory_kib} KiB"),
         ("Used memory", f"{info.used_memory_kib} KiB"), ("Persistent", yes[info.persistent]),
         ("Autostart", "enable" if info.autostart else "disable"),
         ("Managed save", yes[info.managed_save]), ("Snapshots", info.snapshots),
-    ]))
+    ])
+
+
+@app.command("dominfo")
+def dominfo(ctx: typer.Context, name: VMName, host: HostOpt = None,
+            json: Json = False) -> None:
+    """`virsh dominfo`, plus the hypervisor it is on."""
+    _facts(ctx, lambda vms: vms.info(name, host), json, _dominfo_text)
 
 
 @app.command("dumpxml")
-def dumpxml(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
-            host: HostOpt = None) -> None:
+def dumpxml(ctx: typer.Context, name: VMName, host: HostOpt = None) -> None:
     """The VM's domain XML (`virsh dumpxml`; secrets such as graphics passwords left out)."""
     with vm_service(ctx) as vms:
         emit(vms.dumpxml(name, host))
 
 
 @app.command("domstats")
-def domstats(ctx: typer.Context, name: Annotated[str, typer.Argument(help="VM name.")],
-             host: HostOpt = None, json: Json = False) -> None:
+def domstats(ctx: typer.Context, name: VMName, host: HostOpt = None,
+             json: Json = False) -> None:
     """`virsh domstats`: every statistic the hypervisor reports for the VM."""
-    with vm_service(ctx) as vms:
-        found = vms.stats(name, host)
-    if json:
-        emit_json(found.as_json())
-    else:
-        emit(f"Domain: '{found.name}'\n"
-             + "".join(f"  {k}={v}\n" for k, v in found.stats.items()))
+    _facts(ctx, lambda vms: vms.stats(name, host), json, lambda found: (
+        f"Domain: '{found.name}'\n" + "".join(f"  {k}={v}\n" for k, v in found.stats.items())))

@@ -17,6 +17,7 @@ from virtfleet.fleet.queries import failures
 from virtfleet.fleet.scope import FleetService
 from virtfleet.inventory.records import HostRecord
 from virtfleet.inventory.store import Store
+from virtfleet.placement.policy import Policy
 from virtfleet.provision.locks import vm_lock
 from virtfleet.validate import check_name
 from virtfleet.virt.fanout import ConnectionPool, fan_out
@@ -30,9 +31,11 @@ class VMFinder(FleetService):
     through the fan-outs that come after (an undefine asks the whole pod who else uses the
     VM's disks, the VM's own host included)."""
 
-    def __init__(self, store: Store, pool: ConnectionPool | None = None) -> None:
+    def __init__(self, store: Store, pool: ConnectionPool | None = None, *,
+                 policy: Policy | None = None) -> None:
         super().__init__(store, pool if pool is not None else ConnectionPool())
         self._own_pool = pool is None
+        self.policy = policy or Policy()  # where new VMs may go (create, clone)
 
     def __enter__(self) -> Self:
         return self

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from virtfleet.errors import InvalidInput
 from virtfleet.fleet.queries import counting
-from virtfleet.fleet.scope import FleetService, Progress
+from virtfleet.fleet.scope import FleetService, Progress, Scope
 from virtfleet.inventory.records import HostFailure
 from virtfleet.inventory.store import Store
 from virtfleet.placement.headroom import HostFit, LossCase, host_fits, loss_cases
@@ -31,12 +31,10 @@ __all__ = ["HeadroomRequest", "Headroom", "PlaceRequest", "Placement", "Planning
 
 @dataclass(frozen=True)
 class HeadroomRequest:
-    """How many more VMs of `shape` fit (on hosts of `group`), within a site or pod."""
+    """How many more VMs of `shape` fit in `scope` (a site or pod; on hosts of its group)."""
 
     shape: VMShape
-    group: str | None = None
-    site: str | None = None
-    pod: str | None = None
+    scope: Scope = Scope()
 
 
 @dataclass(frozen=True)
@@ -103,10 +101,11 @@ class PlanningService(FleetService):
                                "is in it)")
 
     def headroom(self, req: HeadroomRequest, progress: Progress | None = None) -> Headroom:
-        fleet = self._live(req.site, req.pod, progress)
-        self._check_group(fleet.hosts, req.group)
-        return Headroom(req.shape, req.group,
-                        tuple(host_fits(fleet.hosts, req.shape, self.policy, req.group)),
+        group = req.scope.group
+        fleet = self._live(req.scope.site, req.scope.pod, progress)
+        self._check_group(fleet.hosts, group)
+        return Headroom(req.shape, group,
+                        tuple(host_fits(fleet.hosts, req.shape, self.policy, group)),
                         tuple(loss_cases(fleet.hosts, fleet.shapes, self.policy)),
                         tuple(fleet.failed), len(fleet.hosts) + len(fleet.failed))
 

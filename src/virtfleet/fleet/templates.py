@@ -12,6 +12,7 @@ linked clones use its images. A clone that fails is its own result; the others s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,8 +20,6 @@ from virtfleet.fleet.locate import VMFinder, locate_vm
 from virtfleet.fleet.queries import counting
 from virtfleet.fleet.scope import Progress, Scope
 from virtfleet.inventory.records import HostFailure
-from virtfleet.inventory.store import Store
-from virtfleet.placement.policy import Policy
 from virtfleet.provision.clone import Cloned, CloneRequest, clone
 from virtfleet.provision.locks import vm_lock
 from virtfleet.provision.templates import (
@@ -32,7 +31,6 @@ from virtfleet.provision.templates import (
     templates_on,
 )
 from virtfleet.validate import check_name
-from virtfleet.virt.fanout import ConnectionPool
 
 __all__ = ["CloneRequest", "Cloned", "Template", "TemplateInfo", "TemplateList",
            "TemplateRequest", "TemplateService"]
@@ -61,7 +59,7 @@ class TemplateRow:
     name: str
 
     def as_json(self) -> dict[str, object]:
-        return {"site": self.site, "pod": self.pod, "host": self.host, "name": self.name}
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -85,11 +83,6 @@ class TemplateInfo:
 
 
 class TemplateService(VMFinder):
-    def __init__(self, store: Store, pool: ConnectionPool | None = None, *,
-                 policy: Policy | None = None) -> None:
-        super().__init__(store, pool)
-        self.policy = policy or Policy()
-
     def create(self, req: TemplateRequest,
                say: Callable[[str], None] = lambda _m: None) -> Template:
         """Seal the template, or make nothing; `say` hears each step (fetching, sealing)."""

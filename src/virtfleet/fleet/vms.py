@@ -14,6 +14,7 @@ a host that does not answer is a failure of the result, and the others go on.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,15 +25,12 @@ from virtfleet.errors import Conflict, InvalidInput, VirtfleetError
 from virtfleet.fleet.locate import VMFinder, locate_vm, lock_key
 from virtfleet.fleet.scope import Progress, Scope
 from virtfleet.inventory.records import HostFailure, HostRecord
-from virtfleet.inventory.store import Store
-from virtfleet.placement.policy import Policy
 from virtfleet.provision.create import Created, create_vm, reserve_host
 from virtfleet.provision.locks import vm_lock
 from virtfleet.provision.remove import undefine_vm
 from virtfleet.provision.templates import is_template
 from virtfleet.validate import check_name
 from virtfleet.virt import console
-from virtfleet.virt.fanout import ConnectionPool
 from virtfleet.virt.guest import DomInfo, Guest, Removal
 from virtfleet.virt.host import Host
 
@@ -224,7 +222,7 @@ class VMResult:
     ok: bool
 
     def as_json(self) -> dict[str, object]:
-        return {"host": self.host, "name": self.name, "result": self.result, "ok": self.ok}
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -299,11 +297,6 @@ class Console:
 
 
 class VMService(VMFinder):
-    def __init__(self, store: Store, pool: ConnectionPool | None = None, *,
-                 policy: Policy | None = None) -> None:
-        super().__init__(store, pool)
-        self.policy = policy or Policy()
-
     def _hosts(self, scope: Scope) -> list[HostRecord]:
         return self.store.hypervisors(site=scope.site, pod=scope.pod, host=scope.host,
                                       group=scope.group)
