@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.tools import require_tool
-from virtfleet.cli.fields import option_for
+from virtfleet.cli.fields import in_text, option_for
 from virtfleet.cli.vm import CREATE_FLAGS
 from virtfleet.config import GRAPHICS_PASSWORD_ENV
 from virtfleet.design.policy import Placement, build_domain, choose_virt_type, random_mac
@@ -159,6 +159,7 @@ def test_bad_requests_name_the_field(kwargs: dict, field: str, option: str,  # t
     flags = {**CREATE_FLAGS, **({"graphics_password": GRAPHICS_PASSWORD_ENV}
                                 if kwargs.get("password_from_env") else {})}
     assert option_for(exc.value.field, flags) == option
+    assert "`" not in in_text(exc.value.rule, flags)  # a field the rule names, as an option
     for secret in ("hunter2", "123456789", "secret"):  # the rule names, never repeats, it
         assert secret not in str(exc.value)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from virtfleet.cli.fields import options_named
+from virtfleet.cli.vm import CREATE_FLAGS
 from virtfleet.errors import Conflict, InvalidInput, NotFound
 from virtfleet.fleet.scope import Scope, Step
 from virtfleet.fleet.vms import (
@@ -133,3 +135,15 @@ def test_create_refusals_name_the_request_field(vms: VMService, change: dict[str
     assert exc.value.field == field, exc.value
     [rec] = vms.store.hypervisors(host="hv1")
     assert not vms.pool.get(rec).has_domain("web01")  # nothing half-made
+
+
+def test_a_taken_mac_is_named_by_its_field_and_worded_as_the_option(vms: VMService) -> None:
+    req = CreateRequest(name="web01", memory="512M", vcpus=1, disks=("size=1G",), pxe=True,
+                        networks=("network=default", "network=default,mac=52:54:00:00:00:02"),
+                        host="hv1")
+    with pytest.raises(Conflict) as exc:
+        vms.create(req)
+    assert exc.value.detail.startswith("`networks[1].mac` 52:54:00:00:00:02 is already used")
+    with pytest.raises(Conflict) as exc, options_named(CREATE_FLAGS):
+        vms.create(req)
+    assert exc.value.detail.startswith("--network mac 52:54:00:00:00:02 is already used in pod")

@@ -267,7 +267,7 @@ def parse_graphics(text: str, field: str = "graphics") -> GraphicsSpec:
 def check_graphics_password(field: str, password: str, kind: str) -> SecretStr:
     """A graphics password as the protocol takes it; the rule named, never the value."""
     if kind == "none":
-        raise InvalidInput(field, "a password needs spice or vnc graphics (--graphics)")
+        raise InvalidInput(field, "a password needs spice or vnc graphics (`graphics`)")
     if not password:
         raise InvalidInput(field, "the password is empty")
     limit = 8 if kind == "vnc" else 64  # VNC authentication uses only the first 8 bytes
@@ -312,7 +312,7 @@ def vm_spec(*, name: str, memory: str, vcpus: int, disks: list[str], networks: l
         raise InvalidInput("cdrom/pxe/kernel/import_disk",
                            "give exactly one way to boot the new VM")
     if (initrd or cmdline) and not kernel:
-        raise InvalidInput("initrd/cmdline", "only go with --kernel")
+        raise InvalidInput("initrd/cmdline", "only go with `kernel`")
     disk_specs = [parse_disk(d, f"disks[{i}]") for i, d in enumerate(disks)]
     if import_disk:
         disk_specs.insert(0, DiskSpec(path=check_path("import_disk", import_disk),

@@ -106,9 +106,6 @@ class HostChecks:
 
 
 class HostService(FleetService):
-    def __enter__(self) -> HostService:
-        return self
-
     def select(self, query: HostQuery) -> list[HostRecord]:
         """The hosts a query names, in its order; NotFound for a name not among them."""
         hosts = self.store.hypervisors(site=query.site, pod=query.pod, group=query.group)

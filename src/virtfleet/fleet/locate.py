@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Self
 
 from virtfleet.errors import Conflict, NotFound
 from virtfleet.fleet.queries import failures
@@ -36,9 +35,6 @@ class VMFinder(FleetService):
         super().__init__(store, pool if pool is not None else ConnectionPool())
         self._own_pool = pool is None
         self.policy = policy or Policy()  # where new VMs may go (create, clone)
-
-    def __enter__(self) -> Self:
-        return self
 
     def guest(self, vm: str, host: str | None = None) -> Guest:
         """The VM `vm`, wherever it is (`host`: only there)."""

@@ -71,9 +71,6 @@ class OperationService(FleetService):
         super().__init__(store, pool if pool is not None else ConnectionPool())
         self._own_pool = pool is None
 
-    def __enter__(self) -> OperationService:
-        return self
-
     def operations(self) -> list[Operation]:
         """Every operation in the journal: running ones, and interrupted ones."""
         return [Operation(r, "interrupted" if r.state == "running" and interrupted(r)

@@ -86,9 +86,6 @@ class PlanningService(FleetService):
         super().__init__(store, pool)
         self.policy = policy or Policy()
 
-    def __enter__(self) -> PlanningService:
-        return self
-
     def _live(self, site: str | None, pod: str | None, progress: Progress | None
               ) -> LiveFleet:
         tick = counting(progress, "nodeinfo", len(self.store.hypervisors(site=site, pod=pod)))

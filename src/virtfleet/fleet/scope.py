@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Self, TypeVar
+from typing import Generic, Self, TypeVar, cast
 
 from virtfleet.errors import InvalidInput, NotFound, VirtfleetError
 from virtfleet.inventory.records import HostFailure, HostRecord
@@ -126,10 +126,6 @@ class Outcome:
         return HostFailure(self.host, self.error.kind, self.why)
 
 
-def failures(outcomes: Sequence[Outcome]) -> list[HostFailure]:
-    return [f for f in (o.failure() for o in outcomes) if f is not None]
-
-
 class PoolUser:
     """A service's connections: its own one-shot pool (closed by close() or `with`) unless
     it is given a pool to share, which stays the giver's to close."""
@@ -142,18 +138,27 @@ class PoolUser:
         if self._own_pool:
             self.pool.close()
 
-    def ask(self, hosts: Sequence[HostRecord], what: str, work: Callable[[Host], T],
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def ask(self, hosts: Sequence[HostRecord], what: str, work: Callable[[Host], T | None],
             progress: Progress | None = None) -> Answers[T]:
-        """Run `work` on every host at once; `progress` hears of each host that finishes."""
+        """Run `work` on every host at once; `progress` hears of each host that finishes.
+        A host whose work returns None has nothing to report (it is not in `values`)."""
         done = 0
 
-        def tick(_result: HostResult[T]) -> None:
+        def tick(_result: object) -> None:
             nonlocal done
             done += 1
             if progress is not None:
                 progress(Step(what, done, len(hosts)))
 
-        return Answers(tuple(fan_out(hosts, work, self.pool, progress=tick)))
+        # A HostResult's value may be None whatever its type: the same answers either way.
+        results = cast("list[HostResult[T]]", fan_out(hosts, work, self.pool, progress=tick))
+        return Answers(tuple(results))
 
 
 class FleetService(PoolUser):
@@ -162,9 +167,3 @@ class FleetService(PoolUser):
     def __init__(self, store: Store, pool: ConnectionPool | None = None) -> None:
         super().__init__(pool)
         self.store = store
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()

@@ -118,10 +118,10 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
         vtype = choose_virt_type(virt_type or virt_type_setting(), caps.virt_types, kvm_usable)
         taken = pod_macs(pod_hosts, pool)
         macs = []
-        for nic in spec.nics:
+        for i, nic in enumerate(spec.nics):
             if nic.mac is not None:
                 if nic.mac in taken:
-                    raise Conflict(f"--network mac {nic.mac} is already used in pod "
+                    raise Conflict(f"`networks[{i}].mac` {nic.mac} is already used in pod "
                                    f"{target.pod}")
                 mac = nic.mac
             else:
