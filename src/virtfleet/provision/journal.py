@@ -104,6 +104,11 @@ def undo(what: Made, store: Store, pool: ConnectionPool) -> None:
     if what.kind == "claim":
         store.release_placement(what.host, what.ref)
         return
+    if what.kind == "migration":  # finished or rolled back, from where the VM runs now
+        from virtfleet.provision.migrate import settle
+
+        settle(what, store, pool)
+        return
     if what.kind not in ("volume", "poolvol", "domain", "vm"):
         raise NotFound(f"unknown journal step kind {what.kind!r}")
     [record] = store.hypervisors(host=what.host)
