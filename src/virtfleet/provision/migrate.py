@@ -108,20 +108,32 @@ def migrate_uri(target: HostRecord) -> str | None:
     return f"tcp://[{host}]" if ":" in host else f"tcp://{host}"
 
 
-def _ref(move: Move) -> str:
-    ref = f"{move.vm}/{move.uuid}>{move.target.name}"
-    if move.copies:
-        ref += ">" + ",".join(f"{c.pool}/{c.name}" for c in move.copies)
-    return ref
+@dataclass(frozen=True)
+class Step:
+    """The journal's record of one migration: enough for any later process to settle it."""
+
+    vm: str
+    uuid: str
+    target: str
+    volumes: tuple[tuple[str, str], ...] = ()  # (pool, name) made on the target for copies
+    autostart: bool = False  # the VM's autostart, switched off on the source while it moves
+
+    def ref(self) -> str:
+        vols = ",".join(f"{p}/{n}" for p, n in self.volumes)
+        return f"{self.vm}/{self.uuid}>{self.target}>{vols}" + (
+            ">autostart" if self.autostart else "")
+
+    @classmethod
+    def parse(cls, ref: str) -> Step:
+        vm_uuid, target, vols, *flags = [*ref.split(">"), ""][:4]
+        vm, _, uuid = vm_uuid.partition("/")
+        volumes = tuple((p, n) for p, _, n in (v.partition("/") for v in vols.split(",") if v))
+        return cls(vm, uuid, target, volumes, flags == ["autostart"])
 
 
-def _unref(ref: str) -> tuple[str, str, str, list[tuple[str, str]]]:
-    """(vm, uuid, target host, [(pool, volume) made on the target])."""
-    vm_uuid, _, rest = ref.partition(">")
-    target, _, vols = rest.partition(">")
-    vm, _, uuid = vm_uuid.partition("/")
-    made = [tuple(v.split("/", 1)) for v in vols.split(",") if "/" in v]
-    return vm, uuid, target, [(p, n) for p, n in made]
+def _step(move: Move) -> Step:
+    return Step(move.vm, move.uuid, move.target.name,
+                tuple((c.pool, c.name) for c in move.copies), move.autostart)
 
 
 def _retarget(doc: Domain, move: Move) -> str:
@@ -161,7 +173,11 @@ def run(store: Store, pool: ConnectionPool, move: Move, *, limits: MigrationLimi
     with journaled(store, pool, "migrate", f"{move.vm} {move.source.name}->{target.name}"
                    ) as op:
         op.made(Made("claim", target.name, move.vm))
-        op.made(Made(KIND, move.source.name, _ref(move)))
+        op.made(Made(KIND, move.source.name, _step(move).ref()))
+        if move.autostart:
+            # Until it has landed, a restart of the source's libvirtd must not start it there
+            # (libvirt leaves the source defined if its client dies mid-migration).
+            guest.set_autostart(False)
         config = _retarget(Domain.parse(migration.config_xml(guest, seconds)), move)
         dest = (_retarget(Domain.parse(migration.live_xml(guest, seconds)), move)
                 if move.live else None)
@@ -245,53 +261,69 @@ def settle(made: Made, store: Store, pool: ConnectionPool) -> None:
     Runs while rolling back a failure, and from `ops cleanup`. Raises (and so stays in the
     journal) when a host cannot be asked: a VM is never guessed to be somewhere.
     """
-    vm, uuid, target_name, volumes = _unref(made.ref)
+    step = Step.parse(made.ref)
+    vm, uuid, target_name, volumes = step.vm, step.uuid, step.target, list(step.volumes)
     seconds = pool.timeouts.call
     [src_rec] = store.hypervisors(host=made.host)
     [dst_rec] = store.hypervisors(host=target_name)
     src, dst = pool.get(src_rec), pool.get(dst_rec)
     s = _by_uuid(src, uuid)
-    if s is not None and s.is_active() and migration.job_running(s, seconds):
+    sf = _flags(s, seconds)
+    if s is not None and sf is not None and sf.active and migration.job_running(s, seconds):
         migration.abort_job(s, seconds)  # a migration whose client died
     s, t = _by_uuid(src, uuid), _by_uuid(dst, uuid)
-    s_on = s is not None and s.is_active()
-    t_on = t is not None and t.is_active()
-    if s_on and t_on:
-        tf = migration.domain_flags(t, seconds) if t is not None else None
-        if tf is not None and not tf.persistent and t is not None:
-            migration.destroy_incoming(t, seconds)  # the half-made incoming copy
-            t, t_on = None, False
-        else:
-            raise Conflict(f"{vm} ({uuid}) runs on both {made.host} and {target_name}: "
-                           "virtfleet touches neither; stop one by hand")
-    if s_on:
-        assert s is not None
-        if t is not None:  # a persistent copy of a VM running elsewhere must not be startable
-            migration.undefine_left_behind(t, seconds)
-        if migration.domain_flags(s, seconds).paused_by_migration:
+    sf, tf = _flags(s, seconds), _flags(t, seconds)
+    if s is not None and sf is not None and sf.active:
+        # It runs on its source: roll back. A copy on the target must not stay startable.
+        if t is not None and tf is not None:
+            if tf.active and tf.persistent:
+                raise Conflict(f"{vm} ({uuid}) runs on both {made.host} and {target_name}: "
+                               "virtfleet touches neither; stop one by hand")
+            if tf.persistent:
+                migration.undefine_left_behind(t, seconds)
+            else:
+                migration.destroy_incoming(t, seconds)  # the half-made incoming copy
+        if sf.paused_by_migration:
             migration.resume(s, seconds)
+        if step.autostart:
+            s.set_autostart(True)
         _remove_volumes(dst, volumes)
         return
-    if t_on or (t is not None and migration.domain_flags(t, seconds).persistent):
-        assert t is not None
-        if s is not None:
+    if t is not None and tf is not None and (tf.active or tf.persistent):
+        # It runs (or, offline, is defined) on the target: finish there.
+        if s is not None and sf is not None:
             migration.undefine_left_behind(s, seconds)  # libvirt's Confirm did not run
-        tf = migration.domain_flags(t, seconds)
         if not tf.persistent:
             # The definition the source had is gone with it; the running one is kept.
-            migration.make_persistent(dst, migration.live_xml(t, seconds), False, seconds)
+            migration.make_persistent(dst, migration.live_xml(t, seconds), step.autostart,
+                                      seconds)
         _observe(store, dst, made.host, vm, uuid)
         return
-    if s is not None:
-        _remove_volumes(dst, volumes)  # nothing moved
+    if s is not None and sf is not None:  # nothing moved
+        if step.autostart:
+            s.set_autostart(True)
+        _remove_volumes(dst, volumes)
         return
     raise HypervisorError(f"{vm} ({uuid}) is defined on neither {made.host} nor "
                           f"{target_name}: find it before cleaning up")
 
 
+def _flags(guest: Guest | None, seconds: float) -> migration.DomainFlags | None:
+    """The domain's flags, or None if there is none (or it just went: a transient copy)."""
+    if guest is None:
+        return None
+    try:
+        return migration.domain_flags(guest, seconds)
+    except NotFound:
+        return None
+
+
 def _by_uuid(host: Host, uuid: str) -> Guest | None:
     rec = host.domain_by_uuid(uuid)
-    return None if rec is None else Guest.lookup(host, rec.name)
+    try:
+        return None if rec is None else Guest.lookup(host, rec.name)
+    except NotFound:
+        return None  # went between the two calls (a transient copy torn down)
 
 
 def _remove_volumes(host: Host, volumes: list[tuple[str, str]]) -> None:

@@ -356,8 +356,17 @@ def undefine_left_behind(guest: Guest, seconds: float) -> None:
 
 
 def destroy_incoming(guest: Guest, seconds: float) -> None:
-    """Stop a target's half-made incoming copy (its migration failed or was interrupted)."""
-    bounded(_label(guest), seconds, lambda: guest.handle.destroy())
+    """Stop a target's half-made incoming copy (its migration failed or was interrupted).
+    Gone already (libvirt tears it down itself once the source gives up) counts as done."""
+    def destroy() -> None:
+        try:
+            guest.handle.destroy()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN,
+                                            libvirt.VIR_ERR_OPERATION_INVALID):
+                raise
+
+    bounded(_label(guest), seconds, destroy)
 
 
 def resume(guest: Guest, seconds: float) -> None:
