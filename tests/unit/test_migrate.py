@@ -26,7 +26,7 @@ from virtfleet.inventory.store import Store
 from virtfleet.lab.shared import lab_pod
 from virtfleet.placement.models import PlacementRequest, VMShape
 from virtfleet.placement.scheduler import Scheduler
-from virtfleet.provision.migrate import Move, migrate_uri
+from virtfleet.provision.migrate import migrate_uri
 from virtfleet.provision.schedule import live_fleet
 from virtfleet.virt import migration
 from virtfleet.virt.fanout import ConnectionPool
@@ -279,19 +279,19 @@ def test_the_migration_stream_goes_to_the_targets_uri_address() -> None:
     assert migrate_uri(rec("test:///tmp/hv2.xml")) is None
 
 
-def test_the_journal_step_names_what_to_undo() -> None:
-    from virtfleet.provision.migrate import CopyDisk, _ref, _unref
+def test_the_journal_step_names_what_to_settle() -> None:
+    from virtfleet.provision.migrate import Step
 
-    src = HostRecord("hv1", "test:///a.xml", "s", "p")
-    dst = HostRecord("hv2", "test:///b.xml", "s", "p")
-    move = Move("web01", "3f1c2b7a-6a55-4c5e-9d7e-0b6f6a1d2c01", src, dst, True, 4096, False,
-                copies=(CopyDisk("vda", "/a/web01.qcow2", "p2-shared", "web01.qcow2",
-                                 "/b/web01.qcow2", 1, "qcow2"),))
-    made = Made("migration", "hv1", _ref(move))
-    assert made.describe() == ("migration web01/3f1c2b7a-6a55-4c5e-9d7e-0b6f6a1d2c01>hv2>"
-                               "p2-shared/web01.qcow2 on hv1")
-    assert _unref(made.ref) == ("web01", "3f1c2b7a-6a55-4c5e-9d7e-0b6f6a1d2c01", "hv2",
-                                [("p2-shared", "web01.qcow2")])
+    step = Step("web01", "3f1c2b7a-6a55-4c5e-9d7e-0b6f6a1d2c01", "hv2",
+                (("p2-shared", "web01.qcow2"), ("p2-shared", "web01-disk1.qcow2")), True)
+    made = Made("migration", "hv1", step.ref())
+    assert made.describe() == (
+        "migration web01/3f1c2b7a-6a55-4c5e-9d7e-0b6f6a1d2c01>hv2>p2-shared/web01.qcow2,"
+        "p2-shared/web01-disk1.qcow2>autostart on hv1")
+    assert Step.parse(made.ref) == step
+    plain = Step("web01", "3f1c2b7a-6a55-4c5e-9d7e-0b6f6a1d2c01", "hv2")
+    assert plain.ref() == "web01/3f1c2b7a-6a55-4c5e-9d7e-0b6f6a1d2c01>hv2>"
+    assert Step.parse(plain.ref()) == plain
 
 
 # ------------------------------------------------------------------ VIR_MIGRATE_UNSAFE
