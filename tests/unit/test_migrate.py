@@ -326,7 +326,9 @@ def test_unsafe_is_proven_only_by_a_lab_running_here(tmp_path: Path,
     conf = root / "fakelab" / "hosts" / "h1" / "etc" / "libvirtd.conf"
     daemon = subprocess.Popen(["libvirtd", "-c", "import time; time.sleep(60)", "-f", str(conf)],
                               executable=sys.executable)
-    impostor = subprocess.Popen(["sleep", "60"])
+    # A live process that names the lab's config but is no libvirtd (the pid reused).
+    impostor = subprocess.Popen(["true", "-c", "import time; time.sleep(60)", "-f", str(conf)],
+                                executable=sys.executable)
     try:
         _fake_lab(root, pod_dir, uris, daemon.pid)
         assert lab_pod(str(pod_dir), uris) == "fakelab"
