@@ -125,10 +125,10 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in figures.items()}
         rng = {k: f"{min(v):.2f}-{max(v):.2f}" for k, v in figures.items()}
         table = (
-            "| how | median s | range s | per guest s | vs the loop |\n"
+            "| how | median s | range s | per guest s | speed vs the loop |\n"
             "| --- | ---: | ---: | ---: | ---: |\n"
             f"| `virtfleet host maintenance` (2 at a time) | {med['vf2']:.2f} | {rng['vf2']} | "
-            f"{med['vf2'] / count:.2f} | {med['loop'] / med['vf2']:.2f}x faster |\n"
+            f"{med['vf2'] / count:.2f} | {med['loop'] / med['vf2']:.2f}x |\n"
             f"| `virtfleet host maintenance --max-outgoing 1` | {med['vf1']:.2f} | "
             f"{rng['vf1']} | {med['vf1'] / count:.2f} | {med['loop'] / med['vf1']:.2f}x |\n"
             f"| bash loop of `virsh migrate --live` | {med['loop']:.2f} | {rng['loop']} | "
