@@ -105,9 +105,9 @@ def test_a_target_in_maintenance_is_refused(env) -> None:  # type: ignore[no-unt
     assert err.exit_code == 4
     # Left to the scheduler, the pod has nowhere for web01, and each host says why.
     _refused(service, MigrateRequest("web01"), Conflict,
-             r"web01: no hypervisor in pod or-pod1 can take it \(hv2: hv2 is in maintenance.*"
-             r"; hv3: .*no libvirt network 'prod'.*; hv4: 1024 MiB free after reserve and "
-             r"ratio, needs 4096\)")
+             r"web01: no hypervisor in pod or-pod1 can take it \(hv2 is in maintenance: .*; "
+             r"hv3 has no libvirt network 'prod', which web01's NIC uses .*; hv4: 1024 MiB "
+             r"free after reserve and ratio, needs 4096\)")
 
 
 def test_the_scheduler_picks_the_host_that_can_take_it(env) -> None:  # type: ignore[no-untyped-def]

@@ -347,7 +347,8 @@ class MigrationService:
     def _leaving(self, cand: _Candidate) -> targets.Leaving:
         n = cand.needs
         ok = frozenset(h for h, f in cand.fits.items() if f.problem is None)
-        why = tuple((h, f.problem.message) for h, f in sorted(cand.fits.items())
+        why = tuple((h, f.problem.rule if isinstance(f.problem, InvalidInput)
+                     else f.problem.message) for h, f in sorted(cand.fits.items())
                     if f.problem is not None)
         return targets.Leaving(n.name, VMShape(vcpus=n.vcpus, memory_mib=n.memory_mib),
                                targets.group_of(self.store, n.app, n.source), ok, why)

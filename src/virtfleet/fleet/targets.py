@@ -59,7 +59,8 @@ def group_of(store: Store, app: str | None, source: HostRecord) -> str | None:
 
 
 def _nowhere(vm: Leaving, where: str) -> Conflict:
-    reasons = "; ".join(f"{h}: {why}" for h, why in vm.why_not[:4])
+    reasons = "; ".join(why if why.startswith(f"{h} ") else f"{h}: {why}"
+                        for h, why in vm.why_not[:4])
     more = f"; and {len(vm.why_not) - 4} more" if len(vm.why_not) > 4 else ""
     return Conflict(f"{vm.name}: no hypervisor in {where} can take it"
                     + (f" ({reasons}{more})" if reasons else " (no other hypervisor there)"))
