@@ -154,12 +154,17 @@ def tick_images(lab: LabFixture) -> guest.GuestImages:
 
 
 @pytest.fixture
-def db(lab: LabFixture, tmp_path: Path) -> Path:
+def db(lab: LabFixture, tmp_path: Path) -> Iterator[Path]:
+    """A store of the lab, its pods' shared pools in place on their hypervisors (and gone
+    again afterwards: the lab is shared with other tests)."""
     path = tmp_path / "store.db"
     assert run(path, "apply", "-f", str(lab.fleet_file)).code == 0
     r = run(path, "pool", "apply-pod", "--site", lab.hosts[0].pod.rsplit("-pod", 1)[0])
     assert r.code == 0, r.err
-    return path
+    yield path
+    for host in lab.hosts:
+        run(path, "pool", "destroy", f"{host.pod}-shared", "--host", host.name)
+        run(path, "pool", "undefine", f"{host.pod}-shared", "--host", host.name)
 
 
 def pod_dir(lab: LabFixture, host: LabHost) -> Path:
