@@ -180,7 +180,8 @@ def test_maintenance_empties_what_it_can_and_names_what_stays(env) -> None:  # t
     ex = Scheduler(fleet.hosts).explain(PlacementRequest(
         name="new01", shape=VMShape(vcpus=1, memory_mib=1024)))
     assert dict(ex.removed)["AvailabilityFilter"] == [("hv1", "in maintenance")]
-    assert service.activate("hv1") and not service.activate("hv1")
+    assert service.activate("hv1").was_in_maintenance
+    assert not service.activate("hv1").was_in_maintenance
     assert not service.store.hypervisors(host="hv1")[0].maintenance
 
 
@@ -226,9 +227,21 @@ def test_cli_maintenance_and_activate(env) -> None:  # type: ignore[no-untyped-d
     assert "not supported" in out["vms"][0]["error"], out
     listed = {h["name"]: h["maintenance"] for h in run(db, "host", "list", "--json").json()}
     assert listed == {"hv1": False, "hv2": False, "hv3": False, "hv4": True}
+    # The fleet file says nothing of it, and applying it again does not end it.
+    fleet = db.parent / "fleet.yaml"
+    assert run(db, "apply", "-f", str(fleet)).code == 0
+    assert run(db, "host", "list", "--json").json()[3]["maintenance"]
     r = run(db, "host", "activate", "hv4")
     assert (r.code, r.out) == (0, "Hypervisor hv4 activated\n")
     assert not any(h["maintenance"] for h in run(db, "host", "list", "--json").json())
+    # A host the fleet file puts in maintenance stays there, and activate says why.
+    doc = yaml.safe_load(fleet.read_text())
+    doc["sites"][0]["pods"][0]["hypervisors"][2]["maintenance"] = True
+    fleet.write_text(yaml.safe_dump(doc))
+    assert run(db, "apply", "-f", str(fleet)).code == 0
+    r = run(db, "host", "activate", "hv3")
+    assert r.code == 0 and r.out == "Hypervisor hv3 was not in maintenance\n"
+    assert "still in maintenance: the fleet file says so" in r.err
     r = run(db, "host", "maintenance", "nope")
     assert r.code == 3 and "'nope' is not in the inventory" in r.err
 

@@ -209,18 +209,19 @@ def _show_drain(drained: DrainResult, json: bool, *, maintenance: bool) -> None:
 
 
 def host_activate(ctx: typer.Context,
-                  host: Annotated[str, typer.Argument(help="Hypervisor to bring back.")]
-                  ) -> None:
+                  host: Annotated[str, typer.Argument(help="Hypervisor to bring back.")],
+                  json: Json = False) -> None:
     """Make a hypervisor schedulable again after `host maintenance` (its VMs stay where they
     went)."""
-    from virtfleet.fleet.migration import MigrationService
-
-    with MigrationService(app_context(ctx).store()) as service:
-        was = service.activate(host)
-    [rec] = app_context(ctx).store().hypervisors(host=host)
-    if rec.maintenance:
+    with _service(ctx) as service:
+        done = service.activate(host)
+    if json:
+        emit_json(done.as_json())
+        return
+    if done.declared_maintenance:
         warn(f"{host} is still in maintenance: the fleet file says so (maintenance: true)")
-    emit(f"Hypervisor {host} " + ("activated" if was else "was not in maintenance") + "\n")
+    emit(f"Hypervisor {host} "
+         + ("activated" if done.was_in_maintenance else "was not in maintenance") + "\n")
 
 
 def host_cpu_baseline(

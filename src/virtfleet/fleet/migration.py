@@ -166,6 +166,16 @@ class DrainResult:
                 "vms": [r.as_json() for r in self.results]}
 
 
+@dataclass(frozen=True)
+class Activated:
+    host: str
+    was_in_maintenance: bool  # an operator had taken it out of service
+    declared_maintenance: bool  # the fleet file still says maintenance: true
+
+    def as_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
 @dataclass
 class _Candidate:
     needs: movable.VMNeeds
@@ -300,10 +310,12 @@ class MigrationService:
         results = [moved.get(d.name) or stayed[d.name] for d in domains]
         return DrainResult(host.name, marked, tuple(results), cancelled=cancel.is_set())
 
-    def activate(self, host: str) -> bool:
-        """Put an operator's maintenance host back in service; False if it was not in it."""
+    def activate(self, host: str) -> Activated:
+        """Put an operator's maintenance host back in service."""
         check_name("host", host)
-        return self.store.end_maintenance(host)
+        was = self.store.end_maintenance(host)
+        [record] = self.store.hypervisors(host=host)
+        return Activated(host, was, record.maintenance)
 
     # -- a pod's CPU ----------------------------------------------------------------------
 
