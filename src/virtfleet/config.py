@@ -124,6 +124,7 @@ class MigrationLimits:
             max_incoming=_int_env("VIRTFLEET_MIGRATE_MAX_INCOMING", cls.max_incoming),
             seconds_per_gib=_float_env("VIRTFLEET_MIGRATE_SECONDS_PER_GIB",
                                        cls.seconds_per_gib),
+            min_seconds=_float_env("VIRTFLEET_MIGRATE_MIN_SECONDS", cls.min_seconds),
         )
 
     def deadline(self, moved_bytes: int) -> float:

@@ -407,6 +407,18 @@ def test_ctrl_c_during_a_migration_leaves_the_guest_running_on_its_source(
         wait_for(lambda: ticks(log)[-1] >= before + 2, 30, "ticks on the source")
         journal_and_claims_empty(db)
 
+        # A migration past its deadline is aborted the same way.
+        with Watcher(uuid, hv1, hv2) as w:
+            r = run(db, "vm", "migrate", name, "--to", hv2.name, "--bandwidth", "1",
+                    "--cpu-ratio", "8", env={"VIRTFLEET_MIGRATE_MIN_SECONDS": "3",
+                                             "VIRTFLEET_MIGRATE_SECONDS_PER_GIB": "1"})
+        assert r.code == 1 and "did not complete within 3s and was aborted" in r.err, r.err
+        assert f"keeps running on {hv1.name}" in r.err and r.err.count("\n") == 1
+        assert w.breaches == []
+        assert [q.netns for q in qemus(uuid)] == [ns_of(hv1)]
+        assert where(lab, name) == {hv1.name: ("running", True)}
+        journal_and_claims_empty(db)
+
 
 def test_an_interrupted_migration_is_settled_from_what_the_hosts_say(
         lab: LabFixture, tick_images: guest.GuestImages, db: Path) -> None:
