@@ -379,3 +379,62 @@ def test_outside_a_lab_the_service_leaves_libvirts_check_alone(env) -> None:  # 
                         pods=service._pods(), seconds=10)
     assert fit.problem is None and fit.shared_dirs == (POD_DIR,)
     assert MigrationService._lab(_Candidate(needs, True), fit, dst) is None
+
+
+# ------------------------------------------------------------------ N out, M in
+
+
+def test_bounded_moves_never_exceed_their_limits_and_keep_order() -> None:
+    import threading
+    import time as _time
+    from collections import Counter
+
+    from virtfleet.fleet.drain import Job, run_bounded
+
+    lock = threading.Lock()
+    out_now: Counter[str] = Counter()
+    in_now: Counter[str] = Counter()
+    worst = {"out": 0, "in": 0}
+
+    def move(src: str, dst: str, key: str) -> str:
+        with lock:
+            out_now[src] += 1
+            in_now[dst] += 1
+            worst["out"] = max(worst["out"], out_now[src])
+            worst["in"] = max(worst["in"], in_now[dst])
+        _time.sleep(0.02)  # long enough for the others to start, if the limits let them
+        with lock:
+            out_now[src] -= 1
+            in_now[dst] -= 1
+        if key == "vm4":
+            raise Conflict("vm4: refused")
+        return key
+
+    jobs = [Job(f"vm{i}", "hv1", f"hv{2 + i % 3}",
+                (lambda i=i: move("hv1", f"hv{2 + i % 3}", f"vm{i}"))) for i in range(9)]
+    done = run_bounded(jobs, max_out=2, max_in=1, cancel=threading.Event())
+    assert [o.key for o in done] == [j.key for j in jobs]
+    assert [o.value for o in done if o.error is None] == [f"vm{i}" for i in range(9) if i != 4]
+    assert str(done[4].error) == "vm4: refused" and done[4].started
+    assert 1 <= worst["out"] <= 2 and worst["in"] == 1
+
+
+def test_a_cancel_starts_nothing_more_and_says_what_stayed() -> None:
+    import threading
+
+    from virtfleet.errors import Cancelled
+    from virtfleet.fleet.drain import Job, run_bounded
+
+    cancel = threading.Event()
+
+    def first() -> str:
+        cancel.set()  # Ctrl-C arrives while the first move runs
+        return "vm0"
+
+    jobs = [Job("vm0", "hv1", "hv2", first),
+            *(Job(f"vm{i}", "hv1", "hv2", lambda: "moved") for i in (1, 2))]
+    done = run_bounded(jobs, max_out=1, max_in=1, cancel=cancel)
+    assert done[0].value == "vm0"
+    for o in done[1:]:
+        assert not o.started and isinstance(o.error, Cancelled)
+        assert "not moved (cancelled before its turn); it stays on hv1" in str(o.error)
