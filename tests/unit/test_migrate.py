@@ -189,7 +189,9 @@ def test_maintenance_of_an_unknown_host(env) -> None:  # type: ignore[no-untyped
     service, _ = env
     with pytest.raises(NotFound, match="'hv9' is not in the inventory"):
         service.drain(DrainRequest("hv9"))
-    assert service.store.maintenance_records() == []
+    with pytest.raises(NotFound, match="pod 'nopod' is not in the inventory"):
+        service.drain(DrainRequest("hv1", pod="nopod"))
+    assert service.store.maintenance_records() == []  # nothing marked for a bad request
 
 
 # ------------------------------------------------------------------ through the CLI

@@ -253,6 +253,8 @@ class MigrationService:
         """Move every VM off a host; a VM that cannot move stays, named with the reason."""
         req.check()
         [host] = self.store.hypervisors(host=req.host)
+        pod = req.pod or host.pod
+        scope = [r for r in self.store.hypervisors(pod=pod) if r.name != host.name]
         if req.maintenance:
             self.store.start_maintenance(host.name, datetime.now(UTC), socket.gethostname(),
                                          os.getpid(), req.reason)
@@ -277,8 +279,6 @@ class MigrationService:
                     cands.append(_Candidate(needs, needs.flags.active))
                 except VirtfleetError as exc:
                     stayed[d.name] = MigrationResult(d.name, host.name, None, None, False, exc)
-            pod = req.pod or host.pod
-            scope = [r for r in self.store.hypervisors(pod=pod) if r.name != host.name]
             self._fit(cands, scope, req.copy_storage)
             max_out = req.max_outgoing or self.limits.max_outgoing
             chosen = targets.choose(self.store, self.pool, [self._leaving(c) for c in cands],
