@@ -9,4 +9,6 @@ templates.py: sealed templates and their clones. hosts.py: the inventory's hyper
 their facts; queries.py: the fleet-wide questions behind them. operations.py: the journal and
 cleaning up after interrupted operations. planning.py: headroom and placement on the live
 fleet. overview.py: `list` and `sync`; observed.py: what a fleet-wide read saw, into the store.
+migration.py: `vm migrate`, `host maintenance` and `host activate` (with movable.py, what a
+VM needs from its new host; targets.py, where it goes; drain.py, many moves at once).
 """
