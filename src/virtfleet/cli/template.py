@@ -79,7 +79,8 @@ def list_templates(ctx: typer.Context, site: Site = None, pod: Pod = None, host:
         emit_json([t.as_json() for t in found.templates])
     else:
         emit(table(["Site", "Pod", "Host", "Template"],
-                   [(t.site, t.pod, t.host, t.name) for t in found.templates]))
+                   [(t.holder.site, t.holder.pod, t.holder.name, t.name)
+                    for t in found.templates]))
     report_failures(found.failed, asked=found.asked)
     if not found.ok:
         raise typer.Exit(1)

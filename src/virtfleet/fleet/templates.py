@@ -12,14 +12,13 @@ linked clones use its images. A clone that fails is its own result; the others s
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from virtfleet.fleet.locate import VMFinder, locate_vm
 from virtfleet.fleet.queries import counting
 from virtfleet.fleet.scope import Progress, Scope
-from virtfleet.inventory.records import HostFailure
+from virtfleet.inventory.records import HostFailure, HostRecord
 from virtfleet.provision.clone import Cloned, CloneRequest, clone
 from virtfleet.provision.locks import vm_lock
 from virtfleet.provision.templates import (
@@ -53,13 +52,14 @@ class TemplateRequest:
 
 @dataclass(frozen=True)
 class TemplateRow:
-    site: str
-    pod: str
-    host: str
+    """A template, and the hypervisor that holds it."""
+
+    holder: HostRecord
     name: str
 
     def as_json(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        h = self.holder
+        return {"site": h.site, "pod": h.pod, "host": h.name, "name": self.name}
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,7 @@ class TemplateService(VMFinder):
         """Every template in scope, with the hypervisor that holds it."""
         hosts = self.store.hypervisors(site=scope.site, pod=scope.pod, host=scope.host)
         answers = self.ask(hosts, "templates", templates_on, progress)
-        rows = tuple(TemplateRow(h.site, h.pod, h.name, t) for h, names in answers.values
-                     for t in names)
+        rows = tuple(TemplateRow(h, t) for h, names in answers.values for t in names)
         return TemplateList(rows, tuple(answers.failures), len(answers))
 
     def info(self, template: str, host: str | None = None) -> TemplateInfo:
