@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.tools import require_tool
 from virtfleet.errors import Conflict, InvalidInput
-from virtfleet.images import _follow, convert, info
+from virtfleet.fleet.images import _follow, convert, info
 
 from .cli import run
 

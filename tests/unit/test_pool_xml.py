@@ -16,8 +16,8 @@ import pytest
 
 from tests.unit.tools import require_tool
 from virtfleet.errors import InvalidInput
+from virtfleet.fleet.podstorage import pod_pool
 from virtfleet.inventory.fleetfile import PodStorage
-from virtfleet.podstorage import pod_pool
 from virtfleet.xml.storage import Pool, Volume, pool_definition
 
 GOLDEN = Path(__file__).parent / "golden" / "storage"

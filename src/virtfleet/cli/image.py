@@ -9,7 +9,7 @@ import typer
 
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json, fields
-from virtfleet.images import human_bytes
+from virtfleet.units import human_bytes
 
 app = typer.Typer(no_args_is_help=True, help="Local disk images: info and raw/qcow2 convert.")
 
@@ -21,7 +21,7 @@ def info(file: Annotated[str, typer.Argument(help="Image file.", show_default=Fa
              "vhdx, qed ...).")] = None,
          json: Json = False) -> None:
     """`qemu-img info`: format, virtual and on-disk size, backing file."""
-    from virtfleet.images import info as image_info
+    from virtfleet.fleet.images import info as image_info
 
     i = image_info(file, fmt)
     if json:
@@ -44,7 +44,7 @@ def convert(src: Annotated[str, typer.Argument(help="Source image.", show_defaul
             force: Annotated[bool, typer.Option("--force", help="Replace DST.")] = False,
             json: Json = False) -> None:
     """`qemu-img convert -p`, then `qemu-img compare` proves the content is identical."""
-    from virtfleet.images import convert as do_convert
+    from virtfleet.fleet.images import convert as do_convert
 
     if sys.stderr.isatty():
         from rich.console import Console

@@ -22,10 +22,10 @@ from virtfleet.cli.progress import fleet_progress
 from virtfleet.errors import InvalidInput, NotFound, VirtfleetError
 
 if TYPE_CHECKING:
+    from virtfleet.fleet.declared_networks import NetChange
     from virtfleet.inventory.fleetfile import Fleet
     from virtfleet.inventory.networks import NetworkSpec
     from virtfleet.inventory.records import HostRecord
-    from virtfleet.netfleet import NetChange
     from virtfleet.virt.fanout import HostResult
     from virtfleet.virt.host import Host
     from virtfleet.xml.network import Network
@@ -376,8 +376,8 @@ def define(
     all_: AllHosts = False, json: Json = False,
 ) -> None:
     """Define a network on every hypervisor in scope, from an XML file or from options."""
+    from virtfleet.fleet.declared_networks import define_on, undo_define
     from virtfleet.inventory.networks import build_network, check_spec, spec_of
-    from virtfleet.netfleet import define_on, undo_define
     from virtfleet.validate import check_name
     from virtfleet.virt import networks
 
@@ -552,7 +552,7 @@ class NetworkApply:
         self.fleet, self.hosts, self.dry = fleet, hosts, dry
 
     def finish(self, dry_run: bool) -> FleetNetworks:
-        from virtfleet.netfleet import converge
+        from virtfleet.fleet.declared_networks import converge
         from virtfleet.queries import failures
 
         results = self.dry
@@ -581,7 +581,7 @@ class NetworkApply:
 
 def check_networks(fleet: Fleet) -> NetworkApply | None:
     """The dry pass (see NetworkApply); None if the fleet file declares no networks."""
-    from virtfleet.netfleet import converge, first_bad_input, hosts_with_networks
+    from virtfleet.fleet.declared_networks import converge, first_bad_input, hosts_with_networks
 
     targets = hosts_with_networks(fleet)
     if not targets:

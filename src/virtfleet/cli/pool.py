@@ -19,7 +19,7 @@ from virtfleet.cli.options import Group, HostOpt, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
 from virtfleet.cli.progress import fleet_progress
 from virtfleet.errors import InvalidInput
-from virtfleet.images import human_bytes
+from virtfleet.units import human_bytes
 
 if TYPE_CHECKING:
     from virtfleet.inventory.fleetfile import PodStorage
@@ -298,7 +298,7 @@ def apply_pod(ctx: typer.Context, site: Site = None, pod: Pod = None, host: Host
               group: Group = None, all_: AllOpt = False, json: Json = False) -> None:
     """Make each pod's declared shared storage (fleet file `storage:`) a defined, active,
     autostarted pool on every hypervisor of the pod."""
-    from virtfleet.podstorage import ensure_pod_pool, pod_pool
+    from virtfleet.fleet.podstorage import ensure_pod_pool, pod_pool
     from virtfleet.queries import ask_fleet, failures
     from virtfleet.xml.storage import Pool
 
@@ -333,7 +333,7 @@ def check(ctx: typer.Context, site: Site = None, pod: Pod = None, host: HostOpt 
           group: Group = None, json: Json = False) -> None:
     """Storage preflight: the pod's pool active and writable, autostart pools running,
     SELinux virt_use_nfs where it can be read (default: every hypervisor)."""
-    from virtfleet.storage_check import StorageCheck, storage_check_of
+    from virtfleet.fleet.storage_check import StorageCheck, storage_check_of
 
     storage = _pod_storage(ctx)
     pods = {h.name: h.pod for h in _hosts(ctx, Scope(site, pod, host, group, False), False)}

@@ -15,10 +15,10 @@ from virtfleet.cli.context import app_context
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json, fields, table
 from virtfleet.errors import InvalidInput, NotFound
-from virtfleet.images import human_bytes
+from virtfleet.units import human_bytes
 
 if TYPE_CHECKING:
-    from virtfleet.podstorage import Sharing
+    from virtfleet.fleet.podstorage import Sharing
     from virtfleet.virt.fanout import ConnectionPool
     from virtfleet.virt.host import Host
     from virtfleet.virt.pools import PoolDetail, VolumeDetail
@@ -98,7 +98,7 @@ def list_vols(ctx: typer.Context, host: HostReq, pool: PoolReq, json: Json = Fal
 
 def _sharing(ctx: typer.Context, h: Host, pool_name: str, cp: ConnectionPool) -> Sharing:
     """Whether `pool_name` on `h` is the same storage on every other hypervisor of its pod."""
-    from virtfleet.podstorage import judge_sharing
+    from virtfleet.fleet.podstorage import judge_sharing
     from virtfleet.virt.fanout import fan_out
     from virtfleet.virt.pools import list_pools, pool_info
 
@@ -202,7 +202,7 @@ def upload(ctx: typer.Context,
            file: Annotated[Path, typer.Argument(help="Local file to send.", show_default=False)],
            volume: VolArg, host: HostReq, pool: PoolReq, json: Json = False) -> None:
     """`virsh vol-upload` into a new volume, holes kept (sparse stream)."""
-    from virtfleet.images import info as image_info
+    from virtfleet.fleet.images import info as image_info
     from virtfleet.virt import storage
     from virtfleet.virt.pools import check_volume_name, pool_info, volume_info
 

@@ -11,7 +11,7 @@ from typing import Any
 import libvirt
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
-from virtfleet.images import human_bytes
+from virtfleet.units import human_bytes
 from virtfleet.virt.errors import libvirt_errors
 from virtfleet.virt.host import Host
 from virtfleet.xml.storage import Pool, Volume

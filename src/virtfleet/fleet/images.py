@@ -25,16 +25,6 @@ _PROGRESS_RE = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 QEMU_IMG = "qemu-img"
 
 
-def human_bytes(n: int | None) -> str | None:
-    """A size as qemu-img and virsh print it: 1.50 GiB."""
-    if n is None:
-        return None
-    for unit, div in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{n} B"
-
-
 @dataclass(frozen=True)
 class ImageInfo:
     path: str
