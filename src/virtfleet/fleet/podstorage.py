@@ -49,9 +49,9 @@ def ensure_pod_pool(host: Host, want: Pool) -> str:
     have = existing.get(name)
     done = []
     if have is not None and not _same(have, want):
-        raise Conflict(f"{host.label}: pool {name!r} exists with another source "
-                       f"({have.type} {have.source or have.target}); undefine it or rename "
-                       "the pod's pool")
+        raise Conflict(f"pool {name!r} exists with another source ({have.type} "
+                       f"{have.source or have.target}); undefine it or rename the pod's pool",
+                       host=host.label)
     if have is None:
         have = pools.define_pool(host, want)
         done.append("defined")
