@@ -204,7 +204,7 @@ def check_volume_ref(field: str, name: str) -> str:
 
 def _vol(host: Host, pool_name: str, name: str) -> Any:
     p = _lookup(host, pool_name)
-    check_volume_ref("VOLUME", name)
+    check_volume_ref("volume", name)
     with libvirt_errors(host.label):
         try:
             return p.storageVolLookupByName(name)
@@ -248,11 +248,12 @@ def resize_volume(host: Host, pool_name: str, name: str, capacity_bytes: int,
     with libvirt_errors(host.label):
         current = _vol_detail(pool_name, v)
         if capacity_bytes < current.capacity_bytes and not shrink:
-            raise InvalidInput("SIZE", f"{capacity_bytes} bytes is smaller than the volume's "
-                               f"{current.capacity_bytes}; shrinking loses data: add --shrink")
+            raise InvalidInput("size_bytes", f"{capacity_bytes} bytes is smaller than the "
+                               f"volume's {current.capacity_bytes}; shrinking loses data: add "
+                               "`shrink`")
         grow = capacity_bytes - current.capacity_bytes
         if grow > info.available_bytes:
-            raise InvalidInput("SIZE", f"growing by {grow // 2**20} MiB is more than the "
+            raise InvalidInput("size_bytes", f"growing by {grow // 2**20} MiB is more than the "
                                f"{info.available_bytes // 2**20} MiB free in pool "
                                f"{pool_name!r}")
         v.resize(capacity_bytes, libvirt.VIR_STORAGE_VOL_RESIZE_SHRINK if shrink else 0)
