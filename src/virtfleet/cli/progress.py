@@ -51,3 +51,17 @@ def step_progress() -> Iterator[Callable[[Step], None]]:
                 tasks[step.what] = bar.add_task(step.what, total=step.total)
             bar.update(tasks[step.what], completed=step.done)
         yield tick
+
+
+@contextmanager
+def percent_progress(what: str) -> Iterator[Callable[[float], None]]:
+    """Yield a callback taking a percentage (a tool's own figure): a bar on a terminal."""
+    if not sys.stderr.isatty():
+        yield lambda _pct: None
+        return
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
+
+    with Progress(f"[bold]{what}", BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task(what, total=100.0)
+        yield lambda pct: bar.update(task, completed=pct)
