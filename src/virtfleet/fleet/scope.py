@@ -126,10 +126,6 @@ class Outcome:
         return HostFailure(self.host, self.error.kind, self.why)
 
 
-def failures(outcomes: Sequence[Outcome]) -> list[HostFailure]:
-    return [f for f in (o.failure() for o in outcomes) if f is not None]
-
-
 class PoolUser:
     """A service's connections: its own one-shot pool (closed by close() or `with`) unless
     it is given a pool to share, which stays the giver's to close."""
