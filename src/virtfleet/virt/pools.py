@@ -203,16 +203,27 @@ def check_volume_ref(field: str, name: str) -> str:
 
 
 def _vol(host: Host, pool_name: str, name: str) -> Any:
+    """The volume; a pool that does not list it is refreshed once first, since another
+    hypervisor of the pod (or another tool) may have made it on storage they share."""
     p = _lookup(host, pool_name)
     check_volume_ref("volume", name)
     with libvirt_errors(host.label):
-        try:
-            return p.storageVolLookupByName(name)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                raise NotFound(f"pool {pool_name!r} has no volume {name!r}",
-                               host=host.label) from None
-            raise
+        found = _vol_named(p, name)
+        if found is None and p.isActive():
+            p.refresh(0)
+            found = _vol_named(p, name)
+    if found is None:
+        raise NotFound(f"pool {pool_name!r} has no volume {name!r}", host=host.label)
+    return found
+
+
+def _vol_named(p: Any, name: str) -> Any | None:
+    try:
+        return p.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return None
+        raise
 
 
 def _vol_detail(pool_name: str, v: Any) -> VolumeDetail:
