@@ -2,6 +2,9 @@
 typed per-host or per-VM results. The CLI, the controller and the API call these; only they
 and the layers below (provision/, virt/, inventory/, placement/) know how the work is done.
 
+migration.py: `vm migrate`, `host maintenance` and `host activate` (with movable.py, what a
+VM needs from its new host; targets.py, where it goes; drain.py, many moves at once).
+
 scope.py: which hypervisors a verb runs on, and what each of them answered (shared by the
 network and storage services). networks.py: libvirt networks (virsh net-*); declared_networks.py:
 the fleet file's networks onto its hypervisors (apply) and the network preflight. pools.py:
