@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from virtfleet.errors import InvalidInput, VirtfleetError
-from virtfleet.fleet.scope import PoolUser, Progress
+from virtfleet.fleet.scope import FanOutService, Progress
 from virtfleet.inventory.fleetfile import Fleet
 from virtfleet.inventory.networks import NetworkSpec, declared_networks
 from virtfleet.inventory.records import HostFailure, HostRecord
@@ -74,7 +74,7 @@ def hosts_with_networks(fleet: Fleet) -> list[tuple[HostRecord, list[NetworkSpec
     return out
 
 
-class DeclaredNetworks(PoolUser):
+class DeclaredNetworks(FanOutService):
     """The fleet file's libvirt networks onto its hypervisors, for `apply`: each declared
     network defined, started and autostarted on each hypervisor of its site or pod.
 
