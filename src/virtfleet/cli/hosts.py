@@ -42,14 +42,6 @@ def _hosts(ctx: typer.Context) -> Iterator[HostService]:
         yield service
 
 
-def select_hosts(ctx: typer.Context, names: list[str] | None, site: str | None,
-                 pod: str | None, group: str | None) -> list[HostRecord]:
-    """The hosts named (default: all) in the site, pod or group; for cli/net.py, until the
-    networks half of the service layer selects its own."""
-    with _hosts(ctx) as hosts:
-        return hosts.select(_query(names, site, pod, group))
-
-
 def _query(names: list[str] | None, site: str | None, pod: str | None,
            group: str | None) -> HostQuery:
     from virtfleet.fleet.hosts import HostQuery

@@ -66,17 +66,6 @@ def vm_service(ctx: typer.Context, flags: dict[str, str] | None = None,
         yield service
 
 
-@contextmanager
-def one_guest(ctx: typer.Context, name: str, host: str | None) -> Iterator[Any]:
-    """The VM `name` (a virt Guest), found anywhere in the fleet, its connection closed
-    afterwards: for `vol disks` (cli/vol.py), until the storage half of the service layer
-    gives that command a service of its own."""
-    from virtfleet.fleet.locate import VMFinder
-
-    with VMFinder(app_context(ctx).store()) as finder, options_named(FLAGS):
-        yield finder.guest(name, host)
-
-
 def _one_or_all(verb: str, name: str | None, all_: bool, scope: Scope) -> None:
     if (name is None) == (not all_):
         raise InvalidInput("NAME", f"name one VM, or use --all to {verb} every VM in scope")

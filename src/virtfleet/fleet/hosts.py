@@ -166,7 +166,7 @@ class HostService(FleetService):
     def check(self, query: HostQuery, progress: Progress | None = None) -> HostChecks:
         """Can each host run VMs: virt types, VT-x/AMD-V, IOMMU, KVM, its networks, and its
         pod's storage pool (docs/storage.md)."""
-        from virtfleet.storage_check import host_check_with_storage, storage_by_host
+        from virtfleet.fleet.storage_check import host_check_with_storage, storage_by_host
 
         work = host_check_with_storage(storage_by_host(self.store))
         answers = self._ask(query, "check", work, progress)

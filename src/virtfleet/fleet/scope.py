@@ -126,9 +126,10 @@ class Outcome:
         return HostFailure(self.host, self.error.kind, self.why)
 
 
-class PoolUser:
-    """A service's connections: its own one-shot pool (closed by close() or `with`) unless
-    it is given a pool to share, which stays the giver's to close."""
+class FanOutService:
+    """A service that asks many hypervisors at once. Its connections: a one-shot pool of its
+    own (closed by close() or `with`), unless it is given a pool to share, which stays the
+    giver's to close."""
 
     def __init__(self, pool: ConnectionPool | None = None) -> None:
         self._own_pool = pool is None
@@ -161,7 +162,7 @@ class PoolUser:
         return Answers(tuple(results))
 
 
-class FleetService(PoolUser):
+class FleetService(FanOutService):
     """A service over the inventory's hypervisors: the store says which hosts a scope holds."""
 
     def __init__(self, store: Store, pool: ConnectionPool | None = None) -> None:
