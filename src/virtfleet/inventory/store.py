@@ -48,6 +48,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 
 from virtfleet.errors import Busy, Conflict, InvalidInput, NotFound, StoreError
 from virtfleet.inventory import tables as t
+from virtfleet.inventory.access import AccessStore
+from virtfleet.inventory.audit import AuditStore
 from virtfleet.inventory.controllers import ControllerRegistry
 from virtfleet.inventory.installs import InstallStore
 from virtfleet.inventory.maintenance import MaintenanceStore
@@ -68,7 +70,7 @@ if TYPE_CHECKING:
 
 # alembic and the pydantic fleet-file models are imported only where needed: a CLI whose store
 # is already at the newest schema, asking a controller, should not pay for importing them.
-HEAD_REVISION = "0007"  # newest file in migrations/versions (a unit test keeps them in step)
+HEAD_REVISION = "0009"  # newest file in migrations/versions (a unit test keeps them in step)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
@@ -324,7 +326,7 @@ def _alembic_error() -> type[Exception]:
     return CommandError
 
 
-class Store(InstallStore, ControllerRegistry, MaintenanceStore):
+class Store(InstallStore, ControllerRegistry, MaintenanceStore, AccessStore, AuditStore):
     """The inventory and observed state of the fleet, in one SQL database (network installs:
     the InstallStore methods, in installs.py; the controller registration: controllers.py; host
     maintenance: maintenance.py)."""
