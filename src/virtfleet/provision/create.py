@@ -7,7 +7,7 @@ steps are undone in reverse and the error says what was rolled back, and if the 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from virtfleet.config import virt_type_setting
@@ -104,9 +104,13 @@ def check_name_free(name: str, store: Store, pod_hosts: list[HostRecord],
 
 def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPool, *,
               start: bool = True, virt_type: str | None = None,
-              facts: dict[str, str] | None = None, storage_pool: str = "default") -> Created:
-    """Make the VM on `target` (room already claimed by reserve_host), or nothing."""
-    with journaled(store, pool, "create", f"{target.name}/{spec.name}") as op:
+              facts: dict[str, str] | None = None, storage_pool: str = "default",
+              progress: Callable[[str], None] | None = None) -> Created:
+    """Make the VM on `target` (room already claimed by reserve_host), or nothing.
+    `progress` hears each step as the journal records it, and the start."""
+    say = progress or (lambda _what: None)
+    with journaled(store, pool, "create", f"{target.name}/{spec.name}",
+                   on_step=lambda m: say(f"recorded {m.describe()}")) as op:
         # The claim goes back if anything fails; on success the VM is recorded as observed
         # and the claim goes (settle): its room stays counted, and nothing outlives the VM.
         op.made(Made("claim", target.name, spec.name))
@@ -156,6 +160,7 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
             guest.set_autostart(True)
         if start:
             guest.start()
+            say(f"started {spec.name} on {target.name}")
         settle(store, host, placement.uuid)
     return Created(host=target.name, name=spec.name, uuid=placement.uuid, virt_type=vtype,
                    disks=tuple(paths), macs=tuple(macs), started=start)
