@@ -31,14 +31,27 @@ def serve(
         help="Seconds a worker may go without progress before the controller stops "
         "heart-beating (default: twice the per-host deadline plus --interval).", min=1)]
     = None,
+    tcp: Annotated[str | None, typer.Option(
+        "--listen", help="Also serve the API over TCP at HOST:PORT, for user tokens "
+        "(docs/api.md); beyond loopback only with --tls-cert/--tls-key.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate for --listen.")]
+    = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --listen (mode "
+                                                  "0600).")] = None,
 ) -> None:
     """Run the controller: connections kept open, events followed, the store kept current."""
     import uvicorn
 
-    from virtfleet.controller.api import create_app
+    from virtfleet.cli.fields import options_named
+    from virtfleet.controller.app import build_app
+    from virtfleet.controller.listen import TcpServer, check_listen
     from virtfleet.controller.service import Controller
     from virtfleet.controller.sockets import default_run_dir, listen, private_dir
 
+    with options_named({"listen": "--listen", "tls_cert": "--tls-cert",
+                        "tls_key": "--tls-key"}):
+        beyond = check_listen(tcp, tls_cert, tls_key)
+        tcp_sock = beyond.bind() if beyond is not None else None
     directory = private_dir(socket_dir or default_run_dir(), "--socket-dir")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     sock, path, url = listen(directory, "--socket-dir")
@@ -51,8 +64,10 @@ def serve(
     controller = Controller(app_context(ctx).store(), interval=interval,
                             full_resync=full_resync, stuck_after=stuck_after,
                             on_superseded=superseded)
-    server = uvicorn.Server(uvicorn.Config(create_app(controller), log_level="warning",
-                                           access_log=False))
+    app = build_app(controller)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    over_tcp = (TcpServer(beyond, tcp_sock, build_app(controller, local_token=False, shared=app))
+                if beyond is not None and tcp_sock is not None else None)
     serving = False
 
     def on_sigterm(*_: object) -> None:
@@ -73,9 +88,13 @@ def serve(
             "serving %s: %d hosts, %d unreachable", url, len(controller.state.hosts()),
             len(failed))
         serving = True
+        if over_tcp is not None:
+            over_tcp.start()
         if not server.should_exit:
             server.run(sockets=[sock])
     finally:
+        if over_tcp is not None:
+            over_tcp.stop()
         controller.stop()
         sock.close()
         with contextlib.suppress(FileNotFoundError):

@@ -9,6 +9,8 @@ import click
 import typer
 
 from virtfleet.cli import (
+    access,
+    audit,
     boot,
     controller,
     hosts,
@@ -27,6 +29,7 @@ from virtfleet.cli import (
     vms,
     vol,
 )
+from virtfleet.cli.audit import audited
 from virtfleet.cli.context import AppContext
 from virtfleet.errors import VirtfleetError
 
@@ -75,6 +78,10 @@ app.add_typer(image.app, name="image")
 app.add_typer(netcfg.app, name="netcfg",
               help="Hypervisor network configuration: ifcfg, NetworkManager keyfiles, nmstate.")
 app.add_typer(lab.app, name="lab", help="A local lab of real libvirtd hypervisors.")
+app.add_typer(access.user_app, name="user")
+app.add_typer(access.token_app, name="token")
+app.add_typer(access.grant_app, name="grant")
+app.add_typer(audit.app, name="audit")
 
 
 # Recent typer releases carry their own copy of click; older ones use the click package.
@@ -82,6 +89,7 @@ _USAGE_ERRORS: tuple[type[Exception], ...] = (click.ClickException, getattr(
     typer, "TyperException", click.ClickException))
 
 
+@audited
 def main() -> None:
     # standalone_mode=False: errors come back to us, so every one is a single line on stderr
     # (click's own usage errors included) with the README's exit code; never a traceback.
