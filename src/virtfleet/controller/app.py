@@ -82,7 +82,9 @@ def build_app(controller: Controller, *, routers: Sequence[APIRouter] | None = N
     errors.install(app)
     app.add_middleware(Gate, max_body=max_body)
     if local_token:
-        app.include_router(api.router(controller))
+        # The CLI's own protocol, not the public API: left out of the document, so the socket
+        # and a --listen address describe the same API (docs/openapi.json).
+        app.include_router(api.router(controller), include_in_schema=False)
     for r in rest_routers():
         app.include_router(r)
     for r in (extra_routers(controller) if routers is None else routers):

@@ -58,8 +58,11 @@ def error_response(exc: VirtfleetError) -> Response:
     return json_response(status, exc.as_json(), headers)
 
 
-def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    """('body', 'disks', 0, 'path') -> 'disks[0].path'; ('query', 'limit') -> 'limit'."""
+def field_path(loc: tuple[Any, ...] | list[Any], kind: str = "") -> str:
+    """('body', 'disks', 0, 'path') -> 'disks[0].path'; ('query', 'limit') -> 'limit'; a
+    body that is not JSON at all is `body` (its loc is the character where parsing stopped)."""
+    if kind == "json_invalid":
+        return "body"
     out = ""
     for part in list(loc)[1:] if loc and loc[0] in ("body", "query", "path") else list(loc):
         if isinstance(part, int):
@@ -84,7 +87,7 @@ def validation_error(exc: RequestValidationError) -> InvalidInput:
     first = errors[0]
     rule = _RULES.get(str(first.get("type")),
                       str(first.get("msg", "invalid")).removeprefix("Value error, "))
-    return InvalidInput(field_path(tuple(first.get("loc", ()))), rule)
+    return InvalidInput(field_path(tuple(first.get("loc", ())), str(first.get("type"))), rule)
 
 
 def install(app: FastAPI) -> None:
@@ -98,7 +101,7 @@ def install(app: FastAPI) -> None:
     async def bad_request(_request: Request, exc: RequestValidationError) -> Response:
         err = validation_error(exc)
         body = {**err.as_json(), "errors": [
-            {"field": field_path(tuple(e.get("loc", ()))),
+            {"field": field_path(tuple(e.get("loc", ())), str(e.get("type"))),
              "rule": _RULES.get(str(e.get("type")), str(e.get("msg", "")))}
             for e in exc.errors()]}
         return json_response(422, body)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.routing import Match
@@ -26,13 +27,27 @@ GUARDED = "/api/"
 DEFAULT_MAX_BODY = 64 * 1024  # bytes: the largest request body (a create is well under 2 KiB)
 
 
+def _routes(node: Any) -> list[APIRoute]:
+    """Every APIRoute under an app or router. FastAPI keeps an included router whole (its
+    routes under `original_router`), so they are walked rather than read off `app.routes`."""
+    found: list[APIRoute] = []
+    for route in getattr(node, "routes", ()):
+        if isinstance(route, APIRoute):
+            found.append(route)
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            found.extend(_routes(inner))
+    return found
+
+
 def _action(scope: Scope) -> str:
     """The route's name (vm.start) if one matches, else METHOD PATH."""
     app = scope.get("app")
-    for route in getattr(getattr(app, "router", None), "routes", ()):
+    router = getattr(app, "router", None)
+    for route in _routes(router) if router is not None else ():
         match, _child = route.matches(scope)
         if match == Match.FULL:
-            return str(getattr(route, "name", scope["path"]))
+            return route.name
     return f"{scope['method']} {scope['path']}"
 
 
