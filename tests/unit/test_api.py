@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,70 +183,90 @@ def test_an_operator_of_group_web_restarts_web_vms_and_not_db_vms(served: Served
 # ------------------------------------------------------------------ bad input
 
 
-OVERSIZED = json.dumps({"name": "x", "memory": "1G", "vcpus": 1, "pod": "or-pod1",
-                        "owner": "a" * 100_000}).encode()
 GOOD = {"name": "new1", "memory": "64M", "vcpus": 1, "pod": "or-pod1", "app": "web"}
 
 
-def _expired(s: Served) -> str:
-    with Store(f"sqlite:///{s.db}") as store:
+Case = tuple[str, str, str, Any, int, str, str]
+
+
+def refused_writes(web: str, db: str, pod: str) -> list[Case]:
+    """Writes that must be refused, with nothing changed and an audit entry each: (who,
+    method, path, body or raw bytes, status, the field or permission named, action). `web`
+    and `db` are VMs of those groups; `pod` is where a create would go. Who: `` (no token),
+    `expired`, `viewer` (viewer on all), `webop` (operator on group:web)."""
+    good = {"name": "new1", "memory": "64M", "vcpus": 1, "pod": pod, "app": "web"}
+    oversized = json.dumps({**good, "owner": "a" * 100_000}).encode()
+    return [
+        ("", "POST", "/api/v1/vms", good, 401, "", "vm.create"),
+        ("expired", "POST", f"/api/v1/vms/{web}/start", None, 401, "", "vm.start"),
+        ("webop", "POST", "/api/v1/vms", {**good, "app": "db"}, 403, "vm.create",
+         "vm.create"),
+        ("webop", "POST", f"/api/v1/vms/{db}/destroy", None, 403, "vm.lifecycle",
+         "vm.destroy"),
+        ("viewer", "POST", f"/api/v1/vms/{web}/destroy", None, 403, "vm.lifecycle",
+         "vm.destroy"),
+        ("viewer", "DELETE", f"/api/v1/vms/{web}", None, 403, "vm.delete", "vm.undefine"),
+        ("webop", "POST", "/api/v1/tokens", {"user": "webop"}, 403, "user.manage",
+         "token.create"),
+        ("webop", "POST", "/api/v1/grants", {"user": "webop", "role": "admin",
+                                             "scope": "all"}, 403, "user.manage", "grant.add"),
+        ("webop", "POST", "/api/v1/vms", {**good, "host": "hv-db"}, 422, "host", "vm.create"),
+        ("webop", "POST", "/api/v1/vms", {**good, "disks": [{"size": "1G",
+                                                               "path": "/etc/shadow"}]},
+         422, "disks[0].path", "vm.create"),
+        ("webop", "POST", "/api/v1/vms", oversized, 413, "body", "vm.create"),
+        ("webop", "POST", f"/api/v1/vms/{web}/shutdown", {"timeout": 1, "frobnicate": True},
+         422, "frobnicate", "vm.shutdown"),
+        ("webop", "POST", f"/api/v1/vms/{web}/destroy?hots=hv-db", None, 400, "hots",
+         "vm.destroy"),
+        ("webop", "POST", "/api/v1/vms", b'{"name": "x", ', 422, "body", "vm.create"),
+        ("webop", "POST", "/api/v1/vms", {**good, "vcpus": 0}, 422, "vcpus", "vm.create"),
+        ("webop", "POST", "/api/v1/vms/bad%20name!/start", None, 400, "name", "vm.start"),
+    ]
+
+
+def expired_token(db: Path) -> str:
+    """A token of `viewer` that expired yesterday."""
+    with Store(f"sqlite:///{db}") as store:
         past = datetime.now(UTC) - timedelta(days=2)
         store.add_token("viewer", "00000000dead", hash_secret("B" * 43), past,
                         expires_at=past + timedelta(days=1))
     return "vf_00000000dead_" + "B" * 43
 
 
-# (who, method, path, body or raw bytes, status, the field or permission named, action)
-CASES: list[tuple[str, str, str, Any, int, str, str]] = [
-    ("", "POST", "/api/v1/vms", GOOD, 401, "", "vm.create"),
-    ("expired", "POST", "/api/v1/vms/web02/start", None, 401, "", "vm.start"),
-    ("webop", "POST", "/api/v1/vms", {**GOOD, "app": "db"}, 403, "vm.create", "vm.create"),
-    ("webop", "POST", "/api/v1/vms/db01/destroy", None, 403, "vm.lifecycle", "vm.destroy"),
-    ("viewer", "DELETE", "/api/v1/vms/web02", None, 403, "vm.delete", "vm.undefine"),
-    ("webop", "POST", "/api/v1/tokens", {"user": "webop"}, 403, "user.manage",
-     "token.create"),
-    ("webop", "POST", "/api/v1/grants", {"user": "webop", "role": "admin", "scope": "all"},
-     403, "user.manage", "grant.add"),
-    ("webop", "POST", "/api/v1/vms", {**GOOD, "host": "hv-db"}, 422, "host", "vm.create"),
-    ("webop", "POST", "/api/v1/vms", {**GOOD, "disks": [{"size": "1G",
-                                                           "path": "/etc/shadow"}]},
-     422, "disks[0].path", "vm.create"),
-    ("webop", "POST", "/api/v1/vms", OVERSIZED, 413, "body", "vm.create"),
-    ("webop", "POST", "/api/v1/vms/web01/shutdown", {"timeout": 1, "frobnicate": True}, 422,
-     "frobnicate", "vm.shutdown"),
-    ("webop", "POST", "/api/v1/vms/web01/destroy?hots=hv-db", None, 400, "hots",
-     "vm.destroy"),
-    ("webop", "POST", "/api/v1/vms", b'{"name": "x", ', 422, "body", "vm.create"),
-    ("webop", "POST", "/api/v1/vms", {**GOOD, "vcpus": 0}, 422, "vcpus", "vm.create"),
-    ("webop", "POST", "/api/v1/vms/bad%20name!/start", None, 400, "name", "vm.start"),
-]
-
-
-@pytest.mark.parametrize(("who", "method", "path", "body", "status", "named", "action"), CASES,
-                         ids=[f"{c[4]}-{c[5] or c[0] or 'no-token'}-{c[2].split('/')[-1]}"
-                              for c in CASES])
-def test_a_bad_or_unauthorised_write_is_refused_audited_and_changes_nothing(
-        served: Served, who: str, method: str, path: str, body: Any, status: int, named: str,
-        action: str) -> None:
-    token = (_expired(served) if who == "expired" and "expired" not in served.tokens
-             else served.tokens.get(who))
-    if who == "expired":
-        served.tokens["expired"] = token or ""
-    api = served.api.as_(token)
-    listed = served.api.as_(served.tokens["root"]).get("/api/v1/vms").body["items"]
-    before = len(served.audit())
-
-    got = (api.call(method, path, raw=body) if isinstance(body, bytes)
-           else api.call(method, path, body))
-
-    assert got.status == status, got.body
+def try_refused(api: Api, tokens: dict[str, str], case: Case,
+                audit: Callable[[], list[dict[str, Any]]]) -> None:
+    """Send one refused write; check its answer and its one audit entry."""
+    who, method, path, body, status, named, action = case
+    before = len(audit())
+    caller = api.as_(tokens.get(who))
+    got = (caller.call(method, path, raw=body) if isinstance(body, bytes)
+           else caller.call(method, path, body))
+    assert got.status == status, (case, got.body)
     assert "\n" not in got.body["message"]
     if status == 403:
         assert got.body["permission"] == named
     elif named:
         assert got.body["field"] == named, got.body
-    entry = _denied(served, before, action, status)
+    new = [e for e in audit()[before:] if e["via"] == "api"]
+    assert len(new) == 1, (case, new)
+    [entry] = new
+    assert (entry["action"], entry["status"], entry["result"]) == (action, status, "denied")
     assert entry["actor"] == ("-" if who in ("", "expired") else who)
+
+
+CASES = refused_writes("web02", "db01", "or-pod1")
+
+
+@pytest.mark.parametrize("case", CASES,
+                         ids=[f"{c[4]}-{c[5] or c[0] or 'no-token'}-{c[2].split('/')[-1]}"
+                              for c in CASES])
+def test_a_bad_or_unauthorised_write_is_refused_audited_and_changes_nothing(
+        served: Served, case: Case) -> None:
+    if "expired" not in served.tokens:
+        served.tokens["expired"] = expired_token(served.db)
+    listed = served.api.as_(served.tokens["root"]).get("/api/v1/vms").body["items"]
+    try_refused(served.api, served.tokens, case, served.audit)
     assert served.api.as_(served.tokens["root"]).get("/api/v1/vms").body["items"] == listed
 
 
