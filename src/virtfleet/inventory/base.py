@@ -181,8 +181,7 @@ class StoreBase:
         # One transaction that holds the migration lock for its whole length: a second process
         # opening the same fresh database waits, then finds it at head and does nothing.
         with self._writer.begin() as conn:
-            if self._backend == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATE_LOCK})
+            self._pg_lock(conn, PG_MIGRATE_LOCK)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -213,6 +212,8 @@ class StoreBase:
             raise StoreError(f"{what}: {one_line(exc)}") from None
 
     def _pg_lock(self, conn: Connection, key: int) -> None:
+        """On PostgreSQL, hold advisory lock `key` until the transaction ends (SQLite's
+        writers already queue: BEGIN IMMEDIATE)."""
         if self._backend == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
