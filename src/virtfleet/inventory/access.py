@@ -1,28 +1,23 @@
 """The store's part for API access: users, their tokens (hashed) and their grants.
 
-A mixin of Store (it uses Store's transactions), like installs.py. Nothing here decides who may
-do what: roles and scopes are fleet/access.py's; this keeps the rows and reads them back,
-each public method one transaction. A token is looked up by its public id and read afresh on
-every request (`credential`), so a revoke or a disabled user takes effect on the next call.
+One concern of the Store over StoreBase's transactions (store.py lists them all). Nothing
+here decides who may do what: roles and scopes are fleet/roles.py's; this keeps the rows and
+reads them back, each public method one transaction. A token is looked up by its public id
+and read afresh on every request (`credential`), so a revoke or a disabled user takes effect
+on the next call.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, select, update
 
-from virtfleet.errors import Conflict, InvalidInput, NotFound
+from virtfleet.errors import Conflict, NotFound
 from virtfleet.inventory import tables as t
-
-
-def _aware(value: datetime, field: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidInput(field, "must be a timezone-aware datetime (UTC)")
-    return value.astimezone(UTC)
+from virtfleet.inventory.base import StoreBase, utc
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -111,11 +106,8 @@ def _grant(row: Row[Any], user: str) -> GrantRecord:
     return GrantRecord(user, row.role, row.scope_kind, row.scope_name, row.created_at)
 
 
-class AccessStore:
-    """users, api_tokens and grants; mixed into Store, which provides _tx."""
-
-    def _tx(self, what: str, *, write: bool) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # Store's
+class AccessStore(StoreBase):
+    """users, api_tokens and grants."""
 
     @staticmethod
     def _user_row(conn: Connection, name: str) -> Row[Any]:
@@ -128,7 +120,7 @@ class AccessStore:
 
     def add_user(self, name: str, at: datetime, *, display_name: str = "",
                  source: str = "local") -> UserRecord:
-        when = _aware(at, "at")
+        when = utc(at, "at")
         with self._tx(f"add user {name!r}", write=True) as conn:
             if conn.execute(select(t.users.c.id).where(t.users.c.name == name)).first():
                 raise Conflict(f"user {name!r} already exists")
@@ -147,7 +139,7 @@ class AccessStore:
 
     def set_user_disabled(self, name: str, disabled: bool, at: datetime) -> UserRecord:
         """Disable (every token of the user stops working) or enable again."""
-        when = _aware(at, "at")
+        when = utc(at, "at")
         with self._tx(f"{'disable' if disabled else 'enable'} user {name!r}",
                       write=True) as conn:
             self._user_row(conn, name)
@@ -159,8 +151,8 @@ class AccessStore:
 
     def add_token(self, user: str, token_id: str, secret_hash: str, at: datetime, *,
                   description: str = "", expires_at: datetime | None = None) -> TokenRecord:
-        when = _aware(at, "at")
-        expires = _aware(expires_at, "expires_at") if expires_at is not None else None
+        when = utc(at, "at")
+        expires = utc(expires_at, "expires_at") if expires_at is not None else None
         with self._tx(f"add a token for {user!r}", write=True) as conn:
             row = self._user_row(conn, user)
             if row.disabled:
@@ -184,7 +176,7 @@ class AccessStore:
 
     def revoke_token(self, token_id: str, at: datetime) -> tuple[TokenRecord, bool]:
         """The token, revoked from `at` on; and whether it was this call that revoked it."""
-        when = _aware(at, "at")
+        when = utc(at, "at")
         tk, u = t.api_tokens, t.users
         with self._tx(f"revoke token {token_id!r}", write=True) as conn:
             changed = conn.execute(update(tk).where(tk.c.id == token_id,
@@ -218,7 +210,7 @@ class AccessStore:
 
     def add_grant(self, user: str, role: str, scope_kind: str, scope_name: str,
                   at: datetime) -> GrantRecord:
-        when = _aware(at, "at")
+        when = utc(at, "at")
         g = t.grants
         with self._tx(f"grant {role} to {user!r}", write=True) as conn:
             uid = self._user_row(conn, user).id

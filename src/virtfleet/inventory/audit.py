@@ -1,24 +1,24 @@
 """The store's part for the audit log: every write through the API or the CLI, as it ended.
 
-A mixin of Store (it uses Store's transactions), like installs.py. The log is append-only:
-there is no method that changes a row, and the migration's trigger refuses any UPDATE from
-anyone. Rows leave only by `prune_audit` (admin's retention), and the caller records that
-prune itself (fleet/audit.py). Masking secrets is the caller's job too: what arrives here is
-stored as given.
+One concern of the Store over StoreBase's transactions (store.py lists them all). The log is
+append-only: there is no method that changes a row, and the migration's trigger refuses any
+UPDATE from anyone. Rows leave only by `prune_audit` (admin's retention), and the caller
+records that prune itself (fleet/audit.py). Masking secrets is the caller's job too: what
+arrives here is stored as given.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, or_, select
+from sqlalchemy import Row, delete, func, or_, select
 
 from virtfleet.errors import InvalidInput
 from virtfleet.inventory import tables as t
+from virtfleet.inventory.base import StoreBase
 
 RESULTS = ("ok", "failed", "denied")
 MAX_ROWS = 100_000
@@ -63,11 +63,8 @@ def _like_suffix(value: str) -> str:
     return f"%:{escaped}"
 
 
-class AuditStore:
-    """audit_log appends and reads; mixed into Store, which provides _tx."""
-
-    def _tx(self, what: str, *, write: bool) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # Store's
+class AuditStore(StoreBase):
+    """audit_log appends and reads."""
 
     def record_audit(self, entry: AuditEntry) -> int:
         if entry.result not in RESULTS:
