@@ -26,12 +26,10 @@ from .cli import run, running_controller
 from .nodes import FIXTURES, refused_port
 from .tools import require_tool
 
-TEST_NS = "http://libvirt.org/schemas/domain/test"
-
 
 def _node(tmp: Path, group: str, n: int) -> str:
     """two-vms.xml with its domains renamed for `group`: GROUP01 running, GROUP02 shut off,
-    GROUP03 paused."""
+    GROUP03 paused; and a network."""
     doc = etree.parse(str(FIXTURES / "two-vms.xml"))
     names = {"vm1.example.com": "01", "centos.template": "02", "vm2.example.com": "03"}
     for dom in doc.getroot().iter("domain"):
@@ -39,6 +37,10 @@ def _node(tmp: Path, group: str, n: int) -> str:
         assert name is not None and uuid is not None and name.text and uuid.text
         name.text = f"{group}{names[name.text]}"
         uuid.text = f"{n:08d}" + uuid.text[8:]
+    # and the `default` network of with-networks.xml, so network lists have something to keep
+    net = etree.parse(str(FIXTURES / "with-networks.xml")).getroot().find("network")
+    assert net is not None
+    doc.getroot().find("memory").addnext(net)  # type: ignore[union-attr]
     path = tmp / f"hv-{group}.xml"
     doc.write(str(path))
     return f"test://{path}"
@@ -345,3 +347,19 @@ def test_tls_listener_serves_https_only(tmp_path: Path) -> None:
         assert got.status == 200 and got.body["user"] == "u"
         with pytest.raises((ConnectionError, OSError)):
             Api("127.0.0.1", port, token, timeout=10).get("/api/v1/whoami")
+
+
+def test_a_scoped_caller_sees_only_its_hosts_everywhere(served: Served) -> None:
+    webop, root = served.api.as_(served.tokens["webop"]), served.api.as_(served.tokens["root"])
+    assert [h["name"] for h in webop.get("/api/v1/hosts").body["items"]] == ["hv-web"]
+    assert {h["name"] for h in root.get("/api/v1/hosts").body["items"]} == {"hv-web", "hv-db"}
+    got = webop.get("/api/v1/hosts/hv-db")
+    assert got.status == 403 and got.body["permission"] == "host.read"
+    assert webop.get("/api/v1/hosts/hv-web").body["groups"] == ["web"]
+    nets = root.get("/api/v1/networks").body["items"]
+    assert {n["host"] for n in nets} == {"hv-web", "hv-db"}  # the test driver's `default`
+    for path in ("/api/v1/networks", "/api/v1/pools", "/api/v1/templates"):
+        got = webop.get(path)
+        assert got.status == 200, (path, got.body)
+        assert {i["host"] for i in got.body["items"]} <= {"hv-web"}, path
+    assert webop.get("/api/v1/audit").status == 403  # admins on `all` only
