@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from virtfleet.controller.openapi import document, render
 
@@ -27,3 +28,32 @@ def test_every_route_says_who_may_call_it() -> None:
         for method, op in methods.items():
             assert op.get("security") == [{"HTTPBearer": []}], f"{method} {path}"
             assert op.get("operationId"), f"{method} {path}"
+
+
+def _checks(dependant: Any) -> set[str]:
+    """The names of the dependencies a route runs, its dependencies' included."""
+    names = {getattr(dependant.call, "__name__", "")}
+    for sub in dependant.dependencies:
+        names |= _checks(sub)
+    return names
+
+
+def test_every_route_checks_the_caller_and_every_write_is_audited() -> None:
+    from virtfleet.controller.app import build_app
+    from virtfleet.controller.audited import READS, AuditedRoute
+    from virtfleet.controller.gate import _routes
+    from virtfleet.controller.service import Controller
+    from virtfleet.inventory.store import Store
+
+    with Store("sqlite://") as store:
+        app = build_app(Controller(store))
+        routes = [r for r in _routes(app.router) if r.path.startswith("/api/")]
+        app.state.vf.jobs.close()
+    assert len(routes) > 60
+    for route in routes:
+        checks = _checks(route.dependant)
+        assert any(n.startswith("require_") or n == "signed_in" for n in checks), route.path
+        if not route.methods <= READS:
+            assert isinstance(route, AuditedRoute), f"{route.methods} {route.path}"
+            # a write needs a permission, not only a good token
+            assert any(n.startswith("require_") for n in checks), route.path
