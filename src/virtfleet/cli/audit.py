@@ -143,12 +143,12 @@ def _why(done: SystemExit) -> str:
 
 def record_cli(argv: list[str], done: SystemExit) -> None:
     """Put one command on the audit log if it may have changed something."""
+    if not _maybe_write(_words(argv)):
+        return  # before any import: a warm `list` must not pay for SQLAlchemy
     from virtfleet.config import db_url
     from virtfleet.fleet.audit import AuditService, Write
     from virtfleet.inventory.store import Store
 
-    if not _maybe_write(_words(argv)):
-        return
     parsed = _parse(argv)
     if parsed is None:
         return
