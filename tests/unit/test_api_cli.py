@@ -78,3 +78,8 @@ def test_prune_removes_only_old_entries_and_is_itself_recorded(db: Path) -> None
     assert actions[-2:] == ["user add", "audit prune"]
     r = run(db, "audit", "prune", "--before", "2999-01-01")
     assert r.code == 2 and "--before" in r.err
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_not_two(tmp_path: Path) -> None:
+    r = run("sqlite:////nonexistent-dir/x/store.db", "user", "add", "alice")
+    assert r.code != 0 and len(r.err.strip().splitlines()) == 1, r.err

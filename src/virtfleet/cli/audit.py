@@ -27,7 +27,7 @@ from virtfleet.cli.context import app_context
 from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json, table, warn
-from virtfleet.errors import InvalidInput, VirtfleetError
+from virtfleet.errors import InvalidInput, StoreError, VirtfleetError
 
 app = typer.Typer(invoke_without_command=True,
                   help="The audit log of writes (API and CLI), and its retention.")
@@ -145,6 +145,8 @@ def record_cli(argv: list[str], done: SystemExit) -> None:
     """Put one command on the audit log if it may have changed something."""
     if not _maybe_write(_words(argv)):
         return  # before any import: a warm `list` must not pay for SQLAlchemy
+    if isinstance(done.__context__, StoreError):
+        return  # the store itself failed: its one-line error says so; a second would not help
     from virtfleet.config import db_url
     from virtfleet.fleet.audit import AuditService, Write
     from virtfleet.inventory.store import Store
