@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -210,6 +211,11 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_escape_controls)
+    # Before the first request: an install wave then only fills in callback URLs and tokens.
+    started = time.monotonic()
+    prepared = service.prepare_kickstarts()
+    logging.getLogger("virtfleet.boot").info(
+        "%d kickstarts built and checked in %.1f s", prepared, time.monotonic() - started)
     bound = sock.getsockname()[1]
     host = f"[{listen}]" if addr.version == 6 else listen
     scheme = "https" if tls else "http"
