@@ -26,6 +26,7 @@ from tests.unit.nginx_server import nginx_serving
 from tests.unit.nodes import node_uri
 from tests.unit.tools import require_tool
 from virtfleet.boot.files import open_under
+from virtfleet.boot.zerocopy import TLS_PIECE
 from virtfleet.errors import NotFound
 
 SIZE = 5 * 2**20 + 12345  # more than one sendfile call (4 MiB each), not a round number
@@ -180,7 +181,7 @@ def test_over_tls_images_are_copied_and_still_whole(tmp_path: Path) -> None:
     data = image(tmp_path)
     sent, preads, received = _traced_serve(tmp_path, (cert, key))
     assert received == data + data[1000:]
-    assert sent == 0 and preads >= 2 * SIZE // (256 * 1024)
+    assert sent == 0 and preads >= 2 * SIZE // TLS_PIECE
 
 
 # --------------------------------------------------------------------------- clients that leave

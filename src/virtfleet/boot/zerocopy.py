@@ -37,7 +37,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 from virtfleet.boot.slowclients import Guarded
 
 ZEROCOPY = "http.response.zerocopysend"
-TLS_PIECE = 256 * 1024  # per write through the TLS transport
+TLS_PIECE = 64 * 1024  # per write through the TLS transport...
+TLS_HIGH_WATER = 64 * 1024  # ...which pauses us once this much waits in it
 # At most this much per sendfile call, so one fast client cannot hold a pool thread long
 # (nginx's sendfile_max_chunk does the same, 2 MiB; 4 MiB measured a little faster here).
 SENDFILE_CHUNK = 4 * 1024 * 1024
@@ -74,6 +75,13 @@ class ZeroCopyProtocol(Guarded):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._waiter: asyncio.Future[bool] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.scheme == "https":
+            # asyncio's TLS transport pauses a writer only once 512 KiB of encrypted output
+            # wait in it: at 500 installs, 250 MB of buffers.
+            transport.set_write_buffer_limits(high=TLS_HIGH_WATER)
 
     def handle_events(self) -> None:
         # uvicorn makes a RequestResponseCycle per request and schedules its task; the task
