@@ -349,6 +349,7 @@ def main() -> None:
     serve: list[Outcome] = []
     base: list[Outcome] = []
     scheme = "HTTPS" if args.tls else "HTTP"
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="vf-bench-boot-") as tmp:
         bench = setup(Path(tmp), n, args.tls)
         print(f"{n} clients over {scheme}: script + kickstart + 50 MB image each, "
@@ -367,11 +368,13 @@ def main() -> None:
     load = os.getloadavg()[0]
     record("boot-tls" if args.tls else "boot",
            f"`bench/boot.py{' --tls' if args.tls else ''}`, {when}, {os.cpu_count()} cores "
-           f"(load average {load:.1f} at the end), Python {platform.python_version()}, "
+           f"(load average {load_before:.1f} before, {load:.1f} at the end: other sessions "
+           f"share them), Python {platform.python_version()}, "
            f"{nginx_version()}; {rounds} rounds; in each, {n} clients started together on "
            f"loopback over {scheme}, each fetching its iPXE script, its kickstart and a 50 MB "
            "image; boot serve on a fresh SQLite store, nginx on the static tree `boot render` "
-           "wrote for the same fleet. The two alternate who goes first.",
+           "wrote for the same fleet. The two alternate who goes first. The clients are "
+           "threads of one Python process on the same cores as the servers.",
            summary)
 
 
@@ -387,6 +390,7 @@ def summarize(serve: list[Outcome], base: list[Outcome]) -> str:
         rate = statistics.median(o.ok * BIG / o.seconds / 2**20 for o in runs)
         return (f"| {name} | {statistics.median(secs):.1f} | {min(secs):.1f}-{max(secs):.1f} "
                 f"| {ok} | {sum(len(o.errors) for o in runs)} | {rate:.0f} "
+                f"| {statistics.median(o.cpu_seconds for o in runs):.1f} "
                 f"| {max(o.peak_rss_mb for o in runs):.0f} |")
 
     ratios = [s.seconds / b.seconds for s, b in zip(serve, base, strict=True)]
@@ -398,8 +402,8 @@ def summarize(serve: list[Outcome], base: list[Outcome]) -> str:
                                                                              strict=True))
     lines = [
         "| server | wall s (median) | range | clients done | errors | MiB/s of images "
-        "(median) | peak RSS MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "(median) | server CPU s (median) | peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         row("`virtfleet boot serve`", serve),
         row("nginx (baseline)", base),
         "",
