@@ -122,6 +122,81 @@ def test_a_resumed_download_is_the_whole_file(tmp_path: Path) -> None:
     assert hashlib.sha256(part.read_bytes()).digest() == hashlib.sha256(data).digest()
 
 
+def _curl(url: str, out: Path, *args: str) -> tuple[int, dict[str, str], bytes]:
+    """curl's exit code, the response's status line and headers (lower-case names, plus
+    "status"), and what it wrote to `out`."""
+    curl = require_tool("curl", "curl")
+    out.unlink(missing_ok=True)
+    proc = subprocess.run([curl, "-sS", "-D", "-", "-o", str(out), *args, url],
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.strip().splitlines()
+    head = {"status": lines[0].split()[1]} if lines else {}
+    head.update((k.strip().lower(), v.strip()) for k, _, v in
+                (line.partition(":") for line in lines[1:]))
+    return proc.returncode, head, out.read_bytes() if out.exists() else b""
+
+
+def test_curl_ranges_head_and_unsatisfiable_ranges(tmp_path: Path) -> None:
+    """What a real client asks with -r and -I, and gets: the parts, 416 with the size for a
+    range past the end or one that does not parse, and headers only for HEAD."""
+    data = image(tmp_path)
+    out = tmp_path / "out"
+    with serving(tmp_path) as s:
+        url = f"{s.url}files/big.img"
+        for spec, (start, end) in {"0-99": (0, 100), "100-": (100, SIZE),
+                                   "-100": (SIZE - 100, SIZE),
+                                   f"{SIZE - 10}-{SIZE + 10}": (SIZE - 10, SIZE),
+                                   "4194300-4194310": (4194300, 4194311)}.items():
+            rc, head, body = _curl(url, out, "-r", spec)
+            assert (rc, head["status"], body) == (0, "206", data[start:end]), spec
+            assert head["content-range"] == f"bytes {start}-{end - 1}/{SIZE}", spec
+        for spec in (f"{SIZE}-", "99999999-", "-0", "5-3", "abc", "-"):
+            rc, head, body = _curl(url, out, "-r", spec)
+            assert (rc, head["status"]) == (0, "416"), spec
+            assert head["content-range"] == f"bytes */{SIZE}", spec
+            assert body.startswith(b"range not satisfiable") and len(body) < 200, spec
+            rc, _, _ = _curl(url, out, "-f", "-r", spec)
+            assert rc == 22, spec  # curl -f: an HTTP error, the download failed
+        # curl -I writes the headers where the body would go: nothing else may follow them.
+        rc, head, body = _curl(url, out, "-I")
+        assert (rc, head["status"], head["content-length"]) == (0, "200", str(SIZE))
+        assert body.endswith(b"\r\n\r\n") and len(body) < 1000
+        rc, head, body = _curl(url, out, "-I", "-r", "0-9")
+        assert (rc, head["status"], head["content-length"], head["content-range"]) == (
+            0, "206", "10", f"bytes 0-9/{SIZE}")
+        assert body.endswith(b"\r\n\r\n") and len(body) < 1000
+        rc, head, body = _curl(url, out, "-r", "0-1,5-6")
+        assert (rc, head["status"], body) == (0, "200", data)
+
+
+def test_a_curl_that_gives_up_mid_image_leaves_nothing_open(tmp_path: Path) -> None:
+    """curl reading slowly and stopped by its own time limit (-m), and curl killed in the
+    middle: the server closes the connection's socket, its copy and the file, and serves the
+    next client the whole image."""
+    curl = require_tool("curl", "curl")
+    data = image(tmp_path)
+    with serving(tmp_path) as s:
+        url = f"{s.url}files/big.img"
+        before = _open_fds()
+        slow = subprocess.run([curl, "-sS", "--limit-rate", "32k", "-m", "2", "-o",
+                               str(tmp_path / "slow"), url], capture_output=True, timeout=60)
+        assert slow.returncode == 28  # curl's "operation timed out"
+        assert 0 < (tmp_path / "slow").stat().st_size < SIZE
+        killed = subprocess.Popen([curl, "-sS", "--limit-rate", "32k", "-o",
+                                   str(tmp_path / "killed"), url])
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "killed").exists() or not (tmp_path / "killed").stat().st_size:
+            assert time.monotonic() < deadline and killed.poll() is None
+            time.sleep(0.05)
+        killed.kill()
+        killed.wait(30)
+        deadline = time.monotonic() + 60
+        while _open_fds() > before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _open_fds() == before
+        assert _curl(url, tmp_path / "out")[2] == data
+
+
 # --------------------------------------------------------------------------- sendfile, seen
 
 
