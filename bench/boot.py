@@ -7,8 +7,8 @@ clients start together. On loopback, for each of --rounds rounds (the order of t
 alternates from round to round, so a change in the machine's load does not favour one):
 
 - boot serve: a 500-hypervisor fleet file, a fresh SQLite store; every script fetch issues and
-  stores a token, every kickstart fetch checks it, moves the host's state and builds the
-  kickstart with pykickstart; the image is sent by sendfile(2) (boot/zerocopy.py);
+  stores a token, every kickstart fetch checks it, moves the host's state and fills the
+  token into the kickstart built at start; the image is sent by sendfile(2) (boot/zerocopy.py);
 - baseline: nginx (Debian's package, `sendfile on`, one worker per core as Debian's own
   configuration has it) on the static tree `boot render` writes for the same fleet (the same
   scripts and kickstarts, without tokens or state), plus the same 50 MB file. Its
