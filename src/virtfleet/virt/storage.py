@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -243,14 +244,7 @@ def download(host: Host, path: str, dest: str) -> None:
         stream = host.conn.newStream(0)
         vol.download(stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            stream.sparseRecvAll(_write_chunk, _write_hole, fd)
-            stream.finish()
-        except BaseException:
-            stream.abort()
-            raise
-        finally:
-            os.close(fd)
+        _pump(stream, fd, lambda: stream.sparseRecvAll(_write_chunk, _write_hole, fd))
 
 
 def upload(host: Host, pool_name: str, name: str, src: str, fmt: str,
@@ -266,19 +260,26 @@ def upload(host: Host, pool_name: str, name: str, src: str, fmt: str,
             stream = host.conn.newStream(0)
             made.upload(stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
             fd = os.open(src, os.O_RDONLY)
-            try:
-                stream.sparseSendAll(_read_chunk, _what_is_here, _skip_hole, fd)
-                stream.finish()
-            except BaseException:
-                stream.abort()
-                raise
-            finally:
-                os.close(fd)
+            _pump(stream, fd,
+                  lambda: stream.sparseSendAll(_read_chunk, _what_is_here, _skip_hole, fd))
             p.refresh(0)  # the pool's view of its size and allocation
             return str(made.path())
         except BaseException:
             made.delete(0)
             raise
+
+
+def _pump(stream: Any, fd: int, move: Callable[[], object]) -> None:
+    """Run one whole transfer over `stream`; a failure aborts the stream so the volume is
+    never left half-written on the host, and the file is closed either way."""
+    try:
+        move()
+        stream.finish()
+    except BaseException:
+        stream.abort()
+        raise
+    finally:
+        os.close(fd)
 
 
 # The callbacks libvirt's sparse streams call, with the file descriptor as opaque.
