@@ -13,7 +13,7 @@ import libvirt
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
 from virtfleet.units import human_bytes
-from virtfleet.virt.errors import libvirt_errors
+from virtfleet.virt.errors import libvirt_errors, or_none
 from virtfleet.virt.host import Host
 from virtfleet.xml.domain import Domain
 from virtfleet.xml.storage import Pool, Volume
@@ -146,12 +146,7 @@ def volume_at(host: Host, path: str) -> VolumeInfo | None:
 
 
 def _lookup_path(host: Host, path: str) -> Any | None:
-    try:
-        return host.conn.storageVolLookupByPath(path)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            return None
-        raise
+    return or_none(lambda: host.conn.storageVolLookupByPath(path), libvirt.VIR_ERR_NO_STORAGE_VOL)
 
 
 def volumes(host: Host, pool_name: str, refresh: bool = True) -> list[VolumeInfo]:
@@ -183,11 +178,7 @@ def disk_users(host: Host, path: str, pool_name: str, name: str) -> list[str]:
 
 
 def _absent(host: Host, p: Any, name: str) -> None:
-    try:
-        p.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-            raise
+    if or_none(lambda: p.storageVolLookupByName(name), libvirt.VIR_ERR_NO_STORAGE_VOL) is None:
         return
     raise Conflict(f"volume {name!r} already exists in pool {p.name()!r}", host=host.label)
 
@@ -230,11 +221,7 @@ def clone_volume(host: Host, pool_name: str, source: VolumeInfo, name: str,
 
 
 def _remove_if_made(p: Any, name: str) -> None:
-    try:
-        p.storageVolLookupByName(name).delete(0)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-            raise
+    or_none(lambda: p.storageVolLookupByName(name).delete(0), libvirt.VIR_ERR_NO_STORAGE_VOL)
 
 
 def download(host: Host, path: str, dest: str) -> None:
