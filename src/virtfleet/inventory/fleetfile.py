@@ -302,7 +302,7 @@ class InstallProfile(_Model):
     kernel: RelPath
     initrd: RelPath
     kernel_args: tuple[KernelArg, ...] = ("inst.text",)
-    ks_arg: Literal["inst.ks", "ks"] = "inst.ks"  # "ks" for EL6 installers like the chapter's
+    ks_arg: Literal["inst.ks", "ks"] = "inst.ks"  # "ks" for EL6 installers (CentOS 6)
     os: Annotated[str, AfterValidator(_install_os)] = "rhel9"  # picks the kickstart syntax
     root_password: Annotated[str, AfterValidator(_root_password)] = "locked"
     ssh_key: SshKey | None = None
