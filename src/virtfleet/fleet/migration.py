@@ -35,6 +35,7 @@ from virtfleet.placement.models import VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.provision import migrate as moving
 from virtfleet.provision.locks import vm_lock
+from virtfleet.provision.migrate import MoveProgress as MoveProgress  # what Progress hears
 from virtfleet.validate import check_name
 from virtfleet.virt import migration
 from virtfleet.virt.fanout import ConnectionPool, fan_out
@@ -45,7 +46,7 @@ MODES = ("auto", "live", "offline")
 MAX_DOWNTIME_MS = 3_600_000
 MAX_BANDWIDTH_MIB = 10_000_000
 
-Progress = Callable[[moving.MoveProgress], None]
+Progress = Callable[[MoveProgress], None]
 
 
 # ------------------------------------------------------------------ requests
