@@ -201,13 +201,19 @@ PROFILE = ("profiles", 1)
 ])
 def test_bad_provisioning_names_the_field(change: Callable[[dict[str, Any]], None], field: str,
                                           words: str) -> None:
+    exc = _refusal(change)
+    assert exc.field.endswith(field), exc
+    assert words in exc.rule, exc
+    assert "\n" not in str(exc)
+
+
+def _refusal(change: Callable[[dict[str, Any]], None]) -> InvalidInput:
+    """What parse_fleet says of the boot fleet after `change`."""
     data = _boot_data()
     change(data)
     with pytest.raises(InvalidInput) as exc:
         parse_fleet(data)
-    assert exc.value.field.endswith(field), exc.value
-    assert words in exc.value.rule, exc.value
-    assert "\n" not in str(exc.value)
+    return exc.value
 
 
 def test_distributed_networks_need_their_own_servers() -> None:
@@ -240,8 +246,5 @@ def _copy_of(path: tuple[str | int, ...], index: int) -> Callable[[dict[str, Any
 ])
 def test_a_repeat_names_both_places(change: Callable[[dict[str, Any]], None], field: str,
                                     rule: str) -> None:
-    data = _boot_data()
-    change(data)
-    with pytest.raises(InvalidInput) as exc:
-        parse_fleet(data)
-    assert (exc.value.field, exc.value.rule) == (field, rule)
+    exc = _refusal(change)
+    assert (exc.field, exc.rule) == (field, rule)
