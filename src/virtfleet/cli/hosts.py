@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from virtfleet.cli.context import app_context
+from virtfleet.cli.fields import options_named
+from virtfleet.cli.hostkey import FLAGS as KEY_FLAGS
+from virtfleet.cli.hostkey import AcceptNew, host_key_step
 from virtfleet.cli.options import Group, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
 from virtfleet.cli.progress import fleet_progress
@@ -59,6 +62,7 @@ def add(
     site: Annotated[str, typer.Option("--site", help="Site it is in (created if new).")],
     pod: Annotated[str, typer.Option("--pod", help="Pod it is in (created if new).")],
     group: Annotated[list[str] | None, typer.Option("--group", help="Host group (repeat).")] = None,
+    accept_new: AcceptNew = False,
 ) -> None:
     """Add one hypervisor to the inventory (`apply -f` does many)."""
     from virtfleet.inventory.fleetfile import parse_fleet
@@ -72,8 +76,11 @@ def add(
         raise InvalidInput(_ADD_FIELDS.get(re.sub(r"\[\d+\]$", "", exc.field), exc.field),
                            exc.rule) from None
     hv = fleet.sites[0].pods[0].hypervisors[0]
-    app_context(ctx).store().add_hypervisor(site, pod, hv)
-    emit(f"Hypervisor {name} added to {site}/{pod}\n")
+    keys = host_key_step([(name, hv.uri)], accept_new)  # shown; refused unless accepted
+    with options_named(KEY_FLAGS):
+        app_context(ctx).store().add_hypervisor(site, pod, hv)
+    keys.commit()
+    emit(f"Hypervisor {name} added to {site}/{pod}\n" + keys.text)
 
 
 @app.command("remove")

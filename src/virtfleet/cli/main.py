@@ -11,6 +11,7 @@ import typer
 from virtfleet.cli import (
     boot,
     controller,
+    hostkey,
     hosts,
     image,
     inventory,
@@ -54,6 +55,7 @@ app.command("list")(vms.list_vms)
 app.command("sync")(controller.sync)
 app.command("serve")(controller.serve)
 app.add_typer(hosts.app, name="host")
+app.add_typer(hostkey.app, name="hostkey")
 vm.app.command("clone")(template.clone_vm)
 app.add_typer(vm.app, name="vm")
 app.add_typer(template.app, name="template")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from virtfleet.lab import procs
+from virtfleet.lab import procs, sshd
 from virtfleet.lab.names import PRIVATE_DIRS
 
 
@@ -57,6 +57,11 @@ def boot(host_dir: Path, mount: bool) -> None:
     if not _alive(run / "libvirtd.pid"):
         _start(["libvirtd", "-d", "--listen", "-f", str(etc / "libvirtd.conf"),
                 "-p", str(run / "libvirtd.pid")])
+    # A qemu+ssh hypervisor's sshd: its logins share these namespaces, so they reach this
+    # libvirtd through its private /run/libvirt.
+    if sshd.config_path(host_dir).exists() and not _alive(sshd.pid_path(host_dir)):
+        sshd.ensure_privsep_dir()
+        _start(sshd.argv(host_dir))
 
 
 def main(argv: list[str] | None = None) -> None:
