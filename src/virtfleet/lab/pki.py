@@ -63,7 +63,7 @@ class Validity:
 
 
 def _private_key(path: Path) -> None:
-    run(["certtool", "--generate-privkey", "--key-type=rsa", f"--bits={KEY_BITS}",
+    run(["certtool", "--generate-privkey", "--key-type=rsa", f"--bits={KEY_BITS}", "--no-text",
          "--outfile", str(path)], f"pki: making key {path.name}")
     os.chmod(path, 0o600)
 
@@ -88,14 +88,14 @@ class LabCA:
         tpl.write_text(_template([("organization", self.organization),
                                   ("cn", f"{self.organization} CA"), ("ca", None),
                                   ("cert_signing_key", None), ("expiration_days", "3650")]))
-        run(["certtool", "--generate-self-signed", "--load-privkey", str(self.key),
+        run(["certtool", "--generate-self-signed", "--no-text", "--load-privkey", str(self.key),
              "--template", str(tpl), "--outfile", str(self.cert)], "pki: making the lab CA")
 
     def _issue(self, out: Path, key: Path, fields: list[tuple[str, str | None]],
                what: str) -> None:
         tpl = out.with_suffix(".info")
         tpl.write_text(_template([("organization", self.organization), *fields]))
-        run(["certtool", "--generate-certificate", "--load-privkey", str(key),
+        run(["certtool", "--generate-certificate", "--no-text", "--load-privkey", str(key),
              "--load-ca-certificate", str(self.cert), "--load-ca-privkey", str(self.key),
              "--template", str(tpl), "--outfile", str(out)], f"pki: issuing {what}")
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from virtfleet.errors import InvalidInput
 from virtfleet.inventory.uri import parse_uri
-from virtfleet.transport.paths import CA_CERT, CLIENT_CERT, CLIENT_KEY
+from virtfleet.transport.hostkeys import KnownHosts, preferred, scan
+from virtfleet.transport.paths import CA_CERT, CLIENT_CERT, CLIENT_KEY, TransportDir
 
 TLS_PORT = 16514
 SSH_WRAPPED = re.compile(r"^Cannot recv data: (?P<ssh>.*?)(?:: Connection reset by peer)?$",
@@ -34,6 +35,8 @@ _DENIED = re.compile(r"(?:(\S+)@(\S+): )?Permission denied \(([^)]*)\)")
 _CONNECT = re.compile(r"ssh: connect to host (\S+) port (\d+): (.+)")
 _RESOLVE = re.compile(r"ssh: Could not resolve hostname (\S+): (.+)")
 _NO_NC = re.compile(r"\bnc: not found")
+_TOO_LONG = "Value too large for defined data type"  # libvirt's EOVERFLOW on ssh's stderr
+_HOSTKEY_HINTS = ("Host key verification failed", _TOO_LONG)
 _TLS_VAGUE = ("Failed to verify peer's certificate", "Unable to read TLS confirmation")
 X509_V_FLAG_NO_CHECK_TIME = 0x200000  # OpenSSL: verify the chain, leave the dates to us
 
@@ -41,6 +44,36 @@ X509_V_FLAG_NO_CHECK_TIME = 0x200000  # OpenSSL: verify the chain, leave the dat
 def _clean(text: str) -> str:
     lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
     return "; ".join(lines)
+
+
+def _changed(host: str, offers: str) -> str:
+    return (f"ssh host key CHANGED since it was pinned{offers} (a reinstalled host, or a "
+            f"man in the middle): check it, then `virtfleet hostkey forget {host}` and "
+            f"`virtfleet hostkey pin {host} --accept-new`")
+
+
+def _not_pinned(address: str, host: str) -> str:
+    return (f"ssh host key of {address} is not pinned (virtfleet trusts only keys in its "
+            f"known_hosts): `virtfleet hostkey pin {host}` shows its fingerprint; add "
+            "--accept-new to trust it")
+
+
+def hostkey_failure(address: str, port: int, host: str, known_hosts: Path,
+                    timeout: float) -> str | None:
+    """Whether the host's key is the reason: none pinned, or the host offers another one
+    (asked with ssh-keyscan). libvirt keeps at most 1 KiB of ssh's errors, and the banner ssh
+    prints for a changed key is longer, so the text alone cannot always say."""
+    pinned = KnownHosts(known_hosts).keys_for(address, port)
+    if not pinned:
+        return _not_pinned(address, host)
+    try:
+        offered = scan([address], port, max(1, int(timeout))).get(address, [])
+    except OSError:
+        return None
+    if offered and not any(k in pinned for k in offered):
+        best = preferred(offered)
+        return _changed(host, f"; it now offers {best.describe()}" if best else "")
+    return None
 
 
 def ssh_failure(message: str, host: str) -> str | None:
@@ -51,14 +84,10 @@ def ssh_failure(message: str, host: str) -> str | None:
     said = m.group("ssh")
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in said or "has changed and you have" in said:
         fp = _CHANGED_FP.search(said)
-        offers = f"; it now offers {fp.group(1)} {fp.group(2).rstrip('.')}" if fp else ""
-        return (f"ssh host key CHANGED since it was pinned{offers} (a reinstalled host, or a "
-                f"man in the middle): check it, then `virtfleet hostkey forget {host}` and "
-                f"`virtfleet hostkey pin {host} --accept-new`")
+        return _changed(host, f"; it now offers {fp.group(1)} {fp.group(2).rstrip('.')}"
+                        if fp else "")
     if (u := _UNKNOWN.search(said)) is not None:
-        return (f"ssh host key of {u.group(2)} is not pinned (virtfleet trusts only keys in its "
-                f"known_hosts): `virtfleet hostkey pin {host}` shows its fingerprint; add "
-                "--accept-new to trust it")
+        return _not_pinned(u.group(2), host)
     if (d := _DENIED.search(said)) is not None:
         who = f" as {d.group(1)}" if d.group(1) else ""
         return (f"ssh refused our key{who} (Permission denied ({d.group(3)})): the host's "
@@ -71,6 +100,9 @@ def ssh_failure(message: str, host: str) -> str | None:
     if _NO_NC.search(said):
         return ("the host has neither virt-ssh-helper (libvirt-daemon) nor nc (netcat-openbsd), "
                 "one of which libvirt runs there to reach libvirtd")
+    if _TOO_LONG in said:
+        return ("ssh failed and said more than libvirt keeps (1 KiB); see it with: ssh -F "
+                "<transport dir>/ssh_config <user@host> true")
     cleaned = _clean(said)
     return f"ssh: {cleaned}" if cleaned else None
 
@@ -163,14 +195,19 @@ def _refused(pki: Path, why: str) -> str:
             "tls_allowed_dn_list?")
 
 
-def explain(message: str, uri: str, host: str, pki: Path | None, timeout: float) -> str | None:
+def explain(message: str, uri: str, host: str, td: TransportDir,
+            timeout: float) -> str | None:
     """A clear line for a failed open of `uri`, or None to keep libvirt's own message."""
     try:
         parsed = parse_uri(uri)
     except InvalidInput:
         return None
     if parsed.transport == "ssh":
-        return ssh_failure(message, host)
-    if parsed.transport == "tls" and pki is not None and any(v in message for v in _TLS_VAGUE):
-        return tls_failure(parsed.host, parsed.port or TLS_PORT, pki, timeout)
+        said = ssh_failure(message, host)
+        if any(hint in message for hint in _HOSTKEY_HINTS) and "CHANGED" not in (said or ""):
+            return hostkey_failure(parsed.host, parsed.port or 22, host, td.known_hosts,
+                                   timeout) or said
+        return said
+    if parsed.transport == "tls" and any(v in message for v in _TLS_VAGUE):
+        return tls_failure(parsed.host, parsed.port or TLS_PORT, td.pki, timeout)
     return None

@@ -81,8 +81,8 @@ def map_connect_error(exc: libvirt.libvirtError, host: str, uri: str,
     mapped = map_error(exc, host)
     if not isinstance(mapped, HostUnavailable):
         return mapped
-    pki = TransportDir.from_env().pki if "+tls://" in uri else None
-    detail = explain(exc.get_error_message() or str(exc), uri, host, pki, probe_seconds)
+    detail = explain(exc.get_error_message() or str(exc), uri, host, TransportDir.from_env(),
+                     probe_seconds)
     return HostUnavailable(detail, host=host) if detail else mapped
 
 
