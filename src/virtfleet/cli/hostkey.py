@@ -81,7 +81,8 @@ def host_key_step(hosts: Sequence[tuple[str, str]], accept_new: bool,
     plan = plan_pins(hosts, accept_new=accept_new)
     step = HostKeyStep(plan, dry_run)
     if not dry_run and (plan.of("new") or plan.of("changed")):
-        emit(step.text)  # the fingerprints to compare, before the refusal
+        for line in step.text.splitlines():  # the fingerprints to compare, then the refusal
+            warn(line)
         with options_named(FLAGS):
             plan.require_decided()
     return step

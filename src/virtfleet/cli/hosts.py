@@ -70,8 +70,10 @@ def add(
     # Validate through the fleet file model so `host add` and `apply` share every rule, and
     # name the command-line word, not the fleet-file path, in the error.
     try:
-        fleet = parse_fleet({"sites": [{"name": site, "pods": [{"name": pod, "hypervisors": [
-            {"name": name, "uri": uri, "groups": list(group or [])}]}]}]})
+        # insecure_transport: whether qemu+tcp may join the pod is the stored pod's to say.
+        fleet = parse_fleet({"sites": [{"name": site, "pods": [{
+            "name": pod, "insecure_transport": True, "hypervisors": [
+                {"name": name, "uri": uri, "groups": list(group or [])}]}]}]})
     except InvalidInput as exc:
         raise InvalidInput(_ADD_FIELDS.get(re.sub(r"\[\d+\]$", "", exc.field), exc.field),
                            exc.rule) from None
