@@ -77,10 +77,11 @@ class TransportLab:
 def transport_lab(transport: str,
                   factory: pytest.TempPathFactory) -> Iterator[TransportLab]:
     require_lab()
-    tools = {"ssh": [("/usr/sbin/sshd", "openssh-server"), ("ssh-keyscan", "openssh-client")],
-             "tls": [("certtool", "gnutls-bin")]}[transport]
-    for tool, package in tools:
-        require_tool(tool, package, REQUIRE_ENV)
+    if transport == "ssh":
+        require_tool("/usr/sbin/sshd", "openssh-server", REQUIRE_ENV)
+        require_tool("ssh-keyscan", "openssh-client", REQUIRE_ENV)
+    else:
+        require_tool("certtool", "gnutls-bin", REQUIRE_ENV)
     lab = Lab(f"{LAB_NAME}-{transport}"[:24])
     try:
         state = lab.up(hosts=2, pods=1, transport=transport)
