@@ -4,7 +4,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: all deps system-deps services images demo test lint typecheck unit integration bench bench-placement bench-clone clean
+.PHONY: all deps system-deps services images demo test lint typecheck unit integration bench bench-placement bench-clone bench-migrate clean
 
 all: test
 
@@ -53,6 +53,9 @@ bench-placement: deps
 
 bench-clone: services
 	$(PY) bench/clone.py
+
+bench-migrate: services
+	$(PY) bench/migrate.py
 
 clean:
 	-$(VENV)/bin/virtfleet lab down

@@ -116,3 +116,32 @@ def virt_type_setting() -> str:
     if value not in ("auto", "kvm", "qemu"):
         raise InvalidInput("VIRTFLEET_VIRT_TYPE", f"{value!r} is not auto, kvm or qemu")
     return value
+
+
+@dataclass(frozen=True)
+class MigrationLimits:
+    """How many migrations run at once, and how long one may take."""
+
+    # Per source and per target host, as VDSM does (2 out, 2 in): each migration wants the
+    # link and the hosts' CPUs to itself, and a host being emptied must not be swamped.
+    max_outgoing: int = 2
+    max_incoming: int = 2
+    # Nova's live_migration_completion_timeout: seconds per GiB of memory (plus disks copied)
+    # before a migration that has not converged is aborted, and the guest keeps running where
+    # it was. Never less than min_seconds, so a tiny guest still has time to start.
+    seconds_per_gib: float = 800.0
+    min_seconds: float = 120.0
+
+    @classmethod
+    def from_env(cls) -> MigrationLimits:
+        return cls(
+            max_outgoing=_int_env("VIRTFLEET_MIGRATE_MAX_OUTGOING", cls.max_outgoing),
+            max_incoming=_int_env("VIRTFLEET_MIGRATE_MAX_INCOMING", cls.max_incoming),
+            seconds_per_gib=_float_env("VIRTFLEET_MIGRATE_SECONDS_PER_GIB",
+                                       cls.seconds_per_gib),
+            min_seconds=_float_env("VIRTFLEET_MIGRATE_MIN_SECONDS", cls.min_seconds),
+        )
+
+    def deadline(self, moved_bytes: int) -> float:
+        """Seconds a migration moving `moved_bytes` (memory and copied disks) may take."""
+        return max(self.min_seconds, self.seconds_per_gib * moved_bytes / 2**30)

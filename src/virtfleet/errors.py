@@ -136,3 +136,10 @@ class ToolFailed(VirtfleetError):
 
 class LabError(VirtfleetError):
     """The local lab could not be built, started or cleared."""
+
+
+class Cancelled(VirtfleetError):
+    """The operator stopped the operation (Ctrl-C) and it was undone; exit 130 like any
+    interrupted command."""
+
+    exit_code = 130

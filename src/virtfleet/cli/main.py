@@ -16,6 +16,7 @@ from virtfleet.cli import (
     image,
     inventory,
     lab,
+    migrate,
     net,
     netcfg,
     ops,
@@ -54,9 +55,13 @@ app.command("apply")(inventory.apply)
 app.command("list")(vms.list_vms)
 app.command("sync")(controller.sync)
 app.command("serve")(controller.serve)
+hosts.app.command("maintenance")(migrate.host_maintenance)
+hosts.app.command("activate")(migrate.host_activate)
+hosts.app.command("cpu-baseline")(migrate.host_cpu_baseline)
 app.add_typer(hosts.app, name="host")
 app.add_typer(hostkey.app, name="hostkey")
 vm.app.command("clone")(template.clone_vm)
+vm.app.command("migrate")(migrate.vm_migrate)
 app.add_typer(vm.app, name="vm")
 app.add_typer(template.app, name="template")
 app.add_typer(ops.app, name="ops")

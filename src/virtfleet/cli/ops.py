@@ -42,7 +42,8 @@ def cleanup(
                                                 "prefix of it).", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every interrupted operation.")] = False,
 ) -> None:
-    """Undo what interrupted operations made (claims, volumes, domains), newest step first."""
+    """Undo what interrupted operations made (claims, volumes, domains), newest step first;
+    an interrupted migration is settled where its VM runs."""
     from virtfleet.provision.journal import clean_up, interrupted
     from virtfleet.virt.fanout import ConnectionPool
 

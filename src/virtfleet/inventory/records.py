@@ -128,8 +128,9 @@ class Made:
 
     kind: "claim" (ref = the VM's name), "volume" (ref = its path), "poolvol" (ref = "POOL/NAME",
     recorded before the volume is made), "vm" (ref = "NAME/UUID", recorded before the domain is
-    defined, undone only if that UUID has that name) or "domain" (ref = its name), each on
-    hypervisor `host`.
+    defined, undone only if that UUID has that name), "domain" (ref = its name) or
+    "migration" (ref = "NAME/UUID>TARGET>volumes[>autostart]", settled, not simply undone:
+    provision/migrate.py), each on hypervisor `host`.
     """
 
     kind: str

@@ -50,6 +50,7 @@ from virtfleet.errors import Busy, Conflict, InvalidInput, NotFound, StoreError
 from virtfleet.inventory import tables as t
 from virtfleet.inventory.controllers import ControllerRegistry
 from virtfleet.inventory.installs import InstallStore
+from virtfleet.inventory.maintenance import MaintenanceStore
 from virtfleet.inventory.records import (
     ApplyPlan,
     DomainRecord,
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
 
 # alembic and the pydantic fleet-file models are imported only where needed: a CLI whose store
 # is already at the newest schema, asking a controller, should not pay for importing them.
-HEAD_REVISION = "0007"  # newest file in migrations/versions (a unit test keeps them in step)
+HEAD_REVISION = "0008"  # newest file in migrations/versions (a unit test keeps them in step)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
@@ -339,9 +340,10 @@ def _alembic_error() -> type[Exception]:
     return CommandError
 
 
-class Store(InstallStore, ControllerRegistry):
+class Store(InstallStore, ControllerRegistry, MaintenanceStore):
     """The inventory and observed state of the fleet, in one SQL database (network installs:
-    the InstallStore methods, in installs.py; the controller registration: controllers.py)."""
+    the InstallStore methods, in installs.py; the controller registration: controllers.py; host
+    maintenance: maintenance.py)."""
 
     def __init__(self, url: str) -> None:
         try:
@@ -768,15 +770,19 @@ class Store(InstallStore, ControllerRegistry):
 
     def hypervisors(self, *, site: str | None = None, pod: str | None = None,
                     host: str | None = None, group: str | None = None) -> list[HostRecord]:
-        """Hypervisors matching every filter given, sorted by site, pod and name."""
+        """Hypervisors matching every filter given, sorted by site, pod and name. A host is in
+        maintenance if the fleet file or an operator (`host maintenance`) says so."""
         h, hg, g = t.hypervisors, t.hypervisor_groups, t.host_groups
         conds = self._host_conditions(site=site, pod=pod, host=host, group=group)
+        operator = select(t.host_maintenance.c.hypervisor_id).where(
+            t.host_maintenance.c.hypervisor_id == h.c.id).exists()
         with self._tx("list hypervisors", write=False) as conn:
             self._check_filters(conn, site=site, pod=pod, host=host, group=group)
             base = h.join(t.pods, h.c.pod_id == t.pods.c.id).join(
                 t.sites, t.pods.c.site_id == t.sites.c.id)
             rows = conn.execute(
-                select(h.c.id, h.c.name, h.c.uri, t.sites.c.name, t.pods.c.name, h.c.maintenance)
+                select(h.c.id, h.c.name, h.c.uri, t.sites.c.name, t.pods.c.name,
+                       h.c.maintenance | operator)
                 .select_from(base).where(*conds)
                 .order_by(t.sites.c.name, t.pods.c.name, h.c.name)
             ).all()

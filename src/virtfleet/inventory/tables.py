@@ -8,7 +8,8 @@ Inventory (desired state, from the fleet file): sites, pods, host_groups, hyperv
 hypervisor_groups. Observed state (written by sync and the controller): domains and host_status.
 The controller table holds the one running `virtfleet serve`. placement_claims holds room
 reserved on hypervisors for VMs being placed; vm_locks, operations in progress on VMs;
-operations, the journal of multi-step operations; boot_installs, `boot serve`'s network
+operations, the journal of multi-step operations; host_maintenance, hypervisors an operator
+took out of service; boot_installs, `boot serve`'s network
 installs of hypervisors.
 """
 
@@ -239,6 +240,23 @@ class PlacementClaimRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class HostMaintenanceRow(Base):
+    """A hypervisor an operator took out of service (`virtfleet host maintenance`): placement
+    skips it until `host activate`. Kept apart from hypervisors.maintenance, which the fleet
+    file declares: `apply` rewrites that column, and must not end an operator's maintenance.
+    """
+
+    __tablename__ = "host_maintenance"
+
+    hypervisor_id: Mapped[int] = mapped_column(
+        ForeignKey("hypervisors.id", ondelete="CASCADE"), primary_key=True
+    )
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    hostname: Mapped[str] = mapped_column(String(NAME_LEN))  # who set it: machine and pid
+    pid: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
 def table(cls: type[Base]) -> Table:
     """The Core Table behind a mapped class, for bulk statements."""
     t = cls.__table__
@@ -257,6 +275,7 @@ controller = table(ControllerRow)
 placement_claims = table(PlacementClaimRow)
 vm_locks = table(VMLockRow)
 operations = table(OperationRow)
+host_maintenance = table(HostMaintenanceRow)
 
 
 INSTALL_STATES = ("planned", "booting", "installing", "installed", "enrolled", "failed")

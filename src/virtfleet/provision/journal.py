@@ -1,9 +1,9 @@
 """Multi-step operations that complete or leave nothing behind, even across a crash.
 
-Each step that makes something (a placement claim, a volume, a domain) is written to the
-store's journal before the operation moves on. If a later step fails, or the operator presses
-Ctrl-C, what was made is undone in reverse and the journal entry goes. If the process dies
-outright, the entry stays: `virtfleet ops list` shows it as interrupted and `virtfleet ops
+Each step that makes something (a placement claim, a volume, a domain, a migration) is written
+to the store's journal before the operation moves on. If a later step fails, or the operator
+presses Ctrl-C, what was made is undone in reverse and the journal entry goes. If the process
+dies outright, the entry stays: `virtfleet ops list` shows it as interrupted and `virtfleet ops
 cleanup` undoes its steps from the journal, in any later process.
 """
 
@@ -107,6 +107,11 @@ def undo(what: Made, store: Store, pool: ConnectionPool) -> None:
 
     if what.kind == "claim":
         store.release_placement(what.host, what.ref)
+        return
+    if what.kind == "migration":  # finished or rolled back, from where the VM runs now
+        from virtfleet.provision.migrate import settle
+
+        settle(what, store, pool)
         return
     if what.kind not in ("volume", "poolvol", "domain", "vm"):
         raise NotFound(f"unknown journal step kind {what.kind!r}")

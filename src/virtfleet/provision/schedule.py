@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from virtfleet.inventory.records import DomainRecord, HostFailure, HostRecord
-from virtfleet.inventory.store import ClaimRequest, Store
+from virtfleet.inventory.store import DEFAULT_CLAIM_TTL, ClaimRequest, Store
 from virtfleet.placement.models import HostState, PlacementRequest, VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.placement.scheduler import Placed, Scheduler
@@ -68,8 +69,10 @@ def live_fleet(store: Store, *, site: str | None = None, pod: str | None = None,
 
 
 def place_and_claim(store: Store | None, fleet: LiveFleet, policy: Policy,
-                    request: PlacementRequest, *, explain: bool = False) -> Placed:
-    """Where every member of `request` goes; with a store, room is held there for each.
+                    request: PlacementRequest, *, explain: bool = False,
+                    ttl: timedelta = DEFAULT_CLAIM_TTL) -> Placed:
+    """Where every member of `request` goes; with a store, room is held there for each (for
+    `ttl`, or until released).
 
     The claim re-checks capacity inside one locked transaction, so two operators placing at
     once cannot both take the last room on a host: the loser gets a Conflict.
@@ -81,5 +84,5 @@ def place_and_claim(store: Store | None, fleet: LiveFleet, policy: Policy,
         store.claim_placements([
             ClaimRequest(host=h, vm=vm, vcpus=shape.vcpus, memory_mib=shape.memory_mib,
                          vcpu_limit=limits[h][0], memory_limit_mib=limits[h][1])
-            for vm, h in placed.vms])
+            for vm, h in placed.vms], ttl=ttl)
     return placed

@@ -38,6 +38,8 @@ _CONFLICT = {
     libvirt.VIR_ERR_DOM_EXIST,
     libvirt.VIR_ERR_STORAGE_VOL_EXIST,
     libvirt.VIR_ERR_RESOURCE_BUSY,
+    libvirt.VIR_ERR_MIGRATE_UNSAFE,  # storage libvirt cannot prove shared
+    libvirt.VIR_ERR_CPU_INCOMPATIBLE,  # the target cannot give the guest its CPU
 }
 _UNREACHABLE = {
     libvirt.VIR_ERR_NO_CONNECT,

@@ -195,6 +195,7 @@ class Interface(_DomainPart):
     mac = Attr("mac", "address", str)
     source_bridge = Attr("source", "bridge", str)
     source_network = Attr("source", "network", str)
+    source_dev = Attr("source", "dev", str)  # direct (macvtap): the host NIC it sits on
     model = Attr("model", "type", str)
     virtualport = Attr("virtualport", "type", str)  # openvswitch, 802.1Qbh ...
     portgroup = Attr("source", "portgroup", str)
