@@ -99,7 +99,6 @@ def test_host_add_refuses_an_unknown_key_and_pins_it_on_accept_new(
 def test_the_fleet_flow_runs_over_ssh(inventory: TransportLab) -> None:
     tl = inventory
     fleet_flow(tl)
-    # vm migrate: the migrate branch has not landed on main yet; see docs/transports.md
 
 
 def test_an_unknown_host_key_is_refused_in_one_line(inventory: TransportLab,

@@ -90,12 +90,18 @@ def transport_lab(transport: str,
         lab.down()
 
 
-def qemu_count(uuid: str) -> int:
-    """QEMU processes running this domain, from this machine's process table (ground truth:
-    every lab hypervisor's QEMU is visible here)."""
-    out = subprocess.run(["ps", "-e", "-ww", "-o", "args="], capture_output=True, text=True,
-                         check=True).stdout  # -ww: whole command lines, however wide
-    return sum(1 for line in out.splitlines() if "qemu-system" in line and f"-uuid {uuid}" in line)
+def qemu_namespaces(uuid: str) -> list[str]:
+    """The network namespace of each QEMU process running this domain, from this machine's
+    process table (ground truth: every lab hypervisor's QEMU is visible here)."""
+    out = subprocess.run(["ps", "-e", "-ww", "-o", "pid=,args="], capture_output=True,
+                         text=True, check=True).stdout  # -ww: whole command lines
+    spaces = []
+    for line in out.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if "qemu-system" in args and f"-uuid {uuid}" in args:
+            spaces.append(subprocess.run(["ip", "netns", "identify", pid], capture_output=True,
+                                         text=True, check=False).stdout.strip())
+    return spaces
 
 
 def fleet_flow(tl: TransportLab) -> None:
@@ -127,10 +133,23 @@ def fleet_flow(tl: TransportLab) -> None:
     assert r.code == 0, r.out + r.err
     vms = {v["name"]: v for v in tl.cli("list", "--json").json()}
     assert {"flow-base", "flow-tpl", "flow-1", "flow-2"} <= set(vms)
+    netns = {h.name: h.netns for h in tl.hosts}
     for name in ("flow-1", "flow-2"):
         assert vms[name]["state"] == "running", vms[name]
-        assert qemu_count(vms[name]["uuid"]) == 1, name  # running, and once
-    assert {vms["flow-1"]["host"], vms["flow-2"]["host"]} <= {h.name for h in tl.hosts}
+        # running, once, on the hypervisor the list says
+        assert qemu_namespaces(vms[name]["uuid"]) == [netns[vms[name]["host"]]], name
+
+    # vm migrate is peer to peer: the source hypervisor's libvirtd opens the target's URI
+    # itself, over the same transport, with its own credentials (the lab gives each one root's
+    # own ssh key and known_hosts, or a client certificate in its /etc/pki).
+    source = vms["flow-1"]["host"]
+    target = next(h.name for h in tl.hosts if h.name != source)
+    r = tl.cli("vm", "migrate", "flow-1", "--to", target, "--cpu-ratio", "4", "--json")
+    assert r.code == 0, r.out + r.err
+    assert (r.json()["source"], r.json()["target"], r.json()["mode"]) == (source, target, "live")
+    moved = {v["name"]: v for v in tl.cli("list", "--json").json()}["flow-1"]
+    assert (moved["host"], moved["state"]) == (target, "running")
+    assert qemu_namespaces(moved["uuid"]) == [netns[target]]
 
 
 def skip_or_fail(why: str) -> None:

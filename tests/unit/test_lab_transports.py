@@ -102,6 +102,7 @@ def test_each_transport_has_its_listeners(tmp_path: Path) -> None:
     tls = transports.listen_settings(transports.ClientSide("tls", ca=ca), "10.250.7.11",
                                      names.host_dir(1))
     assert (tls["listen_tcp"], tls["listen_tls"], tls["auth_tls"]) == (0, 1, "none")
-    assert tls["tls_allowed_dn_list"] == ["O=virtfleet lab tt,CN=virtfleet"]
+    assert tls["tls_allowed_dn_list"] == ["O=virtfleet lab tt,CN=virtfleet",  # virtfleet
+                                         "O=virtfleet lab tt,CN=*-hv*"]  # its peers
     with pytest.raises(InvalidInput, match="transport: 'udp' is not one of tcp, ssh, tls"):
         transports.check_transport("udp")

@@ -216,6 +216,8 @@ class Lab:
         for i in indexes:
             pod = n.pod_name((i - 1) * pods // len(indexes) + 1)
             self._add_host(st, self._host(i, pod, transport), client)
+        transports.link_hosts(client, [Path(h.dir) for h in st.hosts],
+                              [h.address for h in st.hosts])
         for host in st.hosts:
             took = daemon.wait_ready(host)
             progress(f"{host.name}: libvirtd pid {host.libvirtd_pid} answering at {host.uri} "

@@ -27,7 +27,7 @@ CLIENT_CN = "virtfleet"
 # libvirt's file names: a client's pkipath, and what libvirtd.conf points at on a server.
 CA_CERT, CLIENT_CERT, CLIENT_KEY = "cacert.pem", "clientcert.pem", "clientkey.pem"
 SERVER_CERT, SERVER_KEY = "servercert.pem", "serverkey.pem"
-_TEXT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
+_TEXT_RE = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9 ._*-]{0,63}$")
 
 
 def _text(value: str) -> str:

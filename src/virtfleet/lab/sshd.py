@@ -117,6 +117,23 @@ def host_key(host_dir: Path) -> HostKey:
     return HostKey.parse(parts[0], parts[1])
 
 
+def prepare_root_ssh(directory: Path, name: str) -> None:
+    """The hypervisor root's own ~/.ssh (bind-mounted over /root/.ssh in its namespace): the key
+    its libvirtd logs in to its peers with, strict checking against the peers' keys only."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = directory / "id_ed25519"
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f",
+             str(key)], f"{name}: making its root's ssh key")
+    (directory / "known_hosts").touch(mode=0o600)
+    config = directory / "config"
+    config.write_text("".join(f"{k} {v}\n" for k, v in (
+        ("StrictHostKeyChecking", "yes"), ("BatchMode", "yes"),
+        ("GlobalKnownHostsFile", "/dev/null"), ("UpdateHostKeys", "no"),
+        ("IdentitiesOnly", "yes"), ("IdentityFile", "/root/.ssh/id_ed25519"))))
+    os.chmod(config, 0o600)
+
+
 def client_key(directory: Path) -> str:
     """The lab client's ED25519 key in `directory` (made if missing); its public line."""
     key = directory / "id_ed25519"

@@ -24,6 +24,11 @@ from virtfleet.lab.names import LIBVIRT_PORT, LabNames
 
 TRANSPORTS = ("tcp", "ssh", "tls")
 TLS_PORT = 16514
+# Live migration is peer to peer: the source hypervisor's libvirtd opens the target's URI
+# itself, as root, with root's ssh keys or the machine's TLS client certificate, as on a real
+# estate. So each hypervisor gets its own copy of those places, bind-mounted in its namespace
+# by nsboot: STATE/hosts/hN/<key> over <value>.
+PEER_DIRS = {"rootssh": "/root/.ssh", "etcpki": "/etc/pki"}
 
 
 def check_transport(transport: str) -> str:
@@ -75,9 +80,34 @@ def prepare_host(client: ClientSide, names: LabNames, index: int, name: str) -> 
     host_dir = names.host_dir(index)
     if client.transport == "ssh":
         sshd.prepare(host_dir, names.address(index), name, client.authorized_key)
+        sshd.prepare_root_ssh(host_dir / "rootssh", name)
     elif client.transport == "tls":
         assert client.ca is not None
         client.ca.issue_server(host_dir / "pki", name, names.address(index))
+        # The hypervisor as a TLS client of its peers: libvirtd (root) looks in /etc/pki.
+        etc_pki = host_dir / "etcpki"
+        client.ca.issue_client(etc_pki / "libvirt", cn=name)
+        (etc_pki / "CA").mkdir(mode=0o755, exist_ok=True)
+        os.replace(etc_pki / "libvirt" / pki.CA_CERT, etc_pki / "CA" / pki.CA_CERT)
+        (etc_pki / "libvirt" / "private").mkdir(mode=0o700, exist_ok=True)
+        os.replace(etc_pki / "libvirt" / pki.CLIENT_KEY,
+                   etc_pki / "libvirt" / "private" / pki.CLIENT_KEY)
+
+
+def link_hosts(client: ClientSide, host_dirs: list[Path], addresses: list[str]) -> None:
+    """Once every hypervisor exists: each one's root trusts the others' host keys, and each
+    one's sshd lets in the lab client and every hypervisor's root (for peer-to-peer
+    migration). TLS needs nothing more: they share the CA, and the DNs are allowed by
+    pattern."""
+    if client.transport != "ssh":
+        return
+    keys = [sshd.host_key(d) for d in host_dirs]
+    known = "".join(f"{a} {k.type} {k.data}\n" for a, k in zip(addresses, keys, strict=True))
+    roots = [(d / "rootssh" / "id_ed25519.pub").read_text().strip() for d in host_dirs]
+    for d in host_dirs:
+        (d / "rootssh" / "known_hosts").write_text(known)
+        auth = sshd.ssh_dir(d) / "authorized_keys"
+        auth.write_text("".join(f"{k}\n" for k in [client.authorized_key, *roots]))
 
 
 def describe_host(transport: str, host_dir: Path) -> str:
@@ -106,7 +136,8 @@ def listen_settings(client: ClientSide | None, address: str,
             "cert_file": str(server / pki.SERVER_CERT),
             "ca_file": str(server / pki.CA_CERT),
             "auth_tls": "none",  # the client certificate is the authentication
-            "tls_allowed_dn_list": [client.ca.client_dn()],
+            # virtfleet, and the lab's hypervisors (their libvirtd migrating peer to peer).
+            "tls_allowed_dn_list": [client.ca.client_dn(), client.ca.client_dn("*-hv*")],
         }
     return {
         "listen_tcp": 1,
