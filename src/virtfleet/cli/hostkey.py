@@ -54,10 +54,6 @@ class HostKeyStep:
     dry_run: bool
 
     @property
-    def failed(self) -> bool:
-        return bool(self.plan.of("unreachable"))
-
-    @property
     def text(self) -> str:
         return "".join(_line(r, self.dry_run) for r in self.plan.results if r.state != "pinned")
 
