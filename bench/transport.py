@@ -43,14 +43,24 @@ GUESTS = 2
 
 def sh(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
     """Run argv; (seconds, stdout). Fails loudly."""
+    secs, _cpu, out = sh_cpu(argv, env)
+    return secs, out
+
+
+def sh_cpu(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run argv; (seconds, CPU seconds of it and the children it reaped, stdout): the CPU the
+    management host pays (the ssh clients are virsh's or virtfleet's children)."""
     start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env={**os.environ, **(env or {})})
-    secs = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])}... failed ({proc.returncode}): "
-                         f"{proc.stderr[-2000:]}")
-    return secs, proc.stdout
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True,
+                                env={**os.environ, **(env or {})})
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        secs = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(argv[:4])}... failed: {err.read()[-2000:]}")
+        out.seek(0)
+        return secs, usage.ru_utime + usage.ru_stime, out.read()
 
 
 def rss_mib(pids: list[int]) -> float:
@@ -144,19 +154,22 @@ def main() -> None:
         loop = ('for h in "$@"; do echo "== $h"; virsh -c "qemu+ssh://root@$h/system?command='
                 f'{wrapper}&no_tty=1" list --all; done')
         print(f"baseline: bash + virsh over {hosts} hypervisors, one ssh each ...", flush=True)
-        base_s, base_out = sh(["bash", "-c", loop, "bash", *addresses])
+        base_s, base_cpu, base_out = sh_cpu(["bash", "-c", loop, "bash", *addresses])
         base_vms = base_out.count("bench-")
 
+        load_at = os.getloadavg()[0]
         cold: dict[int, list[float]] = {}
+        cold_cpu: dict[int, list[float]] = {}
         cold_vms = 0
         for limit in limits:
             print(f"cold: virtfleet list --json, VIRTFLEET_SSH_CONCURRENCY={limit} ...",
                   flush=True)
-            cold[limit] = []
+            cold[limit], cold_cpu[limit] = [], []
             for _ in range(runs):
-                secs, text = sh([VF, "list", "--json"],
-                                {**env, "VIRTFLEET_SSH_CONCURRENCY": str(limit)})
+                secs, cpu, text = sh_cpu([VF, "list", "--json"],
+                                         {**env, "VIRTFLEET_SSH_CONCURRENCY": str(limit)})
                 cold[limit].append(secs)
+                cold_cpu[limit].append(cpu)
                 cold_vms = len(json.loads(text))
 
         print("warm: virtfleet serve + virtfleet list --json ...", flush=True)
@@ -175,10 +188,11 @@ def main() -> None:
             if controller.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("controller did not come up")
             time.sleep(0.5)
-        warm = []
+        warm, warm_cpu = [], []
         for _ in range(max(runs, 5)):
-            secs, text = sh([VF, "list", "--json"], env)
+            secs, cpu, text = sh_cpu([VF, "list", "--json"], env)
             warm.append(secs)
+            warm_cpu.append(cpu)
         warm_vms = len(json.loads(text))
         ssh_held = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit()
                        and _ppid(p) == controller.pid and _argv0(p) == "ssh")
@@ -190,18 +204,18 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
 
     rows = [f"| chapter loop (bash + virsh -c qemu+ssh://... list --all, one host after "
-            f"another) | {base_s:.2f} | one run | 1.0 | {base_vms} |"]
+            f"another) | {base_s:.2f} | one run | 1.0 | {base_cpu:.1f} | {base_vms} |"]
     for limit, secs in cold.items():
         med = statistics.median(secs)
         rows.append(f"| virtfleet list --json, cold, VIRTFLEET_SSH_CONCURRENCY={limit} | "
                     f"{med:.2f} | {min(secs):.2f}-{max(secs):.2f} | {base_s / med:.1f} | "
-                    f"{cold_vms} |")
+                    f"{statistics.median(cold_cpu[limit]):.1f} | {cold_vms} |")
     wmed = statistics.median(warm)
     rows.append(f"| virtfleet list --json, warm (controller holds {ssh_held} ssh "
                 f"connections) | {wmed:.2f} | {min(warm):.2f}-{max(warm):.2f} | "
-                f"{base_s / wmed:.0f} | {warm_vms} |")
-    table = ["| run | median s | range s | x faster than loop | VMs seen |",
-             "| --- | ---: | ---: | ---: | ---: |", *rows]
+                f"{base_s / wmed:.0f} | {statistics.median(warm_cpu):.1f} | {warm_vms} |")
+    table = ["| run | median s | range s | x faster than loop | client CPU s | VMs seen |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |", *rows]
     notes = [
         f"- every run saw all {vms} VMs: "
         f"{'yes' if base_vms == cold_vms == warm_vms == vms else 'NO'}",
@@ -211,6 +225,9 @@ def main() -> None:
         f"- the lab: {hosts} hypervisors up in {up_s:.1f} s; resident memory "
         f"libvirtd {mem['libvirtd']:.0f} MiB, virtlogd {mem['virtlogd']:.0f} MiB, "
         f"sshd {mem['sshd']:.0f} MiB in all ({sum(mem.values()) / hosts:.1f} MiB a host)",
+        f"- load average when the cold runs began: {load_at:.1f} on {os.cpu_count()} cores "
+        "(both ends of every ssh connection run on this machine: each login's sshd, shell and "
+        "virt-ssh-helper cost CPU here that a real estate spreads over its hypervisors)",
     ]
     text = "\n".join(table + [""] + notes)
     print("\n" + text)
