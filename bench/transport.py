@@ -158,6 +158,15 @@ def main() -> None:
         base_vms = base_out.count("bench-")
 
         load_at = os.getloadavg()[0]
+        # What one ssh login costs the client, by key exchange: OpenSSH 9's default
+        # (sntrup761x25519, post-quantum hybrid; virtfleet keeps it) and curve25519 alone.
+        kex = {}
+        for name, opts in (("default", []), ("curve25519-sha256",
+                                             ["-o", "KexAlgorithms=curve25519-sha256"])):
+            logins = [str(wrapper), *opts, f"root@{addresses[0]}", "true"]
+            secs, cpu, _ = sh_cpu(["bash", "-c", 'for i in $(seq 20); do "$@"; done', "bash",
+                                   *logins])
+            kex[name] = (secs / 20, cpu / 20)
         cold: dict[int, list[float]] = {}
         cold_cpu: dict[int, list[float]] = {}
         cold_vms = 0
@@ -225,6 +234,10 @@ def main() -> None:
         f"- the lab: {hosts} hypervisors up in {up_s:.1f} s; resident memory "
         f"libvirtd {mem['libvirtd']:.0f} MiB, virtlogd {mem['virtlogd']:.0f} MiB, "
         f"sshd {mem['sshd']:.0f} MiB in all ({sum(mem.values()) / hosts:.1f} MiB a host)",
+        "- one ssh login (20 in a row to one host): OpenSSH's default key exchange "
+        f"{kex['default'][0] * 1000:.0f} ms, {kex['default'][1] * 1000:.0f} ms client CPU; "
+        f"curve25519-sha256 {kex['curve25519-sha256'][0] * 1000:.0f} ms, "
+        f"{kex['curve25519-sha256'][1] * 1000:.0f} ms client CPU",
         f"- load average when the cold runs began: {load_at:.1f} on {os.cpu_count()} cores "
         "(both ends of every ssh connection run on this machine: each login's sshd, shell and "
         "virt-ssh-helper cost CPU here that a real estate spreads over its hypervisors)",

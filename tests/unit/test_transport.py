@@ -276,7 +276,10 @@ def test_secure_and_local_uris_need_no_leave(uri: str) -> None:
 def test_the_store_keeps_the_leave_and_host_add_obeys_it(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     (tmp_path / "f.yaml").write_text(yaml.safe_dump(_fleet("qemu+tcp://10.0.0.1/system", True)))
-    assert run(db, "apply", "-f", str(tmp_path / "f.yaml")).code == 0
+    unused = tmp_path / "transport"
+    assert run(db, "apply", "-f", str(tmp_path / "f.yaml"),
+               env={"VIRTFLEET_TRANSPORT_DIR": str(unused)}).code == 0
+    assert not unused.exists()  # no qemu+ssh host: nothing made for one
     with Store(f"sqlite:///{db}") as store:
         assert store.fleet().sites[0].pods[0].insecure_transport
     # Into the pod that allows it: fine. Into a new pod: refused, naming the option.

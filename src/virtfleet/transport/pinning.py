@@ -114,15 +114,15 @@ def plan_pins(hosts: Sequence[tuple[str, str]], *, accept_new: bool, rescan: boo
     Hosts already pinned are not asked again unless `rescan` (then a different key is CHANGED).
     Writes nothing: `commit()` does, after the caller's own changes succeeded.
     """
-    td = (td or TransportDir.from_env()).ensure()
+    targets = [(name, t) for name, uri in hosts if (t := ssh_target(uri)) is not None]
+    td = td or TransportDir.from_env()
     known = KnownHosts(td.known_hosts)
     plan = PinPlan(known)
+    if not targets:
+        return plan  # no qemu+ssh host: the transport directory is not even made
+    td.ensure()
     to_scan: dict[int, list[PinResult]] = {}
-    for name, uri in hosts:
-        target = ssh_target(uri)
-        if target is None:
-            continue
-        address, port = target
+    for name, (address, port) in targets:
         pinned = preferred(known.keys_for(address, port))
         r = PinResult(name, address, port, PINNED, pinned=pinned)
         plan.results.append(r)
