@@ -104,7 +104,7 @@ def check_of(host: Host) -> HostCheck:
         problems.append("no guest types offered (is the QEMU driver installed?)")
     elif not kvm_usable and "qemu" in caps.virt_types:
         problems.append("no KVM: guests would run under TCG emulation (slow)")
-    from virtfleet.netfleet import network_problems  # pydantic models: only when checking
+    from virtfleet.fleet.declared_networks import network_problems  # pydantic: when checking
 
     problems.extend(network_problems(host))
     return HostCheck(

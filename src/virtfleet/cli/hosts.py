@@ -219,8 +219,8 @@ def check(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod =
           group: Group = None, json: Json = False) -> None:
     """Preflight: reachable, virt types, VT-x/AMD-V, IOMMU, KVM usable; the pod's storage pool
     active and writable, autostart pools running (see docs/storage.md)."""
+    from virtfleet.fleet.storage_check import host_check_with_storage, storage_by_host
     from virtfleet.queries import HostCheck, failures
-    from virtfleet.storage_check import host_check_with_storage, storage_by_host
 
     work = host_check_with_storage(storage_by_host(app_context(ctx).store()))
     results = _ask(ctx, "check", work, names, site, pod, group)

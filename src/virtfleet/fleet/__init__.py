@@ -4,4 +4,12 @@ and the layers below (provision/, virt/, inventory/, placement/) know how the wo
 
 migration.py: `vm migrate`, `host maintenance` and `host activate` (with movable.py, what a
 VM needs from its new host; targets.py, where it goes; drain.py, many moves at once).
+
+scope.py: which hypervisors a verb runs on, and what each of them answered (shared by the
+network and storage services). networks.py: libvirt networks (virsh net-*); declared_networks.py:
+the fleet file's networks onto its hypervisors (apply) and the network preflight. pools.py:
+storage pools (virsh pool-*), each pod's shared pool, the storage preflight (storage_check.py);
+podstorage.py: a pod's shared storage as pools, and whether a pool is shared. volumes.py:
+volumes in one pool (virsh vol-*) and where a VM's disks live. images.py: local disk images
+through qemu-img. netcfg.py: a hypervisor's own network files.
 """

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from virtfleet.errors import VirtfleetError
+from virtfleet.fleet.podstorage import pod_pool_name
 from virtfleet.inventory.fleetfile import PodStorage
-from virtfleet.podstorage import pod_pool_name
 from virtfleet.virt import pools
 from virtfleet.virt.host import Host
 from virtfleet.xml.parse import parse_xml
