@@ -86,9 +86,11 @@ def host_key_step(hosts: Sequence[tuple[str, str]], accept_new: bool,
 
 def _hosts(ctx: typer.Context, names: list[str] | None, site: str | None, pod: str | None,
            group: str | None) -> list[tuple[str, str]]:
-    from virtfleet.cli.hosts import select_hosts
+    from virtfleet.cli.hosts import _hosts as host_service
+    from virtfleet.cli.hosts import _query
 
-    return [(h.name, h.uri) for h in select_hosts(ctx, names, site, pod, group)]
+    with host_service(ctx) as hosts:
+        return [(h.name, h.uri) for h in hosts.select(_query(names, site, pod, group))]
 
 
 @app.command("list")

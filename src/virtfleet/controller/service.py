@@ -37,9 +37,9 @@ from virtfleet.config import Timeouts
 from virtfleet.controller.client import heartbeat_fresh, is_dead
 from virtfleet.controller.state import FleetState
 from virtfleet.errors import Conflict, NotFound, VirtfleetError
+from virtfleet.fleet.observed import record
 from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord, HostStatus
 from virtfleet.inventory.store import Store
-from virtfleet.observed import record
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host
 

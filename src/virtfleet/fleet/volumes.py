@@ -191,7 +191,7 @@ class VolumeService(FleetService):
 
     def disks(self, vm: str, host: str | None = None) -> VMDisks:
         """Where each disk of VM `vm` lives (found anywhere in the fleet, or on `host`)."""
-        from virtfleet.locate import locate_vm
+        from virtfleet.fleet.locate import locate_vm
 
         check_name("vm", vm)
         record = locate_vm(vm, self.store, self.pool, host=host)
