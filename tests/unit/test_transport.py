@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -316,32 +315,50 @@ class _AsIfSsh(ConnectionPool):
 def test_at_most_ssh_concurrency_qemu_ssh_hosts_are_worked_on_at_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIRTFLEET_SSH_CONCURRENCY", "3")
-    hosts, nodes = [], {}
+    hosts, nodes, over_ssh = [], {}, set()
     for i in range(12):
-        over_ssh = i % 4 != 0  # 9 over ssh, 3 local
-        name = f"hv{i}"
+        name = f"cap{i}"
         nodes[name] = node_uri(tmp_path, "empty.xml", f"{name}.xml")
-        hosts.append(host(name, f"qemu+ssh://root@hv{i}.example.com/system" if over_ssh
-                          else nodes[name]))
-    lock = threading.Lock()
-    now = {"ssh": 0, "all": 0}
-    peak = {"ssh": 0, "all": 0}
+        if i % 4:  # 9 over ssh; cap0, cap4, cap8 local
+            over_ssh.add(name)
+        hosts.append(host(name, f"qemu+ssh://root@{name}.example.com/system"
+                          if name in over_ssh else nodes[name]))
+    entered = threading.Condition()
+    inside: set[str] = set()
+    peak = 0
+    gate = threading.Event()  # every host's work holds here until the test has looked
 
     def work(h: Host) -> str:
-        kind = "ssh" if h.label != "hv0" and int(h.label[2:]) % 4 else "local"
-        with lock:
-            now["all"] += 1
-            now["ssh"] += kind == "ssh"
-            peak["all"] = max(peak["all"], now["all"])
-            peak["ssh"] = max(peak["ssh"], now["ssh"])
-        time.sleep(0.2)
-        with lock:
-            now["all"] -= 1
-            now["ssh"] -= kind == "ssh"
-        return kind
+        nonlocal peak
+        with entered:
+            inside.add(h.label)
+            peak = max(peak, len(inside & over_ssh))
+            entered.notify_all()
+        gate.wait(timeout=60)
+        with entered:
+            inside.discard(h.label)
+        return h.label
 
+    def started() -> set[str]:
+        """The hosts whose fan-out thread exists (fan_out names them; Thread.start returns
+        only once the thread runs)."""
+        return {t.name.removeprefix("fanout ") for t in threading.enumerate()
+                if t.name.startswith("fanout cap")}
+
+    box: dict[str, list[object]] = {}
     with _AsIfSsh(nodes) as pool:
-        results = fan_out(hosts, work, pool, concurrency=8)
-    assert [r.error for r in results] == [None] * 12
-    assert peak["ssh"] == 3  # capped, and the cap was reached
-    assert peak["all"] > 3  # the local hosts were not held back by it
+        runner = threading.Thread(target=lambda: box.setdefault(
+            "results", list(fan_out(hosts, work, pool, concurrency=8))))
+        runner.start()
+        try:
+            # The scheduler goes in host order: cap8 (local) is started after it decided on
+            # cap5-7 (ssh). Once cap8 works, any ssh host beyond the cap would have a thread.
+            with entered:
+                assert entered.wait_for(lambda: "cap8" in inside, timeout=60), inside
+            assert started() == {"cap0", "cap1", "cap2", "cap3", "cap4", "cap8"}
+        finally:
+            gate.set()
+            runner.join(timeout=120)
+    results = box["results"]
+    assert [r.error for r in results] == [None] * 12  # type: ignore[attr-defined]
+    assert peak == 3  # capped at 3 throughout, and the cap was reached
