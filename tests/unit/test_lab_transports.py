@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.cli import run
 from tests.unit.tools import require_tool
 from virtfleet.errors import InvalidInput, LabError
 from virtfleet.lab import pki, sshd, transports
@@ -106,3 +107,12 @@ def test_each_transport_has_its_listeners(tmp_path: Path) -> None:
                                          "O=virtfleet lab tt,CN=*-hv*"]  # its peers
     with pytest.raises(InvalidInput, match="transport: 'udp' is not one of tcp, ssh, tls"):
         transports.check_transport("udp")
+
+
+def test_lab_up_refuses_an_unknown_transport_before_making_anything(tmp_path: Path) -> None:
+    labs = tmp_path / "labs"
+    r = run(tmp_path / "s.db", "lab", "up", "--transport", "udp", "--name", "tt",
+            env={"VIRTFLEET_LAB_DIR": str(labs)})
+    assert (r.code, r.out) == (2, "")
+    assert r.err == "virtfleet: error: --transport: 'udp' is not one of tcp, ssh, tls\n"
+    assert not labs.exists()  # no state directory, so no namespace or daemon either

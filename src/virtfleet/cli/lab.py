@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json, table
 from virtfleet.errors import InvalidInput
@@ -47,7 +48,8 @@ def up(
     """
     from virtfleet.lab.lab import Lab
 
-    st = Lab(name).up(hosts=hosts, pods=pods, progress=_say, transport=transport)
+    with options_named({"transport": "--transport"}):
+        st = Lab(name).up(hosts=hosts, pods=pods, progress=_say, transport=transport)
     emit(f"{st.fleet_file}\n")
 
 
