@@ -31,7 +31,7 @@ Names = Annotated[list[str] | None, typer.Argument(help="Hypervisor names (defau
 FLAGS = {"accept_new": "--accept-new", "uri": "--uri"}
 
 _WORDS = {"pinned": "pinned", "accepted": "pinned now", "new": "NOT PINNED (needs --accept-new)",
-          "changed": "CHANGED", "unreachable": "unreachable: not pinned"}
+          "changed": "CHANGED", "unreachable": "not pinned (the host did not answer)"}
 
 
 def _line(r: PinResult, dry_run: bool) -> str:
@@ -39,7 +39,7 @@ def _line(r: PinResult, dry_run: bool) -> str:
 
     key = r.key
     word = "would be pinned" if dry_run and r.state == ACCEPTED else _WORDS[r.state]
-    shown = key.describe() if key else "no key"
+    shown = key.describe() if key else "none seen,"
     if r.state == CHANGED and r.pinned is not None:
         shown = f"{shown} (pinned: {r.pinned.describe()})"
     return f"ssh host key of {host_label(r)}: {shown} {word}\n"
@@ -86,11 +86,11 @@ def host_key_step(hosts: Sequence[tuple[str, str]], accept_new: bool,
 
 def _hosts(ctx: typer.Context, names: list[str] | None, site: str | None, pod: str | None,
            group: str | None) -> list[tuple[str, str]]:
-    from virtfleet.cli.hosts import _hosts as host_service
-    from virtfleet.cli.hosts import _query
+    from virtfleet.fleet.hosts import HostQuery, HostService
 
-    with host_service(ctx) as hosts:
-        return [(h.name, h.uri) for h in hosts.select(_query(names, site, pod, group))]
+    with HostService(app_context(ctx).store()) as hosts:
+        query = HostQuery(tuple(names or ()), site, pod, group)
+        return [(h.name, h.uri) for h in hosts.select(query)]
 
 
 @app.command("list")
