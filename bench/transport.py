@@ -139,10 +139,13 @@ def main() -> None:
             site.pop("libvirt_networks", None)
         fleet_file = work / "fleet.yaml"
         fleet_file.write_text(yaml.safe_dump(fleet))
-        sh([VF, "apply", "-f", str(fleet_file), "--accept-new"], env)
-        print(f"lab up in {up_s:.1f} s; pinning keys, defining guests ...", flush=True)
+        print(f"lab up in {up_s:.1f} s; pinning keys ...", flush=True)
+        apply_s, _ = sh([VF, "apply", "-f", str(fleet_file), "--accept-new"], env)
+        print(f"apply --accept-new in {apply_s:.1f} s; defining guests ...", flush=True)
+        t_define = time.monotonic()
         vms = define_guests(lab_json)
-        print(f"ready after {time.monotonic() - t_start:.1f} s", flush=True)
+        print(f"{vms} guests defined in {time.monotonic() - t_define:.1f} s; ready after "
+              f"{time.monotonic() - t_start:.1f} s", flush=True)
         addresses = [h["address"] for h in lab_json["hosts"]]
         procs = lab_processes(lab_json)
         mem = {name: rss_mib(procs.get(name, [])) for name in ("libvirtd", "virtlogd", "sshd")}
