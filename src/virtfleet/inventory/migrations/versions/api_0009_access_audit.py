@@ -1,7 +1,7 @@
 """API access and audit: users, their tokens (hashed) and grants, and the audit log of writes.
 
 Revision ID: 0009
-Revises: 0007 (0008 once the HA revision is merged before it: the lead re-chains)
+Revises: 0008
 Create Date: 2026-12-02
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | None = None
 depends_on: str | None = None
 
