@@ -31,11 +31,15 @@ def serve(
         help="Seconds a worker may go without progress before the controller stops "
         "heart-beating (default: twice the per-host deadline plus --interval).", min=1)]
     = None,
+    stats_interval: Annotated[float, typer.Option(
+        help="Seconds between bulk-stats passes over the fleet, which /metrics serves.",
+        min=1)] = 15.0,
 ) -> None:
     """Run the controller: connections kept open, events followed, the store kept current."""
     import uvicorn
 
     from virtfleet.controller.api import create_app
+    from virtfleet.controller.observe import Observability
     from virtfleet.controller.service import Controller
     from virtfleet.controller.sockets import default_run_dir, listen, private_dir
 
@@ -51,8 +55,9 @@ def serve(
     controller = Controller(app_context(ctx).store(), interval=interval,
                             full_resync=full_resync, stuck_after=stuck_after,
                             on_superseded=superseded)
-    server = uvicorn.Server(uvicorn.Config(create_app(controller), log_level="warning",
-                                           access_log=False))
+    observe = Observability(controller, stats_interval=stats_interval)
+    server = uvicorn.Server(uvicorn.Config(create_app(controller, extra=[observe.routers]),
+                                           log_level="warning", access_log=False))
     serving = False
 
     def on_sigterm(*_: object) -> None:
@@ -73,9 +78,11 @@ def serve(
             "serving %s: %d hosts, %d unreachable", url, len(controller.state.hosts()),
             len(failed))
         serving = True
+        observe.start()
         if not server.should_exit:
             server.run(sockets=[sock])
     finally:
+        observe.stop()
         controller.stop()
         sock.close()
         with contextlib.suppress(FileNotFoundError):
