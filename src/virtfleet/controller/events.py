@@ -266,13 +266,13 @@ class EventBus:
             sub = None
             if follow:
                 sub = Subscription(self, kinds, visible, self._queue)
+                # Everything up to now is in the backlog: a resume starts after it.
+                sub.last_id = f"{self.epoch}-{self._seq}" if self._seq else ""
                 self._subs.append(sub)
         out = [e for e in backlog if _matches(kinds, e.kind)
                and (visible is None or visible(e))]
         if gap:
             out.insert(0, Event(kind="stream.gap", at=datetime.now(UTC), data={"reason": gap}))
-        if sub is not None and out:
-            sub.last_id = next((e.id for e in reversed(out) if e.seq), "")
         return out, sub
 
     def _since(self, wanted: tuple[str, int] | None) -> tuple[list[Event], str]:
