@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -40,6 +40,9 @@ VM_STATE = Family("virtfleet_vm_state", "gauge",
 VM_VCPUS = Family("virtfleet_vm_vcpus", "gauge", "vCPUs of the VM")
 VM_MEMORY = Family("virtfleet_vm_memory_bytes", "gauge", "Memory the VM is defined with")
 VIEW_FAMILIES = (HOST_UP, VM_STATE, VM_VCPUS, VM_MEMORY)
+# The text format exposition.py writes (and generate_latest, for these plain names): what
+# Prometheus 2.x expects; prometheus-client's CONTENT_TYPE_LATEST says 1.0.0 in newer releases.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -183,6 +186,6 @@ def metrics_router(metrics: FleetMetrics, auth: Callable[..., Any]) -> APIRouter
     @router.get("/metrics", dependencies=[Depends(auth)], response_class=Response,
                 summary="The fleet and the controller in Prometheus' text format")
     def scrape() -> Response:
-        return Response(content=metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(content=metrics.render(), media_type=CONTENT_TYPE)
 
     return router

@@ -149,10 +149,12 @@ def node_stats(host: Host) -> NodeStats:
                 raise
             mem = None
     free = None
+    total = int(info[1]) * KIB * KIB  # getInfo says MiB
     if mem is not None and "free" in mem:
         # Page cache and buffers can be given back at once: free as `free -m`'s available.
         free = sum(int(mem.get(k, 0)) for k in ("free", "buffers", "cached")) * KIB
-    return NodeStats(cpus=int(info[2]), memory_bytes=int(info[1]) * KIB * KIB,
+        total = int(mem.get("total", total // KIB)) * KIB  # the kernel's MemTotal, as free's
+    return NodeStats(cpus=int(info[2]), memory_bytes=total,
                      cpu_seconds={str(k): int(v) / 1e9 for k, v in cpu.items()},
                      memory_free_bytes=free)
 
