@@ -116,7 +116,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Controller, Observability]]:
     assert run(db, "apply", "-f", str(tmp_path / "fleet.yaml")).code == 0
     with Store(f"sqlite:///{db}") as store:
         ctl = Controller(store, interval=60)
-        obs = Observability(ctl)  # before the first sync, as serve does: it counts events
+        obs = ctl.observe
         ctl.reload_inventory()
         ctl.sync()
         try:

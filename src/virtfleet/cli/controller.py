@@ -39,7 +39,6 @@ def serve(
     import uvicorn
 
     from virtfleet.controller.api import create_app
-    from virtfleet.controller.observe import Observability
     from virtfleet.controller.service import Controller
     from virtfleet.controller.sockets import default_run_dir, listen, private_dir
 
@@ -54,9 +53,9 @@ def serve(
 
     controller = Controller(app_context(ctx).store(), interval=interval,
                             full_resync=full_resync, stuck_after=stuck_after,
-                            on_superseded=superseded)
-    observe = Observability(controller, stats_interval=stats_interval)
-    server = uvicorn.Server(uvicorn.Config(create_app(controller, extra=[observe.routers]),
+                            on_superseded=superseded, stats_interval=stats_interval)
+    server = uvicorn.Server(uvicorn.Config(create_app(controller,
+                                                      extra=[controller.observe.routers]),
                                            log_level="warning", access_log=False))
     serving = False
 
@@ -78,11 +77,9 @@ def serve(
             "serving %s: %d hosts, %d unreachable", url, len(controller.state.hosts()),
             len(failed))
         serving = True
-        observe.start()
         if not server.should_exit:
             server.run(sockets=[sock])
     finally:
-        observe.stop()
         controller.stop()
         sock.close()
         with contextlib.suppress(FileNotFoundError):

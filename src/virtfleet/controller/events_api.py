@@ -23,7 +23,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, params
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
@@ -83,17 +83,26 @@ async def _stream(backlog: list[Event], sub: Subscription | None) -> AsyncIterat
             sub.close()
 
 
-def events_router(bus: EventBus, auth: Callable[..., Any],
+# A route's guard: a function FastAPI calls as a dependency, or a Depends(...) already made.
+Auth = Callable[..., Any] | params.Depends
+
+
+def guard(auth: Auth) -> Any:
+    return auth if isinstance(auth, params.Depends) else Depends(auth)
+
+
+def events_router(bus: EventBus, auth: Auth,
                   visible: Callable[[Any], Visible | None] | None = None) -> APIRouter:
-    """The route, guarded by `auth` (a FastAPI dependency). `visible(principal)`, where
-    principal is what `auth` returned, may narrow what a caller sees (a role scoped to a
-    site or group); by default a caller sees every event."""
+    """The route, guarded by `auth`. `visible(principal)`, where principal is what `auth`
+    returned, may narrow what a caller sees (a role scoped to a site or group: each event
+    carries site, pod, host, groups and vm); by default a caller sees every event."""
     router = APIRouter()
+    caller = guard(auth)
 
     @router.get("/api/v1/events", response_class=EventStreamResponse,
                 summary="Server-sent events: VM states, hosts up and down, operations, HA")
     async def events(
-        principal: Annotated[Any, Depends(auth)],
+        principal: Annotated[Any, caller],
         kind: Annotated[list[str] | None, Query(
             description="Kinds (vm.state) or families (host) to send; all when absent")] = None,
         follow: Annotated[bool, Query(description="Keep the stream open for new events")]

@@ -17,15 +17,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from virtfleet.controller.events import Event
+from virtfleet.controller.events_api import Auth, guard
 from virtfleet.controller.exposition import Family, Lines, assemble, escape, host_labels, vm_labels
 from virtfleet.controller.journalwatch import JournalWatcher
 from virtfleet.controller.stats import StatsCache
@@ -180,10 +181,10 @@ class _Health(Collector):
                                     value=max(0.0, time.time() - last.finished_at))
 
 
-def metrics_router(metrics: FleetMetrics, auth: Callable[..., Any]) -> APIRouter:
+def metrics_router(metrics: FleetMetrics, auth: Auth) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/metrics", dependencies=[Depends(auth)], response_class=Response,
+    @router.get("/metrics", dependencies=[guard(auth)], response_class=Response,
                 summary="The fleet and the controller in Prometheus' text format")
     def scrape() -> Response:
         return Response(content=metrics.render(), media_type=CONTENT_TYPE)

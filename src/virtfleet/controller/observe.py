@@ -1,9 +1,8 @@
 """The controller's observability, in one place: the events stream, the journal watcher, the
 bulk-stats pass and /metrics, with the two workers that keep them current.
 
-    observe = Observability(controller, stats_interval=15)
-    app = create_app(controller, extra=observe.routers)   # /api/v1/events and /metrics
-    controller.start(url); observe.start() ... observe.stop()
+The controller makes one (`controller.observe`) and starts and stops it with itself; the app
+mounts its routes: `create_app(controller, extra=[controller.observe.routers])`.
 
 Its workers (`stats`, `journal`) survive any exception in a pass, like the controller's own
 (logged, counted in virtfleet_controller_worker_faults_total). They do not make the controller
@@ -17,16 +16,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
-from virtfleet.controller.events_api import events_router
+from virtfleet.controller.events_api import Auth, events_router
 from virtfleet.controller.journalwatch import JournalWatcher
 from virtfleet.controller.metrics import FleetMetrics, metrics_router
-from virtfleet.controller.service import Controller, Worker
 from virtfleet.controller.stats import StatsCache
 from virtfleet.errors import VirtfleetError
+
+if TYPE_CHECKING:
+    from virtfleet.controller.service import Controller, Worker
 
 log = logging.getLogger("virtfleet.controller.observe")
 
@@ -35,6 +36,8 @@ JOURNAL_SECONDS = 1.0
 
 class Observability:
     def __init__(self, controller: Controller, stats_interval: float = 15.0) -> None:
+        from virtfleet.controller.service import Worker  # the controller imports this module
+
         self.controller = controller
         self.stats_interval = stats_interval
         self.bus = controller.events
@@ -47,7 +50,8 @@ class Observability:
     def all_workers(self) -> Mapping[str, Worker]:
         return {**self.controller.workers, **self.workers}
 
-    def routers(self, auth: Callable[..., Any]) -> list[APIRouter]:
+    def routers(self, auth: Auth) -> list[APIRouter]:
+        """/api/v1/events and /metrics, each guarded by `auth`."""
         return [events_router(self.bus, auth), metrics_router(self.metrics, auth)]
 
     def start(self) -> None:

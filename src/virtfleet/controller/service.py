@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from virtfleet.config import Timeouts
 from virtfleet.controller.client import heartbeat_fresh, is_dead
 from virtfleet.controller.events import EventBus, HostEvents
+from virtfleet.controller.observe import Observability
 from virtfleet.controller.state import FleetState
 from virtfleet.errors import Conflict, NotFound, VirtfleetError
 from virtfleet.fleet.observed import record
@@ -78,7 +79,8 @@ class Controller:
     def __init__(self, store: Store, *, timeouts: Timeouts | None = None,
                  interval: float = 10.0, full_resync: float = 300.0,
                  stuck_after: float | None = None,
-                 on_superseded: Callable[[], None] | None = None) -> None:
+                 on_superseded: Callable[[], None] | None = None,
+                 stats_interval: float = 15.0) -> None:
         self.store = store
         self.pool = ConnectionPool(timeouts or Timeouts.from_env())
         self.state = FleetState()
@@ -104,6 +106,7 @@ class Controller:
         # What changed, for /api/v1/events and the metrics (controller/events.py).
         self.events = EventBus()
         self._host_events = HostEvents(self.events)
+        self.observe = Observability(self, stats_interval)  # its workers start with ours
 
     # -- syncing ------------------------------------------------------------------------------
 
@@ -380,9 +383,11 @@ class Controller:
             t = threading.Thread(target=target, name=name, daemon=True)
             self.workers[name].thread = t
             t.start()
+        self.observe.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.observe.stop()
         try:
             self.store.unregister_controller(os.getpid())
         except VirtfleetError as exc:
