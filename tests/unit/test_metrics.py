@@ -247,3 +247,76 @@ def test_a_stats_cache_before_its_first_pass_serves_nothing() -> None:
         cache = StatsCache(pool, list)
         assert cache.last.text == b"" and cache.last.finished_at == 0
         assert cache.collect().hosts == 0
+
+
+def _get(path: str, url: str, token: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("localhost", timeout=30)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(path)
+    conn.sock = sock
+    conn.request("GET", url, headers={"Authorization": f"Bearer {token}"})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, body
+
+
+def test_the_routes_take_the_apis_guards_one_per_route_and_narrow_events_by_scope(
+        fleet: tuple[Controller, Observability], tmp_path: Path) -> None:
+    """The seam the API branch plugs into (docs/api.md): a Depends per route, as its
+    require("events.read") and require("metrics.read") are, and a caller scoped to group web
+    sees only that group's events."""
+    import threading
+    import time
+
+    import uvicorn
+    from fastapi import Depends, FastAPI, Header, HTTPException
+
+    from virtfleet.controller.events import Event
+
+    ctl, obs = fleet
+    callers = {"Bearer web": "web", "Bearer admin": "admin"}
+
+    def events_read(authorization: str = Header("")) -> str:
+        if authorization not in callers:
+            raise HTTPException(status_code=401, detail="bad token")
+        return callers[authorization]
+
+    def metrics_read(who: str = Depends(events_read)) -> str:
+        if who != "admin":
+            raise HTTPException(status_code=403, detail=f"{who} lacks metrics.read")
+        return who
+
+    def in_web(e: Event) -> bool:
+        return "web" in e.groups
+
+    app = FastAPI()
+    for r in obs.routers(Depends(events_read), metrics_auth=Depends(metrics_read),
+                         visible=lambda who: in_web if who == "web" else None):
+        app.include_router(r)
+    path = str(tmp_path / "api.sock")
+    server = uvicorn.Server(uvicorn.Config(app, uds=path, log_level="error"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        def hosts_seen(token: str) -> set[tuple[str, str]]:
+            status, body = _get(path, "/api/v1/events?follow=false&kind=host", token)
+            assert status == 200
+            return {(m["kind"], m["host"]) for m in (
+                json.loads(line.removeprefix("data: "))
+                for line in body.decode().splitlines() if line.startswith("data: "))}
+
+        assert hosts_seen("admin") == {("host.up", "hv0"), ("host.up", "hv1"),
+                                       ("host.down", "dead")}
+        assert hosts_seen("web") == {("host.up", "hv1")}
+        assert _get(path, "/metrics", "admin")[0] == 200
+        status, body = _get(path, "/metrics", "web")
+        assert status == 403 and b"lacks metrics.read" in body and b"virtfleet_" not in body
+        assert _get(path, "/metrics", "nobody")[0] == 401
+    finally:
+        server.should_exit = True
+        t.join(timeout=30)

@@ -16,10 +16,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
+from virtfleet.controller.events import Visible
 from virtfleet.controller.events_api import Auth, events_router
 from virtfleet.controller.journalwatch import JournalWatcher
 from virtfleet.controller.metrics import FleetMetrics, metrics_router
@@ -50,9 +51,14 @@ class Observability:
     def all_workers(self) -> Mapping[str, Worker]:
         return {**self.controller.workers, **self.workers}
 
-    def routers(self, auth: Auth) -> list[APIRouter]:
-        """/api/v1/events and /metrics, each guarded by `auth`."""
-        return [events_router(self.bus, auth), metrics_router(self.metrics, auth)]
+    def routers(self, auth: Auth, *, metrics_auth: Auth | None = None,
+                visible: Callable[[Any], Visible | None] | None = None) -> list[APIRouter]:
+        """/api/v1/events guarded by `auth`, /metrics by `metrics_auth` (default: `auth`).
+        `visible(principal)` narrows a caller's events (events_api.events_router). With the
+        API's roles (docs/api.md) that is `routers(require("events.read"),
+        metrics_auth=require("metrics.read"), visible=...)`."""
+        return [events_router(self.bus, auth, visible),
+                metrics_router(self.metrics, metrics_auth or auth)]
 
     def start(self) -> None:
         for worker, every, work in ((self.workers["stats"], self.stats_interval,
