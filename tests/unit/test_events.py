@@ -269,7 +269,9 @@ def test_sse_drops_a_client_that_stopped_reading_and_it_can_resume(
 def _fleet(tmp_path: Path) -> Path:
     import yaml
 
-    data = {"sites": [{"name": "oregon", "pods": [{"name": "or-pod1", "hypervisors": [
+    # insecure_transport: the "dead" host is a refused qemu+tcp port.
+    data = {"sites": [{"name": "oregon", "pods": [{"name": "or-pod1", "insecure_transport": True,
+                                                  "hypervisors": [
         {"name": "hv0", "uri": node_uri(tmp_path, "two-vms.xml", "hv0.xml"), "groups": ["web"]},
         {"name": "dead", "uri": f"qemu+tcp://127.0.0.1:{refused_port()}/system"}]}]}]}
     p = tmp_path / "fleet.yaml"

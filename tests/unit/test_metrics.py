@@ -107,7 +107,9 @@ def test_label_values_are_escaped_so_a_name_cannot_forge_a_series() -> None:
 def fleet(tmp_path: Path) -> Iterator[tuple[Controller, Observability]]:
     import yaml
 
-    data = {"sites": [{"name": "oregon", "pods": [{"name": "or-pod1", "hypervisors": [
+    # insecure_transport: the "dead" host is a refused qemu+tcp port.
+    data = {"sites": [{"name": "oregon", "pods": [{"name": "or-pod1", "insecure_transport": True,
+                                                  "hypervisors": [
         {"name": f"hv{i}", "uri": node_uri(tmp_path, "two-vms.xml", f"hv{i}.xml"),
          "groups": ["web"] if i else []} for i in range(2)] + [
         {"name": "dead", "uri": f"qemu+tcp://127.0.0.1:{refused_port()}/system"}]}]}]}
