@@ -19,7 +19,6 @@ itself when the worker does.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
@@ -39,8 +38,8 @@ from virtfleet.controller.events import EventBus, HostEvents
 from virtfleet.controller.observe import Observability
 from virtfleet.controller.state import FleetState
 from virtfleet.errors import Conflict, NotFound, VirtfleetError
-from virtfleet.fleet.observed import record
-from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord, HostStatus
+from virtfleet.fleet.observed import observe, record, record_domain, record_unreachable
+from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord
 from virtfleet.inventory.store import Store
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host
@@ -128,10 +127,6 @@ class Controller:
             host.on_disconnect(self._on_disconnect)
             self._watched.add(host)
 
-    def _watch_and_list(self, host: Host) -> list[DomainRecord]:
-        self._watch(host)
-        return host.list_domains()
-
     def sync(self, hosts: list[HostRecord] | None = None,
              progress: Callable[[], None] | None = None
              ) -> list[HostResult[list[DomainRecord]]]:
@@ -140,7 +135,7 @@ class Controller:
         if not targets:
             return []
         with self._sync_lock:
-            results = fan_out(targets, self._watch_and_list, self.pool,
+            results = observe(targets, self.pool, on_connection=self._watch,
                               progress=(lambda _r: progress()) if progress else None)
             for r in results:
                 if r.value is not None:
@@ -211,10 +206,9 @@ class Controller:
             try:
                 if result.value is None:
                     self.state.delete(name, uuid, result.at)
-                    self.store.delete_domain(name, uuid)
                 else:
                     self.state.upsert(name, result.value, result.at)
-                    self.store.upsert_domain(name, result.value, result.at)
+                record_domain(self.store, name, uuid, result.value, result.at)
             except VirtfleetError as exc:
                 log.error("store update for %s on %s failed: %s", uuid, name, exc)
             self._publish_vm(rec, uuid, before, result.value, at, words)
@@ -238,8 +232,7 @@ class Controller:
             self._host_events.lost(rec, why, "host-unavailable")
         self._retry[name] = (0, 0.0)  # reconnect on the next maintenance pass
         try:
-            with contextlib.suppress(NotFound):  # left the inventory meanwhile
-                self.store.set_host_status(HostStatus(name, False, why, at))
+            record_unreachable(self.store, name, why, at)
         except VirtfleetError as exc:
             log.error("store update for %s failed: %s", name, exc)
 
