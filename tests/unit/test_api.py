@@ -363,3 +363,17 @@ def test_a_scoped_caller_sees_only_its_hosts_everywhere(served: Served) -> None:
         assert got.status == 200, (path, got.body)
         assert {i["host"] for i in got.body["items"]} <= {"hv-web"}, path
     assert webop.get("/api/v1/audit").status == 403  # admins on `all` only
+
+
+def test_events_and_metrics_take_the_apis_tokens_and_scopes(served: Served) -> None:
+    viewer = served.api.as_(served.tokens["viewer"])
+    assert served.api.get("/metrics").status == 401
+    got = viewer.get("/metrics")
+    assert got.status == 200 and "virtfleet_" in got.body
+    root, webop = served.api.as_(served.tokens["root"]), served.api.as_(served.tokens["webop"])
+    assert root.post("/api/v1/vms/db01/suspend").status == 200  # an event of group db
+    assert root.post("/api/v1/vms/db01/resume").status == 200
+    everything = root.get("/api/v1/events?follow=false")
+    assert everything.status == 200 and '"vm": "db01"' in everything.body
+    mine = webop.get("/api/v1/events?follow=false")
+    assert mine.status == 200 and '"vm": "db01"' not in mine.body

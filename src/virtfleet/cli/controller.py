@@ -31,6 +31,9 @@ def serve(
         help="Seconds a worker may go without progress before the controller stops "
         "heart-beating (default: twice the per-host deadline plus --interval).", min=1)]
     = None,
+    stats_interval: Annotated[float, typer.Option(
+        help="Seconds between bulk-stats passes over the fleet, which /metrics serves.",
+        min=1)] = 15.0,
     tcp: Annotated[str | None, typer.Option(
         "--listen", help="Also serve the API over TCP at HOST:PORT, for user tokens "
         "(docs/api.md); beyond loopback only with --tls-cert/--tls-key.")] = None,
@@ -63,8 +66,8 @@ def serve(
 
     controller = Controller(app_context(ctx).store(), interval=interval,
                             full_resync=full_resync, stuck_after=stuck_after,
-                            on_superseded=superseded)
-    app = build_app(controller)
+                            on_superseded=superseded, stats_interval=stats_interval)
+    app = build_app(controller)  # events and metrics come in through controller/routers.py
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     over_tcp = (TcpServer(beyond, tcp_sock, build_app(controller, local_token=False, shared=app))
                 if beyond is not None and tcp_sock is not None else None)

@@ -13,6 +13,7 @@ from virtfleet.cli import (
     audit,
     boot,
     controller,
+    events,
     hostkey,
     hosts,
     image,
@@ -58,6 +59,7 @@ app.command("apply")(inventory.apply)
 app.command("list")(vms.list_vms)
 app.command("sync")(controller.sync)
 app.command("serve")(controller.serve)
+app.command("events")(events.events)
 hosts.app.command("maintenance")(migrate.host_maintenance)
 hosts.app.command("activate")(migrate.host_activate)
 hosts.app.command("cpu-baseline")(migrate.host_cpu_baseline)
