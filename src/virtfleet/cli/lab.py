@@ -35,15 +35,31 @@ def up(
     hosts: Annotated[int, typer.Option("--hosts", help="Number of hypervisors (1-200).")] = 3,
     pods: Annotated[int, typer.Option("--pods", help="Pods to spread them over.")] = 1,
     name: Name = DEFAULT_LAB,
+    bmc: Annotated[bool, typer.Option(
+        "--bmc", help="A simulated BMC (ipmi_sim) per hypervisor, in the fleet file's bmc: "
+        "blocks, for fencing (docs/ha.md).")] = False,
+    leases: Annotated[bool, typer.Option(
+        "--leases", help="libvirt's lock manager (virtlockd) with each pod's disk leases "
+        "beside its shared directory.")] = False,
 ) -> None:
     """Start HOSTS real libvirtd hypervisors, each in its own namespaces; print the fleet file.
 
     Leftovers of an earlier lab of the same name (even one whose maker was killed) are cleared
     first.
     """
+    from virtfleet.lab.bmc import LabBmcs
     from virtfleet.lab.lab import Lab
 
-    st = Lab(name).up(hosts=hosts, pods=pods, progress=_say)
+    lab = Lab(name)
+    st = lab.up(hosts=hosts, pods=pods, progress=_say, leases=leases)
+    if bmc:
+        try:
+            started = LabBmcs(lab).start()
+        except BaseException:
+            lab.down()  # no half-made lab: one asked for with BMCs has them
+            raise
+        for b in started:
+            _say(f"{b.host}: BMC at {b.address}:{b.port}/udp (ipmi_sim pid {b.pid})")
     emit(f"{st.fleet_file}\n")
 
 

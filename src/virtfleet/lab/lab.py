@@ -37,7 +37,8 @@ from virtfleet.lab.simulate import SimFleet, SimHost, SimSpec
 from virtfleet.lab.state import LabHost, LabState
 
 Progress = Callable[[str], None]
-LAB_PROGRAMS = ("libvirtd", "virtlogd")  # started with -f/-p paths inside the state dir
+# Started with -f/-p paths inside the state dir.
+LAB_PROGRAMS = ("libvirtd", "virtlogd", "virtlockd")
 # libvirt's own `default` network. Every hypervisor has its own, in its own namespace, so the
 # same subnet on each never meets another (nor this machine's).
 LAB_NETWORK = {"name": "default", "mode": "nat", "subnet": "192.168.122.0/24",
@@ -151,8 +152,10 @@ class Lab:
 
     # -- up -----------------------------------------------------------------------------------
 
-    def up(self, hosts: int, pods: int = 1, progress: Progress = _quiet) -> LabState:
-        """Clear this lab's leftovers, then build `hosts` hypervisors in `pods` pods."""
+    def up(self, hosts: int, pods: int = 1, progress: Progress = _quiet, *,
+           leases: bool = False) -> LabState:
+        """Clear this lab's leftovers, then build `hosts` hypervisors in `pods` pods; with
+        `leases`, libvirt's lock manager guards every disk (see lockspace())."""
         if not 1 <= hosts <= MAX_HOSTS:
             raise InvalidInput("hosts", f"must be between 1 and {MAX_HOSTS}")
         if not 1 <= pods <= hosts:
@@ -165,18 +168,19 @@ class Lab:
             indexes = list(range(1, hosts + 1))
             netns.check_free(self.names, indexes)
             try:
-                return self._build(indexes, pods, progress)
+                return self._build(indexes, pods, progress, leases)
             except BaseException:
                 # No half-made lab: take down whatever got built, then report the failure.
                 self._clear()
                 raise
 
-    def _new_state(self) -> LabState:
+    def _new_state(self, leases: bool = False) -> LabState:
         n = self.names
         self.state_dir.mkdir(parents=True, exist_ok=True)
         st = LabState(name=n.name, subnet=str(n.subnet), bridge=n.bridge,
                       state_dir=str(self.state_dir),
-                      created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+                      created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                      leases=leases)
         self._save(st)  # saved before anything exists, so a killed `up` leaves a record
         netns.create_bridge(n)
         return st
@@ -189,7 +193,9 @@ class Lab:
 
     def _add_host(self, st: LabState, host: LabHost) -> None:
         netns.create_host_net(self.names, host.index)
-        daemon.prepare_dirs(self.names, host.index)
+        host_dir = daemon.prepare_dirs(self.names, host.index)
+        if st.leases and not is_sim(host.index):
+            daemon.use_leases(host_dir, lockspace(Path(st.pods[host.pod])))
         if is_sim(host.index):
             st.sims.append(host)
         else:
@@ -198,10 +204,11 @@ class Lab:
         daemon.start(host)
         self._save(st)
 
-    def _build(self, indexes: list[int], pods: int, progress: Progress) -> LabState:
+    def _build(self, indexes: list[int], pods: int, progress: Progress,
+               leases: bool) -> LabState:
         n = self.names
         t0 = time.monotonic()
-        st = self._new_state()
+        st = self._new_state(leases)
         for p in range(1, pods + 1):
             pod_dir = n.pod_dir(p)
             pod_dir.mkdir(parents=True, exist_ok=True)
@@ -413,6 +420,12 @@ class Lab:
             for link in links:
                 netns.delete_link(link)
             time.sleep(0.1)
+
+
+def lockspace(pod_dir: Path) -> Path:
+    """Where a pod's disk leases live: beside its shared directory, on the same shared storage
+    (inside it, libvirt's dir pool would list the lease directory as a volume)."""
+    return pod_dir.with_name(pod_dir.name + "-leases")
 
 
 def _host_status(host: LabHost, timeout: float) -> HostStatus:
