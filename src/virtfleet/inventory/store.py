@@ -49,6 +49,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 from virtfleet.errors import Busy, Conflict, InvalidInput, NotFound, StoreError
 from virtfleet.inventory import tables as t
 from virtfleet.inventory.controllers import ControllerRegistry
+from virtfleet.inventory.ha import HAStore
 from virtfleet.inventory.installs import InstallStore
 from virtfleet.inventory.maintenance import MaintenanceStore
 from virtfleet.inventory.records import (
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
 
 # alembic and the pydantic fleet-file models are imported only where needed: a CLI whose store
 # is already at the newest schema, asking a controller, should not pay for importing them.
-HEAD_REVISION = "0007"  # newest file in migrations/versions (a unit test keeps them in step)
+HEAD_REVISION = "0008"  # newest file in migrations/versions (a unit test keeps them in step)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
@@ -324,10 +325,10 @@ def _alembic_error() -> type[Exception]:
     return CommandError
 
 
-class Store(InstallStore, ControllerRegistry, MaintenanceStore):
+class Store(InstallStore, ControllerRegistry, MaintenanceStore, HAStore):
     """The inventory and observed state of the fleet, in one SQL database (network installs:
     the InstallStore methods, in installs.py; the controller registration: controllers.py; host
-    maintenance: maintenance.py)."""
+    maintenance: maintenance.py; high availability: ha.py)."""
 
     def __init__(self, url: str) -> None:
         try:
@@ -532,10 +533,18 @@ class Store(InstallStore, ControllerRegistry, MaintenanceStore):
 
     def fleet(self) -> Fleet:
         """The whole inventory as a Fleet: groups, then sites, pods and hypervisors by name."""
-        from virtfleet.inventory.fleetfile import Fleet, HostGroup, Hypervisor, Pod, Site
+        from virtfleet.inventory.fleetfile import (
+            Fleet,
+            GroupHA,
+            HostGroup,
+            Hypervisor,
+            Pod,
+            Site,
+        )
 
         with self._tx("read the inventory", write=False) as conn:
             snap = self._snapshot(conn)
+            bmcs, group_ha = self._ha_fleet_parts(conn)
         hosts_by_pod: dict[str, list[str]] = {}
         for name, h in snap.hosts.items():
             hosts_by_pod.setdefault(h.pod, []).append(name)
@@ -548,12 +557,13 @@ class Store(InstallStore, ControllerRegistry, MaintenanceStore):
             for pname in sorted(pods_by_site.get(sname, [])):
                 hvs = tuple(
                     Hypervisor(name=n, uri=snap.hosts[n].uri, groups=snap.hosts[n].groups,
-                               maintenance=snap.hosts[n].maintenance)
+                               maintenance=snap.hosts[n].maintenance, bmc=bmcs.get(n))
                     for n in sorted(hosts_by_pod.get(pname, []))
                 )
                 pods.append(Pod(name=pname, storage=snap.pods[pname].storage, hypervisors=hvs))
             sites.append(Site(name=sname, description=snap.sites[sname][1], pods=tuple(pods)))
-        groups = tuple(HostGroup(name=n, description=snap.groups[n][1])
+        groups = tuple(HostGroup(name=n, description=snap.groups[n][1],
+                                 ha=GroupHA(priority=group_ha[n]) if n in group_ha else None)
                        for n in sorted(snap.groups))
         return Fleet(groups=groups, sites=tuple(sites))
 
@@ -563,7 +573,9 @@ class Store(InstallStore, ControllerRegistry, MaintenanceStore):
             snap = self._snapshot(conn)
             want = _Desired.of(fleet)
             gone = [h.id for n, h in snap.hosts.items() if n not in want.hosts]
-            return _plan(snap, want, self._vm_counts(conn, gone))
+            plan = _plan(snap, want, self._vm_counts(conn, gone))
+            self._plan_ha(conn, fleet, plan, set(snap.hosts), set(snap.groups))
+            return plan
 
     def apply(self, fleet: Fleet) -> ApplyPlan:
         """Make the inventory equal `fleet`, all in one transaction, and say what changed.
@@ -577,8 +589,10 @@ class Store(InstallStore, ControllerRegistry, MaintenanceStore):
             want = _Desired.of(fleet)
             gone = [h.id for n, h in snap.hosts.items() if n not in want.hosts]
             plan = _plan(snap, want, self._vm_counts(conn, gone))
+            self._plan_ha(conn, fleet, plan, set(snap.hosts), set(snap.groups))
             if not plan.empty:
                 self._apply(conn, snap, want, gone)
+                self._apply_ha(conn, fleet)
             return plan
 
     def _apply(self, conn: Connection, snap: _Snap, want: _Desired, gone: list[int]) -> None:
