@@ -135,3 +135,37 @@ class MigrationLimits:
     def deadline(self, moved_bytes: int) -> float:
         """Seconds a migration moving `moved_bytes` (memory and copied disks) may take."""
         return max(self.min_seconds, self.seconds_per_gib * moved_bytes / 2**30)
+
+
+@dataclass(frozen=True)
+class HATimings:
+    """How quickly the controller's HA monitor acts (docs/ha.md)."""
+
+    # A suspect host whose BMC says its power is on gets this long for libvirtd to answer
+    # again before it is powered off. Short: detection (keepalive, ~8 s) came first.
+    grace: float = 10.0
+    # A failed fence, or a VM that could not be placed or started, is tried again after this.
+    retry: float = 10.0
+    interval: float = 1.0  # between the monitor's passes
+    probe: float = 2.0  # connect deadline when asking a non-answering host if it is back
+
+    @classmethod
+    def from_env(cls) -> HATimings:
+        return cls(grace=_seconds_env("VIRTFLEET_HA_GRACE", cls.grace),
+                   retry=_float_env("VIRTFLEET_HA_RETRY", cls.retry),
+                   interval=_float_env("VIRTFLEET_HA_INTERVAL", cls.interval),
+                   probe=_float_env("VIRTFLEET_HA_PROBE", cls.probe))
+
+
+def _seconds_env(name: str, default: float) -> float:
+    """Like _float_env, but 0 is allowed (no grace at all)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(name, f"must be a number of seconds, not {raw!r}") from None
+    if not 0 <= value <= 3600:
+        raise InvalidInput(name, "must be from 0 to 3600 seconds")
+    return value

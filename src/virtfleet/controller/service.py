@@ -33,13 +33,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from virtfleet.config import Timeouts
+from virtfleet.config import HATimings, Timeouts
 from virtfleet.controller.client import heartbeat_fresh, is_dead
 from virtfleet.controller.state import FleetState
 from virtfleet.errors import Conflict, NotFound, VirtfleetError
+from virtfleet.ha.fencer import BmcFencer, Fencer
+from virtfleet.ha.monitor import Monitor
 from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord, HostStatus
 from virtfleet.inventory.store import Store
 from virtfleet.observed import record
+from virtfleet.placement.policy import Policy
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host
 
@@ -76,7 +79,9 @@ class Controller:
     def __init__(self, store: Store, *, timeouts: Timeouts | None = None,
                  interval: float = 10.0, full_resync: float = 300.0,
                  stuck_after: float | None = None,
-                 on_superseded: Callable[[], None] | None = None) -> None:
+                 on_superseded: Callable[[], None] | None = None,
+                 ha: HATimings | None = None, policy: Policy | None = None,
+                 fencer: Fencer | None = None) -> None:
         self.store = store
         self.pool = ConnectionPool(timeouts or Timeouts.from_env())
         self.state = FleetState()
@@ -89,7 +94,7 @@ class Controller:
         self.token = secrets.token_urlsafe(24)
         self.started_at = now()
         self.on_superseded = on_superseded
-        self.workers = {n: Worker(n) for n in ("maintenance", "events", "heartbeat")}
+        self.workers = {n: Worker(n) for n in ("maintenance", "events", "heartbeat", "ha")}
         self._stop = threading.Event()
         self._events: queue.Queue[tuple[str, str, str, datetime]] = queue.Queue()
         self._watched: weakref.WeakSet[Host] = weakref.WeakSet()
@@ -97,6 +102,11 @@ class Controller:
         self._retry: dict[str, tuple[int, float]] = {}  # host -> (failures, next try, monotonic)
         self._last_full = now()
         self._reported: list[str] = []  # problems last logged by the heartbeat
+        self.ha_timings = ha or HATimings.from_env()
+        # HA (docs/ha.md): fencing and restarts, from this process's view of the fleet.
+        self.ha = Monitor(store, self.pool, self, fencer or BmcFencer(store),
+                          timings=self.ha_timings, policy=policy,
+                          progress=lambda: self._progress(self.workers["ha"]))
 
     # -- syncing ------------------------------------------------------------------------------
 
@@ -145,6 +155,7 @@ class Controller:
                 record(self.store, results)
             except VirtfleetError as exc:
                 log.error("store update failed: %s", exc)
+        self.ha.note_synced([r.host.name for r in results if r.value is not None])
         return results
 
     def _needs_sync(self) -> list[HostRecord]:
@@ -204,6 +215,7 @@ class Controller:
                 log.error("store update for %s on %s failed: %s", uuid, name, exc)
         finally:
             self._sync_lock.release()
+        self.ha.note_domain(name, uuid)  # an HA VM's definition may have changed
 
     def _apply_loss(self, name: str, why: str, at: datetime) -> None:
         log.warning("lost %s: %s", name, why)
@@ -278,11 +290,29 @@ class Controller:
                 else:
                     self._apply_event(name, what)
 
+    # -- HA -------------------------------------------------------------------------------
+
+    def lost(self) -> dict[str, datetime]:
+        """Hosts that do not answer, and since when (the HA monitor's view of liveness)."""
+        return self.state.lost()
+
+    def resync(self, host: HostRecord) -> None:
+        """The HA monitor reached a host the view has as lost: read it again now."""
+        self._retry.pop(host.name, None)
+        self.sync([host])
+
+    def _ha_worker(self) -> None:
+        worker = self.workers["ha"]
+        while not self._stop.wait(self.ha_timings.interval):
+            with self._pass(worker):
+                self.ha.run_once()
+
     def problems(self) -> list[str]:
-        """Why the fleet view is not being kept current, if it is not; [] when healthy."""
+        """Why the fleet view is not being kept current (or HA not watched), if it is not;
+        [] when healthy."""
         clock = time.monotonic()
         out = []
-        for w in (self.workers["maintenance"], self.workers["events"]):
+        for w in (self.workers["maintenance"], self.workers["events"], self.workers["ha"]):
             if w.thread is None:
                 continue  # not started yet
             if not w.thread.is_alive():
@@ -350,13 +380,15 @@ class Controller:
             url=url, token=self.token, pid=os.getpid(), hostname=socket.gethostname(),
             started_at=self.started_at, heartbeat_at=now()), replacing=other)
         for name, target in (("maintenance", self._maintenance),
-                             ("heartbeat", self._heartbeat), ("events", self._event_worker)):
+                             ("heartbeat", self._heartbeat), ("events", self._event_worker),
+                             ("ha", self._ha_worker)):
             t = threading.Thread(target=target, name=name, daemon=True)
             self.workers[name].thread = t
             t.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.ha.close()
         try:
             self.store.unregister_controller(os.getpid())
         except VirtfleetError as exc:
