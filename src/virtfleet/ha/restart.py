@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from virtfleet.errors import HostUnavailable, VirtfleetError
+from virtfleet.errors import HostUnavailable, InvalidInput, VirtfleetError
 from virtfleet.fleet import movable, targets
 from virtfleet.ha.journal import Journal, Planned
 from virtfleet.inventory.ha import HAVM, RecoveryStep
@@ -120,8 +120,9 @@ class _Pace:
     def failed(self, uuid: str, at: datetime) -> None:
         self.next_try[uuid] = at + self.retry
 
-    def done(self, uuid: str) -> None:
+    def done(self, uuid: str, host: str) -> None:
         self.next_try.pop(uuid, None)
+        self.next_try.pop(f"{uuid}@{host}", None)
 
 
 class Restarter:
@@ -172,7 +173,8 @@ class Restarter:
             except VirtfleetError as exc:
                 log.warning("HA restart of %s: %s", p.vm, exc.message)
                 self._pace.failed(p.uuid, self.clock())
-                out.append(VMOutcome(p.vm, p.uuid, p.priority, "pending", detail=exc.message))
+                out.append(VMOutcome(p.vm, p.uuid, p.priority, "pending",
+                                     detail=_bare(p.vm, exc.message)))
         return out
 
     def _ask(self, view: PodView, name: str, uuid: str) -> tuple[list[vha.Copy], str]:
@@ -211,22 +213,30 @@ class Restarter:
                 journal.add(RecoveryStep("running", self.clock(), vm=p.vm, uuid=p.uuid,
                                          host=where, detail="found running"))
                 self._observed(view, p, where)
-            self._pace.done(p.uuid)
+            self._pace.done(p.uuid, where)
             return outcome("running", where)
         active = [c for c in copies if c.active]
         if active:
             return outcome("pending", active[0].host,
                            f"it is {active[0].state} on {active[0].host}; waiting")
         at = self.clock()
-        if not self._pace.due(p.uuid, at):
-            return outcome("pending", detail="retrying shortly after a failed try")
+        # A failed try is paced per place: a copy that just became startable (its host came
+        # back) is started at once, a start that failed on a host is not retried there at once.
         startable = [c for c in copies if c.host in view.answering
-                     and not view.records[c.host].maintenance]
+                     and not view.records[c.host].maintenance
+                     and self._pace.due(f"{p.uuid}@{c.host}", at)]
         if startable:
             planned = journal.target(p.uuid)
             startable.sort(key=lambda c: (c.host != planned, c.host != view.failed.name,
                                           c.host))
             return self._start(view, journal, p, startable[0].host, defined_by_us=False)
+        if copies:
+            where = copies[0].host
+            return outcome("pending", where, f"it is defined on {where}, " + (
+                "which is in maintenance" if view.records[where].maintenance
+                else "where its start failed; trying again shortly"))
+        if not self._pace.due(p.uuid, at):
+            return outcome("pending", detail="trying again shortly")
         return self._place(view, journal, p)
 
     def _place(self, view: PodView, journal: Journal, p: Planned) -> VMOutcome:
@@ -242,7 +252,8 @@ class Restarter:
         if chosen.target is None:
             assert chosen.error is not None
             self._pace.failed(p.uuid, self.clock())
-            return VMOutcome(p.vm, p.uuid, p.priority, "pending", detail=chosen.error.message)
+            return VMOutcome(p.vm, p.uuid, p.priority, "pending",
+                             detail=_bare(p.vm, chosen.error.message))
         try:
             journal.add(RecoveryStep("restarting", self.clock(), vm=p.vm, uuid=p.uuid,
                                      host=chosen.target.name, priority=p.priority))
@@ -271,7 +282,7 @@ class Restarter:
         shape = VMShape(vcpus=max(1, dom.vcpus or 1),
                         memory_mib=max(1, (dom.memory_kib or 1024) // 1024))
         ok = frozenset(h for h, f in fits.items() if f.problem is None)
-        why = tuple((h, f.problem.message) for h, f in sorted(fits.items())
+        why = tuple((h, _why(f.problem)) for h, f in sorted(fits.items())
                     if f.problem is not None)
         leaving = targets.Leaving(vm.name, shape,
                                   targets.group_of(self.store, vm.app, view.failed), ok, why)
@@ -294,14 +305,14 @@ class Restarter:
         except VirtfleetError as exc:
             journal.add(RecoveryStep("start-failed", self.clock(), vm=p.vm, uuid=p.uuid,
                                      host=where, detail=exc.message))
-            self._pace.failed(p.uuid, self.clock())
+            self._pace.failed(f"{p.uuid}@{where}", self.clock())
             if defined_by_us:
                 with contextlib.suppress(VirtfleetError):  # stays named in the journal
                     vha.undefine_stale(self.pool.get(record), p.uuid, self.seconds)
             return VMOutcome(p.vm, p.uuid, p.priority, "pending", where,
                              f"start on {where} failed: {exc.message}")
         journal.add(RecoveryStep("running", self.clock(), vm=p.vm, uuid=p.uuid, host=where))
-        self._pace.done(p.uuid)
+        self._pace.done(p.uuid, where)
         self._observed(view, p, where)
         return VMOutcome(p.vm, p.uuid, p.priority, "running", where)
 
@@ -316,3 +327,15 @@ class Restarter:
             self.store.move_ha_vm(p.uuid, where)
         except VirtfleetError as exc:  # the next sync records it anyway
             log.warning("HA: recording %s on %s: %s", p.vm, where, exc.message)
+
+
+def _why(problem: VirtfleetError) -> str:
+    """A migration check's refusal in a restart's words: without its advice to migrate with
+    copy-storage (a restart copies nothing: the disks must already be where the host sees
+    them)."""
+    text = problem.rule if isinstance(problem, InvalidInput) else problem.message
+    return text.split(" (migrate with copy-storage", 1)[0]
+
+
+def _bare(vm: str, text: str) -> str:
+    return text.removeprefix(f"{vm}: ")

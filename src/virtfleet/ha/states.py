@@ -208,7 +208,7 @@ def after_fence(h: HostHA, result: PowerResult, now: datetime) -> Step:
 def after_restart(h: HostHA, pending: int, total: int, why: str, now: datetime) -> Step:
     """A restart pass ended with `pending` of `total` HA VMs not yet running anywhere."""
     if pending == 0:
-        return Step(h.to(State.RECOVERED, now, f"{total} HA VM(s) running elsewhere"),
+        return Step(h.to(State.RECOVERED, now, f"its {total} HA VM(s) running again"),
                     Action.NONE, ("done",))
     return Step(h.to(State.RESTARTING, now, f"{pending} of {total} HA VM(s) not running yet"
                      + (f": {why}" if why else "")), Action.NONE)

@@ -170,7 +170,11 @@ def undefine_stale(host: Host, uuid: str, seconds: float) -> Copy | None:
         if found.active:
             raise Conflict(f"{found.name} ({uuid}) is {found.state} there: not touched",
                            host=host.label)
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+        xml = etree.fromstring(str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).encode())
+        # An NVRAM file stays (the running copy uses it); without one, no flag (not every
+        # driver takes KEEP_NVRAM).
+        keep = libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM if xml.find("os/nvram") is not None else 0
+        dom.undefineFlags(keep)
         return found
     return bounded(host.label, seconds, do)
 
