@@ -14,6 +14,7 @@ import contextlib
 import gzip
 import os
 import re
+import select
 import subprocess
 import threading
 import time
@@ -219,17 +220,68 @@ class Life:
     incoming: bool
     first: float  # time.time() of the first and last samples that saw it
     last: float
+    died: float | None = None  # when it exited, to the millisecond (from its pidfd)
+
+
+class _Deaths:
+    """Exact exit times of watched processes: a thread blocks in poll() on their pidfds (a
+    pidfd becomes readable the moment its process exits), so a death is timed to the
+    millisecond rather than to the next 50 ms sample."""
+
+    def __init__(self) -> None:
+        self.died: dict[int, float] = {}
+        self._fds: dict[int, int] = {}  # fd -> pid
+        self._poll = select.poll()
+        self._wake_r, self._wake_w = os.pipe()
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def watch(self, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.died.setdefault(pid, time.time())
+            return
+        self._fds[fd] = pid
+        self._poll.register(fd, select.POLLIN)
+        os.write(self._wake_w, b"w")  # poll() again with the new fd
+
+    def _run(self) -> None:
+        while not self._stop:
+            for fd, _ev in self._poll.poll():
+                at = time.time()
+                if fd == self._wake_r:
+                    os.read(self._wake_r, 64)
+                    continue
+                pid = self._fds.pop(fd, None)
+                self._poll.unregister(fd)
+                os.close(fd)
+                if pid is not None:
+                    self.died.setdefault(pid, at)
+
+    def close(self) -> None:
+        self._stop = True
+        os.write(self._wake_w, b"q")
+        self._thread.join()
+        for fd in list(self._fds):
+            os.close(fd)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
 
 class Timeline:
     """Samples the QEMU processes of several UUIDs every 50 ms until stopped: every process's
-    first and last sighting, and every sample that saw more than one process for a UUID."""
+    first and last sighting and its exact death, and every sample that saw more than one
+    process for a UUID."""
 
     def __init__(self, uuids: list[str]) -> None:
         self.uuids = list(uuids)
         self.samples = 0
         self.lives: dict[str, dict[int, Life]] = {u: {} for u in uuids}
         self.doubles: dict[str, list[list[Qemu]]] = {u: [] for u in uuids}
+        self._deaths = _Deaths()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -242,6 +294,7 @@ class Timeline:
                     life = self.lives[u].get(q.pid)
                     if life is None:
                         self.lives[u][q.pid] = Life(q.pid, q.netns, q.incoming, at, at)
+                        self._deaths.watch(q.pid)
                     else:
                         life.last = at
                 if len(seen) > 1:
@@ -256,6 +309,10 @@ class Timeline:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._deaths.close()
+        for lives in self.lives.values():
+            for life in lives.values():
+                life.died = self._deaths.died.get(life.pid)
 
     def order(self, uuid: str) -> list[Life]:
         """The UUID's processes in the order they were first seen."""

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from virtfleet.config import HATimings
+from virtfleet.errors import InvalidInput
 from virtfleet.fleet.ha import HAService, MarkRequest
 from virtfleet.ha.fence import Power, PowerResult
 from virtfleet.ha.journal import Journal, Planned
@@ -236,12 +237,18 @@ def test_a_failed_fence_restarts_nothing_and_names_the_vms(env: Env) -> None:
 
 def test_a_host_without_a_bmc_is_never_fenced_and_its_vms_stay_down(env: Env) -> None:
     del env.bmcs.power["hv1"]
-    fleet = env.store.fleet()
-    # The fleet file loses hv1's BMC (an operator's edit), applied while HA is on.
-    data = fleet.model_dump(mode="json", exclude_defaults=True)
+    # The fleet file loses hv1's BMC (an operator's edit): refused while HA is on in its pod.
+    data = env.store.fleet().model_dump(mode="json", exclude_defaults=True)
     data["sites"][0]["pods"][0]["hypervisors"][0].pop("bmc")
+    with pytest.raises(InvalidInput) as info:
+        env.store.apply(parse_fleet(data))
+    assert info.value.message.startswith("hv1: bmc: missing: HA is enabled in pod or-pod1")
+    assert "hv1" in env.store.hypervisor_bmcs()
+    # Taken away with HA off, then HA turned on anyway (by an older virtfleet, say).
+    env.store.disable_ha("or-pod1")
     plan = env.store.apply(parse_fleet(data))
     assert ("hypervisor", "hv1", "bmc: ipmilan 127.0.0.1 -> none") in plan.changed
+    env.store.enable_ha("or-pod1", T0, "test", 1)
     power_loss(env)
     for _ in range(3):
         env.monitor.run_once()

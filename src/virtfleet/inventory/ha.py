@@ -169,9 +169,18 @@ class HAStore:
     def _plan_ha(self, conn: Connection, fleet: Fleet, plan: ApplyPlan,
                  known_hosts: set[str], known_groups: set[str]) -> None:
         """Add the BMC and group-policy changes of hosts and groups that exist already (new
-        ones are listed as added) to `plan`."""
+        ones are listed as added) to `plan`. A hypervisor without a BMC in a pod where HA is
+        on is refused."""
         have_b, have_g = self._ha_have(conn)
         want_b, want_g = self._ha_want(fleet)
+        enabled = {n for (n,) in conn.execute(select(t.pods.c.name).join_from(t.ha_pods,
+                                                                           t.pods))}
+        for _, pod, hv in fleet.hypervisors():
+            if pod.name in enabled and hv.bmc is None:
+                # The controller could not fence it: its VMs would stay down when it fails.
+                raise InvalidInput("bmc", f"missing: HA is enabled in pod {pod.name}, so every "
+                                   "hypervisor there needs a BMC to be fenced with (or run "
+                                   f"'virtfleet ha disable {pod.name}' first)", host=hv.name)
         for name in sorted(known_hosts & {hv.name for _, _, hv in fleet.hypervisors()}):
             if have_b.get(name) != want_b.get(name):
                 plan.changed.append(("hypervisor", name, f"bmc: {_bmc_words(have_b.get(name))}"
