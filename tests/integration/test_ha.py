@@ -135,9 +135,10 @@ def answering(host: LabHost) -> bool:
 @pytest.fixture(scope="module")
 def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HALab]:
     require_lab()
-    for tool, package in (("ipmi_sim", "openipmi"), ("fence_ipmilan", "fence-agents"),
-                          ("ipmitool", "ipmitool"), ("virtlockd", "libvirt-daemon")):
-        require_tool(tool, package, REQUIRE_ENV)
+    require_tool("ipmi_sim", "openipmi", REQUIRE_ENV)
+    require_tool("fence_ipmilan", "fence-agents", REQUIRE_ENV)
+    require_tool("ipmitool", "ipmitool", REQUIRE_ENV)
+    require_tool("virtlockd", "libvirt-daemon", REQUIRE_ENV)
     lab = Lab(HA_LAB)
     try:
         state = lab.up(hosts=3, pods=1, leases=True)

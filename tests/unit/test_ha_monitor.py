@@ -29,7 +29,7 @@ from virtfleet.ha.monitor import Monitor
 from virtfleet.ha.states import State
 from virtfleet.inventory.fleetfile import load_fleet, parse_fleet
 from virtfleet.inventory.ha import HAHost, RecoveryStep
-from virtfleet.inventory.records import HostRecord
+from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
 from virtfleet.virt import ha as vha
 from virtfleet.virt import storage
@@ -281,6 +281,29 @@ def test_a_vm_the_store_last_saw_on_an_unfenced_unreachable_host_is_held(env: En
     assert env.copy("hv2", WEB01) is None
     assert "web01: it may still run on hv3, which does not answer and was not fenced" in \
         env.store.ha_hosts()["hv1"].detail
+
+
+def test_a_migration_of_the_vm_in_the_journal_holds_it_while_its_target_is_silent(
+        env: Env) -> None:
+    # A migration of web01 to hv3 was under way (its CLI's journal entry is still there)
+    # when hv1 died, and hv3 does not answer: web01 may have landed there.
+    from virtfleet.provision.journal import begin
+
+    op = begin(env.store, "migrate", "web01 hv1->hv3")
+    op.made(Made("migration", "hv1", f"web01/{WEB01}>hv3>"))
+    power_loss(env)
+    env.lost.hosts["hv3"] = env.clock()
+    env.monitor.run_once()
+    assert env.copy("hv2", WEB01) is None
+    assert "web01: it may still run on hv3" in env.store.ha_hosts()["hv1"].detail
+
+
+def test_an_unreachable_host_that_never_had_the_vm_does_not_hold_it(env: Env) -> None:
+    power_loss(env)
+    env.lost.hosts["hv3"] = env.clock()  # down too, but web01 was never there
+    env.monitor.run_once()
+    on2 = env.copy("hv2", WEB01)
+    assert on2 is not None and on2.state == "running"
 
 
 def test_fencing_is_held_while_most_of_the_pod_is_unreachable(env: Env) -> None:

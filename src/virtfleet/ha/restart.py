@@ -5,7 +5,8 @@ For each VM of the plan (journal.py), every pass starts from what the hosts say,
 what was intended:
 
 1. Every answering hypervisor of the pod, and any other the store last saw the VM on, is asked
-   for the VM by UUID. A host that does not answer and was not fenced by us may be running it:
+   for the VM by UUID. A host that may have it (the store last saw it there, or a migration of
+   it in the operations journal names it) and does not answer, unfenced, may be running it:
    the VM is held (named, never started). A copy that is running means done; one that is
    active otherwise (paused, an incoming migration) is waited for.
 2. A copy that is defined and shut off on an answering host (one this recovery defined before
@@ -37,6 +38,7 @@ from virtfleet.inventory.store import Store
 from virtfleet.placement.models import VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.provision.locks import vm_lock
+from virtfleet.provision.migrate import Step as MoveStep
 from virtfleet.virt import ha as vha
 from virtfleet.virt.fanout import ConnectionPool, fan_out
 from virtfleet.virt.host import Host
@@ -177,12 +179,24 @@ class Restarter:
                                      detail=_bare(p.vm, exc.message)))
         return out
 
+    def _places(self, name: str, uuid: str) -> set[str]:
+        """Where the VM may be defined besides its failed host: every host the store last saw
+        it on, and both ends of a migration of it still in the operations journal (its target
+        may have it before any event said so)."""
+        seen = {v.host for v in self.store.fleet_vms(name=name) if v.domain.uuid == uuid}
+        for op in self.store.operations():
+            for made in op.steps:
+                if made.kind == "migration" and f"/{uuid}>" in made.ref:
+                    seen |= {made.host, MoveStep.parse(made.ref).target}
+        return seen
+
     def _ask(self, view: PodView, name: str, uuid: str) -> tuple[list[vha.Copy], str]:
         """Every copy of `uuid` on the hosts that answer, and why it cannot be settled yet (a
-        host that may run it does not answer), if so."""
-        seen_on = {v.host for v in self.store.fleet_vms(name=name) if v.domain.uuid == uuid}
-        names = {h.name for h in view.hosts} | {n for n in seen_on if n in view.records}
-        silent = sorted(n for n in names if n not in view.answering and n not in view.down)
+        host that may have it defined does not answer and was not fenced), if so. Another
+        host of the pod that is down but never had the VM does not hold it."""
+        places = {n for n in self._places(name, uuid) if n in view.records}
+        names = {h.name for h in view.hosts} | places
+        silent = sorted(n for n in places if n not in view.answering and n not in view.down)
         if silent:
             return [], (f"it may still run on {', '.join(silent)}, which does not answer and "
                         "was not fenced")
