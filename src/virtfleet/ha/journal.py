@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class Journal:
         self.started_at = rec.started_at
         self.state = rec.state
         self.steps: list[RecoveryStep] = list(rec.steps)
+        self._lock = threading.Lock()  # a pass's starts journal from several threads
 
     @classmethod
     def resume(cls, store: Store, host: str) -> Journal | None:
@@ -64,8 +66,9 @@ class Journal:
         return cls(store, rec)
 
     def add(self, *steps: RecoveryStep) -> None:
-        self.steps.extend(steps)
-        self.store.record_recovery(self.id, self.steps, self.state, steps[-1].at)
+        with self._lock:
+            self.steps.extend(steps)
+            self.store.record_recovery(self.id, list(self.steps), self.state, steps[-1].at)
 
     def finish(self, now: datetime, kind: str = "done", detail: str = "") -> None:
         self.steps.append(RecoveryStep(kind, now, detail=detail))

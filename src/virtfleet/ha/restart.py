@@ -15,7 +15,8 @@ what was intended:
    migration (disks on the pod's shared storage as that host sees them, its networks, its
    CPU, no domain in the way, not in maintenance) and claims room there; the journal records
    "restarting VM on HOST" before the recorded definition is defined there (autostart off)
-   and started.
+   and started. Placing goes VM by VM in priority order; the starts then run
+   STARTS_AT_ONCE at a time, begun in that order.
 
 A start that fails is journaled and the copy it defined removed again (never its disks), so
 the next try may pick another host.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -49,6 +51,11 @@ log = logging.getLogger("virtfleet.ha")
 # Last seen in one of these, the VM was not running: it stays off (an operator's shutdown).
 NOT_RUNNING = ("shut off", "crashed")
 CLAIM_TTL = timedelta(minutes=10)
+# Starts at once in one pass: each is a QEMU launch on a host of the pod (Proxmox's ha-manager
+# runs 4 workers per node by default, for the same reason: enough to overlap, not a storm).
+STARTS_AT_ONCE = 4
+
+Start = Callable[[], "VMOutcome"]
 
 
 def now() -> datetime:
@@ -164,20 +171,42 @@ class Restarter:
     # -- one pass ---------------------------------------------------------------------------
 
     def run(self, view: PodView, journal: Journal) -> list[VMOutcome]:
-        """One pass over the plan; returns each VM's outcome, in priority order."""
-        out = []
-        for p in self.plan(view.failed, journal):
+        """One pass over the plan; returns each VM's outcome, in priority order.
+
+        Deciding is done VM by VM in priority order (so the higher ones get the room first,
+        each placement claimed before the next is chosen); the starts then run a few at a
+        time, begun in that same order."""
+        plan = self.plan(view.failed, journal)
+        done: dict[str, VMOutcome] = {}
+        starts: list[tuple[Planned, Callable[[], VMOutcome]]] = []
+        for p in plan:
             if not p.restart:
-                out.append(VMOutcome(p.vm, p.uuid, p.priority, "off", detail=p.why_not))
+                done[p.uuid] = VMOutcome(p.vm, p.uuid, p.priority, "off", detail=p.why_not)
                 continue
             try:
-                out.append(self._one(view, journal, p))
+                next_step = self._one(view, journal, p)
             except VirtfleetError as exc:
-                log.warning("HA restart of %s: %s", p.vm, exc.message)
-                self._pace.failed(p.uuid, self.clock())
-                out.append(VMOutcome(p.vm, p.uuid, p.priority, "pending",
-                                     detail=_bare(p.vm, exc.message)))
-        return out
+                done[p.uuid] = self._failed(p, exc)
+                continue
+            if isinstance(next_step, VMOutcome):
+                done[p.uuid] = next_step
+            else:
+                starts.append((p, next_step))
+        if starts:
+            with ThreadPoolExecutor(max_workers=min(STARTS_AT_ONCE, len(starts)),
+                                    thread_name_prefix="ha-start") as ex:
+                running = [(p, ex.submit(start)) for p, start in starts]
+                for p, fut in running:
+                    try:
+                        done[p.uuid] = fut.result()
+                    except VirtfleetError as exc:
+                        done[p.uuid] = self._failed(p, exc)
+        return [done[p.uuid] for p in plan]
+
+    def _failed(self, p: Planned, exc: VirtfleetError) -> VMOutcome:
+        log.warning("HA restart of %s: %s", p.vm, exc.message)
+        self._pace.failed(p.uuid, self.clock())
+        return VMOutcome(p.vm, p.uuid, p.priority, "pending", detail=_bare(p.vm, exc.message))
 
     def _places(self, name: str, uuid: str) -> set[str]:
         """Where the VM may be defined besides its failed host: every host the store last saw
@@ -210,7 +239,8 @@ class Restarter:
                 copies.append(r.value)
         return copies, ""
 
-    def _one(self, view: PodView, journal: Journal, p: Planned) -> VMOutcome:
+    def _one(self, view: PodView, journal: Journal, p: Planned) -> VMOutcome | Start:
+        """Where the VM stands, or the start to make (placed and claimed already)."""
         def outcome(state: str, host: str | None = None, detail: str = "") -> VMOutcome:
             return VMOutcome(p.vm, p.uuid, p.priority, state, host, detail)
 
@@ -243,7 +273,11 @@ class Restarter:
             planned = journal.target(p.uuid)
             startable.sort(key=lambda c: (c.host != planned, c.host != view.failed.name,
                                           c.host))
-            return self._start(view, journal, p, startable[0].host, defined_by_us=False)
+            where = startable[0].host
+            journal.add(RecoveryStep("restarting", self.clock(), vm=p.vm, uuid=p.uuid,
+                                     host=where, priority=p.priority,
+                                     detail="defined there already"))
+            return lambda: self._start(view, journal, p, where, defined_by_us=False)
         if copies:
             where = copies[0].host
             return outcome("pending", where, f"it is defined on {where}, " + (
@@ -253,7 +287,7 @@ class Restarter:
             return outcome("pending", detail="trying again shortly")
         return self._place(view, journal, p)
 
-    def _place(self, view: PodView, journal: Journal, p: Planned) -> VMOutcome:
+    def _place(self, view: PodView, journal: Journal, p: Planned) -> VMOutcome | Start:
         vm = next(iter(self.store.ha_vms(uuid=p.uuid)), None)
         if vm is None or not vm.definition:
             return VMOutcome(p.vm, p.uuid, p.priority, "pending",
@@ -268,15 +302,21 @@ class Restarter:
             self._pace.failed(p.uuid, self.clock())
             return VMOutcome(p.vm, p.uuid, p.priority, "pending",
                              detail=_bare(p.vm, chosen.error.message))
-        try:
-            journal.add(RecoveryStep("restarting", self.clock(), vm=p.vm, uuid=p.uuid,
-                                     host=chosen.target.name, priority=p.priority))
-            with vm_lock(self.store, f"{chosen.target.name}/{p.vm}", "ha-restart"):
-                vha.define(self.pool.get(chosen.target), vm.definition, self.seconds)
-                return self._start(view, journal, p, chosen.target.name, defined_by_us=True,
-                                   locked=True)
-        finally:
-            self.store.release_placement(chosen.target.name, p.vm)
+        target = chosen.target
+        # Journaled here, in priority order, before the start (a few at a time) defines it.
+        journal.add(RecoveryStep("restarting", self.clock(), vm=p.vm, uuid=p.uuid,
+                                 host=target.name, priority=p.priority))
+
+        def start() -> VMOutcome:
+            try:
+                with vm_lock(self.store, f"{target.name}/{p.vm}", "ha-restart"):
+                    vha.define(self.pool.get(target), vm.definition, self.seconds)
+                    return self._start(view, journal, p, target.name, defined_by_us=True,
+                                       locked=True)
+            finally:
+                self.store.release_placement(target.name, p.vm)
+
+        return start
 
     def _choose(self, view: PodView, vm: HAVM, scope: Sequence[HostRecord]) -> targets.Chosen:
         pool = AnsweringPool(self.pool, frozenset(h.name for h in view.hosts
@@ -307,10 +347,6 @@ class Restarter:
     def _start(self, view: PodView, journal: Journal, p: Planned, where: str, *,
                defined_by_us: bool, locked: bool = False) -> VMOutcome:
         record = view.records[where]
-        if not defined_by_us:
-            journal.add(RecoveryStep("restarting", self.clock(), vm=p.vm, uuid=p.uuid,
-                                     host=where, priority=p.priority,
-                                     detail="defined there already"))
         lock = (contextlib.nullcontext() if locked
                 else vm_lock(self.store, f"{where}/{p.vm}", "ha-restart"))
         try:
