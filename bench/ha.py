@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))  # the lab tests' ticking guests and their ground 
 from tests.integration.conftest import LabFixture  # noqa: E402
 from tests.integration.ticking import (  # noqa: E402
     Timeline,
+    answering,
     make_guest,
     ns_of,
     qemus,
@@ -51,16 +52,12 @@ from tests.integration.ticking import (  # noqa: E402
 )
 from tests.unit.cli import run, start_controller, wait_registered  # noqa: E402
 
-from virtfleet.config import Timeouts  # noqa: E402
-from virtfleet.errors import HostUnavailable, OperationTimeout  # noqa: E402
 from virtfleet.ha.fence import FenceDevice, Power, power_off, power_on  # noqa: E402
 from virtfleet.inventory.fleetfile import load_fleet  # noqa: E402
 from virtfleet.inventory.store import Store  # noqa: E402
 from virtfleet.lab.bmc import LabBmcs  # noqa: E402
 from virtfleet.lab.guests import outer_log  # noqa: E402
 from virtfleet.lab.lab import Lab  # noqa: E402
-from virtfleet.lab.state import LabHost  # noqa: E402
-from virtfleet.virt.host import Host  # noqa: E402
 
 LAB = "vfbench-ha"
 PROXMOX = "about 2 minutes"
@@ -73,13 +70,6 @@ def wait(cond: object, timeout: float, what: str) -> None:
             raise SystemExit(f"bench: timed out waiting for {what}")
         time.sleep(0.05)
 
-
-def answering(host: LabHost) -> bool:
-    try:
-        Host.open(host.uri, Timeouts(connect=2.0), label=host.name).close()
-        return True
-    except (HostUnavailable, OperationTimeout):
-        return False
 
 
 def ha_state(db: Path, host: str) -> str:

@@ -40,7 +40,8 @@ def db_url(value: str | None = None) -> str:
     return f"sqlite:///{path}"
 
 
-def _float_env(name: str, default: float) -> float:
+def _float_env(name: str, default: float, *, maximum: float | None = None,
+               zero: bool = False) -> float:
     raw = os.environ.get(name)
     if raw is None:
         return default
@@ -48,8 +49,10 @@ def _float_env(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise InvalidInput(name, f"must be a number of seconds, not {raw!r}") from None
-    if value <= 0:
-        raise InvalidInput(name, "must be greater than 0")
+    if value < 0 or (value == 0 and not zero):
+        raise InvalidInput(name, "must be 0 or more" if zero else "must be greater than 0")
+    if maximum is not None and value > maximum:
+        raise InvalidInput(name, f"must be at most {maximum:g} seconds")
     return value
 
 
@@ -151,21 +154,8 @@ class HATimings:
 
     @classmethod
     def from_env(cls) -> HATimings:
-        return cls(grace=_seconds_env("VIRTFLEET_HA_GRACE", cls.grace),
+        return cls(grace=_float_env("VIRTFLEET_HA_GRACE", cls.grace, maximum=3600, zero=True),
                    retry=_float_env("VIRTFLEET_HA_RETRY", cls.retry),
                    interval=_float_env("VIRTFLEET_HA_INTERVAL", cls.interval),
                    probe=_float_env("VIRTFLEET_HA_PROBE", cls.probe))
 
-
-def _seconds_env(name: str, default: float) -> float:
-    """Like _float_env, but 0 is allowed (no grace at all)."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(name, f"must be a number of seconds, not {raw!r}") from None
-    if not 0 <= value <= 3600:
-        raise InvalidInput(name, "must be from 0 to 3600 seconds")
-    return value

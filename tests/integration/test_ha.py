@@ -25,7 +25,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ import yaml
 from tests.integration.conftest import LAB_NAME, REQUIRE_ENV, LabFixture, require_lab
 from tests.integration.ticking import (
     Timeline,
+    answering,
     make_guest,
     ns_of,
     pod_dir,
@@ -49,8 +50,7 @@ from tests.integration.ticking import (
 )
 from tests.unit.cli import run, serve_log, start_controller, wait_registered
 from tests.unit.tools import require_tool
-from virtfleet.config import Timeouts
-from virtfleet.errors import HostUnavailable, LabError, OperationTimeout
+from virtfleet.errors import LabError
 from virtfleet.ha.fence import FenceDevice, Power, power_off, power_on, power_status
 from virtfleet.inventory.fleetfile import load_fleet
 from virtfleet.inventory.store import Store
@@ -123,13 +123,6 @@ class HALab:
     def log(self) -> str:
         return serve_log(self.db).read_text(errors="replace")[-4000:]
 
-
-def answering(host: LabHost) -> bool:
-    try:
-        Host.open(host.uri, Timeouts(connect=2.0), label=host.name).close()
-        return True
-    except (HostUnavailable, OperationTimeout):
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -284,79 +277,82 @@ def others(h: HALab, victim: LabHost) -> list[LabHost]:
 # ------------------------------------------------------------------ the scenarios
 
 
-def test_power_loss_the_guests_run_again_on_the_other_hosts(ha: HALab) -> None:
-    victim = ha.host(0)
-    with ha_guests(ha, victim, ["hap-1", "hap-2"]) as g:
-        leases = lockspace(pod_dir(ha.fx, victim))
-        for disk in g.disks.values():  # virtlockd holds a lease on each disk, by its path
-            assert (leases / hashlib.sha256(str(disk).encode()).hexdigest()).exists()
+def fail_and_recover(ha: HALab, victim: LabHost, names: list[str],
+                     fail: Callable[[Guests], None],
+                     check: Callable[[Guests], None] = lambda _g: None) -> list[str]:
+    """Ticking HA guests on `victim`; `fail` breaks it; each guest must run again elsewhere,
+    fenced first, and the victim, powered on again, lose its stale copies. Returns the kinds
+    of the recovery's journal steps."""
+    with ha_guests(ha, victim, names) as g:
+        check(g)
         since = time.time()
         with Timeline(list(g.uuids.values())) as tl:
-            off = power_off(ha.device(victim))  # the power goes: libvirtd and QEMUs die
-            assert off.power is Power.OFF, off.message
+            fail(g)
             where = recovered(ha, g)
             wait_for(lambda: ha.ha_state(victim) == "recovered", 60, "recovered")
-            heal(ha)
+            heal(ha)  # the host comes back: watched, so a second start would show
         assert all(w.name != victim.name for w in where.values())
         assert_fenced_first(tl, g, others(ha, victim), since)
         kinds = journal_order(ha, victim)
-        # The BMC said off: fenced at once, no power-off was needed.
-        assert "fencing" not in kinds[:kinds.index("fenced")]
-        # The higher priority first.
-        restarting = [s.vm for s in ha.journal(victim) if s.kind == "restarting"]
-        assert restarting == ["hap-1", "hap-2"]
         assert_healed(ha, g)
+        return kinds
+
+
+def test_power_loss_the_guests_run_again_on_the_other_hosts(ha: HALab) -> None:
+    victim = ha.host(0)
+
+    def leased(g: Guests) -> None:  # virtlockd holds a lease on each disk, by its path
+        leases = lockspace(pod_dir(ha.fx, victim))
+        for disk in g.disks.values():
+            assert (leases / hashlib.sha256(str(disk).encode()).hexdigest()).exists()
+
+    def power_loss(_g: Guests) -> None:  # libvirtd and the QEMUs die, the link drops
+        assert power_off(ha.device(victim)).power is Power.OFF
+
+    kinds = fail_and_recover(ha, victim, ["hap-1", "hap-2"], power_loss, leased)
+    # The BMC said off: fenced at once, no power-off was needed.
+    assert "fencing" not in kinds[:kinds.index("fenced")]
+    # The higher priority first.
+    assert [s.vm for s in ha.journal(victim) if s.kind == "restarting"] == ["hap-1", "hap-2"]
 
 
 def test_libvirtd_killed_while_qemu_runs_is_fenced_before_anything_restarts(
         ha: HALab) -> None:
     victim = ha.host(1)
-    with ha_guests(ha, victim, ["hak-1"]) as g:
-        since = time.time()
-        with Timeline(list(g.uuids.values())) as tl:
-            assert victim.libvirtd_pid is not None
-            os.kill(victim.libvirtd_pid, signal.SIGKILL)
-            # Its QEMU runs on: the BMC says on, and nothing starts elsewhere until the
-            # grace is over and the host is powered off.
-            recovered(ha, g)
-            heal(ha)
-        assert_fenced_first(tl, g, others(ha, victim), since)
-        kinds = journal_order(ha, victim)
-        assert kinds.index("fencing") < kinds.index("fenced")
-        assert_healed(ha, g)
+
+    def kill_libvirtd(_g: Guests) -> None:
+        # Its QEMU runs on: the BMC says on, and nothing may start elsewhere until the grace
+        # is over and the host is powered off.
+        assert victim.libvirtd_pid is not None
+        os.kill(victim.libvirtd_pid, signal.SIGKILL)
+
+    kinds = fail_and_recover(ha, victim, ["hak-1"], kill_libvirtd)
+    assert kinds.index("fencing") < kinds.index("fenced")
 
 
 def test_network_partition_is_fenced_then_restarted(ha: HALab) -> None:
     victim = ha.host(2)
-    with ha_guests(ha, victim, ["han-1"]) as g:
-        since = time.time()
-        with Timeline(list(g.uuids.values())) as tl:
-            subprocess.run(["ip", "link", "set", "dev", victim.veth, "down"], check=True)
-            # QEMU keeps running, cut off; the controller loses the host, its BMC (on its own
-            # network) says on.
-            recovered(ha, g)
-            heal(ha)
-        assert_fenced_first(tl, g, others(ha, victim), since)
-        kinds = journal_order(ha, victim)
-        assert kinds.index("fencing") < kinds.index("fenced")
-        assert_healed(ha, g)
+
+    def cut_link(_g: Guests) -> None:
+        # QEMU keeps running, cut off; the controller loses the host, its BMC (on its own
+        # network) says on.
+        subprocess.run(["ip", "link", "set", "dev", victim.veth, "down"], check=True)
+
+    kinds = fail_and_recover(ha, victim, ["han-1"], cut_link)
+    assert kinds.index("fencing") < kinds.index("fenced")
 
 
 def test_a_hung_host_is_fenced_then_restarted(ha: HALab) -> None:
     victim = ha.host(0)
-    with ha_guests(ha, victim, ["hah-1"]) as g:
-        since = time.time()
-        with Timeline(list(g.uuids.values())) as tl:
-            assert victim.libvirtd_pid is not None
-            stopped = [victim.libvirtd_pid, *(q.pid for u in g.uuids.values()
-                                              for q in qemus(u))]
-            for pid in stopped:
-                os.kill(pid, signal.SIGSTOP)
-            recovered(ha, g)
-            heal(ha)
-        assert_fenced_first(tl, g, others(ha, victim), since)
-        journal_order(ha, victim)
-        assert_healed(ha, g)
+
+    def hang(g: Guests) -> None:
+        assert victim.libvirtd_pid is not None
+        for pid in [victim.libvirtd_pid, *(q.pid for u in g.uuids.values()
+                                            for q in qemus(u))]:
+            os.kill(pid, signal.SIGSTOP)
+
+    kinds = fail_and_recover(ha, victim, ["hah-1"], hang)
+    assert kinds.index("fencing") < kinds.index("fenced")
 
 
 def test_a_controller_killed_mid_recovery_finishes_it_and_starts_nothing_twice(

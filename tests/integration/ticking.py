@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.integration.conftest import LabFixture
-from virtfleet.errors import VirtfleetError
+from virtfleet.config import Timeouts
+from virtfleet.errors import HostUnavailable, OperationTimeout, VirtfleetError
 from virtfleet.lab import guest
 from virtfleet.lab.guests import outer_log
 from virtfleet.lab.state import LabHost
@@ -107,6 +108,15 @@ class Watcher:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def answering(host: LabHost) -> bool:
+    """Whether the hypervisor's libvirtd answers now (a short connect deadline)."""
+    try:
+        Host.open(host.uri, Timeouts(connect=2.0), label=host.name).close()
+        return True
+    except (HostUnavailable, OperationTimeout):
+        return False
 
 
 def ticks(log: Path) -> list[int]:

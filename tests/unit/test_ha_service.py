@@ -256,6 +256,11 @@ def test_the_cli_refuses_bad_input_in_one_line_naming_the_option(env: Env,
     assert r.code == 2 and r.err.count("\n") == 1, r.err
     assert r.err.startswith("virtfleet: error: hv1: bmc: missing:")
     assert run(nobmc, "ha", "status", "--json").json()["pods"] == []
+    for value, rule in (("-1", "must be 0 or more"), ("5000", "must be at most 3600 seconds"),
+                        ("soon", "must be a number of seconds")):
+        r = run(env.db, "serve", env={"VIRTFLEET_HA_GRACE": value})
+        assert r.code == 2 and r.err.count("\n") == 1, r.err
+        assert f"VIRTFLEET_HA_GRACE: {rule}" in r.err
 
 
 def test_the_cli_marks_and_shows(env: Env) -> None:
