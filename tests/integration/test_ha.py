@@ -410,8 +410,9 @@ def test_no_bmc_answer_means_the_guests_are_named_and_never_started_elsewhere(
             assert victim.libvirtd_pid is not None
             os.kill(victim.libvirtd_pid, signal.SIGKILL)
             # Suspect; the BMC does not answer: fencing fails, and is tried again.
-            wait_for(lambda: [s.kind for s in ha.journal(victim, since)].count(
-                "fence-failed") >= 2, 120, f"two failed tries\n{ha.log()}")
+            wait_for(lambda: any(s.kind == "fence-failed" and "(tried 2 times)" in s.detail
+                                 for s in ha.journal(victim, since)),
+                     120, f"two failed tries\n{ha.log()}")
             assert running_on(u) == [ns_of(victim)]  # still only where it was
             r = run(ha.db, "ha", "status", "--json")
             vm = next(v for v in r.json()["vms"] if v["vm"] == "hab-1")

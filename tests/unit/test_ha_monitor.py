@@ -388,3 +388,19 @@ def test_a_returning_host_loses_its_stale_copies_but_keeps_every_disk(env: Env) 
     assert "stale-undefined" in kinds and kinds.count("done") == 1
     assert sorted(v.name for v in storage.volumes(h1, "or-pod1-shared")) == volumes
     assert "web01.qcow2" in volumes
+
+
+def test_a_bmc_that_never_answers_is_tried_again_and_counted_on_one_journal_line(
+        env: Env) -> None:
+    del env.bmcs.power["hv1"]  # configured, but it does not answer
+    env.lost.hosts["hv1"] = env.clock()
+    for _ in range(3):
+        env.monitor.run_once()
+        env.clock.advance(31)
+    assert env.bmcs.calls.count(("hv1", "status")) == 3
+    assert ("hv1", "off") not in env.bmcs.calls
+    [rec] = env.store.recoveries("hv1")
+    failed = [s for s in rec.steps if s.kind == "fence-failed"]
+    assert len(failed) == 1 and failed[0].detail.endswith("(tried 3 times)"), failed
+    assert "its BMC did not answer a status call" in failed[0].detail
+    assert env.copy("hv2", WEB01) is None and env.copy("hv3", WEB01) is None

@@ -14,15 +14,18 @@ killed controller already started is found running and never started again.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import uuid as uuidlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from virtfleet.inventory.ha import Recovery, RecoveryStep
 from virtfleet.inventory.store import Store
+
+_TRIED = re.compile(r" \(tried (\d+) times\)$")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,20 @@ class Journal:
         with self._lock:
             self.steps.extend(steps)
             self.store.record_recovery(self.id, list(self.steps), self.state, steps[-1].at)
+
+    def again(self, step: RecoveryStep) -> None:
+        """Add `step`, or, if the last step is the same one (a fence retried and failing the
+        same way), count the try on it instead: a host down for a day stays one line."""
+        with self._lock:
+            last = self.steps[-1] if self.steps else None
+            if last is not None and last.kind == step.kind and \
+                    _TRIED.sub("", last.detail) == step.detail:
+                m = _TRIED.search(last.detail)
+                tries = int(m.group(1)) + 1 if m else 2
+                self.steps[-1] = replace(step, detail=f"{step.detail} (tried {tries} times)")
+                self.store.record_recovery(self.id, list(self.steps), self.state, step.at)
+                return
+        self.add(step)
 
     def finish(self, now: datetime, kind: str = "done", detail: str = "") -> None:
         self.steps.append(RecoveryStep(kind, now, detail=detail))

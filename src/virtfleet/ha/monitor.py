@@ -294,11 +294,12 @@ class Monitor:
                              "answering again before it was fenced; nothing was restarted")
                     self._journals[rec.name] = None
                 continue
-            if self._journal(rec.name) is None:
+            j = self._journal(rec.name)
+            if j is None:
                 if seen is not None and not seen.ha_enabled:
                     continue  # HA is off here: nothing will be done, nothing to journal
-                self._begin(rec.name)
-            self._add(rec.name, RecoveryStep(kind, self.clock(), detail=h.detail))
+                j = self._begin(rec.name)
+            j.again(RecoveryStep(kind, self.clock(), detail=h.detail))
         if h.state != self.hosts.get(rec.name, HostHA(rec.name)).state:
             if h.state == State.OK:
                 log.info("HA %s: ok", rec.name)
