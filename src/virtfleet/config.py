@@ -14,6 +14,8 @@ import platformdirs
 from virtfleet.errors import InvalidInput
 
 DB_ENV = "VIRTFLEET_DB"
+# A VM's graphics password, for the CLI to read: never an option value, which `ps` shows.
+GRAPHICS_PASSWORD_ENV = "VIRTFLEET_GRAPHICS_PASSWORD"
 
 
 def default_db_path() -> Path:

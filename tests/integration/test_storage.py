@@ -167,6 +167,37 @@ def test_pod_storage_on_every_hypervisor_of_the_pod(lab: LabFixture, db: Path) -
                 _forget(db, h, pool)
 
 
+def test_a_vms_disk_on_the_pods_share_is_kept_whichever_host_is_asked(
+        lab: LabFixture, db: Path) -> None:
+    """Regression: `vol delete` deleted a defined VM's disk and said "deleted". On the pod's
+    shared pool the VM's own hypervisor and every other one of the pod refuse it; the file on
+    the share is the ground truth. With --force it goes (and the VM is left without it)."""
+    pod = lab.hosts[0].pod
+    members = [h.name for h in lab.hosts if h.pod == pod]
+    assert len(members) >= 2, "the lab's first pod has two hypervisors"
+    pool, vm = f"{pod}-shared", f"vfst-used-{os.getpid()}"
+    try:
+        ok(run(db, "pool", "apply-pod", "--pod", pod))
+        made = ok(run(db, "vm", "create", vm, "--host", members[1], "--memory", "64M",
+                      "--vcpus", "1", "--disk", f"pool={pool},size=8M", "--pxe",
+                      "--no-start", "--virt-type", "qemu", "--json")).json()
+        [disk] = made["disks"]
+        for h in members:
+            r = run(db, "vol", "delete", Path(disk).name, "--host", h, "--pool", pool)
+            assert (r.code, r.out) == (4, ""), r.err
+            assert f"is a disk of VM {vm} on {members[1]}; undefine the VM first, or give " \
+                "--force" in r.err, r.err
+            assert Path(disk).is_file(), f"{disk} was deleted through {h}"
+        r = ok(run(db, "vol", "delete", Path(disk).name, "--host", members[0], "--pool", pool,
+                   "--force"))
+        assert r.out == f"Vol {Path(disk).name} deleted\n" and not Path(disk).exists()
+    finally:
+        run(db, "vm", "undefine", vm, "--host", members[1])
+        for h in members:
+            with contextlib.suppress(AssertionError):
+                _forget(db, h, pool)
+
+
 def test_qcow2_to_raw_and_back(tmp_path: Path, db: Path) -> None:
     src = tmp_path / "src.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(src), "64M"], check=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from virtfleet.cli.fields import option_for, options_named
-from virtfleet.errors import InvalidInput
+from virtfleet.cli.fields import option_for, options_named, reword
+from virtfleet.errors import Conflict, InvalidInput
 
 FLAGS = {"vm": "NAME", "disks": "--disk", "max_downtime_ms": "--max-downtime"}
 
@@ -39,3 +39,19 @@ def test_options_named_leaves_unknown_fields_and_other_errors_alone() -> None:
     assert info.value is original
     with pytest.raises(KeyError), options_named(FLAGS):
         raise KeyError("x")
+
+
+def test_fields_an_error_names_in_its_text_are_worded_too() -> None:
+    flags = {"destroy": "--destroy", "scope.all": "--all", "name": "NAME"}
+    with pytest.raises(Conflict) as info, options_named(flags):
+        raise Conflict("network 'lab' is active; destroy it first (or give `destroy`)",
+                       host="hv1")
+    assert info.value.message == ("hv1: network 'lab' is active; destroy it first (or give "
+                                  "--destroy)")
+    with pytest.raises(InvalidInput) as bad, options_named(flags):
+        raise InvalidInput("scope.all", "do not combine it with `host`; see `getsebool x`")
+    assert bad.value.message == "--all: do not combine it with `host`; see `getsebool x`"
+    row = InvalidInput("name", "missing (or give `scope.all`)", host="hv2")
+    reword(row, flags)
+    assert (row.field, row.rule, row.in_row("hv2")) == (
+        "NAME", "missing (or give --all)", "NAME: missing (or give --all)")

@@ -278,7 +278,9 @@ def test_a_stopped_controller_costs_the_cli_one_short_wait(controller: tuple) ->
     assert all(v["observed_at"] is None for v in r.json())  # asked live
     assert f"controller pid {proc.pid} did not answer" in r.err, r.err
     assert "asking the hypervisors directly" in r.err
-    assert took < 6, f"the CLI waited {took:.1f}s on a stopped controller (the old wait was 30s)"
+    # Not a speed target (bench/controller_failover measures the ~2.5 s): a bound far from both
+    # the configured wait and the old 30 s one, so a loaded machine cannot fail it by accident.
+    assert took < 20, f"the CLI waited {took:.1f}s on a stopped controller (the old wait was 30s)"
     r = run(db, "list", "--json", env={"VIRTFLEET_CONTROLLER_TIMEOUT": "0"})
     assert r.code == 2 and "VIRTFLEET_CONTROLLER_TIMEOUT" in r.err
 

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.tools import require_tool
+from virtfleet.cli.fields import in_text, option_for
+from virtfleet.cli.vm import CREATE_FLAGS
+from virtfleet.config import GRAPHICS_PASSWORD_ENV
 from virtfleet.design.policy import Placement, build_domain, choose_virt_type, random_mac
 from virtfleet.design.sizes import parse_bytes, parse_mib
 from virtfleet.design.spec import VMSpec, vm_spec
@@ -29,7 +32,7 @@ def chapter_spec() -> VMSpec:
                    disks=["path=/vm1/vm1.example.com.qcow2"], networks=["bridge:br0"],
                    os_variant="rhel6.0", cdrom="/vm1/iso/CentOS-6.4-x86_64-bin-DVD1.iso",
                    graphics="spice", autostart=True,
-                   graphics_password=("--graphics-password-file", "mypassword"))
+                   graphics_password="mypassword")
 
 
 def place(spec: VMSpec, virt_type: str = "qemu") -> Placement:
@@ -92,53 +95,71 @@ def test_libvirt_defines_what_the_policy_builds(tmp_path: Path) -> None:
     assert back.devices.graphics[0].passwd is None
 
 
-@pytest.mark.parametrize("kwargs,field,words", [
-    ({"name": "vm<1>"}, "NAME", "not a valid name"),
-    ({"name": "a" * 254}, "NAME", "at most 253"),
-    ({"memory": "0"}, "--memory", "greater than zero"),
-    ({"memory": "-1G"}, "--memory", "not a size"),
-    ({"memory": "lots"}, "--memory", "not a size"),
-    ({"memory": "32Q"}, "--memory", "unknown unit"),
-    ({"memory": "1000T"}, "--memory", "more than 16 TiB"),
-    ({"vcpus": 0}, "--vcpus", "from 1 to 512"),
-    ({"vcpus": 4096}, "--vcpus", "from 1 to 512"),
-    ({"disks": ["path=../etc/shadow"]}, "--disk path", "absolute path without '..'"),
-    ({"disks": ["path=/pool/../etc/shadow"]}, "--disk path", "without '..'"),
-    ({"disks": ["path=/pool/a;rm -rf /"]}, "--disk path", "not allowed"),
-    ({"disks": ["size=10G,path=/a"]}, "--disk", "exactly one of size"),
-    ({"disks": ["size=10G,format=vmdk"]}, "--disk", "not qcow2 or raw"),
-    ({"disks": ["size=10G,colour=red"]}, "--disk", "unknown key 'colour'"),
-    ({"disks": ["size=0"]}, "--disk size", "greater than zero"),
-    ({"networks": ["bridge=br0,vlan=4095"]}, "--network", "1 to 4094"),
-    ({"networks": ["bridge=averyveryverylongbridge"]}, "--network", "at most 15"),
-    ({"networks": ["network=de fault"]}, "--network network", "not a valid name"),
-    ({"networks": ["bridge=br0,mac=01:00:5e:00:00:01"]}, "--network", "unicast"),
-    ({"networks": ["bridge=br0,network=default"]}, "--network", "exactly one"),
-    ({"graphics": "spice,listen=everywhere"}, "--graphics", "not an IP address"),
-    ({"cdrom": None}, "--cdrom/--pxe/--kernel/--import", "exactly one way"),
-    ({"pxe": True}, "--cdrom/--pxe/--kernel/--import", "exactly one way"),
-    ({"cdrom": None, "pxe": True, "cmdline": "x"}, "--initrd/--cmdline", "only go with"),
-    ({"os_variant": "RHEL 6"}, "--os-variant", "osinfo short id"),
-    ({"os_variant": "rhel99"}, "--os-variant", "not an OS libosinfo knows"),
-    ({"os_variant": "rhel9.0", "disks": ["size=8G,bus=ide"]}, "--disk", "no IDE|not exist"),
-    ({"disks": ["size=8G,bus=usb"]}, "--disk", "not virtio, sata, scsi or ide"),
-    ({"graphics": "spice,password=hunter2"}, "--graphics", "ps"),
-    ({"graphics": "vnc", "graphics_password": ("--graphics-password-file", "123456789")},
+@pytest.mark.parametrize("kwargs,field,option,words", [
+    ({"name": "vm<1>"}, "name", "NAME", "not a valid name"),
+    ({"name": "a" * 254}, "name", "NAME", "at most 253"),
+    ({"memory": "0"}, "memory", "--memory", "greater than zero"),
+    ({"memory": "-1G"}, "memory", "--memory", "not a size"),
+    ({"memory": "lots"}, "memory", "--memory", "not a size"),
+    ({"memory": "32Q"}, "memory", "--memory", "unknown unit"),
+    ({"memory": "1000T"}, "memory", "--memory", "more than 16 TiB"),
+    ({"vcpus": 0}, "vcpus", "--vcpus", "from 1 to 512"),
+    ({"vcpus": 4096}, "vcpus", "--vcpus", "from 1 to 512"),
+    ({"disks": ["path=../etc/shadow"]}, "disks[0].path", "--disk path",
+     "absolute path without '..'"),
+    ({"disks": ["size=1G", "path=/pool/../etc/shadow"]}, "disks[1].path", "--disk path",
+     "without '..'"),
+    ({"disks": ["path=/pool/a;rm -rf /"]}, "disks[0].path", "--disk path", "not allowed"),
+    ({"disks": ["size=10G,path=/a"]}, "disks[0]", "--disk", "exactly one of size"),
+    ({"disks": ["size=10G,format=vmdk"]}, "disks[0]", "--disk", "not qcow2 or raw"),
+    ({"disks": ["size=10G,colour=red"]}, "disks[0]", "--disk", "unknown key 'colour'"),
+    ({"disks": ["size=0"]}, "disks[0].size", "--disk size", "greater than zero"),
+    ({"networks": ["bridge=br0,vlan=4095"]}, "networks[0]", "--network", "1 to 4094"),
+    ({"networks": ["bridge=br0", "bridge=averyveryverylongbridge"]}, "networks[1]",
+     "--network", "at most 15"),
+    ({"networks": ["network=de fault"]}, "networks[0].network", "--network network",
+     "not a valid name"),
+    ({"networks": ["bridge=br0,mac=01:00:5e:00:00:01"]}, "networks[0]", "--network", "unicast"),
+    ({"networks": ["bridge=br0,network=default"]}, "networks[0]", "--network", "exactly one"),
+    ({"graphics": "spice,listen=everywhere"}, "graphics", "--graphics", "not an IP address"),
+    ({"cdrom": None}, "cdrom/pxe/kernel/import_disk", "--cdrom/--pxe/--kernel/--import",
+     "exactly one way"),
+    ({"pxe": True}, "cdrom/pxe/kernel/import_disk", "--cdrom/--pxe/--kernel/--import",
+     "exactly one way"),
+    ({"cdrom": None, "pxe": True, "cmdline": "x"}, "initrd/cmdline", "--initrd/--cmdline",
+     "only go with"),
+    ({"os_variant": "RHEL 6"}, "os_variant", "--os-variant", "osinfo short id"),
+    ({"os_variant": "rhel99"}, "os_variant", "--os-variant", "not an OS libosinfo knows"),
+    ({"os_variant": "rhel9.0", "disks": ["size=8G,bus=ide"]}, "disks[0]", "--disk",
+     "no IDE|not exist"),
+    ({"os_variant": "rhel9.0", "cdrom": None, "import_disk": "/pool/a.qcow2",
+      "disks": ["size=8G", "size=8G,bus=ide"]}, "disks[1]", "--disk", "no IDE|not exist"),
+    ({"disks": ["size=8G,bus=usb"]}, "disks[0]", "--disk", "not virtio, sata, scsi or ide"),
+    ({"cdrom": None, "import_disk": "/pool/../a.qcow2"}, "import_disk", "--import",
+     "without '..'"),
+    ({"graphics": "spice,password=hunter2"}, "graphics", "--graphics", "ps"),
+    ({"graphics": "vnc", "graphics_password": "123456789"}, "graphics_password",
      "--graphics-password-file", "at most 8 bytes"),
-    ({"graphics": "spice", "graphics_password": ("VIRTFLEET_GRAPHICS_PASSWORD", "")},
-     "VIRTFLEET_GRAPHICS_PASSWORD", "empty"),
-    ({"graphics": "spice", "graphics_password": ("--graphics-password-file", "a\x1b[2Jb")},
+    ({"graphics": "spice", "graphics_password": "", "password_from_env": True},
+     "graphics_password", "VIRTFLEET_GRAPHICS_PASSWORD", "empty"),
+    ({"graphics": "spice", "graphics_password": "a\x1b[2Jb"}, "graphics_password",
      "--graphics-password-file", "control characters"),
-    ({"graphics_password": ("--graphics-password-file", "secret")},
-     "--graphics-password-file", "needs spice or vnc"),
+    ({"graphics_password": "secret"}, "graphics_password", "--graphics-password-file",
+     "needs spice or vnc"),
 ])
-def test_bad_requests_name_the_option(kwargs: dict, field: str, words: str) -> None:  # type: ignore[type-arg]
+def test_bad_requests_name_the_field(kwargs: dict, field: str, option: str,  # type: ignore[type-arg]
+                                     words: str) -> None:
+    """The request's field, which `vm create` words as the option that set it."""
     base = {"name": "vm1", "memory": "2G", "vcpus": 2, "disks": ["size=8G"],
             "networks": ["network=default"], "cdrom": "/iso/a.iso"}
     with pytest.raises(InvalidInput) as exc:
         vm_spec(**{**base, **kwargs})
     assert exc.value.field == field, exc.value
     assert re.search(words, exc.value.rule), exc.value
+    flags = {**CREATE_FLAGS, **({"graphics_password": GRAPHICS_PASSWORD_ENV}
+                                if kwargs.get("password_from_env") else {})}
+    assert option_for(exc.value.field, flags) == option
+    assert "`" not in in_text(exc.value.rule, flags)  # a field the rule names, as an option
     for secret in ("hunter2", "123456789", "secret"):  # the rule names, never repeats, it
         assert secret not in str(exc.value)
 
@@ -146,10 +167,10 @@ def test_bad_requests_name_the_option(kwargs: dict, field: str, words: str) -> N
 def test_an_exported_password_does_not_stop_a_vm_without_a_display() -> None:
     base = {"name": "vm1", "memory": "2G", "vcpus": 2, "disks": ["size=8G"],
             "networks": [], "cdrom": "/iso/a.iso"}
-    spec = vm_spec(**base, graphics_password=("VIRTFLEET_GRAPHICS_PASSWORD", "x"))  # type: ignore[arg-type]
+    spec = vm_spec(**base, graphics_password="x", password_from_env=True)  # type: ignore[arg-type]
     assert spec.graphics.type == "none" and spec.graphics.password is None
     spec = vm_spec(**base, graphics="vnc",  # type: ignore[arg-type]
-                   graphics_password=("VIRTFLEET_GRAPHICS_PASSWORD", "x"))
+                   graphics_password="x", password_from_env=True)
     assert spec.graphics.password is not None and spec.graphics.password.get_secret_value() \
         == "x"
 

@@ -22,7 +22,7 @@ INSTALLER = ep.ROOT / "scripts" / "install-deps.sh"
 # scan (a literal argv, a module constant, a dict of commands behind a function's return value,
 # wrappers of wrappers, a which() loop, a helper that returns which()'s answer).
 KNOWN = {
-    ("qemu-img", "src/virtfleet/images.py"),            # QEMU_IMG constant, local argv
+    ("qemu-img", "src/virtfleet/fleet/images.py"),        # QEMU_IMG constant, local argv
     ("dhcpd", "src/virtfleet/boot/validators.py"),      # COMMANDS[kind][0] via binary()
     ("kea-dhcp4", "src/virtfleet/boot/validators.py"),
     ("haproxy", "src/virtfleet/boot/validators.py"),
@@ -31,7 +31,7 @@ KNOWN = {
     ("virtlogd", "src/virtfleet/lab/nsboot.py"),        # _start() wrapper
     ("unshare", "src/virtfleet/lab/daemon.py"),         # comprehension over a tuple, which()
     ("virt-sysprep", "src/virtfleet/provision/guestfs.py"),
-    ("getsebool", "src/virtfleet/storage_check.py"),
+    ("getsebool", "src/virtfleet/fleet/storage_check.py"),
     ("virt-xml-validate", "tests/unit/test_pool_xml.py"),  # [require_tool(...), ...]
     ("mkfs.xfs", "tests/integration/test_storage.py"),
     ("qemu-system-x86_64", "tests/integration/test_netboot.py"),

@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.tools import require_tool
 from virtfleet.errors import Conflict, InvalidInput
-from virtfleet.images import _follow, convert, info
+from virtfleet.fleet.images import _follow, convert, info
 
 from .cli import run
 
@@ -62,14 +62,14 @@ def test_progress_lines_are_parsed_from_carriage_returns() -> None:
 
 def test_convert_refusals_leave_nothing(tmp_path: Path) -> None:
     src = image(tmp_path / "a.qcow2", "qcow2")
-    with pytest.raises(InvalidInput, match="--to: 'vmdk' is not one of raw, qcow2"):
+    with pytest.raises(InvalidInput, match="to: 'vmdk' is not one of raw, qcow2"):
         convert(str(src), str(tmp_path / "b.vmdk"), "vmdk")
     with pytest.raises(InvalidInput, match="only a qcow2 target"):
         convert(str(src), str(tmp_path / "b.raw"), "raw", compress=True)
     (tmp_path / "taken.raw").write_text("x")
     with pytest.raises(Conflict, match="exists"):
         convert(str(src), str(tmp_path / "taken.raw"), "raw")
-    with pytest.raises(InvalidInput, match="must differ from SRC"):
+    with pytest.raises(InvalidInput, match="must differ from `src`"):
         convert(str(src), str(src), "raw", force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.qcow2", "taken.raw"]
 

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from virtfleet.errors import InvalidInput
+from virtfleet.fleet.declared_networks import network_problems
 from virtfleet.inventory.fleetfile import parse_fleet
 from virtfleet.inventory.networks import NetworkSpec
-from virtfleet.netfleet import network_problems
 from virtfleet.virt.host import Host
 
 from .cli import run

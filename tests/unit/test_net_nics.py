@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from virtfleet.cli.fields import option_for
+from virtfleet.cli.vm import CREATE_FLAGS
 from virtfleet.design.policy import build_domain
 from virtfleet.design.spec import parse_network, vm_spec
 from virtfleet.errors import InvalidInput
@@ -81,5 +83,6 @@ def test_access_vlan_is_kept_as_before() -> None:
 ])
 def test_bad_nics_name_the_option(text: str, words: str) -> None:
     with pytest.raises(InvalidInput) as exc:
-        parse_network(text)
-    assert exc.value.field == "--network" and words in exc.value.rule, exc.value
+        parse_network(text, "networks[2]")
+    assert exc.value.field == "networks[2]" and words in exc.value.rule, exc.value
+    assert option_for(exc.value.field, CREATE_FLAGS) == "--network"

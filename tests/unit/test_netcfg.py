@@ -313,7 +313,7 @@ def test_unknown_host_and_format() -> None:
         render_host(fleet, "hv9.or.example.com")
     with pytest.raises(InvalidInput) as exc:
         host_files("hv1", CHAPTER_LAYOUT, ["netplan"])
-    assert exc.value.field == "--format"
+    assert exc.value.field == "formats"
 
 
 def test_parsers_refuse_files_that_break_the_rules() -> None:

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
+from virtfleet.fleet.podstorage import ensure_pod_pool, judge_sharing, pod_pool
+from virtfleet.fleet.storage_check import host_check_with_storage, storage_by_host, storage_check_of
 from virtfleet.inventory.fleetfile import PodStorage, load_fleet
 from virtfleet.inventory.store import Store
-from virtfleet.podstorage import ensure_pod_pool, judge_sharing, pod_pool
-from virtfleet.storage_check import host_check_with_storage, storage_by_host, storage_check_of
 from virtfleet.virt import pools
 from virtfleet.virt.host import Host
 from virtfleet.xml.storage import Volume, pool_definition

@@ -16,8 +16,8 @@ import pytest
 
 from tests.unit.tools import require_tool
 from virtfleet.errors import InvalidInput
+from virtfleet.fleet.podstorage import pod_pool
 from virtfleet.inventory.fleetfile import PodStorage
-from virtfleet.podstorage import pod_pool
 from virtfleet.xml.storage import Pool, Volume, pool_definition
 
 GOLDEN = Path(__file__).parent / "golden" / "storage"
@@ -93,22 +93,22 @@ def test_parsed_pools_keep_what_virtfleet_does_not_model() -> None:
 
 
 @pytest.mark.parametrize(("args", "field", "rule"), [
-    (dict(kind="zfs", name="p", target="/x"), "--type", "is not one of"),
-    (dict(kind="dir", name="p", target="images"), "--target", "absolute"),
-    (dict(kind="dir", name="p", target="/srv/../etc"), "--target", "'..'"),
-    (dict(kind="dir", name="p"), "--target", "required"),
-    (dict(kind="dir", name="a/b", target="/x"), "NAME", "not a valid name"),
-    (dict(kind="netfs", name="p", target="/x", source_host="f"), "--source-path", "required"),
+    (dict(kind="zfs", name="p", target="/x"), "type", "is not one of"),
+    (dict(kind="dir", name="p", target="images"), "target", "absolute"),
+    (dict(kind="dir", name="p", target="/srv/../etc"), "target", "'..'"),
+    (dict(kind="dir", name="p"), "target", "required"),
+    (dict(kind="dir", name="a/b", target="/x"), "name", "not a valid name"),
+    (dict(kind="netfs", name="p", target="/x", source_host="f"), "source_path", "required"),
     (dict(kind="netfs", name="p", target="/x", source_host="f;rm", source_path="/e"),
-     "--source-host", "not a host name"),
-    (dict(kind="iscsi", name="p", source_host="f", iqn="not an iqn"), "--iqn", "qualified"),
+     "source_host", "not a host name"),
+    (dict(kind="iscsi", name="p", source_host="f", iqn="not an iqn"), "iqn", "qualified"),
     (dict(kind="fs", name="p", target="/x", source_devs=("/dev/sdb",), fmt="ntfs"),
-     "--format", "is not one of"),
-    (dict(kind="logical", name="vg", fmt="xfs"), "--format", "does not apply"),
-    (dict(kind="fs", name="p", target="/x", source_devs=("sdb",)), "--source-dev", "absolute"),
+     "format", "is not one of"),
+    (dict(kind="logical", name="vg", fmt="xfs"), "format", "does not apply"),
+    (dict(kind="fs", name="p", target="/x", source_devs=("sdb",)), "source_devs", "absolute"),
 ])
-def test_bad_pool_options_are_refused_naming_the_option(args: dict[str, object], field: str,
-                                                        rule: str) -> None:
+def test_bad_pool_fields_are_refused_naming_the_field(args: dict[str, object], field: str,
+                                                      rule: str) -> None:
     a = dict(args)
     with pytest.raises(InvalidInput) as exc:
         pool_definition(str(a.pop("kind")), str(a.pop("name")), **a)  # type: ignore[arg-type]

@@ -8,7 +8,14 @@ import pytest
 
 from virtfleet.config import Timeouts
 from virtfleet.errors import Conflict, HostUnavailable, HypervisorError, NotFound, OperationTimeout
-from virtfleet.queries import ask_fleet, check_of, domains_of, fleet_vms, node_info_of, version_of
+from virtfleet.fleet.queries import (
+    ask_fleet,
+    check_of,
+    domains_of,
+    fleet_vms,
+    node_info_of,
+    version_of,
+)
 from virtfleet.virt.fanout import ConnectionPool, fan_out
 from virtfleet.virt.host import Host
 

@@ -84,7 +84,7 @@ class Request:
             kw.update(kernel=f"{IMAGES}/vmlinuz", initrd=f"{IMAGES}/initrd.img",
                       cmdline="console=ttyS0")
         if self.password:
-            kw["graphics_password"] = ("--graphics-password-file", PASSWORD)
+            kw["graphics_password"] = PASSWORD
         return kw
 
 

@@ -373,7 +373,7 @@ def test_graphics_password_never_on_argv(env, tmp_path: Path) -> None:  # type: 
 
 def test_the_password_reaches_libvirt_and_dumpxml_hides_it(env) -> None:  # type: ignore[no-untyped-def]
     store, pool, hosts, _ = env
-    s = spec(graphics="spice", graphics_password=("--graphics-password-file", SECRET))
+    s = spec(graphics="spice", graphics_password=SECRET)
     create_vm(s, hosts["hv1"], store, pool, start=False)
     h = pool.get(hosts["hv1"])
     guest = Guest.lookup(h, "web01")

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from virtfleet.errors import Conflict, NotFound
+from virtfleet.fleet.locate import locate_vm
 from virtfleet.inventory.store import Store
-from virtfleet.locate import locate_vm
 from virtfleet.virt.fanout import ConnectionPool
 from virtfleet.virt.guest import Guest, Removal
 from virtfleet.virt.host import Host

@@ -66,7 +66,7 @@ def test_create_clone_delete(db: Path) -> None:
     r = run(db, "vol", "clone", "base.raw", "copy.raw", *ON, "--json")
     assert r.code == 0, r.err
     assert (r.json()["path"], r.json()["format"]) == ("/var/lib/libvirt/images/copy.raw", "raw")
-    r = run(db, "vol", "delete", "web01.qcow2", *ON)
+    r = run(db, "vol", "delete", "web01.qcow2", *ON, "--force")  # web01's disk: see below
     assert r.code == 0 and r.out == "Vol web01.qcow2 deleted\n"
 
 
@@ -74,6 +74,22 @@ def test_a_backing_file_is_not_deleted_under_its_overlay(db: Path) -> None:
     r = run(db, "vol", "delete", "base.raw", *ON)
     assert r.code == 4
     assert "backs 1 other volume(s) (web01.qcow2); delete those first" in r.err
+    r = run(db, "vol", "delete", "base.raw", *ON, "--force")  # never, even when told
+    assert r.code == 4 and "backs 1 other volume(s)" in r.err
+
+
+def test_a_volume_a_vm_has_as_its_disk_is_not_deleted_unless_forced(db: Path) -> None:
+    """Regression: `vol delete` removed web01's disk while web01 stayed defined, and said
+    "deleted". On a pool the pod shares, a VM on any host of the pod counts."""
+    r = run(db, "vol", "delete", "web01.qcow2", *ON)
+    assert (r.code, r.out) == (4, "") and r.err == (
+        "virtfleet: error: hv1: volume 'web01.qcow2' is a disk of VM web01 on hv1; undefine "
+        "the VM first, or give --force to delete it anyway\n"), r.err
+    r = run(db, "vol", "delete", "/var/lib/virtfleet/pod/db01.qcow2", "--host", "hv1", "--pool",
+            "pod-nfs")
+    assert r.code == 4 and "is a disk of VMs db01 on hv1, db01 on hv2;" in r.err, r.err
+    r = run(db, "vol", "delete", "web01.qcow2", *ON, "--force")
+    assert r.code == 0 and r.out == "Vol web01.qcow2 deleted\n", r.err
 
 
 @pytest.mark.parametrize(("args", "message"), [

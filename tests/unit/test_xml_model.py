@@ -164,6 +164,11 @@ def test_elements_land_where_libvirt_writes_them_whatever_the_order_they_are_set
     nic.source_bridge = "br0"
     nic.mac = "52:54:00:00:00:01"
     assert [e.tag for e in nic.element] == ["mac", "source", "vlan", "virtualport", "model"]
+    macvtap = Interface()
+    macvtap.type = "direct"
+    macvtap.source_dev = "eno1"  # migration reads it to check the target has that NIC
+    assert macvtap.to_xml().count('<source dev="eno1"/>') == 1
+    assert macvtap.source_dev == "eno1"
 
 
 def test_an_added_element_keeps_a_parsed_documents_indentation() -> None:

@@ -95,7 +95,7 @@ class Planned:
 
 def _check_host(host: HostRecord) -> tuple[bool, str]:
     """`host check` on the newly enrolled hypervisor: (ok, what it said)."""
-    from virtfleet.queries import ask_fleet, check_of  # libvirt only when a host enrols
+    from virtfleet.fleet.queries import ask_fleet, check_of  # libvirt only when a host enrols
 
     result = ask_fleet([host], check_of)[0]
     if result.error is not None:

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -15,12 +15,7 @@ from virtfleet.cli.context import app_context
 from virtfleet.cli.options import CpuRatioOpt, Json
 from virtfleet.cli.output import emit, emit_json, report_failures, warn
 from virtfleet.cli.plan import PolicyFile
-from virtfleet.cli.progress import fleet_progress
-from virtfleet.errors import HostUnavailable
-from virtfleet.inventory.records import HostFailure
-
-if TYPE_CHECKING:
-    from virtfleet.inventory.store import Store
+from virtfleet.cli.progress import step_progress
 
 
 def serve(
@@ -107,37 +102,18 @@ def serve(
 def sync(ctx: typer.Context, json: Json = False) -> None:
     """One pass by hand: every hypervisor's VMs into the store (through the controller if one
     is running, so its own view is refreshed too)."""
-    from virtfleet.controller.client import ControllerClient, is_live
+    from virtfleet.fleet.overview import OverviewService
 
-    store = app_context(ctx).store()
-    rec = store.controller()
-    data = None
-    if rec is not None and is_live(rec):
-        try:
-            data = ControllerClient(rec).sync()
-        except HostUnavailable as exc:
-            warn(f"{exc.message}; syncing from here")
-    if data is not None:
-        hosts, vms = int(data["hosts"]), int(data["vms"])
-        failed = [HostFailure(f["host"], f["kind"], f["error"]) for f in data["failed"]]
-    else:
-        hosts, vms, failed = _sync_here(store)
+    actx = app_context(ctx)
+    with step_progress() as tick:
+        done = OverviewService(actx.db_url, actx.store).sync(progress=tick)
+    for note in done.notes:
+        warn(note)
     if json:
-        emit_json({"hosts": hosts, "vms": vms, "failed": [f.as_json() for f in failed]})
+        emit_json(done.as_json())
     else:
-        emit(f"Synced {hosts - len(failed)} of {hosts} hypervisors, {vms} VMs\n")
-    report_failures(failed, asked=hosts)
-    if failed:
+        emit(f"Synced {done.hosts - len(done.failed)} of {done.hosts} hypervisors, "
+             f"{done.vms} VMs\n")
+    report_failures(done.failed, asked=done.hosts)
+    if done.failed:
         raise typer.Exit(1)
-
-
-def _sync_here(store: Store) -> tuple[int, int, list[HostFailure]]:
-    from virtfleet.observed import record
-    from virtfleet.queries import ask_fleet, domains_of, failures
-
-    hosts = store.hypervisors()
-    with fleet_progress(len(hosts), "sync") as tick:
-        results = ask_fleet(hosts, domains_of, progress=tick)
-    record(store, results)
-    vms = sum(len(r.value) for r in results if r.value is not None)
-    return len(results), vms, failures(results)

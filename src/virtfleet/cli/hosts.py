@@ -1,54 +1,68 @@
-"""`virtfleet host ...`: the inventory's hypervisors, and what each one is (virsh's words)."""
+"""`virtfleet host ...`: the inventory's hypervisors, and what each one is (virsh's words),
+through the host service (fleet/hosts.py)."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from virtfleet.cli.context import app_context
+from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import Group, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
-from virtfleet.cli.progress import fleet_progress
-from virtfleet.errors import InvalidInput, NotFound
-from virtfleet.inventory.records import HostRecord
+from virtfleet.cli.progress import step_progress
 
-# The fleet-file models and the libvirt layer are imported inside the commands that use them:
-# `virtfleet list` served by the controller should not pay for importing them.
+# The services (and through them the fleet-file models and the libvirt layer) are imported
+# inside the commands: `virtfleet list` served by the controller should not pay for them.
 
 if TYPE_CHECKING:
-    from virtfleet.virt.fanout import HostResult
-    from virtfleet.virt.host import Host
+    from virtfleet.fleet.hosts import HostQuery, HostService, NodeInfo
+    from virtfleet.fleet.scope import Answers, Progress
+    from virtfleet.inventory.records import HostRecord
     from virtfleet.xml.sysinfo import SysInfo
 
 app = typer.Typer(no_args_is_help=True, help="Hypervisors: inventory and facts.")
 
+T = TypeVar("T")
+
 Names = Annotated[list[str] | None, typer.Argument(help="Hypervisor names (default: all).")]
 
-
-def select_hosts(ctx: typer.Context, names: list[str] | None, site: str | None,
-                 pod: str | None, group: str | None) -> list[HostRecord]:
-    hosts = app_context(ctx).store().hypervisors(site=site, pod=pod, group=group)
-    if names:
-        by_name = {h.name: h for h in hosts}
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            raise NotFound(f"hypervisor {missing[0]!r} is not in the inventory"
-                           + (" (or not in the given site/pod/group)" if site or pod or group
-                              else ""))
-        hosts = [by_name[n] for n in names]
-    return hosts
+# The service names its requests' fields; the command line names its options.
+FLAGS = {"name": "NAME", "uri": "--uri", "site": "--site", "pod": "--pod", "groups": "--group"}
 
 
-_ADD_FIELDS = {
-    "sites[0].name": "--site",
-    "sites[0].pods[0].name": "--pod",
-    "sites[0].pods[0].hypervisors[0].name": "NAME",
-    "sites[0].pods[0].hypervisors[0].uri": "--uri",
-    "sites[0].pods[0].hypervisors[0].groups": "--group",
-}
+@contextmanager
+def _hosts(ctx: typer.Context) -> Iterator[HostService]:
+    from virtfleet.fleet.hosts import HostService
+
+    with HostService(app_context(ctx).store()) as service, options_named(FLAGS):
+        yield service
+
+
+def _query(names: list[str] | None, site: str | None, pod: str | None,
+           group: str | None) -> HostQuery:
+    from virtfleet.fleet.hosts import HostQuery
+
+    return HostQuery(tuple(names or ()), site, pod, group)
+
+
+def _facts(ctx: typer.Context, question: Callable[[HostService, HostQuery, Progress], Answers[T]],
+           query: HostQuery, json: bool, row: Callable[[HostRecord, T], dict[str, Any]],
+           text: Callable[[list[tuple[HostRecord, T]]], str]) -> None:
+    """Ask each host one question: a row (or text) per host that answered, a line on stderr
+    per host that did not, and then exit 1."""
+    with _hosts(ctx) as hosts, step_progress() as tick:
+        answers = question(hosts, query, tick)
+    report_failures(answers.failures, asked=len(answers))
+    if json:
+        emit_json([row(h, v) for h, v in answers.values])
+    else:
+        emit(text(answers.values))
+    if not answers.ok:
+        raise typer.Exit(1)
 
 
 @app.command("add")
@@ -61,18 +75,10 @@ def add(
     group: Annotated[list[str] | None, typer.Option("--group", help="Host group (repeat).")] = None,
 ) -> None:
     """Add one hypervisor to the inventory (`apply -f` does many)."""
-    from virtfleet.inventory.fleetfile import parse_fleet
+    from virtfleet.fleet.hosts import AddHostRequest
 
-    # Validate through the fleet file model so `host add` and `apply` share every rule, and
-    # name the command-line word, not the fleet-file path, in the error.
-    try:
-        fleet = parse_fleet({"sites": [{"name": site, "pods": [{"name": pod, "hypervisors": [
-            {"name": name, "uri": uri, "groups": list(group or [])}]}]}]})
-    except InvalidInput as exc:
-        raise InvalidInput(_ADD_FIELDS.get(re.sub(r"\[\d+\]$", "", exc.field), exc.field),
-                           exc.rule) from None
-    hv = fleet.sites[0].pods[0].hypervisors[0]
-    app_context(ctx).store().add_hypervisor(site, pod, hv)
+    with _hosts(ctx) as hosts:
+        hosts.add(AddHostRequest(name, uri, site, pod, tuple(group or ())))
     emit(f"Hypervisor {name} added to {site}/{pod}\n")
 
 
@@ -80,7 +86,8 @@ def add(
 def remove(ctx: typer.Context,
            name: Annotated[str, typer.Argument(help="Hypervisor name.")]) -> None:
     """Remove a hypervisor from the inventory (its VMs are not touched)."""
-    app_context(ctx).store().remove_hypervisor(name)
+    with _hosts(ctx) as hosts:
+        hosts.remove(name)
     emit(f"Hypervisor {name} removed from the inventory\n")
 
 
@@ -88,73 +95,32 @@ def remove(ctx: typer.Context,
 def list_hosts(ctx: typer.Context, site: Site = None, pod: Pod = None, group: Group = None,
                json: Json = False) -> None:
     """Hypervisors in the inventory, with the last known reachability."""
-    store = app_context(ctx).store()
-    hosts = store.hypervisors(site=site, pod=pod, group=group)
-    status = {s.host: s for s in store.host_statuses()}
+    with _hosts(ctx) as hosts:
+        rows = hosts.hosts(_query(None, site, pod, group))
     if json:
-        out = []
-        for h in hosts:
-            s = status.get(h.name)
-            seen = s.observed_at if s is not None else None
-            out.append({
-                "name": h.name, "uri": h.uri, "site": h.site, "pod": h.pod,
-                "groups": list(h.groups), "maintenance": h.maintenance,
-                "reachable": s.reachable if s is not None else None,
-                "error": s.error if s is not None else "",
-                "observed_at": seen.isoformat() if seen is not None else None,
-            })
-        emit_json(out)
+        emit_json([r.as_json() for r in rows])
         return
-    def state(h: HostRecord) -> str:
-        s = status.get(h.name)
-        if h.maintenance:
-            return "maintenance"
-        if s is None:
-            return "unknown"
-        return "up" if s.reachable else "down"
     emit(table(["Name", "Site", "Pod", "Groups", "State", "URI"],
-               [(h.name, h.site, h.pod, ",".join(h.groups) or "-", state(h), h.uri)
-                for h in hosts]))
-
-
-T = TypeVar("T")
-
-
-def _ask(ctx: typer.Context, what: str, work: Callable[[Host], T], names: list[str] | None,
-         site: str | None, pod: str | None, group: str | None) -> list[HostResult[T]]:
-    """Select hosts, ask each (with a progress bar), report failures on stderr."""
-    from virtfleet.queries import ask_fleet, failures
-
-    hosts = select_hosts(ctx, names, site, pod, group)
-    with fleet_progress(len(hosts), what) as tick:
-        results = ask_fleet(hosts, work, progress=tick)
-    report_failures(failures(results), asked=len(results))
-    return results
-
-
-def _exit_if_failed(results: Sequence[HostResult[Any]]) -> None:
-    if any(r.error is not None for r in results):
-        raise typer.Exit(1)
+               [(r.host.name, r.host.site, r.host.pod, ",".join(r.host.groups) or "-",
+                 r.state, r.host.uri) for r in rows]))
 
 
 @app.command("info")
 def info(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
          group: Group = None, json: Json = False) -> None:
     """`virsh nodeinfo` for each hypervisor: CPU model, CPUs, MHz, topology, memory."""
-    from virtfleet.queries import node_info_of
+    from virtfleet.fleet.hosts import HostService
 
-    results = _ask(ctx, "nodeinfo", node_info_of, names, site, pod, group)
-    ok = [(r.host, r.value) for r in results if r.value is not None]
-    if json:
-        emit_json([{"host": h.name, "site": h.site, "pod": h.pod, **n.as_json()} for h, n in ok])
-    else:
-        emit("".join(f"{h.name}\n" + fields([
-            ("CPU model", n.cpu_model), ("CPU(s)", n.cpus),
-            ("CPU frequency", f"{n.mhz} MHz"), ("CPU socket(s)", n.sockets),
-            ("Core(s) per socket", n.cores_per_socket),
+    def one(h: HostRecord, n: NodeInfo) -> str:
+        return f"{h.name}\n" + fields([
+            ("CPU model", n.cpu_model), ("CPU(s)", n.cpus), ("CPU frequency", f"{n.mhz} MHz"),
+            ("CPU socket(s)", n.sockets), ("Core(s) per socket", n.cores_per_socket),
             ("Thread(s) per core", n.threads_per_core), ("NUMA cell(s)", n.numa_cells),
-            ("Memory size", f"{n.memory_kib} KiB")]) + "\n" for h, n in ok))
-    _exit_if_failed(results)
+            ("Memory size", f"{n.memory_kib} KiB")]) + "\n"
+
+    _facts(ctx, HostService.info, _query(names, site, pod, group), json,
+           lambda h, n: {"host": h.name, "site": h.site, "pod": h.pod, **n.as_json()},
+           lambda found: "".join(one(h, n) for h, n in found))
 
 
 def _sysinfo_text(h: HostRecord, s: SysInfo) -> str:
@@ -177,32 +143,25 @@ def _sysinfo_text(h: HostRecord, s: SysInfo) -> str:
 def sysinfo(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
             group: Group = None, json: Json = False) -> None:
     """`virsh sysinfo` parsed: BIOS, system, processors and DIMMs of each hypervisor."""
-    from virtfleet.queries import sysinfo_of
+    from virtfleet.fleet.hosts import HostService
 
-    results = _ask(ctx, "sysinfo", sysinfo_of, names, site, pod, group)
-    ok = [(r.host, r.value) for r in results if r.value is not None]
-    if json:
-        emit_json([{"host": h.name, **s.as_json()} for h, s in ok])
-    else:
-        emit("".join(_sysinfo_text(h, s) for h, s in ok))
-    _exit_if_failed(results)
+    _facts(ctx, HostService.sysinfo, _query(names, site, pod, group), json,
+           lambda h, s: {"host": h.name, **s.as_json()},
+           lambda found: "".join(_sysinfo_text(h, s) for h, s in found))
 
 
 @app.command("version")
 def version(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod = None,
             group: Group = None, json: Json = False) -> None:
     """`virsh version` for each hypervisor: libvirt and hypervisor versions."""
-    from virtfleet.queries import version_of
+    from virtfleet.fleet.hosts import HostService
 
-    results = _ask(ctx, "version", version_of, names, site, pod, group)
-    ok = [(r.host, r.value) for r in results if r.value is not None]
-    if json:
-        emit_json([{"host": h.name, **v} for h, v in ok])
-    else:
-        emit(table(["Host", "Client library", "Daemon library", "Driver", "Hypervisor"],
-                   [(h.name, v["client_library"], v["daemon_library"], v["driver"],
-                     v["hypervisor"]) for h, v in ok]))
-    _exit_if_failed(results)
+    _facts(ctx, HostService.version, _query(names, site, pod, group), json,
+           lambda h, v: {"host": h.name, **v},
+           lambda found: table(["Host", "Client library", "Daemon library", "Driver",
+                                "Hypervisor"],
+                               [(h.name, v["client_library"], v["daemon_library"], v["driver"],
+                                 v["hypervisor"]) for h, v in found]))
 
 
 @app.command("check")
@@ -210,21 +169,18 @@ def check(ctx: typer.Context, names: Names = None, site: Site = None, pod: Pod =
           group: Group = None, json: Json = False) -> None:
     """Preflight: reachable, virt types, VT-x/AMD-V, IOMMU, KVM usable; the pod's storage pool
     active and writable, autostart pools running (see docs/storage.md)."""
-    from virtfleet.queries import HostCheck, failures
-    from virtfleet.storage_check import host_check_with_storage, storage_by_host
-
-    work = host_check_with_storage(storage_by_host(app_context(ctx).store()))
-    results = _ask(ctx, "check", work, names, site, pod, group)
-    why = {f.host: f.message for f in failures(results)}
-    checks = [(r.host, r.value if r.value is not None
-               else HostCheck.unreachable(why.get(r.host.name, ""))) for r in results]
+    with _hosts(ctx) as hosts, step_progress() as tick:
+        checks = hosts.check(_query(names, site, pod, group), progress=tick)
+    report_failures(checks.failed, asked=len(checks.hosts))
     if json:
-        emit_json([{"host": h.name, **c.as_json()} for h, c in checks])
+        emit_json([c.as_json() for c in checks.hosts])
     else:
         def yn(v: bool | None) -> str:
             return "-" if v is None else ("yes" if v else "no")
         emit(table(["Host", "Reachable", "Virt types", "VT", "IOMMU", "KVM", "Notes"], [
-            (h.name, yn(c.reachable), ",".join(c.virt_types) or "-", c.hw_virt or "-",
-             yn(c.iommu), yn(c.kvm_usable) if c.reachable else "-",
-             "; ".join(c.problems) or "ok") for h, c in checks]))
-    _exit_if_failed(results)
+            (c.host.name, yn(c.check.reachable), ",".join(c.check.virt_types) or "-",
+             c.check.hw_virt or "-", yn(c.check.iommu),
+             yn(c.check.kvm_usable) if c.check.reachable else "-",
+             "; ".join(c.check.problems) or "ok") for c in checks.hosts]))
+    if not checks.ok:
+        raise typer.Exit(1)

@@ -1,17 +1,22 @@
-"""`virtfleet image ...`: local disk image files through qemu-img (info, convert)."""
+"""`virtfleet image ...`: local disk image files through qemu-img (info, convert); the work is
+fleet/images.py's."""
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
+from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json, fields
-from virtfleet.images import human_bytes
+from virtfleet.cli.progress import percent_progress
+from virtfleet.units import human_bytes
 
 app = typer.Typer(no_args_is_help=True, help="Local disk images: info and raw/qcow2 convert.")
+# fleet/images.py's parameter names as these commands name them.
+FLAGS = {"path": "FILE", "format": "--format", "src": "SRC", "dst": "DST", "to": "--to",
+         "src_format": "--from", "compress": "--compress", "force": "--force"}
 
 
 @app.command("info")
@@ -21,9 +26,10 @@ def info(file: Annotated[str, typer.Argument(help="Image file.", show_default=Fa
              "vhdx, qed ...).")] = None,
          json: Json = False) -> None:
     """`qemu-img info`: format, virtual and on-disk size, backing file."""
-    from virtfleet.images import info as image_info
+    from virtfleet.fleet.images import info as image_info
 
-    i = image_info(file, fmt)
+    with options_named(FLAGS):
+        i = image_info(file, fmt)
     if json:
         emit_json(i.as_json())
         return
@@ -44,20 +50,11 @@ def convert(src: Annotated[str, typer.Argument(help="Source image.", show_defaul
             force: Annotated[bool, typer.Option("--force", help="Replace DST.")] = False,
             json: Json = False) -> None:
     """`qemu-img convert -p`, then `qemu-img compare` proves the content is identical."""
-    from virtfleet.images import convert as do_convert
+    from virtfleet.fleet.images import convert as do_convert
 
-    if sys.stderr.isatty():
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
-
-        with Progress("[bold]convert", BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                      transient=True, console=Console(stderr=True)) as bar:
-            task = bar.add_task("convert", total=100.0)
-            out = do_convert(src, dst, to, src_format=src_format, compress=compress,
-                             force=force,
-                             progress=lambda pct: bar.update(task, completed=pct))
-    else:
-        out = do_convert(src, dst, to, src_format=src_format, compress=compress, force=force)
+    with options_named(FLAGS), percent_progress("convert") as tick:
+        out = do_convert(src, dst, to, src_format=src_format, compress=compress, force=force,
+                         progress=tick)
     if json:
         emit_json(out.as_json())
     else:

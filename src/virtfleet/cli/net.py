@@ -4,141 +4,96 @@ a site or the whole fleet, with a result per host.
 Reading (`list`, `info`) covers the whole fleet unless narrowed; changing (`define`, `start`,
 `destroy`, `undefine`, `autostart`) must say where: `--host`, `--pod`, `--site`, `--group` or
 `--all`. `define` checks every host in scope first (name free, subnet not overlapping) and makes
-nothing anywhere if one of them would refuse.
+nothing anywhere if one of them would refuse. The work is the network service's
+(fleet/networks.py); this module parses options and prints what it returns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from virtfleet.cli.options import Group, HostOpt, Json, Pod, Site
+from virtfleet.cli.context import app_context
+from virtfleet.cli.fields import options_named, reword
+from virtfleet.cli.options import SCOPE_FLAGS, Group, HostOpt, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
-from virtfleet.cli.progress import fleet_progress
-from virtfleet.errors import InvalidInput, NotFound, VirtfleetError
+from virtfleet.cli.progress import step_progress
+from virtfleet.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from virtfleet.fleet.declared_networks import NetworkChanges
+    from virtfleet.fleet.networks import NetworkOutcome, NetworkService
+    from virtfleet.fleet.scope import Answers, Progress, Scope
     from virtfleet.inventory.fleetfile import Fleet
-    from virtfleet.inventory.networks import NetworkSpec
-    from virtfleet.inventory.records import HostRecord
-    from virtfleet.netfleet import NetChange
-    from virtfleet.virt.fanout import HostResult
-    from virtfleet.virt.host import Host
-    from virtfleet.xml.network import Network
 
 app = typer.Typer(no_args_is_help=True,
                   help="Virtual networks (virsh net-*), on one host or fleet-wide.")
 
-T = TypeVar("T")
 NetName = Annotated[str, typer.Argument(help="Network name.", show_default=False)]
 AllHosts = Annotated[bool, typer.Option("--all", help="Every hypervisor in the fleet.")]
 MAX_XML = 1024 * 1024
+# The service's field names as this command line names them.
+FLAGS = {**SCOPE_FLAGS, "name": "NAME", "xml": "--file", "destroy": "--destroy"}
 
 
-def _hosts(ctx: typer.Context, host: str | None, pod: str | None, site: str | None,
-           group: str | None, all_: bool, *, required: bool) -> list[HostRecord]:
-    from virtfleet.cli.hosts import select_hosts
+@contextmanager
+def _service(ctx: typer.Context, flags: Mapping[str, str] = FLAGS
+             ) -> Iterator[NetworkService]:
+    from virtfleet.fleet.networks import NetworkService
 
-    if required and not (host or pod or site or group or all_):
-        raise InvalidInput("--host/--pod/--site/--group/--all", "say where: one hypervisor, "
-                           "a pod, a site, a group, or --all for the whole fleet")
-    if all_ and (host or pod or site or group):
-        raise InvalidInput("--all", "the whole fleet; do not combine it with "
-                           "--host/--pod/--site/--group")
-    hosts = select_hosts(ctx, [host] if host else None, site, pod, group)
-    if not hosts:
-        raise NotFound("no hypervisors in scope")
-    return hosts
+    with NetworkService(app_context(ctx).store()) as service, options_named(flags):
+        yield service
 
 
-def _ask(hosts: Sequence[HostRecord], what: str, work: Callable[[Host], T], *,
-         report: bool = True) -> list[HostResult[T]]:
-    """Ask every host; with `report`, the hosts that failed are named on stderr (for reading
-    verbs, whose output then holds only the other hosts' results)."""
-    from virtfleet.queries import ask_fleet, failures
+def _scope(host: str | None, pod: str | None, site: str | None, group: str | None,
+           all_: bool) -> Scope:
+    from virtfleet.fleet.scope import Scope
 
-    with fleet_progress(len(hosts), what) as tick:
-        results = ask_fleet(hosts, work, progress=tick)
-    if report:
-        report_failures(failures(results), asked=len(results))
-    return results
+    return Scope(host=host, pod=pod, site=site, group=group, all=all_)
 
 
-@dataclass
-class Outcome:
-    host: str
-    network: str
-    result: str  # what was done, or for a failure "kind: why"
-    ok: bool
-    why: str = ""  # a failure without its kind, for stderr
-    kind: str = ""
-
-    def as_json(self) -> dict[str, object]:
-        return {"host": self.host, "network": self.network, "result": self.result,
-                "ok": self.ok}
-
-
-def _failed(host: str, name: str, exc: VirtfleetError) -> Outcome:
-    why = exc.in_row(host)
-    return Outcome(host, name, f"{exc.kind}: {why}", False, why, exc.kind)
-
-
-def _outcomes(results: Sequence[HostResult[T]], name: str, done: Callable[[T | None], str]
-              ) -> list[Outcome]:
-    return [Outcome(r.host.name, name, done(r.value), True) if r.error is None else
-            _failed(r.host.name, name, r.error) for r in results]
-
-
-def _report(outcomes: list[Outcome], json: bool) -> None:
-    """Every host's result: in JSON; for people, one line for one host, or a table of every
-    host, failed ones included. Each failure is also named on stderr; any makes the exit 1."""
-    from virtfleet.inventory.records import HostFailure
-
-    failed = [o for o in outcomes if not o.ok]
-    if json:
-        emit_json([o.as_json() for o in outcomes])
-    elif len(outcomes) == 1 and not failed:
-        o = outcomes[0]
-        emit(f"Network {o.network} {o.result} on {o.host}\n")
-    elif len(outcomes) > 1:
-        emit(table(["Host", "Network", "Result"],
-                   [(o.host, o.network, f"failed: {o.result}" if o.kind else o.result)
-                    for o in outcomes]))
-    # A row without a kind was not done because another host failed: not its own failure.
-    report_failures([HostFailure(o.host, o.kind, o.why) for o in failed if o.kind],
-                    asked=len(outcomes), rows=True)
-    if failed:
+def _exit_if_failed(answers: Answers[Any]) -> None:
+    """A reading verb: the hosts that failed are named on stderr and make the exit 1; the
+    output holds the others' answers."""
+    report_failures(answers.failures, asked=len(answers))
+    if not answers.ok:
         raise typer.Exit(1)
 
 
-def _act(hosts: Sequence[HostRecord], name: str, verb: str,
-         action: Callable[[Host, str], str], json: bool) -> None:
-    """Run one net-* verb on every host in scope; a host's failure is its row. `action`
-    returns what was done there ("started")."""
-    from virtfleet.validate import check_name
-
-    check_name("NAME", name)
-
-    def work(h: Host) -> str:
-        return action(h, name)
-
-    results = _ask(hosts, verb, work, report=False)
-    _report(_outcomes(results, name, lambda v: v or ""), json)
+def _report(outcomes: Sequence[NetworkOutcome], json: bool) -> None:
+    """Every host's result: in JSON; for people, one line for one host, or a table of every
+    host, failed ones included. Each failure is also named on stderr; any makes the exit 1."""
+    for o in outcomes:
+        if o.error is not None:
+            reword(o.error, FLAGS)
+    if json:
+        emit_json([o.as_json() for o in outcomes])
+    elif len(outcomes) == 1 and outcomes[0].ok:
+        o = outcomes[0]
+        emit(f"Network {o.name} {o.result} on {o.host}\n")
+    elif len(outcomes) > 1:
+        emit(table(["Host", "Network", "Result"],
+                   [(o.host, o.name, f"failed: {o.result}" if o.error else o.result)
+                    for o in outcomes]))
+    # A row without an error was not done because another host failed: not its own failure.
+    report_failures([f for f in (o.failure() for o in outcomes) if f is not None],
+                    asked=len(outcomes), rows=True)
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
 
 
 @app.command("list")
 def list_networks(ctx: typer.Context, host: HostOpt = None, pod: Pod = None, site: Site = None,
                   group: Group = None, all_: AllHosts = False, json: Json = False) -> None:
     """`virsh net-list --all` on every hypervisor in scope (the whole fleet by default)."""
-    from virtfleet.virt.networks import list_networks as on_host
-
-    results = _ask(_hosts(ctx, host, pod, site, group, all_, required=False), "net-list",
-                   on_host)
-    rows = [(r.host, n) for r in results if r.value is not None for n in r.value]
+    with _service(ctx) as service, step_progress() as tick:
+        answers = service.list_networks(_scope(host, pod, site, group, all_), tick)
+    rows = [(h, n) for h, nets in answers.values for n in nets]
     if json:
         emit_json([{"host": h.name, "site": h.site, "pod": h.pod, **n.as_json()}
                    for h, n in rows])
@@ -148,8 +103,7 @@ def list_networks(ctx: typer.Context, host: HostOpt = None, pod: Pod = None, sit
                    [(h.name, n.name, "active" if n.active else "inactive",
                      "yes" if n.autostart else "no", "yes" if n.persistent else "no", n.mode,
                      n.bridge, ",".join(n.subnets) or None) for h, n in rows]))
-    if any(not r.ok for r in results):
-        raise typer.Exit(1)
+    _exit_if_failed(answers)
 
 
 @app.command("info")
@@ -157,18 +111,9 @@ def info(ctx: typer.Context, name: NetName, host: HostOpt = None, pod: Pod = Non
          site: Site = None, group: Group = None, all_: AllHosts = False,
          json: Json = False) -> None:
     """`virsh net-info NAME` on every hypervisor in scope that has it."""
-    from virtfleet.validate import check_name
-    from virtfleet.virt import networks
-
-    check_name("NAME", name)
-
-    def work(h: Host) -> networks.NetworkInfo | None:
-        return networks.info(h, name) if networks.has_network(h, name) else None
-
-    results = _ask(_hosts(ctx, host, pod, site, group, all_, required=False), "net-info", work)
-    found = [(r.host, r.value) for r in results if r.value is not None]
-    if not found and all(r.ok for r in results):
-        raise NotFound(f"no hypervisor in scope has a network {name!r}")
+    with _service(ctx) as service, step_progress() as tick:
+        answers = service.info(name, _scope(host, pod, site, group, all_), tick)
+    found = answers.values
     if json:
         emit_json([{"host": h.name, **n.as_json()} for h, n in found])
     else:
@@ -179,23 +124,15 @@ def info(ctx: typer.Context, name: NetName, host: HostOpt = None, pod: Pod = Non
             ("Mode", n.mode), ("Subnet", ",".join(n.subnets) or None),
             ("Virtual port", n.virtualport), ("Portgroups", ",".join(n.portgroups) or None),
         ]) + "\n" for h, n in found))
-    if any(not r.ok for r in results):
-        raise typer.Exit(1)
+    _exit_if_failed(answers)
 
 
 @app.command("dumpxml")
 def dumpxml(ctx: typer.Context, name: NetName,
             host: Annotated[str, typer.Option("--host", help="The hypervisor.")]) -> None:
     """`virsh net-dumpxml NAME` on one hypervisor (a file `net define --file` takes back)."""
-    from virtfleet.validate import check_name
-    from virtfleet.virt import networks
-
-    check_name("NAME", name)
-    [result] = _ask(_hosts(ctx, host, None, None, None, False, required=True), "net-dumpxml",
-                    lambda h: networks.network_xml(h, name), report=False)
-    if result.error is not None:
-        raise result.error
-    emit(result.value or "")
+    with _service(ctx) as service:
+        emit(service.xml(name, host))
 
 
 @app.command("dhcp-leases")
@@ -203,34 +140,25 @@ def dhcp_leases(ctx: typer.Context, name: NetName, host: HostOpt = None, pod: Po
                 site: Site = None, group: Group = None, all_: AllHosts = False,
                 json: Json = False) -> None:
     """`virsh net-dhcp-leases NAME` on every hypervisor in scope that has it."""
-    from virtfleet.validate import check_name
-    from virtfleet.virt import networks
+    from datetime import UTC, datetime
 
-    check_name("NAME", name)
-
-    def work(h: Host) -> list[networks.Lease]:
-        return networks.dhcp_leases(h, name) if networks.has_network(h, name) else []
-
-    results = _ask(_hosts(ctx, host, pod, site, group, all_, required=False),
-                   "net-dhcp-leases", work)
-    rows = [(r.host.name, lease) for r in results for lease in r.value or ()]
+    with _service(ctx) as service, step_progress() as tick:
+        answers = service.dhcp_leases(name, _scope(host, pod, site, group, all_), tick)
+    rows = [(h.name, lease) for h, leases in answers.values for lease in leases]
     if json:
         emit_json([{"host": h, **lease.as_json()} for h, lease in rows])
     else:
-        from datetime import UTC, datetime
-
         emit(table(["Host", "Expiry time (UTC)", "MAC address", "IP address", "Hostname"],
                    [(h, datetime.fromtimestamp(lease.expires, UTC).strftime(
                        "%Y-%m-%d %H:%M:%S"), lease.mac, lease.ip, lease.hostname)
                     for h, lease in rows]))
-    if any(not r.ok for r in results):
-        raise typer.Exit(1)
+    _exit_if_failed(answers)
 
 
 # -- define -----------------------------------------------------------------------------------
 
-_MODE_OPTIONS = {"nat": "--nat", "route": "--routed", "open": "--open",
-                 "isolated": "--isolated", "bridge": "--bridge", "hostdev": "--hostdev-pf"}
+_KINDS = ("--nat", "--routed", "--open", "--isolated", "--bridge", "--ovs-bridge",
+          "--hostdev-pf")
 
 
 def _split(option: str, text: str, n_min: int, n_max: int) -> list[str]:
@@ -263,74 +191,61 @@ def _portgroup(text: str) -> dict[str, object]:
     return out
 
 
-def spec_from_options(name: str, *, nat: str | None = None, routed: str | None = None,
-                      open_: str | None = None, isolated: str | None = None,
-                      bridge: str | None = None, ovs_bridge: str | None = None,
-                      hostdev_pf: str | None = None, dhcp_range: Sequence[str] = (),
-                      dhcp_host: Sequence[str] = (), address: str | None = None,
-                      bridge_name: str | None = None, forward_dev: str | None = None,
-                      portgroup: Sequence[str] = (), no_stp: bool = False) -> NetworkSpec:
-    """`net define`'s options as a checked NetworkSpec; errors name the option."""
-    from pydantic import ValidationError
+@dataclass(frozen=True)
+class NetOptions:
+    """`net define`'s options for a network made from options, not from --file."""
 
-    from virtfleet.inventory.networks import NetworkSpec, check_spec
+    kinds: dict[str, str]  # the kind options given (--nat CIDR ...): exactly one is valid
+    dhcp_range: Sequence[str] = ()
+    dhcp_host: Sequence[str] = ()
+    address: str | None = None
+    bridge_name: str | None = None
+    forward_dev: str | None = None
+    portgroup: Sequence[str] = ()
+    no_stp: bool = False
 
-    kinds = [(mode, value) for mode, value in (
-        ("nat", nat), ("route", routed), ("open", open_), ("isolated", isolated),
-        ("bridge", bridge), ("ovs", ovs_bridge), ("hostdev", hostdev_pf)) if value is not None]
-    if len(kinds) != 1:
-        raise InvalidInput("--nat/--routed/--open/--isolated/--bridge/--ovs-bridge/"
-                           "--hostdev-pf/--file", "give exactly one kind of network")
-    kind, value = kinds[0]
-    option = "--ovs-bridge" if kind == "ovs" else _MODE_OPTIONS[kind]
-    data: dict[str, object] = {"name": name}
-    if kind in ("nat", "route", "open", "isolated"):
-        data.update(mode=kind, subnet=value)
-        if bridge_name is not None:
-            data["bridge"] = bridge_name
-    elif kind in ("bridge", "ovs"):
-        data.update(mode="bridge", bridge=value, ovs=kind == "ovs")
-    else:
-        data.update(mode="hostdev", pf=value)
-    if address is not None:
-        data["address"] = address
-    if forward_dev is not None:
-        data["forward_dev"] = forward_dev
-    if no_stp:
-        data["stp"] = False
-    data["dhcp"] = [dict(zip(("start", "end"), _split("--dhcp-range", r, 2, 2), strict=True))
-                    for r in dhcp_range]
-    data["hosts"] = [dict(zip(("mac", "ip", "name"), _split("--dhcp-host", h, 2, 3),
-                              strict=False)) for h in dhcp_host]
-    data["portgroups"] = [_portgroup(p) for p in portgroup]
-    where = {"name": "NAME", "subnet": option, "address": "--address", "dhcp": "--dhcp-range",
-             "hosts": "--dhcp-host", "bridge": "--bridge-name" if kind in (
-                 "nat", "route", "open", "isolated") else option,
-             "forward_dev": "--forward-dev", "portgroups": "--portgroup", "pf": "--hostdev-pf",
-             "ovs": "--ovs-bridge", "stp": "--no-stp", "mode": option}
-    try:
-        spec = NetworkSpec.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        top = str(err["loc"][0]) if err["loc"] else "name"
-        msg = err["msg"].removeprefix("Value error, ")
-        raise InvalidInput(where.get(top, top), msg) from None
-    check_spec(spec, lambda f: where.get(f, f))
-    return spec
+    def spec(self) -> tuple[dict[str, object], dict[str, str]]:
+        """The spec's fields, parsed from the options, and which option set each of them."""
+        if len(self.kinds) != 1:
+            raise InvalidInput("/".join(_KINDS) + "/--file", "give exactly one kind of network")
+        [(option, value)] = self.kinds.items()
+        data: dict[str, object] = {}
+        if option in ("--nat", "--routed", "--open", "--isolated"):
+            mode = {"--nat": "nat", "--routed": "route"}.get(option, option[2:])
+            data.update(mode=mode, subnet=value)
+            if self.bridge_name is not None:
+                data["bridge"] = self.bridge_name
+        elif option in ("--bridge", "--ovs-bridge"):
+            data.update(mode="bridge", bridge=value, ovs=option == "--ovs-bridge")
+        else:
+            data.update(mode="hostdev", pf=value)
+        for key, given in (("address", self.address), ("forward_dev", self.forward_dev)):
+            if given is not None:
+                data[key] = given
+        if self.no_stp:
+            data["stp"] = False
+        data["dhcp"] = [dict(zip(("start", "end"), _split("--dhcp-range", r, 2, 2),
+                                 strict=True)) for r in self.dhcp_range]
+        data["hosts"] = [dict(zip(("mac", "ip", "name"), _split("--dhcp-host", h, 2, 3),
+                                  strict=False)) for h in self.dhcp_host]
+        data["portgroups"] = [_portgroup(p) for p in self.portgroup]
+        made_bridge = "--bridge-name" if "subnet" in data else option
+        return data, {**FLAGS, **{f"spec.{k}": v for k, v in (
+            ("subnet", option), ("address", "--address"), ("dhcp", "--dhcp-range"),
+            ("hosts", "--dhcp-host"), ("bridge", made_bridge), ("forward_dev", "--forward-dev"),
+            ("portgroups", "--portgroup"), ("pf", "--hostdev-pf"), ("ovs", "--ovs-bridge"),
+            ("stp", "--no-stp"), ("mode", option))}}
 
 
-def _read_file(path: Path) -> Network:
-    from virtfleet.xml.network import Network
-
+def _read_file(path: Path) -> str:
     try:
         if path.stat().st_size > MAX_XML:
             raise InvalidInput("--file", f"{str(path)!r} is larger than 1 MiB")
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidInput("--file", f"{str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput("--file", f"{str(path)!r} cannot be read ({exc})") from None
-    return Network.parse(text, field="--file")
 
 
 @app.command("define")
@@ -376,118 +291,45 @@ def define(
     all_: AllHosts = False, json: Json = False,
 ) -> None:
     """Define a network on every hypervisor in scope, from an XML file or from options."""
-    from virtfleet.inventory.networks import build_network, check_spec, spec_of
-    from virtfleet.netfleet import define_on, undo_define
-    from virtfleet.validate import check_name
-    from virtfleet.virt import networks
+    from virtfleet.fleet.networks import DefineNetwork
 
-    hosts = _hosts(ctx, host, pod, site, group, all_, required=True)
-    spec: NetworkSpec | None
+    kinds = {o: v for o, v in zip(_KINDS, (nat, routed, open_, isolated, bridge, ovs_bridge,
+                                           hostdev_pf), strict=True) if v is not None}
+    scope = _scope(host, pod, site, group, all_)
     if file is not None:
-        given = [o for o, v in (("--nat", nat), ("--routed", routed), ("--open", open_),
-                                ("--isolated", isolated), ("--bridge", bridge),
-                                ("--ovs-bridge", ovs_bridge), ("--hostdev-pf", hostdev_pf))
-                 if v is not None]
-        if given:
-            raise InvalidInput(given[0], "give a network XML file or options, not both")
-        doc = _read_file(file)
-        check_name("--file name", doc.name or "")
-        if name is not None and name != doc.name:
-            raise InvalidInput("NAME", f"{name!r} differs from the file's name {doc.name!r}")
-        spec = spec_of(doc)
-        if spec is not None:
-            check_spec(spec, lambda f: f"--file {f}")
+        if kinds:
+            raise InvalidInput(next(iter(kinds)), "give a network XML file or options, not "
+                               "both")
+        req, flags = DefineNetwork(scope, name, xml=_read_file(file), start=start,
+                                   autostart=autostart), FLAGS
     else:
-        if name is None:
-            raise InvalidInput("NAME", "missing: name the network (or give --file)")
-        check_name("NAME", name)
-        spec = spec_from_options(
-            name, nat=nat, routed=routed, open_=open_, isolated=isolated, bridge=bridge,
-            ovs_bridge=ovs_bridge, hostdev_pf=hostdev_pf, dhcp_range=dhcp_range or (),
-            dhcp_host=dhcp_host or (), address=address, bridge_name=bridge_name,
-            forward_dev=forward_dev, portgroup=portgroup or (), no_stp=no_stp)
-        doc = build_network(spec)
-    net_name = str(doc.name)
-    field = "--file" if file is not None else next(
-        (o for o, v in (("--nat", nat), ("--routed", routed), ("--open", open_),
-                        ("--isolated", isolated)) if v is not None), "network")
-
-    # Phase 1: would every host accept it? Refuse before making anything anywhere.
-    def preflight(h: Host) -> None:
-        from virtfleet.errors import Conflict
-
-        if networks.has_network(h, net_name):
-            raise Conflict(f"{h.label}: network {net_name!r} already exists")
-        networks.check_overlap(doc, networks.subnets_in_use(h), field, h.label)
-
-    checks = _ask(hosts, "check", preflight, report=False)
-    for r in checks:
-        if isinstance(r.error, InvalidInput):
-            raise r.error  # bad input: one line, exit 2
-    if any(not r.ok for r in checks):
-        refused = ", ".join(r.host.name for r in checks if r.error is not None)
-        _report([Outcome(r.host.name, net_name, f"not defined ({refused} refused)", False)
-                 if r.error is None else _failed(r.host.name, net_name, r.error)
-                 for r in checks], json)
-
-    # Phase 2: define (start, autostart) everywhere; if any host fails, undo it on the others
-    # too, so the command leaves all or nothing and can simply be run again.
-    def work(h: Host) -> list[str]:
-        return define_on(h, doc, field, start=start, autostart=autostart)
-
-    results = _ask(hosts, "net-define", work, report=False)
-    outcomes = _outcomes(results, net_name, lambda v: ", ".join(v or ()))
-    if any(not o.ok for o in outcomes):
-        made = {r.host.name: r.value for r in results if r.value is not None}
-
-        def undo(h: Host) -> None:
-            undo_define(h, net_name, made[h.label])
-
-        undone = {r.host.name: r for r in _ask([h for h in hosts if h.name in made],
-                                               "roll back", undo, report=False)}
-        bad = ", ".join(o.host for o in outcomes if not o.ok)
-        for i, o in enumerate(outcomes):
-            u = undone.get(o.host)
-            if u is None:
-                continue
-            if u.error is None:
-                outcomes[i] = Outcome(o.host, net_name, f"undefined again ({bad} failed)", False)
-            else:
-                why = ("it is still defined; could not undefine it again: "
-                       + u.error.in_row(o.host))
-                outcomes[i] = Outcome(o.host, net_name, f"{u.error.kind}: {why}", False, why,
-                                      u.error.kind)
+        spec, flags = NetOptions(kinds, dhcp_range or (), dhcp_host or (), address,
+                                 bridge_name, forward_dev, portgroup or (), no_stp).spec()
+        req = DefineNetwork(scope, name, spec=spec, start=start, autostart=autostart)
+    with _service(ctx, flags) as service, step_progress() as tick:
+        outcomes = service.define(req, tick)
     _report(outcomes, json)
 
 
 # -- lifecycle --------------------------------------------------------------------------------
 
-def _lifecycle(verb: str, done: str, action: Callable[[Host, str], None], doc: str
-               ) -> Callable[..., None]:
+Verb = Callable[["NetworkService", str, "Scope", "Progress"], "list[NetworkOutcome]"]
+
+
+def _lifecycle(verb: Verb, doc: str) -> Callable[..., None]:
     def command(ctx: typer.Context, name: NetName, host: HostOpt = None, pod: Pod = None,
                 site: Site = None, group: Group = None, all_: AllHosts = False,
                 json: Json = False) -> None:
-        def act(h: Host, n: str) -> str:
-            action(h, n)
-            return done
-        _act(_hosts(ctx, host, pod, site, group, all_, required=True), name, verb, act, json)
+        with _service(ctx) as service, step_progress() as tick:
+            outcomes = verb(service, name, _scope(host, pod, site, group, all_), tick)
+        _report(outcomes, json)
     command.__doc__ = doc
     return command
 
 
-def _start(h: Host, name: str) -> None:
-    from virtfleet.virt import networks
-    networks.start(h, name)
-
-
-def _destroy(h: Host, name: str) -> None:
-    from virtfleet.virt import networks
-    networks.destroy(h, name)
-
-
-app.command("start")(_lifecycle("net-start", "started", _start,
+app.command("start")(_lifecycle(lambda s, n, scope, tick: s.start(n, scope, tick),
                                 "`virsh net-start NAME` on every hypervisor in scope."))
-app.command("destroy")(_lifecycle("net-destroy", "destroyed", _destroy,
+app.command("destroy")(_lifecycle(lambda s, n, scope, tick: s.destroy(n, scope, tick),
                                   "`virsh net-destroy NAME`: stop it (guests on it lose "
                                   "their link)."))
 
@@ -501,14 +343,10 @@ def undefine(ctx: typer.Context, name: NetName,
              all_: AllHosts = False, json: Json = False) -> None:
     """`virsh net-undefine NAME`: remove its definition. An active network is refused
     (destroy it first, or give --destroy): libvirt would keep it running, transient."""
-    from virtfleet.virt import networks
-
-    def act(h: Host, n: str) -> str:
-        return "destroyed and undefined" if networks.undefine(h, n, destroy=destroy) \
-            else "undefined"
-
-    _act(_hosts(ctx, host, pod, site, group, all_, required=True), name, "net-undefine", act,
-         json)
+    with _service(ctx) as service, step_progress() as tick:
+        outcomes = service.undefine(name, _scope(host, pod, site, group, all_),
+                                    destroy=destroy, progress=tick)
+    _report(outcomes, json)
 
 
 @app.command("autostart")
@@ -518,14 +356,10 @@ def autostart_cmd(ctx: typer.Context, name: NetName,
                   host: HostOpt = None, pod: Pod = None, site: Site = None,
                   group: Group = None, all_: AllHosts = False, json: Json = False) -> None:
     """`virsh net-autostart NAME [--disable]` on every hypervisor in scope."""
-    from virtfleet.virt import networks
-
-    def action(h: Host, n: str) -> str:
-        networks.set_autostart(h, n, not disable)
-        return "autostart disabled" if disable else "marked autostart"
-
-    _act(_hosts(ctx, host, pod, site, group, all_, required=True), name, "net-autostart",
-         action, json)
+    with _service(ctx) as service, step_progress() as tick:
+        outcomes = service.autostart(name, _scope(host, pod, site, group, all_),
+                                     on=not disable, progress=tick)
+    _report(outcomes, json)
 
 
 # -- apply ------------------------------------------------------------------------------------
@@ -540,55 +374,45 @@ class FleetNetworks:
 
 
 class NetworkApply:
-    """The fleet file's libvirt networks onto its hypervisors, in two steps.
+    """The fleet file's libvirt networks onto its hypervisors, in two steps (for `apply`).
 
     `check_networks` makes a dry pass over every host first: a declared subnet overlapping a
     network a host already has is bad input (exit 2), refused before the store or any host
     is changed. `finish` then applies (or, dry, reports the pass it already made).
     """
 
-    def __init__(self, fleet: Fleet, hosts: int, dry: list[HostResult[list[NetChange]]]
-                 ) -> None:
-        self.fleet, self.hosts, self.dry = fleet, hosts, dry
+    def __init__(self, fleet: Fleet, dry: NetworkChanges) -> None:
+        self.fleet, self.dry = fleet, dry
 
     def finish(self, dry_run: bool) -> FleetNetworks:
-        from virtfleet.netfleet import converge
-        from virtfleet.queries import failures
+        from virtfleet.fleet.declared_networks import DeclaredNetworks
 
-        results = self.dry
+        done = self.dry
         if not dry_run:
-            with fleet_progress(self.hosts, "networks") as tick:
-                results = converge(self.fleet, dry_run=False, progress=tick)
-        report_failures(failures(results), asked=len(results))
-        changes = [c for r in results for c in r.value or ()]
+            with DeclaredNetworks(self.fleet) as declared, step_progress() as tick:
+                done = declared.apply(tick)
+        report_failures(list(done.failures), asked=done.hosts)
         verb = "would" if dry_run else "did"
         lines = []
-        for c in changes:
+        for c in done.changes:
             if c.error:
-                lines.append(f"! network {c.network} on {c.host}: {c.kind}: {c.error}")
+                lines.append(f"! network {c.network} on {c.host}: {c.error.kind}: "
+                             f"{c.error.in_row(c.host)}")
             elif c.changes:
                 lines.append(f"+ network {c.network} on {c.host}: {verb} "
                              + ", ".join(c.changes))
-        todo = sum(1 for c in changes if c.changes)
-        lines.append(f"Networks: {verb} change {todo} of {len(changes)} on "
-                     f"{self.hosts} hypervisor(s)")
-        rows = [c.as_json() for c in changes] + [
-            {"host": f.host, "network": None, "changes": [], "ok": False,
-             "error": f.message, "kind": f.kind} for f in failures(results)]
-        return FleetNetworks(rows, "\n".join(lines) + "\n",
-                             any(c.error for c in changes) or any(not r.ok for r in results))
+        todo = sum(1 for c in done.changes if c.changes)
+        lines.append(f"Networks: {verb} change {todo} of {len(done.changes)} on "
+                     f"{done.hosts} hypervisor(s)")
+        return FleetNetworks(done.as_json(), "\n".join(lines) + "\n", not done.ok)
 
 
 def check_networks(fleet: Fleet) -> NetworkApply | None:
     """The dry pass (see NetworkApply); None if the fleet file declares no networks."""
-    from virtfleet.netfleet import converge, first_bad_input, hosts_with_networks
+    from virtfleet.fleet.declared_networks import DeclaredNetworks
 
-    targets = hosts_with_networks(fleet)
-    if not targets:
-        return None
-    with fleet_progress(len(targets), "networks") as tick:
-        dry = converge(fleet, dry_run=True, progress=tick)
-    bad = first_bad_input(dry)
-    if bad is not None:
-        raise bad
-    return NetworkApply(fleet, len(targets), dry)
+    with DeclaredNetworks(fleet) as declared:
+        if not declared.targets:
+            return None
+        with step_progress() as tick:
+            return NetworkApply(fleet, declared.plan(tick))

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from virtfleet.cli.context import app_context
+from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json, table, warn
 
@@ -50,33 +51,23 @@ def render(
     Everything is validated and generated (and parsed back) first; with --out, nothing is
     written if any input is invalid.
     """
+    from virtfleet.fleet.netcfg import RenderNetworkFiles, render_network_files
     from virtfleet.inventory.fleetfile import load_fleet
-    from virtfleet.netcfg.render import FORMATS, notes, render_host
-    from virtfleet.validate import check_name
+    from virtfleet.netcfg.render import FORMATS
 
-    check_name("host", host)
     fleet = (load_fleet(fleet_file) if fleet_file is not None
              else app_context(ctx).store().fleet())
-    formats = FORMATS if fmt is Format.all else (fmt.value,)
-    layout, files = render_host(fleet, host, formats)
-    remarks = notes(layout)
-    if out is not None:
-        from virtfleet.boot.render import write_tree
-
-        paths = write_tree(files, out)
-        if json:
-            emit_json({"host": host, "notes": remarks,
-                       "files": [{"path": str(p), "kind": f.kind}
-                                 for p, f in zip(paths, files, strict=True)]})
-            return
-        emit(table(["Kind", "File"], [(f.kind, str(p))
-                                      for p, f in zip(paths, files, strict=True)]))
-        emit(f"{len(files)} files written under {out.absolute()}\n")
-    elif json:
-        emit_json({"host": host, "notes": remarks,
-                   "files": [{"path": f.path, "kind": f.kind, "text": f.text} for f in files]})
+    req = RenderNetworkFiles(host, FORMATS if fmt is Format.all else (fmt.value,), out)
+    with options_named({"formats": "--format", "out": "--out"}):
+        done = render_network_files(fleet, req)
+    if json:
+        emit_json(done.as_json())
         return
+    if out is not None:
+        emit(table(["Kind", "File"], [(f.kind, str(p))
+                                      for p, f in zip(done.written, done.files, strict=True)]))
+        emit(f"{len(done.files)} files written under {out.absolute()}\n")
     else:
-        emit("".join(f"==> {f.path} <==\n{f.text}\n" for f in files))
-    for remark in remarks:
+        emit("".join(f"==> {f.path} <==\n{f.text}\n" for f in done.files))
+    for remark in done.notes:
         warn(remark)

@@ -1,38 +1,47 @@
-"""`virtfleet ops ...`: the journal of multi-step operations (create, clone, template)."""
+"""`virtfleet ops ...`: the journal of multi-step operations (create, clone, template), through
+the operations service (fleet/operations.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from virtfleet.cli.context import app_context
+from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json, table
-from virtfleet.errors import InvalidInput, NotFound
+from virtfleet.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from virtfleet.fleet.operations import OperationService
 
 app = typer.Typer(no_args_is_help=True,
                   help="Operations in progress or interrupted, and cleaning up after them.")
 
 
+@contextmanager
+def _operations(ctx: typer.Context) -> Iterator[OperationService]:
+    from virtfleet.fleet.operations import OperationService
+
+    with OperationService(app_context(ctx).store()) as service, options_named({"id": "ID"}):
+        yield service
+
+
 @app.command("list")
 def list_ops(ctx: typer.Context, json: Json = False) -> None:
     """Running operations, and interrupted ones (their process died) with what they made."""
-    from virtfleet.provision.journal import interrupted
-
-    rows = []
-    for rec in app_context(ctx).store().operations():
-        state = "interrupted" if rec.state == "running" and interrupted(rec) else rec.state
-        rows.append((rec, state))
+    with _operations(ctx) as ops:
+        found = ops.operations()
     if json:
-        emit_json([{"id": r.id, "kind": r.kind, "target": r.target, "state": s,
-                    "hostname": r.hostname, "pid": r.pid, "started_at": r.started_at.isoformat(),
-                    "made": [m.describe() for m in r.steps], "error": r.error}
-                   for r, s in rows])
+        emit_json([o.as_json() for o in found])
         return
     emit(table(["Id", "Kind", "Target", "State", "Started", "Made"],
-               [(r.id[:12], r.kind, r.target, s, f"{r.started_at:%Y-%m-%d %H:%M:%S}",
-                 "; ".join(m.describe() for m in r.steps) or "-") for r, s in rows]))
+               [(o.record.id[:12], o.record.kind, o.record.target, o.state,
+                 f"{o.record.started_at:%Y-%m-%d %H:%M:%S}",
+                 "; ".join(m.describe() for m in o.record.steps) or "-") for o in found]))
 
 
 @app.command("cleanup")
@@ -44,35 +53,20 @@ def cleanup(
 ) -> None:
     """Undo what interrupted operations made (claims, volumes, domains), newest step first;
     an interrupted migration is settled where its VM runs."""
-    from virtfleet.provision.journal import clean_up, interrupted
-    from virtfleet.virt.fanout import ConnectionPool
+    from virtfleet.fleet.operations import CleanupRequest
 
     if (op_id is None) == (not all_):
         raise InvalidInput("ID", "name one operation, or use --all")
-    store = app_context(ctx).store()
-    ops = store.operations()
-    if op_id is not None:
-        ops = [o for o in ops if o.id.startswith(op_id.lower())]
-        if not ops:
-            raise NotFound(f"no operation {op_id!r} in the journal (see 'virtfleet ops list')")
-        if len(ops) > 1:
-            raise InvalidInput("ID", f"{op_id!r} matches {len(ops)} operations; give more of it")
-    else:
-        ops = [o for o in ops if interrupted(o)]
-    pool = ConnectionPool()
-    failed = False
-    try:
-        for rec in ops:
-            left = clean_up(store, pool, rec)
-            if left:
-                failed = True
-                emit(f"{rec.id[:12]} {rec.kind} {rec.target}: could not undo "
-                     + "; ".join(f"{m.describe()} ({why})" for m, why in left) + "\n")
-            else:
-                emit(f"{rec.id[:12]} {rec.kind} {rec.target}: cleaned up ("
-                     + (", ".join(m.describe() for m in reversed(rec.steps)) or "nothing made")
-                     + ")\n")
-    finally:
-        pool.close()
-    if failed:
+    with _operations(ctx) as ops:
+        cleaned = ops.clean_up(CleanupRequest(op_id))
+    for c in cleaned:
+        head = f"{c.record.id[:12]} {c.record.kind} {c.record.target}: "
+        if c.left:
+            emit(head + "could not undo "
+                 + "; ".join(f"{m.describe()} ({why})" for m, why in c.left) + "\n")
+        else:
+            emit(head + "cleaned up ("
+                 + (", ".join(m.describe() for m in reversed(c.record.steps))
+                    or "nothing made") + ")\n")
+    if not all(c.ok for c in cleaned):
         raise typer.Exit(1)

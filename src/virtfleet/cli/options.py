@@ -14,3 +14,8 @@ Group = Annotated[str | None, typer.Option("--group", help="Only hypervisors in 
 CpuRatioOpt = Annotated[float | None, typer.Option(
     "--cpu-ratio", help="vCPUs per host thread the scheduler allows (default 1.0, or the "
     "--policy file's).", show_default=False)]
+
+# How the fleet services' `scope` fields read on the command line (cli/fields.py).
+SCOPE_FLAGS = {"scope": "--host/--pod/--site/--group/--all", "scope.all": "--all",
+               "scope.host": "--host", "scope.pod": "--pod", "scope.site": "--site",
+               "scope.group": "--group"}

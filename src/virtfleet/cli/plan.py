@@ -1,10 +1,12 @@
 """`virtfleet plan ...`: capacity planning (reference, capacity) and placement on the live fleet
-(headroom, place). The arithmetic and the scheduler live in virtfleet.placement; this module
-turns flags into its models, gathers live host facts through the fan-out, and prints."""
+(headroom, place). The arithmetic and the scheduler live in virtfleet.placement, the live
+fleet's facts come through the planning service (fleet/planning.py); this module turns flags
+into their models and prints."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,12 +15,12 @@ import typer
 from virtfleet.cli.context import app_context
 from virtfleet.cli.options import Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
-from virtfleet.cli.progress import fleet_progress
+from virtfleet.cli.progress import step_progress
 from virtfleet.errors import InvalidInput
 from virtfleet.placement.kinds import Scope, Spread
 
 if TYPE_CHECKING:
-    from virtfleet.placement.models import HostState, VMShape
+    from virtfleet.fleet.planning import PlanningService
     from virtfleet.placement.policy import Policy
 
 app = typer.Typer(no_args_is_help=True,
@@ -37,12 +39,20 @@ def _flag(field: str) -> str:
     return _FLAGS.get(field, "--" + field.split(".")[-1].replace("_", "-"))
 
 
-def _parse(model: type[Any], data: dict[str, Any]) -> Any:
-    from virtfleet.placement.models import parse
+@contextmanager
+def _flagged() -> Iterator[None]:
+    """A model's or a service's field names as the options a user typed."""
     try:
-        return parse(model, data)
+        yield
     except InvalidInput as exc:
         raise InvalidInput(_flag(exc.field), exc.rule) from None
+
+
+def _parse(model: type[Any], data: dict[str, Any]) -> Any:
+    from virtfleet.placement.models import parse
+
+    with _flagged():
+        return parse(model, data)
 
 
 CpuRatio = Annotated[float, typer.Option("--cpu-ratio", help="vCPUs per host thread.")]
@@ -210,21 +220,12 @@ def capacity(
 # --------------------------------------------------------------------------- live fleet
 
 
-def _live(ctx: typer.Context, site: str | None, pod: str | None
-          ) -> tuple[list[HostState], dict[str, list[tuple[str, VMShape]]], bool]:
-    """The live fleet in scope (see provision/schedule.py); unanswering hosts on stderr."""
-    from virtfleet.provision.schedule import live_fleet
+@contextmanager
+def _planning(ctx: typer.Context, policy: Policy) -> Iterator[PlanningService]:
+    from virtfleet.fleet.planning import PlanningService
 
-    store = app_context(ctx).store()
-    with fleet_progress(len(store.hypervisors(site=site, pod=pod)), "nodeinfo") as tick:
-        fleet = live_fleet(store, site=site, pod=pod, progress=tick)
-    report_failures(fleet.failed, asked=len(fleet.hosts) + len(fleet.failed))
-    return fleet.hosts, fleet.shapes, bool(fleet.failed)
-
-
-def _check_group(hosts: Sequence[HostState], group: str | None) -> None:
-    if group is not None and not any(group in h.groups for h in hosts):
-        raise InvalidInput("--group", f"unknown group {group!r} (no answering hypervisor is in it)")
+    with PlanningService(app_context(ctx).store(), policy=policy) as service, _flagged():
+        yield service
 
 
 @app.command("headroom")
@@ -244,33 +245,31 @@ def headroom(
 ) -> None:
     """How many more VMs of a shape fit, where, and what fails first if a hypervisor or a pod
     is lost."""
-    from virtfleet.placement.headroom import host_fits, loss_cases
+    from virtfleet.fleet.planning import HeadroomRequest
+    from virtfleet.fleet.scope import Scope as Where
     from virtfleet.placement.models import PlacementRequest
 
     shape = _parse(PlacementRequest, {"name": "headroom", "shape": {
         "vcpus": vcpus, "memory_mib": memory_mib}}).shape
     policy = _policy(policy_file, cpu_ratio, memory_ratio, allow_memory_overcommit,
                      reserve_mib, None)
-    hosts, shapes, failed = _live(ctx, site, pod)
-    _check_group(hosts, group)
-    fits = host_fits(hosts, shape, policy, group)
-    cases = loss_cases(hosts, shapes, policy)
-    total = sum(f.fits for f in fits)
+    with _planning(ctx, policy) as plan, step_progress() as tick:
+        room = plan.headroom(HeadroomRequest(shape, Where(site=site, pod=pod, group=group)),
+                             progress=tick)
+    report_failures(room.failed, asked=room.asked)
     if json:
-        emit_json({"shape": shape.model_dump(), "group": group, "fits": total,
-                   "hosts": [f.as_json() for f in fits],
-                   "loss": [c.as_json() for c in cases]})
+        emit_json(room.as_json())
     else:
-        emit(f"{total} more VMs of {shape.vcpus} vCPUs/{shape.memory_mib} MiB fit"
+        emit(f"{room.fits} more VMs of {shape.vcpus} vCPUs/{shape.memory_mib} MiB fit"
              + (f" in group {group}" if group else "") + "\n\n")
         emit(table(["Host", "Site", "Pod", "Groups", "Fits", "Free vCPUs", "Free MiB", "Bound by"],
                    [(f.host, f.site, f.pod, ",".join(f.groups) or "-", f.fits, f.free_vcpus,
-                     f.free_memory_mib, f.bound_by) for f in fits]))
+                     f.free_memory_mib, f.bound_by) for f in room.hosts]))
         emit("\nIf one is lost\n")
         emit(table(["Lost", "Restart in", "VMs", "Re-placed", "Runs out first", "Spare after"],
                    [(f"{c.kind} {c.lost}", c.scope, c.displaced, c.placed,
-                     c.runs_out_first, c.spare_after) for c in cases]))
-    if failed:
+                     c.runs_out_first, c.spare_after) for c in room.loss]))
+    if room.failed:
         raise typer.Exit(1)
 
 
@@ -301,6 +300,7 @@ def place(
     json: Json = False,
 ) -> None:
     """Where the scheduler would put NAME on the live fleet (nothing is defined)."""
+    from virtfleet.fleet.planning import PlaceRequest
     from virtfleet.placement.models import PlacementRequest
 
     req = _parse(PlacementRequest, {
@@ -309,22 +309,14 @@ def place(
         "affinity": affinity})
     policy = _policy(policy_file, cpu_ratio, memory_ratio, allow_memory_overcommit,
                      reserve_mib, weigh)
-    from virtfleet.provision.schedule import LiveFleet, place_and_claim
-
-    hosts, shapes, failed = _live(ctx, None, None)
-    _check_group(hosts, group)
-    try:
-        placed = place_and_claim(app_context(ctx).store() if claim else None,
-                                 LiveFleet(hosts, shapes, []), policy, req, explain=explain)
-    except InvalidInput as exc:
-        raise InvalidInput(_flag(exc.field), exc.rule) from None
+    with _planning(ctx, policy) as plan, step_progress() as tick:
+        placed = plan.place(PlaceRequest(req, explain, claim), progress=tick)
+    report_failures(placed.failed, asked=placed.asked)
     if json:
-        emit_json({"placements": [{"vm": vm, "host": h} for vm, h in placed.vms],
-                   "claimed": claim,
-                   "explain": placed.explain.as_json() if placed.explain else None})
+        emit_json(placed.as_json())
     else:
-        if placed.explain is not None:
-            emit(placed.explain.text())
-        emit(table(["VM", "Host"], placed.vms))
-    if failed:
+        if placed.placed.explain is not None:
+            emit(placed.placed.explain.text())
+        emit(table(["VM", "Host"], placed.placed.vms))
+    if placed.failed:
         raise typer.Exit(1)

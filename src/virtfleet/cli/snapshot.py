@@ -1,24 +1,27 @@
-"""`virtfleet snapshot ...`: the chapter's snapshot-create/list/info/dumpxml/revert/delete,
-for a VM named anywhere in the fleet."""
+"""`virtfleet snapshot ...`: virsh's snapshot-create/list/info/dumpxml/revert/delete, for a VM
+named anywhere in the fleet (the snapshot service, fleet/snapshots.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from virtfleet.cli.context import app_context
+from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import HostOpt, Json
 from virtfleet.cli.output import emit, emit_json, fields, table
-from virtfleet.cli.vm import one_guest
 from virtfleet.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from virtfleet.virt.snapshots import Snapshots
+    from virtfleet.fleet.snapshots import SnapshotService
 
 app = typer.Typer(no_args_is_help=True, help="VM snapshots (internal, qcow2), by VM name.")
+
+FLAGS = {"vm": "NAME", "name": "--name", "description": "--description"}
 
 VM = Annotated[str, typer.Argument(help="VM name.")]
 SnapName = Annotated[str | None, typer.Argument(help="Snapshot name (or --current).",
@@ -27,12 +30,11 @@ Current = Annotated[bool, typer.Option("--current", help="The current snapshot."
 
 
 @contextmanager
-def _snapshots(ctx: typer.Context, vm: str, host: str | None,
-               operation: str | None = None) -> Iterator[Snapshots]:
-    from virtfleet.virt.snapshots import Snapshots
+def _snapshots(ctx: typer.Context) -> Iterator[SnapshotService]:
+    from virtfleet.fleet.snapshots import SnapshotService
 
-    with one_guest(ctx, vm, host, operation) as guest:
-        yield Snapshots(guest)
+    with SnapshotService(app_context(ctx).store()) as service, options_named(FLAGS):
+        yield service
 
 
 def _which(name: str | None, current: bool) -> str | None:
@@ -52,16 +54,18 @@ def create(ctx: typer.Context, vm: VM,
            description: Annotated[str | None, typer.Option("--description")] = None,
            host: HostOpt = None) -> None:
     """Take an internal snapshot (`virsh snapshot-create`); raw disks are refused."""
-    with _snapshots(ctx, vm, host, "snapshot create") as snaps:
-        made = snaps.create(name, description)
+    from virtfleet.fleet.snapshots import SnapshotRequest
+
+    with _snapshots(ctx) as snaps:
+        made = snaps.create(SnapshotRequest(vm, name, description, host))
     emit(f"Domain snapshot {made} created\n")
 
 
 @app.command("list")
 def list_(ctx: typer.Context, vm: VM, host: HostOpt = None, json: Json = False) -> None:
     """Snapshots as a tree, parents first (`virsh snapshot-list --tree` with times)."""
-    with _snapshots(ctx, vm, host) as snaps:
-        infos = snaps.list()
+    with _snapshots(ctx) as snaps:
+        infos = snaps.snapshots(vm, host)
     if json:
         emit_json([i.as_json() for i in infos])
         return
@@ -74,19 +78,13 @@ def list_(ctx: typer.Context, vm: VM, host: HostOpt = None, json: Json = False) 
     emit(table(["Name", "Creation Time", "State"], rows))
 
 
-def _one(ctx: typer.Context, vm: str, host: str | None,
-         get: Callable[[Snapshots], str], operation: str | None = None) -> str:
-    with _snapshots(ctx, vm, host, operation) as snaps:
-        return get(snaps)
-
-
 @app.command("info")
 def info(ctx: typer.Context, vm: VM, name: SnapName = None, current: Current = False,
          host: HostOpt = None, json: Json = False) -> None:
     """`virsh snapshot-info`."""
     which = _which(name, current)
-    with _snapshots(ctx, vm, host) as snaps:
-        i = snaps.info(which)
+    with _snapshots(ctx) as snaps:
+        i = snaps.info(vm, which, host)
     if json:
         emit_json(i.as_json())
         return
@@ -102,7 +100,8 @@ def dumpxml(ctx: typer.Context, vm: VM, name: SnapName = None, current: Current 
             host: HostOpt = None) -> None:
     """`virsh snapshot-dumpxml`."""
     which = _which(name, current)
-    emit(_one(ctx, vm, host, lambda s: s.dumpxml(which)))
+    with _snapshots(ctx) as snaps:
+        emit(snaps.dumpxml(vm, which, host))
 
 
 @app.command("revert")
@@ -110,7 +109,8 @@ def revert(ctx: typer.Context, vm: VM, name: SnapName = None, current: Current =
            host: HostOpt = None) -> None:
     """`virsh snapshot-revert`: the VM returns to the snapshot's disks (and state)."""
     which = _which(name, current)
-    done = _one(ctx, vm, host, lambda s: s.revert(which), "snapshot revert")
+    with _snapshots(ctx) as snaps:
+        done = snaps.revert(vm, which, host)
     emit(f"Domain '{vm}' reverted to snapshot {done}\n")
 
 
@@ -121,5 +121,6 @@ def delete(ctx: typer.Context, vm: VM, name: SnapName = None, current: Current =
            host: HostOpt = None) -> None:
     """`virsh snapshot-delete` (children are kept and re-parented unless --children)."""
     which = _which(name, current)
-    done = _one(ctx, vm, host, lambda s: s.delete(which, children), "snapshot delete")
+    with _snapshots(ctx) as snaps:
+        done = snaps.delete(vm, which, children, host)
     emit(f"Domain snapshot {done} deleted\n")

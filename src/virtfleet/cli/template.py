@@ -1,21 +1,43 @@
 """`virtfleet template ...` and `virtfleet vm clone`: sealed templates and the VMs made from
-them (virt-sysprep and virt-clone, for a fleet)."""
+them (virt-sysprep and virt-clone, for a fleet; the template service, fleet/templates.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from virtfleet.cli.context import app_context
+from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import CpuRatioOpt, HostOpt, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table, warn
 from virtfleet.cli.plan import PolicyFile
-from virtfleet.cli.progress import fleet_progress
-from virtfleet.errors import InvalidInput
+from virtfleet.cli.progress import step_progress
+
+if TYPE_CHECKING:
+    from virtfleet.fleet.templates import TemplateService
+    from virtfleet.placement.policy import Policy
 
 app = typer.Typer(no_args_is_help=True,
                   help="Templates: sealed (virt-sysprep) images that VMs are cloned from.")
+
+# The service names its requests' fields; the command line names its options.
+FLAGS = {"name": "NAME", "source": "--from", "profile": "--profile", "template": "TEMPLATE",
+         "linked": "--linked", "pool": "--pool", "networks": "--network", "count": "--count",
+         "host/pod/site": "--host/--pod/--site"}
+
+
+@contextmanager
+def _templates(ctx: typer.Context, policy: Policy | None = None
+               ) -> Iterator[TemplateService]:
+    from virtfleet.fleet.templates import TemplateService
+
+    with TemplateService(app_context(ctx).store(), policy=policy) as service, \
+            options_named(FLAGS):
+        yield service
+
 
 TemplateName = Annotated[str, typer.Argument(help="Template name.", show_default=False)]
 
@@ -34,24 +56,10 @@ def create(
     json: Json = False,
 ) -> None:
     """Seal a copy of a shut-off VM's disks with virt-sysprep into a read-only template."""
-    from virtfleet.locate import locate_vm
-    from virtfleet.provision.locks import vm_lock
-    from virtfleet.provision.templates import create_template
-    from virtfleet.validate import check_name
-    from virtfleet.virt.fanout import ConnectionPool
+    from virtfleet.fleet.templates import TemplateRequest
 
-    check_name("NAME", name)
-    check_name("--from", source)
-    store = app_context(ctx).store()
-    pool = ConnectionPool()
-    try:
-        where = locate_vm(source, store, pool, host=host).name
-        with vm_lock(store, f"{where}/{source}", "template create"), \
-                vm_lock(store, f"create/{name}", "template create"):
-            tpl = create_template(store, pool, name, source, host=where, profile=profile,
-                                  progress=warn)
-    finally:
-        pool.close()
+    with _templates(ctx) as templates:
+        tpl = templates.create(TemplateRequest(name, source, profile, host), say=warn)
     if json:
         emit_json(tpl.as_json())
     else:
@@ -63,25 +71,18 @@ def create(
 def list_templates(ctx: typer.Context, site: Site = None, pod: Pod = None, host: HostOpt = None,
                    json: Json = False) -> None:
     """Every template in scope, with the hypervisor that holds it."""
-    from virtfleet.provision.templates import templates_on
-    from virtfleet.queries import failures
-    from virtfleet.virt.fanout import ConnectionPool, fan_out
+    from virtfleet.fleet.scope import Scope
 
-    hosts = app_context(ctx).store().hypervisors(site=site, pod=pod, host=host)
-    pool = ConnectionPool()
-    try:
-        with fleet_progress(len(hosts), "templates") as tick:
-            results = fan_out(hosts, templates_on, pool, progress=tick)
-    finally:
-        pool.close()
-    rows = [(r.host.site, r.host.pod, r.host.name, t) for r in results for t in r.value or ()]
+    with _templates(ctx) as templates, step_progress() as tick:
+        found = templates.templates(Scope(site=site, pod=pod, host=host), progress=tick)
     if json:
-        emit_json([{"site": s, "pod": p, "host": h, "name": t} for s, p, h, t in rows])
+        emit_json([t.as_json() for t in found.templates])
     else:
-        emit(table(["Site", "Pod", "Host", "Template"], rows))
-    failed = failures(results)
-    report_failures(failed, asked=len(results))
-    if failed:
+        emit(table(["Site", "Pod", "Host", "Template"],
+                   [(t.holder.site, t.holder.pod, t.holder.name, t.name)
+                    for t in found.templates]))
+    report_failures(found.failed, asked=found.asked)
+    if not found.ok:
         raise typer.Exit(1)
 
 
@@ -89,21 +90,12 @@ def list_templates(ctx: typer.Context, site: Site = None, pod: Pod = None, host:
 def info(ctx: typer.Context, name: TemplateName, host: HostOpt = None,
          json: Json = False) -> None:
     """A template's hypervisor, size, images and linked clones."""
-    from virtfleet.provision.templates import find_template, linked_clones
-    from virtfleet.validate import check_name
-    from virtfleet.virt.fanout import ConnectionPool
-
-    check_name("TEMPLATE", name)
-    store = app_context(ctx).store()
-    pool = ConnectionPool()
-    try:
-        tpl = find_template(store, pool, name, host=host)
-        clones = linked_clones(store, pool, tpl)
-    finally:
-        pool.close()
+    with _templates(ctx) as templates:
+        found = templates.info(name, host)
     if json:
-        emit_json({**tpl.as_json(), "linked_clones": clones})
+        emit_json(found.as_json())
         return
+    tpl, clones = found.template, found.linked_clones
     emit(fields([("Name", tpl.name), ("Host", tpl.record.name), ("Pod", tpl.record.pod),
                  ("CPU(s)", tpl.domain.vcpus),
                  ("Memory", f"{(tpl.domain.memory_kib or 0) // 1024} MiB"),
@@ -117,21 +109,8 @@ def info(ctx: typer.Context, name: TemplateName, host: HostOpt = None,
 @app.command("delete")
 def delete(ctx: typer.Context, name: TemplateName, host: HostOpt = None) -> None:
     """Undefine a template and delete its images; refused while linked clones use them."""
-    from virtfleet.provision.locks import vm_lock
-    from virtfleet.provision.templates import delete_template, find_template
-    from virtfleet.validate import check_name
-    from virtfleet.virt.fanout import ConnectionPool
-
-    check_name("TEMPLATE", name)
-    store = app_context(ctx).store()
-    pool = ConnectionPool()
-    try:
-        where = find_template(store, pool, name, host=host).record.name
-        with vm_lock(store, f"{where}/{name}", "template delete"):
-            tpl = delete_template(store, pool, name, host=where)
-            store.forget_vm(where, name, tpl.domain.uuid)
-    finally:
-        pool.close()
+    with _templates(ctx) as templates:
+        tpl = templates.delete(name, host)
     emit(f"Template '{tpl.name}' deleted from {tpl.record.name} with "
          f"{', '.join(d.path for d in tpl.disks)}\n")
 
@@ -168,24 +147,14 @@ def clone_vm(
     Without --host/--pod/--site, clones go to the template's pod (linked clones: to hypervisors
     that see the template's image)."""
     from virtfleet.cli.plan import _policy
-    from virtfleet.provision.clone import Cloned, CloneRequest, clone
-    from virtfleet.virt.fanout import ConnectionPool
+    from virtfleet.fleet.templates import CloneRequest
 
-    if sum(x is not None for x in (host, pod, site)) > 1:
-        raise InvalidInput("--host/--pod/--site", "give at most one place for the clones")
     req = CloneRequest(template=template, name=name, count=count, linked=linked, host=host,
                        pod=pod, site=site, template_host=template_host, pool=storage_pool,
                        start=start)
     policy = _policy(policy_file, cpu_ratio, None, False, None, None)
-    store = app_context(ctx).store()
-    pool = ConnectionPool()
-    try:
-        with fleet_progress(count, "clone") as tick:
-            def done(c: Cloned) -> None:
-                tick(c)
-            made = clone(store, pool, req, progress=done, policy=policy)
-    finally:
-        pool.close()
+    with _templates(ctx, policy) as templates, step_progress() as tick:
+        made = templates.clone(req, progress=tick)
     if json:
         emit_json([c.as_json() for c in made])
     elif len(made) == 1 and made[0].ok:

@@ -1,6 +1,6 @@
 """`virtfleet list`: every VM of the fleet (or of a site, pod, host or group) with its state.
 
-Three sources, in the order a plain `list` tries them:
+Three sources, in the order a plain `list` tries them (fleet/overview.py):
 - a running controller on this store: warm, each row as old as the controller's last reading;
 - the hypervisors themselves (`--live`, or when no controller answers);
 - the store (`--cached`): what the last sync or controller wrote, without asking anyone.
@@ -9,75 +9,18 @@ Rows from the controller and the store carry `observed_at`, and the table shows 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from virtfleet.cli.context import AppContext, app_context
+from virtfleet.cli.context import app_context
+from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import Group, HostOpt, Json, Pod, Site
 from virtfleet.cli.output import age, emit, emit_json, report_failures, table, warn
-from virtfleet.cli.progress import fleet_progress
-from virtfleet.errors import HostUnavailable, InvalidInput, NotFound
-from virtfleet.inventory.records import STATES, HostFailure
-
-
-@dataclass
-class Answer:
-    rows: list[dict[str, Any]]  # FleetVM.as_json() objects: the shape of `list --json`
-    failed: list[HostFailure]
-    source: str  # "controller", "live" or "store"
-
-
-def _from_controller(actx: AppContext, filters: dict[str, str | None]) -> Answer | None:
-    """The fleet view from a running controller, or None if there is none to ask."""
-    import sqlite3
-
-    from virtfleet.controller.client import ControllerClient, heartbeat_fresh, is_dead, is_live
-    from virtfleet.inventory.registration import registration_from_sqlite
-
-    try:
-        rec = registration_from_sqlite(actx.db_url)
-    except sqlite3.Error:
-        rec = actx.store().controller()
-    if rec is None or not is_live(rec):
-        if rec is not None and heartbeat_fresh(rec) and is_dead(rec):
-            warn(f"the controller (pid {rec.pid}) is gone; asking the hypervisors directly")
-        return None
-    try:
-        data = ControllerClient(rec).vms(**filters)
-    except HostUnavailable as exc:
-        warn(f"{exc.message}; asking the hypervisors directly")
-        return None
-    except NotFound:
-        return None  # e.g. a host applied seconds ago that the controller has not loaded yet
-    failed = [HostFailure(f["host"], f["kind"], f["error"]) for f in data["failed"]]
-    return Answer(data["vms"], failed, "controller")
-
-
-def _live(actx: AppContext, filters: dict[str, str | None]) -> Answer:
-    from virtfleet.queries import ask_fleet, domains_of, failures, fleet_vms
-
-    state = filters["state"]
-    hosts = actx.store().hypervisors(site=filters["site"], pod=filters["pod"],
-                                     host=filters["host"], group=filters["group"])
-    with fleet_progress(len(hosts), "list") as tick:
-        results = ask_fleet(hosts, domains_of, progress=tick)
-    rows = [v.as_json() for v in fleet_vms(results) if state is None or v.domain.state == state]
-    return Answer(rows, failures(results), "live")
-
-
-def _from_store(actx: AppContext, filters: dict[str, str | None]) -> Answer:
-    store = actx.store()
-    vms = store.fleet_vms(**filters)
-    failed = [HostFailure(s.host, "host-unavailable", s.error)
-              for s in store.host_statuses() if not s.reachable]
-    in_scope = {h.name for h in store.hypervisors(site=filters["site"], pod=filters["pod"],
-                                                    host=filters["host"],
-                                                    group=filters["group"])}
-    return Answer([v.as_json() for v in vms], [f for f in failed if f.host in in_scope],
-                  "store")
+from virtfleet.cli.progress import step_progress
+from virtfleet.errors import InvalidInput
+from virtfleet.inventory.records import STATES
 
 
 def list_vms(
@@ -95,22 +38,23 @@ def list_vms(
     json: Json = False,
 ) -> None:
     """Every VM of the fleet with its state, like `virsh list --all` on every hypervisor."""
-    if state is not None and state not in STATES:
-        raise InvalidInput("--state", f"{state!r} is not one of: {', '.join(STATES)}")
+    from virtfleet.fleet.overview import ListRequest, OverviewService
+
     if live and cached:
         raise InvalidInput("--cached", "cannot be combined with --live")
     actx = app_context(ctx)
-    filters = {"site": site, "pod": pod, "host": host, "group": group, "state": state}
-    if cached:
-        answer = _from_store(actx, filters)
-    else:
-        answer = (None if live else _from_controller(actx, filters)) or _live(actx, filters)
-    rows = answer.rows
+    req = ListRequest(site, pod, host, group, state,
+                      source="live" if live else "store" if cached else "auto")
+    with options_named({"state": "--state"}), step_progress() as tick:
+        found = OverviewService(actx.db_url, actx.store).list_vms(req, progress=tick)
+    for note in found.notes:
+        warn(note)
+    rows = found.vms
     if json:
-        emit_json(rows)
+        emit_json(list(rows))
     else:
         now = datetime.now(UTC)
-        seen = answer.source != "live"
+        seen = found.source != "live"
         headers = ["Site", "Pod", "Host", "Id", "Name", "State", "vCPUs", "Memory"]
         emit(table(headers + (["Age"] if seen else []), [
             [v["site"], v["pod"], v["host"], v["id"], v["name"], v["state"], v["vcpus"],
@@ -119,8 +63,8 @@ def list_vms(
             for v in rows]))
         hosts = len({v["host"] for v in rows})
         where = {"controller": "from the controller", "live": "read live",
-                 "store": "from the store"}[answer.source]
+                 "store": "from the store"}[found.source]
         warn(f"{len(rows)} VMs on {hosts} hypervisors, {where}")
-    report_failures(answer.failed)
-    if answer.failed:
+    report_failures(found.failed)
+    if found.failed:
         raise typer.Exit(1)

@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
 
 from virtfleet.controller.service import Controller
 from virtfleet.errors import NotFound
-from virtfleet.queries import failures
+from virtfleet.fleet.queries import failures
 
 API_PREFIX = "/v1"
 

@@ -37,11 +37,11 @@ from virtfleet.config import HATimings, Timeouts
 from virtfleet.controller.client import heartbeat_fresh, is_dead
 from virtfleet.controller.state import FleetState
 from virtfleet.errors import Conflict, NotFound, VirtfleetError
+from virtfleet.fleet.observed import record
 from virtfleet.ha.fencer import BmcFencer, Fencer
 from virtfleet.ha.monitor import Monitor
 from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord, HostStatus
 from virtfleet.inventory.store import Store
-from virtfleet.observed import record
 from virtfleet.placement.policy import Policy
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host

@@ -50,11 +50,13 @@ def disk_bus(os: OSVariant, requested: str | None) -> str:
     return "sata" if os.q35 else "ide"
 
 
-def check_buses(os: OSVariant, buses: Sequence[str | None]) -> None:
-    """Refuse now what libvirt would refuse at define: q35 has no IDE controller."""
-    if os.q35 and "ide" in buses:
-        raise InvalidInput("--disk", f"bus 'ide' does not exist on the q35 machine "
-                           f"{os.short_id} gets; use sata or virtio")
+def check_buses(os: OSVariant, buses: Sequence[tuple[str, str | None]]) -> None:
+    """Refuse now what libvirt would refuse at define: q35 has no IDE controller. `buses`:
+    each disk's request field and bus."""
+    for field, bus in buses:
+        if os.q35 and bus == "ide":
+            raise InvalidInput(field, f"bus 'ide' does not exist on the q35 machine "
+                               f"{os.short_id} gets; use sata or virtio")
 
 
 def nic_model(os: OSVariant, requested: str | None) -> str:

@@ -1,4 +1,5 @@
-"""The OS a VM is designed for (`--os-variant`), from libosinfo: what devices it drives.
+"""The OS a VM is designed for (`os_variant`, virt-install's `--os-variant`), from libosinfo:
+what devices it drives.
 
 Why libosinfo itself, through PyGObject, and not our own reader of osinfo-db's XML files: an
 OS entry inherits most of what it supports from the entries it derives from, clones or upgrades
@@ -21,7 +22,7 @@ from typing import Any
 
 from virtfleet.errors import InvalidInput, ToolFailed
 
-FIELD = "--os-variant"
+FIELD = "os_variant"  # the request field an unknown OS is reported against
 GENERIC = "generic"
 
 # osinfo-db names devices by PCI (or USB) vendor/device id; these are the ones virt-install asks

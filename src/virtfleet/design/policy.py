@@ -33,11 +33,11 @@ def choose_virt_type(setting: str, host_types: Iterable[str], kvm_usable: bool) 
             return "qemu"
         if len(offered) == 1:
             return offered.pop()
-        raise InvalidInput("virt type", f"the host offers no usable type ({sorted(offered)})")
+        raise InvalidInput("virt_type", f"the host offers no usable type ({sorted(offered)})")
     if setting not in VIRT_TYPES:
-        raise InvalidInput("virt type", f"{setting!r} is not auto, kvm or qemu")
+        raise InvalidInput("virt_type", f"{setting!r} is not auto, kvm or qemu")
     if setting not in offered or (setting == "kvm" and not kvm_usable):
-        raise InvalidInput("virt type", f"the host does not offer {setting}")
+        raise InvalidInput("virt_type", f"the host does not offer {setting}")
     return setting
 
 

@@ -1,8 +1,9 @@
 """A VM request in virt-install's words, validated before anything is made.
 
-`vm create` options arrive as virt-install-style strings (`--disk size=80G,format=qcow2`,
-`--network bridge=br0,vlan=42`, `--graphics spice`); `parse_*` turn each into a typed spec,
-refusing anything ambiguous with a one-line error naming the option. A bus or model left out
+A VM request's disks, NICs and graphics arrive as virt-install-style strings
+(`size=80G,format=qcow2`, `bridge=br0,vlan=42`, `spice`); `parse_*` turn each into a typed
+spec, refusing anything ambiguous with a one-line error naming the request's field
+(`disks[1].size`, `networks[0]`: the CLI words them as its options). A bus or model left out
 is the OS variant's (design/defaults.py), as virt-install picks it.
 
 A graphics password never comes through argv, where every user of the machine reads it in
@@ -18,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from virtfleet.config import GRAPHICS_PASSWORD_ENV
 from virtfleet.design import osinfo
 from virtfleet.design.defaults import check_buses
 from virtfleet.design.sizes import parse_bytes, parse_mib
@@ -33,7 +35,6 @@ _OS_VARIANT_RE = re.compile(r"^[a-z][a-z0-9.-]{0,63}$")
 # NICs on q35, what virtfleet always assumed. (virt-install 4 refuses to guess instead.)
 DEFAULT_OS_VARIANT = "linux2022"
 DISK_BUSES = ("virtio", "sata", "scsi", "ide")
-PASSWORD_ENV = "VIRTFLEET_GRAPHICS_PASSWORD"
 
 
 class _Spec(BaseModel):
@@ -97,59 +98,68 @@ class VMSpec(_Spec):
     autostart: bool = False
     os_variant: str = DEFAULT_OS_VARIANT  # a libosinfo short id, or 'generic'
 
+    def disk_field(self, i: int) -> str:
+        """The request field that asked for `disks[i]` of this spec: the imported image
+        (`import_disk`) comes first, before the request's own `disks`."""
+        if self.boot.method == "import":
+            return "import_disk" if i == 0 else f"disks[{i - 1}]"
+        return f"disks[{i}]"
 
-def _options(option: str, text: str, *, positional: str | None = None) -> dict[str, str]:
+
+def _options(field: str, text: str, *, positional: str | None = None) -> dict[str, str]:
     """'a=1,b=2' (and, if `positional` is set, a leading bare word) -> {'a': '1', 'b': '2'}."""
     out: dict[str, str] = {}
     for i, part in enumerate(p.strip() for p in text.split(",")):
         if not part:
-            raise InvalidInput(option, f"empty item in {text!r}")
+            raise InvalidInput(field, f"empty item in {text!r}")
         key, eq, value = part.partition("=")
         if not eq:
             if i == 0 and positional is not None:
                 out[positional] = key
                 continue
-            raise InvalidInput(option, f"{part!r} is not key=value")
+            raise InvalidInput(field, f"{part!r} is not key=value")
         if key in out:
-            raise InvalidInput(option, f"{key!r} given twice")
+            raise InvalidInput(field, f"{key!r} given twice")
         out[key] = value
     return out
 
 
-def _no_extra(option: str, opts: dict[str, str], allowed: set[str]) -> None:
+def _no_extra(field: str, opts: dict[str, str], allowed: set[str]) -> None:
     unknown = sorted(set(opts) - allowed)
     if unknown:
-        raise InvalidInput(option, f"unknown key {unknown[0]!r} (known: "
+        raise InvalidInput(field, f"unknown key {unknown[0]!r} (known: "
                            f"{', '.join(sorted(allowed))})")
 
 
-def check_path(option: str, path: str) -> str:
+def check_path(field: str, path: str) -> str:
     """An absolute path with no '..' and nothing a shell or XML would read specially."""
     p = PurePosixPath(path)
     if not p.is_absolute() or ".." in p.parts:
-        raise InvalidInput(option, f"{path!r} must be an absolute path without '..'")
+        raise InvalidInput(field, f"{path!r} must be an absolute path without '..'")
     if any(ch in path for ch in "\n\r\t\x00<>&'\"`$;|"):
-        raise InvalidInput(option, f"{path!r} contains characters not allowed in a path")
+        raise InvalidInput(field, f"{path!r} contains characters not allowed in a path")
     return str(p)
 
 
-def parse_disk(text: str, option: str = "--disk") -> DiskSpec:
-    opts = _options(option, text)
-    _no_extra(option, opts, {"size", "path", "format", "pool", "bus"})
+def parse_disk(text: str, field: str = "disks[0]") -> DiskSpec:
+    """One `disks` item; `field` is where it stands in the request (its keys are named
+    `disks[1].size`, `disks[1].path`, `disks[1].pool`)."""
+    opts = _options(field, text)
+    _no_extra(field, opts, {"size", "path", "format", "pool", "bus"})
     if ("size" in opts) == ("path" in opts):
-        raise InvalidInput(option, "give exactly one of size=SIZE (a new volume) or path=PATH")
+        raise InvalidInput(field, "give exactly one of size=SIZE (a new volume) or path=PATH")
     fmt = opts.get("format", "qcow2")
     if fmt not in ("qcow2", "raw"):
-        raise InvalidInput(option, f"format {fmt!r} is not qcow2 or raw")
+        raise InvalidInput(field, f"format {fmt!r} is not qcow2 or raw")
     bus = opts.get("bus")
     if bus is not None and bus not in DISK_BUSES:
-        raise InvalidInput(option, f"bus {bus!r} is not virtio, sata, scsi or ide")
+        raise InvalidInput(field, f"bus {bus!r} is not virtio, sata, scsi or ide")
     return DiskSpec(
-        size_bytes=parse_bytes(f"{option} size", opts["size"], default_unit="g")
+        size_bytes=parse_bytes(f"{field}.size", opts["size"], default_unit="g")
         if "size" in opts else None,
-        path=check_path(f"{option} path", opts["path"]) if "path" in opts else None,
+        path=check_path(f"{field}.path", opts["path"]) if "path" in opts else None,
         format=fmt,  # type: ignore[arg-type]
-        pool=check_name(f"{option} pool", opts["pool"]) if "pool" in opts else None,
+        pool=check_name(f"{field}.pool", opts["pool"]) if "pool" in opts else None,
         bus=bus,  # type: ignore[arg-type]
     )
 
@@ -158,105 +168,106 @@ _PCI_RE = re.compile(r"^(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([01][0-9a-f])\.([0-7])
 _MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
 
 
-def _vlans(option: str, text: str) -> tuple[int, ...]:
+def _vlans(field: str, text: str) -> tuple[int, ...]:
     """'42' or '10:20:30' -> VLAN ids, each 1-4094."""
     out = []
     for part in text.split(":"):
         if not part.isdigit() or not 1 <= int(part) <= 4094:
-            raise InvalidInput(option, f"vlan {part!r} is not an id from 1 to 4094")
+            raise InvalidInput(field, f"vlan {part!r} is not an id from 1 to 4094")
         out.append(int(part))
     if len(set(out)) != len(out):
-        raise InvalidInput(option, f"vlan {text!r} repeats an id")
+        raise InvalidInput(field, f"vlan {text!r} repeats an id")
     return tuple(out)
 
 
-def parse_network(text: str, option: str = "--network") -> NicSpec:
+def parse_network(text: str, field: str = "networks[0]") -> NicSpec:
     """virt-install's --network words: bridge=BR | network=NET[,portgroup=PG] |
-    hostdev=PCI, then vlan=ID[:ID...], trunk=yes, virtualport=openvswitch, model=, mac=."""
+    hostdev=PCI, then vlan=ID[:ID...], trunk=yes, virtualport=openvswitch, model=, mac=.
+    `field` is where the NIC stands in the request."""
     # virt-install also writes bridge:br0 (the chapter's --network=bridge:br0).
     text = re.sub(r"^(bridge|network|hostdev):", r"\1=", text)
-    opts = _options(option, text)
-    _no_extra(option, opts, {"bridge", "network", "hostdev", "vlan", "trunk", "portgroup",
+    opts = _options(field, text)
+    _no_extra(field, opts, {"bridge", "network", "hostdev", "vlan", "trunk", "portgroup",
                              "virtualport", "model", "mac"})
     kinds = [k for k in ("bridge", "network", "hostdev") if k in opts]
     if len(kinds) != 1:
-        raise InvalidInput(option, "give exactly one of bridge=BRIDGE, network=NETWORK or "
+        raise InvalidInput(field, "give exactly one of bridge=BRIDGE, network=NETWORK or "
                            "hostdev=PCI-ADDRESS")
     kind = kinds[0]
     source = opts[kind]
     if kind == "bridge" and not _BRIDGE_RE.match(source):
-        raise InvalidInput(option, f"bridge {source!r} is not an interface name "
+        raise InvalidInput(field, f"bridge {source!r} is not an interface name "
                            "(letters, digits, '.', '_', '-'; at most 15 characters)")
     if kind == "network":
-        check_name(f"{option} network", source)
+        check_name(f"{field}.network", source)
     if kind == "hostdev":
         m = _PCI_RE.match(source.lower())
         if m is None:
-            raise InvalidInput(option, f"hostdev {source!r} is not a PCI address like "
+            raise InvalidInput(field, f"hostdev {source!r} is not a PCI address like "
                                "0000:03:10.1")
         source = f"{m.group(1) or '0000'}:{m.group(2)}:{m.group(3)}.{m.group(4)}"
-    vlans = _vlans(option, opts["vlan"]) if "vlan" in opts else ()
+    vlans = _vlans(field, opts["vlan"]) if "vlan" in opts else ()
     trunk = opts.get("trunk", "no")
     if trunk not in ("yes", "no"):
-        raise InvalidInput(option, f"trunk {trunk!r} is not yes or no")
+        raise InvalidInput(field, f"trunk {trunk!r} is not yes or no")
     if trunk == "yes" and not vlans:
-        raise InvalidInput(option, "trunk=yes needs vlan=ID:ID:... (the VLANs it carries)")
+        raise InvalidInput(field, "trunk=yes needs vlan=ID:ID:... (the VLANs it carries)")
     if len(vlans) > 1 and trunk != "yes":
-        raise InvalidInput(option, "several VLANs make a trunk: add trunk=yes")
+        raise InvalidInput(field, "several VLANs make a trunk: add trunk=yes")
     if kind == "hostdev" and trunk == "yes":
-        raise InvalidInput(option, "an SR-IOV VF takes one VLAN tag, not a trunk")
+        raise InvalidInput(field, "an SR-IOV VF takes one VLAN tag, not a trunk")
     portgroup = opts.get("portgroup")
     if portgroup is not None:
         if kind != "network":
-            raise InvalidInput(option, "portgroup goes with network=NETWORK")
+            raise InvalidInput(field, "portgroup goes with network=NETWORK")
         if not _BRIDGE_RE.match(portgroup):
-            raise InvalidInput(option, f"portgroup {portgroup!r} is not a valid name "
+            raise InvalidInput(field, f"portgroup {portgroup!r} is not a valid name "
                                "(letters, digits, '.', '_', '-'; at most 15 characters)")
     virtualport = opts.get("virtualport")
     if virtualport is not None:
         if virtualport != "openvswitch":
-            raise InvalidInput(option, f"virtualport {virtualport!r} is not openvswitch")
+            raise InvalidInput(field, f"virtualport {virtualport!r} is not openvswitch")
         if kind != "bridge":
-            raise InvalidInput(option, "virtualport=openvswitch goes with bridge=BRIDGE "
+            raise InvalidInput(field, "virtualport=openvswitch goes with bridge=BRIDGE "
                                "(a network brings its own)")
     model = opts.get("model")
     if model is not None and model not in _MODELS:
-        raise InvalidInput(option, f"model {model!r} is not {', '.join(_MODELS[:-1])} or "
+        raise InvalidInput(field, f"model {model!r} is not {', '.join(_MODELS[:-1])} or "
                            f"{_MODELS[-1]}")
     if kind == "hostdev" and "model" in opts:
-        raise InvalidInput(option, "a passed-through VF has no emulated model")
+        raise InvalidInput(field, "a passed-through VF has no emulated model")
     mac = opts.get("mac")
     if mac is not None:
         mac = mac.lower()
         if not _MAC_RE.match(mac) or int(mac[:2], 16) & 1:
-            raise InvalidInput(option, f"mac {opts['mac']!r} is not a unicast MAC address")
+            raise InvalidInput(field, f"mac {opts['mac']!r} is not a unicast MAC address")
     return NicSpec(kind=kind, source=source, vlans=vlans,  # type: ignore[arg-type]
                    trunk=trunk == "yes", portgroup=portgroup,
                    virtualport=virtualport, model=model, mac=mac)  # type: ignore[arg-type]
 
 
-def parse_graphics(text: str, option: str = "--graphics") -> GraphicsSpec:
-    opts = _options(option, text, positional="type")
+def parse_graphics(text: str, field: str = "graphics") -> GraphicsSpec:
+    opts = _options(field, text, positional="type")
     if "password" in opts:  # refused whatever its value: it is already in `ps` by now
-        raise InvalidInput(option, "password= would show the password to every user of this "
+        raise InvalidInput(field, "password= would show the password to every user of this "
                            "machine in ps; give it with --graphics-password-file FILE (or - for "
-                           f"stdin) or in {PASSWORD_ENV}")
-    _no_extra(option, opts, {"type", "listen"})
+                           f"stdin) or in {GRAPHICS_PASSWORD_ENV}")
+    _no_extra(field, opts, {"type", "listen"})
     kind = opts.get("type", "spice")
     if kind not in ("spice", "vnc", "none"):
-        raise InvalidInput(option, f"{kind!r} is not spice, vnc or none")
+        raise InvalidInput(field, f"{kind!r} is not spice, vnc or none")
     listen = opts.get("listen", "127.0.0.1")
     try:
         ipaddress.ip_address(listen)
     except ValueError:
-        raise InvalidInput(option, f"listen {listen!r} is not an IP address") from None
+        raise InvalidInput(field, f"listen {listen!r} is not an IP address") from None
     return GraphicsSpec(type=kind, listen=listen)  # type: ignore[arg-type]
 
 
 def check_graphics_password(field: str, password: str, kind: str) -> SecretStr:
     """A graphics password as the protocol takes it; the rule named, never the value."""
     if kind == "none":
-        raise InvalidInput(field, "a password needs spice or vnc graphics (--graphics)")
+        raise InvalidInput(field, "a password needs spice or vnc graphics (`graphics`)")
     if not password:
         raise InvalidInput(field, "the password is empty")
     limit = 8 if kind == "vnc" else 64  # VNC authentication uses only the first 8 bytes
@@ -273,7 +284,7 @@ def check_os_variant(text: str) -> str:
     if not _OS_VARIANT_RE.match(text):
         raise InvalidInput(osinfo.FIELD, f"{text!r} is not an osinfo short id such as "
                            "rhel9.0, win2k19 or generic")
-    osinfo.lookup(text)  # InvalidInput naming --os-variant if libosinfo does not know it
+    osinfo.lookup(text)  # InvalidInput naming os_variant if libosinfo does not know it
     return text
 
 
@@ -282,52 +293,53 @@ def vm_spec(*, name: str, memory: str, vcpus: int, disks: list[str], networks: l
             kernel: str | None = None, initrd: str | None = None, cmdline: str | None = None,
             import_disk: str | None = None, serial_console: bool = True,
             autostart: bool = False, os_variant: str | None = None,
-            graphics_password: tuple[str, str] | None = None) -> VMSpec:
-    """A whole `vm create` request, every option checked, in the order an operator reads them.
+            graphics_password: str | None = None, password_from_env: bool = False) -> VMSpec:
+    """A whole VM request, every field checked, in the order an operator reads them; an
+    error names the field by these parameters' names (`disks[1].size`).
 
-    `graphics_password` is (where it came from, the password): the CLI's file, stdin or
-    environment form, never an option value."""
-    check_name("NAME", name)
-    memory_mib = parse_mib("--memory", memory)
+    `graphics_password` comes from a file, stdin or the environment, never an option value.
+    One that came from the environment (`password_from_env`) is for VMs with a display: an
+    exported password does not stop a VM without one."""
+    check_name("name", name)
+    memory_mib = parse_mib("memory", memory)
     if memory_mib > MAX_MEMORY_MIB:
-        raise InvalidInput("--memory", f"{memory!r} is more than {MAX_MEMORY_MIB // 2**20} TiB")
+        raise InvalidInput("memory", f"{memory!r} is more than {MAX_MEMORY_MIB // 2**20} TiB")
     if not 1 <= vcpus <= MAX_VCPUS:
-        raise InvalidInput("--vcpus", f"must be from 1 to {MAX_VCPUS}")
+        raise InvalidInput("vcpus", f"must be from 1 to {MAX_VCPUS}")
     methods = [m for m, given in (("cdrom", cdrom), ("pxe", pxe), ("kernel", kernel),
                                   ("import", import_disk)) if given]
     if len(methods) != 1:
-        raise InvalidInput("--cdrom/--pxe/--kernel/--import",
+        raise InvalidInput("cdrom/pxe/kernel/import_disk",
                            "give exactly one way to boot the new VM")
     if (initrd or cmdline) and not kernel:
-        raise InvalidInput("--initrd/--cmdline", "only go with --kernel")
-    disk_specs = [parse_disk(d) for d in disks]
+        raise InvalidInput("initrd/cmdline", "only go with `kernel`")
+    disk_specs = [parse_disk(d, f"disks[{i}]") for i, d in enumerate(disks)]
     if import_disk:
-        disk_specs.insert(0, DiskSpec(path=check_path("--import", import_disk),
+        disk_specs.insert(0, DiskSpec(path=check_path("import_disk", import_disk),
                                       format="qcow2" if import_disk.endswith(".qcow2")
                                       else "raw"))
     if not disk_specs and methods[0] != "pxe":
-        raise InvalidInput("--disk", "a VM that does not boot from the network needs a disk")
+        raise InvalidInput("disks", "a VM that does not boot from the network needs a disk")
     boot = BootSpec(
         method=methods[0],  # type: ignore[arg-type]
-        cdrom=check_path("--cdrom", cdrom) if cdrom else None,
-        kernel=check_path("--kernel", kernel) if kernel else None,
-        initrd=check_path("--initrd", initrd) if initrd else None,
+        cdrom=check_path("cdrom", cdrom) if cdrom else None,
+        kernel=check_path("kernel", kernel) if kernel else None,
+        initrd=check_path("initrd", initrd) if initrd else None,
         cmdline=cmdline,
     )
     if cmdline is not None and any(ch in cmdline for ch in "\n\r\x00"):
-        raise InvalidInput("--cmdline", "must be one line")
-    nics = tuple(parse_network(n) for n in networks)
+        raise InvalidInput("cmdline", "must be one line")
+    nics = tuple(parse_network(n, f"networks[{i}]") for i, n in enumerate(networks))
     gfx = parse_graphics(graphics) if graphics else GraphicsSpec()
-    if graphics_password is not None and not (graphics_password[0] == PASSWORD_ENV
-                                              and gfx.type == "none"):
-        # (an exported VIRTFLEET_GRAPHICS_PASSWORD does not stop a VM without a display)
-        source, secret = graphics_password
-        gfx = gfx.model_copy(update={"password": check_graphics_password(source, secret,
-                                                                          gfx.type)})
+    if graphics_password is not None and not (password_from_env and gfx.type == "none"):
+        gfx = gfx.model_copy(update={"password": check_graphics_password(
+            "graphics_password", graphics_password, gfx.type)})
     variant = check_os_variant(os_variant if os_variant is not None else DEFAULT_OS_VARIANT)
-    check_buses(osinfo.lookup(variant), [d.bus for d in disk_specs])
-    return VMSpec(
+    spec = VMSpec(
         name=name, memory_mib=memory_mib, vcpus=vcpus, disks=tuple(disk_specs), nics=nics,
         graphics=gfx, boot=boot, serial_console=serial_console, autostart=autostart,
         os_variant=variant,
     )
+    check_buses(osinfo.lookup(variant), [(spec.disk_field(i), d.bus)
+                                         for i, d in enumerate(spec.disks)])
+    return spec

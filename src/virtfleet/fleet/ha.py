@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from virtfleet.errors import Conflict, InvalidInput
+from virtfleet.fleet.locate import locate_vm
 from virtfleet.ha.credentials import BmcConfigError
 from virtfleet.ha.definitions import ha_of
 from virtfleet.ha.fence import FenceFailed, PowerResult
@@ -30,7 +31,6 @@ from virtfleet.ha.states import State
 from virtfleet.inventory.fleetfile import HA_PRIORITY_DEFAULT, HA_PRIORITY_MAX
 from virtfleet.inventory.ha import HAVM, Recovery
 from virtfleet.inventory.store import Store
-from virtfleet.locate import locate_vm
 from virtfleet.provision.locks import vm_lock
 from virtfleet.validate import check_name
 from virtfleet.virt import ha as vha

@@ -213,7 +213,7 @@ class MigrationService:
     def migrate(self, req: MigrateRequest, *, progress: Progress | None = None,
                 cancel: threading.Event | None = None) -> MigrationResult:
         """Move one VM; raises what refused or failed it (the VM then stays where it was)."""
-        from virtfleet.locate import locate_vm
+        from virtfleet.fleet.locate import locate_vm
 
         req.check()
         source = locate_vm(req.vm, self.store, self.pool)

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from virtfleet.errors import Conflict, InvalidInput, VirtfleetError
+from virtfleet.fleet.podstorage import judge_sharing, pod_pool_name
 from virtfleet.inventory.fleetfile import PodStorage
 from virtfleet.inventory.records import HostRecord
-from virtfleet.podstorage import judge_sharing, pod_pool_name
 from virtfleet.provision.migrate import CopyDisk
 from virtfleet.virt import migration, networks, storage
 from virtfleet.virt.guest import Guest

@@ -36,10 +36,6 @@ class HypervisorURI:
     user: str = ""
     port: int | None = None
 
-    @property
-    def is_remote(self) -> bool:
-        return bool(self.host)
-
     def render(self) -> str:
         scheme = f"{self.driver}+{self.transport}" if self.transport else self.driver
         authority = ""

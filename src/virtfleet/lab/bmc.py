@@ -511,6 +511,7 @@ def power_on(t: _Target) -> None:
         return
     veth = _own_veth(t)
     _forget_run_dir(t)
+    netns.clear_virtual_links(t.host.netns)
     run(["ip", "link", "set", "dev", veth, "up"], f"{t.host.name}: raising link {veth}")
     log = t.conf.parent / "boot.log"
     with open(log, "ab") as out:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,12 +85,6 @@ class HostStatus:
 
     def as_json(self) -> dict[str, object]:
         return dict(self.__dict__)
-
-
-@dataclass
-class UpTimings:
-    total: float = 0.0
-    per_host_ready: dict[str, float] = field(default_factory=dict)
 
 
 def _mounts_under(directory: Path) -> list[str]:

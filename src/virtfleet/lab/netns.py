@@ -34,6 +34,20 @@ def link_names() -> set[str]:
     return {str(d.get("ifname", "")) for d in links()}
 
 
+def clear_virtual_links(ns: str) -> list[str]:
+    """Delete every interface of namespace `ns` but lo and its eth0: the bridges, taps and
+    veths its libvirtd made, which a real host loses when it loses power. A libvirtd started
+    again after a simulated power loss would otherwise find its network's bridge still there
+    and refuse to start the network ("already in use by interface virbr0")."""
+    out = _ip(["-n", ns, "-j", "link", "show"], f"listing interfaces of {ns}")
+    gone = [str(d.get("ifname", "")) for d in json.loads(out or "[]")
+            if isinstance(d, dict) and d.get("ifname") not in ("lo", "eth0")]
+    for ifname in gone:
+        # A bridge's ports may go with it: a link already gone is what we wanted.
+        _ip(["-n", ns, "link", "delete", ifname], f"deleting {ifname} in {ns}", check=False)
+    return gone
+
+
 def owned_links(names: LabNames) -> list[str]:
     """Interfaces in the root namespace whose ifalias says they belong to this lab."""
     return [str(d["ifname"]) for d in links() if d.get("ifalias") == names.alias]

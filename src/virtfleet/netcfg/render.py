@@ -34,7 +34,7 @@ def host_files(host: str, layout: NicLayout, formats: Iterable[str]) -> list[Gen
     wanted = set(formats)
     unknown = wanted - set(FORMATS)
     if unknown:
-        raise InvalidInput("--format", f"{sorted(unknown)[0]!r} is not one of "
+        raise InvalidInput("formats", f"{sorted(unknown)[0]!r} is not one of "
                            f"{', '.join(FORMATS)}, all")
     files: list[GeneratedFile] = []
     if "ifcfg" in wanted:

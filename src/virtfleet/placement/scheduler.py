@@ -337,10 +337,6 @@ class Scheduler:
         best = min(ok, key=lambda p: (sum(self._key(i) for i in by_pod[p]) / len(by_pod[p]), p))
         self._place_heap(r, by_pod[best], log, rule="affinity by pod")
 
-    def place_all(self, requests: Iterable[PlacementRequest]) -> list[Placed]:
-        """Place requests in order; the first that cannot be placed raises (earlier ones stay)."""
-        return [self.place(r) for r in requests]
-
     def host(self, name: str) -> HostState:
         for h in self.hosts:
             if h.name == name:

@@ -42,6 +42,8 @@ from virtfleet.virt.guest import Guest
 from virtfleet.virt.host import Host
 from virtfleet.xml.domain import Domain, FleetFacts
 
+MAX_COUNT = 10_000  # clones in one request
+
 
 @dataclass(frozen=True)
 class CloneRequest:
@@ -55,6 +57,13 @@ class CloneRequest:
     template_host: str | None = None
     pool: str | None = None  # full clones on another host: the pool to copy into
     start: bool = False
+
+    def check(self) -> None:
+        """What can be told without asking anyone; the names are checked as clone() starts."""
+        if sum(x is not None for x in (self.host, self.pod, self.site)) > 1:
+            raise InvalidInput("host/pod/site", "give at most one place for the clones")
+        if not 1 <= self.count <= MAX_COUNT:
+            raise InvalidInput("count", f"must be from 1 to {MAX_COUNT:,}")
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,7 @@ def _candidates(store: Store, pool: ConnectionPool, tpl: Template, req: CloneReq
     seeing = {r.host.name for r in fan_out(scope, _sees(tpl), pool) if r.value}
     if not seeing:
         where = req.host or req.pod or req.site
-        raise InvalidInput("--linked", f"no hypervisor in {where} sees {tpl.name}'s image "
+        raise InvalidInput("linked", f"no hypervisor in {where} sees {tpl.name}'s image "
                            f"{tpl.disks[0].path} (it is on {tpl.record.name}, not on storage "
                            "shared with it); make full clones (--full) instead")
     return seeing
@@ -104,15 +113,18 @@ def _needs(tpl: Template, req: CloneRequest, names: list[str],
            scope: list[HostRecord]) -> Needs:
     """What a host must have for a clone: the template's networks and bridges; for a full
     copy, its target pool with room for what is written (a raw image's whole capacity)."""
-    nics = tpl.domain.devices.interfaces
-    nets = tuple(str(n.source_network) for n in nics if n.type == "network" and n.source_network)
-    bridges = tuple(str(n.source_bridge) for n in nics if n.type == "bridge" and n.source_bridge)
+    # a clone's NICs are the template's: `networks[i]` names the clone's i-th NIC
+    nics = list(enumerate(tpl.domain.devices.interfaces))
+    nets = tuple((f"networks[{i}]", str(n.source_network)) for i, n in nics
+                 if n.type == "network" and n.source_network)
+    bridges = tuple((f"networks[{i}]", str(n.source_bridge)) for i, n in nics
+                    if n.type == "bridge" and n.source_bridge)
     per_host: dict[str, tuple[NewVolume, ...]] = {}
     if not req.linked:
         for rec in scope:
             own = rec.name == tpl.record.name
             per_host[rec.name] = tuple(
-                NewVolume("--pool", req.pool or (src.pool if own else "default"),
+                NewVolume("pool", req.pool or (src.pool if own else "default"),
                           src.capacity_bytes if (src.format or "raw") == "raw" else 0)
                 for src in tpl.disks)
     return Needs(names=tuple(names), networks=nets, bridges=bridges, host_volumes=per_host)
@@ -128,10 +140,11 @@ def clone(store: Store, pool: ConnectionPool, req: CloneRequest,
     Members that already exist as clones of this template (a run that was interrupted, then
     cleaned up) are finished work: they are reported, started if asked, and not made again,
     so running the same command again finishes the job."""
-    check_name("NAME", req.name)
+    req.check()
+    check_name("name", req.name)
     names = member_names(req)
     for n in names:
-        check_name("NAME", n)
+        check_name("name", n)
     tpl = find_template(store, pool, req.template, host=req.template_host)
     vcpus, memory_kib = tpl.domain.vcpus or 1, tpl.domain.memory_kib or 1024
     pod = req.pod if (req.pod or req.site or req.host) else tpl.record.pod

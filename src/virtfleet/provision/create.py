@@ -118,24 +118,24 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
         vtype = choose_virt_type(virt_type or virt_type_setting(), caps.virt_types, kvm_usable)
         taken = pod_macs(pod_hosts, pool)
         macs = []
-        for nic in spec.nics:
+        for i, nic in enumerate(spec.nics):
             if nic.mac is not None:
                 if nic.mac in taken:
-                    raise Conflict(f"--network mac {nic.mac} is already used in pod "
+                    raise Conflict(f"`networks[{i}].mac` {nic.mac} is already used in pod "
                                    f"{target.pod}")
                 mac = nic.mac
             else:
                 mac = random_mac(taken)
             taken.add(mac)
             macs.append(mac)
-        for nic in spec.nics:  # refused now, not when the VM first starts
+        for i, nic in enumerate(spec.nics):  # refused now, not when the VM first starts
             if nic.kind == "network" and not networks.has_network(host, nic.source):
-                raise InvalidInput("--network", f"{target.name} has no libvirt network "
+                raise InvalidInput(f"networks[{i}]", f"{target.name} has no libvirt network "
                                    f"{nic.source!r} (see 'virtfleet net list --host "
                                    f"{target.name}')")
-        for d in spec.disks:
+        for i, d in enumerate(spec.disks):
             if d.path is not None:
-                storage.confine(host, "--disk path", d.path)
+                storage.confine(host, _path_field(spec, i), d.path)
         paths = []
         for i, d in enumerate(spec.disks):
             if d.path is not None:
@@ -145,7 +145,8 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
             vol = f"{spec.name}.{d.format}" if i == 0 else f"{spec.name}-disk{i}.{d.format}"
             where = d.pool or storage_pool
             with op.making(Made("poolvol", target.name, f"{where}/{vol}")):
-                paths.append(storage.create_volume(host, where, vol, d.size_bytes, d.format))
+                paths.append(storage.create_volume(host, where, vol, d.size_bytes, d.format,
+                                                   field=f"{spec.disk_field(i)}.size"))
         placement = Placement(virt_type=vtype, disk_paths=tuple(paths), macs=tuple(macs),
                               facts={"site": target.site, "pod": target.pod, **(facts or {})})
         with op.making(Made("vm", target.name, f"{spec.name}/{placement.uuid}")):
@@ -188,16 +189,25 @@ def _kvm_usable(host: Host) -> bool:
         return False
 
 
+def _path_field(spec: VMSpec, i: int) -> str:
+    """The field that named disk `i`'s image: the imported one is the whole field."""
+    field = spec.disk_field(i)
+    return field if field == "import_disk" else f"{field}.path"
+
+
 def needs_of(spec: VMSpec, storage_pool: str = "default") -> Needs:
     """What a hypervisor must have for `spec`: its pools with room for the new disks, the
-    images it imports inside a pool, its networks and bridges."""
+    images it imports inside a pool, its networks and bridges (each with its request field)."""
+    disks = list(enumerate(spec.disks))
+    nics = [(f"networks[{i}]", n) for i, n in enumerate(spec.nics)]
     return Needs(
         names=(spec.name,),
-        volumes=tuple(NewVolume("--disk size", d.pool or storage_pool, d.size_bytes)
-                      for d in spec.disks if d.path is None and d.size_bytes is not None),
-        images=tuple(("--disk path", d.path) for d in spec.disks if d.path is not None),
-        networks=tuple(n.source for n in spec.nics if n.kind == "network"),
-        bridges=tuple(n.source for n in spec.nics if n.kind == "bridge"))
+        volumes=tuple(NewVolume(f"{spec.disk_field(i)}.size", d.pool or storage_pool,
+                                d.size_bytes)
+                      for i, d in disks if d.path is None and d.size_bytes is not None),
+        images=tuple((_path_field(spec, i), d.path) for i, d in disks if d.path is not None),
+        networks=tuple((f, n.source) for f, n in nics if n.kind == "network"),
+        bridges=tuple((f, n.source) for f, n in nics if n.kind == "bridge"))
 
 
 def reserve_host(store: Store, pool: ConnectionPool, spec: VMSpec, *, host: str | None,

@@ -23,7 +23,7 @@ from virtfleet.virt.host import Host
 class NewVolume:
     """Room a new volume needs in a pool (its capacity, or for a copy what will be written)."""
 
-    field: str  # the option to name in an error: "--disk size", "--pool"
+    field: str  # the request field to name in an error: "disks[0].size", "pool"
     pool: str
     size_bytes: int
 
@@ -35,8 +35,8 @@ class Needs:
     names: tuple[str, ...]  # must not be defined there (unless a clone of `template`)
     volumes: tuple[NewVolume, ...] = ()  # per VM; the sizes in one pool add up
     images: tuple[tuple[str, str], ...] = ()  # (field, path): inside an active pool
-    networks: tuple[str, ...] = ()  # libvirt networks a NIC names
-    bridges: tuple[str, ...] = ()  # host bridges a NIC names
+    networks: tuple[tuple[str, str], ...] = ()  # (field, libvirt network) a NIC names
+    bridges: tuple[tuple[str, str], ...] = ()  # (field, host bridge) a NIC names
     host_volumes: dict[str, tuple[NewVolume, ...]] = field(default_factory=dict)  # by host,
     # instead of `volumes` (a full clone copies into its template's pool on the template's own
     # host, and into 'default' elsewhere)
@@ -89,14 +89,14 @@ def lacks(h: Host, needs: Needs) -> VirtfleetError | None:
     if needs.networks or needs.bridges:
         nets = networks.list_networks(h)
         have = {n.name for n in nets}
-        for net in needs.networks:
+        for fld, net in needs.networks:
             if net not in have:
-                return InvalidInput("--network", f"{h.label} has no libvirt network {net!r} "
+                return InvalidInput(fld, f"{h.label} has no libvirt network {net!r} "
                                     f"(see 'virtfleet net list --host {h.label}')")
         bridges = _bridges(h, nets) if needs.bridges else None
-        for br in needs.bridges:
+        for fld, br in needs.bridges:
             if bridges is not None and br not in bridges:
-                return InvalidInput("--network", f"{h.label} has no bridge {br!r} (see "
+                return InvalidInput(fld, f"{h.label} has no bridge {br!r} (see "
                                     f"'virtfleet host check {h.label}')")
     return None
 

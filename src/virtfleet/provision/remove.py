@@ -25,14 +25,14 @@ def volumes_to_remove(store: Store, pool: ConnectionPool, guest: Guest, record: 
     InvalidInput naming what stands in the way."""
     domain = guest.domain()
     if is_template(domain):
-        raise InvalidInput("--remove-all-storage", f"{guest.name} is a template: use "
+        raise InvalidInput("remove_all_storage", f"{guest.name} is a template: use "
                            f"'virtfleet template delete {guest.name}'")
     disks = file_disks(domain)
     if targets is not None:
         known = {d.target_dev: d for d in disks} | {d.source: d for d in disks}
         unknown = [t for t in targets if t not in known]
         if unknown:
-            raise InvalidInput("--storage", f"{guest.name} has no disk {unknown[0]!r} (its "
+            raise InvalidInput("storage", f"{guest.name} has no disk {unknown[0]!r} (its "
                                "disks: " + ", ".join(str(d.target_dev) for d in disks) + ")")
         disks = [known[t] for t in dict.fromkeys(targets)]
     vols = []
@@ -40,7 +40,7 @@ def volumes_to_remove(store: Store, pool: ConnectionPool, guest: Guest, record: 
         assert d.source is not None
         vol = storage.volume_at(guest.host, d.source)
         if vol is None:
-            raise InvalidInput("--storage", f"{d.source} is not a volume of a storage pool on "
+            raise InvalidInput("storage", f"{d.source} is not a volume of a storage pool on "
                                f"{record.name}; remove it by hand if it should go")
         vols.append(vol)
     paths = {v.path for v in vols}

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from virtfleet.fleet.queries import NodeInfo, ask_fleet, domains_of, failures, node_info_of
 from virtfleet.inventory.records import DomainRecord, HostFailure, HostRecord
 from virtfleet.inventory.store import DEFAULT_CLAIM_TTL, ClaimRequest, Store
 from virtfleet.placement.models import HostState, PlacementRequest, VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.placement.scheduler import Placed, Scheduler
-from virtfleet.queries import NodeInfo, ask_fleet, domains_of, failures, node_info_of
 from virtfleet.virt.fanout import ConnectionPool
 from virtfleet.virt.host import Host
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtfleet.errors import Conflict, HypervisorError, InvalidInput, NotFound
+from virtfleet.fleet.locate import locate_vm
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
-from virtfleet.locate import locate_vm
 from virtfleet.provision import guestfs
 from virtfleet.provision.journal import journaled
 from virtfleet.virt import storage
@@ -91,7 +91,7 @@ def _volumes(host: Host, domain: Domain, field: str) -> tuple[VolumeInfo, ...]:
 
 
 def find_template(store: Store, pool: ConnectionPool, name: str, host: str | None = None,
-                  field: str = "TEMPLATE") -> Template:
+                  field: str = "template") -> Template:
     try:
         record = locate_vm(name, store, pool, host=host)
     except NotFound:
@@ -145,7 +145,7 @@ def create_template(store: Store, pool: ConnectionPool, name: str, source: str, 
     from virtfleet.provision.create import check_name_free
 
     if profile is not None and profile not in guestfs.PROFILES:
-        raise InvalidInput("--profile", f"{profile!r} is not one of: "
+        raise InvalidInput("profile", f"{profile!r} is not one of: "
                            + ", ".join(sorted(guestfs.PROFILES)))
     record = locate_vm(source, store, pool, host=host)
     h = pool.get(record)
@@ -155,9 +155,9 @@ def create_template(store: Store, pool: ConnectionPool, name: str, source: str, 
                        "template is sealed from a VM that is not running)")
     vm = guest.domain()
     if is_template(vm):
-        raise InvalidInput("--from", f"{source!r} is already a template")
+        raise InvalidInput("source", f"{source!r} is already a template")
     check_name_free(name, store, store.hypervisors(pod=record.pod), pool)
-    disks = _volumes(h, vm, "--from")
+    disks = _volumes(h, vm, "source")
     with journaled(store, pool, "template", f"{record.name}/{name}") as op, \
             tempfile.TemporaryDirectory(prefix="virtfleet-template-") as tmp:
         local = []

@@ -81,7 +81,7 @@ def _lookup(host: Host, name: str) -> Any:
             return host.conn.networkLookupByName(name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-                raise NotFound(f"{host.label}: has no network {name!r}") from None
+                raise NotFound(f"has no network {name!r}", host=host.label) from None
             raise
 
 
@@ -129,7 +129,7 @@ def define(host: Host, doc: Network, field: str = "network") -> NetworkInfo:
     subnet overlaps one of the host's networks."""
     name = doc.name or ""
     if has_network(host, name):
-        raise Conflict(f"{host.label}: network {name!r} already exists")
+        raise Conflict(f"network {name!r} already exists", host=host.label)
     check_overlap(doc, subnets_in_use(host), field, host.label)
     with libvirt_errors(host.label):
         return _info(host.conn.networkDefineXML(doc.to_xml()))
@@ -155,8 +155,8 @@ def undefine(host: Host, name: str, *, destroy: bool = False) -> bool:
     with libvirt_errors(host.label):
         active = bool(net.isActive())
         if active and not destroy:
-            raise Conflict(f"{host.label}: network {name!r} is active; destroy it first (or "
-                           "give --destroy)")
+            raise Conflict(f"network {name!r} is active; destroy it first (or give "
+                           "`destroy`)", host=host.label)
         if active:
             net.destroy()
         net.undefine()
@@ -228,12 +228,12 @@ def ensure(host: Host, spec: NetworkSpec, field: str, *, dry_run: bool = False) 
     else:
         have = spec_of(Network.parse(network_xml(host, spec.name)))
         if have is None or not same(have, spec):
-            raise Conflict(f"{host.label}: network {spec.name!r} exists and differs from the "
-                           "fleet file; virtfleet does not rewrite a network VMs may use "
-                           "(undefine it, or rename one)")
+            raise Conflict(f"network {spec.name!r} exists and differs from the fleet file; "
+                           "virtfleet does not rewrite a network VMs may use (undefine it, or "
+                           "rename one)", host=host.label)
         if not existing.persistent:
-            raise Conflict(f"{host.label}: network {spec.name!r} is transient; define it "
-                           "persistently first")
+            raise Conflict(f"network {spec.name!r} is transient; define it persistently "
+                           "first", host=host.label)
     if not existing.active:
         changes.append("start")
         if not dry_run:

@@ -1,6 +1,6 @@
 """Storage pool lifecycle and volume upkeep on one hypervisor: `virsh pool-*` and `vol-*`.
 
-The lead's storage.py makes, clones, copies and removes volumes; this module defines, builds,
+storage.py makes, clones, copies and removes volumes; this module defines, builds,
 starts, refreshes, stops and removes the pools that hold them, and resizes and describes volumes.
 """
 
@@ -86,13 +86,13 @@ def _detail(p: Any) -> PoolDetail:
 
 
 def _lookup(host: Host, name: str) -> Any:
-    check_name("POOL", name)
+    check_name("pool", name)
     with libvirt_errors(host.label):
         try:
             return host.conn.storagePoolLookupByName(name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-                raise NotFound(f"{host.label}: has no storage pool {name!r}") from None
+                raise NotFound(f"has no storage pool {name!r}", host=host.label) from None
             raise
 
 
@@ -108,19 +108,13 @@ def pool_info(host: Host, name: str) -> PoolDetail:
         return _detail(p)
 
 
-def pool_xml(host: Host, name: str) -> Pool:
-    p = _lookup(host, name)
-    with libvirt_errors(host.label):
-        return Pool.parse(p.XMLDesc(0))
-
-
 def define_pool(host: Host, doc: Pool) -> PoolDetail:
     """Define a persistent pool (not started). Conflict if the name is taken on this host."""
-    name = check_name("NAME", doc.name or "")
+    name = check_name("name", doc.name or "")
     with libvirt_errors(host.label):
         try:
             host.conn.storagePoolLookupByName(name)
-            raise Conflict(f"{host.label}: storage pool {name!r} already exists")
+            raise Conflict(f"storage pool {name!r} already exists", host=host.label)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
                 raise
@@ -142,8 +136,8 @@ def build_pool(host: Host, name: str, overwrite: bool = False) -> PoolDetail:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_STORAGE_POOL_BUILT:
                 raise
-            raise Conflict(f"{host.label}: storage pool {name!r}: {exc.get_error_message()}; "
-                           "left as it is (overwrite to format it anyway)") from None
+            raise Conflict(f"storage pool {name!r}: {exc.get_error_message()}; left as it is "
+                           "(overwrite to format it anyway)", host=host.label) from None
         return _detail(p)
 
 
@@ -152,7 +146,7 @@ def start_pool(host: Host, name: str) -> PoolDetail:
     p = _lookup(host, name)
     with libvirt_errors(host.label):
         if p.isActive():
-            raise Conflict(f"{host.label}: storage pool {name!r} is already active")
+            raise Conflict(f"storage pool {name!r} is already active", host=host.label)
         p.create(0)
         return _detail(p)
 
@@ -169,7 +163,7 @@ def destroy_pool(host: Host, name: str) -> PoolDetail:
     p = _lookup(host, name)
     with libvirt_errors(host.label):
         if not p.isActive():
-            raise Conflict(f"{host.label}: storage pool {name!r} is not active")
+            raise Conflict(f"storage pool {name!r} is not active", host=host.label)
         p.destroy()
         return _detail(p)
 
@@ -179,7 +173,7 @@ def undefine_pool(host: Host, name: str) -> None:
     p = _lookup(host, name)
     with libvirt_errors(host.label):
         if p.isActive():
-            raise Conflict(f"{host.label}: storage pool {name!r} is active; destroy it first")
+            raise Conflict(f"storage pool {name!r} is active; destroy it first", host=host.label)
         p.undefine()
 
 
@@ -209,16 +203,27 @@ def check_volume_ref(field: str, name: str) -> str:
 
 
 def _vol(host: Host, pool_name: str, name: str) -> Any:
+    """The volume; a pool that does not list it is refreshed once first, since another
+    hypervisor of the pod (or another tool) may have made it on storage they share."""
     p = _lookup(host, pool_name)
-    check_volume_ref("VOLUME", name)
+    check_volume_ref("volume", name)
     with libvirt_errors(host.label):
-        try:
-            return p.storageVolLookupByName(name)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                raise NotFound(f"{host.label}: pool {pool_name!r} has no volume "
-                               f"{name!r}") from None
-            raise
+        found = _vol_named(p, name)
+        if found is None and p.isActive():
+            p.refresh(0)
+            found = _vol_named(p, name)
+    if found is None:
+        raise NotFound(f"pool {pool_name!r} has no volume {name!r}", host=host.label)
+    return found
+
+
+def _vol_named(p: Any, name: str) -> Any | None:
+    try:
+        return p.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return None
+        raise
 
 
 def _vol_detail(pool_name: str, v: Any) -> VolumeDetail:
@@ -239,7 +244,7 @@ def list_volumes(host: Host, pool_name: str) -> list[VolumeDetail]:
     p = _lookup(host, pool_name)
     with libvirt_errors(host.label):
         if not p.isActive():
-            raise Conflict(f"{host.label}: storage pool {pool_name!r} is not active")
+            raise Conflict(f"storage pool {pool_name!r} is not active", host=host.label)
         p.refresh(0)  # files made by other tools show up
         return sorted((_vol_detail(pool_name, v) for v in p.listAllVolumes(0)),
                       key=lambda d: d.name)
@@ -254,11 +259,12 @@ def resize_volume(host: Host, pool_name: str, name: str, capacity_bytes: int,
     with libvirt_errors(host.label):
         current = _vol_detail(pool_name, v)
         if capacity_bytes < current.capacity_bytes and not shrink:
-            raise InvalidInput("SIZE", f"{capacity_bytes} bytes is smaller than the volume's "
-                               f"{current.capacity_bytes}; shrinking loses data: add --shrink")
+            raise InvalidInput("size_bytes", f"{capacity_bytes} bytes is smaller than the "
+                               f"volume's {current.capacity_bytes}; shrinking loses data: add "
+                               "`shrink`")
         grow = capacity_bytes - current.capacity_bytes
         if grow > info.available_bytes:
-            raise InvalidInput("SIZE", f"growing by {grow // 2**20} MiB is more than the "
+            raise InvalidInput("size_bytes", f"growing by {grow // 2**20} MiB is more than the "
                                f"{info.available_bytes // 2**20} MiB free in pool "
                                f"{pool_name!r}")
         v.resize(capacity_bytes, libvirt.VIR_STORAGE_VOL_RESIZE_SHRINK if shrink else 0)
@@ -272,18 +278,19 @@ def delete_volume_named(host: Host, pool_name: str, name: str) -> None:
         path = str(v.path())
     users = storage.backed_by(host, path)
     if users:
-        raise Conflict(f"{host.label}: volume {name!r} backs {len(users)} other volume(s) "
-                       f"({', '.join(u.name for u in users[:3])}); delete those first")
+        raise Conflict(f"volume {name!r} backs {len(users)} other volume(s) "
+                       f"({', '.join(u.name for u in users[:3])}); delete those first",
+                       host=host.label)
     with libvirt_errors(host.label):
         v.delete(0)
 
 
 def volume_in_pool(host: Host, pool_name: str, name: str) -> storage.VolumeInfo:
-    """The lead's VolumeInfo for a volume named in a pool (for clone and download)."""
+    """storage.py's VolumeInfo for a volume named in a pool (for clone and download)."""
     path = volume_info(host, pool_name, name).path
     found = storage.volume_at(host, path)
     if found is None:
-        raise NotFound(f"{host.label}: pool {pool_name!r} has no volume {name!r}")
+        raise NotFound(f"pool {pool_name!r} has no volume {name!r}", host=host.label)
     return found
 
 

@@ -68,10 +68,10 @@ class Snapshots:
     def create(self, name: str | None = None, description: str | None = None) -> str:
         """Take an internal snapshot of every qcow2 disk (and memory, if running)."""
         if name is not None:
-            check_name("--name", name)
+            check_name("name", name)
         if description is not None and (len(description) > MAX_DESCRIPTION
                                         or any(ch in description for ch in "\x00\r")):
-            raise InvalidInput("--description", f"must be at most {MAX_DESCRIPTION} "
+            raise InvalidInput("description", f"must be at most {MAX_DESCRIPTION} "
                                "characters of text")
         modes = {}
         for disk in self.guest.domain().devices.disks:

@@ -11,9 +11,10 @@ from typing import Any
 import libvirt
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
-from virtfleet.images import human_bytes
+from virtfleet.units import human_bytes
 from virtfleet.virt.errors import libvirt_errors
 from virtfleet.virt.host import Host
+from virtfleet.xml.domain import Domain
 from virtfleet.xml.storage import Pool, Volume
 
 
@@ -43,9 +44,9 @@ def pool(host: Host, name: str) -> PoolInfo:
     for p in pools(host):
         if p.name == name:
             if not p.active:
-                raise Conflict(f"{host.label}: storage pool {name!r} is not active")
+                raise Conflict(f"storage pool {name!r} is not active", host=host.label)
             return p
-    raise NotFound(f"{host.label}: has no storage pool {name!r}")
+    raise NotFound(f"has no storage pool {name!r}", host=host.label)
 
 
 def confine(host: Host, field: str, path: str) -> PoolInfo:
@@ -75,7 +76,7 @@ def check_fits(pool_name: str, available_bytes: int, capacity_bytes: int, field:
 
 
 def create_volume(host: Host, pool_name: str, name: str, capacity_bytes: int, fmt: str,
-                  field: str = "--disk size") -> str:
+                  field: str = "disks.size") -> str:
     """A new empty volume; returns its path. Conflict if the name is taken; InvalidInput
     naming `field` if its capacity is more than the pool has free (check_fits)."""
     check_fits(pool_name, pool(host, pool_name).available_bytes, capacity_bytes, field,
@@ -169,6 +170,17 @@ def backed_by(host: Host, path: str) -> list[VolumeInfo]:
     return out
 
 
+def disk_users(host: Host, path: str, pool_name: str, name: str) -> list[str]:
+    """The domains of `host`, running or only defined, that have volume `name` of pool
+    `pool_name` as a disk (a CD-ROM too): by its path, or as <source pool= volume=>."""
+    with libvirt_errors(host.label):
+        xmls = [(str(d.name()), str(d.XMLDesc(0))) for d in host.conn.listAllDomains(0)]
+    return sorted(vm for vm, xml in xmls if any(
+        path in (d.source_file, d.source_dev)
+        or (d.source_pool == pool_name and d.source_volume == name)
+        for d in Domain.parse(xml).devices.disks))
+
+
 def _absent(host: Host, p: Any, name: str) -> None:
     try:
         p.storageVolLookupByName(name)
@@ -176,7 +188,7 @@ def _absent(host: Host, p: Any, name: str) -> None:
         if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
             raise
         return
-    raise Conflict(f"{host.label}: volume {name!r} already exists in pool {p.name()!r}")
+    raise Conflict(f"volume {name!r} already exists in pool {p.name()!r}", host=host.label)
 
 
 def create_overlay(host: Host, pool_name: str, name: str, backing: VolumeInfo) -> str:

@@ -139,54 +139,56 @@ def pool_definition(
     iqn: str | None = None,
     fmt: str | None = None,
 ) -> Pool:
-    """A pool document from `virsh pool-define-as`-like options, each checked by its rule."""
-    _one_of("--type", kind, POOL_TYPES)
-    check_name("NAME", name)
+    """A pool document from `virsh pool-define-as`-like fields, each checked by its rule.
+    Errors name the fields as a pool request does: `type` for `kind`, `format` for `fmt`, the
+    others as their parameters."""
+    _one_of("type", kind, POOL_TYPES)
+    check_name("name", name)
     p = Pool()
     p.type, p.name = kind, name
-    devs = tuple(check_abs_path("--source-dev", d) for d in source_devs)
+    devs = tuple(check_abs_path("source_devs", d) for d in source_devs)
     if kind in ("dir", "fs", "netfs"):
-        _need("--target", target, kind)
+        _need("target", target, kind)
         assert target is not None
-        p.target_path = check_abs_path("--target", target)
+        p.target_path = check_abs_path("target", target)
     if kind == "fs":
-        _need("--source-dev", devs, kind)
+        _need("source_devs", devs, kind)
         p.source_devices.append(_dev(devs[0]))
-        p.source_format = _one_of("--format", fmt or "auto", FS_FORMATS)
+        p.source_format = _one_of("format", fmt or "auto", FS_FORMATS)
     elif kind == "netfs":
-        _need("--source-host", source_host, kind)
-        _need("--source-path", source_path, kind)
+        _need("source_host", source_host, kind)
+        _need("source_path", source_path, kind)
         assert source_host is not None and source_path is not None
-        p.source_host = check_source_host("--source-host", source_host)
-        p.source_dir = check_abs_path("--source-path", source_path)
-        p.source_format = _one_of("--format", fmt or "nfs", NETFS_FORMATS)
+        p.source_host = check_source_host("source_host", source_host)
+        p.source_dir = check_abs_path("source_path", source_path)
+        p.source_format = _one_of("format", fmt or "nfs", NETFS_FORMATS)
     elif kind == "logical":
-        vg_name = check_name("--vg", vg or name)
+        vg_name = check_name("vg", vg or name)
         for d in devs:
             p.source_devices.append(_dev(d))
         p.source_name = vg_name
         p.source_format = "lvm2"
         p.target_path = f"/dev/{vg_name}"
     elif kind == "iscsi":
-        _need("--source-host", source_host, kind)
-        _need("--iqn", iqn, kind)
+        _need("source_host", source_host, kind)
+        _need("iqn", iqn, kind)
         assert source_host is not None and iqn is not None
         if not _IQN_RE.match(iqn):
-            raise InvalidInput("--iqn", f"{iqn!r} is not an iSCSI qualified name such as "
+            raise InvalidInput("iqn", f"{iqn!r} is not an iSCSI qualified name such as "
                                "iqn.2013-06.com.example:vms")
-        p.source_host = check_source_host("--source-host", source_host)
+        p.source_host = check_source_host("source_host", source_host)
         p.source_devices.append(_dev(iqn))
         # Stable names: the same LUN has the same by-path name on every hypervisor.
-        p.target_path = check_abs_path("--target", target or "/dev/disk/by-path")
+        p.target_path = check_abs_path("target", target or "/dev/disk/by-path")
     elif kind == "mpath":
-        p.target_path = check_abs_path("--target", target or "/dev/mapper")
+        p.target_path = check_abs_path("target", target or "/dev/mapper")
     elif kind == "disk":
-        _need("--source-dev", devs, kind)
+        _need("source_devs", devs, kind)
         p.source_devices.append(_dev(devs[0]))
-        p.source_format = _one_of("--format", fmt or "gpt", DISK_FORMATS)
-        p.target_path = check_abs_path("--target", target or "/dev")
+        p.source_format = _one_of("format", fmt or "gpt", DISK_FORMATS)
+        p.target_path = check_abs_path("target", target or "/dev")
     if fmt is not None and kind in ("dir", "logical", "iscsi", "mpath"):
-        raise InvalidInput("--format", f"does not apply to a {kind} pool")
+        raise InvalidInput("format", f"does not apply to a {kind} pool")
     return p
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from virtfleet.errors import HypervisorError
+from virtfleet.fleet.scope import Progress, Step
 from virtfleet.inventory.records import DomainRecord, FleetVM, HostFailure, HostRecord
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host
@@ -104,7 +105,7 @@ def check_of(host: Host) -> HostCheck:
         problems.append("no guest types offered (is the QEMU driver installed?)")
     elif not kvm_usable and "qemu" in caps.virt_types:
         problems.append("no KVM: guests would run under TCG emulation (slow)")
-    from virtfleet.netfleet import network_problems  # pydantic models: only when checking
+    from virtfleet.fleet.declared_networks import network_problems  # pydantic: when checking
 
     problems.extend(network_problems(host))
     return HostCheck(
@@ -132,6 +133,20 @@ def ask_fleet(
     finally:
         if own:
             p.close()
+
+
+def counting(progress: Progress | None, what: str, total: int) -> Callable[[object], None]:
+    """A callback for each finished item (a host's answer, a clone) that tells `progress` how
+    many of `total` are done."""
+    done = 0
+
+    def tick(_item: object) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(Step(what, done, total))
+
+    return tick
 
 
 def fleet_vms(results: Sequence[HostResult[list[DomainRecord]]]) -> list[FleetVM]:

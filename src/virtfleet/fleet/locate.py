@@ -1,4 +1,4 @@
-"""Finding a VM by name anywhere in the fleet.
+"""Finding a VM by name anywhere in the fleet, and holding it for one operation.
 
 VM names are unique fleet-wide (virtfleet refuses to create a duplicate), so an operator names
 a VM, never its hypervisor. The store's last observation says where to look first; if the VM
@@ -8,11 +8,52 @@ is not there any more (migrated, or the store is stale), every hypervisor in sco
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from virtfleet.errors import Conflict, NotFound
+from virtfleet.fleet.queries import failures
+from virtfleet.fleet.scope import FleetService
 from virtfleet.inventory.records import HostRecord
 from virtfleet.inventory.store import Store
-from virtfleet.queries import failures
+from virtfleet.placement.policy import Policy
+from virtfleet.provision.locks import vm_lock
+from virtfleet.validate import check_name
 from virtfleet.virt.fanout import ConnectionPool, fan_out
+from virtfleet.virt.guest import Guest
+
+
+class VMFinder(FleetService):
+    """The base of the services that act on VMs named anywhere in the fleet.
+
+    Its own pool keeps connections open until close(): a Guest found here must stay usable
+    through the fan-outs that come after (an undefine asks the whole pod who else uses the
+    VM's disks, the VM's own host included)."""
+
+    def __init__(self, store: Store, pool: ConnectionPool | None = None, *,
+                 policy: Policy | None = None) -> None:
+        super().__init__(store, pool if pool is not None else ConnectionPool())
+        self._own_pool = pool is None
+        self.policy = policy or Policy()  # where new VMs may go (create, clone)
+
+    def guest(self, vm: str, host: str | None = None) -> Guest:
+        """The VM `vm`, wherever it is (`host`: only there)."""
+        check_name("vm", vm)
+        record = locate_vm(vm, self.store, self.pool, host=host)
+        return Guest.lookup(self.pool.get(record), vm)
+
+    @contextmanager
+    def held(self, vm: str, host: str | None, operation: str) -> Iterator[Guest]:
+        """The VM, locked for `operation`: a concurrent one on the same VM gets 'busy'."""
+        guest = self.guest(vm, host)
+        with vm_lock(self.store, lock_key(guest), operation):
+            yield guest
+
+
+def lock_key(guest: Guest) -> str:
+    """A VM is its name on its hypervisor: two hosts may carry VMs of the same name (made
+    outside virtfleet, or copies), and each is its own VM to lock."""
+    return f"{guest.host.label}/{guest.name}"
 
 
 def locate_vm(name: str, store: Store, pool: ConnectionPool, *, host: str | None = None

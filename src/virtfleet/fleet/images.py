@@ -1,7 +1,7 @@
 """Local disk images through qemu-img: what a file is (`info`), and converting it between raw
 (fastest) and qcow2 (snapshots, thin) with a progress callback and a byte-for-byte check after.
 
-qemu-img reads the chapter's other formats too (vmdk, vdi, vhd/vpc, vhdx, qed, qcow, cloop,
+qemu-img reads other hypervisors' formats too (vmdk, vdi, vhd/vpc, vhdx, qed, qcow, cloop,
 ...), so an image brought from VMware, VirtualBox or Hyper-V can be inspected and converted.
 """
 
@@ -25,16 +25,6 @@ _PROGRESS_RE = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 QEMU_IMG = "qemu-img"
 
 
-def human_bytes(n: int | None) -> str | None:
-    """A size as qemu-img and virsh print it: 1.50 GiB."""
-    if n is None:
-        return None
-    for unit, div in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{n} B"
-
-
 @dataclass(frozen=True)
 class ImageInfo:
     path: str
@@ -53,7 +43,7 @@ class ImageInfo:
 def _existing_file(field: str, path: str) -> Path:
     p = Path(path)
     if not p.exists():
-        raise NotFound(f"{field}: {path!r} does not exist")
+        raise NotFound(f"`{field}`: {path!r} does not exist")
     if not p.is_file() and not p.is_block_device():
         raise InvalidInput(field, f"{path!r} is not a file or block device")
     return p.resolve()
@@ -70,13 +60,16 @@ def _qemu_img(argv: list[str], what: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def info(path: str, fmt: str | None = None) -> ImageInfo:
-    """`qemu-img info --output=json`; `fmt` pins the format instead of letting qemu probe."""
-    p = _existing_file("FILE", path)
+def info(path: str, fmt: str | None = None, *, field: str = "path",
+         format_field: str = "format") -> ImageInfo:
+    """`qemu-img info --output=json`; `fmt` pins the format instead of letting qemu probe.
+    Errors name `path` and `fmt` as the caller's request does (`field`, `format_field`)."""
+    p = _existing_file(field, path)
     argv = ["info", "--output=json"]
     if fmt is not None:
         if fmt not in SOURCE_FORMATS:
-            raise InvalidInput("--format", f"{fmt!r} is not one of {', '.join(SOURCE_FORMATS)}")
+            raise InvalidInput(format_field, f"{fmt!r} is not one of "
+                               f"{', '.join(SOURCE_FORMATS)}")
         argv += ["-f", fmt]
     data = json.loads(_qemu_img([*argv, str(p)], "info").stdout)
     return ImageInfo(path=str(p), format=str(data.get("format", "")),
@@ -91,19 +84,20 @@ def convert(src: str, dst: str, to: str, *, src_format: str | None = None,
             compress: bool = False, force: bool = False,
             progress: Callable[[float], None] | None = None) -> ImageInfo:
     """Convert `src` to a new file `dst` in format `to`, then prove the guest-visible content
-    is identical (`qemu-img compare`). Nothing is left at `dst` if either step fails."""
+    is identical (`qemu-img compare`). Nothing is left at `dst` if either step fails. Errors
+    name the parameters as fields (`src_format` for the source's format)."""
     if to not in TARGET_FORMATS:
-        raise InvalidInput("--to", f"{to!r} is not one of {', '.join(TARGET_FORMATS)}")
+        raise InvalidInput("to", f"{to!r} is not one of {', '.join(TARGET_FORMATS)}")
     if compress and to != "qcow2":
-        raise InvalidInput("--compress", "only a qcow2 target can be compressed")
-    source = info(src, src_format)
+        raise InvalidInput("compress", "only a qcow2 target can be compressed")
+    source = info(src, src_format, field="src", format_field="src_format")
     out = Path(os.path.abspath(dst))  # never an argument qemu-img could read as an option
     if out.resolve() == Path(source.path):
-        raise InvalidInput("DST", "must differ from SRC")
+        raise InvalidInput("dst", "must differ from `src`")
     if out.exists() and not force:
-        raise Conflict(f"DST: {dst!r} exists (use --force to replace it)")
+        raise Conflict(f"`dst`: {dst!r} exists (use `force` to replace it)")
     if not out.parent.is_dir():
-        raise InvalidInput("DST", f"directory {str(out.parent)!r} does not exist")
+        raise InvalidInput("dst", f"directory {str(out.parent)!r} does not exist")
     argv = [QEMU_IMG, "convert", "-p", "-f", source.format, "-O", to]
     if compress:
         argv.append("-c")

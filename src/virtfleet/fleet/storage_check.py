@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from virtfleet.errors import VirtfleetError
+from virtfleet.fleet.podstorage import pod_pool_name
 from virtfleet.inventory.fleetfile import PodStorage
-from virtfleet.podstorage import pod_pool_name
 from virtfleet.virt import pools
 from virtfleet.virt.host import Host
 from virtfleet.xml.parse import parse_xml
 
 if TYPE_CHECKING:
+    from virtfleet.fleet.queries import HostCheck
     from virtfleet.inventory.store import Store
-    from virtfleet.queries import HostCheck
 
 SELINUX_ENFORCE = Path("/sys/fs/selinux/enforce")
 
@@ -121,7 +121,7 @@ def storage_by_host(store: Store) -> dict[str, tuple[str, PodStorage | None]]:
 def host_check_with_storage(
         pods: Mapping[str, tuple[str, PodStorage | None]]) -> Callable[[Host], HostCheck]:
     """`check_of` whose problems include the storage preflight's (for `host check`)."""
-    from virtfleet.queries import check_of
+    from virtfleet.fleet.queries import check_of
 
     def work(host: Host) -> HostCheck:
         base = check_of(host)

@@ -49,9 +49,9 @@ def ensure_pod_pool(host: Host, want: Pool) -> str:
     have = existing.get(name)
     done = []
     if have is not None and not _same(have, want):
-        raise Conflict(f"{host.label}: pool {name!r} exists with another source "
-                       f"({have.type} {have.source or have.target}); undefine it or rename "
-                       "the pod's pool")
+        raise Conflict(f"pool {name!r} exists with another source ({have.type} "
+                       f"{have.source or have.target}); undefine it or rename the pod's pool",
+                       host=host.label)
     if have is None:
         have = pools.define_pool(host, want)
         done.append("defined")
@@ -69,6 +69,24 @@ def ensure_pod_pool(host: Host, want: Pool) -> str:
         pools.set_autostart(host, name, True)
         done.append("autostart")
     return ", ".join(done) or "already in place"
+
+
+def shareable(pool: PoolDetail, pod_storage: PodStorage | None) -> str | None:
+    """Why `pool` can be the same storage on other hypervisors (what makes it so), or None for
+    a pool local to its hypervisor."""
+    if pool.type in ("netfs", "iscsi"):
+        return f"same {pool.type} source {pool.source} at {pool.target}"
+    if (pool.type == "dir" and pod_storage is not None and pod_storage.type == "dir"
+            and pool.target == pod_storage.target):
+        # libvirt cannot see that a directory is shared; the fleet file declares it.
+        return f"the pod's declared shared directory {pool.target}"
+    return None
+
+
+def same_pool(pool: PoolDetail, theirs: Sequence[PoolDetail]) -> PoolDetail | None:
+    """Another hypervisor's active pool on the same storage as `pool`, if it has one."""
+    return next((p for p in theirs if p.active and p.type == pool.type
+                 and p.target == pool.target and p.source == pool.source), None)
 
 
 @dataclass(frozen=True)
@@ -89,20 +107,14 @@ def judge_sharing(pool: PoolDetail, pod_storage: PodStorage | None,
     pools (None: it did not answer, so sharing cannot be proven)."""
     if not pool.active:
         return Sharing(pool.name, False, "pool is not active")
-    if pool.type in ("netfs", "iscsi"):
-        basis = f"same {pool.type} source {pool.source} at {pool.target}"
-    elif (pool.type == "dir" and pod_storage is not None and pod_storage.type == "dir"
-          and pool.target == pod_storage.target):
-        # libvirt cannot see that a directory is shared; the fleet file declares it.
-        basis = f"the pod's declared shared directory {pool.target}"
-    else:
+    basis = shareable(pool, pod_storage)
+    if basis is None:
         return Sharing(pool.name, False, f"a {pool.type} pool is local to its hypervisor")
     missing = []
     for name, theirs in sorted(others.items()):
         if theirs is None:
             return Sharing(pool.name, False, f"{name} did not answer")
-        if not any(p.active and p.type == pool.type and p.target == pool.target
-                   and p.source == pool.source for p in theirs):
+        if same_pool(pool, theirs) is None:
             missing.append(name)
     if missing:
         return Sharing(pool.name, False, f"not on {', '.join(missing[:5])}"

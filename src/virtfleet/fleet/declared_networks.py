@@ -1,23 +1,23 @@
-"""Networks across the fleet: make every hypervisor carry the libvirt networks its pod and
-site declare (for `apply`), and the network preflight (for `host check`).
+"""The networks the fleet file declares: every hypervisor made to carry the libvirt networks
+its pod and site declare (for `apply`), and the network preflight (for `host check`).
 
 Both go through the fan-out, so each host answers within its deadline and fails on its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from virtfleet.errors import InvalidInput, VirtfleetError
+from virtfleet.fleet.scope import FanOutService, Progress
 from virtfleet.inventory.fleetfile import Fleet
 from virtfleet.inventory.networks import NetworkSpec, declared_networks
-from virtfleet.inventory.records import HostRecord
+from virtfleet.inventory.records import HostFailure, HostRecord
 from virtfleet.virt import networks
-from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
+from virtfleet.virt.fanout import ConnectionPool
 from virtfleet.virt.host import Host
 from virtfleet.xml.domain import Domain
-from virtfleet.xml.network import Network
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,40 @@ class NetChange:
     host: str
     network: str
     changes: tuple[str, ...]  # define, start, autostart; empty: already as declared
-    error: str = ""
-    kind: str = ""
+    error: VirtfleetError | None = None
 
     def as_json(self) -> dict[str, object]:
         return {"host": self.host, "network": self.network, "changes": list(self.changes),
-                "ok": not self.error, "error": self.error, "kind": self.kind}
+                "ok": self.error is None,
+                "error": self.error.in_row(self.host) if self.error else "",
+                "kind": self.error.kind if self.error else ""}
+
+
+@dataclass(frozen=True)
+class NetworkChanges:
+    """What apply did (or, dry, would do) to the declared networks, host by host; `failures`:
+    the hosts that could not be asked at all."""
+
+    changes: tuple[NetChange, ...]
+    failures: tuple[HostFailure, ...]
+    hosts: int  # how many hypervisors have declared networks
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and all(c.error is None for c in self.changes)
+
+    def first_bad_input(self) -> InvalidInput | None:
+        """The first network a host refused as bad input (a subnet overlapping one it has)."""
+        for c in self.changes:
+            if isinstance(c.error, InvalidInput):
+                return InvalidInput(f"network {c.network}", c.error.in_row(c.host),
+                                    host=c.host)
+        return None
+
+    def as_json(self) -> list[dict[str, object]]:
+        return [c.as_json() for c in self.changes] + [
+            {"host": f.host, "network": None, "changes": [], "ok": False,
+             "error": f.message, "kind": f.kind} for f in self.failures]
 
 
 def hosts_with_networks(fleet: Fleet) -> list[tuple[HostRecord, list[NetworkSpec]]]:
@@ -46,77 +74,50 @@ def hosts_with_networks(fleet: Fleet) -> list[tuple[HostRecord, list[NetworkSpec
     return out
 
 
-def converge(fleet: Fleet, *, dry_run: bool,
-             progress: Callable[[HostResult[list[NetChange]]], None] | None = None,
-             ) -> list[HostResult[list[NetChange]]]:
-    """Define, start and autostart each declared network on each of its hypervisors.
+class DeclaredNetworks(FanOutService):
+    """The fleet file's libvirt networks onto its hypervisors, for `apply`: each declared
+    network defined, started and autostarted on each hypervisor of its site or pod.
 
+    `plan` is a dry pass over every host, to make first: a declared subnet overlapping a
+    network a host already has is bad input, raised before the store or any host is changed.
     Within a host, one network's refusal (it exists and differs, its subnet overlaps one made
     outside the fleet file) is that network's row, and the host's other networks go ahead.
     """
-    targets = hosts_with_networks(fleet)
-    by_name = {rec.name: specs for rec, specs in targets}
 
-    def work(h: Host) -> list[NetChange]:
-        out = []
-        for spec in by_name[h.label]:
-            try:
-                done = networks.ensure(h, spec, f"libvirt_networks {spec.name}",
-                                       dry_run=dry_run)
-                out.append(NetChange(h.label, spec.name, tuple(done)))
-            except VirtfleetError as exc:
-                if exc.retryable:
-                    raise  # the host, not this network, is the problem
-                text = exc.in_row(h.label)
-                out.append(NetChange(h.label, spec.name, (), text, exc.kind))
-        return out
+    def __init__(self, fleet: Fleet, pool: ConnectionPool | None = None) -> None:
+        super().__init__(pool)
+        self.targets = hosts_with_networks(fleet)
 
-    pool = ConnectionPool(one_shot=True)
-    try:
-        return fan_out([rec for rec, _ in targets], work, pool, progress=progress)
-    finally:
-        pool.close()
+    def plan(self, progress: Progress | None = None) -> NetworkChanges:
+        """What apply would do; raises the first bad input a host found."""
+        dry = self._converge(True, progress)
+        bad = dry.first_bad_input()
+        if bad is not None:
+            raise bad
+        return dry
 
+    def apply(self, progress: Progress | None = None) -> NetworkChanges:
+        return self._converge(False, progress)
 
-def first_bad_input(results: Sequence[HostResult[list[NetChange]]]) -> InvalidInput | None:
-    """The first row a dry run refused as bad input (an overlapping subnet), if any."""
-    for r in results:
-        for c in r.value or ():
-            if c.kind == "invalid-input":
-                return InvalidInput(f"{c.host}: network {c.network}", c.error)
-    return None
+    def _converge(self, dry_run: bool, progress: Progress | None) -> NetworkChanges:
+        by_name = {rec.name: specs for rec, specs in self.targets}
 
+        def work(h: Host) -> list[NetChange]:
+            out = []
+            for spec in by_name[h.label]:
+                try:
+                    done = networks.ensure(h, spec, f"libvirt_networks {spec.name}",
+                                           dry_run=dry_run)
+                    out.append(NetChange(h.label, spec.name, tuple(done)))
+                except VirtfleetError as exc:
+                    if exc.retryable:
+                        raise  # the host, not this network, is the problem
+                    out.append(NetChange(h.label, spec.name, (), exc))
+            return out
 
-# -- net define -------------------------------------------------------------------------------
-
-def define_on(host: Host, doc: Network, field: str, *, start: bool,
-              autostart: bool) -> list[str]:
-    """Define `doc` on `host`, then start it and mark it autostart if asked; return what was
-    done. If a step fails, the steps before it are undone (nothing of it is left on the host)
-    and the error says so: a re-run then does not stop at "already exists"."""
-    name = str(doc.name)
-    networks.define(host, doc, field)
-    done = ["defined"]
-    try:
-        if start:
-            networks.start(host, name)
-            done.append("started")
-        if autostart:
-            networks.set_autostart(host, name, True)
-            done.append("marked autostart")
-    except VirtfleetError as exc:
-        try:
-            undo_define(host, name, done)
-            exc.add(f"; {name} was undefined again, nothing was left behind")
-        except VirtfleetError as undo:
-            exc.add(f"; could not undefine {name} again ({undo.message})")
-        raise
-    return done
-
-
-def undo_define(host: Host, name: str, done: Sequence[str]) -> None:
-    """Take back what define_on did on `host` (another host failed: all or nothing)."""
-    networks.undefine(host, name, destroy="started" in done)
+        answers = self.ask([rec for rec, _ in self.targets], "networks", work, progress)
+        return NetworkChanges(tuple(c for _h, changes in answers.values for c in changes),
+                              tuple(answers.failures), len(self.targets))
 
 
 # -- preflight --------------------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""What runs where, fleet-wide: `list` every VM, and `sync` what the hypervisors have into the
+store.
+
+A plain list asks a running controller on this store first (warm: each row as old as the
+controller's last reading), then the hypervisors themselves; `live` skips the controller and
+`store` asks nobody, reading what the last sync or controller wrote. `sync` goes through a
+running controller too, so its own view is refreshed as well.
+
+This module is imported by every `list`: a warm answer reads the controller's registration
+with the standard library (inventory/registration.py) and opens neither the store nor any
+hypervisor, so what it needs for those is imported only on the way to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from virtfleet.errors import HostUnavailable, InvalidInput, NotFound
+from virtfleet.inventory.records import STATES, HostFailure
+
+if TYPE_CHECKING:
+    from virtfleet.fleet.scope import Progress
+    from virtfleet.inventory.records import ControllerRecord
+    from virtfleet.inventory.store import Store
+
+SOURCES = ("auto", "live", "store")
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """The VMs of the fleet, or of a site, pod, host or group, or in one state."""
+
+    site: str | None = None
+    pod: str | None = None
+    host: str | None = None
+    group: str | None = None
+    state: str | None = None  # virsh's words: running, shut off, ...
+    source: str = "auto"  # auto: a running controller, else the hypervisors; live; store
+
+    def check(self) -> None:
+        if self.state is not None and self.state not in STATES:
+            raise InvalidInput("state", f"{self.state!r} is not one of: {', '.join(STATES)}")
+        if self.source not in SOURCES:
+            raise InvalidInput("source", f"{self.source!r} is not one of {', '.join(SOURCES)}")
+
+    @property
+    def scope(self) -> dict[str, str | None]:
+        return {"site": self.site, "pod": self.pod, "host": self.host, "group": self.group}
+
+
+@dataclass(frozen=True)
+class VMList:
+    vms: tuple[dict[str, Any], ...]  # FleetVM.as_json() objects: the shape of `list --json`
+    failed: tuple[HostFailure, ...]  # hosts that did not answer (or, from the store, last time)
+    source: str  # where the rows came from: controller, live or store
+    notes: tuple[str, ...] = ()  # why a running controller was not the source
+
+    def as_json(self) -> dict[str, object]:
+        return {"source": self.source, "vms": list(self.vms),
+                "failed": [f.as_json() for f in self.failed]}
+
+
+@dataclass(frozen=True)
+class Synced:
+    hosts: int  # asked
+    vms: int  # recorded
+    failed: tuple[HostFailure, ...]
+    notes: tuple[str, ...] = ()  # why a running controller did not do it
+
+    def as_json(self) -> dict[str, object]:
+        return {"hosts": self.hosts, "vms": self.vms,
+                "failed": [f.as_json() for f in self.failed]}
+
+
+class OverviewService:
+    """`store` opens the store on first use; a warm list never calls it."""
+
+    def __init__(self, db_url: str, store: Callable[[], Store]) -> None:
+        self.db_url = db_url
+        self.store = store
+
+    def list_vms(self, req: ListRequest, progress: Progress | None = None) -> VMList:
+        req.check()
+        if req.source == "store":
+            return self._from_store(req)
+        notes: list[str] = []
+        found = None if req.source == "live" else self._from_controller(req, notes)
+        return found or self._live(req, notes, progress)
+
+    def _registration(self) -> ControllerRecord | None:
+        import sqlite3
+
+        from virtfleet.inventory.registration import registration_from_sqlite
+
+        try:
+            return registration_from_sqlite(self.db_url)
+        except sqlite3.Error:
+            return self.store().controller()
+
+    def _from_controller(self, req: ListRequest, notes: list[str]) -> VMList | None:
+        """The fleet view from a running controller, or None if there is none to ask."""
+        from virtfleet.controller.client import ControllerClient, heartbeat_fresh, is_dead, is_live
+
+        rec = self._registration()
+        if rec is None or not is_live(rec):
+            if rec is not None and heartbeat_fresh(rec) and is_dead(rec):
+                notes.append(f"the controller (pid {rec.pid}) is gone; asking the hypervisors "
+                             "directly")
+            return None
+        try:
+            data = ControllerClient(rec).vms(**req.scope, state=req.state)
+        except HostUnavailable as exc:
+            notes.append(f"{exc.message}; asking the hypervisors directly")
+            return None
+        except NotFound:
+            return None  # e.g. a host applied seconds ago that the controller has not loaded
+        failed = tuple(HostFailure(f["host"], f["kind"], f["error"]) for f in data["failed"])
+        return VMList(tuple(data["vms"]), failed, "controller")
+
+    def _live(self, req: ListRequest, notes: list[str], progress: Progress | None) -> VMList:
+        from virtfleet.fleet.queries import ask_fleet, counting, domains_of, failures, fleet_vms
+
+        hosts = self.store().hypervisors(**req.scope)
+        results = ask_fleet(hosts, domains_of, progress=counting(progress, "list", len(hosts)))
+        rows = tuple(v.as_json() for v in fleet_vms(results)
+                     if req.state is None or v.domain.state == req.state)
+        return VMList(rows, tuple(failures(results)), "live", tuple(notes))
+
+    def _from_store(self, req: ListRequest) -> VMList:
+        store = self.store()
+        vms = store.fleet_vms(**req.scope, state=req.state)
+        in_scope = {h.name for h in store.hypervisors(**req.scope)}
+        failed = tuple(HostFailure(s.host, "host-unavailable", s.error)
+                       for s in store.host_statuses() if not s.reachable and s.host in in_scope)
+        return VMList(tuple(v.as_json() for v in vms), failed, "store")
+
+    def sync(self, progress: Progress | None = None) -> Synced:
+        """Every hypervisor's VMs into the store: through a running controller, else here."""
+        from virtfleet.controller.client import ControllerClient, is_live
+
+        rec = self.store().controller()
+        if rec is not None and is_live(rec):
+            try:
+                data = ControllerClient(rec).sync()
+            except HostUnavailable as exc:
+                return self._sync_here(progress, (f"{exc.message}; syncing from here",))
+            return Synced(int(data["hosts"]), int(data["vms"]), tuple(
+                HostFailure(f["host"], f["kind"], f["error"]) for f in data["failed"]))
+        return self._sync_here(progress)
+
+    def _sync_here(self, progress: Progress | None, notes: tuple[str, ...] = ()) -> Synced:
+        from virtfleet.fleet.observed import record
+        from virtfleet.fleet.queries import ask_fleet, counting, domains_of, failures
+
+        store = self.store()
+        hosts = store.hypervisors()
+        results = ask_fleet(hosts, domains_of, progress=counting(progress, "sync", len(hosts)))
+        record(store, results)
+        vms = sum(len(r.value) for r in results if r.value is not None)
+        return Synced(len(results), vms, tuple(failures(results)), notes)

@@ -1,0 +1,384 @@
+"""The VM service: virsh's verbs for a VM named anywhere in the fleet, and making and removing
+VMs the way virt-install and `virsh undefine` do.
+
+    with VMService(store) as vms:
+        vms.act(ActRequest("start", vm="web01"))                # raises what refused it
+        done = vms.act(ActRequest("shutdown", scope=Scope(pod="p1")))  # a result per VM
+        made = vms.create(CreateRequest(name="web02", memory="4G", vcpus=2, pod="p1", ...))
+
+A VM is found by name (fleet/locate.py) and locked for the operation (provision/locks.py), so a
+second operator's verb on the same VM gets 'busy' instead of racing the first. A verb on many
+VMs acts on every VM in scope whose state it applies to; one VM's failure is its own result,
+a host that does not answer is a failure of the result, and the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from virtfleet.design.spec import VMSpec, vm_spec
+from virtfleet.errors import Conflict, InvalidInput, VirtfleetError
+from virtfleet.fleet.locate import VMFinder, locate_vm, lock_key
+from virtfleet.fleet.scope import Progress, Scope
+from virtfleet.inventory.records import HostFailure, HostRecord
+from virtfleet.provision.create import Created, create_vm, reserve_host
+from virtfleet.provision.locks import vm_lock
+from virtfleet.provision.remove import undefine_vm
+from virtfleet.provision.templates import is_template
+from virtfleet.validate import check_name
+from virtfleet.virt import console
+from virtfleet.virt.guest import DomInfo, Guest, Removal
+from virtfleet.virt.host import Host
+
+__all__ = ["ActRequest", "ActResult", "Console", "ConsoleRequest", "CreateRequest", "Created",
+           "DomInfo", "Undefined", "UndefineRequest", "VMInfo", "VMResult", "VMService",
+           "VMStats", "VERBS"]
+
+
+# ------------------------------------------------------------------ the verbs
+
+
+def _running(state: str) -> bool:
+    return state in ("running", "idle", "paused", "in shutdown", "pmsuspended")
+
+
+def _refuse_template(g: Guest) -> None:
+    if is_template(g.domain()):
+        raise Conflict(f"{g.host.label}/{g.name} is a template: templates are never started "
+                       f"(their images are read-only); clone it: virtfleet vm clone {g.name} NEW")
+
+
+def _start(g: Guest, _req: ActRequest) -> str:
+    _refuse_template(g)
+    g.start()
+    return "started"
+
+
+def _shutdown(g: Guest, req: ActRequest) -> str:
+    how = g.shutdown(timeout=req.timeout, force=req.force)
+    return "is shut off" if how == "shut off" else "destroyed after the shutdown timeout"
+
+
+def _simple(call: Callable[[Guest], None], done: str) -> Callable[[Guest, ActRequest], str]:
+    def run(g: Guest, _req: ActRequest) -> str:
+        call(g)
+        return done
+    return run
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A lifecycle verb: which states it applies to (for many VMs) and how it acts on one,
+    saying how it ended ("started", "is shut off")."""
+
+    applies: Callable[[str], bool]
+    run: Callable[[Guest, ActRequest], str]
+    skips_templates: bool = False  # for many VMs: templates are left alone, not refused
+
+
+VERBS: dict[str, Verb] = {
+    "start": Verb(lambda s: s in ("shut off", "crashed"), _start, skips_templates=True),
+    "shutdown": Verb(_running, _shutdown),
+    "destroy": Verb(_running, _simple(Guest.destroy, "destroyed")),
+    "reboot": Verb(lambda s: s == "running", _simple(Guest.reboot, "is being rebooted")),
+    "suspend": Verb(lambda s: s == "running", _simple(Guest.suspend, "suspended")),
+    "resume": Verb(lambda s: s == "paused", _simple(Guest.resume, "resumed")),
+}
+
+
+# ------------------------------------------------------------------ requests
+
+
+@dataclass(frozen=True)
+class ActRequest:
+    """A lifecycle verb on one VM (`vm`; `scope.host` only says where it is), or on every VM
+    in `scope` that the verb applies to (start: shut-off ones; shutdown: running ones)."""
+
+    verb: str
+    vm: str | None = None
+    scope: Scope = Scope()
+    timeout: float = 120.0  # shutdown: seconds to wait for the guest to power off
+    force: bool = False  # shutdown: destroy a VM still running after `timeout`
+
+    def check(self) -> None:
+        if self.verb not in VERBS:
+            raise InvalidInput("verb", f"{self.verb!r} is not one of {', '.join(VERBS)}")
+        if self.vm is not None:
+            check_name("vm", self.vm)
+            if self.scope.site or self.scope.pod or self.scope.group or self.scope.all:
+                raise InvalidInput("scope", "a VM is found by its name; a site, pod or group "
+                                   "selects many VMs")
+        if self.timeout < 0:
+            raise InvalidInput("timeout", "must be zero or more seconds")
+
+
+@dataclass(frozen=True)
+class ConsoleRequest:
+    """A VM's serial console; with `start`, the VM is started paused, the console opened,
+    then the CPUs run, so nothing of the boot is missed."""
+
+    vm: str
+    host: str | None = None
+    start: bool = False
+    force: bool = False  # take the console from another client
+
+    def check(self) -> None:
+        check_name("vm", self.vm)
+        if self.start and self.force:
+            raise InvalidInput("force", "a VM just started has no other console client")
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A new VM in virt-install's words (`disks`: "size=80G,format=qcow2" or "path=IMAGE";
+    `networks`: "bridge=br0,vlan=42" or "network=default"), on a named `host` or where the
+    scheduler puts it in a `pod` or `site`."""
+
+    name: str
+    memory: str  # 32G, 512M; a bare number is MiB
+    vcpus: int
+    disks: tuple[str, ...] = ()
+    networks: tuple[str, ...] = ()
+    cdrom: str | None = None
+    pxe: bool = False
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    import_disk: str | None = None
+    os_variant: str | None = None
+    graphics: str | None = None
+    graphics_password: str | None = field(default=None, repr=False)
+    password_from_env: bool = False  # the password applies only if the VM has a display
+    serial_console: bool = True
+    autostart: bool = False
+    start: bool = True
+    virt_type: str | None = None  # auto, kvm, qemu (default: the VIRTFLEET_VIRT_TYPE setting)
+    app: str | None = None  # application group: a host group placement isolates, or a label
+    owner: str | None = None
+    host: str | None = None
+    pod: str | None = None
+    site: str | None = None
+
+    def check(self) -> VMSpec:
+        """Every field checked; the VM's validated design."""
+        spec = vm_spec(name=self.name, memory=self.memory, vcpus=self.vcpus,
+                       disks=list(self.disks), networks=list(self.networks),
+                       graphics=self.graphics, cdrom=self.cdrom, pxe=self.pxe,
+                       kernel=self.kernel, initrd=self.initrd, cmdline=self.cmdline,
+                       import_disk=self.import_disk, serial_console=self.serial_console,
+                       autostart=self.autostart, os_variant=self.os_variant,
+                       graphics_password=self.graphics_password,
+                       password_from_env=self.password_from_env)
+        if sum(x is not None for x in (self.host, self.pod, self.site)) != 1:
+            raise InvalidInput("host/pod/site", "give exactly one place for the VM")
+        for key, value in self.facts.items():
+            check_name(key, value)
+        return spec
+
+    @property
+    def facts(self) -> dict[str, str]:
+        """What virtfleet records in the VM's metadata."""
+        return {k: v for k, v in (("app", self.app), ("owner", self.owner)) if v is not None}
+
+
+@dataclass(frozen=True)
+class UndefineRequest:
+    """Remove a VM's definition; its disks go only if named (`storage`: target devs or paths)
+    or all of them (`remove_all_storage`), and only if nothing else needs them."""
+
+    vm: str
+    host: str | None = None
+    remove_managed_save: bool = False
+    remove_snapshots: bool = False
+    remove_nvram: bool = False
+    remove_all_storage: bool = False
+    storage: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        check_name("vm", self.vm)
+        if self.remove_all_storage and self.storage:
+            raise InvalidInput("storage", "name disks, or remove all storage; not both")
+
+    @property
+    def targets(self) -> list[str] | None:
+        """The disks to delete: None for all of them."""
+        return None if self.remove_all_storage else list(self.storage)
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class VMResult:
+    """One VM's part in a verb: how it ended, or (ok false) why not."""
+
+    host: str
+    name: str
+    result: str
+    ok: bool
+
+    def as_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ActResult:
+    verb: str
+    vms: tuple[VMResult, ...]
+    failed: tuple[HostFailure, ...] = ()  # hosts that did not answer
+    asked: int = 1  # hosts asked
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and all(v.ok for v in self.vms)
+
+    def as_json(self) -> dict[str, object]:
+        return {"verb": self.verb, "ok": self.ok, "vms": [v.as_json() for v in self.vms],
+                "failed": [f.as_json() for f in self.failed]}
+
+
+@dataclass(frozen=True)
+class VMInfo:
+    """`virsh dominfo`, and the hypervisor the VM is on."""
+
+    host: str
+    info: DomInfo
+
+    def as_json(self) -> dict[str, object]:
+        return {"host": self.host, **self.info.as_json()}
+
+
+@dataclass(frozen=True)
+class VMStats:
+    """`virsh domstats`: every statistic the hypervisor reports for the VM."""
+
+    host: str
+    name: str
+    stats: dict[str, Any]
+
+    def as_json(self) -> dict[str, object]:
+        return {"host": self.host, "name": self.name, **self.stats}
+
+
+@dataclass(frozen=True)
+class Undefined:
+    host: str
+    name: str
+    removed: tuple[str, ...]  # the volumes deleted with it
+
+    def as_json(self) -> dict[str, object]:
+        return {"host": self.host, "name": self.name, "removed": list(self.removed)}
+
+
+class Console:
+    """A VM's open serial console: a terminal attaches to it, a script reads it to a line."""
+
+    def __init__(self, guest: Guest, stream: Any) -> None:
+        self.host = guest.host.label
+        self.vm = guest.name
+        self._stream = stream
+
+    def attach(self) -> None:
+        """Interactive on this process's terminal until Ctrl+] (or the VM closes it)."""
+        console.attach(self._stream)
+
+    def read_until(self, marker: str, timeout: float, echo_fd: int | None = None) -> bytes:
+        """The output up to `marker` (copied to `echo_fd` as it comes); OperationTimeout
+        after `timeout` seconds."""
+        return console.read_until(self._stream, marker.encode(), timeout,
+                                  f"{self.host}/{self.vm}", echo_fd=echo_fd)
+
+
+# ------------------------------------------------------------------ the service
+
+
+class VMService(VMFinder):
+    def _hosts(self, scope: Scope) -> list[HostRecord]:
+        return self.store.hypervisors(site=scope.site, pod=scope.pod, host=scope.host,
+                                      group=scope.group)
+
+    def act(self, req: ActRequest, *, progress: Progress | None = None) -> ActResult:
+        """One VM: raises what refused or failed it. Many: a result per VM and per host that
+        did not answer."""
+        req.check()
+        verb = VERBS[req.verb]
+        if req.vm is not None:
+            with self.held(req.vm, req.scope.host, req.verb) as guest:
+                done = verb.run(guest, req)
+            return ActResult(req.verb, (VMResult(guest.host.label, guest.name, done, True),))
+
+        def on_host(h: Host) -> list[VMResult]:
+            return [r for d in h.list_domains() if verb.applies(d.state)
+                    for r in self._one_of_many(h, d.name, verb, req)]
+
+        answers = self.ask(self._hosts(req.scope), req.verb, on_host, progress)
+        return ActResult(req.verb, tuple(v for _h, vs in answers.values for v in vs),
+                         tuple(answers.failures), len(answers))
+
+    def _one_of_many(self, h: Host, name: str, verb: Verb, req: ActRequest) -> list[VMResult]:
+        """One VM's part in a verb on many: its failure is its row, not the host's."""
+        try:
+            guest = Guest.lookup(h, name)
+            if verb.skips_templates and is_template(guest.domain()):
+                return []
+            with vm_lock(self.store, lock_key(guest), req.verb):
+                return [VMResult(h.label, name, verb.run(guest, req), True)]
+        except VirtfleetError as exc:
+            return [VMResult(h.label, name, exc.in_row(h.label, name), False)]
+
+    @contextmanager
+    def console(self, req: ConsoleRequest) -> Iterator[Console]:
+        """The VM's console while the caller uses it; a VM started here stays locked for
+        `start` until then."""
+        req.check()
+        if not req.start:
+            guest = self.guest(req.vm, req.host)
+            yield Console(guest, console.open_console(guest, req.force))
+            return
+        with self.held(req.vm, req.host, "start") as guest:
+            _refuse_template(guest)
+            guest.start(paused=True)
+            stream = console.open_console(guest)
+            guest.resume()
+            yield Console(guest, stream)
+
+    def info(self, vm: str, host: str | None = None) -> VMInfo:
+        guest = self.guest(vm, host)
+        return VMInfo(guest.host.label, guest.info())
+
+    def dumpxml(self, vm: str, host: str | None = None) -> str:
+        """The domain XML as libvirt shows it, without secrets such as graphics passwords."""
+        return self.guest(vm, host).xml()
+
+    def stats(self, vm: str, host: str | None = None) -> VMStats:
+        guest = self.guest(vm, host)
+        return VMStats(guest.host.label, guest.name, guest.stats())
+
+    def set_autostart(self, vm: str, on: bool, host: str | None = None) -> None:
+        """Start the VM when its hypervisor boots (`virsh autostart [--disable]`)."""
+        with self.held(vm, host, "autostart") as guest:
+            guest.set_autostart(on)
+
+    def create(self, req: CreateRequest) -> Created:
+        """Make the VM on its host, or nothing (provision/create.py)."""
+        spec = req.check()
+        with vm_lock(self.store, f"create/{spec.name}", "create"):  # two creates of one name
+            target = reserve_host(self.store, self.pool, spec, host=req.host, site=req.site,
+                                  pod=req.pod, group=req.app, policy=self.policy)
+            return create_vm(spec, target, self.store, self.pool, start=req.start,
+                             virt_type=req.virt_type, facts=req.facts)
+
+    def undefine(self, req: UndefineRequest) -> Undefined:
+        """Undefine a shut-off VM and the volumes named (provision/remove.py)."""
+        req.check()
+        record = locate_vm(req.vm, self.store, self.pool, host=req.host)
+        guest = Guest.lookup(self.pool.get(record), req.vm)
+        allow = Removal(managed_save=req.remove_managed_save, snapshots=req.remove_snapshots,
+                        nvram=req.remove_nvram)
+        with vm_lock(self.store, lock_key(guest), "undefine"):
+            removed = undefine_vm(self.store, self.pool, guest, record, allow, req.targets)
+        return Undefined(record.name, req.vm, tuple(removed))
