@@ -24,12 +24,12 @@ from datetime import UTC, datetime
 from virtfleet.errors import Conflict, InvalidInput
 from virtfleet.fleet.locate import locate_vm
 from virtfleet.ha.credentials import BmcConfigError
-from virtfleet.ha.definitions import ha_of
+from virtfleet.ha.definitions import check_priority, remember
 from virtfleet.ha.fence import FenceFailed, PowerResult
 from virtfleet.ha.fencer import BmcFencer
 from virtfleet.ha.states import State
-from virtfleet.inventory.fleetfile import HA_PRIORITY_DEFAULT, HA_PRIORITY_MAX
-from virtfleet.inventory.ha import HAVM, Recovery
+from virtfleet.inventory.fleetfile import HA_PRIORITY_DEFAULT
+from virtfleet.inventory.ha import Recovery
 from virtfleet.inventory.store import Store
 from virtfleet.provision.locks import vm_lock
 from virtfleet.validate import check_name
@@ -50,9 +50,7 @@ class MarkRequest:
 
     def check(self) -> None:
         check_name("vm", self.vm)
-        if isinstance(self.priority, bool) or not 0 <= self.priority <= HA_PRIORITY_MAX:
-            raise InvalidInput("priority", f"must be a whole number from 0 to "
-                               f"{HA_PRIORITY_MAX} (higher restarts first)")
+        check_priority("priority", self.priority)
 
 
 @dataclass(frozen=True)
@@ -190,23 +188,10 @@ class HAService:
             vha.set_facts(h, uuid, facts.to_xml(), self.seconds)
             after = vha.definition(h, uuid, self.seconds)
             assert after is not None
-            groups = self.store.group_ha()
-            marked, app, effective = ha_of(after.xml, groups)
-            turned_off = False
-            if effective is not None and after.autostart:
-                # A host that comes back must not start by itself what may run elsewhere.
-                vha.set_autostart(h, uuid, False, self.seconds)
-                turned_off = True
-            if effective is None:
-                self.store.forget_ha_vm(uuid)
-            else:
-                self.store.record_ha_vm(HAVM(uuid=uuid, name=vm, host=source.name,
-                                             marked_priority=marked, app=app,
-                                             definition=after.xml,
-                                             defined_at=datetime.now(UTC)))
-        how = ("marked" if marked is not None else f"group {app}" if effective is not None
-               else "none")
-        return Marked(vm, source.name, uuid, effective, how, turned_off)
+            now = remember(self.store, h, source.name, after, self.seconds, datetime.now(UTC))
+        how = ("marked" if now.marked is not None else f"group {now.app}"
+               if now.priority is not None else "none")
+        return Marked(vm, source.name, uuid, now.priority, how, now.autostart_turned_off)
 
     # -- where ----------------------------------------------------------------------------
 

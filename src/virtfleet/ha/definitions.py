@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from virtfleet.errors import VirtfleetError
+from virtfleet.errors import InvalidInput, VirtfleetError
+from virtfleet.inventory.fleetfile import HA_PRIORITY_DEFAULT, HA_PRIORITY_MAX
 from virtfleet.inventory.ha import HAVM
 from virtfleet.inventory.records import HostRecord
 from virtfleet.inventory.store import Store
@@ -34,6 +36,60 @@ def ha_of(xml: str, groups: dict[str, int]) -> tuple[int | None, str | None, int
     app = facts.app if facts is not None else None
     effective = marked if marked is not None else groups.get(app) if app else None
     return marked, app, effective
+
+
+def check_priority(field: str, priority: int) -> None:
+    if isinstance(priority, bool) or not 0 <= priority <= HA_PRIORITY_MAX:
+        raise InvalidInput(field, f"must be a whole number from 0 to {HA_PRIORITY_MAX} "
+                           "(higher restarts first)")
+
+
+def requested_mark(ha: bool, priority: int | None, autostart: bool = False) -> int | None:
+    """The HA mark a create or clone request asks for (`ha`, `ha_priority`): None for none.
+    Refused: a priority without `ha`, one out of range, and `ha` with `autostart` (a host that
+    comes back must never start by itself a VM that may run elsewhere by then)."""
+    if not ha:
+        if priority is not None:
+            raise InvalidInput("ha_priority", "applies only to an HA VM (give `ha` too)")
+        return None
+    if autostart:
+        raise InvalidInput("autostart", "an HA VM keeps libvirt autostart off: a hypervisor "
+                           "that comes back must not start it by itself (the controller "
+                           "restarts it elsewhere)")
+    if priority is None:
+        return HA_PRIORITY_DEFAULT
+    check_priority("ha_priority", priority)
+    return priority
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """What the store now holds for one VM: its own mark, its group, the effective priority
+    (None: not HA), and whether its autostart had to be turned off."""
+
+    marked: int | None
+    app: str | None
+    priority: int | None
+    autostart_turned_off: bool
+
+
+def remember(store: Store, h: Host, host: str, found: vha.Definition, seconds: float,
+             now: datetime) -> Remembered:
+    """Put one VM's HA standing in the store from its persistent definition `found` on `h`
+    (`ha set`, and a VM created or cloned HA): recorded with that definition when HA, its
+    autostart off; forgotten when not."""
+    marked, app, effective = ha_of(found.xml, store.group_ha())
+    turned_off = False
+    if effective is not None and found.autostart:
+        vha.set_autostart(h, found.uuid, False, seconds)
+        turned_off = True
+    if effective is None:
+        store.forget_ha_vm(found.uuid)
+    else:
+        store.record_ha_vm(HAVM(uuid=found.uuid, name=found.name, host=host,
+                                marked_priority=marked, app=app, definition=found.xml,
+                                defined_at=now))
+    return Remembered(marked, app, effective, turned_off)
 
 
 class Definitions:
