@@ -1,37 +1,30 @@
-"""The store's part for high availability (docs/ha.md): a mixin of Store, like maintenance.py.
+"""The store's part for high availability (docs/ha.md), over StoreBase like maintenance.py.
 
-- From the fleet file, rewritten by every `apply`: each hypervisor's BMC (where its password
-  is, never the password) and each group's HA policy.
-- An operator's: the pods where HA acts (`ha enable`), the VMs marked HA.
-- The controller's: each HA VM's last persistent definition (a dead host cannot be asked for
-  it), each host's HA state, and the journal of each recovery.
+- An operator's: the pods where HA acts (`ha enable`).
+- The controller's (and `ha set`'s, `vm create --ha`'s): each HA VM's last persistent
+  definition (a dead host cannot be asked for it), each host's HA state, and the journal of
+  each recovery.
+
+The fleet file's part of HA (each hypervisor's BMC, each group's HA policy) is rewritten by
+every `apply`, with the rest of the fleet file: topology.py.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 
-from virtfleet.errors import InvalidInput, NotFound
+from virtfleet.errors import NotFound
 from virtfleet.inventory import tables as t
-from virtfleet.inventory.records import ApplyPlan
-
-if TYPE_CHECKING:
-    from virtfleet.inventory.fleetfile import BmcSpec, Fleet
+from virtfleet.inventory.base import StoreBase, utc
+from virtfleet.inventory.topology import fleet_ha
 
 RECOVERIES_KEPT = 20  # finished recoveries kept per host, for `ha status` and the operator
-
-
-def _utc(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidInput(what, "must be a timezone-aware datetime (UTC)")
-    return value.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -129,102 +122,8 @@ def _steps_json(steps: Sequence[RecoveryStep]) -> str:
     return json.dumps([s.as_json() for s in steps])
 
 
-def _bmc_json(bmc: BmcSpec) -> str:
-    # The model has no password field to dump (a password key is refused when loaded).
-    return json.dumps(bmc.model_dump(mode="json", exclude_none=True), sort_keys=True)
-
-
-def _bmc_words(spec: str | None) -> str:
-    if spec is None:
-        return "none"
-    data = json.loads(spec)
-    port = data.get("port")
-    return f"{data['agent']} {data['address']}" + (f":{port}" if port else "")
-
-
-class HAStore:
-    """HA reads and writes; mixed into Store, which provides _tx and the apply hooks' caller."""
-
-    def _tx(self, what: str, *, write: bool) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # Store's
-
-    # ----------------------------------------------------------- from the fleet file (apply)
-
-    @staticmethod
-    def _ha_have(conn: Connection) -> tuple[dict[str, str], dict[str, int]]:
-        """The stored BMC specs by host name and group priorities by group name."""
-        h, b, g, gh = t.hypervisors, t.hypervisor_bmcs, t.host_groups, t.group_ha
-        bmcs = {n: s for n, s in conn.execute(select(h.c.name, b.c.spec).join_from(b, h))}
-        groups = {n: int(p) for n, p in conn.execute(select(g.c.name, gh.c.priority)
-                                                      .join_from(gh, g))}
-        return bmcs, groups
-
-    @staticmethod
-    def _ha_want(fleet: Fleet) -> tuple[dict[str, str], dict[str, int]]:
-        bmcs = {hv.name: _bmc_json(hv.bmc) for _, _, hv in fleet.hypervisors()
-                if hv.bmc is not None}
-        groups = {grp.name: grp.ha.priority for grp in fleet.groups if grp.ha is not None}
-        return bmcs, groups
-
-    def _plan_ha(self, conn: Connection, fleet: Fleet, plan: ApplyPlan,
-                 known_hosts: set[str], known_groups: set[str]) -> None:
-        """Add the BMC and group-policy changes of hosts and groups that exist already (new
-        ones are listed as added) to `plan`. A hypervisor without a BMC in a pod where HA is
-        on is refused."""
-        have_b, have_g = self._ha_have(conn)
-        want_b, want_g = self._ha_want(fleet)
-        enabled = {n for (n,) in conn.execute(select(t.pods.c.name).join_from(t.ha_pods,
-                                                                           t.pods))}
-        for _, pod, hv in fleet.hypervisors():
-            if pod.name in enabled and hv.bmc is None:
-                # The controller could not fence it: its VMs would stay down when it fails.
-                raise InvalidInput("bmc", f"missing: HA is enabled in pod {pod.name}, so every "
-                                   "hypervisor there needs a BMC to be fenced with (or run "
-                                   f"'virtfleet ha disable {pod.name}' first)", host=hv.name)
-        for name in sorted(known_hosts & {hv.name for _, _, hv in fleet.hypervisors()}):
-            if have_b.get(name) != want_b.get(name):
-                plan.changed.append(("hypervisor", name, f"bmc: {_bmc_words(have_b.get(name))}"
-                                     f" -> {_bmc_words(want_b.get(name))}"))
-        for name in sorted(known_groups & {g.name for g in fleet.groups}):
-            old, new = have_g.get(name), want_g.get(name)
-            if old != new:
-                def words(p: int | None) -> str:
-                    return "off" if p is None else f"priority {p}"
-                plan.changed.append(("group", name, f"ha: {words(old)} -> {words(new)}"))
-
-    def _apply_ha(self, conn: Connection, fleet: Fleet) -> None:
-        """Make the stored BMCs and group policies the fleet file's (after the hosts and
-        groups themselves were written, in the same transaction)."""
-        want_b, want_g = self._ha_want(fleet)
-        host_ids = {n: i for n, i in conn.execute(select(t.hypervisors.c.name,
-                                                         t.hypervisors.c.id))}
-        group_ids = {n: i for n, i in conn.execute(select(t.host_groups.c.name,
-                                                          t.host_groups.c.id))}
-        conn.execute(delete(t.hypervisor_bmcs))
-        if want_b:
-            conn.execute(t.hypervisor_bmcs.insert(), [
-                {"hypervisor_id": host_ids[n], "spec": s} for n, s in want_b.items()])
-        conn.execute(delete(t.group_ha))
-        if want_g:
-            conn.execute(t.group_ha.insert(), [
-                {"group_id": group_ids[n], "priority": p} for n, p in want_g.items()])
-
-    def _ha_fleet_parts(self, conn: Connection) -> tuple[dict[str, BmcSpec], dict[str, int]]:
-        """What store.fleet() needs to write the fleet file back whole."""
-        from virtfleet.inventory.fleetfile import BmcSpec
-
-        have_b, have_g = self._ha_have(conn)
-        return {n: BmcSpec.model_validate(json.loads(s)) for n, s in have_b.items()}, have_g
-
-    def hypervisor_bmcs(self) -> dict[str, BmcSpec]:
-        """Each hypervisor's BMC, by host name (hosts without one are absent)."""
-        with self._tx("read the BMCs", write=False) as conn:
-            return self._ha_fleet_parts(conn)[0]
-
-    def group_ha(self) -> dict[str, int]:
-        """Groups whose VMs are all HA, and their restart priority."""
-        with self._tx("read the groups' HA policies", write=False) as conn:
-            return self._ha_have(conn)[1]
+class HAStore(StoreBase):
+    """HA reads and writes (the fleet file's BMCs and group policies are topology.py's)."""
 
     # ----------------------------------------------------------- pods (ha enable/disable)
 
@@ -237,7 +136,7 @@ class HAStore:
 
     def enable_ha(self, pod: str, at: datetime, hostname: str, pid: int) -> bool:
         """Turn HA on for `pod`. False if it already was."""
-        when = _utc(at, "at")
+        when = utc(at, "at")
         with self._tx(f"enable HA in pod {pod!r}", write=True) as conn:
             pod_id = self._pod_id(conn, pod)
             hp = t.ha_pods
@@ -278,7 +177,7 @@ class HAStore:
             stmt = stmt.where(v.c.uuid == uuid)
         with self._tx("read the HA VMs", write=False) as conn:
             rows = conn.execute(stmt).all()
-            groups = self._ha_have(conn)[1]
+            groups = fleet_ha(conn)[1]
         out = []
         for uuid, name, hname, marked, app, xml, at in rows:
             prio = marked if marked is not None else groups.get(app) if app else None
@@ -289,7 +188,7 @@ class HAStore:
     def record_ha_vm(self, vm: HAVM) -> None:
         """Insert or replace one HA VM's row (its definition as just read on `vm.host`)."""
         v = t.ha_vms
-        at = _utc(vm.defined_at, "defined_at")
+        at = utc(vm.defined_at, "defined_at")
         with self._tx(f"record HA VM {vm.name!r}", write=True) as conn:
             hid = None
             if vm.host is not None:
@@ -340,9 +239,9 @@ class HAStore:
                 raise NotFound(f"hypervisor {rec.host!r} is not in the inventory")
             conn.execute(delete(s).where(s.c.hypervisor_id == hid))
             conn.execute(s.insert().values(
-                hypervisor_id=hid, state=rec.state, since=_utc(rec.since, "since"),
-                lost_at=None if rec.lost_at is None else _utc(rec.lost_at, "lost_at"),
-                detail=rec.detail, updated_at=_utc(rec.updated_at, "updated_at")))
+                hypervisor_id=hid, state=rec.state, since=utc(rec.since, "since"),
+                lost_at=None if rec.lost_at is None else utc(rec.lost_at, "lost_at"),
+                detail=rec.detail, updated_at=utc(rec.updated_at, "updated_at")))
 
     # ----------------------------------------------------------- the recovery journal
 
@@ -351,8 +250,8 @@ class HAStore:
         with self._tx(f"journal the recovery of {rec.host!r}", write=True) as conn:
             conn.execute(r.insert().values(
                 id=rec.id, host=rec.host, state=rec.state,
-                started_at=_utc(rec.started_at, "started_at"),
-                updated_at=_utc(rec.updated_at, "updated_at"), hostname=rec.hostname,
+                started_at=utc(rec.started_at, "started_at"),
+                updated_at=utc(rec.updated_at, "updated_at"), hostname=rec.hostname,
                 pid=rec.pid, steps=_steps_json(rec.steps)))
 
     def record_recovery(self, rec_id: str, steps: Sequence[RecoveryStep], state: str,
@@ -362,7 +261,7 @@ class HAStore:
         r = t.ha_recoveries
         with self._tx("journal a recovery step", write=True) as conn:
             conn.execute(update(r).where(r.c.id == rec_id).values(
-                steps=_steps_json(steps), state=state, updated_at=_utc(at, "at")))
+                steps=_steps_json(steps), state=state, updated_at=utc(at, "at")))
             if state != "done":
                 return
             host = conn.execute(select(r.c.host).where(r.c.id == rec_id)).scalar()
