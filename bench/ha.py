@@ -60,7 +60,7 @@ from virtfleet.lab.guests import outer_log  # noqa: E402
 from virtfleet.lab.lab import Lab  # noqa: E402
 
 LAB = "vfbench-ha"
-PROXMOX = "about 2 minutes"
+PROXMOX = "about 2 minutes (its docs; the issue cites 2-4 minutes)"
 
 
 def wait(cond: object, timeout: float, what: str) -> None:
@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 round, not recorded")
     args = ap.parse_args()
     rounds = 1 if args.quick else args.rounds
+    load_before = os.getloadavg()[0]
     lab = Lab(LAB)
     work = Path(tempfile.mkdtemp(prefix="vfbench-ha-"))
     db = work / "store.db"
@@ -184,7 +185,8 @@ def main() -> None:
                       f"{PROXMOX if i == 0 else ''} |\n")
         record("ha", (
             f"`bench/ha.py`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {platform.node()} "
-            f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end), "
+            f"({os.cpu_count()} CPUs shared with other sessions, load average "
+            f"{load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end), "
             f"{rounds} rounds; a lab pod of three hypervisors with simulated BMCs and disk "
             f"leases, `virtfleet serve` with its default settings, {len(names)} tiny TCG HA "
             "guests (96 MiB, a qcow2 disk on the pod's shared directory) on the hypervisor "

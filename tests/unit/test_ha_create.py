@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from virtfleet.errors import InvalidInput
+from virtfleet.errors import Conflict, InvalidInput
 from virtfleet.fleet.ha import HAService
 from virtfleet.fleet.templates import CloneRequest, TemplateService
 from virtfleet.fleet.vms import CreateRequest, VMService
@@ -121,6 +121,17 @@ def test_undoing_an_ha_create_forgets_its_ha_record(env: Env) -> None:
     assert left == []
     assert not env.host("hv1").has_domain("web01")
     assert env.store.ha_vms() == [] and env.ha.status().vms == ()
+
+
+def test_vm_autostart_is_refused_for_an_ha_vm_and_allowed_once_unmarked(env: Env) -> None:
+    made = env.vms.create(create("web01", ha=True))
+    with pytest.raises(Conflict, match="it is HA: its libvirt autostart stays off"):
+        env.vms.set_autostart("web01", True)
+    assert not autostart(env.host("hv1"), made.uuid)
+    env.vms.set_autostart("web01", False)  # turning it off is always fine
+    env.ha.unmark("web01")
+    env.vms.set_autostart("web01", True)
+    assert autostart(env.host("hv1"), made.uuid)
 
 
 def test_clone_with_ha_marks_each_clone(env: Env) -> None:

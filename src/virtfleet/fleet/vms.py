@@ -367,8 +367,19 @@ class VMService(VMFinder):
         return VMStats(guest.host.label, guest.name, guest.stats())
 
     def set_autostart(self, vm: str, on: bool, host: str | None = None) -> None:
-        """Start the VM when its hypervisor boots (`virsh autostart [--disable]`)."""
+        """Start the VM when its hypervisor boots (`virsh autostart [--disable]`). Refused
+        for an HA VM: a hypervisor that comes back must not start by itself a VM that may run
+        elsewhere by then (docs/ha.md)."""
         with self.held(vm, host, "autostart") as guest:
+            if on:
+                facts = guest.domain().facts
+                app = facts.app if facts is not None else None
+                if (facts is not None and facts.ha_priority is not None) or (
+                        app is not None and app in self.store.group_ha()):
+                    raise Conflict("it is HA: its libvirt autostart stays off, or a hypervisor "
+                                   "that comes back would start it while it runs elsewhere "
+                                   "('virtfleet ha unset' it first)", host=guest.host.label,
+                                   vm=vm)
             guest.set_autostart(on)
 
     def create(self, req: CreateRequest) -> Created:
