@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -205,6 +206,7 @@ def main() -> None:
             controller.wait(timeout=60)
         LabBmcs(lab).stop()
         lab.down()
+        shutil.rmtree(work, ignore_errors=True)  # the store and the controller's log
 
 
 if __name__ == "__main__":
