@@ -3,9 +3,13 @@
 A dead hypervisor cannot be asked for a VM's definition, so the controller keeps a copy: read
 again on every define event (and on each full sync of a host), with secrets, since a console
 password must survive a restart elsewhere. A VM is HA when its own metadata says so
-(`<vf:ha priority="N"/>`, set by `virtfleet ha set`) or its group (its `app`) has an HA
-policy in the fleet file. While at it, an HA VM found with libvirt autostart on gets it turned
-off: a host that comes back must never start by itself what may run elsewhere by then.
+(`<vf:ha priority="N"/>`, set by `virtfleet ha set` or by `vm create/clone --ha`) or its
+group (its `app`) has an HA policy in the fleet file. While at it, an HA VM found with libvirt
+autostart on gets it turned off: a host that comes back must never start by itself what may
+run elsewhere by then.
+
+`remember` is the one way a VM's HA standing gets into the store outside the controller (`ha
+set`, and a VM created or cloned HA); `requested_mark` checks what a create or clone asks for.
 """
 
 from __future__ import annotations
