@@ -12,6 +12,7 @@ from virtfleet.cli import (
     boot,
     controller,
     ha,
+    hostkey,
     hosts,
     image,
     inventory,
@@ -59,6 +60,7 @@ hosts.app.command("maintenance")(migrate.host_maintenance)
 hosts.app.command("activate")(migrate.host_activate)
 hosts.app.command("cpu-baseline")(migrate.host_cpu_baseline)
 app.add_typer(hosts.app, name="host")
+app.add_typer(hostkey.app, name="hostkey")
 vm.app.command("clone")(template.clone_vm)
 vm.app.command("migrate")(migrate.vm_migrate)
 app.add_typer(vm.app, name="vm")
