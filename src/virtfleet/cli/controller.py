@@ -32,6 +32,9 @@ def serve(
         help="Seconds a worker may go without progress before the controller stops "
         "heart-beating (default: twice the per-host deadline plus --interval).", min=1)]
     = None,
+    stats_interval: Annotated[float, typer.Option(
+        help="Seconds between bulk-stats passes over the fleet, which /metrics serves.",
+        min=1)] = 15.0,
     ha_grace: Annotated[float | None, typer.Option(
         "--ha-grace", help="HA: seconds a lost hypervisor whose BMC says its power is on gets "
         "for libvirtd to come back before it is fenced (default 10, env VIRTFLEET_HA_GRACE).",
@@ -67,9 +70,11 @@ def serve(
 
     controller = Controller(app_context(ctx).store(), interval=interval,
                             full_resync=full_resync, stuck_after=stuck_after,
-                            on_superseded=superseded, ha=timings, policy=policy)
-    server = uvicorn.Server(uvicorn.Config(create_app(controller), log_level="warning",
-                                           access_log=False))
+                            on_superseded=superseded, stats_interval=stats_interval,
+                            ha=timings, policy=policy)
+    server = uvicorn.Server(uvicorn.Config(create_app(controller,
+                                                      extra=[controller.observe.routers]),
+                                           log_level="warning", access_log=False))
     serving = False
 
     def on_sigterm(*_: object) -> None:

@@ -11,6 +11,7 @@ import typer
 from virtfleet.cli import (
     boot,
     controller,
+    events,
     ha,
     hostkey,
     hosts,
@@ -56,6 +57,7 @@ app.command("apply")(inventory.apply)
 app.command("list")(vms.list_vms)
 app.command("sync")(controller.sync)
 app.command("serve")(controller.serve)
+app.command("events")(events.events)
 hosts.app.command("maintenance")(migrate.host_maintenance)
 hosts.app.command("activate")(migrate.host_activate)
 hosts.app.command("cpu-baseline")(migrate.host_cpu_baseline)
