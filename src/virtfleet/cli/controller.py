@@ -12,8 +12,9 @@ from typing import Annotated
 import typer
 
 from virtfleet.cli.context import app_context
-from virtfleet.cli.options import Json
+from virtfleet.cli.options import CpuRatioOpt, Json
 from virtfleet.cli.output import emit, emit_json, report_failures, warn
+from virtfleet.cli.plan import PolicyFile
 from virtfleet.cli.progress import step_progress
 
 
@@ -34,6 +35,11 @@ def serve(
     stats_interval: Annotated[float, typer.Option(
         help="Seconds between bulk-stats passes over the fleet, which /metrics serves.",
         min=1)] = 15.0,
+    ha_grace: Annotated[float | None, typer.Option(
+        "--ha-grace", help="HA: seconds a lost hypervisor whose BMC says its power is on gets "
+        "for libvirtd to come back before it is fenced (default 10, env VIRTFLEET_HA_GRACE).",
+        min=0, max=3600, show_default=False)] = None,
+    cpu_ratio: CpuRatioOpt = None, policy_file: PolicyFile = None,
     tcp: Annotated[str | None, typer.Option(
         "--listen", help="Also serve the API over TCP at HOST:PORT, for user tokens "
         "(docs/api.md); beyond loopback only with --tls-cert/--tls-key.")] = None,
@@ -42,10 +48,16 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --listen (mode "
                                                   "0600).")] = None,
 ) -> None:
-    """Run the controller: connections kept open, events followed, the store kept current."""
+    """Run the controller: connections kept open, events followed, the store kept current,
+    and HA in the pods where it is enabled (docs/ha.md): lost hypervisors fenced through their
+    BMCs, their HA VMs restarted elsewhere (placed with --cpu-ratio/--policy)."""
+    import dataclasses
+
     import uvicorn
 
     from virtfleet.cli.fields import options_named
+    from virtfleet.cli.plan import _policy
+    from virtfleet.config import HATimings
     from virtfleet.controller.app import build_app
     from virtfleet.controller.listen import TcpServer, check_listen
     from virtfleet.controller.service import Controller
@@ -55,6 +67,11 @@ def serve(
                         "tls_key": "--tls-key"}):
         beyond = check_listen(tcp, tls_cert, tls_key)
         tcp_sock = beyond.bind() if beyond is not None else None
+    timings = HATimings.from_env()
+    if ha_grace is not None:
+        timings = dataclasses.replace(timings, grace=ha_grace)
+    policy = _policy(policy_file, cpu_ratio, None, False, None, None)
+
     directory = private_dir(socket_dir or default_run_dir(), "--socket-dir")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     sock, path, url = listen(directory, "--socket-dir")
@@ -66,7 +83,8 @@ def serve(
 
     controller = Controller(app_context(ctx).store(), interval=interval,
                             full_resync=full_resync, stuck_after=stuck_after,
-                            on_superseded=superseded, stats_interval=stats_interval)
+                            on_superseded=superseded, stats_interval=stats_interval,
+                            ha=timings, policy=policy)
     app = build_app(controller)  # events and metrics come in through controller/routers.py
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     over_tcp = (TcpServer(beyond, tcp_sock, build_app(controller, local_token=False, shared=app))

@@ -14,6 +14,7 @@ from virtfleet.cli import (
     boot,
     controller,
     events,
+    ha,
     hostkey,
     hosts,
     image,
@@ -70,6 +71,7 @@ vm.app.command("migrate")(migrate.vm_migrate)
 app.add_typer(vm.app, name="vm")
 app.add_typer(template.app, name="template")
 app.add_typer(ops.app, name="ops")
+app.add_typer(ha.app, name="ha")
 app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(plan.app, name="plan")
 app.add_typer(boot.app, name="boot",

@@ -18,6 +18,8 @@ its own over the engine and transaction helper they share (base.py):
     maintenance.py   hypervisors an operator took out of service
     access.py        API users, their tokens (hashed) and grants
     audit.py         the audit log of writes (append-only)
+    ha.py            high availability: HA pods, HA VMs and their definitions, host HA
+                     states, recovery journals
 
 A new concern adds a module like these (a StoreBase subclass over its own tables) and a base
 below; nothing that calls the store changes.
@@ -29,6 +31,7 @@ from virtfleet.inventory.access import AccessStore
 from virtfleet.inventory.audit import AuditStore
 from virtfleet.inventory.claims import ClaimStore
 from virtfleet.inventory.controllers import ControllerRegistry
+from virtfleet.inventory.ha import HAStore
 from virtfleet.inventory.installs import InstallStore
 from virtfleet.inventory.journal import JournalStore
 from virtfleet.inventory.maintenance import MaintenanceStore
@@ -37,7 +40,7 @@ from virtfleet.inventory.vmlocks import LockStore
 
 
 class Store(TopologyStore, ClaimStore, LockStore, JournalStore, InstallStore, ControllerRegistry,
-            MaintenanceStore, AccessStore, AuditStore):
+            MaintenanceStore, HAStore, AccessStore, AuditStore):
     """The inventory and observed state of the fleet, in one SQL database (see the module
     docstring for which module holds which methods)."""
 
