@@ -316,7 +316,7 @@ def test_a_foreign_directory_is_not_replaced(tmp_path: Path) -> None:
     (out / "precious").write_text("mine\n")
     with pytest.raises(InvalidInput) as exc:
         write_tree([GeneratedFile("x", "ipxe", "x\n")], out)
-    assert exc.value.field == "--out" and (out / "precious").read_text() == "mine\n"
+    assert exc.value.field == "out" and (out / "precious").read_text() == "mine\n"
 
 
 @pytest.mark.parametrize("kind,name,text", [

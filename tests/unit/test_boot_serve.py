@@ -15,6 +15,7 @@ import time
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -292,6 +293,36 @@ def test_serve_bad_options(tmp_path: Path, args: list[str], err: str) -> None:
     assert r.code == 2 and r.err.strip() == f"virtfleet: error: {err}", (r.code, r.err)
     assert not (tmp_path / "db").exists() or run(tmp_path / "db", "boot", "status",
                                                  "--json").json() == []
+
+
+@pytest.mark.parametrize("changes,field,words", [
+    ({"listen": "localhost"}, "listen", "'localhost' is not an IP address"),
+    ({"port": 70000}, "port", "is not a port number"),
+    ({"token_ttl": timedelta(0)}, "token_ttl", "between 1 second and 7 days"),
+    ({"trusted_proxies": ("10.1.1.0/33",)}, "trusted_proxies", "is not an IP address"),
+    ({"public_url": "ftp://x/"}, "public_url", "must be http(s)://host[:port]/"),
+    ({"files": Path("/nonexistent/dir")}, "files", "is not a directory"),
+    ({"tls_key": Path("/nonexistent/key")}, "tls_cert", "needed with `tls_key`"),
+])
+def test_boot_server_names_the_request_field_and_opens_no_store(
+        tmp_path: Path, changes: dict[str, object], field: str, words: str) -> None:
+    """The settings as ServeRequest names them (the CLI words them as its options); a bad one
+    is refused before the store is opened or a socket bound."""
+    from virtfleet.boot.run import BootServer, ServeRequest
+    from virtfleet.errors import InvalidInput
+
+    fleet = write_fleet(tmp_path / "fleet.yaml", boot_fleet(["qemu+tcp://127.0.0.1:1/system"]))
+    opened: list[bool] = []
+
+    def store() -> Any:
+        opened.append(True)
+        raise AssertionError("the store is opened only once every setting has passed")
+
+    req = ServeRequest(fleet, **{"port": 0, **changes})  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput) as exc:
+        BootServer.open(req, store)
+    assert exc.value.field == field and words in exc.value.rule, exc.value
+    assert not opened
 
 
 def test_serve_needs_hosts_to_install(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
-from virtfleet.inventory.records import InstallPlan
+from virtfleet.inventory.installs import InstallPlan
 from virtfleet.inventory.store import Store
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, 250_000, tzinfo=UTC)

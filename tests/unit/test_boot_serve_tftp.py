@@ -48,12 +48,12 @@ def test_serves_files_and_refuses_uploads_and_escapes(tmp_path: Path) -> None:
 
 
 def test_bad_directory_and_port_in_use(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInput, match="^--tftp: '/nonexistent' is not a directory$"):
+    with pytest.raises(InvalidInput, match="^tftp: '/nonexistent' is not a directory$"):
         start_tftp(Path("/nonexistent"), "127.0.0.1", 0)
     root = tftp_root(tmp_path)
     first = start_tftp(root, "127.0.0.1", 0)
     try:
-        with pytest.raises(InvalidInput, match=rf"^--tftp-port: cannot serve TFTP on "
+        with pytest.raises(InvalidInput, match=rf"^tftp_port: cannot serve TFTP on "
                                                rf"127\.0\.0\.1:{first.port}: "):
             start_tftp(root, "127.0.0.1", first.port)
     finally:

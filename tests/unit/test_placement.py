@@ -51,8 +51,10 @@ def test_memory_reserve_and_ratios_apply_per_group() -> None:
 
 
 def test_memory_overcommit_needs_the_flag() -> None:
-    with pytest.raises(InvalidInput, match=r"default\.memory: ratio 1.5 overcommits"):
+    with pytest.raises(InvalidInput, match=r"default\.memory: ratio 1.5 overcommits") as exc:
         parse(Policy, {"default": {"memory": 1.5}})
+    # The field that allows it, in the request's own words (the CLI words it as its option).
+    assert "`allow_memory_overcommit`" in exc.value.rule
     with pytest.raises(InvalidInput, match=r"groups\.db\.memory"):
         parse(Policy, {"groups": {"db": {"memory": 2}}})
     pol = parse(Policy, {"default": {"memory": 1.5}, "allow_memory_overcommit": True})

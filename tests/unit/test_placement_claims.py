@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
+from virtfleet.inventory.claims import ClaimRequest
 from virtfleet.inventory.fleetfile import parse_fleet
 from virtfleet.inventory.records import DomainRecord
-from virtfleet.inventory.store import ClaimRequest, Store
+from virtfleet.inventory.store import Store
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 FLEET = {"sites": [{"name": "oregon", "pods": [{"name": "or-pod1", "hypervisors": [

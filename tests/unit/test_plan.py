@@ -133,12 +133,14 @@ def test_capacity_cli_json(db: Path) -> None:
     (["capacity", "--vms", "0"], "--vms: Input should be greater than 0"),
     (["capacity", "--vcpus", "-4"], "--vcpus: Input should be greater than 0"),
     (["capacity", "--memory-gib", "0"], "--memory-gib: Input should be greater than 0"),
-    (["capacity", "--memory-ratio", "1.5"], "--memory-ratio: 1.5 overcommits memory"),
+    (["capacity", "--memory-ratio", "1.5"], "--memory-ratio: 1.5 overcommits memory; pass "
+     "--allow-memory-overcommit to accept it"),
     (["capacity", "--vcpus", "48"], "--vcpus: one VM of 48 vCPUs"),
     (["capacity", "--spares-per-pod", "5", "--pod-size", "5"], "--spares-per-pod: 5 must be"),
     (["headroom", "--vcpus", "0"], "--vcpus: Input should be greater than 0"),
     (["headroom", "--memory-mib", "-1"], "--memory-mib: Input should be greater than 0"),
-    (["headroom", "--memory-ratio", "2"], "--memory-ratio: ratio 2.0 overcommits memory"),
+    (["headroom", "--memory-ratio", "2"], "--memory-ratio: ratio 2.0 overcommits memory; pass "
+     "--allow-memory-overcommit to accept it"),
     (["place", "web", "--count", "0"], "--count: Input should be greater than 0"),
     (["place", "web;x"], "NAME: 'web;x' is not a valid name"),
     (["place", "web", "--affinity", "host", "--anti-affinity", "host", "--count", "2"],
@@ -149,6 +151,17 @@ def test_bad_input_is_one_line_naming_the_field(db: Path, args: list[str], messa
     assert r.code == 2, (r.out, r.err)
     assert r.err.count("\n") == 1 and message in r.err, r.err
     assert "Traceback" not in r.err
+
+
+def test_overcommit_in_a_policy_file_names_both_ways_to_allow_it(db: Path, tmp_path: Path
+                                                                  ) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("groups:\n  web:\n    memory: 2\n")
+    r = plan(db, "headroom", "--policy", str(policy))
+    assert r.code == 2 and r.err == (
+        "virtfleet: error: --policy groups.web.memory: ratio 2.0 overcommits memory; pass "
+        "--allow-memory-overcommit (or allow_memory_overcommit: true in the --policy file) to "
+        "accept it\n"), r.err
 
 
 def test_memory_overcommit_is_accepted_with_the_flag(db: Path) -> None:

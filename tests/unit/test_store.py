@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound, StoreError
+from virtfleet.inventory.base import HEAD_REVISION
 from virtfleet.inventory.fleetfile import (
     Fleet,
     HostGroup,
@@ -27,8 +29,14 @@ from virtfleet.inventory.fleetfile import (
     load_fleet,
     parse_fleet,
 )
-from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostStatus
-from virtfleet.inventory.store import HEAD_REVISION, Store
+from virtfleet.inventory.records import (
+    ControllerRecord,
+    DomainRecord,
+    HostStatus,
+    Made,
+    OperationRecord,
+)
+from virtfleet.inventory.store import Store
 from virtfleet.inventory.tables import Base
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 600_000, tzinfo=UTC)
@@ -520,6 +528,64 @@ def test_controller_registration(store: Store) -> None:
     assert store.controller() is None
 
 
+def test_operations_journal(base: Store) -> None:
+    assert base.operations() == []
+    made = (Made("claim", "hv1", "web1"), Made("volume", "hv1", "/pod/web1.qcow2"))
+    rec = OperationRecord(id="op-1", kind="create", target="web1", hostname="mgmt1", pid=100,
+                          started_at=T0, state="running", steps=())
+    base.begin_operation(rec)
+    with pytest.raises(Conflict):
+        base.begin_operation(rec)  # one row per operation id
+    base.record_step("op-1", made[:1])
+    assert base.operations() == [replace(rec, steps=made[:1])]
+    base.fail_operation("op-1", made, "volume: disk full")
+    [failed] = base.operations()
+    assert (failed.state, failed.steps, failed.error) == ("failed", made, "volume: disk full")
+    base.end_operation("op-1")
+    assert base.operations() == []
+    with pytest.raises(InvalidInput, match="started_at"):
+        base.begin_operation(OperationRecord(id="op-2", kind="create", target="x",
+                                             hostname="m", pid=1, started_at=datetime(2026, 1, 1),
+                                             state="running", steps=()))
+
+
+def test_operator_maintenance_shows_in_hypervisors(base: Store) -> None:
+    assert base.maintenance_records() == []
+    assert base.start_maintenance("hv1", T0, "mgmt1", 100, "disk swap")
+    assert not base.start_maintenance("hv1", T1, "mgmt2", 200)  # the first record stays
+    [rec] = base.maintenance_records()
+    assert (rec.host, rec.since, rec.hostname, rec.pid, rec.reason) == (
+        "hv1", T0, "mgmt1", 100, "disk swap")
+    # hv2 is in maintenance by the fleet file, hv1 by an operator: placement reads both.
+    assert [h.name for h in base.hypervisors() if h.maintenance] == ["hv1", "hv2"]
+    base.apply(parse_fleet(copy.deepcopy(BASE)))  # an apply does not end an operator's
+    assert [r.host for r in base.maintenance_records()] == ["hv1"]
+    assert base.end_maintenance("hv1") and not base.end_maintenance("hv1")
+    assert [h.name for h in base.hypervisors() if h.maintenance] == ["hv2"]
+    for call in (lambda: base.start_maintenance("ghost", T0, "m", 1),
+                 lambda: base.end_maintenance("ghost"),
+                 lambda: base.maintenance_records("ghost")):
+        with pytest.raises(NotFound, match="'ghost' is not in the inventory"):
+            call()
+    with pytest.raises(InvalidInput, match="at"):
+        base.start_maintenance("hv3", datetime(2026, 1, 1), "m", 1)
+
+
+def test_store_is_one_object_over_one_engine(store_url: str) -> None:
+    """Every concern's methods share the Store's one engine and transaction helper: a write
+    through one part is seen by a read through another, and closing the Store closes them all."""
+    from virtfleet.inventory.base import StoreBase
+
+    with Store(store_url) as s:
+        assert isinstance(s, StoreBase) and repr(s).startswith("Store(")
+        assert Store._tx is StoreBase._tx  # no part brings a transaction of its own
+        s.apply(parse_fleet(copy.deepcopy(BASE)))
+        s.start_maintenance("hv3", T0, "m", 1)
+        s.replace_host_domains("hv3", [dom("a", uuid_of(1))], T0)
+        assert [v.domain.name for v in s.fleet_vms(host="hv3")] == ["a"]
+        assert [h.name for h in s.hypervisors(host="hv3") if h.maintenance] == ["hv3"]
+
+
 # ------------------------------------------------------------------------------ scale
 
 
@@ -582,7 +648,7 @@ def test_head_revision_constant_matches_the_migrations() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from virtfleet.inventory.store import HEAD_REVISION, MIGRATIONS_DIR
+    from virtfleet.inventory.base import HEAD_REVISION, MIGRATIONS_DIR
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

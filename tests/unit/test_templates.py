@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from virtfleet.cli.fields import options_named
+from virtfleet.cli.template import FLAGS as TEMPLATE_FLAGS
 from virtfleet.errors import Busy, Conflict, InvalidInput, NotFound
 from virtfleet.inventory.fleetfile import load_fleet
 from virtfleet.inventory.records import HostRecord, Made, OperationRecord
@@ -115,8 +117,13 @@ def test_what_is_not_a_template_is_refused(env: Env) -> None:
         clone(env.store, env.pool, CloneRequest(template="nosuch", name="x"))
     with pytest.raises(InvalidInput, match="'plain' is a VM, not a template"):
         clone(env.store, env.pool, CloneRequest(template="plain", name="x"))
-    with pytest.raises(InvalidInput, match="no hypervisor in hv2 sees tpl's image"):
+    with pytest.raises(InvalidInput, match="no hypervisor in hv2 sees tpl's image") as exc:
         clone(env.store, env.pool, CloneRequest(template="tpl", name="x", host="hv2"))
+    assert exc.value.field == "linked" and "(`linked=false`)" in exc.value.rule
+    with pytest.raises(InvalidInput) as exc, options_named(TEMPLATE_FLAGS):  # as `vm clone`
+        clone(env.store, env.pool, CloneRequest(template="tpl", name="x", host="hv2"))
+    assert exc.value.message.startswith("--linked: no hypervisor in hv2 sees")
+    assert exc.value.message.endswith("make full clones (--full) instead")
     with pytest.raises(Conflict, match="'old' already exists on hv1"):
         clone(env.store, env.pool, CloneRequest(template="tpl", name="old"))
     assert env.volumes() == ["base.qcow2", "old.qcow2", "plain.img"]

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from virtfleet.cli.fields import options_named
+from virtfleet.cli.vm import UNDEFINE_FLAGS
 from virtfleet.errors import Conflict, NotFound
 from virtfleet.fleet.locate import locate_vm
 from virtfleet.inventory.store import Store
@@ -57,8 +59,14 @@ def test_undefine_refuses_to_lose_snapshots_unless_named(host: Host) -> None:
     g = Guest.lookup(host, "centos.template")
     host.conn.lookupByName("centos.template").snapshotCreateXML(
         "<domainsnapshot><name>before-deploy</name></domainsnapshot>", 0)
-    with pytest.raises(Conflict, match=r"1 snapshot\(s\) \(--remove-snapshots\)"):
+    with pytest.raises(Conflict, match=r"1 snapshot\(s\) \(`remove_snapshots`\)") as exc:
         g.undefine(Removal())
+    assert (exc.value.host, exc.value.vm) == (host.label, "centos.template")
+    # `vm undefine` words the request's field as its option.
+    with pytest.raises(Conflict) as exc, options_named(UNDEFINE_FLAGS):
+        g.undefine(Removal())
+    assert exc.value.message == (f"{host.label}/centos.template: undefine would lose 1 "
+                                 "snapshot(s) (--remove-snapshots); name what may go")
     assert host.has_domain("centos.template")  # nothing was lost
     g.undefine(Removal(snapshots=True))
     assert not host.has_domain("centos.template")

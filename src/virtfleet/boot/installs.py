@@ -37,8 +37,8 @@ from virtfleet.boot.text import one_line, printable
 from virtfleet.boot.trust import Address, speaks_for
 from virtfleet.errors import Conflict, InvalidInput, NotFound, VirtfleetError
 from virtfleet.inventory.fleetfile import Fleet, Hypervisor
-from virtfleet.inventory.installs import DONE_STATES
-from virtfleet.inventory.records import HostRecord, InstallPlan, InstallRecord
+from virtfleet.inventory.installs import DONE_STATES, InstallPlan, InstallRecord
+from virtfleet.inventory.records import HostRecord
 from virtfleet.inventory.store import Store
 
 log = logging.getLogger("virtfleet.boot")

@@ -87,7 +87,7 @@ def render_fleet(fleet: Fleet, site: str | None = None) -> list[GeneratedFile]:
         sites = tuple(s for s in fleet.sites if s.name == site)
         if not sites:
             known = ", ".join(s.name for s in fleet.sites) or "none"
-            raise InvalidInput("--site", f"no site {site!r} in the fleet file (known: {known})")
+            raise InvalidInput("site", f"no site {site!r} in the fleet file (known: {known})")
     files: list[GeneratedFile] = []
     for s in sites:
         files += render_site(fleet, s)
@@ -100,9 +100,9 @@ def render_fleet(fleet: Fleet, site: str | None = None) -> list[GeneratedFile]:
 
 def _check_target(out: Path) -> None:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise InvalidInput("--out", f"{str(out)!r} exists and is not a directory")
+        raise InvalidInput("out", f"{str(out)!r} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise InvalidInput("--out", f"{str(out)!r} is not empty and was not made by "
+        raise InvalidInput("out", f"{str(out)!r} is not empty and was not made by "
                            "'virtfleet boot render'; choose a new directory")
 
 

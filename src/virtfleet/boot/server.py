@@ -120,7 +120,7 @@ def create_app(service: BootService, public_url: str | None = None,
                clients: Clients | None = None) -> FastAPI:
     app = FastAPI(title="virtfleet boot", docs_url=None, redoc_url=None, openapi_url=None)
     if public_url is not None:
-        check_base(public_url, "--public-url")
+        check_base(public_url, "public_url")
 
     def base(request: Request) -> str:
         # The address the client used (10.0.2.2:PORT for a QEMU guest, the VIP behind HAProxy
@@ -274,5 +274,5 @@ def files_dir(value: Path | None) -> Path | None:
     if value is None:
         return None
     if not value.is_dir():
-        raise InvalidInput("--files", f"{str(value)!r} is not a directory")
+        raise InvalidInput("files", f"{str(value)!r} is not a directory")
     return value

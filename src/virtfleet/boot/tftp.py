@@ -37,7 +37,7 @@ def start_tftp(root: Path, address: str, port: int) -> TftpService:
     import tftpy
 
     if not root.is_dir():
-        raise InvalidInput("--tftp", f"{str(root)!r} is not a directory")
+        raise InvalidInput("tftp", f"{str(root)!r} is not a directory")
     server = tftpy.TftpServer(str(root.resolve()), upload_open=_refuse_upload)
     failed: list[OSError] = []
 
@@ -52,5 +52,5 @@ def start_tftp(root: Path, address: str, port: int) -> TftpService:
     while not server.is_running.wait(0.05):
         if failed or not thread.is_alive():
             why = failed[0].strerror if failed else "it stopped"
-            raise InvalidInput("--tftp-port", f"cannot serve TFTP on {address}:{port}: {why}")
+            raise InvalidInput("tftp_port", f"cannot serve TFTP on {address}:{port}: {why}")
     return TftpService(server, thread, int(server.listenport))

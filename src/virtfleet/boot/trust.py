@@ -28,7 +28,8 @@ def normal(addr: Address) -> Address:
     return addr
 
 
-def parse_proxies(values: Iterable[str], field: str = "--trusted-proxy") -> tuple[Network, ...]:
+def parse_proxies(values: Iterable[str], field: str = "trusted_proxies"
+                  ) -> tuple[Network, ...]:
     out = []
     for value in values:
         try:

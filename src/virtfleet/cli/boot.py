@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import signal
-import socket
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Annotated
 import typer
 
 from virtfleet.cli.context import app_context
+from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import Json, Site
 from virtfleet.cli.output import emit, emit_json, table
 from virtfleet.errors import InvalidInput, VirtfleetError
@@ -85,14 +84,25 @@ def render(
     from virtfleet.boot.render import render_fleet, write_tree
     from virtfleet.inventory.fleetfile import load_fleet
 
-    files = render_fleet(load_fleet(file), site=site)
-    paths = write_tree(files, out, before_publish=_checker if check else None)
+    fleet = load_fleet(file)
+    with options_named({"site": "--site", "out": "--out"}):
+        files = render_fleet(fleet, site=site)
+        paths = write_tree(files, out, before_publish=_checker if check else None)
     if json:
         emit_json([{"path": str(p), "kind": f.kind} for p, f in zip(paths, files, strict=True)])
     else:
         emit(table(["Kind", "File"], [(f.kind, str(p)) for p, f in zip(paths, files,
                                                                       strict=True)]))
         emit(f"{len(files)} files written under {out.absolute()}\n")
+
+
+# ServeRequest's fields as `boot serve` names them.
+SERVE_FLAGS = {"fleet_file": "--fleet", "files": "--files", "listen": "--listen", "port": "--port",
+               "token_ttl": "--token-ttl", "check_wait": "--check-wait", "tftp": "--tftp",
+               "tftp_port": "--tftp-port", "public_url": "--public-url",
+               "trusted_proxies": "--trusted-proxy", "guess_limit": "--guess-limit",
+               "client_timeout": "--client-timeout", "tls_cert": "--tls-cert",
+               "tls_key": "--tls-key"}
 
 
 def _ttl(value: str, field: str = "--token-ttl", least: int = 1) -> timedelta:
@@ -153,111 +163,27 @@ def serve(
 ) -> None:
     """Serve network installs over HTTP: iPXE scripts, kickstarts with per-host tokens,
     install files, and the callback that enrols the installed hypervisor."""
-    import threading
+    from virtfleet.boot.run import BootServer, ServeRequest
 
-    import uvicorn
-
-    from virtfleet.boot.installs import BootService, check_base
-    from virtfleet.boot.server import (
-        create_app,
-        enroll_unfinished,
-        files_dir,
-        flush_counts_every,
-        server_config,
-    )
-    from virtfleet.boot.trust import Clients, parse_proxies
-    from virtfleet.inventory.fleetfile import load_fleet
-
-    ttl = _ttl(token_ttl)
-    request_timeout = _ttl(client_timeout, "--client-timeout").total_seconds()
-    if public_url is not None:
-        check_base(public_url, "--public-url")
-    proxies = parse_proxies(trusted_proxy or ())
-    tls = _tls_files(tls_cert, tls_key)
-    try:
-        addr = ipaddress.ip_address(listen)
-    except ValueError:
-        raise InvalidInput("--listen", f"{listen!r} is not an IP address") from None
-    root = files_dir(files)
-    fleet = load_fleet(fleet_file)
-    if not any(hv.provision is not None for _s, _p, hv in fleet.hypervisors()):
-        raise InvalidInput("--fleet", f"{str(fleet_file)!r} has no hypervisor with a "
-                           "provision section: nothing to install")
-    service = BootService(fleet, app_context(ctx).store(), files=root, token_ttl=ttl,
-                          check_wait=_ttl(check_wait, "--check-wait", least=0),
-                          guesses=guess_limit)
-    sock = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((listen, port))
-    except OSError as exc:
-        sock.close()
-        raise InvalidInput("--port", f"cannot bind {listen}:{port}: {exc.strerror}") from None
-    sock.listen(1024)
-    tftp_service = None
-    if tftp is not None:
-        from virtfleet.boot.tftp import start_tftp
-
-        try:
-            tftp_service = start_tftp(tftp, listen, tftp_port)
-        except InvalidInput:
-            sock.close()
-            raise
-    new = service.plan()
+    req = ServeRequest(fleet_file, files, listen, port, _ttl(token_ttl),
+                       _ttl(check_wait, "--check-wait", least=0), tftp, tftp_port, public_url,
+                       tuple(trusted_proxy or ()), guess_limit,
+                       _ttl(client_timeout, "--client-timeout"), tls_cert, tls_key)
+    with options_named(SERVE_FLAGS):
+        server = BootServer.open(req, app_context(ctx).store)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_escape_controls)
-    bound = sock.getsockname()[1]
-    host = f"[{listen}]" if addr.version == 6 else listen
-    scheme = "https" if tls else "http"
-    emit(f"Serving network installs on {scheme}://{host}:{bound}/ ({len(service.by_name)} "
-         f"hosts, {new} newly planned)\n")
-    if proxies:
-        emit(f"Trusting X-Forwarded-For from {', '.join(str(p) for p in proxies)}\n")
-    if tftp_service is not None:
-        emit(f"Serving {tftp} over TFTP on {host}:{tftp_service.port} (read-only)\n")
+    emit(f"Serving network installs on {server.url} ({len(server.service.by_name)} hosts, "
+         f"{server.new} newly planned)\n")
+    if server.proxies:
+        emit(f"Trusting X-Forwarded-For from {', '.join(str(p) for p in server.proxies)}\n")
+    if server.tftp_address is not None:
+        emit(f"Serving {tftp} over TFTP on {server.tftp_address} (read-only)\n")
     sys.stdout.flush()
     # SIGTERM ends it like Ctrl-C (uvicorn stops taking requests and finishes the running ones).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    enroll_unfinished(service)
-    stop_counts = threading.Event()
-    counts = flush_counts_every(service, 1.0, stop_counts)
-    app = create_app(service, public_url, Clients(proxies))
-    server = uvicorn.Server(server_config(app, request_timeout=request_timeout,
-                                          tls_cert=tls[0] if tls else None,
-                                          tls_key=tls[1] if tls else None))
-    try:
-        server.run(sockets=[sock])
-    finally:
-        stop_counts.set()
-        counts.join(10)
-        if tftp_service is not None:
-            tftp_service.stop()
-
-
-def _tls_files(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
-    """--tls-cert and --tls-key: both or neither; readable PEM; the key private to its owner."""
-    import ssl
-
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        missing = "--tls-key" if key is None else "--tls-cert"
-        raise InvalidInput(missing, "needed with " + ("--tls-cert" if key is None
-                                                      else "--tls-key"))
-    for field, path in (("--tls-cert", cert), ("--tls-key", key)):
-        if not path.is_file():
-            raise InvalidInput(field, f"{str(path)!r} is not a file")
-    mode = key.stat().st_mode
-    if mode & 0o077:
-        raise InvalidInput("--tls-key", f"{str(key)!r} can be read by others (mode "
-                           f"{mode & 0o777:04o}); chmod 600 it")
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
-    except (ssl.SSLError, OSError) as exc:
-        raise InvalidInput("--tls-cert", f"cannot use {str(cert)!r} with {str(key)!r}: "
-                           f"{getattr(exc, 'reason', None) or exc}") from None
-    return cert, key
+    server.run()
 
 
 def _escape_controls(record: logging.LogRecord) -> bool:

@@ -5,7 +5,7 @@ into their models and prints."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from virtfleet.cli.context import app_context
+from virtfleet.cli.fields import in_text
 from virtfleet.cli.options import Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
 from virtfleet.cli.progress import step_progress
@@ -32,6 +33,7 @@ _FLAGS = {
     "memory_mib": "--memory-mib", "memory_ratio": "--memory-ratio", "cpu_ratio": "--cpu-ratio",
     "shape.vcpus": "--vcpus", "shape.memory_mib": "--memory-mib", "shape.disk_gib": "--disk-gib",
     "reserve_memory_mib": "--reserve-mib", "anti_affinity": "--anti-affinity", "name": "NAME",
+    "allow_memory_overcommit": "--allow-memory-overcommit",
 }
 
 
@@ -39,13 +41,18 @@ def _flag(field: str) -> str:
     return _FLAGS.get(field, "--" + field.split(".")[-1].replace("_", "-"))
 
 
+def _worded(field: str, rule: str, flags: Mapping[str, str] = _FLAGS) -> InvalidInput:
+    """A model's or a service's field, and the fields its rule names, as the options a user
+    typed."""
+    return InvalidInput(field if field.startswith("--") else _flag(field), in_text(rule, flags))
+
+
 @contextmanager
 def _flagged() -> Iterator[None]:
-    """A model's or a service's field names as the options a user typed."""
     try:
         yield
     except InvalidInput as exc:
-        raise InvalidInput(_flag(exc.field), exc.rule) from None
+        raise _worded(exc.field, exc.rule) from None
 
 
 def _parse(model: type[Any], data: dict[str, Any]) -> Any:
@@ -105,8 +112,13 @@ def _policy(file: Path | None, cpu: float | None, mem: float | None, allow: bool
         return parse(Policy, data)
     except InvalidInput as exc:
         field = exc.field
-        raise InvalidInput(_flag(field) if file is None or field.startswith("default")
-                           else f"--policy {field}", exc.rule) from None
+        if file is None:
+            raise _worded(field, exc.rule) from None
+        # The policy file's own key is the other way to allow it.
+        flags = {**_FLAGS, "allow_memory_overcommit": "--allow-memory-overcommit (or "
+                 "allow_memory_overcommit: true in the --policy file)"}
+        raise _worded(field if field.startswith("default") else f"--policy {field}", exc.rule,
+                      flags) from None
 
 
 # --------------------------------------------------------------------------- reference
@@ -193,7 +205,7 @@ def capacity(
         plan = plan_capacity(w, hw, pol)
     except ValueError as exc:
         field, _, rule = str(exc).partition(": ")
-        raise InvalidInput(_flag(field), rule) from None
+        raise _worded(field, rule) from None
     if json:
         emit_json(plan.model_dump())
         return

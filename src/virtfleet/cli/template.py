@@ -25,8 +25,8 @@ app = typer.Typer(no_args_is_help=True,
 
 # The service names its requests' fields; the command line names its options.
 FLAGS = {"name": "NAME", "source": "--from", "profile": "--profile", "template": "TEMPLATE",
-         "linked": "--linked", "pool": "--pool", "networks": "--network", "count": "--count",
-         "host/pod/site": "--host/--pod/--site"}
+         "linked": "--linked", "linked=false": "--full", "pool": "--pool", "networks": "--network",
+         "count": "--count", "host/pod/site": "--host/--pod/--site"}
 
 
 @contextmanager

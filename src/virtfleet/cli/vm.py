@@ -10,13 +10,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 
 from virtfleet.cli.context import app_context
-from virtfleet.cli.fields import options_named
+from virtfleet.cli.fields import in_text, options_named
 from virtfleet.cli.options import CpuRatioOpt, Group, HostOpt, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table, warn
 from virtfleet.cli.plan import PolicyFile
@@ -52,7 +53,9 @@ CREATE_FLAGS = {
     "owner": "--owner", "virt_type": "virt type",
 }
 UNDEFINE_FLAGS = {"vm": "NAME", "storage": "--storage",
-                  "remove_all_storage": "--remove-all-storage"}
+                  "remove_all_storage": "--remove-all-storage",
+                  "remove_managed_save": "--remove-managed-save",
+                  "remove_snapshots": "--remove-snapshots", "remove_nvram": "--remove-nvram"}
 
 
 @contextmanager
@@ -89,13 +92,15 @@ def _act(ctx: typer.Context, verb: str, name: str | None, all_: bool, scope: Sco
 
 def _print(done: ActResult, json: bool) -> None:
     """One line for one VM done; else a row per VM, and (for people) one per host that did
-    not answer, so the table says what succeeded and what failed."""
+    not answer, so the table says what succeeded and what failed. A failed VM's row words
+    the fields it names as options."""
+    vms = [v if v.ok else replace(v, result=in_text(v.result, FLAGS)) for v in done.vms]
     if json:
-        emit_json([v.as_json() for v in done.vms])
-    elif len(done.vms) == 1 and done.ok:
-        emit(f"Domain '{done.vms[0].name}' {done.vms[0].result}\n")
+        emit_json([v.as_json() for v in vms])
+    elif len(vms) == 1 and done.ok:
+        emit(f"Domain '{vms[0].name}' {vms[0].result}\n")
     else:
-        emit(table(["Host", "Name", "Result"], [(v.host, v.name, v.result) for v in done.vms]
+        emit(table(["Host", "Name", "Result"], [(v.host, v.name, v.result) for v in vms]
                    + [(f.host, None, f"failed: {f.kind}: {f.message}") for f in done.failed]))
         if not done.vms and not done.failed:
             warn("no VM in scope needed it")

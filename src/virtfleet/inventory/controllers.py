@@ -1,35 +1,26 @@
 """The store's part for controllers: the registration a CLI finds a running `virtfleet serve` by.
 
-A mixin of Store (it uses Store's transactions). Today the table holds one row (id = 1): one
-controller per store. Taking the row over is a compare-and-swap on the registration the new
-controller judged dead, so two controllers starting at once cannot both win; several controllers
-on PostgreSQL with leases (a later step) replace the single row, not this rule.
+Today the table holds one row (id = 1): one controller per store. Taking the row over is a
+compare-and-swap on the registration the new controller judged dead, so two controllers starting
+at once cannot both win; several controllers on PostgreSQL with leases (a later step) replace
+the single row, not this rule.
 The CLI's warm path reads the same row without SQLAlchemy: inventory/registration.py.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Connection, delete, select, update
 
-from virtfleet.errors import Conflict, InvalidInput, NotFound
+from virtfleet.errors import Conflict, NotFound
 from virtfleet.inventory import tables as t
+from virtfleet.inventory.base import StoreBase, utc
 from virtfleet.inventory.records import ControllerRecord
 
 
-def _utc(value: datetime, field: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidInput(field, "must be a timezone-aware datetime (UTC)")
-    return value.astimezone(UTC)
-
-
-class ControllerRegistry:
-    """controller reads and writes; mixed into Store, which provides _tx."""
-
-    def _tx(self, what: str, *, write: bool) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # Store's
+class ControllerRegistry(StoreBase):
+    """controller reads and writes."""
 
     def register_controller(self, rec: ControllerRecord,
                             replacing: ControllerRecord | None = None) -> None:
@@ -40,8 +31,8 @@ class ControllerRegistry:
         controller that registered in between.
         """
         row = {"id": 1, "url": rec.url, "token": rec.token, "pid": rec.pid,
-               "hostname": rec.hostname, "started_at": _utc(rec.started_at, "started_at"),
-               "heartbeat_at": _utc(rec.heartbeat_at, "heartbeat_at")}
+               "hostname": rec.hostname, "started_at": utc(rec.started_at, "started_at"),
+               "heartbeat_at": utc(rec.heartbeat_at, "heartbeat_at")}
         c = t.controller
         with self._tx("register the controller", write=True) as conn:
             current = self._read(conn, lock=True)
@@ -57,7 +48,7 @@ class ControllerRegistry:
 
     def heartbeat_controller(self, pid: int, at: datetime) -> None:
         """Note that controller `pid` is alive. NotFound if another one has replaced it."""
-        when = _utc(at, "at")
+        when = utc(at, "at")
         c = t.controller
         with self._tx("controller heartbeat", write=True) as conn:
             if conn.execute(update(c).where(c.c.pid == pid)

@@ -1,6 +1,5 @@
 """The store's part for network installs: one boot_installs row per hypervisor `boot serve` knows.
 
-A mixin of Store (it uses Store's transactions), kept apart because store.py is already large.
 Every state change is one conditional UPDATE (`... WHERE state IN (expected)`), so two requests
 for the same host cannot both move it, on SQLite or PostgreSQL.
 """
@@ -8,16 +7,19 @@ for the same host cannot both move it, on SQLite or PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Row, func, select, update
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
 from virtfleet.inventory import tables as t
-from virtfleet.inventory.records import InstallPlan, InstallRecord
+from virtfleet.inventory.base import StoreBase, utc
+from virtfleet.inventory.records import InstallPlan as InstallPlan
+from virtfleet.inventory.records import InstallRecord as InstallRecord
 
+# InstallPlan and InstallRecord live in records.py, so `boot status` reads them without
+# SQLAlchemy (installs_sqlite.py); they are imported here under their old home's names too.
 STATES = t.INSTALL_STATES
 # Once a host has been installed, network-booting it again must not reinstall it.
 DONE_STATES = ("installed", "enrolled")
@@ -32,28 +34,19 @@ def _record(row: Row[Any]) -> InstallRecord:
     return InstallRecord(**dict(zip(_COLS, row, strict=True)))
 
 
-def _aware(value: datetime, field: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidInput(field, "must be a timezone-aware datetime (UTC)")
-    return value.astimezone(UTC)
-
-
 def _select() -> Any:
     bi = t.boot_installs
     return select(*(bi.c[c] for c in _COLS))
 
 
-class InstallStore:
-    """boot_installs reads and writes; mixed into Store, which provides _tx."""
-
-    def _tx(self, what: str, *, write: bool) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # Store's
+class InstallStore(StoreBase):
+    """boot_installs reads and writes."""
 
     def plan_installs(self, plans: Sequence[InstallPlan], at: datetime) -> int:
         """Make sure every planned host has a row (new ones start `planned`); keep the state
         of those that have one, updating their MAC, site, pod and profile from the fleet file.
         Returns how many rows were new."""
-        when = _aware(at, "at")
+        when = utc(at, "at")
         bi = t.boot_installs
         new = 0
         with self._tx("plan network installs", write=True) as conn:
@@ -101,7 +94,7 @@ class InstallStore:
 
         A host already installed or enrolled is returned unchanged, without a token.
         """
-        when, until = _aware(at, "at"), _aware(expires_at, "expires_at")
+        when, until = utc(at, "at"), utc(expires_at, "expires_at")
         bi = t.boot_installs
         with self._tx(f"start the install of {host!r}", write=True) as conn:
             done = conn.execute(update(bi).where(
@@ -126,7 +119,7 @@ class InstallStore:
         on request."""
         if to not in STATES:
             raise InvalidInput("state", f"must be one of {', '.join(STATES)}")
-        when = _aware(at, "at")
+        when = utc(at, "at")
         bi = t.boot_installs
         values: dict[str, object] = {"state": to, f"{to}_at": when, "updated_at": when}
         if error is not None:
@@ -136,7 +129,7 @@ class InstallStore:
         if check is not None:
             values.update(check_ok=check[0], check_detail=check[1])
         if token_expires_at is not None:
-            values["token_expires_at"] = _aware(token_expires_at, "token_expires_at")
+            values["token_expires_at"] = utc(token_expires_at, "token_expires_at")
         where = [bi.c.host == host, bi.c.state.in_(expect)]
         if token_hash is not None:
             where.append(bi.c.token_hash == token_hash)
@@ -163,7 +156,7 @@ class InstallStore:
     def add_install_refusals(self, counts: Mapping[str, tuple[int, int]], at: datetime) -> None:
         """Add (refused, limited) request counts to each named host's row, in one transaction
         (boot serve collects them in memory and writes them about once a second)."""
-        when = _aware(at, "at")
+        when = utc(at, "at")
         bi = t.boot_installs
         with self._tx("record refused boot requests", write=True) as conn:
             for host, (refused, limited) in counts.items():
@@ -173,7 +166,7 @@ class InstallStore:
 
     def record_install_check(self, host: str, ok: bool, detail: str, at: datetime) -> None:
         """The latest `host check` of an enrolled host (it is retried until its first boot)."""
-        when = _aware(at, "at")
+        when = utc(at, "at")
         bi = t.boot_installs
         with self._tx(f"record the host check of {host!r}", write=True) as conn:
             conn.execute(update(bi).where(bi.c.host == host).values(

@@ -1,8 +1,9 @@
 """The store's tables, as SQLAlchemy 2.0 typed declarative classes.
 
 Only columns and constraints live here; no relationships, so nothing can lazy-load behind a
-query's back. Queries and writes are in store.py. A change here needs a new migration in
-migrations/versions (tests compare the migrated schema with these classes).
+query's back. Queries and writes are in the store's parts (store.py lists them). A change here
+needs a new migration in migrations/versions (tests compare the migrated schema with these
+classes).
 
 Inventory (desired state, from the fleet file): sites, pods, host_groups, hypervisors and
 hypervisor_groups. Observed state (written by sync and the controller): domains and host_status.

@@ -50,7 +50,7 @@ class PlanPolicy(Strict):
     def _checks(self) -> PlanPolicy:
         if self.memory_ratio > 1.0 and not self.allow_memory_overcommit:
             raise ValueError(f"memory_ratio: {self.memory_ratio} overcommits memory; pass "
-                             "--allow-memory-overcommit to accept it")
+                             "`allow_memory_overcommit` to accept it")
         if self.spares_per_pod >= self.pod_size:
             raise ValueError(f"spares_per_pod: {self.spares_per_pod} must be smaller than "
                              f"pod_size ({self.pod_size})")

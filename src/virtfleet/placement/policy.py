@@ -36,7 +36,7 @@ class Policy(Strict):
             if r.memory > 1.0:
                 raise ValueError(
                     f"{where}.memory: ratio {r.memory} overcommits memory; "
-                    "pass --allow-memory-overcommit (allow_memory_overcommit: true) to accept it")
+                    "pass `allow_memory_overcommit` to accept it")
         return self
 
     def ratios(self, host: HostState) -> Ratios:

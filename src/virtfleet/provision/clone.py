@@ -95,7 +95,7 @@ def _candidates(store: Store, pool: ConnectionPool, tpl: Template, req: CloneReq
         where = req.host or req.pod or req.site
         raise InvalidInput("linked", f"no hypervisor in {where} sees {tpl.name}'s image "
                            f"{tpl.disks[0].path} (it is on {tpl.record.name}, not on storage "
-                           "shared with it); make full clones (--full) instead")
+                           "shared with it); make full clones (`linked=false`) instead")
     return seeing
 
 

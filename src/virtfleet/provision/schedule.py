@@ -13,8 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 from virtfleet.fleet.queries import NodeInfo, ask_fleet, domains_of, failures, node_info_of
+from virtfleet.inventory.claims import DEFAULT_CLAIM_TTL, ClaimRequest
 from virtfleet.inventory.records import DomainRecord, HostFailure, HostRecord
-from virtfleet.inventory.store import DEFAULT_CLAIM_TTL, ClaimRequest, Store
+from virtfleet.inventory.store import Store
 from virtfleet.placement.models import HostState, PlacementRequest, VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.placement.scheduler import Placed, Scheduler

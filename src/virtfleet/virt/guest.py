@@ -119,8 +119,8 @@ class Guest:
             return "shut off"
         if not force:
             raise OperationTimeout(
-                f"{self.host.label}/{self.name}: still running {timeout:g}s after an ACPI "
-                "shutdown (does the guest run acpid?); use --force to destroy it")
+                f"still running {timeout:g}s after an ACPI shutdown (does the guest run "
+                "acpid?); use `force` to destroy it", host=self.host.label, vm=self.name)
         self.destroy()
         return "destroyed"
 
@@ -166,15 +166,15 @@ class Guest:
         d = self.domain()
         reasons = []
         if self.has_managed_save() and not allow.managed_save:
-            reasons.append("a managed-save image (--remove-managed-save)")
+            reasons.append("a managed-save image (`remove_managed_save`)")
         if self.snapshot_count() and not allow.snapshots:
-            reasons.append(f"{self.snapshot_count()} snapshot(s) (--remove-snapshots)")
+            reasons.append(f"{self.snapshot_count()} snapshot(s) (`remove_snapshots`)")
         has_nvram = d.element.find("os/nvram") is not None
         if has_nvram and not allow.nvram:
-            reasons.append("UEFI NVRAM (--remove-nvram)")
+            reasons.append("UEFI NVRAM (`remove_nvram`)")
         if reasons:
-            raise Conflict(f"{self.host.label}/{self.name}: undefine would lose "
-                           + ", ".join(reasons) + "; name what may go")
+            raise Conflict("undefine would lose " + ", ".join(reasons) + "; name what may go",
+                           host=self.host.label, vm=self.name)
         flags = 0
         if allow.managed_save:
             flags |= libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
