@@ -255,8 +255,8 @@ def _each(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest,
 
 def _one(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest, vm: str,
          rec: HostRecord, taken: set[str], batch: _Batch) -> Cloned:
-    with journaled(store, pool, "clone", f"{rec.name}/{vm}") as op:
-        op.made(Made("claim", rec.name, vm))
+    with journaled(store, pool, "clone", f"{rec.name}/{vm}",
+                   (Made("claim", rec.name, vm),)) as op:
         host = batch.host
         paths = []
         for i, src in enumerate(tpl.disks):

@@ -111,10 +111,10 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
 
     `reading`: reserve_host's reading of the pod, whose names and MACs were checked there;
     without one the pod is asked now."""
-    with journaled(store, pool, "create", f"{target.name}/{spec.name}") as op:
-        # The claim goes back if anything fails; on success the VM is recorded as observed
-        # and the claim goes (settle): its room stays counted, and nothing outlives the VM.
-        op.made(Made("claim", target.name, spec.name))
+    # The claim goes back if anything fails; on success the VM is recorded as observed and the
+    # claim goes (settle): its room stays counted, and nothing outlives the VM.
+    with journaled(store, pool, "create", f"{target.name}/{spec.name}",
+                   (Made("claim", target.name, spec.name),)) as op:
         pod_hosts = store.hypervisors(pod=target.pod)
         if reading is None:
             check_name_free(spec.name, store, pod_hosts, pool)
