@@ -99,6 +99,7 @@ def main() -> None:
     installs = plan_installs(db, fleet_file)
     fleet = yaml.safe_load(fleet_file.read_text())
     first = fleet["sites"][0]["pods"][0]["hypervisors"][0]["name"]
+    hosts = sum(len(p["hypervisors"]) for s in fleet["sites"] for p in s["pods"])
 
     load_before = os.getloadavg()[0]
     ctl = subprocess.Popen([VF, "serve"], env={**os.environ, **env},
@@ -160,8 +161,7 @@ def main() -> None:
            f"load average {load_before:.1f} before and {load_after:.1f} after, shared with "
            f"other work), Python {platform.python_version()}; median and range of "
            f"{args.runs} runs of each, interleaved, each a fresh process; the controller "
-           f"serves {len(fleet['sites'])} sites of simulated hypervisors (test driver, in "
-           "process).", text)
+           f"serves {hosts:,} simulated hypervisors (test driver, in process).", text)
     sys.stdout.flush()
 
 
