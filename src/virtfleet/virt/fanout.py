@@ -1,10 +1,10 @@
 """Ask many hypervisors the same thing at once, each with its own deadline.
 
 A fleet query must never wait on its slowest host for longer than the per-host deadline, and one
-dead host must never fail the others. Each host's work runs on one of `concurrency` daemon
-worker threads; a job that passes its deadline is reported as OperationTimeout and abandoned
-(its thread ends when libvirt's keepalive gives up on the peer), and a new worker takes its
-slot for the next host. Results come back per host, in the order the hosts were given.
+dead host must never fail the others. Each host's work runs in its own daemon thread, at most
+`concurrency` at a time; a job that passes its deadline is reported as OperationTimeout and
+abandoned (its thread ends when libvirt's keepalive gives up on the peer), and its slot goes to
+the next host. Results come back per host, in the order the hosts were given.
 """
 
 from __future__ import annotations
@@ -146,23 +146,16 @@ def fan_out(
     deadline: float | None = None,
     progress: Callable[[HostResult[T]], None] | None = None,
 ) -> list[HostResult[T]]:
-    """Run `work(host)` for every host; return each host's value or error, in input order.
-
-    `concurrency` worker threads take the hosts in turn, rather than a thread per host: with
-    a hundred busy threads, starting each new one waited for its turn at the interpreter lock
-    (about 1.5 ms per host, most of a cold fleet-wide list's wait). A worker whose job passes
-    its deadline is left to finish or hang, and a new worker takes its place.
-    """
+    """Run `work(host)` for every host; return each host's value or error, in input order."""
     limit = max(1, concurrency or fanout_concurrency())
     per_host = deadline if deadline is not None else pool.timeouts.call
     results: list[HostResult[T] | None] = [None] * len(hosts)
     done_q: queue.Queue[tuple[int, T | None, VirtfleetError | None, float]] = queue.Queue()
-    guard = threading.Lock()
-    running: dict[int, float] = {}  # index -> start time; guarded
-    abandoned: set[int] = set()  # guarded
-    taken = [0]  # the next index to take; guarded
+    running: dict[int, float] = {}  # index -> start time
+    next_index = 0
 
-    def job(i: int, start: float) -> None:
+    def job(i: int) -> None:
+        start = time.monotonic()
         err: VirtfleetError | None = None
         value: T | None = None
         try:
@@ -179,56 +172,31 @@ def fan_out(
             pool.release(hosts[i])
         done_q.put((i, value, err, time.monotonic() - start))
 
-    def worker() -> None:
-        while True:
-            with guard:
-                i = taken[0]
-                if i >= len(hosts):
-                    return
-                taken[0] = i + 1
-                start = running[i] = time.monotonic()
-            job(i, start)
-            with guard:
-                if i in abandoned:  # its replacement took over this slot
-                    return
-
-    def spawn() -> None:
-        threading.Thread(target=worker, daemon=True, name="fanout").start()
-
     def finish(i: int, result: HostResult[T]) -> None:
         results[i] = result
         if progress is not None:
             progress(result)
 
-    for _ in range(min(limit, len(hosts))):
-        spawn()
-    finished = 0
-    while finished < len(hosts):
+    while next_index < len(hosts) or running:
+        while next_index < len(hosts) and len(running) < limit:
+            running[next_index] = time.monotonic()
+            threading.Thread(target=job, args=(next_index,), daemon=True,
+                             name=f"fanout {hosts[next_index].name}").start()
+            next_index += 1
         now = time.monotonic()
-        with guard:
-            starts = list(running.values())
-        wait = max(0.0, min(starts) + per_host - now) if starts else per_host
+        wait = max(0.0, min(start + per_host for start in running.values()) - now)
         try:
             i, value, err, secs = done_q.get(timeout=wait)
-            with guard:
-                late = running.pop(i, None) is None  # an abandoned job's late answer
-            if not late:
+            if i in running:  # a late answer from an abandoned job is dropped
+                del running[i]
                 finish(i, HostResult(hosts[i], value, err, secs))
-                finished += 1
         except queue.Empty:
             pass
         now = time.monotonic()
-        with guard:
-            expired = [(i, start) for i, start in running.items() if now - start >= per_host]
-            for i, _start in expired:
+        for i, start in list(running.items()):
+            if now - start >= per_host:
                 del running[i]
-                abandoned.add(i)
-            more = taken[0] < len(hosts)
-        for i, start in expired:
-            pool.discard(hosts[i])
-            finish(i, HostResult(hosts[i], None, OperationTimeout(
-                f"{hosts[i].name}: no answer within {per_host:g}s"), now - start))
-            finished += 1
-            if more:
-                spawn()
+                pool.discard(hosts[i])
+                finish(i, HostResult(hosts[i], None, OperationTimeout(
+                    f"{hosts[i].name}: no answer within {per_host:g}s"), now - start))
     return [r for r in results if r is not None]
