@@ -115,7 +115,10 @@ def loopback_fleet(uris: list[str], relays: Sequence[str] = ()) -> dict[str, Any
 def serving(tmp_path: Path, uris: list[str] | None = None,
             ttl: timedelta = timedelta(hours=1), *, fleet: dict[str, Any] | None = None,
             proxies: Sequence[str] = (), request_timeout: float = 10.0,
-            stall_timeout: float = 60.0, **service_kw: Any) -> Iterator[Served]:
+            stall_timeout: float = 60.0, plain_uvicorn: bool = False,
+            **service_kw: Any) -> Iterator[Served]:
+    """plain_uvicorn: uvicorn's own h11 protocol instead of boot serve's (no zero-copy send,
+    no slow-client timeouts), to check the app alone."""
     files = tmp_path / "files"
     files.mkdir(exist_ok=True)
     (files / "vmlinuz").write_bytes(b"kernel" * 1000)
@@ -130,8 +133,9 @@ def serving(tmp_path: Path, uris: list[str] | None = None,
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     app = create_app(service, clients=Clients(parse_proxies(proxies)))
-    server = uvicorn.Server(server_config(app, request_timeout=request_timeout,
-                                          stall_timeout=stall_timeout))
+    config = (uvicorn.Config(app, log_level="warning", http="h11") if plain_uvicorn else
+              server_config(app, request_timeout=request_timeout, stall_timeout=stall_timeout))
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -21,7 +21,17 @@ import yaml
 from pykickstart.parser import KickstartParser  # type: ignore[import-untyped]
 from pykickstart.version import makeVersion  # type: ignore[import-untyped]
 
-from virtfleet.boot import dhcpd, grub, haproxy, ipxe, kea, kickstart, pxelinux, validators
+from virtfleet.boot import (
+    dhcpd,
+    grub,
+    haproxy,
+    ipxe,
+    kea,
+    kickstart,
+    pxelinux,
+    tokens,
+    validators,
+)
 from virtfleet.boot.render import GeneratedFile, render_fleet, write_tree
 from virtfleet.boot.scopes import BootHost, DhcpScope, boot_hosts, dhcp_scopes
 from virtfleet.errors import InvalidInput
@@ -198,6 +208,26 @@ def test_hypervisor_kickstart_with_bond_key_and_callback(hosts: dict[str, BootHo
     assert "ssh-ed25519 AAAAC3" in post and "/root/.ssh/authorized_keys" in post
     assert "--data-urlencode host=hv2.or.example.com" in post and "http://ks/callback" in post
     assert "curl" in h.packages.packageList
+
+
+@pytest.mark.parametrize("url", [
+    "http://10.0.2.2:8069/callback", "https://ks.or.example.com/callback",
+    "http://[fd00::1]:8069/callback",  # quoted by shlex: built fresh, not filled in
+])
+def test_a_prepared_kickstart_is_what_a_fresh_build_writes(hosts: dict[str, BootHost],
+                                                           url: str) -> None:
+    """boot serve builds each host's kickstart once and fills in each request's callback URL
+    and token: the text must be exactly the one built for that request (RHEL6 and RHEL9, with
+    and without a bond), so the parse-back check of the prepared one holds for it."""
+    prepared = kickstart.Prepared()
+    for host in hosts.values():
+        for token in (tokens.new_token(), tokens.new_token(), "-_" + "A" * 41):
+            fresh = kickstart.hypervisor_kickstart(host, kickstart.Callback(
+                url, (("token", token),)))
+            assert prepared.kickstart(host, url, token) == fresh
+            assert f"token={token}" in fresh
+    text = prepared.prepare(hosts["hv1"])
+    assert text is not None and token not in text  # the prepared text has marks only
 
 
 @pytest.mark.parametrize("memory_mib,swap", [(1024, 2048), (2048, 4096), (4096, 4096),

@@ -1,3 +1,4 @@
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -200,13 +201,19 @@ PROFILE = ("profiles", 1)
 ])
 def test_bad_provisioning_names_the_field(change: Callable[[dict[str, Any]], None], field: str,
                                           words: str) -> None:
+    exc = _refusal(change)
+    assert exc.field.endswith(field), exc
+    assert words in exc.rule, exc
+    assert "\n" not in str(exc)
+
+
+def _refusal(change: Callable[[dict[str, Any]], None]) -> InvalidInput:
+    """What parse_fleet says of the boot fleet after `change`."""
     data = _boot_data()
     change(data)
     with pytest.raises(InvalidInput) as exc:
         parse_fleet(data)
-    assert exc.value.field.endswith(field), exc.value
-    assert words in exc.value.rule, exc.value
-    assert "\n" not in str(exc.value)
+    return exc.value
 
 
 def test_distributed_networks_need_their_own_servers() -> None:
@@ -219,3 +226,25 @@ def test_distributed_networks_need_their_own_servers() -> None:
     data["sites"][0]["networks"][0]["servers"] = {
         "next_server": boot["next_server"], "http_base": boot["http_base"], "dhcp": boot["dhcp"]}
     assert parse_fleet(data).sites[0].boot is not None
+
+
+def _copy_of(path: tuple[str | int, ...], index: int) -> Callable[[dict[str, Any]], None]:
+    """Append a copy of list item `index` at `path` (so its name repeats)."""
+    def apply(data: dict[str, Any]) -> None:
+        items = _at(data, *path)
+        items.append(copy.deepcopy(items[index]))
+    return apply
+
+
+@pytest.mark.parametrize("change,field,rule", [
+    (_copy_of(("profiles",), 0), "profiles[3].name",
+     "duplicate profile name 'centos-kvm' (first at profiles[0].name)"),
+    (_copy_of(("sites", 0, "boot", "real_servers"), 0), "sites[0].boot.real_servers[2].name",
+     "duplicate real server 'ks1' (first at sites[0].boot.real_servers[0])"),
+    (_copy_of(("sites", 0, "networks"), 0), "sites[0].networks[1].name",
+     "duplicate network name 'or-prov1' (first at sites[0].networks[0].name)"),
+])
+def test_a_repeat_names_both_places(change: Callable[[dict[str, Any]], None], field: str,
+                                    rule: str) -> None:
+    exc = _refusal(change)
+    assert (exc.field, exc.rule) == (field, rule)

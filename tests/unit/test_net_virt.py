@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
 from virtfleet.inventory.networks import NetworkSpec, build_network
 from virtfleet.virt import networks
+from virtfleet.virt.errors import or_none
 from virtfleet.virt.host import Host
 
 from .nodes import node_uri
@@ -73,3 +75,13 @@ def test_ensure_never_rewrites_a_network_that_differs(h: Host) -> None:
     with pytest.raises(Conflict, match="differs from the fleet file"):
         networks.ensure(h, nat("default", "192.168.123.0/24"), "f")
     assert networks.info(h, "default").subnets == ("192.168.122.0/24",)
+
+
+def test_or_none_turns_only_its_own_missing_code_into_none(h: Host) -> None:
+    def lookup() -> object:
+        return h.conn.networkLookupByName("no-such-net")
+
+    assert or_none(lookup, libvirt.VIR_ERR_NO_NETWORK) is None
+    with pytest.raises(libvirt.libvirtError):  # another kind of absence is not this answer
+        or_none(lookup, libvirt.VIR_ERR_NO_STORAGE_POOL)
+    assert or_none(lambda: h.conn.networkLookupByName("default"), libvirt.VIR_ERR_NO_NETWORK)

@@ -25,7 +25,7 @@ import yaml
 from virtfleet.boot.render import GeneratedFile
 from virtfleet.errors import InvalidInput, NotFound
 from virtfleet.inventory.fleetfile import Fleet, dump_fleet, load_fleet, parse_fleet
-from virtfleet.inventory.niclayout import CHAPTER_LAYOUT, NicLayout, host_layout
+from virtfleet.inventory.niclayout import BUILTIN_LAYOUT, NicLayout, host_layout
 from virtfleet.netcfg import ifcfg, keyfile, nmstate
 from virtfleet.netcfg.render import FORMATS, host_files, render_host
 
@@ -103,12 +103,12 @@ def test_the_chapter_listing_parses_to_hv1_once_primary_slave_is_dropped(fleet: 
 
 
 def test_builtin_layout_is_the_chapters_seven_nics() -> None:
-    bonds = {b.name: b for b in CHAPTER_LAYOUT.bonds}
+    bonds = {b.name: b for b in BUILTIN_LAYOUT.bonds}
     assert [b.interfaces for b in bonds.values()] == [("eth0", "eth1"), ("eth2", "eth3"),
                                                       ("eth4", "eth5")]
     assert all((b.mode, b.miimon) == ("active-backup", 80) for b in bonds.values())
-    assert CHAPTER_LAYOUT.ipmi is not None and len(CHAPTER_LAYOUT.ethernets) == 6  # + IPMI = 7
-    assert CHAPTER_LAYOUT.management == "bond0"
+    assert BUILTIN_LAYOUT.ipmi is not None and len(BUILTIN_LAYOUT.ethernets) == 6  # + IPMI = 7
+    assert BUILTIN_LAYOUT.management == "bond0"
 
 
 # ---- golden trees and round trips ----
@@ -312,7 +312,7 @@ def test_unknown_host_and_format() -> None:
     with pytest.raises(NotFound):
         render_host(fleet, "hv9.or.example.com")
     with pytest.raises(InvalidInput) as exc:
-        host_files("hv1", CHAPTER_LAYOUT, ["netplan"])
+        host_files("hv1", BUILTIN_LAYOUT, ["netplan"])
     assert exc.value.field == "formats"
 
 

@@ -1,9 +1,9 @@
 """ISC dhcpd configurations: one per scope, or a primary and a secondary for a failover pair.
 
-The chapter's listings 3-4 to 3-6, corrected: `filename "pxelinux.0";` (no `=`),
-`max-response-delay` and `max-unacked-updates` as single words, mclt and split on the primary
-only (dhcpd refuses them on a secondary), and an OMAPI key made per render with HMAC-SHA256
-instead of the fixed hmac-md5 string.
+What dhcpd -t accepts: `filename "pxelinux.0";` (no `=`), `max-response-delay` and
+`max-unacked-updates` as single words, mclt and split on the primary only (dhcpd refuses them
+on a secondary), and an OMAPI key made per render with HMAC-SHA256, never a fixed shared
+string.
 """
 
 from __future__ import annotations

@@ -137,6 +137,21 @@ class BootService:
         self.log_lines = Window(guesses, window, monotonic)  # refusal lines per client
         self._counts: dict[str, list[int]] = {}  # host -> [refused, limited], not yet stored
         self._counts_lock = threading.Lock()
+        self.kickstarts = kickstart.Prepared()
+
+    def prepare_kickstarts(self) -> int:
+        """Build and check every planned host's kickstart now, so that an install wave only
+        fills in each machine's callback URL and token; how many were prepared. A host whose
+        kickstart cannot be built is left to its request, which reports why."""
+        done = 0
+        for planned in self.by_name.values():
+            try:
+                self.kickstarts.prepare(planned.boot)
+            except VirtfleetError as exc:
+                log.warning("kickstart for %s: %s", planned.boot.name, printable(exc.message))
+                continue
+            done += 1
+        return done
 
     def plan(self) -> int:
         """Record every planned install in the store; how many are new."""
@@ -291,8 +306,7 @@ class BootService:
                                 token_hash=tokens.hash_token(token),
                                 token_expires_at=now + self.token_ttl)
         log.info("kickstart for %s (%s): installing", host_name, planned.boot.mac)
-        cb = kickstart.Callback(f"{base}callback", (("token", token),))
-        return kickstart.hypervisor_kickstart(planned.boot, cb)
+        return self.kickstarts.kickstart(planned.boot, f"{base}callback", token)
 
     def callback(self, host_name: str, mac_text: str, token: str | None, status: str,
                  error: str, client: Address) -> InstallRecord:

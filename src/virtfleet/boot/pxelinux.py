@@ -1,4 +1,4 @@
-"""PXELINUX menus (the chapter's listing 3-2): per host, install KVM or boot the first disk.
+"""PXELINUX menus for BIOS clients: per host, install KVM or boot the first disk.
 
 PXELINUX looks for `pxelinux.cfg/01-<mac>` before `pxelinux.cfg/default`, so a known machine
 gets its install entry first and an unknown one only the local-disk entry.
@@ -10,7 +10,7 @@ from virtfleet.boot.cmdline import installer_args
 from virtfleet.boot.scopes import BootHost
 from virtfleet.boot.templating import render
 
-HOST_TIMEOUT = 5  # tenths of a second, as in the chapter: a planned install starts at once
+HOST_TIMEOUT = 5  # tenths of a second: a host planned for install starts it at once
 DEFAULT_TIMEOUT = 50
 
 

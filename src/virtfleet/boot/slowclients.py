@@ -3,10 +3,11 @@ of a request (a slowloris client sends one header line every few seconds and hol
 connection, and a few hundred such connections hold the server), and for a client that stops
 reading a response.
 
-`guarded_protocol` makes an H11Protocol that closes a connection whose request (head and body)
-has not fully arrived `request_timeout` seconds after its first byte (or after the connection
-opened), answering 408 if it can; and one whose client has not read anything of a response for
+`Guarded` is an H11Protocol that closes a connection whose request (head and body) has not
+fully arrived `request_timeout` seconds after its first byte (or after the connection opened),
+answering 408 if it can; and one whose client has not read anything of a response for
 `stall_timeout` seconds. Idle keep-alive connections are uvicorn's own (timeout_keep_alive).
+boot serve runs it with zero-copy file bodies added (zerocopy.boot_protocol sets the timeouts).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-
         b"connection: close\r\ncontent-length: " + str(len(_BODY)).encode() + b"\r\n\r\n" + _BODY)
 
 
-class _Guarded(H11Protocol):
+class Guarded(H11Protocol):
     request_timeout = 10.0
     stall_timeout = 60.0
 
@@ -97,8 +98,3 @@ class _Guarded(H11Protocol):
             self._stall_timer = None
         super().connection_lost(exc)
 
-
-def guarded_protocol(request_timeout: float, stall_timeout: float) -> type[H11Protocol]:
-    """An H11Protocol class with these timeouts, for uvicorn.Config(http=...)."""
-    return type("GuardedH11Protocol", (_Guarded,), {"request_timeout": request_timeout,
-                                                    "stall_timeout": stall_timeout})

@@ -174,6 +174,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_escape_controls)
+    # Before the Serving line: clients that come at once find every kickstart ready.
+    server.prepare()
     emit(f"Serving network installs on {server.url} ({len(server.service.by_name)} hosts, "
          f"{server.new} newly planned)\n")
     if server.proxies:

@@ -21,8 +21,12 @@ from virtfleet.cli.plan import PolicyFile
 from virtfleet.errors import InvalidInput, VirtfleetError
 
 if TYPE_CHECKING:
-    from virtfleet.fleet.migration import DrainResult, MigrationResult, MigrationService
-    from virtfleet.provision.migrate import MoveProgress
+    from virtfleet.fleet.migration import (
+        DrainResult,
+        MigrationResult,
+        MigrationService,
+        MoveProgress,
+    )
 
 # The service names its request's fields; the command line names its options.
 FLAGS = {"vm": "NAME", "to": "--to", "pod": "--pod", "mode": "--live/--offline",

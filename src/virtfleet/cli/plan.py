@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from virtfleet.placement.policy import Policy
 
 app = typer.Typer(no_args_is_help=True,
-                  help="Capacity planning and VM placement (the chapter's sizing, done by code).")
+                  help="Capacity planning and VM placement: the estate's sizing, done by code.")
 
 # Model field -> the flag a user typed, so errors name what they can fix.
 _FLAGS = {
@@ -126,7 +126,7 @@ def _policy(file: Path | None, cpu: float | None, mem: float | None, allow: bool
 
 @app.command("reference")
 def reference(json: Json = False) -> None:
-    """The chapter's reference architecture, computed: 40 vCPUs, 10 VMs, 12 x 32 GB..."""
+    """The reference estate, computed: 40 vCPUs, 10 VMs, 12 x 32 GB..."""
     from virtfleet.placement.capacity import reference as ref
 
     r = ref()

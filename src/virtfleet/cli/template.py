@@ -49,9 +49,9 @@ def create(
     source: Annotated[str, typer.Option("--from", help="A shut-off VM whose disks to seal.",
                                         show_default=False)],
     profile: Annotated[str | None, typer.Option(
-        "--profile", help="Also tune the guest (virt-customize): 'optimize' is the chapter's "
-        "profile (tuned virtual-guest, unneeded services off, acpid, serial console in the "
-        "boot loader, IPv6 off).")] = None,
+        "--profile", help="Also tune the guest (virt-customize): 'optimize' sets tuned "
+        "virtual-guest profile, unneeded services off, acpid on, a serial console in "
+        "the boot loader, IPv6 off.")] = None,
     host: HostOpt = None,
     json: Json = False,
 ) -> None:

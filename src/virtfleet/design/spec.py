@@ -184,7 +184,7 @@ def parse_network(text: str, field: str = "networks[0]") -> NicSpec:
     """virt-install's --network words: bridge=BR | network=NET[,portgroup=PG] |
     hostdev=PCI, then vlan=ID[:ID...], trunk=yes, virtualport=openvswitch, model=, mac=.
     `field` is where the NIC stands in the request."""
-    # virt-install also writes bridge:br0 (the chapter's --network=bridge:br0).
+    # virt-install also takes bridge:br0, so commands copied from it keep working.
     text = re.sub(r"^(bridge|network|hostdev):", r"\1=", text)
     opts = _options(field, text)
     _no_extra(field, opts, {"bridge", "network", "hostdev", "vlan", "trunk", "portgroup",

@@ -32,8 +32,7 @@ class VMFinder(FleetService):
 
     def __init__(self, store: Store, pool: ConnectionPool | None = None, *,
                  policy: Policy | None = None) -> None:
-        super().__init__(store, pool if pool is not None else ConnectionPool())
-        self._own_pool = pool is None
+        super().__init__(store, pool, keep_open=True)
         self.policy = policy or Policy()  # where new VMs may go (create, clone)
 
     def guest(self, vm: str, host: str | None = None) -> Guest:

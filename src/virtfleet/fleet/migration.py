@@ -27,6 +27,7 @@ from virtfleet.config import MigrationLimits
 from virtfleet.errors import Cancelled, InvalidInput, VirtfleetError
 from virtfleet.fleet import movable, targets
 from virtfleet.fleet.drain import Job, run_bounded
+from virtfleet.fleet.scope import FleetService
 from virtfleet.inventory.records import HostRecord
 from virtfleet.inventory.store import Store
 from virtfleet.lab.shared import lab_pod
@@ -34,6 +35,7 @@ from virtfleet.placement.models import VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.provision import migrate as moving
 from virtfleet.provision.locks import vm_lock
+from virtfleet.provision.migrate import MoveProgress as MoveProgress  # what Progress hears
 from virtfleet.validate import check_name
 from virtfleet.virt import migration
 from virtfleet.virt.fanout import ConnectionPool, fan_out
@@ -44,7 +46,7 @@ MODES = ("auto", "live", "offline")
 MAX_DOWNTIME_MS = 3_600_000
 MAX_BANDWIDTH_MIB = 10_000_000
 
-Progress = Callable[[moving.MoveProgress], None]
+Progress = Callable[[MoveProgress], None]
 
 
 # ------------------------------------------------------------------ requests
@@ -186,27 +188,15 @@ class _Candidate:
 # ------------------------------------------------------------------ the service
 
 
-class MigrationService:
+class MigrationService(FleetService):
     """Without a `pool`, the service opens its own connections and close() ends them."""
 
     def __init__(self, store: Store, pool: ConnectionPool | None = None, *,
                  policy: Policy | None = None, limits: MigrationLimits | None = None) -> None:
-        self.store = store
-        self._own_pool = pool is None
-        self.pool = pool if pool is not None else ConnectionPool()
+        super().__init__(store, pool, keep_open=True)
         self.policy = policy or Policy()
         self.limits = limits or MigrationLimits.from_env()
         self._seconds = self.pool.timeouts.call
-
-    def close(self) -> None:
-        if self._own_pool:
-            self.pool.close()
-
-    def __enter__(self) -> MigrationService:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     # -- one VM ---------------------------------------------------------------------------
 

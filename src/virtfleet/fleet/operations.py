@@ -68,8 +68,7 @@ class CleanedUp:
 
 class OperationService(FleetService):
     def __init__(self, store: Store, pool: ConnectionPool | None = None) -> None:
-        super().__init__(store, pool if pool is not None else ConnectionPool())
-        self._own_pool = pool is None
+        super().__init__(store, pool, keep_open=True)
 
     def operations(self) -> list[Operation]:
         """Every operation in the journal: running ones, and interrupted ones."""

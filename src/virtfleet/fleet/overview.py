@@ -120,10 +120,11 @@ class OverviewService:
         return VMList(tuple(data["vms"]), failed, "controller")
 
     def _live(self, req: ListRequest, notes: list[str], progress: Progress | None) -> VMList:
-        from virtfleet.fleet.queries import ask_fleet, counting, domains_of, failures, fleet_vms
+        from virtfleet.fleet.observed import observe
+        from virtfleet.fleet.queries import counting, failures, fleet_vms
 
         hosts = self._hosts(req)
-        results = ask_fleet(hosts, domains_of, progress=counting(progress, "list", len(hosts)))
+        results = observe(hosts, progress=counting(progress, "list", len(hosts)))
         rows = tuple(v.as_json() for v in fleet_vms(results)
                      if req.state is None or v.domain.state == req.state)
         return VMList(rows, tuple(failures(results)), "live", tuple(notes))
@@ -163,12 +164,11 @@ class OverviewService:
         return self._sync_here(progress)
 
     def _sync_here(self, progress: Progress | None, notes: tuple[str, ...] = ()) -> Synced:
-        from virtfleet.fleet.observed import record
-        from virtfleet.fleet.queries import ask_fleet, counting, domains_of, failures
+        from virtfleet.fleet.observed import sync
+        from virtfleet.fleet.queries import counting, failures
 
         store = self.store()
         hosts = store.hypervisors()
-        results = ask_fleet(hosts, domains_of, progress=counting(progress, "sync", len(hosts)))
-        record(store, results)
+        results = sync(store, hosts, progress=counting(progress, "sync", len(hosts)))
         vms = sum(len(r.value) for r in results if r.value is not None)
         return Synced(len(results), vms, tuple(failures(results)), notes)

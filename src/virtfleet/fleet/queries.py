@@ -1,4 +1,4 @@
-"""Fleet-wide questions, the chapter's hv.sh grown up: what runs where, and what each host is.
+"""Fleet-wide questions, asked of every host at once: what runs where, and what each host is.
 
 Each `*_of` function asks one open Host; `ask_fleet` runs one of them over many hosts through the
 fan-out, so every query has per-host deadlines and per-host errors for free.

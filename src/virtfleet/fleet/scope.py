@@ -129,13 +129,14 @@ class Outcome:
 
 
 class FanOutService:
-    """A service that asks many hypervisors at once. Its connections: a one-shot pool of its
-    own (closed by close() or `with`), unless it is given a pool to share, which stays the
-    giver's to close."""
+    """A service that asks many hypervisors at once. Its connections: a pool of its own
+    (closed by close() or `with`), unless it is given a pool to share, which stays the giver's
+    to close. Its own pool is one-shot unless `keep_open`: a service whose answers (a Guest)
+    must stay usable across later calls keeps each connection until close()."""
 
-    def __init__(self, pool: ConnectionPool | None = None) -> None:
+    def __init__(self, pool: ConnectionPool | None = None, *, keep_open: bool = False) -> None:
         self._own_pool = pool is None
-        self.pool = pool if pool is not None else ConnectionPool(one_shot=True)
+        self.pool = pool if pool is not None else ConnectionPool(one_shot=not keep_open)
 
     def close(self) -> None:
         if self._own_pool:
@@ -167,6 +168,7 @@ class FanOutService:
 class FleetService(FanOutService):
     """A service over the inventory's hypervisors: the store says which hosts a scope holds."""
 
-    def __init__(self, store: Store, pool: ConnectionPool | None = None) -> None:
-        super().__init__(pool)
+    def __init__(self, store: Store, pool: ConnectionPool | None = None, *,
+                 keep_open: bool = False) -> None:
+        super().__init__(pool, keep_open=keep_open)
         self.store = store

@@ -302,7 +302,7 @@ class InstallProfile(_Model):
     kernel: RelPath
     initrd: RelPath
     kernel_args: tuple[KernelArg, ...] = ("inst.text",)
-    ks_arg: Literal["inst.ks", "ks"] = "inst.ks"  # "ks" for EL6 installers like the chapter's
+    ks_arg: Literal["inst.ks", "ks"] = "inst.ks"  # "ks" for EL6 installers (CentOS 6)
     os: Annotated[str, AfterValidator(_install_os)] = "rhel9"  # picks the kickstart syntax
     root_password: Annotated[str, AfterValidator(_root_password)] = "locked"
     ssh_key: SshKey | None = None
@@ -448,17 +448,24 @@ class Fleet(_Model):
         return names
 
 
+def _once(seen: dict[Any, str], key: object, where: str, what: str, here: str | None = None
+          ) -> None:
+    """Note `key` as met at `here` (default `where`); met before, refuse `where` naming the
+    first place, so the operator finds both copies."""
+    first = seen.get(key)
+    if first is not None:
+        raise InvalidInput(where, f"duplicate {what} (first at {first})")
+    seen[key] = where if here is None else here
+
+
 def _check_unique(fleet: Fleet) -> None:
     """Names are unique fleet-wide (and URIs per hypervisor); the error points at the repeat."""
     seen: dict[str, dict[str, str]] = {k: {} for k in ("group", "site", "pod", "hypervisor",
                                                       "uri")}
 
     def once(kind: str, value: str, where: str) -> None:
-        first = seen[kind].get(value)
-        if first is not None:
-            what = "uri" if kind == "uri" else "name"
-            raise InvalidInput(where, f"duplicate {kind} {what} {value!r} (first at {first})")
-        seen[kind][value] = where
+        what = "uri" if kind == "uri" else "name"
+        _once(seen[kind], value, where, f"{kind} {what} {value!r}")
 
     for i, g in enumerate(fleet.groups):
         once("group", g.name, f"groups[{i}].name")
@@ -564,40 +571,32 @@ def _check_boot_config(boot: BootConfig, where: str) -> None:
     if not boot.real_servers:
         raise InvalidInput(f"{where}.real_servers",
                            "the clustered topology needs at least one real server behind HAProxy")
-    names: dict[str, int] = {}
+    names: dict[str, str] = {}
     for i, rs in enumerate(boot.real_servers):
-        if rs.name in names:
-            raise InvalidInput(f"{where}.real_servers[{i}].name", f"duplicate real server "
-                               f"{rs.name!r} (first at {where}.real_servers[{names[rs.name]}])")
-        names[rs.name] = i
+        _once(names, rs.name, f"{where}.real_servers[{i}].name", f"real server {rs.name!r}",
+              here=f"{where}.real_servers[{i}]")
     _check_failover(boot.dhcp, f"{where}.dhcp")
 
 
 def _check_boot(fleet: Fleet) -> None:
     """Rules that span models: networks, boot servers, reservations and profiles."""
-    profiles: dict[str, int] = {}
+    profiles: dict[str, str] = {}
     for i, prof in enumerate(fleet.profiles):
-        if prof.name in profiles:
-            raise InvalidInput(f"profiles[{i}].name", f"duplicate profile name {prof.name!r} "
-                               f"(first at profiles[{profiles[prof.name]}].name)")
-        profiles[prof.name] = i
+        _once(profiles, prof.name, f"profiles[{i}].name", f"profile name {prof.name!r}")
     macs: dict[str, str] = {}
     ips: dict[IPv4Address, str] = {}
     for si, site in enumerate(fleet.sites):
         topology = site.boot.topology if site.boot is not None else "clustered"
         if site.boot is not None:
             _check_boot_config(site.boot, f"sites[{si}].boot")
-        nets: dict[str, int] = {}
+        nets: dict[str, str] = {}
         for ni, net in enumerate(site.networks):
             where = f"sites[{si}].networks[{ni}]"
-            if net.name in nets:
-                raise InvalidInput(f"{where}.name", f"duplicate network name {net.name!r} "
-                                   f"(first at sites[{si}].networks[{nets[net.name]}].name)")
+            _once(nets, net.name, f"{where}.name", f"network name {net.name!r}")
             for other in site.networks[:ni]:
                 if net.subnet.overlaps(other.subnet):
                     raise InvalidInput(f"{where}.subnet", f"{net.subnet} overlaps network "
                                        f"{other.name!r} ({other.subnet})")
-            nets[net.name] = ni
             _check_network(net, where, topology)
         for pi, pod in enumerate(site.pods):
             for hi, hv in enumerate(pod.hypervisors):
@@ -606,14 +605,8 @@ def _check_boot(fleet: Fleet) -> None:
                 where = f"sites[{si}].pods[{pi}].hypervisors[{hi}].provision"
                 _check_reservation(fleet, site, hv.provision, where, f"sites[{si}]")
                 prov = hv.provision
-                if prov.mac in macs:
-                    raise InvalidInput(f"{where}.mac", f"duplicate MAC {prov.mac} "
-                                       f"(first at {macs[prov.mac]})")
-                macs[prov.mac] = f"{where}.mac"
-                if prov.ip in ips:
-                    raise InvalidInput(f"{where}.ip", f"duplicate IP {prov.ip} "
-                                       f"(first at {ips[prov.ip]})")
-                ips[prov.ip] = f"{where}.ip"
+                _once(macs, prov.mac, f"{where}.mac", f"MAC {prov.mac}")
+                _once(ips, prov.ip, f"{where}.ip", f"IP {prov.ip}")
 
 
 def _server_addresses(site: Site, net: ProvisioningNetwork) -> dict[IPv4Address, str]:

@@ -1,8 +1,8 @@
 """A hypervisor's own network: NICs, bonds, VLAN sub-interfaces, bridges, OVS bridges, addresses.
 
 The fleet file gives a `nic_layout` per hypervisor, or a default at pod, site or fleet level (the
-nearest one wins, as a whole: layouts are not merged). Without one, the chapter's seven-NIC
-design applies (CHAPTER_LAYOUT): management, storage and VM traffic each on an active-backup
+nearest one wins, as a whole: layouts are not merged). Without one, the built-in seven-NIC
+design applies (BUILTIN_LAYOUT): management, storage and VM traffic each on an active-backup
 pair, plus the IPMI port, which belongs to the BMC and is only noted.
 
 This module imports nothing from fleetfile.py (fleetfile imports it), so BondSpec, which the
@@ -108,7 +108,7 @@ class Ethernet(_Model):
 
 
 class Vlan(_Model):
-    """An 802.1Q sub-interface of a trunk: the chapter trunks VLANs into the hypervisor."""
+    """An 802.1Q sub-interface of a trunk: a site trunks its VM VLANs into the hypervisor."""
 
     name: IfName  # conventionally <parent>.<id>
     id: Annotated[int, AfterValidator(_vlan_id)]
@@ -124,7 +124,7 @@ class Bridge(_Model):
 
 
 class OvsBridge(_Model):
-    """An Open vSwitch bridge (the chapter's alternative to Linux bridges)."""
+    """An Open vSwitch bridge, for sites that want OVS instead of Linux bridges."""
 
     name: IfName
     ports: tuple[IfName, ...] = ()
@@ -191,11 +191,11 @@ class NicLayout(_Model):
         })
 
 
-# The chapter's design (figure 3-5, listing 3-12): seven NICs. bond0 on eth0/eth1 is listing
-# 3-12's bond (mode=1 miimon=80) and carries the hypervisor's own address, as 10.1.1.2 does
-# there; bond1 is storage; bond2 carries VM traffic through br-vm (a site trunks VLANs into it
-# by giving its own layout); the seventh port is the BMC's.
-CHAPTER_LAYOUT = NicLayout(
+# The built-in design: seven NICs, so no single port or switch failure cuts a hypervisor off.
+# bond0 on eth0/eth1 (active-backup, mode=1 miimon=80) carries the hypervisor's own management
+# address; bond1 is storage; bond2 carries VM traffic through br-vm (a site trunks VLANs into
+# it by giving its own layout); the seventh port is the BMC's.
+BUILTIN_LAYOUT = NicLayout(
     ethernets=tuple(Ethernet(name=f"eth{i}") for i in range(6)),
     bonds=(
         BondSpec(name="bond0", mode="active-backup", interfaces=("eth0", "eth1"), miimon=80),
@@ -305,8 +305,8 @@ def _check_address(addr: IPv4Interface, field: str) -> None:
 
 
 def layout_for(fleet: Fleet, hypervisor: str) -> tuple[NicLayout, str]:
-    """The layout that applies to a hypervisor and the path it came from ('built-in' for the
-    chapter's): its own, else its pod's, site's, fleet's."""
+    """The layout that applies to a hypervisor and the path it came from ('built-in' for
+    BUILTIN_LAYOUT): its own, else its pod's, site's, fleet's."""
     for si, site in enumerate(fleet.sites):
         for pi, pod in enumerate(site.pods):
             for hi, hv in enumerate(pod.hypervisors):
@@ -319,7 +319,7 @@ def layout_for(fleet: Fleet, hypervisor: str) -> tuple[NicLayout, str]:
                         (fleet.nic_layout, "nic_layout")):
                     if layout is not None:
                         return layout, path
-                return CHAPTER_LAYOUT, "built-in"
+                return BUILTIN_LAYOUT, "built-in"
     raise NotFound(f"no hypervisor {hypervisor!r} in the inventory")
 
 

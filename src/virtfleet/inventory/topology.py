@@ -153,6 +153,21 @@ def _plan(snap: _Snap, want: _Desired, vm_counts: dict[int, int]) -> ApplyPlan:
     return plan
 
 
+def _put_described(conn: Connection, table: Table, have: dict[str, tuple[int, str]],
+                   want: dict[str, str]) -> None:
+    """Insert the named rows (groups, sites) `want` has and `have` lacks, and set the
+    descriptions that changed, in one statement each; removals come later, after what refers
+    to them."""
+    new = [{"name": n, "description": d} for n, d in want.items() if n not in have]
+    if new:
+        conn.execute(table.insert(), new)
+    upd = [{"b_id": have[n][0], "b_desc": d} for n, d in want.items()
+           if n in have and have[n][1] != d]
+    if upd:
+        conn.execute(update(table).where(table.c.id == bindparam("b_id"))
+                     .values(description=bindparam("b_desc")), upd)
+
+
 class TopologyStore(StoreBase):
     """sites, pods, host_groups, hypervisors and hypervisor_groups reads and writes."""
 
@@ -266,23 +281,8 @@ class TopologyStore(StoreBase):
             t.hypervisor_groups
 
         # Groups and sites first: pods and hypervisors refer to them.
-        new = [{"name": n, "description": d} for n, d in want.groups.items()
-               if n not in snap.groups]
-        if new:
-            conn.execute(groups.insert(), new)
-        upd = [{"b_id": snap.groups[n][0], "b_desc": d} for n, d in want.groups.items()
-               if n in snap.groups and snap.groups[n][1] != d]
-        if upd:
-            conn.execute(update(groups).where(groups.c.id == bindparam("b_id"))
-                         .values(description=bindparam("b_desc")), upd)
-        new = [{"name": n, "description": d} for n, d in want.sites.items() if n not in snap.sites]
-        if new:
-            conn.execute(sites.insert(), new)
-        upd = [{"b_id": snap.sites[n][0], "b_desc": d} for n, d in want.sites.items()
-               if n in snap.sites and snap.sites[n][1] != d]
-        if upd:
-            conn.execute(update(sites).where(sites.c.id == bindparam("b_id"))
-                         .values(description=bindparam("b_desc")), upd)
+        _put_described(conn, groups, snap.groups, want.groups)
+        _put_described(conn, sites, snap.sites, want.sites)
         site_ids = self._name_ids(conn, sites)
         group_ids = self._name_ids(conn, groups)
 

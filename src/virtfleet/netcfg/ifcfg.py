@@ -1,9 +1,9 @@
 """RHEL/CentOS network-scripts files (/etc/sysconfig/network-scripts/ifcfg-*), and back.
 
-The chapter's listing 3-12 is the model: ifcfg-bond0 with BONDING_OPTS="mode=1 miimon=80",
-ifcfg-eth0/eth1 with MASTER=bond0 SLAVE=yes. Its `primary=slave` is not a valid option (primary
-names a slave interface), so primary is written only when the layout names one. Modes are
-written as the chapter's numbers; the parser takes numbers or names. VLANs are VLAN=yes with
+A bond is ifcfg-bond0 with BONDING_OPTS="mode=1 miimon=80" and ifcfg-eth0/eth1 with
+MASTER=bond0 SLAVE=yes. `primary` names a slave interface, so it is written only when the layout
+names one. Modes are written as numbers, as most existing hosts' files have them; the parser
+takes numbers or names. VLANs are VLAN=yes with
 PHYSDEV/VLAN_ID, bridges TYPE=Bridge with BRIDGE= on their ports, and Open vSwitch uses the
 openvswitch network-scripts (DEVICETYPE=ovs, TYPE=OVSBridge/OVSPort, OVS_BRIDGE=).
 

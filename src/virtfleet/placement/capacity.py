@@ -1,6 +1,6 @@
 """Capacity planning: from a workload, hardware and policy to hypervisors, pods, DIMMs, filers.
 
-The chapter's arithmetic, written down once: vCPUs are sockets x cores x threads; VMs per
+The sizing arithmetic, written down once: vCPUs are sockets x cores x threads; VMs per
 hypervisor are what CPU and memory both allow under the ratios; DIMMs cover the VMs' memory plus
 the hypervisor's own, in a count balanced over the sockets; a pod holds `pod_size` hypervisors
 (N of them kept empty as spares for HA) and one filer cluster.
@@ -126,7 +126,7 @@ def plan_capacity(w: Workload, hw: Hardware, p: PlanPolicy) -> CapacityPlan:
     )
 
 
-# ------------------------------------------------------------------------ the chapter
+# --------------------------------------------------------------- the reference estate
 
 
 def swap_gib(ram_gib: float) -> tuple[str, float]:
@@ -147,10 +147,11 @@ SWAP_TABLE: tuple[tuple[str, str], ...] = (
     ("> 64 GB", "at least 4 GB"),
 )
 
-# The chapter's reference architecture, as inputs to plan_capacity.
+# The reference estate (`plan reference`): 15,000 web VMs over three sites, as inputs to
+# plan_capacity, so the sizing rules are checked against figures worked out by hand.
 REFERENCE_WORKLOAD = Workload(vms=15_000, vcpus=4, memory_gib=32)
 REFERENCE_HARDWARE = Hardware(sockets=2, cores=10, threads=2, dimm_slots=24, dimm_gib=32)
-# The chapter keeps no spare hypervisors; `plan capacity` defaults to N+1.
+# The reference estate keeps no spare hypervisors; `plan capacity` defaults to N+1.
 REFERENCE_POLICY = PlanPolicy(sites=3, pod_size=100, spares_per_pod=0)
 SITES = ("oregon", "texas", "virginia")
 APACHE_CHILDREN = 1200
@@ -159,10 +160,10 @@ VM_OS_GB = 8
 
 
 def reference() -> dict[str, object]:
-    """The chapter's figures, computed, not typed in."""
+    """The reference estate's figures, computed, not typed in."""
     w, hw, p = REFERENCE_WORKLOAD, REFERENCE_HARDWARE, REFERENCE_POLICY
     plan = plan_capacity(w, hw, p)
-    apache_gb = APACHE_CHILDREN * APACHE_CHILD_MB // 1000  # the chapter counts 1 GB = 1000 MB
+    apache_gb = APACHE_CHILDREN * APACHE_CHILD_MB // 1000  # decimal GB, as hand-worked
     rule, swap = swap_gib(w.memory_gib)
     return {
         "sites": list(SITES),

@@ -1,7 +1,7 @@
 """Placement policy: overcommit ratios per group, the hypervisor's own memory, spread or pack.
 
-Memory overcommit above 1.0 is refused unless asked for explicitly: the chapter's warning is
-that easy overcommit ruins peak hours, and memory, unlike CPU, cannot be time-shared.
+Memory overcommit above 1.0 is refused unless asked for explicitly: overcommit that looks fine
+off-peak swaps every guest at peak hours, and memory, unlike CPU, cannot be time-shared.
 """
 
 from __future__ import annotations

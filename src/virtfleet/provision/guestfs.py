@@ -20,8 +20,9 @@ from virtfleet.errors import ToolFailed
 # defaults write a fresh /etc/machine-id: a template's must stay empty so each clone makes its own.
 SEAL_OPERATIONS = "defaults,-customize"
 
-# The chapter's guest tuning, as virt-customize steps. Each command checks that what it changes
-# exists, so one profile serves RHEL-like and Debian-like images.
+# The `optimize` profile: a guest that idles quietly (no unused services polling), shuts down
+# on ACPI, and shows its console on serial, as virt-customize steps. Each command checks that
+# what it changes exists, so one profile serves RHEL-like and Debian-like images.
 _SERVICES_OFF = ("ip6tables", "cups", "abrtd", "abrt-ccpp", "atd", "kdump", "mdmonitor",
                  "smartd")
 OPTIMIZE_PROFILE: tuple[str, ...] = (

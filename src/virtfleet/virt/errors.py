@@ -8,8 +8,9 @@ the hypervisor refuse for another reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import libvirt
 
@@ -80,3 +81,17 @@ def libvirt_errors(host: str, vm: str | None = None) -> Iterator[None]:
         yield
     except libvirt.libvirtError as exc:
         raise map_error(exc, host, vm) from None
+
+
+T = TypeVar("T")
+
+
+def or_none(lookup: Callable[[], T], missing: int) -> T | None:
+    """What `lookup` finds, or None when libvirt answers `missing` (VIR_ERR_NO_NETWORK, ...):
+    absence is an answer, not an error. Any other libvirtError is raised as it is."""
+    try:
+        return lookup()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == missing:
+            return None
+        raise

@@ -19,7 +19,7 @@ import libvirt
 from virtfleet.config import Timeouts
 from virtfleet.errors import HostUnavailable, OperationTimeout, VirtfleetError
 from virtfleet.inventory.records import DomainRecord
-from virtfleet.virt.errors import libvirt_errors
+from virtfleet.virt.errors import libvirt_errors, or_none
 from virtfleet.virt.eventloop import ensure_event_loop
 
 # virsh's words for domain states (virsh-domain-monitor.c), so output reads like virsh.
@@ -275,14 +275,9 @@ class Host:
 
     def has_domain(self, name: str) -> bool:
         self._check()
-        try:
-            self._conn.lookupByName(name)
-            return True
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return False
-            with libvirt_errors(self.label):
-                raise
+        with libvirt_errors(self.label):
+            return or_none(lambda: self._conn.lookupByName(name),
+                           libvirt.VIR_ERR_NO_DOMAIN) is not None
 
     def start_domain(self, name: str) -> None:
         dom = self.lookup_domain(name)

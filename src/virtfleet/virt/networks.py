@@ -17,7 +17,7 @@ from virtfleet.inventory.networks import (
     same,
     spec_of,
 )
-from virtfleet.virt.errors import libvirt_errors
+from virtfleet.virt.errors import libvirt_errors, or_none
 from virtfleet.virt.host import Host
 from virtfleet.xml.network import Network
 
@@ -77,12 +77,10 @@ def list_networks(host: Host) -> list[NetworkInfo]:
 
 def _lookup(host: Host, name: str) -> Any:
     with libvirt_errors(host.label):
-        try:
-            return host.conn.networkLookupByName(name)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-                raise NotFound(f"has no network {name!r}", host=host.label) from None
-            raise
+        net = or_none(lambda: host.conn.networkLookupByName(name), libvirt.VIR_ERR_NO_NETWORK)
+    if net is None:
+        raise NotFound(f"has no network {name!r}", host=host.label)
+    return net
 
 
 def has_network(host: Host, name: str) -> bool:

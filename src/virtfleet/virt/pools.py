@@ -15,7 +15,7 @@ import libvirt
 from virtfleet.errors import Conflict, InvalidInput, NotFound
 from virtfleet.validate import check_name
 from virtfleet.virt import storage
-from virtfleet.virt.errors import libvirt_errors
+from virtfleet.virt.errors import libvirt_errors, or_none
 from virtfleet.virt.host import Host
 from virtfleet.xml.storage import Pool, Volume
 
@@ -88,12 +88,11 @@ def _detail(p: Any) -> PoolDetail:
 def _lookup(host: Host, name: str) -> Any:
     check_name("pool", name)
     with libvirt_errors(host.label):
-        try:
-            return host.conn.storagePoolLookupByName(name)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-                raise NotFound(f"has no storage pool {name!r}", host=host.label) from None
-            raise
+        p = or_none(lambda: host.conn.storagePoolLookupByName(name),
+                    libvirt.VIR_ERR_NO_STORAGE_POOL)
+    if p is None:
+        raise NotFound(f"has no storage pool {name!r}", host=host.label)
+    return p
 
 
 def list_pools(host: Host) -> list[PoolDetail]:
@@ -112,12 +111,9 @@ def define_pool(host: Host, doc: Pool) -> PoolDetail:
     """Define a persistent pool (not started). Conflict if the name is taken on this host."""
     name = check_name("name", doc.name or "")
     with libvirt_errors(host.label):
-        try:
-            host.conn.storagePoolLookupByName(name)
+        if or_none(lambda: host.conn.storagePoolLookupByName(name),
+                   libvirt.VIR_ERR_NO_STORAGE_POOL) is not None:
             raise Conflict(f"storage pool {name!r} already exists", host=host.label)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
-                raise
         return _detail(host.conn.storagePoolDefineXML(doc.to_xml(), 0))
 
 
@@ -218,12 +214,7 @@ def _vol(host: Host, pool_name: str, name: str) -> Any:
 
 
 def _vol_named(p: Any, name: str) -> Any | None:
-    try:
-        return p.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            return None
-        raise
+    return or_none(lambda: p.storageVolLookupByName(name), libvirt.VIR_ERR_NO_STORAGE_VOL)
 
 
 def _vol_detail(pool_name: str, v: Any) -> VolumeDetail:

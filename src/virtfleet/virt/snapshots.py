@@ -1,4 +1,4 @@
-"""Snapshots of one VM, with virsh's meanings (the chapter's listing 3-13).
+"""Snapshots of one VM, with virsh's meanings: a restore point before a risky change.
 
 Internal snapshots live inside qcow2 images, so every disk that would be snapshotted must be
 qcow2: a raw disk is refused before anything is taken, with the disk named. A snapshot taken
@@ -84,7 +84,7 @@ class Snapshots:
                                "externally)")
             modes[target] = "internal"
         snap = Snapshot()
-        # virsh's default name is the creation time in seconds ("1407102907" in the chapter).
+        # virsh's default name, the creation time in seconds, so operators see the names they know.
         snap.name = name or str(int(time.time()))
         if description:
             snap.description = description

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import libvirt
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound
 from virtfleet.units import human_bytes
-from virtfleet.virt.errors import libvirt_errors
+from virtfleet.virt.errors import libvirt_errors, or_none
 from virtfleet.virt.host import Host
 from virtfleet.xml.domain import Domain
 from virtfleet.xml.storage import Pool, Volume
@@ -145,12 +146,7 @@ def volume_at(host: Host, path: str) -> VolumeInfo | None:
 
 
 def _lookup_path(host: Host, path: str) -> Any | None:
-    try:
-        return host.conn.storageVolLookupByPath(path)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            return None
-        raise
+    return or_none(lambda: host.conn.storageVolLookupByPath(path), libvirt.VIR_ERR_NO_STORAGE_VOL)
 
 
 def volumes(host: Host, pool_name: str, refresh: bool = True) -> list[VolumeInfo]:
@@ -182,11 +178,7 @@ def disk_users(host: Host, path: str, pool_name: str, name: str) -> list[str]:
 
 
 def _absent(host: Host, p: Any, name: str) -> None:
-    try:
-        p.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-            raise
+    if or_none(lambda: p.storageVolLookupByName(name), libvirt.VIR_ERR_NO_STORAGE_VOL) is None:
         return
     raise Conflict(f"volume {name!r} already exists in pool {p.name()!r}", host=host.label)
 
@@ -257,11 +249,7 @@ def clone_volume(host: Host, pool_name: str, source: VolumeInfo, name: str,
 
 
 def _remove_if_made(p: Any, name: str) -> None:
-    try:
-        p.storageVolLookupByName(name).delete(0)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-            raise
+    or_none(lambda: p.storageVolLookupByName(name).delete(0), libvirt.VIR_ERR_NO_STORAGE_VOL)
 
 
 def download(host: Host, path: str, dest: str) -> None:
@@ -271,14 +259,7 @@ def download(host: Host, path: str, dest: str) -> None:
         stream = host.conn.newStream(0)
         vol.download(stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            stream.sparseRecvAll(_write_chunk, _write_hole, fd)
-            stream.finish()
-        except BaseException:
-            stream.abort()
-            raise
-        finally:
-            os.close(fd)
+        _pump(stream, fd, lambda: stream.sparseRecvAll(_write_chunk, _write_hole, fd))
 
 
 def upload(host: Host, pool_name: str, name: str, src: str, fmt: str,
@@ -294,19 +275,26 @@ def upload(host: Host, pool_name: str, name: str, src: str, fmt: str,
             stream = host.conn.newStream(0)
             made.upload(stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
             fd = os.open(src, os.O_RDONLY)
-            try:
-                stream.sparseSendAll(_read_chunk, _what_is_here, _skip_hole, fd)
-                stream.finish()
-            except BaseException:
-                stream.abort()
-                raise
-            finally:
-                os.close(fd)
+            _pump(stream, fd,
+                  lambda: stream.sparseSendAll(_read_chunk, _what_is_here, _skip_hole, fd))
             p.refresh(0)  # the pool's view of its size and allocation
             return str(made.path())
         except BaseException:
             made.delete(0)
             raise
+
+
+def _pump(stream: Any, fd: int, move: Callable[[], object]) -> None:
+    """Run one whole transfer over `stream`; a failure aborts the stream so the volume is
+    never left half-written on the host, and the file is closed either way."""
+    try:
+        move()
+        stream.finish()
+    except BaseException:
+        stream.abort()
+        raise
+    finally:
+        os.close(fd)
 
 
 # The callbacks libvirt's sparse streams call, with the file descriptor as opaque.

@@ -25,6 +25,7 @@ from virtfleet.xml.model import (
     to_int,
     yes_no,
 )
+from virtfleet.xml.vlan import VlanTagged
 
 VF_NS = "urn:x-virtfleet:domain:1"
 LIBOSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
@@ -189,7 +190,7 @@ class Disk(_DomainPart):
         return self.source_file or self.source_dev or self.source_volume
 
 
-class Interface(_DomainPart):
+class Interface(_DomainPart, VlanTagged):
     TAG = "interface"
     type = Attr("", "type", str)  # bridge, network, direct, hostdev
     mac = Attr("mac", "address", str)
@@ -217,24 +218,6 @@ class Interface(_DomainPart):
         self.drop("source/address")
         self.add("source", "address", type="pci", domain=f"0x{dom[0] if dom else '0000'}",
                  bus=f"0x{bus}", slot=f"0x{slot}", function=f"0x{fn}")
-
-    @property
-    def vlans(self) -> list[int]:
-        return [int(str(t.get("id"))) for t in self.findall("vlan/tag")]
-
-    @property
-    def vlan_trunk(self) -> bool:
-        return self.find("vlan[@trunk='yes']") is not None
-
-    def set_vlans(self, tags: list[int], trunk: bool = False) -> None:
-        self.drop("vlan")
-        if not tags:
-            return
-        vlan = self.ensure("vlan")
-        if trunk:
-            vlan.set("trunk", "yes")
-        for tag in tags:
-            self.add("vlan", "tag", id=str(tag))
 
 
 class Graphics(_DomainPart):

@@ -24,6 +24,7 @@ from virtfleet.xml.model import (
     to_int,
     yes_no,
 )
+from virtfleet.xml.vlan import VlanTagged
 
 # The order libvirt writes a network's elements in, per parent tag (see xml/model.py).
 ORDERS: dict[str, tuple[str, ...]] = {
@@ -39,22 +40,6 @@ ORDERS: dict[str, tuple[str, ...]] = {
 
 class _NetworkPart(XMLModel):
     ORDERS = ORDERS
-
-
-def _set_vlans(model: XMLModel, tags: list[int], trunk: bool) -> None:
-    """Replace <vlan> under `model` (an interface or a portgroup: the same schema)."""
-    model.drop("vlan")
-    if not tags:
-        return
-    vlan = model.ensure("vlan")
-    if trunk:
-        vlan.set("trunk", "yes")
-    for tag in tags:
-        model.add("vlan", "tag", id=str(tag))
-
-
-def _vlans(model: XMLModel) -> list[int]:
-    return [int(str(t.get("id"))) for t in model.findall("vlan/tag")]
 
 
 class DhcpRange(XMLModel):
@@ -82,24 +67,13 @@ class IP(_NetworkPart):
     dhcp_hosts = Children("dhcp", DhcpHost)
 
 
-class PortGroup(_NetworkPart):
+class PortGroup(_NetworkPart, VlanTagged):
     """A named set of port settings a NIC picks with <source portgroup=>: here, VLAN tags."""
 
     TAG = "portgroup"
     name = Attr("", "name", str)
     default = Attr("", "default", yes_no, fmt_yes_no)
     virtualport = Attr("virtualport", "type", str)
-
-    @property
-    def vlans(self) -> list[int]:
-        return _vlans(self)
-
-    @property
-    def vlan_trunk(self) -> bool:
-        return self.find("vlan[@trunk='yes']") is not None
-
-    def set_vlans(self, tags: list[int], trunk: bool = False) -> None:
-        _set_vlans(self, tags, trunk)
 
 
 class Network(_NetworkPart):
