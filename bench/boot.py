@@ -81,7 +81,9 @@ def fleet(n: int) -> dict[str, Any]:
                                  # every client is on this machine's loopback: let it speak
                                  # for the network, as a NAT would
                                  "relays": ["127.0.0.1"]}],
-                   "pods": [{"name": "pod1", "hypervisors": hosts}]}],
+                   # qemu+tcp: the hosts are only installed here, never connected to
+                   "pods": [{"name": "pod1", "insecure_transport": True,
+                             "hypervisors": hosts}]}],
     }
 
 

@@ -98,6 +98,16 @@ def fanout_concurrency() -> int:
     return _int_env("VIRTFLEET_CONCURRENCY", 128)
 
 
+def ssh_concurrency() -> int:
+    """How many qemu+ssh hypervisors a fleet operation opens at once: VIRTFLEET_SSH_CONCURRENCY.
+
+    Each qemu+ssh connection is an ssh process here and an sshd session, a shell and
+    virt-ssh-helper on the host, and its key exchange costs CPU on both ends; this caps them
+    below the general concurrency (bench/transport.py measured the default).
+    """
+    return _int_env("VIRTFLEET_SSH_CONCURRENCY", 32)
+
+
 def virt_type_setting() -> str:
     """auto (KVM where the host can run it, else TCG), kvm or qemu: VIRTFLEET_VIRT_TYPE.
 

@@ -23,8 +23,10 @@ def hv(tmp_path: Path, name: str, fixture: str | None, *groups: str) -> dict[str
 def fleet_store(tmp_path: Path, pods: dict[str, list[dict[str, object]]]) -> Store:
     """A SQLite store holding site oregon with these pods."""
     path = tmp_path / "fleet.yaml"
+    # insecure_transport: a dead host is a refused qemu+tcp port on loopback.
     path.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
-        {"name": pod, "hypervisors": hosts} for pod, hosts in pods.items()]}]}))
+        {"name": pod, "insecure_transport": True, "hypervisors": hosts}
+        for pod, hosts in pods.items()]}]}))
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.apply(load_fleet(path))
     return store

@@ -327,7 +327,8 @@ def test_boot_server_names_the_request_field_and_opens_no_store(
 
 def test_serve_needs_hosts_to_install(tmp_path: Path) -> None:
     fleet = write_fleet(tmp_path / "fleet.yaml", {"sites": [{"name": "s", "pods": [
-        {"name": "p", "hypervisors": [{"name": "h", "uri": "qemu+tcp://127.0.0.1:1/system"}]}]}]})
+        {"name": "p", "insecure_transport": True,
+         "hypervisors": [{"name": "h", "uri": "qemu+tcp://127.0.0.1:1/system"}]}]}]})
     r = run(tmp_path / "db", "boot", "serve", "--fleet", str(fleet), "--port", "0")
     assert r.code == 2
     assert r.err.strip() == (f"virtfleet: error: --fleet: {str(fleet)!r} has no hypervisor "

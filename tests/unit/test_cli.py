@@ -22,10 +22,11 @@ def fleet(tmp_path: Path, *, extra_hosts: list[dict[str, object]] | None = None)
                 {"name": "hv2.or", "uri": node_uri(tmp_path, "empty.xml", "hv2.xml"),
                  "groups": ["db"]},
             ]},
-            {"name": "or-pod2", "hypervisors": [
+            {"name": "or-pod2", **({"insecure_transport": True} if extra_hosts else {}),
+             "hypervisors": [
                 {"name": "hv3.or", "uri": node_uri(tmp_path, "two-vms.xml", "hv3.xml")},
                 *(extra_hosts or []),
-            ]},
+             ]},
         ]},
     ]}
 

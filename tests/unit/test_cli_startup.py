@@ -221,7 +221,8 @@ def test_quick_table_is_the_typer_commands(path: tuple[str, ...]) -> None:
 
 
 def _fleet(tmp_path: Path) -> Path:
-    data = {"sites": [{"name": "oregon", "pods": [{"name": "or-pod1", "hypervisors": [
+    data = {"sites": [{"name": "oregon", "pods": [{"name": "or-pod1", "insecure_transport": True,
+                                                   "hypervisors": [
         {"name": "hv1", "uri": node_uri(tmp_path, "two-vms.xml", "hv1.xml"), "groups": ["web"]},
         {"name": "hv2", "uri": node_uri(tmp_path, "two-vms.xml", "hv2.xml")},
         {"name": "dead", "uri": f"qemu+tcp://127.0.0.1:{refused_port()}/system"}]}]}]}

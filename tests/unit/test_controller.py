@@ -38,7 +38,8 @@ NOBODY = 65534
 
 
 def _fleet(tmp_path: Path) -> Path:
-    data = {"sites": [{"name": "oregon", "pods": [{"name": "or-pod1", "hypervisors": [
+    data = {"sites": [{"name": "oregon", "pods": [{"name": "or-pod1",
+                                                   "insecure_transport": True, "hypervisors": [
         {"name": f"hv{i}", "uri": node_uri(tmp_path, "two-vms.xml", f"hv{i}.xml"),
          "groups": ["web"] if i % 2 else []}
         for i in range(4)] + [

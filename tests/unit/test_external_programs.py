@@ -45,6 +45,8 @@ KNOWN = {
 OPAQUE_OK = {
     ("bench/fleet_query.py", "VF"): "virtfleet's own CLI in .venv/bin",
     ("bench/controller_failover.py", "VF"): "virtfleet's own CLI in .venv/bin",
+    ("bench/transport.py", "VF"): "virtfleet's own CLI in .venv/bin",
+    ("tests/unit/test_transport.py", "str(wrapper)"): "virtfleet's ssh wrapper: ssh -F (listed)",
     ("tests/unit/test_external_programs.py", "e.program"): "each program of the manifest",
     ("tests/unit/test_external_programs.py", "absent"): "a name that is on no machine",
     ("src/virtfleet/ha/fence.py", "agent"): "fence_ipmilan or fence_redfish (AGENTS)",

@@ -45,6 +45,7 @@ sites:
     pods:
       - name: or-pod1
         storage: {type: netfs, source: "filer1.or.example.com:/vol/vms", pool: or-pod1-nfs}
+        insecure_transport: true
         hypervisors:
           - {name: hv1, uri: "qemu+tcp://10.250.0.11/system", groups: [web], maintenance: true}
 """

@@ -177,7 +177,7 @@ def live_fleet(tmp_path: Path, db: Path, *, dead: bool = False) -> None:
     extra = [{"name": "dead.or", "uri": f"qemu+tcp://127.0.0.1:{refused_port()}/system",
               "groups": ["web"]}] if dead else []
     fleet = {"sites": [{"name": "oregon", "pods": [
-        {"name": "or-pod1", "hypervisors": [
+        {"name": "or-pod1", "insecure_transport": dead, "hypervisors": [
             {"name": "hv1.or", "uri": node_uri(tmp_path, "empty.xml", "hv1.xml"),
              "groups": ["web"]},
             {"name": "hv2.or", "uri": node_uri(tmp_path, "empty.xml", "hv2.xml"),

@@ -62,6 +62,7 @@ BASE: dict[str, Any] = {
                 },
                 {
                     "name": "or-pod2",
+                    "insecure_transport": True,
                     "hypervisors": [{"name": "hv3", "uri": "qemu+tcp://10.0.0.3/system"}],
                 },
             ],
@@ -243,7 +244,8 @@ def _changed_fleet() -> dict[str, Any]:
     hv1["uri"] = "qemu+ssh://hv1b.example.com/system"
     hv2["groups"] = ["web"]
     hv2["maintenance"] = False
-    pod1["hypervisors"].append(pod2["hypervisors"][0])  # hv3 moves to or-pod1
+    pod1["hypervisors"].append(pod2["hypervisors"][0])  # hv3 moves to or-pod1, with qemu+tcp
+    pod1["insecure_transport"] = True
     oregon["pods"] = [pod1]  # or-pod2 goes
     new["sites"][1] = {  # texas goes, virginia comes
         "name": "virginia",
@@ -269,6 +271,7 @@ def test_plan_apply_reports_exact_changes_and_writes_nothing(base: Store) -> Non
         ("site", "oregon", "description: 'Oregon DC' -> 'Oregon'"),
         ("pod", "or-pod1", "storage: netfs filer1:/vol/vms at /var/lib/virtfleet/pod"
                            " -> netfs filer2:/vol/vms at /var/lib/virtfleet/pod"),
+        ("pod", "or-pod1", "insecure_transport: false -> true"),
         ("hypervisor", "hv1",
          "uri: qemu+ssh://hv1.example.com/system -> qemu+ssh://hv1b.example.com/system"),
         ("hypervisor", "hv2", "groups: [web, db] -> [web]"),
@@ -599,7 +602,8 @@ def big_fleet(sites: int = 3, pods: int = 5, hosts: int = 100) -> Fleet:
                  "groups": ["all"] + (["even"] if h % 2 == 0 else [])}
                 for h in range(hosts)
             ]
-            site["pods"].append({"name": f"pod-{s}-{p}", "hypervisors": hvs})
+            site["pods"].append({"name": f"pod-{s}-{p}", "insecure_transport": True,
+                                 "hypervisors": hvs})
         data["sites"].append(site)
     return parse_fleet(data)
 

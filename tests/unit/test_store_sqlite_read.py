@@ -39,12 +39,14 @@ def _hv(name: str, *groups: str, maintenance: bool = False) -> dict[str, object]
 @pytest.fixture
 def db(tmp_path: Path) -> str:
     fleet = tmp_path / "fleet.yaml"
+    def pod(name: str, *hosts: dict[str, object]) -> dict[str, object]:
+        return {"name": name, "insecure_transport": True, "hypervisors": list(hosts)}
+
     fleet.write_text(yaml.safe_dump({"sites": [
-        {"name": "texas", "pods": [{"name": "tx-p1", "hypervisors": [_hv("tx1", "db")]}]},
+        {"name": "texas", "pods": [pod("tx-p1", _hv("tx1", "db"))]},
         {"name": "oregon", "pods": [
-            {"name": "or-p2", "hypervisors": [_hv("or9", "web", "db"), _hv("or3")]},
-            {"name": "or-p1", "hypervisors": [_hv("or2", "db", "web", maintenance=True),
-                                              _hv("or1", "web")]}]}]}))
+            pod("or-p2", _hv("or9", "web", "db"), _hv("or3")),
+            pod("or-p1", _hv("or2", "db", "web", maintenance=True), _hv("or1", "web"))]}]}))
     url = f"sqlite:///{tmp_path / 's.db'}"
     with Store(url) as store:
         store.apply(load_fleet(fleet))

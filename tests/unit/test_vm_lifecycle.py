@@ -144,6 +144,7 @@ def test_a_host_that_fails_gets_a_row_not_a_partial_claim(tmp_path: Path) -> Non
     data = yaml.safe_load(fleet(tmp_path).read_text())
     data["sites"][0]["pods"][0]["hypervisors"].append(
         {"name": "dead", "uri": f"qemu+tcp://127.0.0.1:{refused_port()}/system"})
+    data["sites"][0]["pods"][0]["insecure_transport"] = True
     (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(data))
     db = tmp_path / "s.db"
     assert run(db, "apply", "-f", str(tmp_path / "fleet.yaml")).code == 0

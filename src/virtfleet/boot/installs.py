@@ -132,6 +132,8 @@ class BootService:
             for b in boot_hosts(fleet, site):
                 self.by_name[b.name] = Planned(b, hvs[b.name])
         self.by_mac = {p.boot.mac: p for p in self.by_name.values()}
+        self.insecure_pods = {pod.name for site in fleet.sites for pod in site.pods
+                              if pod.insecure_transport}
         window = guess_window.total_seconds()
         self.refusals = Window(guesses, window, monotonic)  # per client, per host (tokens)
         self.log_lines = Window(guesses, window, monotonic)  # refusal lines per client
@@ -368,7 +370,8 @@ class BootService:
 
     def _add_to_inventory(self, b: BootHost, hv: Hypervisor) -> None:
         try:
-            self.store.add_hypervisor(b.site, b.pod, replace_provision(hv))
+            self.store.add_hypervisor(b.site, b.pod, replace_provision(hv),
+                                      insecure_transport=b.pod in self.insecure_pods)
         except Conflict:
             have = [h for h in self.store.hypervisors() if h.name == hv.name]
             if not have or have[0].uri != hv.uri:

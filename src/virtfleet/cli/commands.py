@@ -47,6 +47,7 @@ COMMANDS: dict[str, Entry] = {
     "host": Entry("hosts", "app", "Hypervisors: inventory and facts.", group=True, extra=(
         ("maintenance", "migrate", "host_maintenance"), ("activate", "migrate", "host_activate"),
         ("cpu-baseline", "migrate", "host_cpu_baseline"))),
+    "hostkey": Entry("hostkey", "app", "ssh host keys of qemu+ssh hypervisors.", group=True),
     "vm": Entry("vm", "app", "VMs: lifecycle by name, anywhere in the fleet.", group=True,
                 extra=(("clone", "template", "clone_vm"), ("migrate", "migrate", "vm_migrate"))),
     "template": Entry("template", "app", "Templates: sealed (virt-sysprep) images that VMs are "

@@ -11,6 +11,7 @@ import typer
 
 from virtfleet.cli.context import app_context
 from virtfleet.cli.fields import options_named
+from virtfleet.cli.hostkey import AcceptNew, host_key_step
 from virtfleet.cli.options import Group, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table
 from virtfleet.cli.progress import step_progress
@@ -73,13 +74,18 @@ def add(
     site: Annotated[str, typer.Option("--site", help="Site it is in (created if new).")],
     pod: Annotated[str, typer.Option("--pod", help="Pod it is in (created if new).")],
     group: Annotated[list[str] | None, typer.Option("--group", help="Host group (repeat).")] = None,
+    accept_new: AcceptNew = False,
 ) -> None:
     """Add one hypervisor to the inventory (`apply -f` does many)."""
     from virtfleet.fleet.hosts import AddHostRequest
 
+    req = AddHostRequest(name, uri, site, pod, tuple(group or ()))
     with _hosts(ctx) as hosts:
-        hosts.add(AddHostRequest(name, uri, site, pod, tuple(group or ())))
-    emit(f"Hypervisor {name} added to {site}/{pod}\n")
+        hv = hosts.validate(req)
+        keys = host_key_step([(name, hv.uri)], accept_new)  # shown; refused unless accepted
+        hosts.add(req)  # qemu+tcp only into a pod that allows it (Store.add_hypervisor)
+    keys.commit()
+    emit(f"Hypervisor {name} added to {site}/{pod}\n" + keys.text)
 
 
 @app.command("remove")

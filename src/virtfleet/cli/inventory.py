@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from virtfleet.cli.context import app_context
+from virtfleet.cli.hostkey import AcceptNew, host_key_step
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json
 from virtfleet.inventory.records import ApplyPlan
@@ -33,12 +34,18 @@ def apply(
     dry_run: Annotated[bool, typer.Option("--dry-run",
                                           help="Show what would change; write nothing.")] = False,
     json: Json = False,
+    accept_new: AcceptNew = False,
 ) -> None:
     """Validate a fleet file and record it in the store (adds, changes, removes)."""
     from virtfleet.cli.net import check_networks
     from virtfleet.inventory.fleetfile import load_fleet  # pydantic models: slow to import
 
     fleet = load_fleet(file)
+    # New qemu+ssh hosts' keys: shown, refused unless accepted, pinned before the networks
+    # below connect (docs/transports.md).
+    keys = host_key_step([(hv.name, hv.uri) for _, _, hv in fleet.hypervisors()], accept_new,
+                         dry_run)
+    keys.commit()
     # libvirt networks the file declares go onto its hypervisors (docs/networks.md); a
     # dry pass first, so bad input stops apply before the store or any host changes
     pending = check_networks(fleet)
@@ -49,8 +56,9 @@ def apply(
         def rows(items: list[tuple[str, str, str]]) -> list[dict[str, str]]:
             return [{"kind": k, "name": n, "detail": d} for k, n, d in items]
         emit_json({"dry_run": dry_run, "added": rows(plan.added), "changed": rows(plan.changed),
-                   "removed": rows(plan.removed), **({"networks": nets.rows} if nets else {})})
+                   "removed": rows(plan.removed), **({"networks": nets.rows} if nets else {}),
+                   "host_keys": keys.rows()})
     else:
-        emit(_plan_text(plan, dry_run) + (nets.text if nets else ""))
+        emit(_plan_text(plan, dry_run) + keys.text + (nets.text if nets else ""))
     if nets is not None and nets.failed:
         raise typer.Exit(1)

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import Json
 from virtfleet.cli.output import emit, emit_json, table
 from virtfleet.errors import InvalidInput
@@ -35,15 +36,20 @@ def up(
     hosts: Annotated[int, typer.Option("--hosts", help="Number of hypervisors (1-200).")] = 3,
     pods: Annotated[int, typer.Option("--pods", help="Pods to spread them over.")] = 1,
     name: Name = DEFAULT_LAB,
+    transport: Annotated[str, typer.Option(
+        "--transport", help="How the hypervisors are reached: tcp (no auth, labs only; the "
+        "fastest), ssh (each runs its own sshd) or tls (certificates from a lab CA).")] = "tcp",
 ) -> None:
     """Start HOSTS real libvirtd hypervisors, each in its own namespaces; print the fleet file.
 
     Leftovers of an earlier lab of the same name (even one whose maker was killed) are cleared
-    first.
+    first. With --transport ssh or tls, point VIRTFLEET_TRANSPORT_DIR at the lab's client
+    directory (printed on stderr) and pin the ssh host keys with `apply --accept-new`.
     """
     from virtfleet.lab.lab import Lab
 
-    st = Lab(name).up(hosts=hosts, pods=pods, progress=_say)
+    with options_named({"transport": "--transport"}):
+        st = Lab(name).up(hosts=hosts, pods=pods, progress=_say, transport=transport)
     emit(f"{st.fleet_file}\n")
 
 
@@ -67,7 +73,8 @@ def status(name: Name = DEFAULT_LAB, json_out: Json = False) -> None:
     rows = lab.status()
     if json_out:
         emit_json({"name": st.name, "subnet": st.subnet, "state_dir": st.state_dir,
-                   "fleet_file": st.fleet_file, "hosts": [r.as_json() for r in rows]})
+                   "fleet_file": st.fleet_file, "transport": st.transport,
+                   "client_dir": st.client_dir, "hosts": [r.as_json() for r in rows]})
         return
 
     def state_word(alive: bool, stopped: bool, answering: bool) -> str:
@@ -84,6 +91,8 @@ def status(name: Name = DEFAULT_LAB, json_out: Json = False) -> None:
     ))
     if st.fleet_file:
         emit(f"\nfleet file: {st.fleet_file}\n")
+    if st.client_dir:
+        emit(f"transport: qemu+{st.transport}; VIRTFLEET_TRANSPORT_DIR={st.client_dir}\n")
 
 
 @app.command("guests")

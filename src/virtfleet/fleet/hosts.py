@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from virtfleet.errors import InvalidInput, NotFound
 from virtfleet.fleet.queries import HostCheck, NodeInfo, node_info_of, sysinfo_of, version_of
@@ -22,6 +22,9 @@ from virtfleet.fleet.scope import Answers, FleetService, Progress
 from virtfleet.inventory.records import HostFailure, HostRecord, HostStatus
 from virtfleet.virt.host import Host
 from virtfleet.xml.sysinfo import SysInfo
+
+if TYPE_CHECKING:
+    from virtfleet.inventory.fleetfile import Hypervisor
 
 __all__ = ["AddHostRequest", "CheckedHost", "HostChecks", "HostQuery", "HostRow",
            "HostService", "NodeInfo", "SysInfo"]
@@ -119,20 +122,26 @@ class HostService(FleetService):
                            + (" (or not in the given site/pod/group)" if narrowed else ""))
         return [by_name[n] for n in query.names]
 
-    def add(self, req: AddHostRequest) -> HostRecord:
-        """Validated by the fleet file's own models, so `host add` and `apply` share every
-        rule; an error names this request's field."""
+    def validate(self, req: AddHostRequest) -> Hypervisor:
+        """The request as the fleet file's own models read it, so `host add` and `apply` share
+        every rule; an error names this request's field. Nothing is stored."""
         from virtfleet.inventory.fleetfile import parse_fleet  # pydantic: slow to import
 
         try:
+            # insecure_transport: whether qemu+tcp may join the pod is the stored pod's to say
+            # (Store.add_hypervisor), not this one-host fleet's.
             fleet = parse_fleet({"sites": [{"name": req.site, "pods": [{
-                "name": req.pod, "hypervisors": [
+                "name": req.pod, "insecure_transport": True, "hypervisors": [
                     {"name": req.name, "uri": req.uri, "groups": list(req.groups)}]}]}]})
         except InvalidInput as exc:
             field = re.sub(r"\[\d+\]$", "", exc.field)
             raise InvalidInput(_FROM_FLEET_FILE.get(field, exc.field), exc.rule) from None
-        hv = fleet.sites[0].pods[0].hypervisors[0]
-        self.store.add_hypervisor(req.site, req.pod, hv)
+        return fleet.sites[0].pods[0].hypervisors[0]
+
+    def add(self, req: AddHostRequest) -> HostRecord:
+        """Validated as validate() does, then stored. A qemu+ssh host's key is the caller's to
+        pin first (transport/pinning.py): the store does not ask hosts."""
+        self.store.add_hypervisor(req.site, req.pod, self.validate(req))
         [added] = self.store.hypervisors(host=req.name)
         return added
 

@@ -398,6 +398,9 @@ class Hypervisor(_Model):
 class Pod(_Model):
     name: Name
     storage: PodStorage | None = None
+    # qemu+tcp and test+tcp carry everything in clear text with no authentication: refused
+    # unless the pod says so (a lab, a simulated fleet). See docs/transports.md.
+    insecure_transport: bool = False
     hypervisors: tuple[Hypervisor, ...] = ()
     nic_layout: NicLayout | None = None
     libvirt_networks: tuple[NetworkSpec, ...] = ()  # see docs/networks.md
@@ -477,6 +480,25 @@ def _check_unique(fleet: Fleet) -> None:
                 where = f"sites[{si}].pods[{pi}].hypervisors[{hi}]"
                 once("hypervisor", hv.name, f"{where}.name")
                 once("uri", hv.uri, f"{where}.uri")
+
+
+INSECURE_TRANSPORTS = ("tcp",)
+
+
+def _check_transports(fleet: Fleet) -> None:
+    """qemu+tcp / test+tcp only in pods that declare `insecure_transport: true`."""
+    for si, site in enumerate(fleet.sites):
+        for pi, pod in enumerate(site.pods):
+            if pod.insecure_transport:
+                continue
+            for hi, hv in enumerate(pod.hypervisors):
+                scheme = hv.uri.split("://", 1)[0]
+                if scheme.partition("+")[2] in INSECURE_TRANSPORTS:
+                    raise InvalidInput(
+                        f"sites[{si}].pods[{pi}].hypervisors[{hi}].uri",
+                        f"{scheme} is neither encrypted nor authenticated: use qemu+ssh or "
+                        f"qemu+tls, or set insecure_transport: true on pod {pod.name!r} "
+                        "(labs and simulations only)")
 
 
 def _check_bmcs(fleet: Fleet) -> None:
@@ -701,6 +723,7 @@ def parse_fleet(data: Any, source: str = "fleet file") -> Fleet:
     except ValidationError as exc:
         raise _first_error(exc) from None
     _check_unique(fleet)
+    _check_transports(fleet)
     _check_bmcs(fleet)
     _check_boot(fleet)
     check_fleet_layouts(fleet)

@@ -99,6 +99,8 @@ class PodRow(Base):
     storage_source: Mapped[str | None] = mapped_column(String(PATH_LEN))
     storage_target: Mapped[str | None] = mapped_column(String(PATH_LEN))
     storage_pool: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    # The fleet file's `insecure_transport`: qemu+tcp/test+tcp hosts are allowed in this pod.
+    insecure_transport: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class HostGroupRow(Base):

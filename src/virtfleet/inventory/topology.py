@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, bindparam, delete, func, select, update
 
-from virtfleet.errors import Conflict, NotFound
+from virtfleet.errors import Conflict, InvalidInput, NotFound
 from virtfleet.inventory import tables as t
 from virtfleet.inventory.base import PG_APPLY_LOCK, StoreBase, chunks, unique
 from virtfleet.inventory.records import ApplyPlan, HostRecord
@@ -44,6 +44,16 @@ def _storage_cols(st: PodStorage | None) -> dict[str, str | None]:
             "storage_pool": st.pool}
 
 
+def _pod_cols(st: PodStorage | None, insecure: bool) -> dict[str, str | bool | None]:
+    return {**_storage_cols(st), "insecure_transport": insecure}
+
+
+def _insecure_uri(uri: str) -> bool:
+    from virtfleet.inventory.fleetfile import INSECURE_TRANSPORTS
+
+    return uri.split("://", 1)[0].partition("+")[2] in INSECURE_TRANSPORTS
+
+
 # --------------------------------------------------------------------------- inventory snapshot
 
 
@@ -52,6 +62,7 @@ class _PodSnap:
     id: int
     site: str
     storage: PodStorage | None
+    insecure: bool = False  # the fleet file's insecure_transport
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,7 @@ class _Snap:
 class _Desired:
     groups: dict[str, str]  # name -> description
     sites: dict[str, str]
-    pods: dict[str, tuple[str, PodStorage | None]]  # name -> (site, storage)
+    pods: dict[str, tuple[str, PodStorage | None, bool]]  # name -> (site, storage, insecure)
     hosts: dict[str, tuple[str, Hypervisor]]  # name -> (pod, hypervisor)
 
     @classmethod
@@ -84,7 +95,8 @@ class _Desired:
         return cls(
             groups={n: declared.get(n, "") for n in fleet.group_names()},
             sites={s.name: s.description for s in fleet.sites},
-            pods={p.name: (s.name, p.storage) for s in fleet.sites for p in s.pods},
+            pods={p.name: (s.name, p.storage, p.insecure_transport)
+                  for s in fleet.sites for p in s.pods},
             hosts={h.name: (p.name, h) for _, p, h in fleet.hypervisors()},
         )
 
@@ -98,7 +110,7 @@ def _plan(snap: _Snap, want: _Desired, vm_counts: dict[int, int]) -> ApplyPlan:
         elif snap.sites[name][1] != desc:
             plan.changed.append(("site", name, f"description: {snap.sites[name][1]!r} -> {desc!r}"))
     for name in sorted(want.pods):
-        site, storage = want.pods[name]
+        site, storage, insecure = want.pods[name]
         have = snap.pods.get(name)
         if have is None:
             plan.added.append(("pod", name, f"in site {site}"))
@@ -109,6 +121,10 @@ def _plan(snap: _Snap, want: _Desired, vm_counts: dict[int, int]) -> ApplyPlan:
             plan.changed.append(
                 ("pod", name, f"storage: {_fmt_storage(have.storage)} -> {_fmt_storage(storage)}")
             )
+        if have.insecure != insecure:
+            onoff = {True: "true", False: "false"}
+            plan.changed.append(("pod", name, f"insecure_transport: {onoff[have.insecure]} -> "
+                                 f"{onoff[insecure]}"))
     for name in sorted(want.hosts):
         pod, hv = want.hosts[name]
         groups = unique(hv.groups)
@@ -191,13 +207,15 @@ class TopologyStore(StoreBase):
         pods: dict[str, _PodSnap] = {}
         for row in conn.execute(
             select(p.c.id, p.c.name, t.sites.c.name, p.c.storage_type, p.c.storage_source,
-                   p.c.storage_target, p.c.storage_pool).join_from(p, t.sites)
+                   p.c.storage_target, p.c.storage_pool, p.c.insecure_transport)
+            .join_from(p, t.sites)
         ):
             storage = None
             if row[3] is not None:
                 storage = PodStorage(type=row[3], source=row[4] or "",
                                      target=row[5] or "/", pool=row[6])
-            pods[row[1]] = _PodSnap(id=row[0], site=row[2], storage=storage)
+            pods[row[1]] = _PodSnap(id=row[0], site=row[2], storage=storage,
+                                    insecure=bool(row[7]))
         member: dict[int, list[str]] = {}
         for hid, gname in conn.execute(
             select(t.hypervisor_groups.c.hypervisor_id, t.host_groups.c.name)
@@ -246,7 +264,8 @@ class TopologyStore(StoreBase):
                                maintenance=snap.hosts[n].maintenance)
                     for n in sorted(hosts_by_pod.get(pname, []))
                 )
-                pods.append(Pod(name=pname, storage=snap.pods[pname].storage, hypervisors=hvs))
+                pods.append(Pod(name=pname, storage=snap.pods[pname].storage, hypervisors=hvs,
+                                insecure_transport=snap.pods[pname].insecure))
             sites.append(Site(name=sname, description=snap.sites[sname][1], pods=tuple(pods)))
         groups = tuple(HostGroup(name=n, description=snap.groups[n][1])
                        for n in sorted(snap.groups))
@@ -286,25 +305,26 @@ class TopologyStore(StoreBase):
         site_ids = self._name_ids(conn, sites)
         group_ids = self._name_ids(conn, groups)
 
-        # Pods: new ones, and those that moved site or changed storage.
+        # Pods: new ones, and those that moved site or changed storage or insecure_transport.
         new_pods: list[dict[str, Any]] = [
-            {"name": n, "site_id": site_ids[s], **_storage_cols(st)}
-            for n, (s, st) in want.pods.items() if n not in snap.pods
+            {"name": n, "site_id": site_ids[s], **_pod_cols(st, insecure)}
+            for n, (s, st, insecure) in want.pods.items() if n not in snap.pods
         ]
         if new_pods:
             conn.execute(pods.insert(), new_pods)
         upd_pods: list[dict[str, Any]] = []
-        for n, (s, st) in want.pods.items():
+        for n, (s, st, insecure) in want.pods.items():
             have_pod = snap.pods.get(n)
-            if have_pod is not None and (have_pod.site != s or have_pod.storage != st):
-                cols = _storage_cols(st)
+            if have_pod is not None and (have_pod.site, have_pod.storage, have_pod.insecure) \
+                    != (s, st, insecure):
+                cols = _pod_cols(st, insecure)
                 upd_pods.append({"b_id": have_pod.id, "b_site": site_ids[s],
                                  **{f"b_{k}": v for k, v in cols.items()}})
         if upd_pods:
             conn.execute(
                 update(pods).where(pods.c.id == bindparam("b_id")).values(
                     site_id=bindparam("b_site"),
-                    **{k: bindparam(f"b_{k}") for k in _storage_cols(None)},
+                    **{k: bindparam(f"b_{k}") for k in _pod_cols(None, False)},
                 ),
                 upd_pods,
             )
@@ -364,8 +384,13 @@ class TopologyStore(StoreBase):
             for chunk in chunks(drop):
                 conn.execute(delete(table).where(table.c.id.in_(chunk)))
 
-    def add_hypervisor(self, site: str, pod: str, hv: Hypervisor) -> None:
-        """Add one hypervisor, creating its site, pod and groups if they do not exist yet."""
+    def add_hypervisor(self, site: str, pod: str, hv: Hypervisor, *,
+                       insecure_transport: bool = False) -> None:
+        """Add one hypervisor, creating its site, pod and groups if they do not exist yet.
+
+        A qemu+tcp/test+tcp hypervisor needs a pod that allows it: an existing one whose fleet
+        file said `insecure_transport: true`, or a new one made with `insecure_transport`.
+        """
         check_name("site", site)
         check_name("pod", pod)
         hyp = t.hypervisors
@@ -382,11 +407,18 @@ class TopologyStore(StoreBase):
                     t.sites.insert().values(name=site, description="")
                     .returning(t.sites.c.id)).scalar_one()
             row = conn.execute(
-                select(t.pods.c.id, t.sites.c.name).join_from(t.pods, t.sites)
-                .where(t.pods.c.name == pod)).first()
+                select(t.pods.c.id, t.sites.c.name, t.pods.c.insecure_transport)
+                .join_from(t.pods, t.sites).where(t.pods.c.name == pod)).first()
+            allowed = insecure_transport if row is None else bool(row[2])
+            if _insecure_uri(hv.uri) and not allowed:
+                raise InvalidInput("uri", f"{hv.uri.split('://', 1)[0]} is neither encrypted "
+                                   "nor authenticated: use qemu+ssh or qemu+tls, or add the "
+                                   f"host to a pod whose fleet file sets insecure_transport: "
+                                   f"true ({pod!r} does not)")
             if row is None:
                 pod_id = conn.execute(
-                    t.pods.insert().values(name=pod, site_id=site_id, **_storage_cols(None))
+                    t.pods.insert().values(name=pod, site_id=site_id,
+                                           **_pod_cols(None, insecure_transport))
                     .returning(t.pods.c.id)).scalar_one()
             elif row[1] != site:
                 raise Conflict(f"pod {pod!r} is in site {row[1]!r}, not {site!r}")

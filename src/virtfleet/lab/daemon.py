@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import time
 import uuid
@@ -17,8 +18,8 @@ from pathlib import Path
 import virtfleet
 from virtfleet.config import Timeouts
 from virtfleet.errors import HostUnavailable, LabError, OperationTimeout
-from virtfleet.lab import netns, procs
-from virtfleet.lab.names import LIBVIRT_PORT, PRIVATE_DIRS, LabNames
+from virtfleet.lab import netns, procs, sshd, transports
+from virtfleet.lab.names import PRIVATE_DIRS, LabNames
 from virtfleet.lab.run import last_line, run
 from virtfleet.lab.state import LabHost
 
@@ -49,13 +50,10 @@ def _render_conf(settings: dict[str, ConfValue]) -> str:
     return "# Written by virtfleet lab; this hypervisor's private copy.\n" + "\n".join(lines) + "\n"
 
 
-def libvirtd_conf(address: str) -> str:
+def libvirtd_conf(address: str, listen: dict[str, ConfValue] | None = None) -> str:
+    """`listen`: the listeners (transports.listen_settings); qemu+tcp without auth by default."""
     return _render_conf({
-        "listen_tcp": 1,
-        "listen_tls": 0,  # else libvirtd dies looking for TLS certificates
-        "tcp_port": str(LIBVIRT_PORT),
-        "listen_addr": address,
-        "auth_tcp": "none",  # lab only: the subnet is reachable from this machine alone
+        **(listen if listen is not None else transports.listen_settings(None, address)),
         "host_uuid": str(uuid.uuid4()),
         # Room for a fleet-scale client: 2,000+ connections to one daemon.
         "max_clients": 5000,
@@ -90,8 +88,10 @@ def qemu_conf() -> str:
     })
 
 
-def prepare_dirs(names: LabNames, index: int) -> Path:
-    """Fresh private directories and configuration for hypervisor `index`."""
+def prepare_dirs(names: LabNames, index: int,
+                 client: transports.ClientSide | None = None) -> Path:
+    """Fresh private directories and configuration for hypervisor `index`, reached over
+    `client`'s transport (qemu+tcp if None)."""
     host_dir = names.host_dir(index)
     for sub in PRIVATE_DIRS:
         (host_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,11 @@ def prepare_dirs(names: LabNames, index: int) -> Path:
                 "etc/qemu/networks/autostart", "etc/storage/autostart", "etc/nwfilter"):
         (host_dir / sub).mkdir(parents=True, exist_ok=True)
     etc = host_dir / "etc"
-    (etc / "libvirtd.conf").write_text(libvirtd_conf(names.address(index)))
+    if client is not None:
+        transports.prepare_host(client, names, index, names.host_name(index))
+    (etc / "libvirtd.conf").write_text(
+        libvirtd_conf(names.address(index),
+                      transports.listen_settings(client, names.address(index), host_dir)))
     (etc / "virtlogd.conf").write_text(virtlogd_conf())
     (etc / "qemu.conf").write_text(qemu_conf())
     # No network or pool is written here: the lab's fleet file declares them, and `apply` and
@@ -159,13 +163,27 @@ def _log_tail(host: LabHost) -> str:
         return ""
 
 
+def _sshd_answers(host: LabHost) -> bool:
+    """Its sshd has written its pid file (after binding) and takes a TCP connection."""
+    pid = procs.read_pid(sshd.pid_path(Path(host.dir)))
+    if pid is None or not procs.alive(pid):
+        return False
+    try:
+        with socket.create_connection((host.address, sshd.SSH_PORT), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 def wait_ready(host: LabHost, timeout: float = READY_TIMEOUT) -> float:
-    """Wait until the daemon answers an RPC; return how long that took (seconds)."""
+    """Wait until the daemon answers an RPC (and a qemu+ssh host's sshd a connection); return
+    how long that took (seconds)."""
     from virtfleet.virt.host import Host  # the only way in to libvirt
 
     t0 = time.monotonic()
     deadline = t0 + timeout
     last = ""
+    with_sshd = sshd.config_path(Path(host.dir)).exists()
     while True:
         pid = host.libvirtd_pid
         if pid is None or not procs.alive(pid):
@@ -173,8 +191,10 @@ def wait_ready(host: LabHost, timeout: float = READY_TIMEOUT) -> float:
             raise LabError(f"{host.name}: libvirtd exited during start"
                            + (f" ({tail})" if tail else f"; see {host.log_dir}/libvirtd.log"))
         try:
-            Host.open(host.uri, Timeouts(connect=2.0), label=host.name).close()
-            return time.monotonic() - t0
+            Host.open(host.admin_uri, Timeouts(connect=2.0), label=host.name).close()
+            if not with_sshd or _sshd_answers(host):
+                return time.monotonic() - t0
+            last = f"its sshd does not answer at {host.address}:{sshd.SSH_PORT}"
         except (HostUnavailable, OperationTimeout) as exc:
             last = exc.message
         if time.monotonic() >= deadline:
@@ -183,7 +203,7 @@ def wait_ready(host: LabHost, timeout: float = READY_TIMEOUT) -> float:
         time.sleep(0.1)
 
 
-def check_tools() -> None:
+def check_tools(transport: str = "tcp") -> None:
     """The programs a lab needs, named in one error rather than failing halfway."""
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
     missing = [t for t in ("ip", "unshare", "nsenter", "mount", "libvirtd", "virtlogd")
@@ -191,5 +211,11 @@ def check_tools() -> None:
     if missing:
         raise LabError(f"lab needs {', '.join(missing)}: install iproute2, util-linux and "
                        "libvirt-daemon-system")
+    extra = {"ssh": [("sshd", "openssh-server"), ("ssh-keygen", "openssh-client"),
+                     ("ssh-keyscan", "openssh-client"), ("ssh", "openssh-client")],
+             "tls": [("certtool", "gnutls-bin")]}.get(transport, [])
+    absent = [f"{t} ({pkg})" for t, pkg in extra if shutil.which(t, path=search) is None]
+    if absent:
+        raise LabError(f"a qemu+{transport} lab needs {', '.join(absent)}")
     if os.geteuid() != 0:
         raise LabError("lab needs root: it creates network namespaces and starts libvirtd")

@@ -59,7 +59,7 @@ def ensure_guests(state: LabState, per_host: int, wait: bool = True,
     starts: dict[str, float] = {}
     for host in state.hosts:
         try:
-            h = Host.open(host.uri, Timeouts(connect=10.0), label=host.name)
+            h = Host.open(host.admin_uri, Timeouts(connect=10.0), label=host.name)
         except VirtfleetError as exc:
             raise LabError(f"guests: {exc.message}") from None
         with h:

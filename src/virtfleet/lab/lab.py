@@ -28,7 +28,7 @@ from pathlib import Path
 from virtfleet.config import Timeouts
 from virtfleet.errors import InvalidInput, LabError, VirtfleetError
 from virtfleet.inventory.fleetfile import dump_fleet, parse_fleet
-from virtfleet.lab import bmc, daemon, netns, procs, simulate
+from virtfleet.lab import bmc, daemon, netns, procs, simulate, transports
 from virtfleet.lab import state as statefile
 from virtfleet.lab.guests import BOOT_TIMEOUT, GuestResult, ensure_guests
 from virtfleet.lab.names import DEFAULT_LAB, MAX_HOSTS, MAX_SIMS, LabNames, is_sim, sim_index
@@ -145,13 +145,16 @@ class Lab:
 
     # -- up -----------------------------------------------------------------------------------
 
-    def up(self, hosts: int, pods: int = 1, progress: Progress = _quiet) -> LabState:
-        """Clear this lab's leftovers, then build `hosts` hypervisors in `pods` pods."""
+    def up(self, hosts: int, pods: int = 1, progress: Progress = _quiet,
+           transport: str = "tcp") -> LabState:
+        """Clear this lab's leftovers, then build `hosts` hypervisors in `pods` pods, reached
+        over qemu+`transport` (see transports.py)."""
+        transports.check_transport(transport)
         if not 1 <= hosts <= MAX_HOSTS:
             raise InvalidInput("hosts", f"must be between 1 and {MAX_HOSTS}")
         if not 1 <= pods <= hosts:
             raise InvalidInput("pods", f"must be between 1 and the number of hosts ({hosts})")
-        daemon.check_tools()
+        daemon.check_tools(transport)
         with self._exclusive():
             cleared = self._clear()
             if cleared.anything:
@@ -159,7 +162,7 @@ class Lab:
             indexes = list(range(1, hosts + 1))
             netns.check_free(self.names, indexes)
             try:
-                return self._build(indexes, pods, progress)
+                return self._build(indexes, pods, progress, transport)
             except BaseException:
                 # No half-made lab: take down whatever got built, then report the failure.
                 self._clear()
@@ -175,15 +178,16 @@ class Lab:
         netns.create_bridge(n)
         return st
 
-    def _host(self, index: int, pod: str) -> LabHost:
+    def _host(self, index: int, pod: str, transport: str = "tcp") -> LabHost:
         n = self.names
         return LabHost(name=n.host_name(index), index=index, pod=pod, netns=n.netns(index),
-                       veth=n.veth(index), address=n.address(index), uri=n.uri(index),
-                       dir=str(n.host_dir(index)))
+                       veth=n.veth(index), address=n.address(index),
+                       uri=n.uri(index, transport), dir=str(n.host_dir(index)))
 
-    def _add_host(self, st: LabState, host: LabHost) -> None:
+    def _add_host(self, st: LabState, host: LabHost,
+                  client: transports.ClientSide | None = None) -> None:
         netns.create_host_net(self.names, host.index)
-        daemon.prepare_dirs(self.names, host.index)
+        daemon.prepare_dirs(self.names, host.index, client)
         if is_sim(host.index):
             st.sims.append(host)
         else:
@@ -192,25 +196,34 @@ class Lab:
         daemon.start(host)
         self._save(st)
 
-    def _build(self, indexes: list[int], pods: int, progress: Progress) -> LabState:
+    def _build(self, indexes: list[int], pods: int, progress: Progress,
+               transport: str = "tcp") -> LabState:
         n = self.names
         t0 = time.monotonic()
         st = self._new_state()
+        client = transports.prepare_client(n, transport)
+        st.transport, st.client_dir = transport, str(client.dir) if client.dir else None
         for p in range(1, pods + 1):
             pod_dir = n.pod_dir(p)
             pod_dir.mkdir(parents=True, exist_ok=True)
             st.pods[n.pod_name(p)] = str(pod_dir)
         for i in indexes:
             pod = n.pod_name((i - 1) * pods // len(indexes) + 1)
-            self._add_host(st, self._host(i, pod))
+            self._add_host(st, self._host(i, pod, transport), client)
+        transports.link_hosts(client, [Path(h.dir) for h in st.hosts],
+                              [h.address for h in st.hosts])
         for host in st.hosts:
             took = daemon.wait_ready(host)
             progress(f"{host.name}: libvirtd pid {host.libvirtd_pid} answering at {host.uri} "
-                     f"({took * 1000:.0f} ms after start)")
+                     f"({took * 1000:.0f} ms after start)"
+                     + transports.describe_host(transport, Path(host.dir)))
         st.fleet_file = str(self.write_fleet_file(st))
         self._save(st)
         progress(f"lab {self.name}: {len(st.hosts)} hypervisor(s) up in "
                  f"{time.monotonic() - t0:.1f}s")
+        if client.dir is not None:
+            progress(f"its client side is {client.dir}: export VIRTFLEET_TRANSPORT_DIR="
+                     f"{client.dir}")
         return st
 
     def write_fleet_file(self, st: LabState) -> Path:
@@ -222,6 +235,8 @@ class Lab:
         for pod, pod_dir in st.pods.items():
             pods.append({
                 "name": pod,
+                # qemu+tcp without authentication: allowed only where the file says so.
+                **({"insecure_transport": True} if st.transport == "tcp" else {}),
                 "storage": {"type": "dir", "target": pod_dir},
                 "hypervisors": [{"name": h.name, "uri": h.uri} for h in st.hosts if h.pod == pod],
             })
@@ -418,7 +433,7 @@ def _host_status(host: LabHost, timeout: float) -> HostStatus:
     answering, domains, error = False, None, ""
     if alive and not stopped:
         try:
-            with Host.open(host.uri, Timeouts(connect=timeout, call=timeout),
+            with Host.open(host.admin_uri, Timeouts(connect=timeout, call=timeout),
                            label=host.name) as h:
                 domains = len(h.list_domains())
                 answering = True

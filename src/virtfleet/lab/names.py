@@ -169,5 +169,7 @@ class LabNames:
     def sim_dir(self) -> Path:
         return self.state_dir / "sim"
 
-    def uri(self, index: int) -> str:
-        return f"qemu+tcp://{self.address(index)}/system"
+    def uri(self, index: int, transport: str = "tcp") -> str:
+        if transport == "ssh":
+            return f"qemu+ssh://root@{self.address(index)}/system"
+        return f"qemu+{transport}://{self.address(index)}/system"

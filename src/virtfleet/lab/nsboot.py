@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from virtfleet.lab import procs
+from virtfleet.lab import procs, sshd, transports
 from virtfleet.lab.names import PRIVATE_DIRS
 
 
@@ -46,6 +46,15 @@ def boot(host_dir: Path, mount: bool) -> None:
                                   capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 raise BootError(f"bind mount over {target} failed: {proc.stderr.strip()}")
+        # qemu+ssh/tls labs: root's own ~/.ssh and /etc/pki, for migrating to its peers.
+        for sub, target in transports.PEER_DIRS.items():
+            if (host_dir / sub).is_dir():
+                Path(target).mkdir(mode=0o700 if target.endswith(".ssh") else 0o755,
+                                   parents=True, exist_ok=True)
+                proc = subprocess.run(["mount", "--bind", str(host_dir / sub), target],
+                                      capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    raise BootError(f"bind mount over {target} failed: {proc.stderr.strip()}")
     # One daemon may hold thousands of client connections; each is a file descriptor.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
@@ -57,6 +66,11 @@ def boot(host_dir: Path, mount: bool) -> None:
     if not _alive(run / "libvirtd.pid"):
         _start(["libvirtd", "-d", "--listen", "-f", str(etc / "libvirtd.conf"),
                 "-p", str(run / "libvirtd.pid")])
+    # A qemu+ssh hypervisor's sshd: its logins share these namespaces, so they reach this
+    # libvirtd through its private /run/libvirt.
+    if sshd.config_path(host_dir).exists() and not _alive(sshd.pid_path(host_dir)):
+        sshd.ensure_privsep_dir()
+        _start(sshd.argv(host_dir))
 
 
 def main(argv: list[str] | None = None) -> None:

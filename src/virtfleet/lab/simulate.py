@@ -226,6 +226,8 @@ def write_fleet_file(sim: SimFleet, uri_for: Callable[[SimHost], str]) -> Path:
     data = {"sites": [
         {"name": site, "pods": [
             {"name": pod,
+             # test+tcp through the lab's daemons: clear text, no authentication.
+             "insecure_transport": True,
              "storage": {"type": "netfs", "source": f"{pod}-nfs:/export/vms",
                          "target": "/var/lib/virtfleet/pod"},
              "hypervisors": hosts}

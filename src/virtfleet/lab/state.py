@@ -35,6 +35,15 @@ class LabHost:
         """The host's /var/log/libvirt, as seen from outside its namespace."""
         return Path(self.dir) / "log"
 
+    @property
+    def admin_uri(self) -> str:
+        """How the lab itself reaches this daemon: its qemu+tcp URI, or for a qemu+ssh or
+        qemu+tls hypervisor its Unix socket (seen from here under the host's directory), so the
+        lab's own checks need none of the pinned keys or certificates a client uses."""
+        if "+tcp://" in self.uri:
+            return self.uri
+        return f"qemu+unix:///system?socket={self.dir}/run/libvirt-sock"
+
 
 @dataclass
 class LabState:
@@ -44,6 +53,8 @@ class LabState:
     state_dir: str
     created_at: str
     fleet_file: str | None = None
+    transport: str = "tcp"  # how the hypervisors (not the simulation daemons) are reached
+    client_dir: str | None = None  # the lab's transport directory (ssh or tls)
     pods: dict[str, str] = field(default_factory=dict)  # pod name -> its shared directory
     hosts: list[LabHost] = field(default_factory=list)
     sims: list[LabHost] = field(default_factory=list)  # daemons serving simulated fleets

@@ -74,6 +74,21 @@ def map_error(exc: libvirt.libvirtError, host: str, vm: str | None = None) -> Vi
     return HypervisorError(msg, host=host, vm=vm)
 
 
+def map_connect_error(exc: libvirt.libvirtError, host: str, uri: str,
+                      probe_seconds: float) -> VirtfleetError:
+    """A failed open of `uri`: ssh's or the TLS handshake's reason in one line when the
+    transport failed (libvirt's own text is long or vague there), else as map_error says."""
+    from virtfleet.transport.diagnose import explain
+    from virtfleet.transport.paths import TransportDir
+
+    mapped = map_error(exc, host)
+    if not isinstance(mapped, HostUnavailable):
+        return mapped
+    detail = explain(exc.get_error_message() or str(exc), uri, host, TransportDir.from_env(),
+                     probe_seconds)
+    return HostUnavailable(detail, host=host) if detail else mapped
+
+
 @contextmanager
 def libvirt_errors(host: str, vm: str | None = None) -> Iterator[None]:
     """Run a block of libvirt calls; any libvirtError leaves it as a virtfleet error."""

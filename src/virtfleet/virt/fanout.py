@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,9 +21,10 @@ from typing import Generic, TypeVar
 
 import libvirt
 
-from virtfleet.config import Timeouts, fanout_concurrency
+from virtfleet.config import Timeouts, fanout_concurrency, ssh_concurrency
 from virtfleet.errors import HypervisorError, OperationTimeout, VirtfleetError
 from virtfleet.inventory.records import HostRecord
+from virtfleet.transport.connect import transport_of
 from virtfleet.virt.errors import map_error
 from virtfleet.virt.host import Host
 
@@ -146,13 +148,21 @@ def fan_out(
     deadline: float | None = None,
     progress: Callable[[HostResult[T]], None] | None = None,
 ) -> list[HostResult[T]]:
-    """Run `work(host)` for every host; return each host's value or error, in input order."""
+    """Run `work(host)` for every host; return each host's value or error, in input order.
+
+    At most `concurrency` hosts at once, and of those at most VIRTFLEET_SSH_CONCURRENCY over
+    qemu+ssh (each is an ssh process); a host's deadline starts when its turn comes.
+    """
     limit = max(1, concurrency or fanout_concurrency())
     per_host = deadline if deadline is not None else pool.timeouts.call
     results: list[HostResult[T] | None] = [None] * len(hosts)
     done_q: queue.Queue[tuple[int, T | None, VirtfleetError | None, float]] = queue.Queue()
     running: dict[int, float] = {}  # index -> start time
-    next_index = 0
+    over_ssh = [transport_of(h.uri) == "ssh" for h in hosts]
+    ssh_limit = ssh_concurrency() if any(over_ssh) else limit
+    waiting = deque(i for i in range(len(hosts)) if not over_ssh[i])
+    waiting_ssh = deque(i for i in range(len(hosts)) if over_ssh[i])
+    ssh_running = 0
 
     def job(i: int) -> None:
         start = time.monotonic()
@@ -173,16 +183,25 @@ def fan_out(
         done_q.put((i, value, err, time.monotonic() - start))
 
     def finish(i: int, result: HostResult[T]) -> None:
+        nonlocal ssh_running
+        ssh_running -= over_ssh[i]
         results[i] = result
         if progress is not None:
             progress(result)
 
-    while next_index < len(hosts) or running:
-        while next_index < len(hosts) and len(running) < limit:
-            running[next_index] = time.monotonic()
-            threading.Thread(target=job, args=(next_index,), daemon=True,
-                             name=f"fanout {hosts[next_index].name}").start()
-            next_index += 1
+    while waiting or waiting_ssh or running:
+        while len(running) < limit:
+            ssh_turn = bool(waiting_ssh) and ssh_running < ssh_limit
+            if ssh_turn and (not waiting or waiting_ssh[0] < waiting[0]):
+                i = waiting_ssh.popleft()
+                ssh_running += 1
+            elif waiting:
+                i = waiting.popleft()
+            else:
+                break
+            running[i] = time.monotonic()
+            threading.Thread(target=job, args=(i,), daemon=True,
+                             name=f"fanout {hosts[i].name}").start()
         now = time.monotonic()
         wait = max(0.0, min(start + per_host for start in running.values()) - now)
         try:

@@ -19,7 +19,8 @@ import libvirt
 from virtfleet.config import Timeouts
 from virtfleet.errors import HostUnavailable, OperationTimeout, VirtfleetError
 from virtfleet.inventory.records import DomainRecord
-from virtfleet.virt.errors import libvirt_errors, or_none
+from virtfleet.transport.connect import connect_uri
+from virtfleet.virt.errors import libvirt_errors, map_connect_error, or_none
 from virtfleet.virt.eventloop import ensure_event_loop
 
 # virsh's words for domain states (virsh-domain-monitor.c), so output reads like virsh.
@@ -57,13 +58,16 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
 def _open_in_thread(uri: str, seconds: float, label: str) -> Any:
+    """Open `uri` (the inventory's; virtfleet's transport parameters are added here) within
+    `seconds`; a transport failure comes out as one clear line (transport/diagnose.py)."""
+    target = connect_uri(uri, label)
     box: dict[str, Any] = {}
     lock = threading.Lock()  # decides, once, whether the caller or the opener owns the result
     done = threading.Event()
 
     def opener() -> None:
         try:
-            conn: Any = libvirt.open(uri)
+            conn: Any = libvirt.open(target)
         except libvirt.libvirtError as exc:
             conn, box["error"] = None, exc
         with lock:
@@ -81,9 +85,7 @@ def _open_in_thread(uri: str, seconds: float, label: str) -> Any:
             box["abandoned"] = True
             raise OperationTimeout(f"{label}: no answer within {seconds:g}s while connecting")
     if "error" in box:
-        exc = box["error"]
-        with libvirt_errors(label):
-            raise exc
+        raise map_connect_error(box["error"], label, uri, seconds) from None
     return box["conn"]
 
 
