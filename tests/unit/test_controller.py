@@ -519,13 +519,15 @@ def test_the_event_worker_outlives_an_unexpected_error(tmp_path: Path) -> None:
         ctl.start(f"unix:{tmp_path}/none.sock")
         events = ctl.workers["events"]
         # an event for a domain that is gone: the controller deletes it, and the store raises
-        ctl._events.put(("domain", "hv0", "00000000-0000-0000-0000-000000000000", now()))
+        ctl._events.put(("domain", "hv0", "00000000-0000-0000-0000-000000000000", now(),
+                         ("undefined", "removed")))
         wait_for("the fault to be counted", lambda: events.faults == 1)
         assert events.last_fault.startswith("RuntimeError: injected fault")
         assert events.thread is not None and events.thread.is_alive()
         assert ctl.problems() == []  # one failure is logged and counted, not fatal
         for _ in range(2):
-            ctl._events.put(("domain", "hv0", "00000000-0000-0000-0000-000000000000", now()))
+            ctl._events.put(("domain", "hv0", "00000000-0000-0000-0000-000000000000", now(),
+                             ("undefined", "removed")))
         wait_for("three in a row", lambda: events.failing == 3)
         assert ctl.problems() == ["the events worker failed 3 passes in a row "
                                   "(RuntimeError: injected fault: the store write blew up)"]

@@ -44,6 +44,9 @@ COMMANDS: dict[str, Entry] = {
                   "refreshed too)."),
     "serve": Entry("controller", "serve", "Run the controller: connections kept open, events "
                    "followed, the store kept current."),
+    "events": Entry("events", "events", "The controller's events: VM state changes, "
+                    "hypervisors lost and back, operations, HA.\n\nWithout --follow, prints the "
+                    "events the controller still keeps and exits."),
     "host": Entry("hosts", "app", "Hypervisors: inventory and facts.", group=True, extra=(
         ("maintenance", "migrate", "host_maintenance"), ("activate", "migrate", "host_activate"),
         ("cpu-baseline", "migrate", "host_cpu_baseline"))),

@@ -31,6 +31,9 @@ def serve(
         help="Seconds a worker may go without progress before the controller stops "
         "heart-beating (default: twice the per-host deadline plus --interval).", min=1)]
     = None,
+    stats_interval: Annotated[float, typer.Option(
+        help="Seconds between bulk-stats passes over the fleet, which /metrics serves.",
+        min=1)] = 15.0,
 ) -> None:
     """Run the controller: connections kept open, events followed, the store kept current."""
     import uvicorn
@@ -50,9 +53,10 @@ def serve(
 
     controller = Controller(app_context(ctx).store(), interval=interval,
                             full_resync=full_resync, stuck_after=stuck_after,
-                            on_superseded=superseded)
-    server = uvicorn.Server(uvicorn.Config(create_app(controller), log_level="warning",
-                                           access_log=False))
+                            on_superseded=superseded, stats_interval=stats_interval)
+    server = uvicorn.Server(uvicorn.Config(create_app(controller,
+                                                      extra=[controller.observe.routers]),
+                                           log_level="warning", access_log=False))
     serving = False
 
     def on_sigterm(*_: object) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Response
 
 from virtfleet.controller.service import Controller
 from virtfleet.errors import NotFound
@@ -21,8 +22,12 @@ from virtfleet.fleet.queries import failures
 
 API_PREFIX = "/v1"
 
+# Routes that live in their own modules (controller/observe.py's events and metrics): each
+# factory gets the dependency that checks the caller.
+RouterFactory = Callable[[Callable[..., Any]], Sequence[APIRouter]]
 
-def create_app(controller: Controller) -> FastAPI:
+
+def create_app(controller: Controller, extra: Sequence[RouterFactory] = ()) -> FastAPI:
     app = FastAPI(title="virtfleet controller", version="1", docs_url=None, redoc_url=None,
                   openapi_url=None)
 
@@ -107,4 +112,7 @@ def create_app(controller: Controller) -> FastAPI:
                         "vms": sum(len(r.value) for r in results if r.value is not None),
                         "failed": [f.as_json() for f in failures(results)]})
 
+    for make in extra:
+        for router in make(authorized):
+            app.include_router(router)
     return app

@@ -19,7 +19,6 @@ itself when the worker does.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
@@ -35,13 +34,16 @@ from datetime import UTC, datetime
 
 from virtfleet.config import Timeouts
 from virtfleet.controller.client import heartbeat_fresh, is_dead
+from virtfleet.controller.events import EventBus, HostEvents
+from virtfleet.controller.observe import Observability
 from virtfleet.controller.state import FleetState
 from virtfleet.errors import Conflict, NotFound, VirtfleetError
-from virtfleet.fleet.observed import record
-from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord, HostStatus
+from virtfleet.fleet.observed import observe, record, record_domain, record_unreachable
+from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord
 from virtfleet.inventory.store import Store
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host
+from virtfleet.virt.lifecycle import lifecycle_words
 
 log = logging.getLogger("virtfleet.controller")
 
@@ -76,7 +78,8 @@ class Controller:
     def __init__(self, store: Store, *, timeouts: Timeouts | None = None,
                  interval: float = 10.0, full_resync: float = 300.0,
                  stuck_after: float | None = None,
-                 on_superseded: Callable[[], None] | None = None) -> None:
+                 on_superseded: Callable[[], None] | None = None,
+                 stats_interval: float = 15.0) -> None:
         self.store = store
         self.pool = ConnectionPool(timeouts or Timeouts.from_env())
         self.state = FleetState()
@@ -91,12 +94,18 @@ class Controller:
         self.on_superseded = on_superseded
         self.workers = {n: Worker(n) for n in ("maintenance", "events", "heartbeat")}
         self._stop = threading.Event()
-        self._events: queue.Queue[tuple[str, str, str, datetime]] = queue.Queue()
+        # (kind, host, uuid or why, when libvirt said it, lifecycle words for a domain's)
+        self._events: queue.Queue[tuple[str, str, str, datetime, tuple[str, str]]] = (
+            queue.Queue())
         self._watched: weakref.WeakSet[Host] = weakref.WeakSet()
         self._sync_lock = threading.Lock()
         self._retry: dict[str, tuple[int, float]] = {}  # host -> (failures, next try, monotonic)
         self._last_full = now()
         self._reported: list[str] = []  # problems last logged by the heartbeat
+        # What changed, for /api/v1/events and the metrics (controller/events.py).
+        self.events = EventBus()
+        self._host_events = HostEvents(self.events)
+        self.observe = Observability(self, stats_interval)  # its workers start with ours
 
     # -- syncing ------------------------------------------------------------------------------
 
@@ -107,6 +116,7 @@ class Controller:
             log.info("host %s left the inventory (or changed its URI)", rec.name)
             self.pool.discard(rec)
             self._retry.pop(rec.name, None)
+            self._host_events.forget(rec.name)
         return fresh
 
     def _watch(self, host: Host) -> None:
@@ -117,10 +127,6 @@ class Controller:
             host.on_disconnect(self._on_disconnect)
             self._watched.add(host)
 
-    def _watch_and_list(self, host: Host) -> list[DomainRecord]:
-        self._watch(host)
-        return host.list_domains()
-
     def sync(self, hosts: list[HostRecord] | None = None,
              progress: Callable[[], None] | None = None
              ) -> list[HostResult[list[DomainRecord]]]:
@@ -129,15 +135,17 @@ class Controller:
         if not targets:
             return []
         with self._sync_lock:
-            results = fan_out(targets, self._watch_and_list, self.pool,
+            results = observe(targets, self.pool, on_connection=self._watch,
                               progress=(lambda _r: progress()) if progress else None)
             for r in results:
                 if r.value is not None:
                     self.state.replace(r.host.name, r.value, r.at)
                     self._retry.pop(r.host.name, None)
+                    self._host_events.answered(r.host, len(r.value))
                 else:
                     assert r.error is not None
                     self.state.fail(r.host.name, r.error.in_row(r.host.name), r.error.kind, r.at)
+                    self._host_events.lost(r.host, r.error.in_row(r.host.name), r.error.kind)
                     failures = self._retry.get(r.host.name, (0, 0.0))[0] + 1
                     delay = min(MAX_BACKOFF_SECONDS, self.interval * 2 ** (failures - 1))
                     self._retry[r.host.name] = (failures, time.monotonic() + delay)
@@ -162,9 +170,9 @@ class Controller:
 
     # -- events -------------------------------------------------------------------------------
 
-    def _on_event(self, host: Host, uuid: str, _event: int, _detail: int) -> None:
+    def _on_event(self, host: Host, uuid: str, event: int, detail: int) -> None:
         # Runs on libvirt's event thread: no RPC here, hand it to the event worker.
-        self._events.put(("domain", host.label, uuid, now()))
+        self._events.put(("domain", host.label, uuid, now(), lifecycle_words(event, detail)))
 
     def _on_disconnect(self, host: Host, why: str) -> None:
         # Runs on libvirt's event thread the moment keepalive gives up on the host: flag it in
@@ -172,9 +180,10 @@ class Controller:
         # unknown; the store write waits for the event worker, the reconnect for maintenance.
         at = now()
         self.state.fail(host.label, why, "host-unavailable", at)
-        self._events.put(("lost", host.label, why, at))
+        self._events.put(("lost", host.label, why, at, ("", "")))
 
-    def _apply_event(self, name: str, uuid: str) -> None:
+    def _apply_event(self, name: str, uuid: str, at: datetime | None = None,
+                     words: tuple[str, str] = ("", "")) -> None:
         rec = next((h for h in self.state.hosts() if h.name == name), None)
         if rec is None:
             return
@@ -193,24 +202,37 @@ class Controller:
             if result.error is not None:
                 log.warning("event for %s on %s: %s", uuid, name, result.error)
                 return  # the host will be resynced: its connection is gone or it failed
+            before = self.state.domain(name, uuid)
             try:
                 if result.value is None:
                     self.state.delete(name, uuid, result.at)
-                    self.store.delete_domain(name, uuid)
                 else:
                     self.state.upsert(name, result.value, result.at)
-                    self.store.upsert_domain(name, result.value, result.at)
+                record_domain(self.store, name, uuid, result.value, result.at)
             except VirtfleetError as exc:
                 log.error("store update for %s on %s failed: %s", uuid, name, exc)
+            self._publish_vm(rec, uuid, before, result.value, at, words)
         finally:
             self._sync_lock.release()
 
+    def _publish_vm(self, rec: HostRecord, uuid: str, before: DomainRecord | None,
+                    after: DomainRecord | None, at: datetime | None,
+                    words: tuple[str, str]) -> None:
+        named = after or before
+        if named is None:
+            return  # defined and undefined again before it was read: nothing to tell
+        self.events.publish("vm.state", host=rec, vm=named.name, observed_at=at, data={
+            "uuid": uuid, "event": words[0], "detail": words[1],
+            "state": after.state if after else None, "previous": before.state if before else None})
+
     def _apply_loss(self, name: str, why: str, at: datetime) -> None:
         log.warning("lost %s: %s", name, why)
+        rec = next((h for h in self.state.hosts() if h.name == name), None)
+        if rec is not None:
+            self._host_events.lost(rec, why, "host-unavailable")
         self._retry[name] = (0, 0.0)  # reconnect on the next maintenance pass
         try:
-            with contextlib.suppress(NotFound):  # left the inventory meanwhile
-                self.store.set_host_status(HostStatus(name, False, why, at))
+            record_unreachable(self.store, name, why, at)
         except VirtfleetError as exc:
             log.error("store update for %s failed: %s", name, exc)
 
@@ -269,14 +291,14 @@ class Controller:
         while not self._stop.is_set():
             self._progress(worker)  # waiting for work is not being stuck
             try:
-                kind, name, what, at = self._events.get(timeout=EVENT_POLL_SECONDS)
+                kind, name, what, at, words = self._events.get(timeout=EVENT_POLL_SECONDS)
             except queue.Empty:
                 continue
             with self._pass(worker):
                 if kind == "lost":
                     self._apply_loss(name, what, at)
                 else:
-                    self._apply_event(name, what)
+                    self._apply_event(name, what, at, words)
 
     def problems(self) -> list[str]:
         """Why the fleet view is not being kept current, if it is not; [] when healthy."""
@@ -354,9 +376,11 @@ class Controller:
             t = threading.Thread(target=target, name=name, daemon=True)
             self.workers[name].thread = t
             t.start()
+        self.observe.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.observe.stop()
         try:
             self.store.unregister_controller(os.getpid())
         except VirtfleetError as exc:

@@ -93,6 +93,12 @@ class FleetState:
                 view.domains.pop(uuid, None)
                 view.observed_at = at
 
+    def domain(self, host: str, uuid: str) -> DomainRecord | None:
+        """One VM as last seen on `host` (its own state, even if the host is lost since)."""
+        with self._lock:
+            view = self._hosts.get(host)
+            return view.domains.get(uuid) if view is not None else None
+
     def fail(self, host: str, error: str, kind: str, at: datetime) -> None:
         """The host did not answer (or its connection was lost) at `at`."""
         with self._lock:

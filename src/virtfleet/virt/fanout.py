@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 import libvirt
 
 from virtfleet.config import Timeouts, fanout_concurrency, ssh_concurrency
-from virtfleet.errors import HypervisorError, OperationTimeout, VirtfleetError
+from virtfleet.errors import HostUnavailable, HypervisorError, OperationTimeout, VirtfleetError
 from virtfleet.inventory.records import HostRecord
 from virtfleet.transport.connect import transport_of
 from virtfleet.virt.errors import map_error
@@ -76,6 +76,17 @@ class ConnectionPool:
                              keepalive=not self.one_shot)
             self._hosts[record.uri] = host
             return host
+
+    def held(self, record: HostRecord) -> Host:
+        """The open, live connection to this host, never a new one (HostUnavailable if none).
+
+        For readers that ride on connections someone else opened and watches: opening one here
+        would give the controller a connection it subscribed no events on."""
+        with self._guard:
+            host = self._hosts.get(record.uri)
+        if host is None or not host.alive:
+            raise HostUnavailable("not connected", host=record.name)
+        return host
 
     def alive(self, record: HostRecord) -> bool:
         """Whether an open, live connection to this host is held (no RPC)."""
@@ -147,11 +158,13 @@ def fan_out(
     concurrency: int | None = None,
     deadline: float | None = None,
     progress: Callable[[HostResult[T]], None] | None = None,
+    connect: bool = True,
 ) -> list[HostResult[T]]:
     """Run `work(host)` for every host; return each host's value or error, in input order.
 
     At most `concurrency` hosts at once, and of those at most VIRTFLEET_SSH_CONCURRENCY over
     qemu+ssh (each is an ssh process); a host's deadline starts when its turn comes.
+    `connect=False` uses only connections the pool holds already (ConnectionPool.held).
     """
     limit = max(1, concurrency or fanout_concurrency())
     per_host = deadline if deadline is not None else pool.timeouts.call
@@ -169,7 +182,7 @@ def fan_out(
         err: VirtfleetError | None = None
         value: T | None = None
         try:
-            value = work(pool.get(hosts[i]))
+            value = work(pool.get(hosts[i]) if connect else pool.held(hosts[i]))
         except VirtfleetError as exc:
             err = exc
         except libvirt.libvirtError as exc:  # a call the work function did not map itself
@@ -179,7 +192,8 @@ def fan_out(
             log.debug("unexpected error on %s", hosts[i].name, exc_info=True)
             err = HypervisorError(f"{hosts[i].name}: internal error: {exc!r}")
         finally:
-            pool.release(hosts[i])
+            if connect:  # a held connection is its opener's to close
+                pool.release(hosts[i])
         done_q.put((i, value, err, time.monotonic() - start))
 
     def finish(i: int, result: HostResult[T]) -> None:

@@ -1,0 +1,268 @@
+"""bench/metrics: a `/metrics` scrape of the reference fleet, against the chapter's stats loop.
+
+On a simulated reference fleet (1,500 hypervisors x 10 VMs, libvirt test driver served over
+real RPC by lab daemons through test+tcp://), in one run:
+
+- baseline: bash looping over the hypervisor URIs running `virsh -c URI domstats` one host
+  after another (the chapter's hv.sh way of reading every VM's figures: already libvirt's bulk
+  call, one per host, but one host at a time and a new connection each);
+- the controller's stats pass: `virtfleet serve` reading every host's bulk stats over the
+  connections it holds (virtfleet_controller_stats_pass_seconds, as the controller reports it);
+- the scrape: GET /metrics on the controller's Unix socket, as Prometheus would, once the first
+  stats pass has ended: the first scrape (renders the fleet view's series) and the following
+  ones (from the cache), each parsed by prometheus-client's parser to count what came back.
+
+Targets (issue 13): a scrape under 2 s, the controller under 1 GiB RSS. Prints the figures
+beside the baseline and records them in docs/benchmarks.md. Needs root (the lab daemons live in
+network namespaces). Usage: .venv/bin/python bench/metrics.py [--quick] [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from record import record  # bench/record.py: the script's own directory is on sys.path
+from virtfleet.inventory.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+VF = str(ROOT / ".venv" / "bin" / "virtfleet")
+LAB = "obs-bench"
+TARGET_S = 2.0
+TARGET_MIB = 1024
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.path)
+        self.sock = sock
+
+
+def scrape(sock_path: str, token: str) -> tuple[float, bytes]:
+    """(seconds, body) of one GET /metrics, connection included, as a scraper sees it."""
+    start = time.perf_counter()
+    conn = UnixHTTP(sock_path, 120)
+    try:
+        conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    secs = time.perf_counter() - start
+    if resp.status != 200:
+        raise SystemExit(f"/metrics answered {resp.status}: {body[:500]!r}")
+    return secs, body
+
+
+@dataclass
+class Scrape:
+    """What one scrape held, read through prometheus-client's own parser."""
+
+    size: int
+    samples: int
+    cpu_vms: int  # VMs with a CPU series
+    vms: int  # VMs in the fleet view (one virtfleet_vm_state series each)
+    active: int  # of them neither shut off nor unknown: those QEMU would report figures for
+    hosts_read: int
+    pass_s: float | None
+    host_errors: float
+
+
+def parse(body: bytes) -> Scrape:
+    n = cpu = vms = active = hosts = 0
+    pass_s = None
+    errors = 0.0
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            n += 1
+            if s.name == "virtfleet_vm_cpu_seconds_total":
+                cpu += 1
+            elif s.name == "virtfleet_vm_state":
+                vms += 1
+                active += s.labels["state"] not in ("shut off", "unknown")
+            elif s.name == "virtfleet_host_stats_up":
+                hosts += int(s.value)
+            elif s.name == "virtfleet_controller_stats_pass_seconds":
+                pass_s = s.value
+            elif s.name == "virtfleet_controller_stats_host_errors_total":
+                errors = s.value
+    return Scrape(len(body), n, cpu, vms, active, hosts, pass_s, errors)
+
+
+@dataclass
+class Figures:
+    scrape: Scrape
+    first_s: float
+    runs: list[float]
+    rss_before: float
+    rss: float
+
+
+def measure(controller: subprocess.Popen[bytes], db: Path, runs: int) -> Figures:
+    """Wait for the controller's first stats pass, then scrape it 1 + `runs` times."""
+    deadline = time.monotonic() + 900
+    rec = None
+    while rec is None:
+        if controller.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("controller did not come up: " + (
+                controller.stderr.read().decode()[-2000:] if controller.stderr else ""))
+        time.sleep(1)
+        with Store(f"sqlite:///{db}") as store:
+            rec = store.controller()
+    sock_path, token = rec.url.removeprefix("unix:"), rec.token
+    # These only wait for the pass to end; the first scrape proper is timed below. The view
+    # and the pass are rendered by then, so "first" is the first after a pass, as Prometheus's
+    # next scrape would be.
+    while parse(scrape(sock_path, token)[1]).pass_s is None:
+        if controller.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("no stats pass ended in time")
+        time.sleep(2)
+    rss_before = proc_peak_mib(controller.pid)
+    first_s, body = scrape(sock_path, token)
+    timed = [scrape(sock_path, token)[0] for _ in range(runs)]
+    return Figures(parse(body), first_s, timed, rss_before, proc_peak_mib(controller.pid))
+
+
+def proc_peak_mib(pid: int) -> float:
+    m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(m.group(1)) / 1024 if m else float("nan")
+
+
+def run(argv: list[str], env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])}... failed ({proc.returncode}): "
+                         f"{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true",
+                    help="150 hypervisors instead of 1,500 (a smoke run; not recorded)")
+    ap.add_argument("--runs", type=int, default=10, help="scrapes after the first")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/metrics needs root: the lab daemons run in namespaces")
+
+    work = Path(tempfile.mkdtemp(prefix="vf-bench-metrics-"))
+    db = work / "bench.db"
+    env = {"VIRTFLEET_DB": str(db)}
+    sim_args = ["--hypervisors", "150"] if args.quick else []
+    print(f"simulating the fleet in {work} ...", flush=True)
+    out = run([VF, "lab", "simulate", "--name", LAB, "--out", str(work / "sim"), *sim_args])
+    fleet_file = Path(out.strip().splitlines()[-1])
+    controller: subprocess.Popen[bytes] | None = None
+    try:
+        run([VF, "apply", "-f", str(fleet_file)], env)
+        fleet = yaml.safe_load(fleet_file.read_text())
+        uris = [hv["uri"] for s in fleet["sites"] for p in s["pods"] for hv in p["hypervisors"]]
+        hv_txt = work / "hv.txt"
+        hv_txt.write_text("\n".join(uris) + "\n")
+        # test+tcp://ADDR/abs/node.xml: count the domains in every node file
+        expected_vms = sum(
+            Path("/" + u.split("//", 1)[1].split("/", 1)[1]).read_text().count("<domain ")
+            for u in uris)
+
+        loop = 'while read -r uri; do virsh -c "$uri" domstats; done < "$1"'
+        print(f"baseline: bash + virsh domstats over {len(uris)} hypervisors ...", flush=True)
+        start = time.perf_counter()
+        base_out = run(["bash", "-c", loop, "bash", str(hv_txt)])
+        base_s = time.perf_counter() - start
+        base_vms = len(re.findall(r"^Domain: ", base_out, re.M))
+
+        figures: dict[str, Figures] = {}
+        for label, argv in (
+                ("state only (the test driver's answer)", [VF, "serve"]),
+                ("QEMU figures, 2 disks + 2 NICs per running VM",
+                 [str(ROOT / ".venv" / "bin" / "python"),
+                  str(ROOT / "bench" / "qemu_figures_serve.py")])):
+            print(f"controller, {label}: waiting for its first stats pass ...", flush=True)
+            # A stats pass every 10 minutes: the scrapes below read the first one, and no
+            # second pass competes with them for the machine's two cores.
+            controller = subprocess.Popen([*argv, "--stats-interval", "600"],
+                                          env={**os.environ, **env},
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            figures[label] = measure(controller, db, args.runs)
+            controller.send_signal(signal.SIGTERM)
+            controller.wait(timeout=120)
+    finally:
+        if controller is not None and controller.poll() is None:
+            controller.send_signal(signal.SIGTERM)
+            controller.wait(timeout=120)
+        subprocess.run([VF, "lab", "down", "--name", LAB], check=False,
+                       stdout=subprocess.DEVNULL)
+
+    table = [
+        "| run | seconds | range s | x faster than loop | samples | MiB | VMs with CPU "
+        "figures | controller peak RSS MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| chapter loop (bash + virsh domstats), one pass | {base_s:.2f} | one run | 1.0 "
+        f"| - | - | {base_vms} | - |",
+    ]
+    verdict = []
+    for label, f in figures.items():
+        sc = f.scrape
+        pass_s = sc.pass_s or float("nan")
+        warm = statistics.median(f.runs)
+        slowest = max(f.first_s, *f.runs)
+        cells = f"{sc.samples} | {sc.size / 2**20:.1f} | {sc.cpu_vms} | {f.rss:.0f}"
+        table += [
+            f"| {label}: stats pass (bulk stats, held connections) | {pass_s:.2f} | one pass "
+            f"| {base_s / pass_s:.1f} | | | | |",
+            f"| {label}: first scrape | {f.first_s:.3f} | one run | {base_s / f.first_s:.0f} "
+            f"| {cells} |",
+            f"| {label}: scrape, median of {len(f.runs)} | {warm:.3f} | "
+            f"{min(f.runs):.3f}-{max(f.runs):.3f} | {base_s / warm:.0f} | {cells} |",
+        ]
+        wanted = sc.active if "QEMU" in label else 0  # the test driver gives no CPU time
+        verdict += [
+            f"- {label}: scrape under {TARGET_S:g} s: "
+            f"{'yes' if slowest < TARGET_S else 'NO'} (slowest {slowest:.3f} s); "
+            f"controller under 1 GiB: {'yes' if f.rss < TARGET_MIB else 'NO'} "
+            f"({f.rss:.0f} MiB peak, {f.rss_before:.0f} MiB before the scrapes); "
+            f"every VM in the scrape: "
+            f"{'yes' if sc.vms == expected_vms and sc.cpu_vms == wanted else 'NO'} "
+            f"({sc.vms} VMs of {expected_vms}, {sc.cpu_vms} with CPU figures of {wanted} "
+            f"expected; hypervisors read {sc.hosts_read}/{len(uris)}, "
+            f"{sc.host_errors:.0f} host errors)",
+        ]
+    verdict.append(f"- the baseline saw {base_vms} VMs of {expected_vms}")
+    text = "\n".join(table + [""] + verdict)
+    print("\n" + text)
+    if args.quick:
+        return
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    record("metrics",
+           f"`bench/metrics.py`, {stamp}, {os.cpu_count()} cores shared with other work "
+           f"(load average {' '.join(load)} at the end), Python {platform.python_version()}; "
+           f"{len(uris)} simulated hypervisors (test driver over test+tcp through lab "
+           f"daemons), baseline once; per controller one stats pass, then "
+           f"{args.runs + 1} scrapes.", text)
+
+
+if __name__ == "__main__":
+    main()
