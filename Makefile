@@ -4,7 +4,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: all deps system-deps services images demo test lint typecheck unit integration bench bench-placement bench-clone bench-migrate clean
+.PHONY: all deps system-deps services images demo test lint typecheck unit integration bench bench-placement bench-clone bench-migrate bench-ha clean
 
 all: test
 
@@ -56,6 +56,9 @@ bench-clone: services
 
 bench-migrate: services
 	$(PY) bench/migrate.py
+
+bench-ha: services
+	$(PY) bench/ha.py
 
 clean:
 	-$(VENV)/bin/virtfleet lab down

@@ -42,7 +42,8 @@ def db_url(value: str | None = None) -> str:
     return f"sqlite:///{path}"
 
 
-def _float_env(name: str, default: float) -> float:
+def _float_env(name: str, default: float, *, maximum: float | None = None,
+               zero: bool = False) -> float:
     raw = os.environ.get(name)
     if raw is None:
         return default
@@ -50,8 +51,10 @@ def _float_env(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise InvalidInput(name, f"must be a number of seconds, not {raw!r}") from None
-    if value <= 0:
-        raise InvalidInput(name, "must be greater than 0")
+    if value < 0 or (value == 0 and not zero):
+        raise InvalidInput(name, "must be 0 or more" if zero else "must be greater than 0")
+    if maximum is not None and value > maximum:
+        raise InvalidInput(name, f"must be at most {maximum:g} seconds")
     return value
 
 
@@ -147,3 +150,24 @@ class MigrationLimits:
     def deadline(self, moved_bytes: int) -> float:
         """Seconds a migration moving `moved_bytes` (memory and copied disks) may take."""
         return max(self.min_seconds, self.seconds_per_gib * moved_bytes / 2**30)
+
+
+@dataclass(frozen=True)
+class HATimings:
+    """How quickly the controller's HA monitor acts (docs/ha.md)."""
+
+    # A suspect host whose BMC says its power is on gets this long for libvirtd to answer
+    # again before it is powered off. Short: detection (keepalive, ~8 s) came first.
+    grace: float = 10.0
+    # A failed fence, or a VM that could not be placed or started, is tried again after this.
+    retry: float = 10.0
+    interval: float = 1.0  # between the monitor's passes
+    probe: float = 2.0  # connect deadline when asking a non-answering host if it is back
+
+    @classmethod
+    def from_env(cls) -> HATimings:
+        return cls(grace=_float_env("VIRTFLEET_HA_GRACE", cls.grace, maximum=3600, zero=True),
+                   retry=_float_env("VIRTFLEET_HA_RETRY", cls.retry),
+                   interval=_float_env("VIRTFLEET_HA_INTERVAL", cls.interval),
+                   probe=_float_env("VIRTFLEET_HA_PROBE", cls.probe))
+

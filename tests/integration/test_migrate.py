@@ -14,143 +14,45 @@ that came in.
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import LabFixture
+from tests.integration.ticking import (
+    Watcher,
+    guests,
+    make_guest,
+    ns_of,
+    pod_dir,
+    qemus,
+    tick_images_in,
+    ticks,
+    wait_for,
+    where,
+)
 from tests.unit.cli import run
-from virtfleet.errors import VirtfleetError
 from virtfleet.inventory.store import Store
 from virtfleet.lab import guest
 from virtfleet.lab.guests import outer_log
-from virtfleet.lab.state import LabHost
 from virtfleet.virt.host import Host
 from virtfleet.xml.domain import Domain
 
 pytestmark = pytest.mark.integration
 
-TICK_INIT = """#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-echo "virtfleet-tiny-guest up"
-i=0
-while :; do i=$((i+1)); echo "vf-tick $i"; sleep 1; done
-"""
-TICK = re.compile(r"vf-tick (\d+)")
-
-
-# ------------------------------------------------------------------ ground truth
-
-
-@dataclass(frozen=True)
-class Qemu:
-    pid: int
-    netns: int  # inode of its network namespace: which lab hypervisor runs it
-    incoming: bool
-
-
-def qemus(uuid: str) -> list[Qemu]:
-    """Every QEMU process on this machine whose -uuid is `uuid`."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-            ns = os.stat(entry / "ns" / "net").st_ino
-        except OSError:
-            continue
-        if not args or b"qemu-system" not in args[0]:
-            continue
-        if any(a == b"-uuid" and b == uuid.encode() for a, b in zip(args, args[1:], strict=False)):
-            out.append(Qemu(int(entry.name), ns, b"-incoming" in args))
-    return out
-
-
-def ns_of(host: LabHost) -> int:
-    return os.stat(f"/run/netns/{host.netns}").st_ino
-
-
-class Watcher:
-    """Samples the QEMU processes of one UUID until stopped; records every breach of 'one
-    running copy' (two processes are allowed only as source + the target's incoming)."""
-
-    def __init__(self, uuid: str, source: LabHost, target: LabHost) -> None:
-        self.uuid, self.source, self.target = uuid, ns_of(source), ns_of(target)
-        self.samples = 0
-        self.doubles = 0
-        self.breaches: list[list[Qemu]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            seen = qemus(self.uuid)
-            self.samples += 1
-            if len(seen) == 2:
-                self.doubles += 1
-                by_ns = {q.netns: q for q in seen}
-                if set(by_ns) != {self.source, self.target} or not by_ns[self.target].incoming:
-                    self.breaches.append(seen)
-            elif len(seen) > 2:
-                self.breaches.append(seen)
-            time.sleep(0.05)
-
-    def __enter__(self) -> Watcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def ticks(log: Path) -> list[int]:
-    try:
-        return [int(n) for n in TICK.findall(log.read_text(errors="replace"))]
-    except OSError:
-        return []
-
-
-def wait_for(cond: object, timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-# ------------------------------------------------------------------ the guests
+# ------------------------------------------------------------------ fixtures
 
 
 @pytest.fixture(scope="module")
 def tick_images(lab: LabFixture) -> guest.GuestImages:
-    """The tiny guest's kernel, and its initramfs with a ticking /init appended (a later
-    cpio archive's files replace an earlier one's)."""
-    base = guest.ensure_images()
-    work = Path(lab.state.state_dir) / "tick"
-    work.mkdir(exist_ok=True)
-    (work / "init").write_text(TICK_INIT)
-    (work / "init").chmod(0o755)
-    cpio = subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=work,
-                          input=b"init\n", capture_output=True, check=True).stdout
-    initrd = work / "initrd-tick.img"
-    initrd.write_bytes(base.initrd.read_bytes() + gzip.compress(cpio))
-    return guest.GuestImages(base.kernel, initrd, base.version)
+    return tick_images_in(Path(lab.state.state_dir) / "tick")
 
 
 @pytest.fixture
@@ -165,77 +67,6 @@ def db(lab: LabFixture, tmp_path: Path) -> Iterator[Path]:
     for host in lab.hosts:
         run(path, "pool", "destroy", f"{host.pod}-shared", "--host", host.name)
         run(path, "pool", "undefine", f"{host.pod}-shared", "--host", host.name)
-
-
-def pod_dir(lab: LabFixture, host: LabHost) -> Path:
-    return Path(lab.state.pods[host.pod])
-
-
-def make_guest(lab: LabFixture, images: guest.GuestImages, host: LabHost, name: str, *,
-               disk: bool = True, start: bool = True) -> str:
-    """A ticking guest on `host`, its disk (with known contents) on its pod's shared
-    directory. Returns its UUID."""
-    doc = Domain.parse(guest.domain_xml(name, images))
-    if disk:
-        raw = Path(lab.state.state_dir) / f"{name}.raw"
-        raw.write_bytes(os.urandom(2 << 20) + bytes(6 << 20))
-        img = pod_dir(lab, host) / f"{name}.qcow2"
-        subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw),
-                        str(img)], check=True)
-        raw.unlink()
-        from lxml import etree
-
-        devices = doc.element.find("devices")
-        assert devices is not None
-        el = etree.SubElement(devices, "disk", type="file", device="disk")
-        etree.SubElement(el, "driver", name="qemu", type="qcow2")
-        etree.SubElement(el, "source", file=str(img))
-        etree.SubElement(el, "target", dev="vda", bus="virtio")
-    with Host.open(host.uri, label=host.name) as h:
-        h.define_domain(doc.to_xml())
-        uuid = str(h.lookup_domain(name).UUIDString())
-        if start:
-            outer_log(host, name).unlink(missing_ok=True)
-            h.start_domain(name)
-    if start:
-        wait_for(lambda: len(ticks(outer_log(host, name))) >= 2, 120, f"{name} to tick")
-    return uuid
-
-
-def remove_guests(lab: LabFixture, names: list[str]) -> None:
-    for host in lab.hosts:
-        with Host.open(host.uri, label=host.name) as h:
-            for name in names:
-                if not h.has_domain(name):
-                    continue
-                with contextlib.suppress(VirtfleetError):
-                    h.destroy_domain(name)
-                if h.has_domain(name):  # a transient copy is gone once destroyed
-                    h.undefine_domain(name)
-    for host in lab.hosts:
-        for name in names:
-            (pod_dir(lab, host) / f"{name}.qcow2").unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def guests(lab: LabFixture, names: list[str]) -> Iterator[None]:
-    remove_guests(lab, names)
-    try:
-        yield
-    finally:
-        remove_guests(lab, names)
-
-
-def where(lab: LabFixture, name: str) -> dict[str, tuple[str, bool]]:
-    """Every lab hypervisor that defines `name`: its state and whether it is persistent."""
-    found = {}
-    for host in lab.hosts:
-        with Host.open(host.uri, label=host.name) as h:
-            if h.has_domain(name):
-                dom = h.lookup_domain(name)
-                found[host.name] = (next(d.state for d in h.list_domains() if d.name == name),
-                                    bool(dom.isPersistent()))
-    return found
 
 
 def journal_and_claims_empty(db: Path) -> None:

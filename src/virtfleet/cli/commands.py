@@ -43,7 +43,9 @@ COMMANDS: dict[str, Entry] = {
                   "store (through the controller if one\nis running, so its own view is "
                   "refreshed too)."),
     "serve": Entry("controller", "serve", "Run the controller: connections kept open, events "
-                   "followed, the store kept current."),
+                   "followed, the store kept current,\nand HA in the pods where it is enabled "
+                   "(docs/ha.md): lost hypervisors fenced through their\nBMCs, their HA VMs "
+                   "restarted elsewhere (placed with --cpu-ratio/--policy)."),
     "events": Entry("events", "events", "The controller's events: VM state changes, "
                     "hypervisors lost and back, operations, HA.\n\nWithout --follow, prints the "
                     "events the controller still keeps and exits."),
@@ -57,6 +59,8 @@ COMMANDS: dict[str, Entry] = {
                       "cloned from.", group=True),
     "ops": Entry("ops", "app", "Operations in progress or interrupted, and cleaning up after "
                  "them.", group=True),
+    "ha": Entry("ha", "app", "High availability: fencing and restart of HA VMs when a hypervisor "
+                "fails (run by `virtfleet serve`).", group=True),
     "snapshot": Entry("snapshot", "app", "VM snapshots (internal, qcow2), by VM name.",
                       group=True),
     "plan": Entry("plan", "app", "Capacity planning and VM placement: the estate's sizing, "

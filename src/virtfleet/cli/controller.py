@@ -12,8 +12,9 @@ from typing import Annotated
 import typer
 
 from virtfleet.cli.context import app_context
-from virtfleet.cli.options import Json
+from virtfleet.cli.options import CpuRatioOpt, Json
 from virtfleet.cli.output import emit, emit_json, report_failures, warn
+from virtfleet.cli.plan import PolicyFile
 from virtfleet.cli.progress import step_progress
 
 
@@ -34,13 +35,29 @@ def serve(
     stats_interval: Annotated[float, typer.Option(
         help="Seconds between bulk-stats passes over the fleet, which /metrics serves.",
         min=1)] = 15.0,
+    ha_grace: Annotated[float | None, typer.Option(
+        "--ha-grace", help="HA: seconds a lost hypervisor whose BMC says its power is on gets "
+        "for libvirtd to come back before it is fenced (default 10, env VIRTFLEET_HA_GRACE).",
+        min=0, max=3600, show_default=False)] = None,
+    cpu_ratio: CpuRatioOpt = None, policy_file: PolicyFile = None,
 ) -> None:
-    """Run the controller: connections kept open, events followed, the store kept current."""
+    """Run the controller: connections kept open, events followed, the store kept current,
+    and HA in the pods where it is enabled (docs/ha.md): lost hypervisors fenced through their
+    BMCs, their HA VMs restarted elsewhere (placed with --cpu-ratio/--policy)."""
+    import dataclasses
+
     import uvicorn
 
+    from virtfleet.cli.plan import _policy
+    from virtfleet.config import HATimings
     from virtfleet.controller.api import create_app
     from virtfleet.controller.service import Controller
     from virtfleet.controller.sockets import default_run_dir, listen, private_dir
+
+    timings = HATimings.from_env()
+    if ha_grace is not None:
+        timings = dataclasses.replace(timings, grace=ha_grace)
+    policy = _policy(policy_file, cpu_ratio, None, False, None, None)
 
     directory = private_dir(socket_dir or default_run_dir(), "--socket-dir")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -53,7 +70,8 @@ def serve(
 
     controller = Controller(app_context(ctx).store(), interval=interval,
                             full_resync=full_resync, stuck_after=stuck_after,
-                            on_superseded=superseded, stats_interval=stats_interval)
+                            on_superseded=superseded, stats_interval=stats_interval,
+                            ha=timings, policy=policy)
     server = uvicorn.Server(uvicorn.Config(create_app(controller,
                                                       extra=[controller.observe.routers]),
                                            log_level="warning", access_log=False))

@@ -39,6 +39,12 @@ def up(
     transport: Annotated[str, typer.Option(
         "--transport", help="How the hypervisors are reached: tcp (no auth, labs only; the "
         "fastest), ssh (each runs its own sshd) or tls (certificates from a lab CA).")] = "tcp",
+    bmc: Annotated[bool, typer.Option(
+        "--bmc", help="A simulated BMC (ipmi_sim) per hypervisor, in the fleet file's bmc: "
+        "blocks, for fencing (docs/ha.md).")] = False,
+    leases: Annotated[bool, typer.Option(
+        "--leases", help="libvirt's lock manager (virtlockd) with each pod's disk leases "
+        "beside its shared directory.")] = False,
 ) -> None:
     """Start HOSTS real libvirtd hypervisors, each in its own namespaces; print the fleet file.
 
@@ -46,10 +52,20 @@ def up(
     first. With --transport ssh or tls, point VIRTFLEET_TRANSPORT_DIR at the lab's client
     directory (printed on stderr) and pin the ssh host keys with `apply --accept-new`.
     """
+    from virtfleet.lab.bmc import LabBmcs
     from virtfleet.lab.lab import Lab
 
+    lab = Lab(name)
     with options_named({"transport": "--transport"}):
-        st = Lab(name).up(hosts=hosts, pods=pods, progress=_say, transport=transport)
+        st = lab.up(hosts=hosts, pods=pods, progress=_say, transport=transport, leases=leases)
+    if bmc:
+        try:
+            started = LabBmcs(lab).start()
+        except BaseException:
+            lab.down()  # no half-made lab: one asked for with BMCs has them
+            raise
+        for b in started:
+            _say(f"{b.host}: BMC at {b.address}:{b.port}/udp (ipmi_sim pid {b.pid})")
     emit(f"{st.fleet_file}\n")
 
 

@@ -11,7 +11,7 @@ import typer
 
 from virtfleet.cli.context import app_context
 from virtfleet.cli.fields import options_named
-from virtfleet.cli.options import CpuRatioOpt, HostOpt, Json, Pod, Site
+from virtfleet.cli.options import CpuRatioOpt, HAOpt, HAPriorityOpt, HostOpt, Json, Pod, Site
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table, warn
 from virtfleet.cli.plan import PolicyFile
 from virtfleet.cli.progress import step_progress
@@ -26,7 +26,8 @@ app = typer.Typer(no_args_is_help=True,
 # The service names its requests' fields; the command line names its options.
 FLAGS = {"name": "NAME", "source": "--from", "profile": "--profile", "template": "TEMPLATE",
          "linked": "--linked", "linked=false": "--full", "pool": "--pool", "networks": "--network",
-         "count": "--count", "host/pod/site": "--host/--pod/--site"}
+         "count": "--count", "host/pod/site": "--host/--pod/--site",
+         "ha": "--ha", "ha_priority": "--ha-priority"}
 
 
 @contextmanager
@@ -140,18 +141,20 @@ def clone_vm(
     site: Annotated[str | None, typer.Option("--site", help="... or in this site.")] = None,
     cpu_ratio: CpuRatioOpt = None,
     policy_file: PolicyFile = None,
+    ha: HAOpt = False, ha_priority: HAPriorityOpt = None,
     json: Json = False,
 ) -> None:
     """Clone VMs from a template (virt-clone): new name, UUID, MACs; hostname via SMBIOS.
 
     Without --host/--pod/--site, clones go to the template's pod (linked clones: to hypervisors
-    that see the template's image)."""
+    that see the template's image). With --ha each clone is restarted elsewhere in its pod
+    when its hypervisor fails (docs/ha.md)."""
     from virtfleet.cli.plan import _policy
     from virtfleet.fleet.templates import CloneRequest
 
     req = CloneRequest(template=template, name=name, count=count, linked=linked, host=host,
                        pod=pod, site=site, template_host=template_host, pool=storage_pool,
-                       start=start)
+                       start=start, ha=ha, ha_priority=ha_priority)
     policy = _policy(policy_file, cpu_ratio, None, False, None, None)
     with _templates(ctx, policy) as templates, step_progress() as tick:
         made = templates.clone(req, progress=tick)

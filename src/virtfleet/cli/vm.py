@@ -18,7 +18,16 @@ import typer
 
 from virtfleet.cli.context import app_context
 from virtfleet.cli.fields import in_text, options_named
-from virtfleet.cli.options import CpuRatioOpt, Group, HostOpt, Json, Pod, Site
+from virtfleet.cli.options import (
+    CpuRatioOpt,
+    Group,
+    HAOpt,
+    HAPriorityOpt,
+    HostOpt,
+    Json,
+    Pod,
+    Site,
+)
 from virtfleet.cli.output import emit, emit_json, fields, report_failures, table, warn
 from virtfleet.cli.plan import PolicyFile
 from virtfleet.cli.progress import step_progress
@@ -50,7 +59,8 @@ CREATE_FLAGS = {
     "kernel": "--kernel", "initrd": "--initrd", "cmdline": "--cmdline",
     "graphics": "--graphics", "graphics_password": "--graphics-password-file",
     "os_variant": "--os-variant", "host/pod/site": "--host/--pod/--site", "app": "--app",
-    "owner": "--owner", "virt_type": "virt type",
+    "owner": "--owner", "virt_type": "virt type", "ha": "--ha", "ha_priority": "--ha-priority",
+    "autostart": "--autostart",
 }
 UNDEFINE_FLAGS = {"vm": "NAME", "storage": "--storage",
                   "remove_all_storage": "--remove-all-storage",
@@ -218,9 +228,11 @@ def create(
     host: HostOpt = None, pod: Pod = None, site: Site = None,
     cpu_ratio: CpuRatioOpt = None,
     policy_file: PolicyFile = None,
+    ha: HAOpt = False, ha_priority: HAPriorityOpt = None,
     json: Json = False,
 ) -> None:
-    """Create a VM the way virt-install does, on a named hypervisor or in a pod or site."""
+    """Create a VM the way virt-install does, on a named hypervisor or in a pod or site.
+    With --ha it is restarted elsewhere in its pod when its hypervisor fails (docs/ha.md)."""
     from virtfleet.cli.plan import _policy
     from virtfleet.fleet.vms import CreateRequest
 
@@ -231,7 +243,8 @@ def create(
         initrd=initrd, cmdline=cmdline, import_disk=import_disk, serial_console=console,
         autostart=autostart, os_variant=os_variant, graphics_password=password,
         password_from_env=source == GRAPHICS_PASSWORD_ENV, start=start, virt_type=virt_type,
-        app=app_group, owner=owner, host=host, pod=pod, site=site)
+        app=app_group, owner=owner, host=host, pod=pod, site=site, ha=ha,
+        ha_priority=ha_priority)
     flags = {**CREATE_FLAGS, "graphics_password": source or CREATE_FLAGS["graphics_password"]}
     policy = _policy(policy_file, cpu_ratio, None, False, None, None)
     with vm_service(ctx, flags, policy) as vms:
@@ -240,7 +253,9 @@ def create(
         emit_json(made.as_json())
     else:
         emit(f"Domain '{made.name}' created on {made.host} ({made.virt_type})"
-             + (" and started" if made.started else "") + "\n")
+             + (" and started" if made.started else "")
+             + (f", HA priority {made.ha_priority}" if made.ha_priority is not None else "")
+             + "\n")
 
 
 def _graphics_password(path: Path | None) -> tuple[str, str] | None:

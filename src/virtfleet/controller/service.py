@@ -32,15 +32,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from virtfleet.config import Timeouts
+from virtfleet.config import HATimings, Timeouts
 from virtfleet.controller.client import heartbeat_fresh, is_dead
 from virtfleet.controller.events import EventBus, HostEvents
 from virtfleet.controller.observe import Observability
 from virtfleet.controller.state import FleetState
 from virtfleet.errors import Conflict, NotFound, VirtfleetError
 from virtfleet.fleet.observed import observe, record, record_domain, record_unreachable
+from virtfleet.ha.fencer import BmcFencer, Fencer
+from virtfleet.ha.monitor import Monitor
 from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord
 from virtfleet.inventory.store import Store
+from virtfleet.placement.policy import Policy
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host
 from virtfleet.virt.lifecycle import lifecycle_words
@@ -79,7 +82,9 @@ class Controller:
                  interval: float = 10.0, full_resync: float = 300.0,
                  stuck_after: float | None = None,
                  on_superseded: Callable[[], None] | None = None,
-                 stats_interval: float = 15.0) -> None:
+                 stats_interval: float = 15.0,
+                 ha: HATimings | None = None, policy: Policy | None = None,
+                 fencer: Fencer | None = None) -> None:
         self.store = store
         self.pool = ConnectionPool(timeouts or Timeouts.from_env())
         self.state = FleetState()
@@ -92,7 +97,7 @@ class Controller:
         self.token = secrets.token_urlsafe(24)
         self.started_at = now()
         self.on_superseded = on_superseded
-        self.workers = {n: Worker(n) for n in ("maintenance", "events", "heartbeat")}
+        self.workers = {n: Worker(n) for n in ("maintenance", "events", "heartbeat", "ha")}
         self._stop = threading.Event()
         # (kind, host, uuid or why, when libvirt said it, lifecycle words for a domain's)
         self._events: queue.Queue[tuple[str, str, str, datetime, tuple[str, str]]] = (
@@ -106,6 +111,11 @@ class Controller:
         self.events = EventBus()
         self._host_events = HostEvents(self.events)
         self.observe = Observability(self, stats_interval)  # its workers start with ours
+        self.ha_timings = ha or HATimings.from_env()
+        # HA (docs/ha.md): fencing and restarts, from this process's view of the fleet.
+        self.ha = Monitor(store, self.pool, self, fencer or BmcFencer(store),
+                          timings=self.ha_timings, policy=policy,
+                          progress=lambda: self._progress(self.workers["ha"]))
 
     # -- syncing ------------------------------------------------------------------------------
 
@@ -153,6 +163,7 @@ class Controller:
                 record(self.store, results)
             except VirtfleetError as exc:
                 log.error("store update failed: %s", exc)
+        self.ha.note_synced([r.host.name for r in results if r.value is not None])
         return results
 
     def _needs_sync(self) -> list[HostRecord]:
@@ -214,6 +225,7 @@ class Controller:
             self._publish_vm(rec, uuid, before, result.value, at, words)
         finally:
             self._sync_lock.release()
+        self.ha.note_domain(name, uuid)  # an HA VM's definition may have changed
 
     def _publish_vm(self, rec: HostRecord, uuid: str, before: DomainRecord | None,
                     after: DomainRecord | None, at: datetime | None,
@@ -300,11 +312,29 @@ class Controller:
                 else:
                     self._apply_event(name, what, at, words)
 
+    # -- HA -------------------------------------------------------------------------------
+
+    def lost(self) -> dict[str, datetime]:
+        """Hosts that do not answer, and since when (the HA monitor's view of liveness)."""
+        return self.state.lost()
+
+    def resync(self, host: HostRecord) -> None:
+        """The HA monitor reached a host the view has as lost: read it again now."""
+        self._retry.pop(host.name, None)
+        self.sync([host])
+
+    def _ha_worker(self) -> None:
+        worker = self.workers["ha"]
+        while not self._stop.wait(self.ha_timings.interval):
+            with self._pass(worker):
+                self.ha.run_once()
+
     def problems(self) -> list[str]:
-        """Why the fleet view is not being kept current, if it is not; [] when healthy."""
+        """Why the fleet view is not being kept current (or HA not watched), if it is not;
+        [] when healthy."""
         clock = time.monotonic()
         out = []
-        for w in (self.workers["maintenance"], self.workers["events"]):
+        for w in (self.workers["maintenance"], self.workers["events"], self.workers["ha"]):
             if w.thread is None:
                 continue  # not started yet
             if not w.thread.is_alive():
@@ -372,7 +402,8 @@ class Controller:
             url=url, token=self.token, pid=os.getpid(), hostname=socket.gethostname(),
             started_at=self.started_at, heartbeat_at=now()), replacing=other)
         for name, target in (("maintenance", self._maintenance),
-                             ("heartbeat", self._heartbeat), ("events", self._event_worker)):
+                             ("heartbeat", self._heartbeat), ("events", self._event_worker),
+                             ("ha", self._ha_worker)):
             t = threading.Thread(target=target, name=name, daemon=True)
             self.workers[name].thread = t
             t.start()
@@ -380,6 +411,7 @@ class Controller:
 
     def stop(self) -> None:
         self._stop.set()
+        self.ha.close()
         self.observe.stop()
         try:
             self.store.unregister_controller(os.getpid())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from virtfleet.inventory.records import DomainRecord, FleetVM, HostFailure, HostRecord
 
@@ -26,6 +26,7 @@ class HostView:
     error: str = ""
     error_kind: str = ""
     failed_at: datetime | None = None
+    down_since: datetime | None = None  # the first failure since it last answered
 
 
 UNKNOWN = "unknown"  # the state shown for a VM on a host that stopped answering
@@ -73,7 +74,7 @@ class FleetState:
             # An answer read before the host failed must not make it look healthy again.
             if view.failed_at is None or at >= view.failed_at:
                 view.error = view.error_kind = ""
-                view.failed_at = None
+                view.failed_at = view.down_since = None
 
     def upsert(self, host: str, domain: DomainRecord, at: datetime) -> None:
         """One VM as just seen on `host`. Other hosts keep theirs: during a migration, or with
@@ -105,6 +106,8 @@ class FleetState:
             self.version += 1
             view = self._hosts.get(host)
             if view is not None:
+                if not view.error:
+                    view.down_since = at
                 view.error, view.error_kind = error, kind
                 view.failed_at = at if view.failed_at is None else max(view.failed_at, at)
 
@@ -119,6 +122,12 @@ class FleetState:
             ]
         out.sort(key=lambda x: (x.site, x.pod, x.host, x.domain.name))
         return out
+
+    def lost(self) -> dict[str, datetime]:
+        """Hosts whose last attempt failed, and since when they have not answered."""
+        with self._lock:
+            return {n: v.down_since or v.failed_at or datetime.now(UTC)
+                    for n, v in self._hosts.items() if v.error}
 
     def failures(self, hosts: set[str] | None = None) -> list[HostFailure]:
         """Hosts whose last attempt failed."""

@@ -65,6 +65,7 @@ class Placement:
     disk_paths: tuple[str, ...]  # one per spec disk, in order
     macs: tuple[str, ...]  # one per spec NIC, in order
     facts: dict[str, str] = field(default_factory=dict)  # site, pod, app, template, owner
+    ha_priority: int | None = None  # <vf:ha priority="N"/>: an HA VM (docs/ha.md)
     uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
 
 
@@ -174,11 +175,12 @@ def build_domain(spec: VMSpec, where: Placement) -> Domain:
             gfx.passwd = g.password.get_secret_value()
         d.devices.graphics.append(gfx)
     defaults.add_devices(d, os, graphics, scsi_disks="scsi" in buses)
-    if where.facts:
+    if where.facts or where.ha_priority is not None:
         facts = FleetFacts()
         for key, value in where.facts.items():
             if key not in ("site", "pod", "app", "template", "owner"):
                 raise ValueError(f"unknown fact {key!r}")
             setattr(facts, key, value)
+        facts.ha_priority = where.ha_priority
         d.set_facts(facts)
     return d

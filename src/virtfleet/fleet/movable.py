@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -96,8 +96,33 @@ def needs_of(guest: Guest, record: HostRecord, seconds: float) -> VMNeeds:
     flags = migration.domain_flags(guest, seconds)
     xml = (migration.live_xml(guest, seconds) if flags.active
            else migration.config_xml(guest, seconds))
+
+    def capacity(dev: str) -> int:  # a file in no pool: ask QEMU
+        return migration.disk_capacity(guest, dev, seconds)
+
+    def host_cpu() -> str:  # the guest sees the source's own CPU: the target must offer it
+        return etree.tostring(migration.host_cpu(guest.host, seconds), encoding="unicode")
+
+    return _needs(Domain.parse(xml), guest.name, guest.uuid, record, flags, guest.host,
+                  capacity if flags.active else None, host_cpu)
+
+
+def needs_of_definition(xml: str, record: HostRecord, seen_from: Host) -> VMNeeds:
+    """A shut-off VM from its recorded definition alone, its disks as `seen_from` sees them:
+    what a restart elsewhere checks when the VM's own host is dead. A disk counts as shared
+    only if it sits in a pool of `seen_from` that is its pod's shared storage."""
     dom = Domain.parse(xml)
-    source_pools = list_pools(guest.host)
+    flags = migration.DomainFlags(active=False, persistent=True, autostart=False, snapshots=0,
+                                  managed_save=False, paused_by_migration=False)
+    # A cold boot takes whatever CPU the new host has: host-passthrough needs no compare.
+    return _needs(dom, dom.name or "?", dom.uuid or "?", record, flags, seen_from, None, None)
+
+
+def _needs(dom: Domain, name: str, uuid: str, record: HostRecord,
+           flags: migration.DomainFlags, storage_host: Host,
+           capacity: Callable[[str], int] | None,
+           host_cpu: Callable[[], str] | None) -> VMNeeds:
+    source_pools = list_pools(storage_host)
     disks = []
     for d in dom.devices.disks:
         dev, device = d.target_dev or "?", d.device or "disk"
@@ -112,12 +137,12 @@ def needs_of(guest: Guest, record: HostRecord, seconds: float) -> VMNeeds:
         path = d.source
         if path is None:
             continue  # an empty CD-ROM drive: nothing to see or copy
-        vol = storage.volume_at(guest.host, path)
+        vol = storage.volume_at(storage_host, path)
         pool = next((p for p in source_pools if vol is not None and p.name == vol.pool), None)
-        capacity = vol.capacity_bytes if vol is not None else 0
-        if vol is None and flags.active and not d.readonly:  # a file in no pool: ask QEMU
-            capacity = migration.disk_capacity(guest, dev, seconds)
-        disks.append(DiskNeed(dev, path, device, d.readonly, d.format, pool, capacity))
+        size = vol.capacity_bytes if vol is not None else 0
+        if vol is None and capacity is not None and not d.readonly:
+            size = capacity(dev)
+        disks.append(DiskNeed(dev, path, device, d.readonly, d.format, pool, size))
     devices = dom.element.find("devices")
     passthrough = tuple(
         f"{el.tag} {el.get('type') or ''}".strip()
@@ -132,8 +157,7 @@ def needs_of(guest: Guest, record: HostRecord, seconds: float) -> VMNeeds:
     if cpu_el is not None:
         mode = cpu_el.get("mode", "custom")
         if mode in ("host-passthrough", "maximum"):
-            # The guest sees the source's own CPU: the target's must offer all of it.
-            cpu = etree.tostring(migration.host_cpu(guest.host, seconds), encoding="unicode")
+            cpu = host_cpu() if host_cpu is not None else None
         elif mode == "custom" and cpu_el.find("model") is not None:
             cpu = etree.tostring(cpu_el, encoding="unicode")
         # host-model on a shut-off VM is worked out when it starts, on whichever host
@@ -141,7 +165,7 @@ def needs_of(guest: Guest, record: HostRecord, seconds: float) -> VMNeeds:
     nvram = dom.element.find("os/nvram")
     os_type = dom.element.find("os/type")
     return VMNeeds(
-        name=guest.name, uuid=guest.uuid, source=record, flags=flags,
+        name=name, uuid=uuid, source=record, flags=flags,
         vcpus=max(1, dom.vcpus or 1), memory_mib=max(1, (dom.memory_kib or 1024) // 1024),
         app=facts.app if facts is not None else None, disks=tuple(disks),
         nvram=(nvram.text or "").strip() or None if nvram is not None else None,

@@ -24,6 +24,7 @@ from virtfleet.design.spec import VMSpec, vm_spec
 from virtfleet.errors import Conflict, InvalidInput, VirtfleetError
 from virtfleet.fleet.locate import VMFinder, locate_vm, lock_key
 from virtfleet.fleet.scope import Progress, Scope
+from virtfleet.ha.definitions import requested_mark
 from virtfleet.inventory.records import HostFailure, HostRecord
 from virtfleet.provision.create import Created, create_vm, reserve_and_read
 from virtfleet.provision.locks import vm_lock
@@ -162,6 +163,8 @@ class CreateRequest:
     host: str | None = None
     pod: str | None = None
     site: str | None = None
+    ha: bool = False  # restarted elsewhere in its pod when its host fails (docs/ha.md)
+    ha_priority: int | None = None  # with `ha`: 0-1000, higher first (default 100)
 
     def check(self) -> VMSpec:
         """Every field checked; the VM's validated design."""
@@ -177,7 +180,12 @@ class CreateRequest:
             raise InvalidInput("host/pod/site", "give exactly one place for the VM")
         for key, value in self.facts.items():
             check_name(key, value)
+        self.ha_mark()
         return spec
+
+    def ha_mark(self) -> int | None:
+        """The restart priority the VM is marked HA with; None: not marked."""
+        return requested_mark(self.ha, self.ha_priority, self.autostart)
 
     @property
     def facts(self) -> dict[str, str]:
@@ -359,8 +367,19 @@ class VMService(VMFinder):
         return VMStats(guest.host.label, guest.name, guest.stats())
 
     def set_autostart(self, vm: str, on: bool, host: str | None = None) -> None:
-        """Start the VM when its hypervisor boots (`virsh autostart [--disable]`)."""
+        """Start the VM when its hypervisor boots (`virsh autostart [--disable]`). Refused
+        for an HA VM: a hypervisor that comes back must not start by itself a VM that may run
+        elsewhere by then (docs/ha.md)."""
         with self.held(vm, host, "autostart") as guest:
+            if on:
+                facts = guest.domain().facts
+                app = facts.app if facts is not None else None
+                if (facts is not None and facts.ha_priority is not None) or (
+                        app is not None and app in self.store.group_ha()):
+                    raise Conflict("it is HA: its libvirt autostart stays off, or a hypervisor "
+                                   "that comes back would start it while it runs elsewhere "
+                                   "('virtfleet ha unset' it first)", host=guest.host.label,
+                                   vm=vm)
             guest.set_autostart(on)
 
     def create(self, req: CreateRequest) -> Created:
@@ -371,7 +390,8 @@ class VMService(VMFinder):
                                                site=req.site, pod=req.pod, group=req.app,
                                                policy=self.policy)
             return create_vm(spec, target, self.store, self.pool, start=req.start,
-                             virt_type=req.virt_type, facts=req.facts, reading=reading)
+                             virt_type=req.virt_type, facts=req.facts,
+                             ha_priority=req.ha_mark(), reading=reading)
 
     def undefine(self, req: UndefineRequest) -> Undefined:
         """Undefine a shut-off VM and the volumes named (provision/remove.py)."""

@@ -70,9 +70,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+HA_PRIORITY_MAX = 1000
+HA_PRIORITY_DEFAULT = 100
+
+
+class GroupHA(_Model):
+    """A group's HA policy: every VM of the group (its `app`) is HA, restarted on another
+    hypervisor of its pod when its own fails (docs/ha.md); higher priorities first."""
+
+    priority: int = Field(default=HA_PRIORITY_DEFAULT, ge=0, le=HA_PRIORITY_MAX)
+
+
 class HostGroup(_Model):
     name: Name
     description: str = ""
+    ha: GroupHA | None = None
 
 
 class PodStorage(_Model):

@@ -16,6 +16,8 @@ its own over the engine and transaction helper they share (base.py):
     installs.py      network installs (`boot serve`)
     controllers.py   the running controller's registration
     maintenance.py   hypervisors an operator took out of service
+    ha.py            high availability: HA pods, HA VMs and their definitions, host HA
+                     states, recovery journals
 
 A new concern adds a module like these (a StoreBase subclass over its own tables) and a base
 below; nothing that calls the store changes.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from virtfleet.inventory.claims import ClaimStore
 from virtfleet.inventory.controllers import ControllerRegistry
+from virtfleet.inventory.ha import HAStore
 from virtfleet.inventory.installs import InstallStore
 from virtfleet.inventory.journal import JournalStore
 from virtfleet.inventory.maintenance import MaintenanceStore
@@ -33,7 +36,7 @@ from virtfleet.inventory.vmlocks import LockStore
 
 
 class Store(TopologyStore, ClaimStore, LockStore, JournalStore, InstallStore, ControllerRegistry,
-            MaintenanceStore):
+            MaintenanceStore, HAStore):
     """The inventory and observed state of the fleet, in one SQL database (see the module
     docstring for which module holds which methods)."""
 

@@ -325,3 +325,105 @@ class BootInstallRow(Base):
 
 
 boot_installs = table(BootInstallRow)
+
+
+# ---- High availability (issue 17; docs/ha.md). Read and written by inventory/ha.py.
+
+
+class HypervisorBmcRow(Base):
+    """A hypervisor's BMC, from the fleet file's `bmc:` block (rewritten by every `apply`):
+    what the controller fences it with. Where the password is (a file or a variable), never
+    the password."""
+
+    __tablename__ = "hypervisor_bmcs"
+
+    hypervisor_id: Mapped[int] = mapped_column(
+        ForeignKey("hypervisors.id", ondelete="CASCADE"), primary_key=True
+    )
+    spec: Mapped[str] = mapped_column(Text)  # the bmc: block as JSON
+
+
+class GroupHARow(Base):
+    """A group whose VMs (by their `app`) are all HA, from the fleet file's groups[].ha."""
+
+    __tablename__ = "group_ha"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("host_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    priority: Mapped[int] = mapped_column(Integer)
+
+
+class HAPodRow(Base):
+    """A pod whose hypervisors the controller fences and whose HA VMs it restarts
+    (`virtfleet ha enable`); no row, no HA action there."""
+
+    __tablename__ = "ha_pods"
+
+    pod_id: Mapped[int] = mapped_column(
+        ForeignKey("pods.id", ondelete="CASCADE"), primary_key=True
+    )
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    hostname: Mapped[str] = mapped_column(String(NAME_LEN))  # who enabled it: machine and pid
+    pid: Mapped[int] = mapped_column(Integer)
+
+
+class HAVMRow(Base):
+    """An HA VM: its restart priority (marked on the VM itself, else its group's) and its last
+    known persistent definition, kept because a dead hypervisor cannot be asked for it."""
+
+    __tablename__ = "ha_vms"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), index=True)
+    # Where it was last defined; NULL while it is defined nowhere we know of.
+    hypervisor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hypervisors.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    marked_priority: Mapped[int | None] = mapped_column(Integer)  # <vf:ha priority>
+    app: Mapped[str | None] = mapped_column(String(NAME_LEN))  # its group, for group policy
+    definition: Mapped[str] = mapped_column(Text)  # domain XML (inactive, with secrets)
+    defined_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when that XML was read
+
+
+class HAHostRow(Base):
+    """Where the controller's HA state machine stands for one hypervisor (ok, suspect,
+    fencing, fenced, restarting, recovered, fence-failed), so a restarted controller goes on
+    from there and `ha status` can show it."""
+
+    __tablename__ = "ha_hosts"
+
+    hypervisor_id: Mapped[int] = mapped_column(
+        ForeignKey("hypervisors.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime] = mapped_column(UTCDateTime)  # entered this state
+    lost_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # stopped answering
+    detail: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class HARecoveryRow(Base):
+    """The journal of one host's recovery: each step (suspect, fenced, restarting VM X on Y,
+    running, done) written before the next is taken, so a controller killed halfway finishes
+    it without doing anything twice."""
+
+    __tablename__ = "ha_recoveries"
+    __table_args__ = (Index("ix_ha_recoveries_host_state", "host", "state"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(NAME_LEN))  # by name: it outlives the host's row
+    state: Mapped[str] = mapped_column(String(16))  # running or done
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    hostname: Mapped[str] = mapped_column(String(NAME_LEN))  # the controller: machine and pid
+    pid: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[str] = mapped_column(Text)  # JSON list, in order
+
+
+hypervisor_bmcs = table(HypervisorBmcRow)
+group_ha = table(GroupHARow)
+ha_pods = table(HAPodRow)
+ha_vms = table(HAVMRow)
+ha_hosts = table(HAHostRow)
+ha_recoveries = table(HARecoveryRow)

@@ -9,6 +9,7 @@ of statements too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from virtfleet.inventory.records import ApplyPlan, HostRecord
 from virtfleet.validate import check_name
 
 if TYPE_CHECKING:
-    from virtfleet.inventory.fleetfile import Fleet, Hypervisor, PodStorage
+    from virtfleet.inventory.fleetfile import BmcSpec, Fleet, Hypervisor, PodStorage
 
 
 def _list(names: Sequence[str]) -> str:
@@ -52,6 +53,28 @@ def _insecure_uri(uri: str) -> bool:
     from virtfleet.inventory.fleetfile import INSECURE_TRANSPORTS
 
     return uri.split("://", 1)[0].partition("+")[2] in INSECURE_TRANSPORTS
+
+
+def _bmc_json(bmc: BmcSpec) -> str:
+    # The model has no password field to dump (a password key is refused when loaded).
+    return json.dumps(bmc.model_dump(mode="json", exclude_none=True), sort_keys=True)
+
+
+def _bmc_words(spec: str | None) -> str:
+    if spec is None:
+        return "none"
+    data = json.loads(spec)
+    port = data.get("port")
+    return f"{data['agent']} {data['address']}" + (f":{port}" if port else "")
+
+
+def fleet_ha(conn: Connection) -> tuple[dict[str, str], dict[str, int]]:
+    """The stored BMC specs by host name and group priorities by group name."""
+    h, b, g, gh = t.hypervisors, t.hypervisor_bmcs, t.host_groups, t.group_ha
+    bmcs = {n: s for n, s in conn.execute(select(h.c.name, b.c.spec).join_from(b, h))}
+    groups = {n: int(p) for n, p in conn.execute(select(g.c.name, gh.c.priority)
+                                                  .join_from(gh, g))}
+    return bmcs, groups
 
 
 # --------------------------------------------------------------------------- inventory snapshot
@@ -245,10 +268,18 @@ class TopologyStore(StoreBase):
 
     def fleet(self) -> Fleet:
         """The whole inventory as a Fleet: groups, then sites, pods and hypervisors by name."""
-        from virtfleet.inventory.fleetfile import Fleet, HostGroup, Hypervisor, Pod, Site
+        from virtfleet.inventory.fleetfile import (
+            Fleet,
+            GroupHA,
+            HostGroup,
+            Hypervisor,
+            Pod,
+            Site,
+        )
 
         with self._tx("read the inventory", write=False) as conn:
             snap = self._snapshot(conn)
+            bmcs, group_ha = self._ha_fleet_parts(conn)
         hosts_by_pod: dict[str, list[str]] = {}
         for name, h in snap.hosts.items():
             hosts_by_pod.setdefault(h.pod, []).append(name)
@@ -261,13 +292,14 @@ class TopologyStore(StoreBase):
             for pname in sorted(pods_by_site.get(sname, [])):
                 hvs = tuple(
                     Hypervisor(name=n, uri=snap.hosts[n].uri, groups=snap.hosts[n].groups,
-                               maintenance=snap.hosts[n].maintenance)
+                               maintenance=snap.hosts[n].maintenance, bmc=bmcs.get(n))
                     for n in sorted(hosts_by_pod.get(pname, []))
                 )
                 pods.append(Pod(name=pname, storage=snap.pods[pname].storage, hypervisors=hvs,
                                 insecure_transport=snap.pods[pname].insecure))
             sites.append(Site(name=sname, description=snap.sites[sname][1], pods=tuple(pods)))
-        groups = tuple(HostGroup(name=n, description=snap.groups[n][1])
+        groups = tuple(HostGroup(name=n, description=snap.groups[n][1],
+                                 ha=GroupHA(priority=group_ha[n]) if n in group_ha else None)
                        for n in sorted(snap.groups))
         return Fleet(groups=groups, sites=tuple(sites))
 
@@ -277,7 +309,9 @@ class TopologyStore(StoreBase):
             snap = self._snapshot(conn)
             want = _Desired.of(fleet)
             gone = [h.id for n, h in snap.hosts.items() if n not in want.hosts]
-            return _plan(snap, want, self._vm_counts(conn, gone))
+            plan = _plan(snap, want, self._vm_counts(conn, gone))
+            self._plan_ha(conn, fleet, plan, set(snap.hosts), set(snap.groups))
+            return plan
 
     def apply(self, fleet: Fleet) -> ApplyPlan:
         """Make the inventory equal `fleet`, all in one transaction, and say what changed.
@@ -291,8 +325,10 @@ class TopologyStore(StoreBase):
             want = _Desired.of(fleet)
             gone = [h.id for n, h in snap.hosts.items() if n not in want.hosts]
             plan = _plan(snap, want, self._vm_counts(conn, gone))
+            self._plan_ha(conn, fleet, plan, set(snap.hosts), set(snap.groups))
             if not plan.empty:
                 self._apply(conn, snap, want, gone)
+                self._apply_ha(conn, fleet)
             return plan
 
     def _apply(self, conn: Connection, snap: _Snap, want: _Desired, gone: list[int]) -> None:
@@ -383,6 +419,75 @@ class TopologyStore(StoreBase):
             drop = [i for n, i in have_names.items() if n not in want_names]
             for chunk in chunks(drop):
                 conn.execute(delete(table).where(table.c.id.in_(chunk)))
+
+    # ----------------------------------------------------------- HA in the fleet file
+
+    @staticmethod
+    def _ha_want(fleet: Fleet) -> tuple[dict[str, str], dict[str, int]]:
+        bmcs = {hv.name: _bmc_json(hv.bmc) for _, _, hv in fleet.hypervisors()
+                if hv.bmc is not None}
+        groups = {grp.name: grp.ha.priority for grp in fleet.groups if grp.ha is not None}
+        return bmcs, groups
+
+    def _plan_ha(self, conn: Connection, fleet: Fleet, plan: ApplyPlan,
+                 known_hosts: set[str], known_groups: set[str]) -> None:
+        """Add the BMC and group-policy changes of hosts and groups that exist already (new
+        ones are listed as added) to `plan`. A hypervisor without a BMC in a pod where HA is
+        on is refused."""
+        have_b, have_g = fleet_ha(conn)
+        want_b, want_g = self._ha_want(fleet)
+        enabled = {n for (n,) in conn.execute(select(t.pods.c.name).join_from(t.ha_pods,
+                                                                           t.pods))}
+        for _, pod, hv in fleet.hypervisors():
+            if pod.name in enabled and hv.bmc is None:
+                # The controller could not fence it: its VMs would stay down when it fails.
+                raise InvalidInput("bmc", f"missing: HA is enabled in pod {pod.name}, so every "
+                                   "hypervisor there needs a BMC to be fenced with (or run "
+                                   f"'virtfleet ha disable {pod.name}' first)", host=hv.name)
+        for name in sorted(known_hosts & {hv.name for _, _, hv in fleet.hypervisors()}):
+            if have_b.get(name) != want_b.get(name):
+                plan.changed.append(("hypervisor", name, f"bmc: {_bmc_words(have_b.get(name))}"
+                                     f" -> {_bmc_words(want_b.get(name))}"))
+        for name in sorted(known_groups & {g.name for g in fleet.groups}):
+            old, new = have_g.get(name), want_g.get(name)
+            if old != new:
+                def words(p: int | None) -> str:
+                    return "off" if p is None else f"priority {p}"
+                plan.changed.append(("group", name, f"ha: {words(old)} -> {words(new)}"))
+
+    def _apply_ha(self, conn: Connection, fleet: Fleet) -> None:
+        """Make the stored BMCs and group policies the fleet file's (after the hosts and
+        groups themselves were written, in the same transaction)."""
+        want_b, want_g = self._ha_want(fleet)
+        host_ids = {n: i for n, i in conn.execute(select(t.hypervisors.c.name,
+                                                         t.hypervisors.c.id))}
+        group_ids = {n: i for n, i in conn.execute(select(t.host_groups.c.name,
+                                                          t.host_groups.c.id))}
+        conn.execute(delete(t.hypervisor_bmcs))
+        if want_b:
+            conn.execute(t.hypervisor_bmcs.insert(), [
+                {"hypervisor_id": host_ids[n], "spec": s} for n, s in want_b.items()])
+        conn.execute(delete(t.group_ha))
+        if want_g:
+            conn.execute(t.group_ha.insert(), [
+                {"group_id": group_ids[n], "priority": p} for n, p in want_g.items()])
+
+    def _ha_fleet_parts(self, conn: Connection) -> tuple[dict[str, BmcSpec], dict[str, int]]:
+        """What store.fleet() needs to write the fleet file back whole."""
+        from virtfleet.inventory.fleetfile import BmcSpec
+
+        have_b, have_g = fleet_ha(conn)
+        return {n: BmcSpec.model_validate(json.loads(s)) for n, s in have_b.items()}, have_g
+
+    def hypervisor_bmcs(self) -> dict[str, BmcSpec]:
+        """Each hypervisor's BMC, by host name (hosts without one are absent)."""
+        with self._tx("read the BMCs", write=False) as conn:
+            return self._ha_fleet_parts(conn)[0]
+
+    def group_ha(self) -> dict[str, int]:
+        """Groups whose VMs are all HA, and their restart priority."""
+        with self._tx("read the groups' HA policies", write=False) as conn:
+            return fleet_ha(conn)[1]
 
     def add_hypervisor(self, site: str, pod: str, hv: Hypervisor, *,
                        insecure_transport: bool = False) -> None:

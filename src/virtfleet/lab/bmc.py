@@ -454,7 +454,8 @@ def _own_veth(t: _Target) -> str:
 
 
 def power_off(t: _Target) -> None:
-    """A power loss: the link drops and every process of the hypervisor dies at once."""
+    """A power loss: the link drops and every process of the hypervisor dies at once; what its
+    kernel held goes too (the interfaces its libvirt networks made)."""
     veth = _own_veth(t)
     run(["ip", "link", "set", "dev", veth, "down"], f"{t.host.name}: dropping link {veth}")
     deadline = time.monotonic() + KILL_TIMEOUT
@@ -462,7 +463,7 @@ def power_off(t: _Target) -> None:
     while True:
         pids = _netns_pids(t.host.netns)
         if not pids:
-            return
+            break
         if time.monotonic() >= deadline:
             raise LabError(f"{t.host.name}: processes {sorted(pids)} survived SIGKILL")
         for pid in pids:
@@ -471,6 +472,23 @@ def power_off(t: _Target) -> None:
             except ProcessLookupError:
                 continue
         time.sleep(0.02)
+    _forget_links(t)
+
+
+KEPT_LINKS = ("lo", "eth0")  # the namespace's own loopback and the lab's veth end
+
+
+def _forget_links(t: _Target) -> None:
+    """Remove the interfaces the hypervisor made (libvirt's bridges, a guest's tap), as a reboot
+    does: left behind, a `default` network could not start again ("already in use by
+    interface virbr0")."""
+    out = run(["ip", "-n", t.host.netns, "-j", "link", "show"],
+              f"{t.host.name}: listing its interfaces").stdout
+    for link in json.loads(out or "[]"):
+        name = str(link.get("ifname", ""))
+        if name and name not in KEPT_LINKS:
+            run(["ip", "-n", t.host.netns, "link", "delete", "dev", name],
+                f"{t.host.name}: removing {name}", check=False)
 
 
 def _forget_run_dir(t: _Target) -> None:

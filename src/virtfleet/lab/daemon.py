@@ -71,7 +71,7 @@ def virtlogd_conf() -> str:
     return _render_conf({"log_outputs": "3:file:/var/log/libvirt/virtlogd.log"})
 
 
-def qemu_conf() -> str:
+def qemu_conf(leases: bool = False) -> str:
     return _render_conf({
         # The lab's daemons are root in throwaway namespaces; QEMU runs as root with no
         # relabelling so it can read the shared guest kernel and the pods' directories.
@@ -85,7 +85,27 @@ def qemu_conf() -> str:
         # mount namespace of a surviving QEMU).
         "cgroup_controllers": [],
         "namespaces": [],
+        # Disk leases (HA's second guard, never a substitute for fencing): virtlockd, started
+        # before libvirtd, holds a lease per disk in the pod's lockspace (qemu-lockd.conf).
+        **({"lock_manager": "lockd"} if leases else {}),
     })
+
+
+def qemu_lockd_conf(lockspace: str) -> str:
+    """Every disk gets a lease (a hash of its path) in `lockspace`, a directory all the pod's
+    hypervisors share; a disk whose lease another host holds does not start."""
+    return _render_conf({"auto_disk_leases": 1, "require_lease_for_disks": 1,
+                         "file_lockspace_dir": lockspace})
+
+
+def use_leases(host_dir: Path, lockspace: Path) -> None:
+    """Turn on libvirt's lock manager for a prepared hypervisor (nsboot then starts virtlockd)."""
+    lockspace.mkdir(parents=True, exist_ok=True)
+    etc = host_dir / "etc"
+    (etc / "qemu.conf").write_text(qemu_conf(leases=True))
+    (etc / "qemu-lockd.conf").write_text(qemu_lockd_conf(str(lockspace)))
+    (etc / "virtlockd.conf").write_text(_render_conf(
+        {"log_outputs": "3:file:/var/log/libvirt/virtlockd.log"}))
 
 
 def prepare_dirs(names: LabNames, index: int,

@@ -37,7 +37,8 @@ from virtfleet.lab.simulate import SimFleet, SimHost, SimSpec
 from virtfleet.lab.state import LabHost, LabState
 
 Progress = Callable[[str], None]
-LAB_PROGRAMS = ("libvirtd", "virtlogd")  # started with -f/-p paths inside the state dir
+# Started with -f/-p paths inside the state dir.
+LAB_PROGRAMS = ("libvirtd", "virtlogd", "virtlockd")
 # libvirt's own `default` network. Every hypervisor has its own, in its own namespace, so the
 # same subnet on each never meets another (nor this machine's).
 LAB_NETWORK = {"name": "default", "mode": "nat", "subnet": "192.168.122.0/24",
@@ -146,9 +147,10 @@ class Lab:
     # -- up -----------------------------------------------------------------------------------
 
     def up(self, hosts: int, pods: int = 1, progress: Progress = _quiet,
-           transport: str = "tcp") -> LabState:
+           transport: str = "tcp", *, leases: bool = False) -> LabState:
         """Clear this lab's leftovers, then build `hosts` hypervisors in `pods` pods, reached
-        over qemu+`transport` (see transports.py)."""
+        over qemu+`transport` (see transports.py); with `leases`, libvirt's lock manager
+        guards every disk (see lockspace())."""
         transports.check_transport(transport)
         if not 1 <= hosts <= MAX_HOSTS:
             raise InvalidInput("hosts", f"must be between 1 and {MAX_HOSTS}")
@@ -162,18 +164,19 @@ class Lab:
             indexes = list(range(1, hosts + 1))
             netns.check_free(self.names, indexes)
             try:
-                return self._build(indexes, pods, progress, transport)
+                return self._build(indexes, pods, progress, transport, leases)
             except BaseException:
                 # No half-made lab: take down whatever got built, then report the failure.
                 self._clear()
                 raise
 
-    def _new_state(self) -> LabState:
+    def _new_state(self, leases: bool = False) -> LabState:
         n = self.names
         self.state_dir.mkdir(parents=True, exist_ok=True)
         st = LabState(name=n.name, subnet=str(n.subnet), bridge=n.bridge,
                       state_dir=str(self.state_dir),
-                      created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+                      created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                      leases=leases)
         self._save(st)  # saved before anything exists, so a killed `up` leaves a record
         netns.create_bridge(n)
         return st
@@ -187,7 +190,9 @@ class Lab:
     def _add_host(self, st: LabState, host: LabHost,
                   client: transports.ClientSide | None = None) -> None:
         netns.create_host_net(self.names, host.index)
-        daemon.prepare_dirs(self.names, host.index, client)
+        host_dir = daemon.prepare_dirs(self.names, host.index, client)
+        if st.leases and not is_sim(host.index):
+            daemon.use_leases(host_dir, lockspace(Path(st.pods[host.pod])))
         if is_sim(host.index):
             st.sims.append(host)
         else:
@@ -197,10 +202,10 @@ class Lab:
         self._save(st)
 
     def _build(self, indexes: list[int], pods: int, progress: Progress,
-               transport: str = "tcp") -> LabState:
+               transport: str = "tcp", leases: bool = False) -> LabState:
         n = self.names
         t0 = time.monotonic()
-        st = self._new_state()
+        st = self._new_state(leases)
         client = transports.prepare_client(n, transport)
         st.transport, st.client_dir = transport, str(client.dir) if client.dir else None
         for p in range(1, pods + 1):
@@ -422,6 +427,12 @@ class Lab:
             for link in links:
                 netns.delete_link(link)
             time.sleep(0.1)
+
+
+def lockspace(pod_dir: Path) -> Path:
+    """Where a pod's disk leases live: beside its shared directory, on the same shared storage
+    (inside it, libvirt's dir pool would list the lease directory as a volume)."""
+    return pod_dir.with_name(pod_dir.name + "-leases")
 
 
 def _host_status(host: LabHost, timeout: float) -> HostStatus:

@@ -60,6 +60,10 @@ def boot(host_dir: Path, mount: bool) -> None:
     want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     run, etc = host_dir / "run", host_dir / "etc"
+    # The lock manager's daemon first: libvirtd's lockd plugin talks to it at every start.
+    if (etc / "virtlockd.conf").exists() and not _alive(run / "virtlockd.pid"):
+        _start(["virtlockd", "-d", "-f", str(etc / "virtlockd.conf"),
+                "-p", str(run / "virtlockd.pid")])
     if not _alive(run / "virtlogd.pid"):
         _start(["virtlogd", "-d", "-f", str(etc / "virtlogd.conf"),
                 "-p", str(run / "virtlogd.pid")])

@@ -58,6 +58,7 @@ class LabState:
     pods: dict[str, str] = field(default_factory=dict)  # pod name -> its shared directory
     hosts: list[LabHost] = field(default_factory=list)
     sims: list[LabHost] = field(default_factory=list)  # daemons serving simulated fleets
+    leases: bool = False  # libvirt's lock manager (virtlockd) guards the pods' disks
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts:

@@ -20,11 +20,18 @@ from pathlib import Path
 
 from virtfleet.design.policy import random_mac
 from virtfleet.errors import Conflict, InvalidInput, VirtfleetError
+from virtfleet.ha.definitions import requested_mark
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
 from virtfleet.placement.models import PlacementRequest, VMShape
 from virtfleet.placement.policy import Policy
-from virtfleet.provision.create import not_claimed, preflight_scope, reserve_hosts, settle
+from virtfleet.provision.create import (
+    not_claimed,
+    preflight_scope,
+    remember_new,
+    reserve_hosts,
+    settle,
+)
 from virtfleet.provision.journal import Operation, begin, journaled, undo_steps
 from virtfleet.provision.locks import vm_lock
 from virtfleet.provision.preflight import Needs, NewVolume
@@ -52,6 +59,8 @@ class CloneRequest:
     template_host: str | None = None
     pool: str | None = None  # full clones on another host: the pool to copy into
     start: bool = False
+    ha: bool = False  # each clone restarted elsewhere in its pod when its host fails
+    ha_priority: int | None = None  # with `ha`: 0-1000, higher first (default 100)
 
     def check(self) -> None:
         """What can be told without asking anyone; the names are checked as clone() starts."""
@@ -59,6 +68,11 @@ class CloneRequest:
             raise InvalidInput("host/pod/site", "give at most one place for the clones")
         if not 1 <= self.count <= MAX_COUNT:
             raise InvalidInput("count", f"must be from 1 to {MAX_COUNT:,}")
+        self.ha_mark()
+
+    def ha_mark(self) -> int | None:
+        """The restart priority each clone is marked HA with; None: not marked."""
+        return requested_mark(self.ha, self.ha_priority)
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,7 @@ class Cloned:
     uuid: str | None = None
     disks: tuple[str, ...] = ()
     macs: tuple[str, ...] = ()
+    ha_priority: int | None = None  # an HA clone's restart priority; None: not HA
 
     def as_json(self) -> dict[str, object]:
         return {**self.__dict__, "disks": list(self.disks), "macs": list(self.macs)}
@@ -263,17 +278,22 @@ def _one(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest, v
             paths.append(_disk(op, pool, tpl, req, batch, src, vm, i))
         macs = [random_mac(taken) for _ in tpl.domain.devices.interfaces]
         taken.update(macs)
-        doc = clone_domain(tpl, vm, rec, paths, macs, linked=req.linked)
+        doc = clone_domain(tpl, vm, rec, paths, macs, linked=req.linked,
+                           ha_priority=req.ha_mark())
         with op.making(Made("vm", rec.name, f"{vm}/{doc.uuid}")):
             defined = host.define_and_read(doc.to_xml())
+        if req.ha_mark() is not None:
+            remember_new(store, host, rec.name, str(doc.uuid), pool.timeouts.call)
         if req.start:
             Guest.lookup(host, vm).start()
             settle(store, host, str(doc.uuid))  # running now: read its state again
         else:  # what libvirt answered to the define is what it holds
             store.settle_placement(host.label, defined)
     kind = "linked" if req.linked else "full"
-    return Cloned(rec.name, vm, True, f"cloned ({kind})" + (", started" if req.start else ""),
-                  str(doc.uuid), tuple(paths), tuple(macs))
+    mark = req.ha_mark()
+    return Cloned(rec.name, vm, True, f"cloned ({kind})" + (", started" if req.start else "")
+                  + (f", HA priority {mark}" if mark is not None else ""),
+                  str(doc.uuid), tuple(paths), tuple(macs), mark)
 
 
 def _disk(op: Operation, pool: ConnectionPool, tpl: Template, req: CloneRequest,
@@ -301,9 +321,10 @@ def _disk(op: Operation, pool: ConnectionPool, tpl: Template, req: CloneRequest,
 
 
 def clone_domain(tpl: Template, name: str, rec: HostRecord, disks: list[str], macs: list[str],
-                 linked: bool) -> Domain:
+                 linked: bool, ha_priority: int | None = None) -> Domain:
     """The template's hardware as a new VM: new name, UUID, disks and MACs; hostname via the
-    SMBIOS serial; virtfleet's facts saying where it is and which template it came from."""
+    SMBIOS serial; virtfleet's facts saying where it is, which template it came from and, with
+    `ha_priority`, that it is HA (autostart is never copied: a clone starts with it off)."""
     doc = Domain.parse(tpl.domain.to_xml())
     doc.name = name
     doc.uuid = str(uuid.uuid4())
@@ -323,6 +344,7 @@ def clone_domain(tpl: Template, name: str, rec: HostRecord, disks: list[str], ma
     if old is not None:
         facts.app, facts.owner = old.app, old.owner
     facts.site, facts.pod, facts.template = rec.site, rec.pod, tpl.name
+    facts.ha_priority = ha_priority
     doc.set_facts(facts)
     return doc
 

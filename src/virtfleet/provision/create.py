@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from virtfleet.config import virt_type_setting
 from virtfleet.design.policy import Placement, build_domain, choose_virt_type, random_mac
 from virtfleet.design.spec import VMSpec
 from virtfleet.errors import Conflict, HypervisorError, InvalidInput, NotFound
+from virtfleet.ha.definitions import remember
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
 from virtfleet.placement.models import PlacementRequest
@@ -22,6 +24,7 @@ from virtfleet.provision import preflight
 from virtfleet.provision.journal import journaled
 from virtfleet.provision.preflight import Needs, NewVolume
 from virtfleet.provision.reading import Reading
+from virtfleet.virt import ha as vha
 from virtfleet.virt import networks, storage
 from virtfleet.virt.fanout import ConnectionPool, fan_out
 from virtfleet.virt.guest import Guest
@@ -39,6 +42,7 @@ class Created:
     disks: tuple[str, ...]
     macs: tuple[str, ...]
     started: bool
+    ha_priority: int | None = None  # an HA VM's restart priority; None: not HA
 
     def as_json(self) -> dict[str, object]:
         return {**self.__dict__, "disks": list(self.disks), "macs": list(self.macs)}
@@ -106,11 +110,11 @@ def check_name_free(name: str, store: Store, pod_hosts: list[HostRecord],
 def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPool, *,
               start: bool = True, virt_type: str | None = None,
               facts: dict[str, str] | None = None, storage_pool: str = "default",
-              reading: Reading | None = None) -> Created:
-    """Make the VM on `target` (room already claimed by reserve_host), or nothing.
-
-    `reading`: reserve_host's reading of the pod, whose names and MACs were checked there;
-    without one the pod is asked now."""
+              ha_priority: int | None = None, reading: Reading | None = None) -> Created:
+    """Make the VM on `target` (room already claimed by reserve_host), or nothing. With
+    `ha_priority`, an HA VM: marked so in its metadata, autostart off, in the store's HA VMs
+    (as `ha set` leaves one) before it first starts. `reading`: reserve_and_read's reading of
+    the pod, whose names and MACs were checked there; without one the pod is asked now."""
     # The claim goes back if anything fails; on success the VM is recorded as observed and the
     # claim goes (settle): its room stays counted, and nothing outlives the VM.
     with journaled(store, pool, "create", f"{target.name}/{spec.name}",
@@ -154,17 +158,31 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
                 paths.append(storage.create_volume(host, where, vol, d.size_bytes, d.format,
                                                    field=f"{spec.disk_field(i)}.size"))
         placement = Placement(virt_type=vtype, disk_paths=tuple(paths), macs=tuple(macs),
-                              facts={"site": target.site, "pod": target.pod, **(facts or {})})
+                              facts={"site": target.site, "pod": target.pod, **(facts or {})},
+                              ha_priority=ha_priority)
         with op.making(Made("vm", target.name, f"{spec.name}/{placement.uuid}")):
             host.define_domain(build_domain(spec, placement).to_xml())
         guest = Guest.lookup(host, spec.name)
         if spec.autostart:
             guest.set_autostart(True)
+        if ha_priority is not None:
+            remember_new(store, host, target.name, placement.uuid, pool.timeouts.call)
         if start:
             guest.start()
         settle(store, host, placement.uuid)
     return Created(host=target.name, name=spec.name, uuid=placement.uuid, virt_type=vtype,
-                   disks=tuple(paths), macs=tuple(macs), started=start)
+                   disks=tuple(paths), macs=tuple(macs), started=start,
+                   ha_priority=ha_priority)
+
+
+def remember_new(store: Store, host: Host, host_name: str, uuid: str, seconds: float) -> None:
+    """A VM just defined HA goes into the store's HA VMs with its definition, so the
+    controller can restart it even if its host fails before the next sync. Undoing its
+    definition (the journal's "vm" step) forgets it again."""
+    found = vha.definition(host, uuid, seconds)
+    if found is None:
+        raise NotFound(f"{host.label}: the VM {uuid} just defined is gone")
+    remember(store, host, host_name, found, seconds, datetime.now(UTC))
 
 
 def settle(store: Store, host: Host, uuid: str) -> None:

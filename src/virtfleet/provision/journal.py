@@ -128,15 +128,19 @@ def undo(what: Made, store: Store, pool: ConnectionPool) -> None:
         elif what.kind == "vm":
             name, _, uuid = what.ref.partition("/")
             seen = host.domain_by_uuid(uuid)
+            # A VM made HA as it was created goes from the HA records with it (its UUID was
+            # new, so no other VM's record can be this one).
             if seen is None or seen.name != name:
                 # never defined, or gone: a domain of that name now is not ours
                 store.delete_domain(what.host, uuid)
+                store.forget_ha_vm(uuid)
                 return
             guest = Guest.lookup(host, name)
             if guest.is_active():
                 guest.destroy()
             guest.undefine(Removal())
             store.forget_vm(what.host, name, uuid)
+            store.forget_ha_vm(uuid)
         else:
             guest = Guest.lookup(host, what.ref)
             if guest.is_active():

@@ -325,13 +325,16 @@ class FleetFacts(XMLModel):
     TAG = f"{{{VF_NS}}}instance"
     NSMAP: ClassVar[dict[str, str] | None] = {"vf": VF_NS}
     ORDERS = {TAG: tuple(f"{{{VF_NS}}}{t}" for t in
-                         ("site", "pod", "app", "template", "owner", "role"))}
+                         ("site", "pod", "app", "template", "owner", "role", "ha"))}
     site = Text(f"{{{VF_NS}}}site", str)
     pod = Text(f"{{{VF_NS}}}pod", str)
     app = Text(f"{{{VF_NS}}}app", str)
     template = Text(f"{{{VF_NS}}}template", str)  # on a clone: the template it came from
     owner = Text(f"{{{VF_NS}}}owner", str)
     role = Text(f"{{{VF_NS}}}role", str)  # "template" on a sealed template; unset on VMs
+    # <vf:ha priority="N"/>: restarted on another hypervisor of its pod when its own fails
+    # (docs/ha.md); higher priorities first.
+    ha_priority = Attr(f"{{{VF_NS}}}ha", "priority", to_int("ha priority"))
 
 
 class Domain(_DomainPart):
