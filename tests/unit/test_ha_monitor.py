@@ -404,3 +404,37 @@ def test_a_bmc_that_never_answers_is_tried_again_and_counted_on_one_journal_line
     assert len(failed) == 1 and failed[0].detail.endswith("(tried 3 times)"), failed
     assert "its BMC did not answer a status call" in failed[0].detail
     assert env.copy("hv2", WEB01) is None and env.copy("hv3", WEB01) is None
+
+
+def test_what_ha_does_is_told_once_each_for_the_events_stream(env: Env) -> None:
+    told: list[tuple[str, str, str | None, dict[str, object]]] = []
+    monitor = Monitor(env.store, env.pool, env.lost, env.bmcs,
+                      timings=HATimings(grace=10, retry=30), clock=env.clock,
+                      tell=lambda kind, host, vm, data: told.append((kind, host, vm, data)))
+    try:
+        power_loss(env)
+        monitor.run_once()
+        monitor.run_once()  # local01 is still pending: web01's restart is not told again
+        kinds = [(k, h, vm, d.get("state") or d.get("action")) for k, h, vm, d in told]
+        assert kinds[0] == ("host.suspect", "hv1", None, "suspect")
+        assert ("ha.action", "hv1", None, "fenced") in kinds
+        restarts = [(vm, d["on"]) for k, _h, vm, d in told if d.get("action") == "restart"]
+        assert restarts == [("web01", "hv2")]
+        assert kinds.index(("ha.action", "hv1", None, "fenced")) < kinds.index(
+            ("ha.action", "hv1", "web01", "restart"))
+    finally:
+        monitor.close()
+
+
+def test_a_fence_that_fails_is_told_as_a_host_of_unknown_power(env: Env) -> None:
+    told: list[str] = []
+    monitor = Monitor(env.store, env.pool, env.lost, env.bmcs,
+                      timings=HATimings(grace=10, retry=30), clock=env.clock,
+                      tell=lambda kind, host, vm, data: told.append(kind))
+    try:
+        env.bmcs.off_fails.add("hv1")
+        env.lost.hosts["hv1"] = env.clock() - timedelta(seconds=60)
+        monitor.run_once()
+        assert told[0] == "host.suspect" and told[-1] == "host.unknown"
+    finally:
+        monitor.close()

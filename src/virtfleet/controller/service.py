@@ -115,7 +115,13 @@ class Controller:
         # HA (docs/ha.md): fencing and restarts, from this process's view of the fleet.
         self.ha = Monitor(store, self.pool, self, fencer or BmcFencer(store),
                           timings=self.ha_timings, policy=policy,
-                          progress=lambda: self._progress(self.workers["ha"]))
+                          progress=lambda: self._progress(self.workers["ha"]),
+                          tell=self._publish_ha)
+
+    def _publish_ha(self, kind: str, host: str, vm: str | None,
+                    data: dict[str, object]) -> None:
+        rec = next((h for h in self.state.hosts() if h.name == host), None)
+        self.events.publish(kind, host=rec, vm=vm, data=data)
 
     # -- syncing ------------------------------------------------------------------------------
 

@@ -74,11 +74,19 @@ class _Pass:
     bmcs: frozenset[str]  # hosts with a BMC
 
 
+# Who hears what HA does: (event kind, host, vm or None, fields).
+Tell = Callable[[str, str, str | None, dict[str, object]], None]
+
+# A host's HA state as an event kind; every other state is something HA did (ha.action).
+_EVENT_OF = {State.SUSPECT: "host.suspect", State.FENCE_FAILED: "host.unknown"}
+
+
 class Monitor:
     def __init__(self, store: Store, pool: ConnectionPool, liveness: Liveness,
                  fencer: Fencer, *, timings: HATimings | None = None,
                  policy: Policy | None = None, clock: Callable[[], datetime] = now,
-                 progress: Callable[[], None] = lambda: None) -> None:
+                 progress: Callable[[], None] = lambda: None,
+                 tell: Tell | None = None) -> None:
         self.store = store
         self.pool = pool
         self.liveness = liveness
@@ -88,6 +96,9 @@ class Monitor:
                                      retry_seconds=self.timings.retry)
         self.clock = clock
         self.progress = progress
+        # What HA does goes to the controller's events stream (host.suspect, host.unknown,
+        # ha.action) as well as to the journal: the journal is for recovery, events for people.
+        self.tell: Tell = tell or (lambda kind, host, vm, data: None)
         self.restarter = Restarter(store, pool, policy=policy,
                                    retry_seconds=self.timings.retry, clock=clock)
         self.definitions = Definitions(store, pool, clock)
@@ -259,7 +270,12 @@ class Monitor:
             h = h.to(State.RESTARTING, self.clock(), "restarting its HA VMs")
             self._record(rec, Step(h, Action.NONE), None)
         outcomes = self.restarter.run(view, journal)
+        told = {o.uuid for o in self.outcomes.get(rec.name, []) if o.state == "running"}
         self.outcomes[rec.name] = outcomes
+        for o in outcomes:
+            if o.state == "running" and o.uuid not in told:  # a later pass repeats the earlier
+                self.tell("ha.action", rec.name, o.vm,
+                          {"action": "restart", "uuid": o.uuid, "on": o.host})
         pending = [o for o in outcomes if o.state == "pending"]
         total = sum(o.state != "off" for o in outcomes)
         why = "; ".join(f"{o.vm}: {o.detail}" for o in pending[:3])
@@ -272,6 +288,8 @@ class Monitor:
         for s in done.removed:
             log.warning("HA %s: undefined its stale copy of %s (%s)", rec.name, s.vm,
                         s.detail)
+            self.tell("ha.action", rec.name, s.vm,
+                      {"action": "reconcile", "uuid": s.uuid, "detail": s.detail})
         journal = Journal.latest(self.store, rec.name)
         if journal is not None and steps:
             journal.add(*steps)
@@ -305,6 +323,9 @@ class Monitor:
                 log.info("HA %s: ok", rec.name)
             else:
                 log.warning("HA %s: %s (%s)", rec.name, h.state.value, h.detail)
+            if seen is None or seen.ha_enabled:  # without HA, host.down already says it
+                self.tell(_EVENT_OF.get(h.state, "ha.action"), rec.name, None,
+                          {"state": h.state.value, "detail": h.detail})
         self.hosts[rec.name] = h
         if self._saved.get(rec.name, ("ok", "")) != (h.state.value, h.detail):
             self.store.set_ha_host(HAHost(host=rec.name, state=h.state.value,
