@@ -63,9 +63,11 @@ def begin(store: Store, kind: str, target: str, steps: tuple[Made, ...] = ()) ->
 
 
 @contextmanager
-def journaled(store: Store, pool: ConnectionPool, kind: str, target: str) -> Iterator[Operation]:
-    """Run one operation; on any error, undo what it made and say so in the error."""
-    op = begin(store, kind, target)
+def journaled(store: Store, pool: ConnectionPool, kind: str, target: str,
+              steps: tuple[Made, ...] = ()) -> Iterator[Operation]:
+    """Run one operation; on any error, undo what it made and say so in the error. `steps`:
+    what it holds already (its claim), on record in the same write that begins it."""
+    op = begin(store, kind, target, steps)
     try:
         yield op
     except BaseException as exc:  # Ctrl-C halfway must roll back too; the error goes on up
