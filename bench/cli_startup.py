@@ -145,9 +145,9 @@ def main() -> None:
     table = ["| command | median s | range s | over `python -c pass` s | target s |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for key, label in labels.items():
-        secs = cases[key]
+        runs = cases[key]
         target = TARGETS.get(key)
-        table.append(f"| {label} | {med(key):.3f} | {min(secs):.3f}-{max(secs):.3f} | "
+        table.append(f"| {label} | {med(key):.3f} | {min(runs):.3f}-{max(runs):.3f} | "
                      f"{med(key) - base:.3f} | {f'< {target}' if target else '-'} |")
     verdict = [f"- {labels[k]} under {t} s: {'yes' if med(k) < t else 'NO'} ({med(k):.3f} s)"
                for k, t in TARGETS.items()]

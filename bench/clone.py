@@ -209,14 +209,14 @@ def main() -> None:
             print(f"  round {k + 1}: virtfleet {vf_s[-1]:.2f} s ({vf_rpc[-1] / count:.1f} "
                   f"libvirt calls per clone), loop {hand_s[-1]:.2f} s "
                   f"({hand_rpc[-1] / count:.1f} per clone)", flush=True)
-        vf, hand = statistics.median(vf_s), statistics.median(hand_s)
+        vf_t, hand_t = statistics.median(vf_s), statistics.median(hand_s)
         vf_calls = statistics.median(vf_rpc) / count
         hand_calls = statistics.median(hand_rpc) / count
-        print(f"  virtfleet vm clone --count {count}: {vf:.2f} s ({vf / count * 1000:.0f} ms "
+        print(f"  virtfleet vm clone --count {count}: {vf_t:.2f} s ({vf_t / count * 1000:.0f} ms "
               f"each, CLI start-up included; {vf_calls:.1f} libvirt calls per clone)")
-        print(f"  qemu-img create -b + virsh define loop: {hand:.2f} s "
-              f"({hand / count * 1000:.0f} ms each; {hand_calls:.1f} libvirt calls per clone)")
-        print(f"  virtfleet / loop: {vf / hand:.2f}x (target 1.1x)")
+        print(f"  qemu-img create -b + virsh define loop: {hand_t:.2f} s "
+              f"({hand_t / count * 1000:.0f} ms each; {hand_calls:.1f} libvirt calls per clone)")
+        print(f"  virtfleet / loop: {vf_t / hand_t:.2f}x (target 1.1x)")
         if args.linked_only:
             return
         vc = virt_clone(hv.uri, count)
@@ -263,12 +263,13 @@ def main() -> None:
             "| work | run | seconds | per clone | libvirt calls per clone |\n"
             "|---|---|---|---|---|\n"
             f"| {count} linked clones | `virtfleet vm clone --count {count}` (CLI start-up, "
-            f"placement, checks, claims and journal included) | {vf:.2f} "
-            f"({min(vf_s):.2f}-{max(vf_s):.2f}) | {vf / count * 1000:.0f} ms | {vf_calls:.1f} |\n"
+            f"placement, checks, claims and journal included) | {vf_t:.2f} "
+            f"({min(vf_s):.2f}-{max(vf_s):.2f}) | {vf_t / count * 1000:.0f} ms | {vf_calls:.1f} |\n"
             f"| {count} linked clones | bash loop: `qemu-img create -b` + `virsh define` | "
-            f"{hand:.2f} ({min(hand_s):.2f}-{max(hand_s):.2f}) | {hand / count * 1000:.0f} ms | "
+            f"{hand_t:.2f} ({min(hand_s):.2f}-{max(hand_s):.2f}) | "
+            f"{hand_t / count * 1000:.0f} ms | "
             f"{hand_calls:.1f} |\n"
-            f"| | virtfleet / loop | {vf / hand:.2f}x (target 1.1x) | | |\n"
+            f"| | virtfleet / loop | {vf_t / hand_t:.2f}x (target 1.1x) | | |\n"
             f"| {count} clones | `virt-clone` full copies (64 MiB of data) | {vc:.2f} | "
             f"{vc / count * 1000:.0f} ms | |\n"
             f"| full clone, 1 GiB of data | `cp --reflink=auto` (median of 3) | {cp_m:.2f} | | "
