@@ -16,8 +16,10 @@ Usage: .venv/bin/python bench/clone.py [--count N] [--quick] (--quick: N=10, not
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -28,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from record import record  # bench/record.py: the script's own directory is on sys.path
-from virtfleet.inventory.fleetfile import load_fleet
 from virtfleet.inventory.store import Store
 from virtfleet.lab import guest
 from virtfleet.lab.lab import Lab
@@ -48,6 +49,22 @@ LAB = "vfbench"
 POOL = "bench"
 # On the root filesystem, like /var/lib/libvirt/images (not /tmp, which may be a tmpfs).
 POOL_DIR = Path("/var/tmp/virtfleet-bench-clone")
+# libvirt's client logs each RPC it sends (remote program 0x20008086) at info level: the
+# ground truth for how many calls a run made, whoever made them.
+RPC_SENT = re.compile(r"RPC_CLIENT_MSG_TX_QUEUE: .* prog=536903814 .*proc=(\d+)")
+
+
+def rpc_env(log: Path) -> dict[str, str]:
+    """Environment for a process whose libvirt calls are counted afterwards (rpc_calls)."""
+    return {"LIBVIRT_LOG_FILTERS": "1:rpc.netclient 4:*",
+            "LIBVIRT_LOG_OUTPUTS": f"1:file:{log}"}
+
+
+def rpc_calls(log: Path) -> int:
+    if not log.exists():
+        return 0
+    with log.open(errors="replace") as f:
+        return sum(1 for line in f if RPC_SENT.search(line))
 
 
 def sh(argv: list[str], env: dict[str, str] | None = None) -> str:
@@ -80,7 +97,8 @@ def template_domain(name: str, disk: Path, images: guest.GuestImages, *, role: b
     return doc.to_xml()
 
 
-def by_hand(uri: str, tpl: Path, count: int, work: Path) -> float:
+def by_hand(uri: str, tpl: Path, count: int, work: Path,
+            env: dict[str, str] | None = None) -> float:
     """The bash loop an operator writes: overlay, then a copy of the XML with sed, define."""
     xml = work / "hand.xml"
     xml.write_text(Path(work / "hand.in").read_text())
@@ -92,7 +110,7 @@ for i in $(seq 1 {count}); do
 done
 """
     t = time.monotonic()
-    sh(["bash", "-c", script])
+    sh(["bash", "-c", script], env=env)
     return time.monotonic() - t
 
 
@@ -120,6 +138,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--linked-only", action="store_true",
+                    help="only the linked clones and their loop (not recorded)")
+    ap.add_argument("--runs", type=int, default=3, help="rounds of linked clones and loop")
+    ap.add_argument("--profile", type=Path, help="cProfile the first virtfleet run into FILE")
     args = ap.parse_args()
     count = 10 if args.quick else args.count
     images = guest.ensure_images()
@@ -132,8 +154,10 @@ def main() -> None:
     try:
         hv = state.hosts[0]
         assert state.fleet_file is not None
+        # `apply` as an operator runs it: the store, and the declared `default` network made
+        # on the hypervisor (the template's NIC is on it)
+        sh([*CLI, "apply", "-f", state.fleet_file], env=env)
         store = Store(f"sqlite:///{work / 'store.db'}")
-        store.apply(load_fleet(Path(state.fleet_file)))
         tpl, tpl1g = POOL_DIR / "tpl.qcow2", POOL_DIR / "tpl1g.qcow2"
         image(tpl, "256M", "64M")
         image(tpl1g, "1G", "1G")
@@ -148,19 +172,53 @@ def main() -> None:
             hand = template_domain("handxname", POOL_DIR / "x", images, role=False)
             (work / "hand.in").write_text(hand.replace(str(POOL_DIR / "x"), "@DISK@"))
 
-        print(f"{count} linked clones on {hv.name} ({platform.node()}, {os.cpu_count()} CPUs)")
-        t = time.monotonic()
-        out = subprocess.run([*CLI, "vm", "clone", "tpl", "vf", "--count", str(count),
-                              "--host", hv.name, "--cpu-ratio", "64", "--json"], env=env,
-                             capture_output=True, text=True, check=False)
-        vf = time.monotonic() - t
-        if out.returncode != 0:
-            raise SystemExit(f"bench: virtfleet vm clone failed: {out.stderr.strip()}")
-        print(f"  virtfleet vm clone --count {count}: {vf:.2f} s ({vf / count * 1000:.0f} ms "
-              "each, CLI start-up included)")
-        hand_s = by_hand(hv.uri, tpl, count, work)
-        print(f"  qemu-img create -b + virsh define loop: {hand_s:.2f} s "
-              f"({hand_s / count * 1000:.0f} ms each)")
+        print(f"{count} linked clones on {hv.name} ({platform.node()}, {os.cpu_count()} CPUs,"
+              f" load average {os.getloadavg()[0]:.1f})")
+        vf_s, hand_s, vf_rpc, hand_rpc = [], [], [], []
+
+        def vf_run(prefix: str, log: Path, prof: list[str]) -> float:
+            t = time.monotonic()
+            out = subprocess.run([sys.executable, *prof, "-m", "virtfleet.cli.main", "vm",
+                                  "clone", "tpl", prefix, "--count", str(count), "--host",
+                                  hv.name, "--cpu-ratio", "64", "--json"],
+                                 env={**env, **rpc_env(log)}, capture_output=True, text=True,
+                                 check=False)
+            secs = time.monotonic() - t
+            made = json.loads(out.stdout) if out.returncode == 0 and out.stdout else []
+            if len([c for c in made if c.get("ok")]) != count:  # cProfile exits 0 on errors
+                raise SystemExit(f"bench: virtfleet vm clone failed: {out.stderr.strip()}")
+            return secs
+
+        def clear() -> None:
+            """The clones gone, and the store told so (its observations count as used room)."""
+            with Host.open(hv.uri) as h:
+                remove_all(h, {"tpl", "tpl1g", "vcsrc"})
+            sh([*CLI, "sync"], env=env)
+
+        if args.profile:  # one more run, profiled, not counted
+            vf_run("vfprof", work / "prof.log", ["-m", "cProfile", "-o", str(args.profile)])
+            clear()
+        for k in range(args.runs):  # alternated, so load drifts hit both alike
+            log = work / f"vf-{k}.log"
+            vf_s.append(vf_run(f"vf{k}x", log, []))
+            vf_rpc.append(rpc_calls(log))
+            log = work / f"hand-{k}.log"
+            hand_s.append(by_hand(hv.uri, tpl, count, work, {**os.environ, **rpc_env(log)}))
+            hand_rpc.append(rpc_calls(log))
+            clear()
+            print(f"  round {k + 1}: virtfleet {vf_s[-1]:.2f} s ({vf_rpc[-1] / count:.1f} "
+                  f"libvirt calls per clone), loop {hand_s[-1]:.2f} s "
+                  f"({hand_rpc[-1] / count:.1f} per clone)", flush=True)
+        vf_t, hand_t = statistics.median(vf_s), statistics.median(hand_s)
+        vf_calls = statistics.median(vf_rpc) / count
+        hand_calls = statistics.median(hand_rpc) / count
+        print(f"  virtfleet vm clone --count {count}: {vf_t:.2f} s ({vf_t / count * 1000:.0f} ms "
+              f"each, CLI start-up included; {vf_calls:.1f} libvirt calls per clone)")
+        print(f"  qemu-img create -b + virsh define loop: {hand_t:.2f} s "
+              f"({hand_t / count * 1000:.0f} ms each; {hand_calls:.1f} libvirt calls per clone)")
+        print(f"  virtfleet / loop: {vf_t / hand_t:.2f}x (target 1.1x)")
+        if args.linked_only:
+            return
         vc = virt_clone(hv.uri, count)
         print(f"  virt-clone (full copies of the 64 MiB image): {vc:.2f} s "
               f"({vc / count * 1000:.0f} ms each)")
@@ -197,21 +255,29 @@ def main() -> None:
             return
         record("clone", (
             f"`bench/clone.py`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {platform.node()} "
-            f"({os.cpu_count()} CPUs), one lab hypervisor (real libvirtd, qemu driver), "
-            f"storage pool on {fs} ({POOL_DIR}); all figures from the same run."),
-            "| work | run | seconds | per clone |\n|---|---|---|---|\n"
+            f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end, shared "
+            f"with other work), one lab hypervisor (real libvirtd, qemu driver), storage pool "
+            f"on {fs} ({POOL_DIR}); all figures from the same run; linked clones and their "
+            f"loop: median of {args.runs} alternated rounds (range in brackets); libvirt calls "
+            "counted from libvirt's client RPC log."),
+            "| work | run | seconds | per clone | libvirt calls per clone |\n"
+            "|---|---|---|---|---|\n"
             f"| {count} linked clones | `virtfleet vm clone --count {count}` (CLI start-up, "
-            f"placement, checks, claims and journal included) | {vf:.2f} | "
-            f"{vf / count * 1000:.0f} ms |\n"
+            f"placement, checks, claims and journal included) | {vf_t:.2f} "
+            f"({min(vf_s):.2f}-{max(vf_s):.2f}) | {vf_t / count * 1000:.0f} ms | {vf_calls:.1f} |\n"
             f"| {count} linked clones | bash loop: `qemu-img create -b` + `virsh define` | "
-            f"{hand_s:.2f} | {hand_s / count * 1000:.0f} ms |\n"
+            f"{hand_t:.2f} ({min(hand_s):.2f}-{max(hand_s):.2f}) | "
+            f"{hand_t / count * 1000:.0f} ms | "
+            f"{hand_calls:.1f} |\n"
+            f"| | virtfleet / loop | {vf_t / hand_t:.2f}x (target 1.1x) | | |\n"
             f"| {count} clones | `virt-clone` full copies (64 MiB of data) | {vc:.2f} | "
-            f"{vc / count * 1000:.0f} ms |\n"
-            f"| full clone, 1 GiB of data | `cp --reflink=auto` (median of 3) | {cp_m:.2f} | |\n"
+            f"{vc / count * 1000:.0f} ms | |\n"
+            f"| full clone, 1 GiB of data | `cp --reflink=auto` (median of 3) | {cp_m:.2f} | | "
+            "|\n"
             f"| full clone, 1 GiB of data | virtfleet clone, in process | {lib_m:.2f} | "
-            f"{lib_m / cp_m:.2f}x cp |\n"
+            f"{lib_m / cp_m:.2f}x cp | |\n"
             f"| full clone, 1 GiB of data | `virtfleet vm clone --full` CLI | {cli_m:.2f} | "
-            f"{cli_m / cp_m:.2f}x cp |\n\n"
+            f"{cli_m / cp_m:.2f}x cp | |\n\n"
             "Targets: under 100 ms per linked clone and 100 in under 15 s; a full clone within "
             f"1.5x of cp. On {fs} there is no reflink: libvirt copies a qcow2 with "
             "`qemu-img convert`, cp with copy_file_range.")

@@ -9,8 +9,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
 from virtfleet.errors import InvalidInput
 
 DB_ENV = "VIRTFLEET_DB"
@@ -19,6 +17,8 @@ GRAPHICS_PASSWORD_ENV = "VIRTFLEET_GRAPHICS_PASSWORD"
 
 
 def default_db_path() -> Path:
+    import platformdirs  # only when no store is named: not on every command's way
+
     return Path(platformdirs.user_data_dir("virtfleet")) / "virtfleet.db"
 
 

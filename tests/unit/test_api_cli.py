@@ -83,3 +83,13 @@ def test_prune_removes_only_old_entries_and_is_itself_recorded(db: Path) -> None
 def test_a_store_that_cannot_be_opened_is_one_line_not_two(tmp_path: Path) -> None:
     r = run("sqlite:////nonexistent-dir/x/store.db", "user", "add", "alice")
     assert r.code != 0 and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_a_bad_option_of_a_write_is_recorded_denied_with_its_message(db: Path) -> None:
+    """A usage error is answered by the typer root (cli/app.py), which returns 2 instead of
+    raising: the hook still records why."""
+    r = run(db, "vm", "start", "--bogus", "x")
+    assert r.code == 2 and "No such option: --bogus" in r.err
+    entry = run(db, "audit", "--json").json()[-1]
+    assert (entry["action"], entry["result"], entry["status"]) == ("vm start", "denied", 2)
+    assert entry["detail"].startswith("No such option: --bogus")

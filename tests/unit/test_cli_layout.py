@@ -69,7 +69,16 @@ def command_lengths(sources: dict[str, str]) -> dict[str, int]:
 
 
 def _cli_sources() -> dict[str, str]:
-    return {p.stem: p.read_text() for p in sorted(CLI.glob("*.py"))}
+    """Every cli/ module, and the registrations the command table (cli/commands.py) makes at
+    run time, written out as the calls an eagerly built root would make."""
+    from virtfleet.cli.commands import COMMANDS
+
+    table = [f"app.command({name!r})({e.module}.{e.attr})" for name, e in COMMANDS.items()
+             if not e.group]
+    table += [f"app.command({sub!r})({module}.{func})" for e in COMMANDS.values()
+              for sub, module, func in e.extra]
+    return {p.stem: p.read_text() for p in sorted(CLI.glob("*.py"))} | {
+        "<commands table>": "\n".join(table) + "\n"}
 
 
 def test_every_command_body_fits_on_a_screen() -> None:

@@ -97,6 +97,22 @@ def test_fan_out_returns_every_host_and_names_each_failure(tmp_path: Path) -> No
     assert len(vms) == 6 and {v.pod for v in vms} == {"or-pod1", "or-pod2"}
 
 
+def test_hung_hosts_do_not_keep_their_workers_from_the_rest(tmp_path: Path) -> None:
+    """fan_out runs `concurrency` workers: each one a hung host holds is replaced when the host
+    is given up, so the hosts after them are still asked (none wrongly timed out)."""
+    with silent_server() as port:
+        hosts = [host(f"hung{i}", f"qemu+tcp://{where}:{port}/system")
+                 for i, where in enumerate(("127.0.0.1", "localhost"))]
+        hosts += [host(f"hv{i}", node_uri(tmp_path, "two-vms.xml", f"hv{i}.xml"))
+                  for i in range(5)]
+        pool = ConnectionPool(Timeouts(connect=30, call=0.5))
+        results = fan_out(hosts, domains_of, pool, concurrency=2)
+        pool.close()
+    assert [r.host.name for r in results] == [h.name for h in hosts]
+    assert [type(r.error).__name__ for r in results[:2]] == ["OperationTimeout"] * 2
+    assert all(r.ok and len(r.value or []) == 3 for r in results[2:])
+
+
 def test_pool_reuses_connections_and_reopens_dead_ones(tmp_path: Path) -> None:
     rec = host("hv1", node_uri(tmp_path, "two-vms.xml"))
     pool = ConnectionPool()

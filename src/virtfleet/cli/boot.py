@@ -6,9 +6,9 @@ import logging
 import re
 import signal
 import sys
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -17,9 +17,6 @@ from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import Json, Site
 from virtfleet.cli.output import emit, emit_json, table
 from virtfleet.errors import InvalidInput, VirtfleetError
-
-if TYPE_CHECKING:
-    from virtfleet.inventory.installs import InstallRecord
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Network installs: DHCP, PXE/iPXE/GRUB, Kickstart, HAProxy configs; the "
@@ -202,31 +199,9 @@ def _escape_controls(record: logging.LogRecord) -> bool:
     return True
 
 
-def _when(value: datetime | None) -> str:
-    return f"{value:%Y-%m-%d %H:%M:%S}" if value is not None else "-"
-
-
 @app.command("status")
 def status(ctx: typer.Context, json: Json = False) -> None:
     """Every network install `boot serve` knows: its state, when it got there, any error."""
-    rows = app_context(ctx).store().installs()
-    if json:  # JSON escapes control characters itself
-        emit_json([r.as_json() for r in rows])
-        return
-    def since(r: InstallRecord) -> datetime | None:
-        return getattr(r, f"{r.state}_at")  # type: ignore[no-any-return]
-    def check(r: InstallRecord) -> str:
-        if r.check_ok is None:
-            return "-"
-        return "ok" if r.check_ok else f"failed: {r.check_detail}"
-    from virtfleet.boot.text import printable  # rows written before escaping was stored
+    from virtfleet.cli.bootstatus import show
 
-    emit(table(["Host", "MAC", "Site", "Pod", "State", "Since (UTC)", "Check", "Refused",
-                "429s", "Error"],
-               [[printable(str(v)) for v in (
-                   r.host, r.mac, r.site, r.pod, r.state, _when(since(r)), check(r), r.refused,
-                   r.limited, r.error or "-")] for r in rows]))
-    refused, limited = sum(r.refused for r in rows), sum(r.limited for r in rows)
-    if refused or limited:
-        emit(f"Requests naming these hosts: {refused} refused, {limited} answered 429 (too "
-             "many refusals); boot serve's log has the clients\n")
+    show(app_context(ctx), json=json)

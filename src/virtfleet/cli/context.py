@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import typer
-
 from virtfleet.config import db_url
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # neither is imported on the quick paths (cli/quick.py)
+    import typer
+
     from virtfleet.inventory.store import Store
 
 

@@ -9,17 +9,12 @@ Rows from the controller and the store carry `observed_at`, and the table shows 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
 from virtfleet.cli.context import app_context
-from virtfleet.cli.fields import options_named
 from virtfleet.cli.options import Group, HostOpt, Json, Pod, Site
-from virtfleet.cli.output import age, emit, emit_json, report_failures, table, warn
-from virtfleet.cli.progress import step_progress
-from virtfleet.errors import InvalidInput
 from virtfleet.inventory.records import STATES
 
 
@@ -38,33 +33,9 @@ def list_vms(
     json: Json = False,
 ) -> None:
     """Every VM of the fleet with its state, like `virsh list --all` on every hypervisor."""
-    from virtfleet.fleet.overview import ListRequest, OverviewService
+    from virtfleet.cli.fleetlist import show
 
-    if live and cached:
-        raise InvalidInput("--cached", "cannot be combined with --live")
-    actx = app_context(ctx)
-    req = ListRequest(site, pod, host, group, state,
-                      source="live" if live else "store" if cached else "auto")
-    with options_named({"state": "--state"}), step_progress() as tick:
-        found = OverviewService(actx.db_url, actx.store).list_vms(req, progress=tick)
-    for note in found.notes:
-        warn(note)
-    rows = found.vms
-    if json:
-        emit_json(list(rows))
-    else:
-        now = datetime.now(UTC)
-        seen = found.source != "live"
-        headers = ["Site", "Pod", "Host", "Id", "Name", "State", "vCPUs", "Memory"]
-        emit(table(headers + (["Age"] if seen else []), [
-            [v["site"], v["pod"], v["host"], v["id"], v["name"], v["state"], v["vcpus"],
-             f"{v['memory_mib']} MiB"]
-            + ([age(datetime.fromisoformat(v["observed_at"]), now)] if seen else [])
-            for v in rows]))
-        hosts = len({v["host"] for v in rows})
-        where = {"controller": "from the controller", "live": "read live",
-                 "store": "from the store"}[found.source]
-        warn(f"{len(rows)} VMs on {hosts} hypervisors, {where}")
-    report_failures(found.failed)
-    if found.failed:
-        raise typer.Exit(1)
+    code = show(app_context(ctx), site=site, pod=pod, host=host, group=group, state=state,
+                live=live, cached=cached, json=json)
+    if code:
+        raise typer.Exit(code)

@@ -8,7 +8,7 @@ and `virtfleet audit` reads it back.
     audit.prune(PruneRequest(before=a_year_ago))
 
 `record` is the one function both callers use: the controller's audited routes
-(controller/audited.py) and the CLI's hook (cli/audit.py), which covers commands that go to
+(controller/audited.py) and the CLI's hook (cli/audithook.py), which covers commands that go to
 libvirt directly without any controller. Secrets are masked on the way in (graphics and BMC
 passwords, tokens, credentials), whatever the caller passed. The log is append-only (the
 store refuses updates); only `prune`, admin's retention, removes entries. A prune is a write

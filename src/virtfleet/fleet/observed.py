@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from virtfleet.errors import NotFound
 from virtfleet.inventory.records import DomainRecord, HostRecord, HostStatus
-from virtfleet.inventory.store import Store
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host
+
+if TYPE_CHECKING:  # the store only as a type: a cold list reads hosts without SQLAlchemy
+    from virtfleet.inventory.store import Store
 
 Seen = HostResult[list[DomainRecord]]
 

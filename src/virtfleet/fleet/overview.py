@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from virtfleet.errors import HostUnavailable, InvalidInput, NotFound
-from virtfleet.inventory.records import STATES, HostFailure
+from virtfleet.inventory.records import STATES, HostFailure, HostRecord
 
 if TYPE_CHECKING:
     from virtfleet.fleet.scope import Progress
@@ -123,11 +123,23 @@ class OverviewService:
         from virtfleet.fleet.observed import observe
         from virtfleet.fleet.queries import counting, failures, fleet_vms
 
-        hosts = self.store().hypervisors(**req.scope)
+        hosts = self._hosts(req)
         results = observe(hosts, progress=counting(progress, "list", len(hosts)))
         rows = tuple(v.as_json() for v in fleet_vms(results)
                      if req.state is None or v.domain.state == req.state)
         return VMList(rows, tuple(failures(results)), "live", tuple(notes))
+
+    def _hosts(self, req: ListRequest) -> list[HostRecord]:
+        """The hypervisors in scope: from a SQLite store with sqlite3 when it can be (a cold
+        list then never imports SQLAlchemy), else from the Store."""
+        import sqlite3
+
+        from virtfleet.inventory.topology_sqlite import hypervisors_from_sqlite
+
+        try:
+            return hypervisors_from_sqlite(self.db_url, **req.scope)
+        except sqlite3.Error:
+            return self.store().hypervisors(**req.scope)
 
     def _from_store(self, req: ListRequest) -> VMList:
         store = self.store()

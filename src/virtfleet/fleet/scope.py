@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, Self, TypeVar, cast
 
 from virtfleet.errors import InvalidInput, NotFound, VirtfleetError
 from virtfleet.inventory.records import HostFailure, HostRecord
-from virtfleet.inventory.store import Store
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host
+
+if TYPE_CHECKING:  # the store only as a type: a cold list reads hosts without SQLAlchemy
+    from virtfleet.inventory.store import Store
 
 T = TypeVar("T")
 

@@ -26,7 +26,7 @@ from virtfleet.fleet.locate import VMFinder, locate_vm, lock_key
 from virtfleet.fleet.scope import Progress, Scope
 from virtfleet.ha.definitions import requested_mark
 from virtfleet.inventory.records import HostFailure, HostRecord
-from virtfleet.provision.create import Created, create_vm, reserve_host
+from virtfleet.provision.create import Created, create_vm, reserve_and_read
 from virtfleet.provision.locks import vm_lock
 from virtfleet.provision.remove import undefine_vm
 from virtfleet.provision.templates import is_template
@@ -388,13 +388,14 @@ class VMService(VMFinder):
         it goes and each step the journal records."""
         spec = req.check()
         with vm_lock(self.store, f"create/{spec.name}", "create"):  # two creates of one name
-            target = reserve_host(self.store, self.pool, spec, host=req.host, site=req.site,
-                                  pod=req.pod, group=req.app, policy=self.policy)
+            target, reading = reserve_and_read(self.store, self.pool, spec, host=req.host,
+                                               site=req.site, pod=req.pod, group=req.app,
+                                               policy=self.policy)
             if progress is not None:
                 progress(f"placed {spec.name} on {target.name}")
             return create_vm(spec, target, self.store, self.pool, start=req.start,
                              virt_type=req.virt_type, facts=req.facts, progress=progress,
-                             ha_priority=req.ha_mark())
+                             ha_priority=req.ha_mark(), reading=reading)
 
     def undefine(self, req: UndefineRequest) -> Undefined:
         """Undefine a shut-off VM and the volumes named (provision/remove.py)."""

@@ -154,3 +154,53 @@ class OperationRecord:
     state: str
     steps: tuple[Made, ...]
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """A hypervisor with a `provision` section: what `boot serve` may install."""
+
+    host: str
+    mac: str
+    site: str
+    pod: str
+    profile: str
+
+
+@dataclass(frozen=True)
+class InstallRecord:
+    host: str
+    mac: str
+    site: str
+    pod: str
+    profile: str
+    state: str
+    token_hash: str | None
+    token_expires_at: datetime | None
+    planned_at: datetime
+    booting_at: datetime | None
+    installing_at: datetime | None
+    installed_at: datetime | None
+    enrolled_at: datetime | None
+    failed_at: datetime | None
+    updated_at: datetime
+    error: str
+    check_ok: bool | None
+    check_detail: str
+    refused: int = 0  # requests naming this host that boot serve refused
+    limited: int = 0  # ...and those it answered 429 (too many refusals)
+
+    def as_json(self) -> dict[str, object]:
+        """Everything but the token's hash: status output never carries secrets."""
+        def iso(v: datetime | None) -> str | None:
+            return v.isoformat() if v is not None else None
+        return {
+            "host": self.host, "mac": self.mac, "site": self.site, "pod": self.pod,
+            "profile": self.profile, "state": self.state,
+            "planned_at": iso(self.planned_at), "booting_at": iso(self.booting_at),
+            "installing_at": iso(self.installing_at), "installed_at": iso(self.installed_at),
+            "enrolled_at": iso(self.enrolled_at), "failed_at": iso(self.failed_at),
+            "updated_at": iso(self.updated_at), "token_expires_at": iso(self.token_expires_at),
+            "error": self.error, "check_ok": self.check_ok, "check_detail": self.check_detail,
+            "refused": self.refused, "limited": self.limited,
+        }

@@ -15,7 +15,7 @@ import dataclasses
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from virtfleet.design.policy import random_mac
@@ -27,7 +27,6 @@ from virtfleet.placement.models import PlacementRequest, VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.provision.create import (
     not_claimed,
-    pod_macs,
     preflight_scope,
     remember_new,
     reserve_hosts,
@@ -36,6 +35,7 @@ from virtfleet.provision.create import (
 from virtfleet.provision.journal import Operation, begin, journaled, undo_steps
 from virtfleet.provision.locks import vm_lock
 from virtfleet.provision.preflight import Needs, NewVolume
+from virtfleet.provision.reading import Reading
 from virtfleet.provision.templates import Template, file_disks, find_template
 from virtfleet.validate import check_name
 from virtfleet.virt import storage
@@ -161,8 +161,9 @@ def clone(store: Store, pool: ConnectionPool, req: CloneRequest,
     only = _candidates(store, pool, tpl, req)
     scope = store.hypervisors(host=req.host) if req.host else store.hypervisors(
         site=req.site, pod=pod)
-    fitting, done = preflight_scope(store, pool, _needs(tpl, req, names, scope), host=req.host,
-                                    site=req.site, pod=pod, clones_of=tpl.name, only=only)
+    fitting, done, reading = preflight_scope(store, pool, _needs(tpl, req, names, scope),
+                                             host=req.host, site=req.site, pod=pod,
+                                             clones_of=tpl.name, only=only)
     todo = [n for n in names if n not in done]
     not_claimed(store, todo)
     out: list[Cloned] = []
@@ -173,15 +174,16 @@ def clone(store: Store, pool: ConnectionPool, req: CloneRequest,
         shape = VMShape(vcpus=vcpus, memory_mib=max(1, memory_kib // 1024))
         request = PlacementRequest(name=req.name, names=tuple(todo), count=len(todo),
                                    site=req.site, pod=pod, shape=shape)
-        _make(store, pool, tpl, req, request, fitting, out, progress, policy)
+        _make(store, pool, tpl, req, request, fitting, reading, out, progress, policy)
     order = {n: i for i, n in enumerate(names)}
     return sorted(out, key=lambda c: order[c.name])
 
 
 def _make(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest,
-          request: PlacementRequest, fitting: set[str], out: list[Cloned],
+          request: PlacementRequest, fitting: set[str], reading: Reading, out: list[Cloned],
           progress: Callable[[Cloned], None], policy: Policy | None) -> None:
-    placed = reserve_hosts(store, pool, request, host=req.host, only=fitting, policy=policy)
+    placed = reserve_hosts(store, pool, request, host=req.host, only=fitting, policy=policy,
+                           reading=reading)
     # The batch's claims go on record at once: if the process is killed, `ops cleanup` gives
     # back the room of the clones never made (a finished clone's claim was settled already,
     # so releasing it again does nothing).
@@ -192,7 +194,7 @@ def _make(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest,
     try:
         taken: set[str] = set()
         for pod in sorted({rec.pod for _vm, rec in placed}):
-            taken |= pod_macs(store.hypervisors(pod=pod), pool)
+            taken |= reading.macs(store.hypervisors(pod=pod))
         # Linked clones hold the template while they are made: `template delete` takes the
         # same lock, so it cannot remove the image between its check for clones and a new
         # overlay.
@@ -227,13 +229,38 @@ def _existing(store: Store, pool: ConnectionPool, host_name: str, vm: str,
                   tuple(str(i.mac) for i in d.devices.interfaces if i.mac))
 
 
+@dataclass
+class _Batch:
+    """What the clones on one host share: the template's images as that host sees them and
+    the pools their overlays go into, each looked up once for the batch."""
+
+    host: Host
+    sources: dict[int, storage.VolumeInfo] = field(default_factory=dict)  # disk -> volume
+    pools: dict[str, storage.OverlayPool] = field(default_factory=dict)
+
+    def source(self, i: int, path: str) -> storage.VolumeInfo:
+        if i not in self.sources:
+            here = storage.volume_at(self.host, path)
+            assert here is not None  # _candidates chose only hosts that see it
+            self.sources[i] = here
+        return self.sources[i]
+
+    def pool(self, name: str) -> storage.OverlayPool:
+        if name not in self.pools:
+            self.pools[name] = storage.OverlayPool(self.host, name)
+        return self.pools[name]
+
+
 def _each(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest,
           placed: list[tuple[str, HostRecord]], taken: set[str], out: list[Cloned],
           progress: Callable[[Cloned], None]) -> None:
+    batches: dict[str, _Batch] = {}
     for vm, rec in placed:
         try:
             with vm_lock(store, f"create/{vm}", "clone"):
-                made = _one(store, pool, tpl, req, vm, rec, taken)
+                if rec.name not in batches:
+                    batches[rec.name] = _Batch(pool.get(rec))
+                made = _one(store, pool, tpl, req, vm, rec, taken, batches[rec.name])
         except VirtfleetError as exc:
             store.release_placement(rec.name, vm)  # no-op when the rollback already did
             made = Cloned(rec.name, vm, False, exc.message)
@@ -242,24 +269,26 @@ def _each(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest,
 
 
 def _one(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest, vm: str,
-         rec: HostRecord, taken: set[str]) -> Cloned:
-    with journaled(store, pool, "clone", f"{rec.name}/{vm}") as op:
-        op.made(Made("claim", rec.name, vm))
-        host = pool.get(rec)
+         rec: HostRecord, taken: set[str], batch: _Batch) -> Cloned:
+    with journaled(store, pool, "clone", f"{rec.name}/{vm}",
+                   (Made("claim", rec.name, vm),)) as op:
+        host = batch.host
         paths = []
         for i, src in enumerate(tpl.disks):
-            paths.append(_disk(op, pool, tpl, req, host, src, vm, i))
+            paths.append(_disk(op, pool, tpl, req, batch, src, vm, i))
         macs = [random_mac(taken) for _ in tpl.domain.devices.interfaces]
         taken.update(macs)
         doc = clone_domain(tpl, vm, rec, paths, macs, linked=req.linked,
                            ha_priority=req.ha_mark())
         with op.making(Made("vm", rec.name, f"{vm}/{doc.uuid}")):
-            host.define_domain(doc.to_xml())
+            defined = host.define_and_read(doc.to_xml())
         if req.ha_mark() is not None:
             remember_new(store, host, rec.name, str(doc.uuid), pool.timeouts.call)
         if req.start:
             Guest.lookup(host, vm).start()
-        settle(store, host, str(doc.uuid))
+            settle(store, host, str(doc.uuid))  # running now: read its state again
+        else:  # what libvirt answered to the define is what it holds
+            store.settle_placement(host.label, defined)
     kind = "linked" if req.linked else "full"
     mark = req.ha_mark()
     return Cloned(rec.name, vm, True, f"cloned ({kind})" + (", started" if req.start else "")
@@ -267,16 +296,16 @@ def _one(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest, v
                   str(doc.uuid), tuple(paths), tuple(macs), mark)
 
 
-def _disk(op: Operation, pool: ConnectionPool, tpl: Template, req: CloneRequest, host: Host,
-          src: storage.VolumeInfo, vm: str, i: int) -> str:
+def _disk(op: Operation, pool: ConnectionPool, tpl: Template, req: CloneRequest,
+          batch: _Batch, src: storage.VolumeInfo, vm: str, i: int) -> str:
     suffix = "qcow2" if req.linked else (src.format or "raw")
     name = f"{vm}.{suffix}" if i == 0 else f"{vm}-disk{i}.{suffix}"
+    host = batch.host
     if req.linked:
-        here = storage.volume_at(host, src.path)
-        assert here is not None  # _candidates chose only hosts that see it
+        here = batch.source(i, src.path)
         backing = dataclasses.replace(here, format=src.format)  # declared, never probed
         with op.making(Made("poolvol", host.label, f"{here.pool}/{name}")):
-            return storage.create_overlay(host, here.pool, name, backing)
+            return batch.pool(here.pool).create(name, backing)
     if host.label == tpl.record.name:
         target = req.pool or src.pool
         with op.making(Made("poolvol", host.label, f"{target}/{name}")):

@@ -23,6 +23,7 @@ from virtfleet.placement.policy import Policy
 from virtfleet.provision import preflight
 from virtfleet.provision.journal import journaled
 from virtfleet.provision.preflight import Needs, NewVolume
+from virtfleet.provision.reading import Reading
 from virtfleet.virt import ha as vha
 from virtfleet.virt import networks, storage
 from virtfleet.virt.fanout import ConnectionPool, fan_out
@@ -110,24 +111,26 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
               start: bool = True, virt_type: str | None = None,
               facts: dict[str, str] | None = None, storage_pool: str = "default",
               progress: Callable[[str], None] | None = None,
-              ha_priority: int | None = None) -> Created:
+              ha_priority: int | None = None, reading: Reading | None = None) -> Created:
     """Make the VM on `target` (room already claimed by reserve_host), or nothing.
     `progress` hears each step as the journal records it, and the start. With
     `ha_priority`, an HA VM: marked so in its metadata, autostart off, in the store's HA VMs
-    (as `ha set` leaves one) before it first starts."""
+    (as `ha set` leaves one) before it first starts. `reading`: reserve_and_read's reading of
+    the pod, whose names and MACs were checked there; without one the pod is asked now."""
     say = progress or (lambda _what: None)
+    # The claim goes back if anything fails; on success the VM is recorded as observed and the
+    # claim goes (settle): its room stays counted, and nothing outlives the VM.
     with journaled(store, pool, "create", f"{target.name}/{spec.name}",
+                   (Made("claim", target.name, spec.name),),
                    on_step=lambda m: say(f"recorded {m.describe()}")) as op:
-        # The claim goes back if anything fails; on success the VM is recorded as observed
-        # and the claim goes (settle): its room stays counted, and nothing outlives the VM.
-        op.made(Made("claim", target.name, spec.name))
         pod_hosts = store.hypervisors(pod=target.pod)
-        check_name_free(spec.name, store, pod_hosts, pool)
+        if reading is None:
+            check_name_free(spec.name, store, pod_hosts, pool)
         host = pool.get(target)
         caps = parse_capabilities(host.capabilities_xml())
         kvm_usable = "kvm" in caps.virt_types and _kvm_usable(host)
         vtype = choose_virt_type(virt_type or virt_type_setting(), caps.virt_types, kvm_usable)
-        taken = pod_macs(pod_hosts, pool)
+        taken = pod_macs(pod_hosts, pool) if reading is None else reading.macs(pod_hosts)
         macs = []
         for i, nic in enumerate(spec.nics):
             if nic.mac is not None:
@@ -239,7 +242,17 @@ def needs_of(spec: VMSpec, storage_pool: str = "default") -> Needs:
 def reserve_host(store: Store, pool: ConnectionPool, spec: VMSpec, *, host: str | None,
                  site: str | None, pod: str | None, group: str | None,
                  policy: Policy | None = None, storage_pool: str = "default") -> HostRecord:
-    """The hypervisor for a new VM, with room claimed for it in the store.
+    """The hypervisor for a new VM, with room claimed for it in the store (reserve_and_read)."""
+    return reserve_and_read(store, pool, spec, host=host, site=site, pod=pod, group=group,
+                            policy=policy, storage_pool=storage_pool)[0]
+
+
+def reserve_and_read(store: Store, pool: ConnectionPool, spec: VMSpec, *, host: str | None,
+                     site: str | None, pod: str | None, group: str | None,
+                     policy: Policy | None = None, storage_pool: str = "default"
+                     ) -> tuple[HostRecord, Reading]:
+    """The hypervisor for a new VM, with room claimed for it in the store, and the reading of
+    the hosts it was chosen among (for create_vm's name and MAC rules).
 
     The cheap, certain checks come first, on every host in scope at once (the name is free,
     the pools, room for the disks, networks and bridges are there): a wrong pool is reported
@@ -248,21 +261,23 @@ def reserve_host(store: Store, pool: ConnectionPool, spec: VMSpec, *, host: str 
     from virtfleet.placement.models import PlacementRequest, VMShape
 
     not_claimed(store, [spec.name])
-    only = preflight_scope(store, pool, needs_of(spec, storage_pool), host=host, site=site,
-                           pod=pod, clones_of=None)[0]
+    only, _done, reading = preflight_scope(store, pool, needs_of(spec, storage_pool),
+                                           host=host, site=site, pod=pod, clones_of=None)
     [(_vm, record)] = reserve_hosts(store, pool, PlacementRequest(
         name=spec.name, shape=VMShape(vcpus=spec.vcpus, memory_mib=spec.memory_mib),
         group=_enforced(store, group), site=site, pod=pod), host=host, only=only,
-        policy=policy)
-    return record
+        policy=policy, reading=reading)
+    return record, reading
 
 
 def preflight_scope(store: Store, pool: ConnectionPool, needs: Needs, *, host: str | None,
                     site: str | None, pod: str | None, clones_of: str | None,
-                    only: set[str] | None = None) -> tuple[set[str], dict[str, str]]:
+                    only: set[str] | None = None
+                    ) -> tuple[set[str], dict[str, str], Reading]:
     """Run the preflight (provision/preflight.py) over the hosts a new VM may go to, and the
-    name rule over them and their pods. Returns the hosts that can take the VMs, and the names
-    that already exist as clones of `clones_of` (name -> host; a re-run's finished work).
+    name rule over them and their pods. Returns the hosts that can take the VMs, the names
+    that already exist as clones of `clones_of` (name -> host; a re-run's finished work), and
+    the reading of those hosts, for placement and the MAC rule (reserve_hosts, pod_macs).
     Raises what the first host lacks if none can, or Conflict for a name taken otherwise."""
     if host is not None:
         [record] = store.hypervisors(host=host)
@@ -274,7 +289,7 @@ def preflight_scope(store: Store, pool: ConnectionPool, needs: Needs, *, host: s
     candidates = {r.name for r in scope}
     if only is not None:
         candidates &= only
-    fits = preflight.fit(names_on, candidates, needs, pool)
+    fits, reading = preflight.fit(names_on, candidates, needs, pool)
     done: dict[str, str] = {}
     for f in fits:
         for name, template in sorted(f.existing.items()):
@@ -286,12 +301,13 @@ def preflight_scope(store: Store, pool: ConnectionPool, needs: Needs, *, host: s
     for name in needs.names:
         if name not in done:
             not_observed(store, name, answered)
-    return preflight.only_fitting(fits, candidates, where), done
+    return preflight.only_fitting(fits, candidates, where), done, reading
 
 
 def reserve_hosts(store: Store, pool: ConnectionPool, request: PlacementRequest, *,
                   host: str | None, only: set[str] | None = None,
-                  policy: Policy | None = None) -> list[tuple[str, HostRecord]]:
+                  policy: Policy | None = None,
+                  reading: Reading | None = None) -> list[tuple[str, HostRecord]]:
     """Hypervisors for every member of `request`, with room claimed for each in the store.
 
     --host is checked against that host's capacity; --pod/--site ask the scheduler (filters,
@@ -299,17 +315,21 @@ def reserve_hosts(store: Store, pool: ConnectionPool, request: PlacementRequest,
     image). Claims are made in one locked transaction, so two operations at once never
     overbook a host; the operation that made them gives them back if it fails, or settles
     them once its VM is defined (Store.settle_placement). The names were checked by the
-    caller (preflight_scope, not_claimed), before any room is held.
+    caller (preflight_scope, not_claimed), before any room is held. `reading`: the
+    preflight's reading of the same hosts, used instead of asking them again.
     """
-    from virtfleet.provision.schedule import live_fleet, place_and_claim
+    from virtfleet.provision.schedule import fleet_from, live_fleet, place_and_claim
 
     if host is not None:
         [record] = store.hypervisors(host=host)
-        fleet = live_fleet(store, pod=record.pod, pool=pool)
+        fleet = (fleet_from(store, reading) if reading is not None
+                 else live_fleet(store, pod=record.pod, pool=pool))
         if not any(h.name == host for h in fleet.hosts):
             why = next((f.message for f in fleet.failed if f.host == host), "no answer")
             raise HypervisorError(f"{host}: cannot check its capacity ({why})")
         only = {host} if only is None else only & {host}
+    elif reading is not None:
+        fleet = fleet_from(store, reading)
     else:
         fleet = live_fleet(store, site=request.site, pod=request.pod, pool=pool)
     if only is not None:

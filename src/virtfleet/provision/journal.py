@@ -60,19 +60,26 @@ class Operation:
 
 def begin(store: Store, kind: str, target: str, steps: tuple[Made, ...] = (),
           on_step: Callable[[Made], None] | None = None) -> Operation:
-    """Put an operation on record, with what it has made already (a batch's claims)."""
+    """Put an operation on record, with what it has made already (a batch's claims, a
+    create's claim); `on_step` hears of those once they are on record, then of each step."""
     record = OperationRecord(id=uuid.uuid4().hex, kind=kind, target=target,
                              hostname=socket.gethostname(), pid=os.getpid(),
                              started_at=datetime.now(UTC), state="running", steps=steps)
     store.begin_operation(record)
+    if on_step is not None:
+        for step in steps:
+            on_step(step)
     return Operation(store, record, on_step)
 
 
 @contextmanager
 def journaled(store: Store, pool: ConnectionPool, kind: str, target: str,
+              steps: tuple[Made, ...] = (),
               on_step: Callable[[Made], None] | None = None) -> Iterator[Operation]:
-    """Run one operation; on any error, undo what it made and say so in the error."""
-    op = begin(store, kind, target, on_step=on_step)
+    """Run one operation; on any error, undo what it made and say so in the error. `steps`:
+    what it holds already (its claim), on record in the same write that begins it; `on_step`
+    hears of those and of each step after (the API's operation progress)."""
+    op = begin(store, kind, target, steps, on_step)
     try:
         yield op
     except BaseException as exc:  # Ctrl-C halfway must roll back too; the error goes on up

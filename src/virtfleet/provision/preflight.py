@@ -1,6 +1,7 @@
 """Cheap, certain checks before the scheduler: on each hypervisor in scope, in one fan-out,
 whether the new VMs' names are free and whether the host has what they need (storage pools,
-room for new disks, networks, bridges).
+room for new disks, networks, bridges). The names come from the call's one reading of each
+host (provision/reading.py), taken in the same visit.
 
 A wrong pool or bridge is then reported as what it is, not as "CoreFilter removed 1", and the
 scheduler only places among hosts that can take the VMs. Nothing is made and no room is held.
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 
 from virtfleet.errors import Conflict, HypervisorError, InvalidInput, NotFound, VirtfleetError
 from virtfleet.inventory.records import HostRecord
+from virtfleet.provision.reading import Reading, read_hosts
 from virtfleet.virt import networks, storage
-from virtfleet.virt.fanout import ConnectionPool, fan_out
-from virtfleet.virt.guest import Guest
+from virtfleet.virt.fanout import ConnectionPool
 from virtfleet.virt.host import Host
 
 
@@ -51,15 +52,6 @@ class HostFit:
     problem: VirtfleetError | None
     existing: dict[str, str | None] = field(default_factory=dict)
     answered: bool = True  # its domains were listed (else the names are unchecked there)
-
-
-def _existing(h: Host, names: set[str]) -> dict[str, str | None]:
-    found = {}
-    for d in h.list_domains():
-        if d.name in names:
-            facts = Guest.lookup(h, d.name).domain().facts
-            found[d.name] = facts.template if facts is not None else None
-    return found
 
 
 def _bridges(h: Host, nets: list[networks.NetworkInfo]) -> set[str] | None:
@@ -102,23 +94,22 @@ def lacks(h: Host, needs: Needs) -> VirtfleetError | None:
 
 
 def fit(hosts: list[HostRecord], candidates: set[str], needs: Needs,
-        pool: ConnectionPool) -> list[HostFit]:
-    """Each host's answer: the names on all of `hosts`, the rest on `candidates` only. A host
-    that does not answer gets its error as the problem."""
+        pool: ConnectionPool) -> tuple[list[HostFit], Reading]:
+    """Each host's answer: the names on all of `hosts`, the rest on `candidates` only; and the
+    reading it came from (provision/reading.py), which placement and the MAC rule use too. A
+    host that does not answer gets its error as the problem."""
     wanted = set(needs.names)
-
-    def check(h: Host) -> HostFit:
-        found = _existing(h, wanted)
-        return HostFit(h.label, lacks(h, needs) if h.label in candidates else None, found)
-
+    reading = read_hosts(hosts, pool,
+                         lambda h: lacks(h, needs) if h.label in candidates else None)
     out = []
-    for r in fan_out(hosts, check, pool):
+    for r in reading.results:
         if r.value is not None:
-            out.append(r.value)
+            found = {n: t for n, t in sorted(r.value.templates.items()) if n in wanted}
+            out.append(HostFit(r.host.name, r.value.lack, found))
         else:
             assert r.error is not None
             out.append(HostFit(r.host.name, r.error, answered=False))
-    return out
+    return out, reading
 
 
 def only_fitting(fits: list[HostFit], candidates: set[str], where: str) -> set[str]:

@@ -19,7 +19,8 @@ from virtfleet.inventory.store import Store
 from virtfleet.placement.models import HostState, PlacementRequest, VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.placement.scheduler import Placed, Scheduler
-from virtfleet.virt.fanout import ConnectionPool
+from virtfleet.provision.reading import Reading
+from virtfleet.virt.fanout import ConnectionPool, HostResult
 from virtfleet.virt.host import Host
 
 
@@ -43,7 +44,21 @@ def live_fleet(store: Store, *, site: str | None = None, pod: str | None = None,
     a claimed VM not yet observed counts too. Hosts that do not answer are left out and listed.
     """
     records: Sequence[HostRecord] = store.hypervisors(site=site, pod=pod)
-    results = ask_fleet(records, _facts, pool, progress=progress)
+    return fleet_of(store, ask_fleet(records, _facts, pool, progress=progress))
+
+
+def fleet_from(store: Store, reading: Reading) -> LiveFleet:
+    """live_fleet() from a provisioning call's reading (provision/reading.py): the same hosts,
+    nothing asked again."""
+    results: list[HostResult[tuple[NodeInfo, list[DomainRecord]]]] = [
+        HostResult(r.host, (r.value.node, r.value.domains) if r.value is not None else None,
+                   r.error, r.seconds, r.at) for r in reading.results]
+    return fleet_of(store, results)
+
+
+def fleet_of(store: Store, results: list[HostResult[tuple[NodeInfo, list[DomainRecord]]]]
+             ) -> LiveFleet:
+    """Hosts that answered, with their VMs and the store's live claims counted."""
     claims: dict[str, list[tuple[str, int, int]]] = {}
     for c in store.placement_claims():
         claims.setdefault(c.host, []).append((c.vm, c.vcpus, c.memory_mib))

@@ -108,6 +108,10 @@ class Host:
         self._lifecycle_ids: list[int] = []
         self._disconnect_callbacks: list[DisconnectCallback] = []
         self.closed_because = ""  # CLOSE_REASONS' word once libvirt closed it
+        # What a hypervisor's libvirtd reports about itself does not change while it runs, and
+        # a restarted one is a new connection (a new Host): asked once per connection.
+        self._caps: str | None = None
+        self._domain_caps: dict[str, str | VirtfleetError] = {}
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -208,6 +212,15 @@ class Host:
         Persistence and autostart are per-domain facts (dominfo), not asked for here: two more
         round trips per host cost a tenth of a fleet-wide list.
         """
+        return [rec for rec, _dom in self._domains()]
+
+    def domains_with_xml(self) -> list[tuple[DomainRecord, str]]:
+        """list_domains() and each domain's XML: one call more per domain, none to look it up
+        again by name (what a provisioning call reads of a host: provision/reading.py)."""
+        with libvirt_errors(self.label):
+            return [(rec, str(dom.XMLDesc(0))) for rec, dom in self._domains()]
+
+    def _domains(self) -> list[tuple[DomainRecord, Any]]:
         self._check()
         with libvirt_errors(self.label):
             stats = self._conn.getAllDomainStats(_STATS, 0)
@@ -221,21 +234,34 @@ class Host:
                     info = dom.info()
                     vcpus, mem_kib = info[3], info[1]
                 dom_id = dom.ID()
-                out.append(DomainRecord(
+                out.append((DomainRecord(
                     name=dom.name(),
                     uuid=uuid,
                     state=STATE_WORDS.get(st.get("state.state", 0), "no state"),
                     id=dom_id if dom_id >= 0 else None,
                     vcpus=int(vcpus),
                     memory_mib=int(mem_kib) // 1024,
-                ))
-        out.sort(key=lambda d: (d.id is None, d.id or 0, d.name))
+                ), dom))
+        out.sort(key=lambda d: (d[0].id is None, d[0].id or 0, d[0].name))
         return out
 
     def define_domain(self, xml: str) -> str:
         self._check()
         with libvirt_errors(self.label):
             return str(self._conn.defineXML(xml).name())
+
+    def define_and_read(self, xml: str) -> DomainRecord:
+        """Define `xml` and read back what libvirt now holds, from the handle defineXML gave
+        (one call: no lookup by UUID, no separate maxMemory)."""
+        self._check()
+        with libvirt_errors(self.label):
+            dom = self._conn.defineXML(xml)
+            state, max_kib, _mem, vcpus, _t = dom.info()
+            dom_id = dom.ID()
+            return DomainRecord(name=str(dom.name()), uuid=str(dom.UUIDString()),
+                                state=STATE_WORDS.get(state, "no state"),
+                                id=dom_id if dom_id >= 0 else None, vcpus=int(vcpus),
+                                memory_mib=int(max_kib) // 1024)
 
     @property
     def conn(self) -> Any:
@@ -294,14 +320,30 @@ class Host:
             return str(self._conn.getSysinfo(0))
 
     def capabilities_xml(self) -> str:
+        """virConnectGetCapabilities, asked once per connection."""
         self._check()
-        with libvirt_errors(self.label):
-            return str(self._conn.getCapabilities())
+        if self._caps is None:
+            with libvirt_errors(self.label):
+                self._caps = str(self._conn.getCapabilities())
+        return self._caps
 
     def domain_capabilities_xml(self, virttype: str) -> str:
+        """virConnectGetDomainCapabilities for `virttype`, asked once per connection (a
+        refusal too: a host without KVM keeps refusing it)."""
         self._check()
-        with libvirt_errors(self.label):
-            return str(self._conn.getDomainCapabilities(None, None, None, virttype, 0))
+        if virttype not in self._domain_caps:
+            try:
+                with libvirt_errors(self.label):
+                    self._domain_caps[virttype] = str(
+                        self._conn.getDomainCapabilities(None, None, None, virttype, 0))
+            except VirtfleetError as exc:
+                if exc.retryable:  # a timeout or a dropped connection is no answer
+                    raise
+                self._domain_caps[virttype] = exc
+        known = self._domain_caps[virttype]
+        if isinstance(known, VirtfleetError):
+            raise known
+        return known
 
     def versions(self) -> dict[str, object]:
         """What `virsh version` prints: client library, daemon library, driver and its version."""

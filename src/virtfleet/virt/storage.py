@@ -186,13 +186,41 @@ def _absent(host: Host, p: Any, name: str) -> None:
 def create_overlay(host: Host, pool_name: str, name: str, backing: VolumeInfo) -> str:
     """A qcow2 volume whose reads fall through to `backing` (a linked clone's disk); returns
     its path. The backing format is written into the overlay, so QEMU never probes it."""
-    vol = _new_volume(name, backing.capacity_bytes, "qcow2")
-    vol.backing_path = backing.path
-    vol.backing_format = backing.format or "raw"
-    with libvirt_errors(host.label):
-        p = host.conn.storagePoolLookupByName(pool_name)
-        _absent(host, p, name)
-        return str(p.createXML(vol.to_xml(), 0).path())
+    return OverlayPool(host, pool_name).create(name, backing)
+
+
+class OverlayPool:
+    """One pool of one host that linked clones' disks go into, looked up once for a batch:
+    each overlay is then one createXML and its path."""
+
+    def __init__(self, host: Host, pool_name: str) -> None:
+        self.host, self.name = host, pool_name
+        with libvirt_errors(host.label):
+            self._pool = host.conn.storagePoolLookupByName(pool_name)
+
+    def create(self, name: str, backing: VolumeInfo) -> str:
+        """The overlay `name` on `backing`; Conflict if the pool has a volume of that name
+        (libvirt refuses it, so that is asked only when it did)."""
+        vol = _new_volume(name, backing.capacity_bytes, "qcow2")
+        vol.backing_path = backing.path
+        vol.backing_format = backing.format or "raw"
+        try:
+            made = self._pool.createXML(vol.to_xml(), 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_STORAGE_VOL_EXIST or self._has(name):
+                raise Conflict(f"volume {name!r} already exists in pool {self.name!r}",
+                               host=self.host.label) from None
+            with libvirt_errors(self.host.label):
+                raise
+        with libvirt_errors(self.host.label):
+            return str(made.path())
+
+    def _has(self, name: str) -> bool:
+        try:
+            self._pool.storageVolLookupByName(name)
+        except libvirt.libvirtError:
+            return False
+        return True
 
 
 def clone_volume(host: Host, pool_name: str, source: VolumeInfo, name: str,
