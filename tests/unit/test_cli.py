@@ -42,6 +42,15 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "store.db"
 
 
+def test_an_empty_or_truncated_fleet_file_removes_nothing(tmp_path: Path, db: Path) -> None:
+    assert run(db, "apply", "-f", str(write(tmp_path, fleet(tmp_path)))).code == 0
+    for text, says in (("", "is empty"), ("sites: []\n", "sites: must list at least one")):
+        r = run(db, "apply", "-f", str(write(tmp_path, text, "cut.yaml")))
+        assert r.code == 2 and says in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert [h["name"] for h in run(db, "host", "list", "--json").json()] == [
+        "hv1.or", "hv2.or", "hv3.or"]
+
+
 def test_apply_dry_run_writes_nothing_then_apply_records(tmp_path: Path, db: Path) -> None:
     f = write(tmp_path, fleet(tmp_path))
     r = run(db, "apply", "-f", str(f), "--dry-run")

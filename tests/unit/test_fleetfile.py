@@ -78,6 +78,11 @@ sites:
     ("sites: [oregon\n", "file", "not valid YAML"),
     ("- just\n- a list\n", "fleet.yaml", "mapping"),
     ("sites:\n  - name: a\n  - name: a\n", "sites[1].name", "duplicate site name 'a'"),
+    # An empty or truncated file would remove the whole estate on apply.
+    ("", "file", "is empty"),
+    ("# all commented out\n", "file", "is empty"),
+    ("sites: []\n", "sites", "at least one site"),
+    ("groups:\n  - name: web\n", "sites", "at least one site"),
 ])
 def test_bad_fleet_files_name_the_field(tmp_path: Path, text: str, field: str,
                                         words: str) -> None:

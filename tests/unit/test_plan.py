@@ -25,14 +25,9 @@ from virtfleet.placement.capacity import (
 from .cli import Result
 from .nodes import node_uri, refused_port
 
-# Until `plan` is wired into cli/main.py, add it here the same way main.py will; main.main()
-# then handles errors and exit codes exactly as for every other command.
-_RUN_PLAN = (
-    "from virtfleet.cli import main, plan\n"
-    "if not any(g.name == 'plan' for g in main.app.registered_groups):\n"
-    "    main.app.add_typer(plan.app, name='plan')\n"
-    "main.main()\n"
-)
+# `plan` through the real entry point: main.main() handles errors and exit codes exactly as for
+# every other command.
+_RUN_PLAN = "from virtfleet.cli import main\nmain.main()\n"
 
 
 def plan(db: Path, *args: str) -> Result:

@@ -765,7 +765,16 @@ def load_fleet(path: str | Path) -> Fleet:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise InvalidInput("file", f"{str(p)!r} is not valid YAML{where}: {problem}") from None
-    return parse_fleet(data, source=str(p))
+    # A fleet file is the whole estate: applying an empty or truncated one would remove every
+    # hypervisor from the inventory, so a file must name at least one site.
+    if data is None:
+        raise InvalidInput("file", f"{str(p)!r} is empty: a fleet file lists the estate's "
+                           "sites (`host remove` takes hypervisors out one by one)")
+    fleet = parse_fleet(data, source=str(p))
+    if not fleet.sites:
+        raise InvalidInput("sites", "must list at least one site: a fleet file without any would "
+                           "remove every hypervisor (`host remove` takes them out one by one)")
+    return fleet
 
 
 def dump_fleet(fleet: Fleet) -> str:
