@@ -4,7 +4,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: all deps system-deps services images demo test lint typecheck unit integration bench bench-placement bench-clone bench-migrate bench-ha clean
+.PHONY: all deps system-deps services images demo test lint typecheck unit integration bench bench-placement bench-clone bench-migrate bench-ha openapi clean
 
 all: test
 
@@ -63,3 +63,7 @@ bench-ha: services
 clean:
 	-$(VENV)/bin/virtfleet lab down
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The API's OpenAPI document kept in the repository (tests/unit/test_api_openapi.py checks it).
+openapi: deps
+	$(PY) -m virtfleet.controller.openapi > docs/openapi.json

@@ -143,3 +143,25 @@ class Cancelled(VirtfleetError):
     interrupted command."""
 
     exit_code = 130
+
+
+class Unauthorized(VirtfleetError):
+    """A request to the API without a usable token (missing, unknown, expired, revoked, or its
+    user disabled). Deliberately vague about which: a guesser learns nothing."""
+
+    exit_code = 5
+
+
+class Forbidden(VirtfleetError):
+    """The caller is known but holds no grant for `permission` on the target; nothing was
+    done. Names the permission missing, so the caller knows what to ask an admin for."""
+
+    exit_code = 5
+
+    def __init__(self, detail: str, *, permission: str, target: str) -> None:
+        super().__init__(detail)
+        self.permission = permission
+        self.target = target
+
+    def as_json(self) -> dict[str, object]:
+        return {**super().as_json(), "permission": self.permission, "target": self.target}

@@ -230,8 +230,12 @@ def test_every_route_needs_the_token_even_the_api_description(controller: tuple)
         assert _raw_get(rec, route, None) == 401
         assert _raw_get(rec, route, "wrong") == 401
         assert _raw_get(rec, route, rec.token) == 200
+    for route in ("/api/v1/openapi.json", "/api/v1/vms", "/api/v1/no-such-route"):
+        assert _raw_get(rec, route, None) == 401
+        assert _raw_get(rec, route, "wrong") == 401
+    # the description is of the REST API (docs/openapi.json); the CLI's /v1 calls are not in it
     doc = ControllerClient(rec)._call("GET", "openapi.json")
-    assert "/v1/vms" in doc["paths"]
+    assert "/api/v1/vms" in doc["paths"] and "/v1/vms" not in doc["paths"]
 
 
 # ----------------------------------------------------------------- a dead or hung controller

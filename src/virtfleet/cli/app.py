@@ -110,15 +110,20 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     return (click.ClickException,)
 
 
+# The last bad option or argument's message, for the audit hook (cli/audithook.py)
+usage_error = ""
+
+
 def run(argv: list[str]) -> int:
     """Run `virtfleet ARGV` through typer; the exit code. Bad options or arguments are one line
     on stderr and exit 2, like click's own; an abort is a KeyboardInterrupt to the caller."""
+    global usage_error
     # standalone_mode=False: errors come back here, so every one is a single line on stderr
     # (click's own usage errors included) with the README's exit code; never a traceback.
     try:
         code = app(args=argv, standalone_mode=False)
     except _usage_errors() as exc:
-        message = str(getattr(exc, "format_message", exc.__str__)())
+        message = usage_error = str(getattr(exc, "format_message", exc.__str__)())
         if message:  # empty when a bare group printed its help instead
             ctx = getattr(exc, "ctx", None)
             where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""

@@ -77,6 +77,13 @@ COMMANDS: dict[str, Entry] = {
                     "keyfiles, nmstate.", group=True, own_help=True),
     "lab": Entry("lab", "app", "A local lab of real libvirtd hypervisors.", group=True,
                  own_help=True),
+    "user": Entry("access", "user_app", "API users (local; a directory later).", group=True),
+    "token": Entry("access", "token_app", "API tokens: shown once, stored hashed.",
+                   group=True),
+    "grant": Entry("access", "grant_app", "Roles (viewer, operator, admin) on all, a site, a "
+                   "pod or a group.", group=True),
+    "audit": Entry("audit", "app", "The audit log of writes (API and CLI), and its retention.",
+                   group=True),
 }
 
 

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,12 @@ from virtfleet.cli.options import CpuRatioOpt, Json
 from virtfleet.cli.output import emit, emit_json, report_failures, warn
 from virtfleet.cli.plan import PolicyFile
 from virtfleet.cli.progress import step_progress
+
+if TYPE_CHECKING:
+    import socket
+
+    from virtfleet.config import HATimings
+    from virtfleet.controller.listen import Listen
 
 
 def serve(
@@ -40,23 +46,26 @@ def serve(
         "for libvirtd to come back before it is fenced (default 10, env VIRTFLEET_HA_GRACE).",
         min=0, max=3600, show_default=False)] = None,
     cpu_ratio: CpuRatioOpt = None, policy_file: PolicyFile = None,
+    tcp: Annotated[str | None, typer.Option(
+        "--listen", help="Also serve the API over TCP at HOST:PORT, for user tokens "
+        "(docs/api.md); beyond loopback only with --tls-cert/--tls-key.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate for --listen.")]
+    = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --listen (mode "
+                                                  "0600).")] = None,
 ) -> None:
     """Run the controller: connections kept open, events followed, the store kept current,
     and HA in the pods where it is enabled (docs/ha.md): lost hypervisors fenced through their
     BMCs, their HA VMs restarted elsewhere (placed with --cpu-ratio/--policy)."""
-    import dataclasses
-
     import uvicorn
 
     from virtfleet.cli.plan import _policy
-    from virtfleet.config import HATimings
-    from virtfleet.controller.api import create_app
+    from virtfleet.controller.app import build_app
+    from virtfleet.controller.listen import TcpServer
     from virtfleet.controller.service import Controller
     from virtfleet.controller.sockets import default_run_dir, listen, private_dir
 
-    timings = HATimings.from_env()
-    if ha_grace is not None:
-        timings = dataclasses.replace(timings, grace=ha_grace)
+    bound = _bound(tcp, tls_cert, tls_key)
     policy = _policy(policy_file, cpu_ratio, None, False, None, None)
 
     directory = private_dir(socket_dir or default_run_dir(), "--socket-dir")
@@ -71,10 +80,11 @@ def serve(
     controller = Controller(app_context(ctx).store(), interval=interval,
                             full_resync=full_resync, stuck_after=stuck_after,
                             on_superseded=superseded, stats_interval=stats_interval,
-                            ha=timings, policy=policy)
-    server = uvicorn.Server(uvicorn.Config(create_app(controller,
-                                                      extra=[controller.observe.routers]),
-                                           log_level="warning", access_log=False))
+                            ha=_ha_timings(ha_grace), policy=policy)
+    app = build_app(controller)  # events and metrics come in through controller/routers.py
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    over_tcp = (TcpServer(*bound, build_app(controller, local_token=False, shared=app))
+                if bound is not None else None)
     serving = False
 
     def on_sigterm(*_: object) -> None:
@@ -95,13 +105,38 @@ def serve(
             "serving %s: %d hosts, %d unreachable", url, len(controller.state.hosts()),
             len(failed))
         serving = True
+        if over_tcp is not None:
+            over_tcp.start()
         if not server.should_exit:
             server.run(sockets=[sock])
     finally:
+        if over_tcp is not None:
+            over_tcp.stop()
         controller.stop()
         sock.close()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _bound(tcp: str | None, cert: Path | None, key: Path | None
+           ) -> tuple[Listen, socket.socket] | None:
+    """--listen checked and its socket bound before the controller starts, so a bad address,
+    a busy port or a bad TLS file is refused before anything runs."""
+    from virtfleet.cli.fields import options_named
+    from virtfleet.controller.listen import check_listen
+
+    with options_named({"listen": "--listen", "tls_cert": "--tls-cert", "tls_key": "--tls-key"}):
+        beyond = check_listen(tcp, cert, key)
+        return (beyond, beyond.bind()) if beyond is not None else None
+
+
+def _ha_timings(grace: float | None) -> HATimings:
+    import dataclasses
+
+    from virtfleet.config import HATimings
+
+    timings = HATimings.from_env()
+    return timings if grace is None else dataclasses.replace(timings, grace=grace)
 
 
 def sync(ctx: typer.Context, json: Json = False) -> None:

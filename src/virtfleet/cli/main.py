@@ -4,15 +4,19 @@ exit codes.
 Start-up is most of what a warm `list` or a `--help` costs, so nothing is imported here that
 every command does not need: cli/quick.py answers the root's help, `list` and `boot status`
 without typer, and cli/app.py (the typer root) imports only the module of the command named.
+Both are wrapped by the audit hook (cli/audithook.py), which imports nothing more unless the
+command may write.
 """
 
 from __future__ import annotations
 
 import sys
 
+from virtfleet.cli.audithook import audited
 from virtfleet.errors import VirtfleetError
 
 
+@audited
 def main() -> None:
     from virtfleet.cli import quick
 

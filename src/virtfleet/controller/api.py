@@ -1,20 +1,20 @@
-"""The controller's HTTP API on its Unix socket: the fleet view for CLIs, and control verbs.
+"""The CLI's own calls to the controller (`/v1`): the fleet view for `list`, health, a resync.
 
-Every request carries the bearer token the controller registered in the store, so only someone
-who can read the store can ask; that includes the API's own description (/v1/openapi.json):
-FastAPI's unauthenticated /openapi.json, /docs and /redoc are switched off. Later issues add the
-REST API and the HA monitor here.
+Only the controller's registration token opens them (the CLI reads it from the store), compared
+in constant time; they are served on the Unix socket only, never on a `--listen` address. The
+REST API for people and scripts is `/api/v1` (controller/rest/); both live in the one app made
+by controller/app.py, whose description (`/v1/openapi.json`, `/api/v1/openapi.json`) is served
+only with a token: FastAPI's open /openapi.json, /docs and /redoc are switched off.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 
 from virtfleet.controller.service import Controller
 from virtfleet.errors import NotFound
@@ -22,14 +22,9 @@ from virtfleet.fleet.queries import failures
 
 API_PREFIX = "/v1"
 
-# Routes that live in their own modules (controller/observe.py's events and metrics): each
-# factory gets the dependency that checks the caller.
-RouterFactory = Callable[[Callable[..., Any]], Sequence[APIRouter]]
 
-
-def create_app(controller: Controller, extra: Sequence[RouterFactory] = ()) -> FastAPI:
-    app = FastAPI(title="virtfleet controller", version="1", docs_url=None, redoc_url=None,
-                  openapi_url=None)
+def router(controller: Controller) -> APIRouter:
+    r = APIRouter(prefix=API_PREFIX, tags=["cli"])
 
     def authorized(authorization: Annotated[str, Header()] = "") -> None:
         expected = f"Bearer {controller.token}"
@@ -69,7 +64,7 @@ def create_app(controller: Controller, extra: Sequence[RouterFactory] = ()) -> F
         return Response(content=json.dumps(data, separators=(",", ":")),
                         media_type="application/json")
 
-    @app.get(f"{API_PREFIX}/health", dependencies=[Depends(authorized)])
+    @r.get("/health", dependencies=[Depends(authorized)])
     def health() -> Response:
         problems = controller.problems()
         return as_json({"started_at": controller.started_at.isoformat(),
@@ -77,11 +72,11 @@ def create_app(controller: Controller, extra: Sequence[RouterFactory] = ()) -> F
                         "healthy": not problems, "problems": problems,
                         "workers": {n: w.as_json() for n, w in controller.workers.items()}})
 
-    @app.get(f"{API_PREFIX}/openapi.json", dependencies=[Depends(authorized)])
-    def openapi() -> Response:
-        return as_json(app.openapi())
+    @r.get("/openapi.json", dependencies=[Depends(authorized)])
+    def openapi(request: Request) -> Response:
+        return as_json(request.app.openapi())
 
-    @app.get(f"{API_PREFIX}/vms", dependencies=[Depends(authorized)])
+    @r.get("/vms", dependencies=[Depends(authorized)])
     def vms(site: str | None = None, pod: str | None = None, host: str | None = None,
             group: str | None = None, state: Annotated[str | None, Query()] = None) -> Response:
         problems = controller.problems()
@@ -104,7 +99,7 @@ def create_app(controller: Controller, extra: Sequence[RouterFactory] = ()) -> F
             "failed": [f.as_json() for f in controller.state.failures(hosts)],
         })
 
-    @app.post(f"{API_PREFIX}/sync", dependencies=[Depends(authorized)])
+    @r.post("/sync", dependencies=[Depends(authorized)])
     def sync() -> Response:
         controller.reload_inventory()
         results = controller.sync()
@@ -112,7 +107,4 @@ def create_app(controller: Controller, extra: Sequence[RouterFactory] = ()) -> F
                         "vms": sum(len(r.value) for r in results if r.value is not None),
                         "failed": [f.as_json() for f in failures(results)]})
 
-    for make in extra:
-        for router in make(authorized):
-            app.include_router(router)
-    return app
+    return r

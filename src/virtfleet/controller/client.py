@@ -187,6 +187,8 @@ class ControllerClient:
 
 
 def _detail(body: bytes, reason: str) -> str:
+    """The error's own words: `message` in the controller's JSON errors."""
     with contextlib.suppress(ValueError, AttributeError):
-        return str(json.loads(body).get("detail", reason))
+        data = json.loads(body)
+        return str(data.get("message") or data.get("detail") or reason)
     return reason

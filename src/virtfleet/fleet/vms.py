@@ -382,15 +382,19 @@ class VMService(VMFinder):
                                    vm=vm)
             guest.set_autostart(on)
 
-    def create(self, req: CreateRequest) -> Created:
-        """Make the VM on its host, or nothing (provision/create.py)."""
+    def create(self, req: CreateRequest,
+               progress: Callable[[str], None] | None = None) -> Created:
+        """Make the VM on its host, or nothing (provision/create.py); `progress` hears where
+        it goes and each step the journal records."""
         spec = req.check()
         with vm_lock(self.store, f"create/{spec.name}", "create"):  # two creates of one name
             target, reading = reserve_and_read(self.store, self.pool, spec, host=req.host,
                                                site=req.site, pod=req.pod, group=req.app,
                                                policy=self.policy)
+            if progress is not None:
+                progress(f"placed {spec.name} on {target.name}")
             return create_vm(spec, target, self.store, self.pool, start=req.start,
-                             virt_type=req.virt_type, facts=req.facts,
+                             virt_type=req.virt_type, facts=req.facts, progress=progress,
                              ha_priority=req.ha_mark(), reading=reading)
 
     def undefine(self, req: UndefineRequest) -> Undefined:

@@ -16,6 +16,8 @@ its own over the engine and transaction helper they share (base.py):
     installs.py      network installs (`boot serve`)
     controllers.py   the running controller's registration
     maintenance.py   hypervisors an operator took out of service
+    access.py        API users, their tokens (hashed) and grants
+    audit.py         the audit log of writes (append-only)
     ha.py            high availability: HA pods, HA VMs and their definitions, host HA
                      states, recovery journals
 
@@ -25,6 +27,8 @@ below; nothing that calls the store changes.
 
 from __future__ import annotations
 
+from virtfleet.inventory.access import AccessStore
+from virtfleet.inventory.audit import AuditStore
 from virtfleet.inventory.claims import ClaimStore
 from virtfleet.inventory.controllers import ControllerRegistry
 from virtfleet.inventory.ha import HAStore
@@ -36,7 +40,7 @@ from virtfleet.inventory.vmlocks import LockStore
 
 
 class Store(TopologyStore, ClaimStore, LockStore, JournalStore, InstallStore, ControllerRegistry,
-            MaintenanceStore, HAStore):
+            MaintenanceStore, HAStore, AccessStore, AuditStore):
     """The inventory and observed state of the fleet, in one SQL database (see the module
     docstring for which module holds which methods)."""
 

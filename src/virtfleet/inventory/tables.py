@@ -327,6 +327,94 @@ class BootInstallRow(Base):
 boot_installs = table(BootInstallRow)
 
 
+# --------------------------------------------------------------------------- API access, audit
+# users, api_tokens and grants: who may call the controller's API and what they may do there
+# (inventory/access.py); audit_log: every write through the API or the CLI (inventory/audit.py).
+
+USER_SOURCES = ("local", "ldap", "oidc")
+ROLES = ("viewer", "operator", "admin")
+SCOPE_KINDS = ("all", "site", "pod", "group")
+
+
+class UserRow(Base):
+    """A person (or a script's identity) the API knows. `source` says who vouches for it:
+    local users are made with `virtfleet user add`; ldap and oidc are for directories plugged in
+    later (fleet/access.py). A disabled user keeps its rows (the audit log names it) but no
+    token of it works."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("source IN ('local', 'ldap', 'oidc')", name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    display_name: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(16), default="local")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiTokenRow(Base):
+    """A bearer token of a user: `vf_<id>_<secret>` is shown once; only the secret's SHA-256
+    is kept (a random 256-bit secret: a slow hash buys nothing). `id` is public, so a token
+    can be named in `token list` and `token revoke` without showing it."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class GrantRow(Base):
+    """One role for one user on one scope: the whole estate (kind all, name ''), a site, a pod,
+    or an application group (a host group: its hypervisors and their VMs)."""
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        UniqueConstraint("user_id", "role", "scope_kind", "scope_name", name="uq_grants_grant"),
+        CheckConstraint("role IN ('viewer', 'operator', 'admin')", name="role"),
+        CheckConstraint("scope_kind IN ('all', 'site', 'pod', 'group')", name="scope_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    scope_kind: Mapped[str] = mapped_column(String(8))
+    scope_name: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditRow(Base):
+    """One write through the API or the CLI, as it ended. Append-only: a trigger (made by the
+    migration) refuses every UPDATE; rows go only by `audit prune`, which is itself recorded.
+    `actor` is the API user (or `local`, the CLI's controller token), or for the CLI the
+    operating-system user; `params` is JSON with secrets masked."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(NAME_LEN), index=True)
+    via: Mapped[str] = mapped_column(String(16))  # api, cli
+    action: Mapped[str] = mapped_column(String(NAME_LEN))  # vm.start, POST /api/v1/..., vm create
+    target: Mapped[str] = mapped_column(String(PATH_LEN), index=True)
+    params: Mapped[str] = mapped_column(Text, default="{}")
+    result: Mapped[str] = mapped_column(String(16))  # ok, failed, denied
+    status: Mapped[int] = mapped_column(Integer)  # HTTP status, or the CLI's exit code
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+users = table(UserRow)
+api_tokens = table(ApiTokenRow)
+grants = table(GrantRow)
+audit_log = table(AuditRow)
 # ---- High availability (issue 17; docs/ha.md). Read and written by inventory/ha.py.
 
 

@@ -7,7 +7,7 @@ steps are undone in reverse and the error says what was rolled back, and if the 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -110,15 +110,19 @@ def check_name_free(name: str, store: Store, pod_hosts: list[HostRecord],
 def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPool, *,
               start: bool = True, virt_type: str | None = None,
               facts: dict[str, str] | None = None, storage_pool: str = "default",
+              progress: Callable[[str], None] | None = None,
               ha_priority: int | None = None, reading: Reading | None = None) -> Created:
-    """Make the VM on `target` (room already claimed by reserve_host), or nothing. With
+    """Make the VM on `target` (room already claimed by reserve_host), or nothing.
+    `progress` hears each step as the journal records it, and the start. With
     `ha_priority`, an HA VM: marked so in its metadata, autostart off, in the store's HA VMs
     (as `ha set` leaves one) before it first starts. `reading`: reserve_and_read's reading of
     the pod, whose names and MACs were checked there; without one the pod is asked now."""
+    say = progress or (lambda _what: None)
     # The claim goes back if anything fails; on success the VM is recorded as observed and the
     # claim goes (settle): its room stays counted, and nothing outlives the VM.
     with journaled(store, pool, "create", f"{target.name}/{spec.name}",
-                   (Made("claim", target.name, spec.name),)) as op:
+                   (Made("claim", target.name, spec.name),),
+                   on_step=lambda m: say(f"recorded {m.describe()}")) as op:
         pod_hosts = store.hypervisors(pod=target.pod)
         if reading is None:
             check_name_free(spec.name, store, pod_hosts, pool)
@@ -169,6 +173,7 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
             remember_new(store, host, target.name, placement.uuid, pool.timeouts.call)
         if start:
             guest.start()
+            say(f"started {spec.name} on {target.name}")
         settle(store, host, placement.uuid)
     return Created(host=target.name, name=spec.name, uuid=placement.uuid, virt_type=vtype,
                    disks=tuple(paths), macs=tuple(macs), started=start,

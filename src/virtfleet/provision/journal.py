@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -24,16 +24,21 @@ from virtfleet.virt.fanout import ConnectionPool
 
 
 class Operation:
-    """A running operation: what it has made so far, on record in the store."""
+    """A running operation: what it has made so far, on record in the store. `on_step` hears
+    of each step once it is on record (the API's operation progress)."""
 
-    def __init__(self, store: Store, record: OperationRecord) -> None:
+    def __init__(self, store: Store, record: OperationRecord,
+                 on_step: Callable[[Made], None] | None = None) -> None:
         self.store = store
         self.id = record.id
         self.steps: list[Made] = list(record.steps)
+        self.on_step = on_step
 
     def made(self, what: Made) -> None:
         self.steps.append(what)
         self.store.record_step(self.id, self.steps)
+        if self.on_step is not None:
+            self.on_step(what)
 
     def forget(self, what: Made) -> None:
         """`what` is not this operation's to undo after all."""
@@ -53,21 +58,28 @@ class Operation:
             raise
 
 
-def begin(store: Store, kind: str, target: str, steps: tuple[Made, ...] = ()) -> Operation:
-    """Put an operation on record, with what it has made already (a batch's claims)."""
+def begin(store: Store, kind: str, target: str, steps: tuple[Made, ...] = (),
+          on_step: Callable[[Made], None] | None = None) -> Operation:
+    """Put an operation on record, with what it has made already (a batch's claims, a
+    create's claim); `on_step` hears of those once they are on record, then of each step."""
     record = OperationRecord(id=uuid.uuid4().hex, kind=kind, target=target,
                              hostname=socket.gethostname(), pid=os.getpid(),
                              started_at=datetime.now(UTC), state="running", steps=steps)
     store.begin_operation(record)
-    return Operation(store, record)
+    if on_step is not None:
+        for step in steps:
+            on_step(step)
+    return Operation(store, record, on_step)
 
 
 @contextmanager
 def journaled(store: Store, pool: ConnectionPool, kind: str, target: str,
-              steps: tuple[Made, ...] = ()) -> Iterator[Operation]:
+              steps: tuple[Made, ...] = (),
+              on_step: Callable[[Made], None] | None = None) -> Iterator[Operation]:
     """Run one operation; on any error, undo what it made and say so in the error. `steps`:
-    what it holds already (its claim), on record in the same write that begins it."""
-    op = begin(store, kind, target, steps)
+    what it holds already (its claim), on record in the same write that begins it; `on_step`
+    hears of those and of each step after (the API's operation progress)."""
+    op = begin(store, kind, target, steps, on_step)
     try:
         yield op
     except BaseException as exc:  # Ctrl-C halfway must roll back too; the error goes on up
