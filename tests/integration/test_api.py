@@ -7,6 +7,7 @@ guest; a new pid once it was powered off and started again), not virtfleet's own
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,6 +65,21 @@ class LabApi:
         got = self.as_("root").get(f"/api/v1/vms/{vm}")
         assert got.status == 200, got.body
         return str(got.body["uuid"])
+
+
+def started_event(api: Api, vm: str, wait: float = 60) -> bool:
+    """Whether /api/v1/events (its backlog, follow=false) holds `vm` reaching running; the
+    lifecycle event may trail the operation's end by a moment."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        got = api.get("/api/v1/events?follow=false&kind=vm.state")
+        assert got.status == 200, got.body
+        frames = [json.loads(line[len("data: "):]) for line in str(got.body).splitlines()
+                  if line.startswith("data: ")]
+        if any(e["vm"] == vm and e["data"].get("state") == "running" for e in frames):
+            return True
+        time.sleep(1)
+    return False
 
 
 def _token(db: Path, user: str) -> str:
@@ -178,6 +194,8 @@ def test_create_through_the_api_is_an_operation_with_progress_and_audited(
         assert steps[-1] == f"started {name} on {host}"
         uuid = op["result"]["uuid"]
         assert len(qemu_pids(uuid)) == 1  # it runs, once
+        # The events stream, read with the same operator's token, shows it start.
+        assert started_event(webop, name), "no vm.state event of it running"
 
         mine = [e for e in lab_api.audit(user="webop") if e["action"] == "vm.create"
                 and e["result"] == "ok"]
