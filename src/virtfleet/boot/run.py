@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from virtfleet.boot.server import (
 from virtfleet.boot.tftp import TftpService, start_tftp
 from virtfleet.boot.trust import Clients, Network, parse_proxies
 from virtfleet.errors import InvalidInput
+from virtfleet.tlsfiles import tls_files
 
 if TYPE_CHECKING:
     from virtfleet.inventory.store import Store
@@ -74,28 +74,6 @@ class ServeRequest:
                                    f"{'' if least == 1 else 's'} and 7 days")
         if self.public_url is not None:
             check_base(self.public_url, "public_url")
-
-
-def tls_files(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
-    """Both or neither; readable PEM that go together; the key private to its owner."""
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        missing, given = ("tls_key", "tls_cert") if key is None else ("tls_cert", "tls_key")
-        raise InvalidInput(missing, f"needed with `{given}`")
-    for name, path in (("tls_cert", cert), ("tls_key", key)):
-        if not path.is_file():
-            raise InvalidInput(name, f"{str(path)!r} is not a file")
-    mode = key.stat().st_mode
-    if mode & 0o077:
-        raise InvalidInput("tls_key", f"{str(key)!r} can be read by others (mode "
-                           f"{mode & 0o777:04o}); chmod 600 it")
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
-    except (ssl.SSLError, OSError) as exc:
-        raise InvalidInput("tls_cert", f"cannot use {str(cert)!r} with {str(key)!r}: "
-                           f"{getattr(exc, 'reason', None) or exc}") from None
-    return cert, key
 
 
 class BootServer:

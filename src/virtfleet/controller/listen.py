@@ -16,13 +16,13 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from virtfleet.errors import InvalidInput
+from virtfleet.tlsfiles import tls_files
 
 log = logging.getLogger("virtfleet.controller")
 
@@ -67,28 +67,6 @@ def _split(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _tls_files(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
-    """Both or neither; readable PEM that belong together; the key private to its owner."""
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        missing, other = ("tls_key", "tls_cert") if key is None else ("tls_cert", "tls_key")
-        raise InvalidInput(missing, f"needed with `{other}`")
-    for field, path in (("tls_cert", cert), ("tls_key", key)):
-        if not path.is_file():
-            raise InvalidInput(field, f"{str(path)!r} is not a file")
-    mode = key.stat().st_mode
-    if mode & 0o077:
-        raise InvalidInput("tls_key", f"{str(key)!r} can be read by others (mode "
-                           f"{mode & 0o777:04o}); chmod 600 it")
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
-    except (ssl.SSLError, OSError) as exc:
-        raise InvalidInput("tls_cert", f"cannot use {str(cert)!r} with {str(key)!r}: "
-                           f"{getattr(exc, 'reason', None) or exc}") from None
-    return cert, key
-
-
 def check_listen(text: str | None, cert: Path | None, key: Path | None) -> Listen | None:
     """The TCP listener asked for, checked: None for the Unix socket only. A non-loopback
     address without TLS is refused."""
@@ -102,7 +80,7 @@ def check_listen(text: str | None, cert: Path | None, key: Path | None) -> Liste
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise InvalidInput("listen", f"cannot resolve {host!r}: {exc.strerror}") from None
-    tls = _tls_files(cert, key)
+    tls = tls_files(cert, key)
     loopback = all(ipaddress.ip_address(str(a[4][0]).split("%")[0]).is_loopback
                    for a in found)
     if tls is None and not loopback:
