@@ -1,0 +1,40 @@
+// The console's live updates: the controller's events stream (/ui/events, the same bus as
+// /api/v1/events, narrowed to what the signed-in user may see) applied to the page. A VM's
+// state cells are found by their data-vm attribute ("host/name") and get the new state as
+// text (never markup). The cell keeps the id of the event that changed it (data-event), so a
+// change that came by event can be told from one that came with a reload.
+(function () {
+  "use strict";
+  var url = document.body.getAttribute("data-events");
+  if (!url || !window.EventSource) { return; }
+  var badge = document.getElementById("live");
+  var source = new EventSource(url + "?kind=vm.state&kind=host");
+  source.onopen = function () { if (badge) { badge.className = "live on"; } };
+  source.onerror = function () { if (badge) { badge.className = "live off"; } };
+  source.addEventListener("vm.state", function (msg) {
+    var e = JSON.parse(msg.data);
+    var state = (e.data && e.data.state) || "unknown";
+    var key = e.host + "/" + e.vm;
+    var cells = document.querySelectorAll("[data-vm]");
+    for (var i = 0; i < cells.length; i++) {
+      if (cells[i].getAttribute("data-vm") !== key) { continue; }
+      var cell = cells[i].hasAttribute("data-state") ? cells[i]
+        : cells[i].querySelector("[data-state]");
+      if (!cell) { continue; }
+      cell.textContent = state;
+      cell.className = "st s-" + state.replace(/ /g, "-") + " changed";
+      cell.setAttribute("data-event", msg.lastEventId || e.id || "");
+    }
+  });
+  function hostCell(e, state) {
+    var cells = document.querySelectorAll("[data-host]");
+    for (var i = 0; i < cells.length; i++) {
+      if (cells[i].getAttribute("data-host") === e.host) {
+        cells[i].className = "h h-" + state;
+      }
+    }
+  }
+  source.addEventListener("host.down", function (msg) { hostCell(JSON.parse(msg.data), "unreachable"); });
+  source.addEventListener("host.up", function (msg) { hostCell(JSON.parse(msg.data), "ok"); });
+  source.addEventListener("host.suspect", function (msg) { hostCell(JSON.parse(msg.data), "suspect"); });
+})();
