@@ -229,7 +229,7 @@ def router(controller: Controller) -> APIRouter:
         rec = api.view.snapshot().hosts.get(info.host)
         can_act = rec is not None and p.can("vm.lifecycle", Target.of_vm(name, rec))
         return page("vm.html", **_frame(caller, "vms"), info=facts,
-                    facts=[(k, v) for k, v in facts.items() if k != "name"],
+                    facts=[(k, v) for k, v in facts.items() if k not in ("name", "state")],
                     disks=list(devices.disks) if devices is not None else [],
                     nics=list(devices.interfaces) if devices is not None else [],
                     snapshots=[{"name": s.name, "state": s.state, "created": s.created}
