@@ -330,3 +330,15 @@ def test_static_files_are_the_vendored_ones_and_nothing_else(console: Console) -
 def test_the_console_is_not_in_the_api_document() -> None:
     paths = document()["paths"]
     assert not [p for p in paths if p.startswith("/ui")]
+
+
+def test_the_capacity_page_sums_headroom_per_pod(console: Console) -> None:
+    b = console.browser("viewer")
+    got = b.get("/ui/capacity?vcpus=2&memory=4G")
+    assert got.status == 200, got.text
+    assert re.search(r'id="fits">\d+ more VMs of 2 vCPUs and 4G fit', got.text)
+    assert "<td>oregon</td><td>or-pod1</td>" in got.text
+    for query, field in (("vcpus=0", "vcpus"), ("memory=lots", "memory"),
+                         ("pod=a%20b", "pod"), ("cpus=2", "cpus")):
+        bad = b.get(f"/ui/capacity?{query}")
+        assert bad.status == 400 and field in bad.text, (query, bad.text)

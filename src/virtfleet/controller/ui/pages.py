@@ -25,6 +25,7 @@ from virtfleet.controller.routers import events_visible
 from virtfleet.controller.service import Controller
 from virtfleet.controller.ui import estate as estate_model
 from virtfleet.controller.ui.assets import ASSETS
+from virtfleet.controller.ui.capacity import CapacityQuery, per_pod
 from virtfleet.controller.ui.render import HEADERS, page
 from virtfleet.controller.ui.session_auth import (
     COOKIE,
@@ -255,6 +256,33 @@ def router(controller: Controller) -> APIRouter:
         return page("audit.html", **_frame(caller, "audit"),
                     entries=[e.as_json() for e in reversed(entries)])
 
+    def capacity_page(request: Request, caller: Caller) -> Response:
+        """`plan headroom` for a VM shape, per pod: asked of the hypervisors now, as the
+        API's GET /api/v1/plan/headroom (the same service, the same grant check)."""
+        from virtfleet.controller.rest.common import scope_from
+        from virtfleet.fleet.planning import HeadroomRequest, PlanningService
+        from virtfleet.placement.models import VMShape
+
+        p = caller.principal
+        if not p.holds("plan.read"):
+            raise Forbidden(f"{p.name} lacks plan.read on any scope", permission="plan.read",
+                            target="any")
+        q = CapacityQuery.parse(request.query_params)
+        scope = scope_from(q.site or None, q.pod or None, None, q.group or None)
+        api = vf(request)
+        p.check("plan.read", Target.of_scope("plan", "", scope,
+                                             api.view.snapshot().hosts.values()))
+        with PlanningService(api.controller.store, api.controller.pool,
+                             policy=api.policy) as plan:
+            room = plan.headroom(HeadroomRequest(
+                VMShape(vcpus=q.vcpus, memory_mib=q.memory_mib, disk_gib=0), scope))
+        loss = [c for c in room.loss if c.kind == "pod" or not c.ok]
+        return page("capacity.html", **_frame(caller, "capacity"), q=q, total=room.fits,
+                    pods=per_pod(room.hosts), loss=loss, asked=room.asked,
+                    hosts_ok=sum(1 for c in room.loss if c.kind == "host" and c.ok),
+                    failed=sorted(f.host for f in room.failed))
+
+    r.get("/ui/capacity")(reader(capacity_page))
     r.get("/ui/estate")(reader(estate_page))
     r.get("/ui/vms")(reader(vms_page))
     r.get("/ui/vms/{name}")(reader(vm_page))
