@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from virtfleet.controller.errors import status_of
+from virtfleet.controller.events import Visible
 from virtfleet.controller.events_api import events_router
 from virtfleet.controller.rest.common import common_target, vf, vm_holders
 from virtfleet.controller.routers import events_visible
@@ -38,6 +39,7 @@ from virtfleet.controller.ui.session_auth import (
     new_login_token,
     read_form,
     set_cookie,
+    stream_visible,
 )
 from virtfleet.controller.ui.sessions import Sessions, same_token
 from virtfleet.controller.ui.vmtable import COLUMNS, SIZES, TableQuery, choices, table
@@ -328,7 +330,7 @@ def router(controller: Controller) -> APIRouter:
 
     # ------------------------------------------------------------------ live, static
 
-    def session_principal(request: Request) -> Principal:
+    def session_caller(request: Request) -> Caller:
         caller = current(request, sessions)
         if caller is None:
             raise Unauthorized("not signed in, or the session ended")
@@ -336,9 +338,12 @@ def router(controller: Controller) -> APIRouter:
         if not p.holds("events.read"):
             raise Forbidden(f"{p.name} lacks events.read on any scope",
                             permission="events.read", target="any")
-        return p
+        return caller
 
-    r.include_router(events_router(controller.events, session_principal, events_visible,
+    def visible(caller: Caller) -> Visible:
+        return stream_visible(sessions, caller, events_visible)
+
+    r.include_router(events_router(controller.events, session_caller, visible,
                                    path="/ui/events"))
 
     @r.get("/ui/static/{name}")

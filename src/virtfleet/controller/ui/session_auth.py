@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -19,6 +20,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from virtfleet.controller.audited import outcome
+from virtfleet.controller.events import Event, Visible
 from virtfleet.controller.ui.sessions import Session, Sessions, same_token
 from virtfleet.errors import Forbidden, InvalidInput, Unauthorized, VirtfleetError
 from virtfleet.fleet.access import Authenticator
@@ -43,6 +45,21 @@ class Caller:
     @property
     def name(self) -> str:
         return self.principal.name
+
+
+def stream_visible(sessions: Sessions, caller: Caller,
+                   base: Callable[[Principal], Visible | None]) -> Visible:
+    """What an open events stream of this session may still carry: what `base` lets its user
+    see, and nothing at all once the session is closed (signed out), so a stream opened with
+    a cookie goes quiet when the cookie dies, as every request of that cookie is refused."""
+    narrowed = base(caller.principal)
+
+    def visible(event: Event) -> bool:
+        if not sessions.alive(caller.cookie):
+            return False
+        return narrowed is None or narrowed(event)
+
+    return visible
 
 
 def authenticator(conn: HTTPConnection) -> Authenticator:

@@ -76,6 +76,14 @@ class Sessions:
             session.seen = now
             return session
 
+    def alive(self, cookie: str) -> bool:
+        """Whether the cookie's session is still open (it is not counted as used)."""
+        now = self.clock()
+        with self._lock:
+            session = self._by_digest.get(_digest(cookie))
+            return session is not None and now - session.seen <= self.idle and (
+                now - session.created <= self.longest)
+
     def close(self, cookie: str) -> bool:
         """Sign out: the cookie is refused from now on. Whether it was a live session."""
         with self._lock:
