@@ -78,6 +78,7 @@ def load(driver: WebDriver, url: str, ready: str) -> dict[str, Any]:
     WebDriverWait(driver, 60).until(
         lambda d: d.execute_script("return document.readyState") == "complete")
     got: dict[str, Any] = driver.execute_async_script(PAINTS)
+    print(f"  {url}: " + ", ".join(f"{k} {v:.0f}" for k, v in got.items()), flush=True)
     return got
 
 

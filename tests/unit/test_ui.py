@@ -342,3 +342,16 @@ def test_the_capacity_page_sums_headroom_per_pod(console: Console) -> None:
                          ("pod=a%20b", "pod"), ("cpus=2", "cpus")):
         bad = b.get(f"/ui/capacity?{query}")
         assert bad.status == 400 and field in bad.text, (query, bad.text)
+
+
+def test_live_pages_stream_only_what_comes_after_them(console: Console) -> None:
+    """A page's events stream starts after the last event the page was rendered after: the
+    ring's backlog (thousands of host events on a large estate) is not replayed onto it."""
+    b = console.browser("root")
+    for path in ("/ui/estate", "/ui/vms", "/ui/vms/web01?host=hv-web"):
+        m = re.search(r'data-events="/ui/events\?since=([0-9a-f]{8}-\d+)"', b.get(path).text)
+        assert m, path
+        got = b.get(f"/ui/events?since={m.group(1)}&follow=false")
+        assert got.status == 200 and "event: host.up" not in got.text
+    assert "event: host.up" in b.get("/ui/events?follow=false").text  # the ring has them
+    assert "data-events" in b.get("/ui/audit").text and "live.js" not in b.get("/ui/audit").text

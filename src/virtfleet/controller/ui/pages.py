@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from virtfleet.controller.errors import status_of
-from virtfleet.controller.events import Visible
+from virtfleet.controller.events import EventBus, Visible
 from virtfleet.controller.events_api import events_router
 from virtfleet.controller.rest.common import common_target, vf, vm_holders
 from virtfleet.controller.routers import events_visible
@@ -63,11 +63,18 @@ def _error(exc: VirtfleetError, caller: Caller | None = None) -> Response:
                 message=exc.message, **(_frame(caller, "") if caller else {"me": None}))
 
 
-def _frame(caller: Caller, nav: str) -> dict[str, Any]:
-    """What base.html needs of the signed-in user."""
+def _frame(caller: Caller, nav: str, bus: EventBus | None = None) -> dict[str, Any]:
+    """What base.html needs of the signed-in user. `stream`: where the page's events stream
+    starts: after the last event now, since the page already shows everything before it (the
+    ring's whole backlog, thousands of host events on a large estate, would only be replayed
+    onto cells that already show it). Pages without live parts (no `bus`) open no stream."""
     p = caller.principal
+    stream = ""
+    if bus is not None:
+        seq = bus.last_seq
+        stream = f"/ui/events?since={bus.epoch}-{seq}" if seq else "/ui/events"
     return {"me": p.name, "roles": _roles(p), "csrf": caller.session.csrf, "nav": nav,
-            "can_audit": p.can("audit.read", Target.estate())}
+            "can_audit": p.can("audit.read", Target.estate()), "stream": stream}
 
 
 def _next(value: str) -> str:
@@ -189,7 +196,7 @@ def router(controller: Controller) -> APIRouter:
         ha = {n: h.state.value for n, h in dict(controller.ha.hosts).items()}
         model = estate_model.build(hosts, rows, (f.host for f in snap.failed),
                                    stats.capacity, ha)
-        return page("estate.html", **_frame(caller, "estate"), estate=model)
+        return page("estate.html", **_frame(caller, "estate", controller.events), estate=model)
 
     def vms_page(request: Request, caller: Caller) -> Response:
         p = caller.principal
@@ -199,8 +206,8 @@ def router(controller: Controller) -> APIRouter:
         query = TableQuery.parse(request.query_params)
         view = vf(request).view
         t = table(view, query, p)
-        context = {**_frame(caller, "vms"), "t": t, "f": query, "columns": COLUMNS,
-                   "can_act": p.holds("vm.lifecycle"), "failed": t.failed}
+        context = {**_frame(caller, "vms", controller.events), "t": t, "f": query,
+                   "columns": COLUMNS, "can_act": p.holds("vm.lifecycle"), "failed": t.failed}
         if request.headers.get("hx-request") == "true":
             return page("vmtable.html", **context)
         return page("vms.html", **context, selects=choices(view.snapshot(), p), sizes=SIZES)
@@ -231,7 +238,7 @@ def router(controller: Controller) -> APIRouter:
                   for e in backlog if e.vm == name and e.host == info.host][-20:][::-1]
         rec = api.view.snapshot().hosts.get(info.host)
         can_act = rec is not None and p.can("vm.lifecycle", Target.of_vm(name, rec))
-        return page("vm.html", **_frame(caller, "vms"), info=facts,
+        return page("vm.html", **_frame(caller, "vms", controller.events), info=facts,
                     facts=[(k, v) for k, v in facts.items() if k not in ("name", "state")],
                     disks=list(devices.disks) if devices is not None else [],
                     nics=list(devices.interfaces) if devices is not None else [],

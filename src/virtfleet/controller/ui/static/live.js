@@ -8,7 +8,9 @@
   var url = document.body.getAttribute("data-events");
   if (!url || !window.EventSource) { return; }
   var badge = document.getElementById("live");
-  var source = new EventSource(url + "?kind=vm.state&kind=host");
+  // url may already carry ?since=ID (the last event the page was rendered after)
+  var source = new EventSource(url + (url.indexOf("?") < 0 ? "?" : "&") +
+                               "kind=vm.state&kind=host");
   source.onopen = function () { if (badge) { badge.className = "live on"; } };
   source.onerror = function () { if (badge) { badge.className = "live off"; } };
   source.addEventListener("vm.state", function (msg) {
