@@ -49,8 +49,10 @@ const nav = performance.getEntriesByType('navigation')[0];
 let fcp = null, lcp = null;
 function finish() {
   if (fcp !== null && lcp !== null) {
+    const server = nav.serverTiming.find((t) => t.name === 'page');
     done({response: nav.responseEnd, fcp: fcp, lcp: lcp, load: nav.loadEventEnd,
-          bytes: nav.transferSize});
+          bytes: nav.transferSize, request: nav.requestStart, first_byte: nav.responseStart,
+          server: server ? server.duration : -1});
   }
 }
 new PerformanceObserver((list) => {

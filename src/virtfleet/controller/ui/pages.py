@@ -11,6 +11,7 @@ is part of the public API's document (include_in_schema=False).
 # annotations, and they name `Who`, a local of router(), which a string could not resolve.
 
 
+import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -103,10 +104,15 @@ def router(controller: Controller) -> APIRouter:
         def handler(request: Request, caller: Who) -> Response:
             if caller is None:
                 return to_login(request)
+            began = time.perf_counter()
             try:
-                return render(request, caller)
+                resp = render(request, caller)
             except VirtfleetError as exc:
-                return _error(exc, caller)
+                resp = _error(exc, caller)
+            # how long the controller took on the page, for the browser's devtools (and
+            # bench/ui, which reads it from the navigation's timing)
+            resp.headers["Server-Timing"] = f"page;dur={(time.perf_counter() - began) * 1000:.1f}"
+            return resp
         return handler
 
     # ------------------------------------------------------------------ sign-in, sign-out

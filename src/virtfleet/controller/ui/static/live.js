@@ -11,6 +11,10 @@
   // url may already carry ?since=ID (the last event the page was rendered after)
   var source = new EventSource(url + (url.indexOf("?") < 0 ? "?" : "&") +
                                "kind=vm.state&kind=host");
+  // Closed as the page goes: a stream left open by a page the browser keeps (back/forward
+  // cache) holds one of the six connections a browser allows per host, and the seventh
+  // page then waits for one to free.
+  window.addEventListener("pagehide", function () { source.close(); });
   source.onopen = function () { if (badge) { badge.className = "live on"; } };
   source.onerror = function () { if (badge) { badge.className = "live off"; } };
   source.addEventListener("vm.state", function (msg) {
