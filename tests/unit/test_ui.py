@@ -206,6 +206,15 @@ def test_an_operator_of_web_sees_and_acts_on_web_vms_only(console: Console) -> N
         r'<tr data-vm="([^"]+)">(.*?)</tr>', page.text, re.S)}
     assert "data-verb" in rows["hv-web/web01"]
     assert not [k for k in rows if k.startswith("hv-db/")]  # its grant is on group web only
+
+    def shown(row: str) -> set[str]:
+        buttons = re.findall(r'<button[^>]*>', rows[row])
+        return {verb for b in buttons if not re.search(r'"\s+hidden', b)
+                for verb in re.findall(r'data-verb="(\w+)"', b)}
+
+    # each button in the states its verb applies to
+    assert shown("hv-web/web01") == {"shutdown", "reboot", "destroy"}  # running
+    assert shown("hv-web/web02") == {"start"}  # shut off
     before = len(console.audit())
     got = b.post("/ui/vms/db01/destroy?host=hv-db", headers={"X-CSRF-Token": page.csrf()})
     assert got.status == 403 and "vm:db01" in got.text

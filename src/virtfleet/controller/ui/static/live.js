@@ -30,6 +30,12 @@
       cell.textContent = state;
       cell.className = "st s-" + state.replace(/ /g, "-") + " changed";
       cell.setAttribute("data-event", msg.lastEventId || e.id || "");
+      // the row's (or page's) buttons: each shows in the states its verb applies to
+      var scope = cells[i].hasAttribute("data-state") ? document : cells[i];
+      var buttons = scope.querySelectorAll("button[data-when]");
+      for (var j = 0; j < buttons.length; j++) {
+        buttons[j].hidden = buttons[j].getAttribute("data-when").split("|").indexOf(state) < 0;
+      }
     }
   });
   function hostCell(e, state) {
