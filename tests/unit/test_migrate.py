@@ -20,6 +20,7 @@ import yaml
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound, VirtfleetError
 from virtfleet.fleet.migration import DrainRequest, MigrateRequest, MigrationService
+from virtfleet.fleet.snapshots import SnapshotRequest, SnapshotService
 from virtfleet.inventory.fleetfile import load_fleet
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
@@ -141,6 +142,24 @@ def test_an_unknown_host_or_vm_is_not_found(env) -> None:  # type: ignore[no-unt
                    "'hv9' is not in the inventory")
     assert err.exit_code == 3
     _refused(service, MigrateRequest("nosuchvm"), NotFound, "VM 'nosuchvm' is not defined")
+
+
+def test_an_unknown_target_is_named_before_the_vm_is_refused(env) -> None:  # type: ignore[no-untyped-def]
+    """Regression: a VM with a snapshot, sent to a host the inventory lacks, was refused for
+    its snapshot; the store's answer (no such host) is cheaper and certain, so it comes first,
+    through the CLI too (exit 3)."""
+    service, db = env
+    SnapshotService(service.store, service.pool).create(SnapshotRequest("web01", "s1"))
+    _refused(service, MigrateRequest("web01", to="hv9"), NotFound,
+             "'hv9' is not in the inventory")
+    _refused(service, MigrateRequest("web01", pod="nopod"), NotFound,
+             "pod 'nopod' is not in the inventory")
+    with pytest.raises(Conflict, match="has 1 snapshot"):  # a known target: the snapshot
+        service.migrate(MigrateRequest("web01", to="hv2"))
+    service.pool.close()  # the CLI's own process sees the node file: no snapshot there
+    r = run(db, "vm", "migrate", "local01", "--to", "hv9", "--offline")
+    assert (r.code, r.err) == (3, "virtfleet: error: host 'hv9' is not in the inventory\n"), \
+        r.err  # local01 runs: --offline alone would be refused (exit 2)
 
 
 def test_bad_requests_name_the_field(env) -> None:  # type: ignore[no-untyped-def]
