@@ -80,6 +80,23 @@ class LazyGroup(TyperGroup):
         TyperGroup.format_help(shown, ctx, formatter)
 
 
+def _fitting(format_help: Any) -> Any:
+    def drawn(self: Any, ctx: Any, formatter: Any) -> None:
+        from virtfleet.cli.helpwidth import fit_typer_help
+
+        fit_typer_help()
+        format_help(self, ctx, formatter)
+
+    return drawn
+
+
+# Every command's help, each group's and the root's: at a width that cuts nothing
+# (cli/helpwidth.py). typer builds its commands from these classes; rich is loaded only when
+# help is drawn, so the rule is applied then.
+for _cls in (TyperCommand, TyperGroup):
+    _cls.format_help = _fitting(_cls.format_help)  # type: ignore[method-assign]
+
+
 app = typer.Typer(
     cls=LazyGroup,
     name="virtfleet",
