@@ -136,6 +136,29 @@ def test_local_disks_need_copy_storage(env) -> None:  # type: ignore[no-untyped-
         "or-pod1-shared").listVolumes()  # the copy's volume was removed again
 
 
+def test_a_shut_off_vm_on_unseen_storage_gets_advice_that_does_not_loop(env) -> None:  # type: ignore[no-untyped-def]
+    """Regression: offline, a disk the target cannot see was refused with "migrate with
+    copy-storage", and with copy-storage for being shut off: each refusal sent the operator
+    to the other. Both now say what works: start it and move it live with copy-storage, or
+    share its disks."""
+    service, _ = env
+    service.pool.get(service.store.hypervisors(host="hv1")[0]).conn.lookupByName(
+        "local01").destroy()
+    unseen = _refused_from(service, MigrateRequest("local01", to="hv2"))
+    copied = _refused_from(service, MigrateRequest("local01", to="hv2", copy_storage=True))
+    for err in (unseen, copied):
+        assert isinstance(err, InvalidInput) and err.field == "copy_storage", err.message
+        assert "start it" in err.rule and "live" in err.rule, err.rule
+    assert "migrate with copy-storage to copy it" not in unseen.rule, unseen.rule
+
+
+def _refused_from(service: MigrationService, req: MigrateRequest) -> VirtfleetError:
+    with pytest.raises(VirtfleetError) as info:
+        service.migrate(req)
+    assert "\n" not in info.value.message
+    return info.value
+
+
 def test_an_unknown_host_or_vm_is_not_found(env) -> None:  # type: ignore[no-untyped-def]
     service, _ = env
     err = _refused(service, MigrateRequest("web01", to="hv9"), NotFound,

@@ -175,6 +175,13 @@ def _needs(dom: Domain, name: str, uuid: str, record: HostRecord,
         virt_type=dom.type)
 
 
+# What a shut-off VM whose disks the target cannot see can do instead (never "copy-storage",
+# which refuses a shut-off VM in turn).
+_COPY_LIVE_ONLY = ("libvirt copies disks only while a VM runs: start it and migrate it live "
+                   "with copy-storage, or put its disks on storage both hosts see (the pod's "
+                   "shared storage) first")
+
+
 def refusal(needs: VMNeeds, live: bool, copy_storage: bool) -> VirtfleetError | None:
     """Why this VM cannot move at all (whatever the target), or None."""
     who = f"{needs.name} on {needs.source.name}"
@@ -198,8 +205,7 @@ def refusal(needs: VMNeeds, live: bool, copy_storage: bool) -> VirtfleetError | 
         return InvalidInput("mode", f"{who} is running: an offline migration moves a shut-off "
                             "VM (shut it down, or migrate it live)")
     if copy_storage and not live:
-        return InvalidInput("copy_storage", f"{who} is shut off: libvirt copies disks only "
-                            "while a VM runs (live migration)")
+        return InvalidInput("copy_storage", f"{who} is shut off, and {_COPY_LIVE_ONLY}")
     return None
 
 
@@ -241,8 +247,9 @@ def _copy_into(disk: DiskNeed, needs: VMNeeds, target: HostRecord,
 
 
 def check(target: Host, record: HostRecord, needs: VMNeeds, *, copy_storage: bool,
-          pods: Storages, seconds: float) -> Fit:
-    """Whether `target` can take the VM, and what a move there copies."""
+          pods: Storages, seconds: float, restart: bool = False) -> Fit:
+    """Whether `target` can take the VM, and what a move there copies. `restart`: HA asks,
+    to start the VM there after its own host failed (nothing can be copied then)."""
     to = record.name
     if record.name == needs.source.name:
         return Fit(to, InvalidInput("to", f"{needs.name} is already on {to}"))
@@ -267,6 +274,13 @@ def check(target: Host, record: HostRecord, needs: VMNeeds, *, copy_storage: boo
                     shared_dirs.add(disk.pool.target)
                 continue
             what = f"{needs.name}'s {disk.device} {disk.dev} ({disk.path}) is {why}"
+            if restart:
+                return Fit(to, InvalidInput("copy_storage", f"{what}: {to} cannot see it (put "
+                                            "its disks on the pod's shared storage, so another "
+                                            "host can restart it)"))
+            if not needs.flags.active:  # libvirt copies disks only in a live migration
+                return Fit(to, InvalidInput("copy_storage", f"{what}: {to} cannot see it, and "
+                                            f"{_COPY_LIVE_ONLY}"))
             if not copy_storage:
                 return Fit(to, InvalidInput("copy_storage", f"{what}: {to} cannot see it "
                                             "(migrate with copy-storage to copy it, or put it "
