@@ -199,6 +199,12 @@ def test_host_add_refuses_an_ssh_host_whose_key_cannot_be_fetched(tmp_path: Path
     assert "nothing was added" in r.err
     assert run(db, "host", "list", "--json").json() == []
     assert not (td / "known_hosts").exists() or (td / "known_hosts").read_text() == ""
+    # A name the inventory has already is said first: the store answers before any host.
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(_fleet("qemu+tcp://10.0.0.1/system", True)))
+    assert run(db, "apply", "-f", str(tmp_path / "f.yaml"), env=env).code == 0
+    r = run(db, "host", "add", "hv1", "--uri", uri, "--site", "s", "--pod", "p", env=env)
+    assert (r.code, r.err) == (4, "virtfleet: error: hypervisor 'hv1' is already in the "
+                               "inventory\n"), r.err
 
 
 # ----------------------------------------------------------------- TLS files
