@@ -33,6 +33,7 @@ from virtfleet.virt import migration
 from virtfleet.virt.fanout import ConnectionPool
 
 from .cli import run
+from .fleets import fleet_store, hv
 from .nodes import node_uri
 
 POD_DIR = "/srv/or-pod1"
@@ -136,20 +137,39 @@ def test_local_disks_need_copy_storage(env) -> None:  # type: ignore[no-untyped-
         "or-pod1-shared").listVolumes()  # the copy's volume was removed again
 
 
-def test_a_shut_off_vm_on_unseen_storage_gets_advice_that_does_not_loop(env) -> None:  # type: ignore[no-untyped-def]
+def test_a_shut_off_vm_is_copied_offline_when_asked(env) -> None:  # type: ignore[no-untyped-def]
     """Regression: offline, a disk the target cannot see was refused with "migrate with
-    copy-storage", and with copy-storage for being shut off: each refusal sent the operator
-    to the other. Both now say what works: start it and move it live with copy-storage, or
-    share its disks."""
+    copy-storage", and copy-storage then for the VM being shut off: each refusal sent the
+    operator to the other. Offline, copy-storage now streams the disks from volume to volume
+    first. The checks pass; the test driver cannot stream a volume (the lab's test does:
+    tests/integration/test_migrate.py), and nothing is left behind."""
     service, _ = env
     service.pool.get(service.store.hypervisors(host="hv1")[0]).conn.lookupByName(
         "local01").destroy()
     unseen = _refused_from(service, MigrateRequest("local01", to="hv2"))
-    copied = _refused_from(service, MigrateRequest("local01", to="hv2", copy_storage=True))
-    for err in (unseen, copied):
-        assert isinstance(err, InvalidInput) and err.field == "copy_storage", err.message
-        assert "start it" in err.rule and "live" in err.rule, err.rule
-    assert "migrate with copy-storage to copy it" not in unseen.rule, unseen.rule
+    assert isinstance(unseen, InvalidInput) and unseen.field == "copy_storage"
+    assert "migrate with copy-storage to copy it" in unseen.rule, unseen.rule
+    with pytest.raises(VirtfleetError, match="virStorageVolDownload; nothing was left behind"):
+        service.migrate(MigrateRequest("local01", to="hv2", copy_storage=True))
+    assert service.store.placement_claims() == [] and service.store.operations() == []
+    target = service.pool.get(service.store.hypervisors(host="hv2")[0])
+    assert "local01.qcow2" not in target.conn.storagePoolLookupByName(
+        "or-pod1-shared").listVolumes()
+
+
+def test_a_linked_clone_is_not_copied_offline_without_its_image(tmp_path: Path) -> None:
+    """An offline copy moves the clone's own file only: refused, saying what works."""
+    store = fleet_store(tmp_path, {"p1": [hv(tmp_path, "hv1", "with-template.xml"),
+                                          hv(tmp_path, "hv2", "with-pool-nat.xml")]})
+    with ConnectionPool() as pool:
+        err = _refused_from(MigrationService(store, pool),
+                            MigrateRequest("old", to="hv2", copy_storage=True))
+    store.close()
+    assert isinstance(err, InvalidInput) and err.field == "copy_storage"
+    assert err.rule.endswith("a linked clone of /var/lib/libvirt/images/base.qcow2, which an "
+                             "offline copy would leave behind; start it and migrate it live "
+                             "with copy-storage (the copy then holds its whole image), or "
+                             "share its template's image first"), err.rule
 
 
 def _refused_from(service: MigrationService, req: MigrateRequest) -> VirtfleetError:

@@ -44,6 +44,7 @@ class DiskNeed:
     format: str | None  # qcow2, raw
     pool: PoolDetail | None  # the source's pool holding the file; None: in no pool
     capacity_bytes: int = 0  # what a copy must hold (asked only when copying is possible)
+    backing: str | None = None  # the image a linked clone's file reads through to
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,8 @@ def _needs(dom: Domain, name: str, uuid: str, record: HostRecord,
         size = vol.capacity_bytes if vol is not None else 0
         if vol is None and capacity is not None and not d.readonly:
             size = capacity(dev)
-        disks.append(DiskNeed(dev, path, device, d.readonly, d.format, pool, size))
+        disks.append(DiskNeed(dev, path, device, d.readonly, d.format, pool, size,
+                              vol.backing_path if vol is not None else None))
     devices = dom.element.find("devices")
     passthrough = tuple(
         f"{el.tag} {el.get('type') or ''}".strip()
@@ -175,13 +177,6 @@ def _needs(dom: Domain, name: str, uuid: str, record: HostRecord,
         virt_type=dom.type)
 
 
-# What a shut-off VM whose disks the target cannot see can do instead (never "copy-storage",
-# which refuses a shut-off VM in turn).
-_COPY_LIVE_ONLY = ("libvirt copies disks only while a VM runs: start it and migrate it live "
-                   "with copy-storage, or put its disks on storage both hosts see (the pod's "
-                   "shared storage) first")
-
-
 def refusal(needs: VMNeeds, live: bool, copy_storage: bool) -> VirtfleetError | None:
     """Why this VM cannot move at all (whatever the target), or None."""
     who = f"{needs.name} on {needs.source.name}"
@@ -204,8 +199,6 @@ def refusal(needs: VMNeeds, live: bool, copy_storage: bool) -> VirtfleetError | 
     if not live and f.active:
         return InvalidInput("mode", f"{who} is running: an offline migration moves a shut-off "
                             "VM (shut it down, or migrate it live)")
-    if copy_storage and not live:
-        return InvalidInput("copy_storage", f"{who} is shut off, and {_COPY_LIVE_ONLY}")
     return None
 
 
@@ -278,9 +271,6 @@ def check(target: Host, record: HostRecord, needs: VMNeeds, *, copy_storage: boo
                 return Fit(to, InvalidInput("copy_storage", f"{what}: {to} cannot see it (put "
                                             "its disks on the pod's shared storage, so another "
                                             "host can restart it)"))
-            if not needs.flags.active:  # libvirt copies disks only in a live migration
-                return Fit(to, InvalidInput("copy_storage", f"{what}: {to} cannot see it, and "
-                                            f"{_COPY_LIVE_ONLY}"))
             if not copy_storage:
                 return Fit(to, InvalidInput("copy_storage", f"{what}: {to} cannot see it "
                                             "(migrate with copy-storage to copy it, or put it "
@@ -288,6 +278,13 @@ def check(target: Host, record: HostRecord, needs: VMNeeds, *, copy_storage: boo
             if disk.readonly or disk.device != "disk":
                 return Fit(to, InvalidInput("copy_storage", f"{what}: a read-only {disk.device}"
                                             " is not copied; eject it or share it first"))
+            if not needs.flags.active and disk.backing is not None:
+                # An offline copy moves the file alone; QEMU's live copy holds the whole chain.
+                return Fit(to, InvalidInput("copy_storage", f"{what}: a linked clone of "
+                                            f"{disk.backing}, which an offline copy would "
+                                            "leave behind; start it and migrate it live with "
+                                            "copy-storage (the copy then holds its whole "
+                                            "image), or share its template's image first"))
             into = _copy_into(disk, needs, record, target_pools, pods)
             if into is None or into.target is None:
                 return Fit(to, InvalidInput("copy_storage", f"{what}: {to} has no pool to copy "
