@@ -303,11 +303,11 @@ def test_a_cookie_is_refused_after_sign_out(lab_ui: LabUI, driver: WebDriver) ->
 def test_every_page_renders(lab_ui: LabUI, driver: WebDriver) -> None:
     """Estate, capacity, installs and audit as an admin sees them (and their screenshots)."""
     _sign_in(driver, lab_ui, "root")
-    for name, marker in (("estate", "estate"), ("capacity", "pods"), ("installs", "installs"),
-                         ("audit", "audit")):
+    for name, marker in (("estate", "estate"), ("capacity?vcpus=1&memory=64M", "pods"),
+                         ("installs", "installs"), ("audit", "audit")):
         driver.get(f"{lab_ui.base}/ui/{name}")
         WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, marker)))
-        _shot(driver, name)
+        _shot(driver, name.split("?")[0])
     driver.get(f"{lab_ui.base}/ui/estate")
     cells = driver.find_elements(By.CSS_SELECTOR, "#estate a.h")
     assert len(cells) == 3 and all("h-ok" in c.get_attribute("class") for c in cells)
