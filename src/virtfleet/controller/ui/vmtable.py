@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from virtfleet.controller.view import FleetView, Snapshot, VMFilter
 from virtfleet.errors import InvalidInput
 from virtfleet.fleet.roles import Principal, Target
+from virtfleet.inventory.records import STATES
 
 COLUMNS = (("name", "name"), ("host", "host"), ("pod", "pod"), ("group", "group"),
            ("state", "state"), ("vcpus", "vCPUs"), ("memory", "memory"), ("age", "age"))
@@ -138,7 +139,9 @@ def table(view: FleetView, query: TableQuery, caller: Principal) -> Table:
     pages = max(1, -(-total // query.size))
     start = (min(query.page, pages) - 1) * query.size
     shown = [_row(snap, r, caller) for r in rows[start:start + query.size]]
-    failed = sorted(f.host for f in snap.failed if f.host in snap.hosts)
+    reach = caller.reach("vm.read")
+    failed = sorted(f.host for f in snap.failed
+                    if f.host in snap.hosts and reach.covers_host(snap.hosts[f.host]))
     return Table(query, shown, total, failed)
 
 
@@ -157,8 +160,6 @@ def choices(snap: Snapshot, caller: Principal) -> list[tuple[str, str, Sequence[
     """The filter menus: (parameter, label, options) over the hosts the caller may see."""
     reach = caller.reach("vm.read")
     hosts = [h for h in snap.hosts.values() if reach.covers_host(h)]
-    from virtfleet.inventory.records import STATES
-
     return [("site", "site", sorted({h.site for h in hosts})),
             ("pod", "pod", sorted({h.pod for h in hosts})),
             ("group", "group", sorted({g for h in hosts for g in h.groups})),
