@@ -324,3 +324,25 @@ def test_the_ha_tables_on_both_backends(store_url: str, tmp_path: Path) -> None:
         assert store.ha_vms(uuid=WEB01)[0].host is None
         assert store.forget_ha_vm(WEB01) is True
         assert store.disable_ha("or-pod1") is True
+
+
+def test_host_add_into_an_ha_pod_without_a_bmc_is_refused_as_apply_refuses_it(
+        env: Env, tmp_path: Path) -> None:
+    from virtfleet.fleet.hosts import AddHostRequest, HostService
+
+    env.store.enable_ha("or-pod1", T0, "test", 1)
+    req = AddHostRequest("hvx", node_uri(tmp_path, "empty.xml", "hvx.xml"), "oregon", "or-pod1")
+    with HostService(env.store) as hosts, pytest.raises(InvalidInput) as info:
+        hosts.add(req)
+    assert info.value.host == "hvx" and info.value.field == "bmc"
+    assert info.value.message.startswith("hvx: bmc: missing: HA is enabled in pod or-pod1")
+    assert "hvx" not in {h.name for h in env.store.hypervisors()}
+    # The CLI: exit 2, one line, nothing added (before any host key is asked for).
+    r = run(env.db, "host", "add", "hvx", "--uri", req.uri, "--site", "oregon",
+            "--pod", "or-pod1")
+    assert r.code == 2 and r.out == "", r
+    assert r.err.strip().count("\n") == 0 and "HA is enabled in pod or-pod1" in r.err
+    assert "hvx" not in {h.name for h in env.store.hypervisors()}
+    # A pod without HA takes it.
+    with HostService(env.store) as hosts:
+        hosts.add(AddHostRequest("hvx", req.uri, "oregon", "or-pod2"))

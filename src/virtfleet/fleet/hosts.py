@@ -143,6 +143,10 @@ class HostService(FleetService):
                 raise Conflict(f"hypervisor {hv.name!r} is already in the inventory")
             if known.uri == hv.uri:
                 raise Conflict(f"uri {hv.uri!r} already belongs to hypervisor {known.name!r}")
+        if req.pod in self.store.ha_pods():  # `apply`'s rule (Store.add_hypervisor holds it too)
+            from virtfleet.inventory.topology import bmc_required
+
+            raise bmc_required(req.pod, hv.name)
         return hv
 
     def add(self, req: AddHostRequest) -> HostRecord:

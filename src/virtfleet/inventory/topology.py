@@ -207,6 +207,14 @@ def _put_described(conn: Connection, table: Table, have: dict[str, tuple[int, st
                      .values(description=bindparam("b_desc")), upd)
 
 
+def bmc_required(pod: str, host: str) -> InvalidInput:
+    """The refusal of a BMC-less hypervisor in a pod where HA is on (`apply`, `host add`):
+    the controller could not fence it, so its VMs would stay down when it fails."""
+    return InvalidInput("bmc", f"missing: HA is enabled in pod {pod}, so every hypervisor "
+                        "there needs a BMC to be fenced with (or run "
+                        f"'virtfleet ha disable {pod}' first)", host=host)
+
+
 class TopologyStore(StoreBase):
     """sites, pods, host_groups, hypervisors and hypervisor_groups reads and writes."""
 
@@ -440,10 +448,7 @@ class TopologyStore(StoreBase):
                                                                            t.pods))}
         for _, pod, hv in fleet.hypervisors():
             if pod.name in enabled and hv.bmc is None:
-                # The controller could not fence it: its VMs would stay down when it fails.
-                raise InvalidInput("bmc", f"missing: HA is enabled in pod {pod.name}, so every "
-                                   "hypervisor there needs a BMC to be fenced with (or run "
-                                   f"'virtfleet ha disable {pod.name}' first)", host=hv.name)
+                raise bmc_required(pod.name, hv.name)
         for name in sorted(known_hosts & {hv.name for _, _, hv in fleet.hypervisors()}):
             if have_b.get(name) != want_b.get(name):
                 plan.changed.append(("hypervisor", name, f"bmc: {_bmc_words(have_b.get(name))}"
@@ -520,6 +525,9 @@ class TopologyStore(StoreBase):
                                    "nor authenticated: use qemu+ssh or qemu+tls, or add the "
                                    f"host to a pod whose fleet file sets insecure_transport: "
                                    f"true ({pod!r} does not)")
+            if row is not None and hv.bmc is None and conn.execute(
+                    select(t.ha_pods.c.pod_id).where(t.ha_pods.c.pod_id == row[0])).first():
+                raise bmc_required(pod, hv.name)
             if row is None:
                 pod_id = conn.execute(
                     t.pods.insert().values(name=pod, site_id=site_id,
