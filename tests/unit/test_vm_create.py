@@ -441,3 +441,28 @@ def test_a_bad_virt_type_is_named_before_the_store_is_asked(env, tmp_path: Path)
     assert (r.code, r.err) == (2, "virtfleet: error: virt type: 'fast' is not auto, kvm or "
                                "qemu\n"), r.err
     _nothing_held(db)
+
+
+@pytest.mark.parametrize("iso", ["/nonexistent.iso", "/var/lib/libvirt/images/nope.iso"],
+                         ids=["outside-every-pool", "no-such-volume"])
+def test_an_iso_that_is_no_volume_is_refused_before_anything_is_made(
+        env, tmp_path: Path, iso: str) -> None:  # type: ignore[no-untyped-def]
+    """Regression (new-user trial): `--cdrom /nonexistent.iso` defined the VM (and made its
+    disk); only the start failed, "Cannot access storage file". Refused like virt-install."""
+    store, pool, hosts, _ = env
+    db = _cli_env(env, tmp_path)
+    for where in (["--host", "hv1"], ["--pod", "or-pod1"]):
+        r = run(db, "vm", "create", "ok1", *where, "--vcpus", "1", "--no-start", "--cdrom",
+                iso, "--memory", "128M", "--disk", "size=1G,pool=default")
+        assert r.code == 2 and r.out == "", (where, r)
+        assert r.err == (f"virtfleet: error: --cdrom: {iso!r} is not a volume in an active "
+                         "storage pool of hv1 (the ISO must be one: 'virtfleet vol "
+                         "upload')\n"), r.err
+    h = pool.get(hosts["hv1"])
+    assert h.conn.storagePoolLookupByName("default").listVolumes() == ["base.qcow2"]
+    assert not h.has_domain("ok1")
+    _nothing_held(db)
+    r = run(db, "vm", "create", "ok1", "--host", "hv1", "--vcpus", "1", "--no-start",
+            "--cdrom", "/var/lib/libvirt/images/base.qcow2", "--memory", "128M",
+            "--disk", "size=1G,pool=default")
+    assert r.code == 0, r.err

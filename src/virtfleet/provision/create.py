@@ -150,6 +150,8 @@ def create_vm(spec: VMSpec, target: HostRecord, store: Store, pool: ConnectionPo
         for i, d in enumerate(spec.disks):
             if d.path is not None:
                 storage.confine(host, _path_field(spec, i), d.path)
+        if spec.boot.cdrom:
+            storage.media(host, "cdrom", spec.boot.cdrom)
         paths = []
         for i, d in enumerate(spec.disks):
             if d.path is not None:
@@ -235,6 +237,7 @@ def needs_of(spec: VMSpec, storage_pool: str = "default") -> Needs:
                                 d.size_bytes)
                       for i, d in disks if d.path is None and d.size_bytes is not None),
         images=tuple((_path_field(spec, i), d.path) for i, d in disks if d.path is not None),
+        media=(("cdrom", spec.boot.cdrom),) if spec.boot.cdrom else (),
         networks=tuple((f, n.source) for f, n in nics if n.kind == "network"),
         bridges=tuple((f, n.source) for f, n in nics if n.kind == "bridge"))
 

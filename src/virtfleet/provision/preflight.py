@@ -36,6 +36,7 @@ class Needs:
     names: tuple[str, ...]  # must not be defined there (unless a clone of `template`)
     volumes: tuple[NewVolume, ...] = ()  # per VM; the sizes in one pool add up
     images: tuple[tuple[str, str], ...] = ()  # (field, path): inside an active pool
+    media: tuple[tuple[str, str], ...] = ()  # (field, path): a volume of an active pool
     networks: tuple[tuple[str, str], ...] = ()  # (field, libvirt network) a NIC names
     bridges: tuple[tuple[str, str], ...] = ()  # (field, host bridge) a NIC names
     host_volumes: dict[str, tuple[NewVolume, ...]] = field(default_factory=dict)  # by host,
@@ -76,6 +77,8 @@ def lacks(h: Host, needs: Needs) -> VirtfleetError | None:
             storage.check_fits(name, free, size, fields[name], on=h.label)
         for fld, path in needs.images:
             storage.confine(h, fld, path)
+        for fld, path in needs.media:
+            storage.media(h, fld, path)
     except (InvalidInput, NotFound, Conflict) as exc:
         return exc
     if needs.networks or needs.bridges:

@@ -65,6 +65,24 @@ def confine(host: Host, field: str, path: str) -> PoolInfo:
                        f"{host.label}")
 
 
+def media(host: Host, field: str, path: str) -> VolumeInfo:
+    """The volume an install ISO is: like virt-install, a path that is not one is refused
+    (libvirt would define the VM and fail only at its start, "Cannot access storage file")."""
+    vol = volume_at(host, path) if _in_active_pool(host, path) else None
+    if vol is None:
+        raise InvalidInput(field, f"{path!r} is not a volume in an active storage pool of "
+                           f"{host.label} (the ISO must be one: 'virtfleet vol upload')")
+    return vol
+
+
+def _in_active_pool(host: Host, path: str) -> bool:
+    try:
+        confine(host, "path", path)
+        return True
+    except InvalidInput:
+        return False
+
+
 def check_fits(pool_name: str, available_bytes: int, capacity_bytes: int, field: str,
                on: str | None = None) -> None:
     """The one rule for a new volume's size, whatever its format: its capacity fits in what
