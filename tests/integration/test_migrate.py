@@ -173,6 +173,8 @@ def test_an_offline_copy_moves_a_shut_off_guest_and_its_disk_to_another_pod(
         new = pod_dir(lab, hv3) / f"{name}.qcow2"
         assert (out["mode"], out["copied"], out["kept_on_source"]) == (
             "offline", [str(new)], [str(old)])
+        # Regression: the result said "(offline, 0.0s)", the copy (most of it) left out.
+        assert out["copy_seconds"] > 0 and out["seconds"] >= out["copy_seconds"], out
         assert where(lab, name) == {hv3.name: ("shut off", True)}
         assert qemus(uuid) == []
         cmp = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", str(old),

@@ -502,3 +502,12 @@ def test_a_cancel_starts_nothing_more_and_says_what_stayed() -> None:
     for o in done[1:]:
         assert not o.started and isinstance(o.error, Cancelled)
         assert "not moved (cancelled before its turn); it stays on hv1" in str(o.error)
+
+
+def test_the_help_says_copy_storage_works_offline_too(tmp_path: Path) -> None:
+    """Regression (new-user trial): --help said "live only" while a shut-off VM's disks are
+    copied offline (streamed before its definition moves)."""
+    r = run(tmp_path / "h.db", "vm", "migrate", "--help", env={"COLUMNS": "200"})
+    assert r.code == 0, r.err
+    text = " ".join(r.out.replace("│", " ").split())  # the option table's wrapped lines
+    assert "live only" not in text and "a shut-off VM's streamed first" in text, text

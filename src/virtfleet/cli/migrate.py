@@ -43,7 +43,7 @@ Offline = Annotated[bool, typer.Option("--offline", help="Move a shut-off VM's d
                                        "(default for a shut-off VM).")]
 CopyStorage = Annotated[bool, typer.Option(
     "--copy-storage", help="Copy disks the target cannot see into its pod's shared pool "
-    "(live only; the originals stay).")]
+    "(live by QEMU; a shut-off VM's streamed first; the originals stay).")]
 MaxDowntime = Annotated[int | None, typer.Option(
     "--max-downtime", metavar="MS", help="Longest pause at the switch-over, in ms.")]
 Bandwidth = Annotated[int | None, typer.Option("--bandwidth", metavar="MIB",
@@ -157,7 +157,9 @@ def vm_migrate(
     if json:
         emit_json(result.as_json())
         return
-    cost = f"{result.mode}, {result.seconds or 0:.1f}s" + (
+    copy = (f" with {result.copy_seconds:.1f}s disk copy" if result.copy_seconds is not None
+            and result.mode == "offline" else "")
+    cost = f"{result.mode}, {result.seconds or 0:.1f}s{copy}" + (
         f", downtime {result.downtime_ms} ms" if result.downtime_ms is not None else "")
     emit(f"Domain '{result.vm}' migrated from {result.source} to {result.target} ({cost})\n")
     for new, old in zip(result.copied, result.kept_on_source, strict=True):

@@ -124,8 +124,9 @@ class MigrationResult:
     mode: str | None  # live or offline; None if it never got that far
     ok: bool
     error: VirtfleetError | None = None
-    seconds: float | None = None
+    seconds: float | None = None  # the whole move, an offline disk copy included
     downtime_ms: int | None = None
+    copy_seconds: float | None = None  # an offline move's disk copy (before the definition)
     copied: tuple[str, ...] = ()  # new disk paths on the target
     kept_on_source: tuple[str, ...] = ()  # the copied disks' originals, never deleted
     unsafe_lab: str | None = None  # the lab whose shared directory waived libvirt's check
@@ -143,7 +144,10 @@ class MigrationResult:
                 "error": self.error.message if self.error else None,
                 "error_kind": self.error.kind if self.error else None,
                 "seconds": round(self.seconds, 3) if self.seconds is not None else None,
-                "downtime_ms": self.downtime_ms, "copied": list(self.copied),
+                "downtime_ms": self.downtime_ms,
+                "copy_seconds": (round(self.copy_seconds, 3) if self.copy_seconds is not None
+                                 else None),
+                "copied": list(self.copied),
                 "kept_on_source": list(self.kept_on_source), "unsafe_lab": self.unsafe_lab}
 
 
@@ -400,7 +404,8 @@ class MigrationService(FleetService):
                             f"{n.source.name}") from None
         return MigrationResult(
             n.name, n.source.name, target.name, _mode(cand), True, seconds=moved.seconds,
-            downtime_ms=moved.downtime_ms, copied=tuple(c.path for c in fit.copies),
+            downtime_ms=moved.downtime_ms, copy_seconds=moved.copy_seconds,
+            copied=tuple(c.path for c in fit.copies),
             kept_on_source=tuple(c.source_path for c in fit.copies),
             unsafe_lab=move.unsafe_lab)
 

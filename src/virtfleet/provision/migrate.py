@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,7 +93,8 @@ class MoveProgress:
 
 @dataclass(frozen=True)
 class Moved:
-    seconds: float
+    seconds: float  # the whole move, an offline disk copy included
+    copy_seconds: float | None  # the disks streamed before an offline move (None: no copy)
     downtime_ms: int | None
     processed_bytes: int | None
 
@@ -184,11 +186,13 @@ def run(store: Store, pool: ConnectionPool, move: Move, *, limits: MigrationLimi
         # XML alone left copied disks at their old paths): send the retargeted one.
         dest = (_retarget(Domain.parse(migration.live_xml(guest, seconds)), move)
                 if move.live else config if move.copies else None)
+        copy_began = time.monotonic()
         for c in move.copies:  # live: QEMU fills them; offline: streamed here, host to host
             if move.live:
                 storage.create_volume(dst, c.pool, c.name, c.capacity_bytes, c.format)
             else:
                 storage.copy_volume(src, c.source_path, dst, c.pool, c.name, c.format)
+        copied = time.monotonic() - copy_began if move.copies and not move.live else None
         if move.live and move.max_downtime_ms is not None:
             migration.set_max_downtime(guest, move.max_downtime_ms, seconds)
         moved_bytes = move.memory_mib * 2**20 + sum(c.capacity_bytes for c in move.copies)
@@ -211,7 +215,8 @@ def run(store: Store, pool: ConnectionPool, move: Move, *, limits: MigrationLimi
             landed.set_autostart(True)
         done = migration.completed(landed, seconds) if move.live else None
         _observe(store, dst, move.source.name, move.vm, move.uuid)
-    return Moved(job.seconds, done.downtime_ms if done else None,
+    # Offline, the copy is most of the move: the job itself only moves a definition.
+    return Moved(job.seconds + (copied or 0.0), copied, done.downtime_ms if done else None,
                  done.processed_bytes if done else None)
 
 
