@@ -98,6 +98,11 @@ def test_libvirt_defines_what_the_policy_builds(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kwargs,field,option,words", [
     ({"name": "vm<1>"}, "name", "NAME", "not a valid name"),
     ({"name": "a" * 254}, "name", "NAME", "at most 253"),
+    # Regression (new-user trial): 80 'a' was told to "use letters, digits...", which it does.
+    ({"name": "a" * 80}, "name", "NAME", "each dot-separated part of a name is at most 63 "
+     r"characters \(this one has a part of 80\)"),
+    ({"name": "web." + "b" * 64}, "name", "NAME", r"at most 63 characters \(this one has a "
+     r"part of 64\)"),
     ({"memory": "0"}, "memory", "--memory", "greater than zero"),
     ({"memory": "-1G"}, "memory", "--memory", "not a size"),
     ({"memory": "lots"}, "memory", "--memory", "not a size"),
