@@ -110,6 +110,10 @@ class HostStatus:
                 "detail": self.detail, "bmc": self.bmc}
 
 
+# Host states whose power-off was confirmed: only then is a VM of the host known to be down.
+_POWERED_OFF = frozenset(s.value for s in (State.FENCED, State.RESTARTING, State.RECOVERED))
+
+
 @dataclass(frozen=True)
 class VMStatus:
     vm: str
@@ -117,7 +121,8 @@ class VMStatus:
     priority: int
     source: str  # marked, or group NAME
     host: str | None  # where it is (last seen) defined
-    state: str  # its libvirt state there as last seen; "down" while its host is not ok
+    state: str  # its libvirt state there as last seen; while its host is not ok, "unknown"
+    # until the host is fenced (its QEMU may run on), then "down"
     detail: str = ""
 
     def as_json(self) -> dict[str, object]:
@@ -274,7 +279,7 @@ class HAService:
             if host is not None and host.state not in (State.OK.value, "maintenance"):
                 detail = f"its host is {host.state}" + (f": {host.detail}" if host.detail
                                                         else "")
-                state = "down"
+                state = "down" if host.state in _POWERED_OFF else "unknown"
             vms.append(VMStatus(vm.name, vm.uuid, vm.priority,
                                 "marked" if vm.marked_priority is not None else
                                 f"group {vm.app}", vm.host, state, detail))
