@@ -438,7 +438,7 @@ def test_no_bmc_answer_means_the_guests_are_named_and_never_started_elsewhere(
             assert running_on(u) == [ns_of(victim)]  # still only where it was
             r = run(ha.db, "ha", "status", "--json")
             vm = next(v for v in r.json()["vms"] if v["vm"] == "hab-1")
-            assert vm["state"] == "down" and "did not answer" in vm["detail"], vm
+            assert vm["state"] == "unknown" and "did not answer" in vm["detail"], vm
             # The operator brings libvirtd back (the host never lost power), then the BMC.
             ha.lab.restart_host(victim.name)
             wait_for(lambda: ha.ha_state(victim) == "ok", 60, "ok again")
