@@ -111,6 +111,10 @@ def test_reserve_host_schedules_claims_and_a_failed_create_gives_it_back(env) ->
         create_vm(spec("existing"), hosts["hv2"], store, pool)  # no claim for it: harmless
     with pytest.raises(Conflict):
         # beyond the named host: 64 GiB minus the hypervisor's reserve and what runs there
+        reserve_host(store, pool, spec("huge", memory="55G"), host="hv1", site=None, pod=None,
+                     group=None)
+    with pytest.raises(InvalidInput, match="the largest, hv1, takes 56.00 GiB"):
+        # beyond what it could hold even empty: its 64 GiB minus the hypervisor's reserve
         reserve_host(store, pool, spec("huge", memory="60G"), host="hv1", site=None, pod=None,
                      group=None)
     made = create_vm(spec(memory="4G", disks=[]), target, store, pool)  # hv2: no pool
@@ -465,4 +469,27 @@ def test_an_iso_that_is_no_volume_is_refused_before_anything_is_made(
     r = run(db, "vm", "create", "ok1", "--host", "hv1", "--vcpus", "1", "--no-start",
             "--cdrom", "/var/lib/libvirt/images/base.qcow2", "--memory", "128M",
             "--disk", "size=1G,pool=default")
+    assert r.code == 0, r.err
+
+
+def test_a_size_no_host_in_scope_could_ever_hold_names_the_option_and_the_largest(
+        env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Regression (new-user trial): `--memory 1T` said "capacity: placed 0 of 1 VMs ...
+    (RamFilter removed 1)", as if the pod were only full for now."""
+    db = _cli_env(env, tmp_path)
+    r = run(db, *CREATE, "big", "--pod", "or-pod1", "--memory", "1T")
+    assert r.code == 2, r.err
+    assert r.err.startswith("virtfleet: error: --memory: 1.00 TiB is more than any hypervisor "
+                            "in scope can ever hold: the largest, hv2, takes "), r.err
+    assert r.err.endswith(" GiB under the placement policy\n") and "Filter" not in r.err, r.err
+    r = run(db, *CREATE, "big", "--host", "hv1", "--memory", "100G")
+    assert r.code == 2 and "--memory: 100.00 GiB is more than any" in r.err, r.err
+    assert "the largest, hv1, takes " in r.err, r.err
+    r = run(db, *CREATE, "big", "--pod", "or-pod1", "--memory", "1G", "--vcpus", "500")
+    assert r.code == 2 and r.err.startswith("virtfleet: error: --vcpus: 500 is more than any "
+                                            "hypervisor in scope can ever hold: the "), r.err
+    assert r.err.endswith(" vCPUs under the placement policy\n"), r.err
+    _nothing_held(db)
+    # Room that is only taken for now is still the scheduler's word.
+    r = run(db, *CREATE, "fits", "--pod", "or-pod1", "--memory", "1G")
     assert r.code == 0, r.err

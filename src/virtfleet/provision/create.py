@@ -18,12 +18,13 @@ from virtfleet.errors import Conflict, HypervisorError, InvalidInput, NotFound
 from virtfleet.ha.definitions import remember
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
-from virtfleet.placement.models import PlacementRequest
+from virtfleet.placement.models import HostState, PlacementRequest
 from virtfleet.placement.policy import Policy
 from virtfleet.provision import preflight
 from virtfleet.provision.journal import journaled
 from virtfleet.provision.preflight import Needs, NewVolume
 from virtfleet.provision.reading import Reading
+from virtfleet.units import human_bytes
 from virtfleet.virt import ha as vha
 from virtfleet.virt import networks, storage
 from virtfleet.virt.fanout import ConnectionPool, fan_out
@@ -269,8 +270,27 @@ def reserve_and_read(store: Store, pool: ConnectionPool, spec: VMSpec, *, host: 
     [(_vm, record)] = reserve_hosts(store, pool, PlacementRequest(
         name=spec.name, shape=VMShape(vcpus=spec.vcpus, memory_mib=spec.memory_mib),
         group=_enforced(store, group), site=site, pod=pod), host=host, only=only,
-        policy=policy, reading=reading)
+        policy=policy, reading=reading, sized=True)
     return record, reading
+
+
+def _never_fits(hosts: list[HostState], request: PlacementRequest, policy: Policy) -> None:
+    """InvalidInput naming `vcpus` or `memory` when no host of the scope could hold the VM
+    even empty: a size to fix, not a pod that is full for now (the scheduler's words)."""
+    scope = [h for h in hosts if (request.group in h.groups if request.group is not None
+                                  else not h.groups)] or hosts
+    if not scope:
+        return
+    limits = {h.name: policy.limits(h) for h in scope}
+    shape = request.shape
+    for field, want, k in (("memory", shape.memory_mib, 1), ("vcpus", shape.vcpus, 0)):
+        name, largest = max(((n, lim[k]) for n, lim in limits.items()), key=lambda x: x[1])
+        if want > largest:
+            asked, has = ((human_bytes(want * 2**20), human_bytes(largest * 2**20))
+                          if field == "memory" else (str(want), f"{largest} vCPUs"))
+            raise InvalidInput(field, f"{asked} is more than any hypervisor in scope can ever "
+                               f"hold: the largest, {name}, takes {has} under the placement "
+                               "policy")
 
 
 def preflight_scope(store: Store, pool: ConnectionPool, needs: Needs, *, host: str | None,
@@ -309,8 +329,8 @@ def preflight_scope(store: Store, pool: ConnectionPool, needs: Needs, *, host: s
 
 def reserve_hosts(store: Store, pool: ConnectionPool, request: PlacementRequest, *,
                   host: str | None, only: set[str] | None = None,
-                  policy: Policy | None = None,
-                  reading: Reading | None = None) -> list[tuple[str, HostRecord]]:
+                  policy: Policy | None = None, reading: Reading | None = None,
+                  sized: bool = False) -> list[tuple[str, HostRecord]]:
     """Hypervisors for every member of `request`, with room claimed for each in the store.
 
     --host is checked against that host's capacity; --pod/--site ask the scheduler (filters,
@@ -319,7 +339,8 @@ def reserve_hosts(store: Store, pool: ConnectionPool, request: PlacementRequest,
     overbook a host; the operation that made them gives them back if it fails, or settles
     them once its VM is defined (Store.settle_placement). The names were checked by the
     caller (preflight_scope, not_claimed), before any room is held. `reading`: the
-    preflight's reading of the same hosts, used instead of asking them again.
+    preflight's reading of the same hosts, used instead of asking them again. `sized`: the
+    request's shape is its caller's `vcpus` and `memory`, named if no host could hold it.
     """
     from virtfleet.provision.schedule import fleet_from, live_fleet, place_and_claim
 
@@ -338,6 +359,8 @@ def reserve_hosts(store: Store, pool: ConnectionPool, request: PlacementRequest,
     if only is not None:
         fleet = type(fleet)([h for h in fleet.hosts if h.name in only], fleet.shapes,
                             fleet.failed)
+    if sized:
+        _never_fits(fleet.hosts, request, policy or Policy())
     placed = place_and_claim(store, fleet, policy or Policy(), request)
     records = {r.name: r for r in store.hypervisors(site=request.site, pod=request.pod)}
     if host is not None:
