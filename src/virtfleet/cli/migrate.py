@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from virtfleet.cli.context import app_context
+from virtfleet.cli.fields import in_text, reword
 from virtfleet.cli.options import CpuRatioOpt, Json
 from virtfleet.cli.output import emit, emit_json, table, warn
 from virtfleet.cli.plan import PolicyFile
@@ -57,9 +58,11 @@ MaxIn = Annotated[int | None, typer.Option(
 
 
 def _flagged(exc: VirtfleetError) -> VirtfleetError:
-    """The service's field names as the options a user typed."""
+    """The service's field names as the options a user typed (a field, or one named in
+    backquotes in the text)."""
     if isinstance(exc, InvalidInput) and exc.field in FLAGS:
-        return InvalidInput(FLAGS[exc.field], exc.rule)
+        return InvalidInput(FLAGS[exc.field], in_text(exc.rule, FLAGS))
+    reword(exc, FLAGS)
     return exc
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from virtfleet.config import MigrationLimits
-from virtfleet.errors import Cancelled, InvalidInput, VirtfleetError
+from virtfleet.errors import Cancelled, InvalidInput, NotFound, VirtfleetError
 from virtfleet.fleet import movable, targets
 from virtfleet.fleet.drain import Job, run_bounded
 from virtfleet.fleet.scope import FleetService
@@ -212,8 +212,9 @@ class MigrationService(FleetService):
         req.check()
         # Cheap and certain before costly: the request, then the store (a target host or pod
         # it lacks), then the VM on its host, then each target (docs/migration.md).
-        named = self.store.hypervisors(host=req.to)[0] if req.to is not None else None
-        in_pod = self.store.hypervisors(pod=req.pod) if req.pod is not None else None
+        to = _known(self.store, "to", host=req.to)
+        named = to[0] if to is not None else None
+        in_pod = _known(self.store, "pod", pod=req.pod)
         source = locate_vm(req.vm, self.store, self.pool)
         with vm_lock(self.store, f"{source.name}/{req.vm}", "migrate"):
             guest = Guest.lookup(self.pool.get(source), req.vm)
@@ -418,6 +419,20 @@ class MigrationService(FleetService):
         uris = [cand.needs.source.uri, target.uri]
         labs = {lab_pod(d, uris) for d in fit.shared_dirs}
         return labs.pop() if len(labs) == 1 and None not in labs else None
+
+
+def _known(store: Store, field: str, *, host: str | None = None,
+           pod: str | None = None) -> list[HostRecord] | None:
+    """The hypervisor `host` or those of `pod` (None if neither is asked); NotFound naming the
+    request's field (in backquotes: the CLI words it as its option)."""
+    if host is None and pod is None:
+        return None
+    try:
+        hosts = store.hypervisors(host=host, pod=pod)
+    except NotFound:
+        what = f"hypervisor {host!r}" if host is not None else f"pod {pod!r}"
+        raise NotFound(f"{what} (`{field}`) is not in the inventory") from None
+    return hosts
 
 
 def _mode(cand: _Candidate) -> str:
