@@ -267,7 +267,8 @@ def test_a_disk_larger_than_its_pool_is_refused_like_vol_create(env, tmp_path: P
 
 
 @pytest.mark.parametrize("args,code,message", [
-    (["--disk", "size=1G,pool=nosuch"], 3, "hv1: has no storage pool 'nosuch'"),
+    # Regression (new-user trial): the option was not named.
+    (["--disk", "size=1G,pool=nosuch"], 3, "hv1: has no storage pool 'nosuch' (--disk pool)"),
     (["--network", "bridge=nosuch"], 2, "--network: hv1 has no bridge 'nosuch'"),
     (["--network", "network=nosuch"], 2, "--network: hv1 has no libvirt network 'nosuch'"),
     (["--disk", "size=1T"], 2, "--disk size: 1.00 TiB is more than the 92.00 GiB free"),
@@ -305,8 +306,8 @@ def test_the_scheduler_places_only_where_the_vm_can_be_made(env, tmp_path: Path)
     r = run(db, *CREATE, "a3", "--pod", "or-pod1", "--memory", "1G", "--disk",
             "size=1G,pool=nosuch")
     assert r.code == 3 and r.err == (
-        "virtfleet: error: hv1: has no storage pool 'nosuch' (and 1 other hypervisor(s) in "
-        "or-pod1 cannot take it either)\n"), r.err
+        "virtfleet: error: hv1: has no storage pool 'nosuch' (--disk pool) (and 1 other "
+        "hypervisor(s) in or-pod1 cannot take it either)\n"), r.err
 
 
 SECRET = "pw-Zq81x"  # distinctive: any appearance in argv or output is this test's password
