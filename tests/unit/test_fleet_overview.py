@@ -57,3 +57,20 @@ def test_bad_requests_name_their_fields(overview: OverviewService) -> None:
         with pytest.raises(InvalidInput) as exc:
             overview.list_vms(req)
         assert exc.value.field == field
+
+
+def test_the_footer_counts_every_hypervisor_asked(overview: OverviewService,
+                                                   tmp_path: Path) -> None:
+    """Regression (new-user trial): the footer counted only hosts with VMs ("0 VMs on 0
+    hypervisors" when all failed). Every host asked counts, the silent ones said."""
+    from .cli import run
+
+    r = run(tmp_path / "s.db", "list", "--live", "--pod", "p1")
+    assert r.code == 1, r.err
+    assert "3 VMs on 2 hypervisors (1 did not answer), read live\n" in r.err, r.err
+    r = run(tmp_path / "s.db", "list", "--live", "--host", "dead")
+    assert "0 VMs on 1 hypervisor (1 did not answer), read live\n" in r.err, r.err
+    found = overview.list_vms(ListRequest(source="live"))
+    assert found.hosts == 3 and found.as_json()["hosts"] == 3
+    overview.sync()
+    assert overview.list_vms(ListRequest(source="store", pod="p2")).hosts == 1

@@ -43,9 +43,12 @@ def show(actx: AppContext, *, site: str | None = None, pod: str | None = None,
              f"{v['memory_mib']} MiB"]
             + ([age(datetime.fromisoformat(v["observed_at"]), now)] if seen else [])
             for v in rows]))
-        hosts = len({v["host"] for v in rows})
+        # Every hypervisor asked counts, with or without VMs; those that did not answer are
+        # said (their rows are missing, not zero).
+        silent = f" ({len(found.failed)} did not answer)" if found.failed else ""
         where = {"controller": "from the controller", "live": "read live",
                  "store": "from the store"}[found.source]
-        warn(f"{len(rows)} VMs on {hosts} hypervisors, {where}")
+        plural = "" if found.hosts == 1 else "s"
+        warn(f"{len(rows)} VMs on {found.hosts} hypervisor{plural}{silent}, {where}")
     report_failures(found.failed)
     return 1 if found.failed else 0

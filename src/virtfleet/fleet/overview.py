@@ -56,9 +56,10 @@ class VMList:
     failed: tuple[HostFailure, ...]  # hosts that did not answer (or, from the store, last time)
     source: str  # where the rows came from: controller, live or store
     notes: tuple[str, ...] = ()  # why a running controller was not the source
+    hosts: int = 0  # the hypervisors in scope (asked), those in `failed` included
 
     def as_json(self) -> dict[str, object]:
-        return {"source": self.source, "vms": list(self.vms),
+        return {"source": self.source, "vms": list(self.vms), "hosts": self.hosts,
                 "failed": [f.as_json() for f in self.failed]}
 
 
@@ -117,7 +118,7 @@ class OverviewService:
         except NotFound:
             return None  # e.g. a host applied seconds ago that the controller has not loaded
         failed = tuple(HostFailure(f["host"], f["kind"], f["error"]) for f in data["failed"])
-        return VMList(tuple(data["vms"]), failed, "controller")
+        return VMList(tuple(data["vms"]), failed, "controller", hosts=len(self._hosts(req)))
 
     def _live(self, req: ListRequest, notes: list[str], progress: Progress | None) -> VMList:
         from virtfleet.fleet.observed import observe
@@ -127,7 +128,7 @@ class OverviewService:
         results = observe(hosts, progress=counting(progress, "list", len(hosts)))
         rows = tuple(v.as_json() for v in fleet_vms(results)
                      if req.state is None or v.domain.state == req.state)
-        return VMList(rows, tuple(failures(results)), "live", tuple(notes))
+        return VMList(rows, tuple(failures(results)), "live", tuple(notes), hosts=len(hosts))
 
     def _hosts(self, req: ListRequest) -> list[HostRecord]:
         """The hypervisors in scope: from a SQLite store with sqlite3 when it can be (a cold
@@ -147,7 +148,7 @@ class OverviewService:
         in_scope = {h.name for h in store.hypervisors(**req.scope)}
         failed = tuple(HostFailure(s.host, "host-unavailable", s.error)
                        for s in store.host_statuses() if not s.reachable and s.host in in_scope)
-        return VMList(tuple(v.as_json() for v in vms), failed, "store")
+        return VMList(tuple(v.as_json() for v in vms), failed, "store", hosts=len(in_scope))
 
     def sync(self, progress: Progress | None = None) -> Synced:
         """Every hypervisor's VMs into the store: through a running controller, else here."""
