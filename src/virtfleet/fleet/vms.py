@@ -308,6 +308,16 @@ class Console:
         return console.read_until(self._stream, marker.encode(), timeout,
                                   f"{self.host}/{self.vm}", echo_fd=echo_fd)
 
+    def pump(self, deliver: Callable[[bytes], None]) -> None:
+        """The output, chunk by chunk, to `deliver` from a worker thread; b"" at the end."""
+        console.pump(self._stream, deliver)
+
+    def send(self, data: bytes) -> None:
+        console.send(self._stream, data, self.host, self.vm)
+
+    def close(self) -> None:
+        console.close(self._stream)
+
 
 # ------------------------------------------------------------------ the service
 
