@@ -311,3 +311,67 @@ def test_every_page_renders(lab_ui: LabUI, driver: WebDriver) -> None:
     driver.get(f"{lab_ui.base}/ui/estate")
     cells = driver.find_elements(By.CSS_SELECTOR, "#estate a.h")
     assert len(cells) == 3 and all("h-ok" in c.get_attribute("class") for c in cells)
+
+
+# ------------------------------------------------------------------ the VM's console
+
+
+def _running(ui: LabUI, vm: str, host: str) -> None:
+    """The guest is running (an earlier test shut it down and may have left it so)."""
+    api = Api("127.0.0.1", ui.port, ui.tokens["root"])
+    if api.get(f"/api/v1/vms/{vm}").body["state"] != "running":
+        got = api.post(f"/api/v1/vms/{vm}/start?host={host}")
+        assert got.status == 200, got.body
+
+
+def _serial_text(driver: WebDriver) -> str:
+    return str(driver.find_element(By.ID, "serial").text)
+
+
+def test_the_serial_console_shows_the_guest_and_takes_keys(lab_ui: LabUI,
+                                                           driver: WebDriver) -> None:
+    """Through the controller only: keys typed in the page reach the guest's shell on ttyS0,
+    and a reboot typed there shows the guest's boot output in the page."""
+    vm, host = lab_ui.web, lab_ui.web_host
+    _running(lab_ui, vm, host)
+    _sign_in(driver, lab_ui, "webop")
+    driver.get(f"{lab_ui.base}/ui/vms/{vm}?host={host}")
+    driver.find_element(By.ID, "serial-console").click()
+    WebDriverWait(driver, WAIT).until(
+        lambda d: d.find_element(By.ID, "console-state").text == "connected")
+    term = driver.find_element(By.ID, "serial")
+    # the shell computes 42: what comes back is the guest's answer, not the keys echoed
+    term.send_keys("\necho vf-$((6*7))-ok\n")
+    WebDriverWait(driver, WAIT).until(lambda d: "vf-42-ok" in _serial_text(d))
+    term.send_keys("reboot -f\n")
+    WebDriverWait(driver, WAIT * 2).until(lambda d: "virtfleet-tiny-guest up" in
+                                          _serial_text(d))
+    _shot(driver, "console-serial")
+    [issued] = [e for e in lab_ui.audit() if e["actor"] == "webop"
+                and e["action"] == "vm.console.serial"]
+    assert (issued["via"], issued["result"], issued["target"]) == ("ui", "ok",
+                                                                   f"vm:{vm}@{host}")
+
+
+_OPEN_WS = ("const [url, done] = arguments;"
+            "const ws = new WebSocket('ws://' + location.host + url);"
+            "ws.onopen = () => { ws.close(); done('open'); };"
+            "ws.onclose = e => done('closed ' + e.code);")
+
+
+def test_an_expired_console_ticket_is_refused(lab_ui: LabUI, driver: WebDriver) -> None:
+    vm, host = lab_ui.web, lab_ui.web_host
+    _sign_in(driver, lab_ui, "webop")
+    path = f"/ui/vms/{vm}/console/serial?host={host}"
+    ask = ("const [path, token, done] = arguments;"
+           "fetch(path, {method: 'POST', headers: {'X-CSRF-Token': token}})"
+           ".then(r => r.json()).then(b => done(b.url + '?ticket=' + b.ticket));")
+    csrf = _csrf(driver)
+    driver.set_script_timeout(WAIT)
+    stale = driver.execute_async_script(ask, path, csrf)
+    time.sleep(31)  # past the ticket's 30 s life (controller/ui/tickets.py)
+    assert driver.execute_async_script(_OPEN_WS, stale).startswith("closed")
+    # a fresh ticket from the same page opens (and this one is then used up)
+    fresh = driver.execute_async_script(ask, path, csrf)
+    assert driver.execute_async_script(_OPEN_WS, fresh) == "open"
+    assert driver.execute_async_script(_OPEN_WS, fresh).startswith("closed")

@@ -376,14 +376,15 @@ def _ticket(b: Browserless, vm: str = "web01", csrf: str | None = None,
     return b.post(f"/ui/vms/{vm}/console/serial?host={host}", headers={"X-CSRF-Token": token})
 
 
-def _connect(c: Console, b: Browserless, ticket: str, vm: str = "web01") -> int:
+def _connect(c: Console, b: Browserless, ticket: str, vm: str = "web01",
+             kind: str = "serial") -> int:
     """The websocket handshake's answer: 101 accepted, else the HTTP status refusing it."""
     import websocket
 
     cookie = "; ".join(f"{k}={v}" for k, v in b.cookies.items())
     try:
         ws = websocket.create_connection(
-            f"ws://127.0.0.1:{c.port}/ui/vms/{vm}/console/serial/ws?ticket={ticket}",
+            f"ws://127.0.0.1:{c.port}/ui/vms/{vm}/console/{kind}/ws?ticket={ticket}",
             cookie=cookie, timeout=60)
     except websocket.WebSocketBadStatusException as exc:
         return int(exc.status_code)
@@ -440,3 +441,25 @@ def test_the_console_websocket_wants_this_sessions_fresh_ticket(console: Console
     anon = Browserless(console.port)
     fresh = json.loads(_ticket(webop).text)["ticket"]
     assert _connect(console, anon, fresh) == 403  # no session at all
+
+
+def test_the_vnc_page_asks_for_its_own_ticket_and_serves_only_novnc_modules(
+        console: Console) -> None:
+    webop = console.browser("webop")
+    page = webop.get("/ui/vms/web01/console/vnc?host=hv-web")
+    assert page.status == 200 and 'id="screen"' in page.text and "vnc.js" in page.text
+    token = page.csrf()
+    got = webop.post("/ui/vms/web01/console/vnc?host=hv-web", headers={"X-CSRF-Token": token})
+    assert got.status == 200 and json.loads(got.text)["url"] == "/ui/vms/web01/console/vnc/ws"
+    vnc = json.loads(got.text)["ticket"]
+    assert _connect(console, webop, vnc, kind="serial") == 403  # a vnc ticket is not serial's
+    assert webop.post("/ui/vms/web01/console/spice?host=hv-web",
+                      headers={"X-CSRF-Token": token}).status == 404
+    assert webop.get("/ui/vms/web01/console/nope?host=hv-web").status == 404
+    rfb = webop.get("/ui/novnc/core/rfb.js")
+    assert rfb.status == 200 and rfb.headers["content-type"].startswith("text/javascript")
+    for path in ("/ui/novnc/vnc.html", "/ui/novnc/../../../etc/passwd",
+                 "/ui/novnc/core/../../../../etc/passwd", "/ui/novnc/%2e%2e/%2e%2e/etc/passwd",
+                 "/ui/novnc/vendor/pako/README.md", "/ui/novnc/"):
+        assert webop.get(path).status == 404, path
+

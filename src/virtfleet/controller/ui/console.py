@@ -1,18 +1,20 @@
-"""A VM's serial console in the browser, proxied through the controller.
+"""A VM's serial console and VNC screen in the browser, proxied through the controller.
 
-The page asks for a one-time ticket (POST /ui/vms/NAME/console/serial, CSRF-checked, the
-operator's `vm.lifecycle` grant on the VM, audited) and opens the websocket
-/ui/vms/NAME/console/serial/ws?ticket=T with it. The controller redeems the ticket (this
-session's, this VM's, unused, fresh), opens the VM's console through libvirt on its
-hypervisor (fleet/vms.py, virt/console.py) and relays bytes both ways; the browser never talks
-to a hypervisor.
+The page asks for a one-time ticket (POST /ui/vms/NAME/console/KIND, KIND serial or vnc,
+CSRF-checked, the operator's `vm.lifecycle` grant on the VM, audited) and opens the websocket
+/ui/vms/NAME/console/KIND/ws?ticket=T with it. The controller redeems the ticket (this
+session's, this VM's, unused, fresh), then relays bytes both ways: for serial, the VM's console
+opened through libvirt (fleet/vms.py, virt/console.py); for vnc, a TCP connection from the
+controller to the display's port on the hypervisor (from the VM's live XML). The browser never
+talks to a hypervisor, and never learns the graphics port.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations.
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket
@@ -29,8 +31,25 @@ from virtfleet.controller.ui.sessions import Sessions
 from virtfleet.controller.ui.tickets import Tickets
 from virtfleet.errors import Forbidden, InvalidInput, NotFound, Unauthorized, VirtfleetError
 
-KINDS = ("serial",)  # VNC is not built yet (docs/ui.md)
+KINDS = ("serial", "vnc")
 POLICY_VIOLATION = 1008  # the websocket close code of a refused ticket
+VNC_CONNECT_SECONDS = 10.0
+NOVNC_ROOT = Path("/usr/share/novnc")  # Debian's novnc package
+
+
+def _novnc_files() -> dict[str, bytes]:
+    """noVNC's core and vendored modules (Debian's novnc), read once: the only files
+    /ui/novnc/ serves. Empty when the package is missing (the VNC page then says so)."""
+    out: dict[str, bytes] = {}
+    for sub in ("core", "vendor"):
+        base = NOVNC_ROOT / sub
+        if base.is_dir():
+            for f in sorted(base.rglob("*.js")):
+                out[f.relative_to(NOVNC_ROOT).as_posix()] = f.read_bytes()
+    return out
+
+
+NOVNC = _novnc_files()
 
 
 def _where(request: Request, caller: Caller, name: str, host: str | None) -> str:
@@ -104,6 +123,9 @@ def console_router(controller: Controller, sessions: Sessions,
             await ws.close(POLICY_VIOLATION)  # before accept: the browser sees a 403
             return
         await ws.accept()
+        if kind == "vnc":
+            await _vnc(ws, controller, name, t.host)
+            return
         try:
             con, stack = await run_in_threadpool(_open_serial, controller, name, t.host)
         except VirtfleetError as exc:
@@ -114,7 +136,58 @@ def console_router(controller: Controller, sessions: Sessions,
         finally:
             await run_in_threadpool(stack.close)
 
+    @r.get("/ui/novnc/{path:path}")
+    def novnc(path: str) -> Response:
+        """noVNC's modules from Debian's package: a key into the table of its files, never a
+        path opened as asked."""
+        body = NOVNC.get(path)
+        if body is None:
+            return Response("not found", 404, media_type="text/plain")
+        return Response(body, media_type="text/javascript; charset=utf-8",
+                        headers={"Cache-Control": "public, max-age=3600",
+                                 "X-Content-Type-Options": "nosniff"})
+
     return r
+
+
+def _vnc_display(controller: Controller, name: str, host: str) -> Any:
+    from virtfleet.fleet.vms import VMService
+
+    with VMService(controller.store, controller.pool) as vms:
+        return vms.vnc_display(name, host)
+
+
+async def _vnc(ws: WebSocket, controller: Controller, name: str, host: str) -> None:
+    """RFB bytes between the browser's binary websocket and the VM's VNC display: the
+    controller connects to the hypervisor's graphics port, the browser only to the controller."""
+    try:
+        display = await run_in_threadpool(_vnc_display, controller, name, host)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(display.address, display.port), VNC_CONNECT_SECONDS)
+    except VirtfleetError as exc:
+        await ws.close(1011, exc.message[:120])
+        return
+    except (OSError, TimeoutError):
+        await ws.close(1011, f"{host}/{name}: its VNC display did not answer")
+        return
+
+    async def down() -> None:
+        while data := await reader.read(65536):
+            await ws.send_bytes(data)
+
+    async def up() -> None:
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            if data := msg.get("bytes") or b"":
+                writer.write(data)
+                await writer.drain()
+
+    await _both(ws, down(), up())
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 def _open_serial(controller: Controller, name: str, host: str) -> tuple[Any, Any]:
@@ -152,7 +225,13 @@ async def _pump(ws: WebSocket, con: Any) -> None:
             if data:
                 await run_in_threadpool(con.send, data)
 
-    tasks = [asyncio.ensure_future(down()), asyncio.ensure_future(up())]
+    await _both(ws, down(), up())
+
+
+async def _both(ws: WebSocket, down: Coroutine[Any, Any, None],
+                up: Coroutine[Any, Any, None]) -> None:
+    """Runs both directions of a relay until either ends, then closes the websocket."""
+    tasks = [asyncio.ensure_future(down), asyncio.ensure_future(up)]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     except WebSocketDisconnect:
@@ -162,7 +241,7 @@ async def _pump(ws: WebSocket, con: Any) -> None:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect,
-                                     VirtfleetError, RuntimeError):
+                                     VirtfleetError, RuntimeError, OSError):
                 await task
     with contextlib.suppress(RuntimeError):  # the browser may have gone already
         await ws.close()
