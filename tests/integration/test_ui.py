@@ -375,3 +375,69 @@ def test_an_expired_console_ticket_is_refused(lab_ui: LabUI, driver: WebDriver) 
     fresh = driver.execute_async_script(ask, path, csrf)
     assert driver.execute_async_script(_OPEN_WS, fresh) == "open"
     assert driver.execute_async_script(_OPEN_WS, fresh).startswith("closed")
+
+
+VNC_VM = "vnc-console"  # a tiny guest with a VNC display, made from the lab guest's XML
+
+_VARIANCE = ("const c = document.querySelector('#screen canvas');"
+             "if (!c || !c.width || !c.height) { return 0; }"
+             "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+             "let n = 0, s = 0, s2 = 0;"
+             "for (let i = 0; i < d.length; i += 4) {"
+             "  const y = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];"
+             "  n++; s += y; s2 += y * y; }"
+             "return s2 / n - (s / n) * (s / n);")
+
+
+def _vnc_guest(ui: LabUI, lab: LabFixture, tmp: Path) -> str:
+    """The web guest's definition with a new name, its own console log and a VNC display
+    listening on its hypervisor's lab address (not 0.0.0.0), started there."""
+    host = next(h for h in lab.hosts if h.name == ui.web_host)
+    xml = subprocess.run(["virsh", "-c", host.uri, "dumpxml", "--inactive", ui.web],
+                         check=True, capture_output=True, timeout=60).stdout
+    dom = etree.fromstring(xml)
+    name, devices = dom.find("name"), dom.find("devices")
+    assert name is not None and devices is not None
+    name.text = VNC_VM
+    for gone in dom.findall("uuid"):
+        dom.remove(gone)
+    for log in dom.iterfind("devices/serial/log"):
+        log.set("file", f"/var/log/libvirt/qemu/{VNC_VM}.console.log")
+    devices.append(E.graphics(E.listen(type="address", address=host.address),
+                              type="vnc", autoport="yes", listen=host.address))
+    devices.append(E.video(E.model(type="vga")))
+    path = tmp / "vnc-vm.xml"
+    path.write_bytes(etree.tostring(dom))
+    for argv in (["define", str(path)], ["start", VNC_VM]):
+        subprocess.run(["virsh", "-c", host.uri, *argv], check=True, capture_output=True,
+                       timeout=120)
+    return host.uri
+
+
+def test_the_vnc_screen_is_shown_through_the_controller(
+        lab_ui: LabUI, lab: LabFixture, driver: WebDriver,
+        tmp_path: Path) -> None:
+    uri = _vnc_guest(lab_ui, lab, tmp_path)
+    try:
+        live = subprocess.run(["virsh", "-c", uri, "dumpxml", VNC_VM], check=True,
+                              capture_output=True, timeout=60).stdout
+        graphics = etree.fromstring(live).find("devices/graphics")
+        port = graphics.get("port") if graphics is not None else None
+        assert port and int(port) >= 5900
+        _sign_in(driver, lab_ui, "webop")
+        driver.get(f"{lab_ui.base}/ui/vms/{VNC_VM}/console/vnc?host={lab_ui.web_host}")
+        WebDriverWait(driver, WAIT).until(
+            lambda d: d.find_element(By.ID, "console-state").text == "connected")
+        # the guest's screen (SeaBIOS, then the kernel) drawn on noVNC's canvas: not one colour
+        WebDriverWait(driver, WAIT).until(lambda d: float(d.execute_script(_VARIANCE)) > 50)
+        _shot(driver, "console-vnc")
+        # the page and everything it loaded came from the controller; the display's port
+        # appears nowhere in what the browser was given
+        assert f":{port}" not in driver.page_source
+        loaded = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name);")
+        assert loaded and all(u.startswith(lab_ui.base) for u in loaded)
+    finally:
+        for argv in (["destroy", VNC_VM], ["undefine", VNC_VM]):
+            subprocess.run(["virsh", "-c", uri, *argv], capture_output=True, check=False,
+                           timeout=60)

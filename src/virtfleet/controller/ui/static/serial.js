@@ -17,7 +17,12 @@
     badge.textContent = text;
     badge.className = "live " + (on ? "on" : "off");
   }
+  var pending = "";  // an escape sequence cut by a chunk's end, kept for the next chunk
   function show(text) {
+    text = pending + text;
+    var cut = text.match(/\x1b[^A-Za-z]{0,16}$/);
+    pending = cut ? cut[0] : "";
+    if (cut) { text = text.slice(0, cut.index); }
     var all = pre.textContent + text.replace(ESC, "");
     pre.textContent = all.length > MAX ? all.slice(all.length - MAX) : all;
     pre.scrollTop = pre.scrollHeight;
