@@ -86,7 +86,13 @@ class OverviewService:
         if req.source == "store":
             return self._from_store(req)
         notes: list[str] = []
-        found = None if req.source == "live" else self._from_controller(req, notes)
+        if req.source != "live" and self.db_url.startswith("postgresql"):
+            # Several controllers may share it, each with its own sites (fleet/shardlist.py).
+            from virtfleet.fleet.shardlist import from_controllers
+
+            found = from_controllers(self.store(), req, notes, progress)
+        else:
+            found = None if req.source == "live" else self._from_controller(req, notes)
         return found or self._live(req, notes, progress)
 
     def _registration(self) -> ControllerRecord | None:

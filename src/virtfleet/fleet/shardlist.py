@@ -1,0 +1,72 @@
+"""`list` over several controllers sharing a PostgreSQL store (docs/scale-out.md).
+
+Each controller watches only the sites it leases, so a fleet-wide list asks each live lease
+holder for its sites' VMs, and asks the hypervisors of every other site itself (a site whose
+lease expired, whose controller died, or one that did not answer in time): the rows are as
+fresh as a single controller's would be, whichever controllers are up.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from virtfleet.controller.client import ControllerClient, is_live
+from virtfleet.controller.shards import lease_ttl
+from virtfleet.errors import HostUnavailable, NotFound
+from virtfleet.fleet.observed import observe
+from virtfleet.fleet.queries import counting, failures, fleet_vms
+from virtfleet.inventory.records import HostFailure, HostRecord
+
+if TYPE_CHECKING:
+    from virtfleet.fleet.overview import ListRequest, VMList
+    from virtfleet.fleet.scope import Progress
+    from virtfleet.inventory.leases import Member
+    from virtfleet.inventory.store import Store
+
+
+def from_controllers(store: Store, req: ListRequest, notes: list[str],
+                     progress: Progress | None = None) -> VMList | None:
+    """The VMs in `req`'s scope from the controllers that lease their sites, the rest asked
+    live; None when no controller holds any site in scope (the caller asks live)."""
+    from virtfleet.fleet.overview import VMList
+
+    hosts = store.hypervisors(**req.scope)
+    by_site: dict[str, list[HostRecord]] = {}
+    for h in hosts:
+        by_site.setdefault(h.site, []).append(h)
+    holders = store.holders(alive_within=lease_ttl())
+    asked: dict[str, tuple[Member, list[str]]] = {}
+    for site in by_site:
+        member = holders.get(site)
+        if member is not None and is_live(member.record):
+            asked.setdefault(member.holder, (member, []))[1].append(site)
+    if not asked:
+        return None
+    rows: list[dict[str, Any]] = []
+    failed: list[HostFailure] = []
+    covered: set[str] = set()
+    for member, sites in asked.values():
+        try:
+            data = ControllerClient(member.record).vms(**req.scope, state=req.state)
+        except HostUnavailable as exc:
+            notes.append(f"{exc.message}; asking its sites' hypervisors directly")
+            continue
+        except NotFound:
+            continue  # its view lags the inventory (an apply seconds ago): ask them live
+        mine = set(sites)
+        rows.extend(v for v in data["vms"] if v["site"] in mine)
+        names = {h.name for s in sites for h in by_site[s]}
+        failed.extend(HostFailure(f["host"], f["kind"], f["error"])
+                      for f in data["failed"] if f["host"] in names)
+        covered |= mine
+    rest = [h for s, hs in by_site.items() if s not in covered for h in hs]
+    source = "controller"
+    if rest:
+        results = observe(rest, progress=counting(progress, "list", len(rest)))
+        rows.extend(v.as_json() for v in fleet_vms(results)
+                    if req.state is None or v.domain.state == req.state)
+        failed.extend(failures(results))
+        source = "controller" if covered else "live"
+    rows.sort(key=lambda v: (v["site"], v["pod"], v["host"], v["name"]))
+    return VMList(tuple(rows), tuple(sorted(failed, key=lambda f: f.host)), source,
+                  tuple(notes))
