@@ -60,9 +60,12 @@ def three_sites(lab: LabFixture, tmp_path: Path) -> Path:
 
 
 class Controllers:
-    def __init__(self, url: str, tmp_path: Path) -> None:
+    def __init__(self, url: str, tmp_path: Path, args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.url = url
         self.tmp = tmp_path
+        self.args = args
+        self.env = env or {}
         self.procs: list[subprocess.Popen[str]] = []
         self.store = Store(url)
 
@@ -70,10 +73,11 @@ class Controllers:
         i = len(self.procs)
         with (self.tmp / f"serve{i}.log").open("a") as out:
             p = subprocess.Popen(
-                [sys.executable, "-m", "virtfleet.cli.main", "serve", "--interval", "1"],
+                [sys.executable, "-m", "virtfleet.cli.main", "serve", "--interval", "1",
+                 *self.args],
                 env={**os.environ, "VIRTFLEET_DB": self.url,
                      "VIRTFLEET_RUN_DIR": str(self.tmp / f"run{i}"),
-                     "VIRTFLEET_LEASE_TTL": TTL},
+                     "VIRTFLEET_LEASE_TTL": TTL, **self.env},
                 stdout=out, stderr=subprocess.STDOUT, text=True)
         self.procs.append(p)
         return p

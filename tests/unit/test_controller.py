@@ -139,6 +139,12 @@ def test_a_second_controller_is_refused_and_sync_goes_through_the_first(controll
     db, first = controller
     second = run(db, "serve")
     assert second.code == 4 and f"pid {first.pid}" in second.err
+    # One line, saying what would allow several (docs/scale-out.md).
+    assert "several controllers need a PostgreSQL store" in second.err
+    assert len(second.err.strip().splitlines()) == 1, second.err
+    pinned = run(db, "serve", "--site", "oregon")
+    assert pinned.code == 2 and "--site" in pinned.err and "PostgreSQL" in pinned.err
+    assert len(pinned.err.strip().splitlines()) == 1, pinned.err
     r = run(db, "sync", "--json")
     assert r.code == 1 and r.json()["vms"] == 12 and r.json()["failed"][0]["host"] == "dead"
     store = Store(f"sqlite:///{db}")
