@@ -171,6 +171,10 @@ def test_a_killed_controllers_sites_move_and_list_stays_right(
         r = run(pg_url, "list", "--json")
         assert vm_names(r) == truth
         assert "asking" not in r.err, r.err  # served by the controllers again
+        # A sync goes through both controllers, each for its own sites: every host counted.
+        synced = run(pg_url, "sync", "--json")
+        assert synced.code == 0, synced.err
+        assert synced.json() == {"hosts": len(lab.hosts) + 2, "vms": len(truth), "failed": []}
 
 
 def test_a_controller_paused_past_its_lease_writes_nothing_and_rejoins(

@@ -159,6 +159,10 @@ class OverviewService:
         """Every hypervisor's VMs into the store: through a running controller, else here."""
         from virtfleet.controller.client import ControllerClient, is_live
 
+        if self.db_url.startswith("postgresql"):  # each controller syncs its own sites
+            from virtfleet.fleet.shardlist import sync_through_controllers
+
+            return sync_through_controllers(self.store(), progress)
         rec = self.store().controller()
         if rec is not None and is_live(rec):
             try:

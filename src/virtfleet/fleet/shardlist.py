@@ -1,9 +1,10 @@
-"""`list` over several controllers sharing a PostgreSQL store (docs/scale-out.md).
+"""`list` and `sync` over several controllers sharing a PostgreSQL store (docs/scale-out.md).
 
 Each controller watches only the sites it leases, so a fleet-wide list asks each live lease
 holder for its sites' VMs, and asks the hypervisors of every other site itself (a site whose
 lease expired, whose controller died, or one that did not answer in time): the rows are as
-fresh as a single controller's would be, whichever controllers are up.
+fresh as a single controller's would be, whichever controllers are up. A sync goes through
+each live holder (so its own view is refreshed) and syncs the other sites' hosts from here.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 from virtfleet.controller.client import ControllerClient, is_live
 from virtfleet.controller.shards import lease_ttl
 from virtfleet.errors import HostUnavailable, NotFound
-from virtfleet.fleet.observed import observe
+from virtfleet.fleet.observed import observe, sync
 from virtfleet.fleet.queries import counting, failures, fleet_vms
 from virtfleet.inventory.records import HostFailure, HostRecord
 
 if TYPE_CHECKING:
-    from virtfleet.fleet.overview import ListRequest, VMList
+    from virtfleet.fleet.overview import ListRequest, Synced, VMList
     from virtfleet.fleet.scope import Progress
     from virtfleet.inventory.leases import Member
     from virtfleet.inventory.store import Store
@@ -70,3 +71,34 @@ def from_controllers(store: Store, req: ListRequest, notes: list[str],
     rows.sort(key=lambda v: (v["site"], v["pod"], v["host"], v["name"]))
     return VMList(tuple(rows), tuple(sorted(failed, key=lambda f: f.host)), source,
                   tuple(notes))
+
+
+def sync_through_controllers(store: Store, progress: Progress | None = None) -> Synced:
+    """Every hypervisor's VMs into the store: each live lease holder syncs its own sites, the
+    hypervisors of the rest are synced from here."""
+    from virtfleet.fleet.overview import Synced
+
+    hosts = store.hypervisors()
+    holders = store.holders(alive_within=lease_ttl())
+    members = {m.holder: m for m in holders.values() if is_live(m.record)}
+    done_sites: set[str] = set()
+    asked = vms = 0
+    failed: list[HostFailure] = []
+    notes: list[str] = []
+    for member in members.values():
+        try:
+            data = ControllerClient(member.record).sync()
+        except HostUnavailable as exc:
+            notes.append(f"{exc.message}; syncing its sites from here")
+            continue
+        asked += int(data["hosts"])
+        vms += int(data["vms"])
+        failed.extend(HostFailure(f["host"], f["kind"], f["error"]) for f in data["failed"])
+        done_sites |= {s for s, m in holders.items() if m.holder == member.holder}
+    rest = [h for h in hosts if h.site not in done_sites]
+    if rest:
+        results = sync(store, rest, progress=counting(progress, "sync", len(rest)))
+        asked += len(results)
+        vms += sum(len(r.value) for r in results if r.value is not None)
+        failed.extend(failures(results))
+    return Synced(asked, vms, tuple(failed), tuple(notes))
