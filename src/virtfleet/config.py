@@ -11,6 +11,11 @@ from pathlib import Path
 
 from virtfleet.errors import InvalidInput
 
+# What virtfleet sets LIBVIRT_LOG_OUTPUTS to for its own client library (virt/__init__.py).
+# Daemons it starts (the lab's libvirtd) must not inherit it: libvirtd takes that variable over
+# the log_outputs of its own libvirtd.conf.
+QUIET_CLIENT_LOG = "4:file:/dev/null"
+
 DB_ENV = "VIRTFLEET_DB"
 # A VM's graphics password, for the CLI to read: never an option value, which `ps` shows.
 GRAPHICS_PASSWORD_ENV = "VIRTFLEET_GRAPHICS_PASSWORD"

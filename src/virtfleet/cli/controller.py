@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import signal
 import sys
@@ -102,6 +103,9 @@ def serve(
             sys.exit(0)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # `kill -USR1 PID` writes every thread's stack to the log (stderr): what a controller that
+    # seems stuck is waiting on, without stopping it.
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     try:
         from virtfleet.cli.fields import options_named
 
