@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import create_engine, update
 
 from tests.unit.test_store import BASE, T0, T1, dom, uuid_of
-from virtfleet.controller.shards import ShardKeeper
+from virtfleet.controller.shards import LeaseCheckedFencer, ShardKeeper
 from virtfleet.errors import InvalidInput, StaleLease
+from virtfleet.ha.fence import Power, PowerResult
 from virtfleet.inventory import tables as t
 from virtfleet.inventory.fencing import ShardTokens
 from virtfleet.inventory.fleetfile import parse_fleet
@@ -198,3 +199,33 @@ def test_a_keeper_paused_past_its_lease_stops_acting_and_comes_back_under_new_to
     after = keeper.tokens.held()
     assert {s: after[s] - before[s] for s in after} == {"oregon": 1, "texas": 1}
     fenced.set_host_status(HostStatus("hv1", False, "lost", T1))
+
+
+class CountingFencer:
+    """Stands in for the BMC: counts the power-offs that reach it."""
+
+    def __init__(self) -> None:
+        self.offs: list[str] = []
+
+    def has_bmc(self, host: str) -> bool:
+        return True
+
+    def status(self, host: str) -> PowerResult:
+        return PowerResult(host, "fence_ipmilan", "status", Power.ON, "", 0.0, True)
+
+    def off(self, host: str) -> PowerResult:
+        self.offs.append(host)
+        return PowerResult(host, "fence_ipmilan", "off", Power.OFF, "", 0.0, True)
+
+
+def test_a_power_off_is_refused_once_the_lease_is_lost(base: Store, store_url: str) -> None:
+    mine, _ = holding(base, "a", "oregon")
+    inner = CountingFencer()
+    fencer = LeaseCheckedFencer(inner, mine)
+    assert fencer.off("hv1").power is Power.OFF and inner.offs == ["hv1"]
+    expire(store_url, "oregon")
+    holding(base, "b", "oregon")
+    refused = fencer.off("hv1")
+    assert refused.power is Power.ERROR and not refused.confirmed
+    assert "fencing token 1 is stale" in refused.message
+    assert inner.offs == ["hv1"]  # the BMC was never asked the second time
