@@ -54,13 +54,13 @@ def from_controllers(store: Store, req: ListRequest, notes: list[str],
             continue
         except NotFound:
             continue  # its view lags the inventory (an apply seconds ago): ask them live
-        mine = set(sites)
-        rows.extend(v for v in data["vms"] if v["site"] in mine)
-        names = {h.name for s in sites for h in by_site[s]}
+        # Only the hosts it has read: a site it took a moment ago is asked here meanwhile.
+        seen = {h.name for s in sites for h in by_site[s]} & set(data.get("seen", ()))
+        rows.extend(v for v in data["vms"] if v["host"] in seen)
         failed.extend(HostFailure(f["host"], f["kind"], f["error"])
-                      for f in data["failed"] if f["host"] in names)
-        covered |= mine
-    rest = [h for s, hs in by_site.items() if s not in covered for h in hs]
+                      for f in data["failed"] if f["host"] in seen)
+        covered |= seen
+    rest = [h for hs in by_site.values() for h in hs if h.name not in covered]
     source = "controller"
     if rest:
         results = observe(rest, progress=counting(progress, "list", len(rest)))
