@@ -352,7 +352,7 @@ class Restarter:
         def fit(h: Host) -> movable.Fit:
             needs = movable.needs_of_definition(vm.definition, view.failed, h)
             return movable.check(h, view.records[h.label], needs, copy_storage=False,
-                                 pods=pods, seconds=self.seconds)
+                                 pods=pods, seconds=self.seconds, restart=True)
 
         fits = {r.host.name: (r.value if r.value is not None else movable.Fit(r.host.name,
                                                                               r.error))
