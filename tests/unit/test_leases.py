@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import create_engine, update
 
 from tests.unit.test_store import BASE, T0, T1, dom, uuid_of
+from virtfleet.config import lease_ttl
 from virtfleet.controller.shards import LeaseCheckedFencer, ShardKeeper
 from virtfleet.errors import InvalidInput, StaleLease
 from virtfleet.ha.fence import Power, PowerResult
@@ -229,3 +230,12 @@ def test_a_power_off_is_refused_once_the_lease_is_lost(base: Store, store_url: s
     assert refused.power is Power.ERROR and not refused.confirmed
     assert "fencing token 1 is stale" in refused.message
     assert inner.offs == ["hv1"]  # the BMC was never asked the second time
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-3", "601"])
+def test_a_bad_lease_time_is_refused_naming_the_variable(raw: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIRTFLEET_LEASE_TTL", raw)
+    with pytest.raises(InvalidInput) as exc:
+        lease_ttl()
+    assert exc.value.field == "VIRTFLEET_LEASE_TTL"

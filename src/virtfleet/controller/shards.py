@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from virtfleet.config import lease_ttl
 from virtfleet.errors import InvalidInput, StaleLease
 from virtfleet.ha.fence import Power, PowerResult
 from virtfleet.ha.fencer import Fencer
@@ -38,24 +39,6 @@ from virtfleet.inventory.records import ControllerRecord
 from virtfleet.inventory.store import Store
 
 log = logging.getLogger("virtfleet.controller.shards")
-
-TTL_ENV = "VIRTFLEET_LEASE_TTL"
-DEFAULT_TTL = 6.0
-
-
-def lease_ttl() -> float:
-    """Seconds a shard lease lasts unless renewed ($VIRTFLEET_LEASE_TTL, 1-600)."""
-    raw = os.environ.get(TTL_ENV)
-    if raw is None:
-        return DEFAULT_TTL
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 1 <= value <= 600:
-        raise InvalidInput(TTL_ENV, "must be a number of seconds from 1 to 600")
-    return value
-
 
 def new_holder() -> str:
     """A name for this controller's leases: its machine and pid, and a random part so a pid

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from virtfleet.config import lease_ttl
 from virtfleet.controller.client import ControllerClient, is_live
-from virtfleet.controller.shards import lease_ttl
 from virtfleet.errors import HostUnavailable, NotFound
 from virtfleet.fleet.observed import observe, sync
 from virtfleet.fleet.queries import counting, failures, fleet_vms
