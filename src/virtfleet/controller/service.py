@@ -115,7 +115,13 @@ class Controller:
         self._events: queue.Queue[tuple[str, str, str, datetime, tuple[str, str]]] = (
             queue.Queue())
         self._watched: weakref.WeakSet[Host] = weakref.WeakSet()
-        self._sync_lock = threading.Lock()
+        # Held while a listing or an event is put into the view and the store, never while a
+        # host is asked: a sync that waits out a dead host's connect deadline must not hold up
+        # the events of every other host (they lagged ~10 s behind each retry of a fenced
+        # host). A listing that overlapped an event of its host is not applied (it may be older
+        # than the event); that host is listed again at once instead.
+        self._apply_lock = threading.Lock()
+        self._applied: dict[str, int] = {}  # host -> how many events were put into the view
         self._retry: dict[str, tuple[int, float]] = {}  # host -> (failures, next try, monotonic)
         self._last_full = now()
         self._reported: list[str] = []  # problems last logged by the heartbeat
@@ -174,10 +180,17 @@ class Controller:
         targets = self.state.hosts() if hosts is None else hosts
         if not targets:
             return []
-        with self._sync_lock:
-            results = observe(targets, self.pool, on_connection=self._watch,
-                              progress=(lambda _r: progress()) if progress else None)
-            for r in results:
+        with self._apply_lock:
+            events_before = {h.name: self._applied.get(h.name, 0) for h in targets}
+        results = observe(targets, self.pool, on_connection=self._watch,
+                          progress=(lambda _r: progress()) if progress else None)
+        with self._apply_lock:
+            overtaken = {r.host.name for r in results
+                         if self._applied.get(r.host.name, 0) != events_before[r.host.name]}
+            for name in overtaken:
+                self._retry[name] = (0, 0.0)  # due at the next maintenance pass
+            applied = [r for r in results if r.host.name not in overtaken]
+            for r in applied:
                 if r.value is not None:
                     self.state.replace(r.host.name, r.value, r.at)
                     self._retry.pop(r.host.name, None)
@@ -190,10 +203,10 @@ class Controller:
                     delay = min(MAX_BACKOFF_SECONDS, self.interval * 2 ** (failures - 1))
                     self._retry[r.host.name] = (failures, time.monotonic() + delay)
             try:
-                record(self.store, results)
+                record(self.store, applied)
             except VirtfleetError as exc:
                 log.error("store update failed: %s", exc)
-        self.ha.note_synced([r.host.name for r in results if r.value is not None])
+        self.ha.note_synced([r.host.name for r in applied if r.value is not None])
         return results
 
     def _needs_sync(self) -> list[HostRecord]:
@@ -235,14 +248,15 @@ class Controller:
             self._watch(host)
             return host.domain_by_uuid(uuid)
 
-        # Waiting behind a long sync is not being stuck: the sync shows its own progress.
-        while not self._sync_lock.acquire(timeout=1.0):
+        [result] = fan_out([rec], read, self.pool)
+        if result.error is not None:
+            log.warning("event for %s on %s: %s", uuid, name, result.error)
+            return  # the host will be resynced: its connection is gone or it failed
+        # Waiting behind a sync's store write is not being stuck.
+        while not self._apply_lock.acquire(timeout=1.0):
             self._progress(self.workers["events"])
         try:
-            [result] = fan_out([rec], read, self.pool)
-            if result.error is not None:
-                log.warning("event for %s on %s: %s", uuid, name, result.error)
-                return  # the host will be resynced: its connection is gone or it failed
+            self._applied[name] = self._applied.get(name, 0) + 1
             before = self.state.domain(name, uuid)
             try:
                 if result.value is None:
@@ -254,7 +268,7 @@ class Controller:
                 log.error("store update for %s on %s failed: %s", uuid, name, exc)
             self._publish_vm(rec, uuid, before, result.value, at, words)
         finally:
-            self._sync_lock.release()
+            self._apply_lock.release()
         self.ha.note_domain(name, uuid)  # an HA VM's definition may have changed
 
     def _publish_vm(self, rec: HostRecord, uuid: str, before: DomainRecord | None,
