@@ -42,9 +42,10 @@ ENV = {"VIRTFLEET_HA_GRACE": "3", "VIRTFLEET_HA_RETRY": "5"}
 @pytest.fixture
 def ha_lab() -> Iterator[LabFixture]:
     require_lab()
-    for tool, package in (("ipmi_sim", "openipmi"), ("fence_ipmilan", "fence-agents"),
-                          ("ipmitool", "ipmitool"), ("virtlockd", "libvirt-daemon")):
-        require_tool(tool, package, REQUIRE_ENV)
+    require_tool("ipmi_sim", "openipmi", REQUIRE_ENV)
+    require_tool("fence_ipmilan", "fence-agents", REQUIRE_ENV)
+    require_tool("ipmitool", "ipmitool", REQUIRE_ENV)
+    require_tool("virtlockd", "libvirt-daemon", REQUIRE_ENV)
     lab = Lab(SHA_LAB)
     try:
         lab.up(hosts=3, pods=1, leases=True)
