@@ -571,3 +571,26 @@ def test_an_event_is_not_held_up_by_a_sync_waiting_on_a_hung_host(tmp_path: Path
         finally:
             ctl.stop()
             store.close()
+
+
+def test_a_vm_ha_restarted_elsewhere_leaves_the_fenced_hosts_row_in_the_view(
+        tmp_path: Path) -> None:
+    """The store drops the fenced host's copy when HA restarts the VM on another host; the
+    controller's view must too, or list shows it twice (once `unknown`)."""
+    db = tmp_path / "store.db"
+    assert run(db, "apply", "-f", str(_fleet(tmp_path))).code == 0
+    store = Store(f"sqlite:///{db}")
+    ctl = Controller(store, interval=3600)
+    vm1 = "ba292588-6570-2674-1425-b2ee6a4e7c2b"
+    try:
+        ctl.start(f"unix:{tmp_path}/none.sock")
+        assert ctl.state.domain("hv0", vm1) is not None and ctl.state.domain("hv1", vm1)
+        ctl._publish_ha("ha.action", "hv0", "vm1.example.com",
+                        {"action": "restart", "uuid": vm1, "on": "hv1"})
+        assert ctl.state.domain("hv0", vm1) is None
+        assert ctl.state.domain("hv1", vm1) is not None  # where it runs now stays
+        ctl._publish_ha("ha.action", "hv1", None, {"state": "fenced", "detail": "off"})
+        assert ctl.state.domain("hv1", vm1) is not None  # other HA news changes no row
+    finally:
+        ctl.stop()
+        store.close()

@@ -151,6 +151,13 @@ class Controller:
     def _publish_ha(self, kind: str, host: str, vm: str | None,
                     data: dict[str, object]) -> None:
         rec = next((h for h in self.state.hosts() if h.name == host), None)
+        uuid, on = data.get("uuid"), data.get("on")
+        if data.get("action") == "restart" and isinstance(uuid, str) and on != host:
+            # The VM runs on `on` now and the fenced host's copy is gone from the store
+            # (ha/restart.py): the view drops it too, or list would show it beside the running
+            # one as `unknown` until that host answers again.
+            with self._apply_lock:
+                self.state.delete(host, uuid, now())
         self.events.publish(kind, host=rec, vm=vm, data=data)
 
     # -- syncing ------------------------------------------------------------------------------
