@@ -11,6 +11,11 @@ from pathlib import Path
 
 from virtfleet.errors import InvalidInput
 
+# What virtfleet sets LIBVIRT_LOG_OUTPUTS to for its own client library (virt/__init__.py).
+# Daemons it starts (the lab's libvirtd) must not inherit it: libvirtd takes that variable over
+# the log_outputs of its own libvirtd.conf.
+QUIET_CLIENT_LOG = "4:file:/dev/null"
+
 DB_ENV = "VIRTFLEET_DB"
 # A VM's graphics password, for the CLI to read: never an option value, which `ps` shows.
 GRAPHICS_PASSWORD_ENV = "VIRTFLEET_GRAPHICS_PASSWORD"
@@ -56,6 +61,12 @@ def _float_env(name: str, default: float, *, maximum: float | None = None,
     if maximum is not None and value > maximum:
         raise InvalidInput(name, f"must be at most {maximum:g} seconds")
     return value
+
+
+def lease_ttl() -> float:
+    """Seconds a controller's lease on a site lasts unless renewed (docs/scale-out.md):
+    $VIRTFLEET_LEASE_TTL, default 6, at most 600."""
+    return _float_env("VIRTFLEET_LEASE_TTL", 6.0, maximum=600)
 
 
 def _int_env(name: str, default: int) -> int:

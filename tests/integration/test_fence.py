@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.cli import run
 from virtfleet.config import Timeouts
 from virtfleet.errors import HostUnavailable, LabError, OperationTimeout
 from virtfleet.ha.fence import FenceDevice, Power, power_off, power_on, power_status
@@ -231,6 +232,38 @@ def test_power_off_kills_the_hypervisor_and_on_brings_it_back(fenced: Fenced) ->
                 if any(d.name == name and d.state == "running" for d in h.list_domains()):
                     h.destroy_domain(name)
                 h.undefine_domain(name)
+
+
+def test_an_operator_powers_a_fenced_host_back_on_from_the_cli(fenced: Fenced,
+                                                             tmp_path: Path) -> None:
+    """`virtfleet ha power HOST [--on]` (docs/ha.md), through the BMC the fleet file names:
+    the way back for a fenced lab host, so HA can be tried end to end on the demo lab."""
+    lab = fenced.lab
+    h1 = lab.hosts[0]
+    db = tmp_path / "s.db"
+    assert run(db, "apply", "-f", str(lab.fleet_file)).code == 0
+    old = h1.libvirtd_pid
+    dev = fenced.device(h1.name)
+    try:
+        assert power_off(dev).power is Power.OFF
+        assert netns_pids(h1.netns) == []
+        r = run(db, "ha", "power", h1.name)
+        assert r.code == 0 and r.out.startswith(f"{h1.name}: power off (fence_ipmilan"), r.err
+        r = run(db, "ha", "power", h1.name, "--on", "--json")
+        assert r.code == 0, r.err
+        assert (r.json()["power"], r.json()["confirmed"]) == ("on", True)
+        assert link_up(h1.veth)
+        wait_answering(h1)
+        fresh = fenced.refresh(h1.name)
+        assert fresh.libvirtd_pid and fresh.libvirtd_pid != old
+        assert procs.alive(fresh.libvirtd_pid)  # ground truth: a new libvirtd runs there
+        r = run(db, "ha", "power", h1.name, "--on")
+        assert r.code == 0 and r.out.startswith(f"{h1.name}: power on (powered on)"), r.out
+    finally:
+        if power_status(dev).power is not Power.ON:
+            power_on(dev)
+        wait_answering(lab.host(h1.name))
+        fenced.refresh(h1.name)
 
 
 def test_power_on_of_a_running_host_changes_nothing(fenced: Fenced) -> None:

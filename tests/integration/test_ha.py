@@ -123,6 +123,22 @@ class HALab:
     def log(self) -> str:
         return serve_log(self.db).read_text(errors="replace")[-4000:]
 
+    def why(self, host: LabHost) -> str:
+        """What HA holds of `host` (its state and detail, its latest recovery's steps) and the
+        controller's log, with every thread's stack: what a failed wait needs to be
+        understood."""
+        if self.controller is not None and self.controller.poll() is None:
+            self.controller.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+        with self.store() as s:
+            rec = s.ha_hosts().get(host.name)
+            recs = s.recoveries(host.name)
+        state = f"{rec.state}: {rec.detail}" if rec is not None else "ok"
+        steps = "\n".join(f"  {st.at:%H:%M:%S} {st.kind} {st.vm or ''} {st.host or ''} "
+                          f"{st.detail}" for st in (recs[-1].steps if recs else []))
+        log = serve_log(self.db).read_text(errors="replace")
+        return f"HA of {host.name}: {state}\nits latest recovery:\n{steps}\n{log[-12000:]}"
+
 
 
 @pytest.fixture(scope="module")
@@ -208,11 +224,17 @@ def heal(h: HALab) -> None:
         host = h.host(i)
         wait_for(lambda host=host: answering(host), 90, f"{host.name} to answer")
         wait_for(lambda host=host: h.ha_state(host) == "ok", 90,
-                 f"{host.name} to be ok for HA\n{h.log()}")
+                 lambda host=host: f"{host.name} to be ok for HA\n{h.why(host)}")
 
 
 def running_on(uuid: str) -> list[int]:
     return [q.netns for q in qemus(uuid)]
+
+
+def elsewhere(netns: list[int], victim_ns: int) -> bool:
+    """One QEMU, not on the victim (one reading of the process table: a QEMU may exit
+    between two)."""
+    return len(netns) == 1 and netns[0] != victim_ns
 
 
 def recovered(h: HALab, g: Guests, timeout: float = 150) -> dict[str, LabHost]:
@@ -220,8 +242,8 @@ def recovered(h: HALab, g: Guests, timeout: float = 150) -> dict[str, LabHost]:
     victim_ns = ns_of(g.victim)
     hosts = {ns_of(h.host(i)): h.host(i) for i in range(3)}
     for n, u in g.uuids.items():
-        wait_for(lambda u=u: (len(running_on(u)) == 1 and running_on(u)[0] != victim_ns),
-                 timeout, f"{n} to run on another host\n{h.log()}")
+        wait_for(lambda u=u: elsewhere(running_on(u), victim_ns), timeout,
+                 lambda n=n: f"{n} to run on another host\n{h.why(g.victim)}")
     out = {n: hosts[running_on(u)[0]] for n, u in g.uuids.items()}
     for n, host in out.items():
         wait_for(lambda n=n, host=host: len(ticks(outer_log(host, n))) >= 2, 60,
@@ -412,7 +434,7 @@ def test_no_bmc_answer_means_the_guests_are_named_and_never_started_elsewhere(
             # Suspect; the BMC does not answer: fencing fails, and is tried again.
             wait_for(lambda: any(s.kind == "fence-failed" and "(tried 2 times)" in s.detail
                                  for s in ha.journal(victim, since)),
-                     120, f"two failed tries\n{ha.log()}")
+                     120, lambda: f"two failed tries\n{ha.why(victim)}")
             assert running_on(u) == [ns_of(victim)]  # still only where it was
             r = run(ha.db, "ha", "status", "--json")
             vm = next(v for v in r.json()["vms"] if v["vm"] == "hab-1")

@@ -155,6 +155,39 @@ def test_copy_storage_moves_a_guest_and_its_disk_to_another_pod(
         journal_and_claims_empty(db)
 
 
+def test_an_offline_copy_moves_a_shut_off_guest_and_its_disk_to_another_pod(
+        lab: LabFixture, tick_images: guest.GuestImages, db: Path) -> None:
+    """Regression: a shut-off VM could not leave its pod (its disk unseen there: "migrate with
+    copy-storage"; with copy-storage: "shut off"). Its disk is now streamed into the target
+    pod's pool first, the original kept; it then boots there, once."""
+    hv1, hv3 = lab.hosts[0], lab.hosts[2]
+    assert hv1.pod != hv3.pod
+    name = "mig-offline"
+    with guests(lab, [name]):
+        uuid = make_guest(lab, tick_images, hv1, name, start=False)
+        r = run(db, "vm", "migrate", name, "--to", hv3.name, "--copy-storage", "--cpu-ratio",
+                "8", "--json")
+        assert r.code == 0, r.err
+        out = r.json()
+        old = pod_dir(lab, hv1) / f"{name}.qcow2"
+        new = pod_dir(lab, hv3) / f"{name}.qcow2"
+        assert (out["mode"], out["copied"], out["kept_on_source"]) == (
+            "offline", [str(new)], [str(old)])
+        assert where(lab, name) == {hv3.name: ("shut off", True)}
+        assert qemus(uuid) == []
+        cmp = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", str(old),
+                              str(new)], capture_output=True, text=True, check=False)
+        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+        with Host.open(hv3.uri) as h:
+            disks = Domain.parse(h.domain_xml(name)).devices.disks
+            assert [d.source for d in disks] == [str(new)]
+        assert run(db, "vm", "start", name).code == 0
+        assert [q.netns for q in qemus(uuid)] == [ns_of(hv3)]
+        dst_log = outer_log(hv3, name)
+        wait_for(lambda: len(ticks(dst_log)) >= 3, 60, "ticks on the target")
+        journal_and_claims_empty(db)
+
+
 def test_maintenance_empties_a_host_of_four_guests_and_activate_restores_it(
         lab: LabFixture, tick_images: guest.GuestImages, db: Path) -> None:
     hv1, hv2 = lab.hosts[0], lab.hosts[1]

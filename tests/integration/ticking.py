@@ -18,7 +18,7 @@ import select
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,10 +126,14 @@ def ticks(log: Path) -> list[int]:
         return []
 
 
-def wait_for(cond: object, timeout: float = 60.0, what: str = "") -> None:
+def wait_for(cond: object, timeout: float = 60.0,
+             what: str | Callable[[], str] = "") -> None:
+    """Wait until `cond()`; `what` names it in the failure, and may be a function so what it
+    shows (a log, a state) is read at the time of the failure, not at the start."""
     deadline = time.monotonic() + timeout
     while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
         time.sleep(0.2)
 
 

@@ -300,7 +300,12 @@ def test_lists_are_paged_and_filtered_from_the_view(served: Served) -> None:
     bad = viewer.get("/api/v1/vms?state=sleeping")
     assert bad.status == 400 and bad.body["field"] == "state"
     assert viewer.get("/api/v1/vms?pod=nope").status == 404
-    assert viewer.get("/api/v1/vms?limit=0").status == 422
+    low = viewer.get("/api/v1/vms?limit=0")
+    assert low.status == 422
+    # the same shape as before, in the CLI's words: not pydantic's "Input should be ..."
+    assert low.body == {"error": "invalid-input", "field": "limit",
+                        "message": "must be at least 1",
+                        "errors": [{"field": "limit", "rule": "must be at least 1"}]}, low.body
 
 
 def test_the_served_document_is_the_one_in_the_repository(served: Served) -> None:

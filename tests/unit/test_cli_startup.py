@@ -172,6 +172,49 @@ def test_root_help_is_what_typer_draws_from_the_real_commands(env: dict[str, str
     assert outs[1] == outs[0]
 
 
+EVERY_HELP = """\
+import sys
+import typer.main
+from virtfleet.cli.app import app
+sys.argv[0] = "virtfleet"
+root = typer.main.get_command(app)
+
+def walk(command, path):
+    subs = getattr(command, "commands", None)
+    yield path, command
+    for name in sorted(subs or ()):
+        yield from walk(subs[name], [*path, name])
+
+for path, command in walk(root, []):
+    opts = sorted(o for p in command.params for o in (*p.opts, *p.secondary_opts)
+                  if o.startswith("--"))
+    print("\\x00" + " ".join(path) + "\\x00" + " ".join(opts))
+    root([*path, "--help"], prog_name="virtfleet", standalone_mode=False)
+"""
+
+
+@pytest.mark.parametrize("env", [{}, {"COLUMNS": "60"}], ids=["no-terminal", "narrow"])
+def test_no_help_is_cut(env: dict[str, str]) -> None:
+    """Regression: with no terminal, help was drawn at 80 columns and rich ended what did not
+    fit with '…' (`--os-variant,--osin…`, `VIRTFLEET_GRAPHICS_…`). Every command's help, the
+    root's and each group's, is drawn wide enough (cli/helpwidth.py) and folds rather than
+    cuts; with no terminal, every option's name is there whole."""
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("COLUMNS", "TERMINAL_WIDTH", "FORCE_COLOR")}
+    out = subprocess.run([sys.executable, "-c", EVERY_HELP], env={**full, **env},
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    parts = out.split("\x00")[1:]
+    helps = {parts[i]: (opts.split(), text) for i in range(0, len(parts), 2)
+             for opts, _nl, text in [parts[i + 1].partition("\n")]}
+    assert len(helps) > 100
+    for path, (opts, text) in helps.items():
+        assert "…" not in text, (path, text)
+        if not env:
+            assert max(map(len, text.splitlines())) == 120, path
+            assert all(o in text for o in opts), (path, opts)
+
+
 # --------------------------------------------------------------------------- lazy loading
 
 

@@ -302,3 +302,41 @@ def test_virtfleet_events_prints_what_the_controller_saw(tmp_path: Path) -> None
                            (["--since", "yesterday"], "--since: 'yesterday' is not an event")):
             bad = run(db, "events", *args)
             assert bad.code == 2 and says in bad.err and not bad.out
+
+
+# What the monitor and the journal watcher publish (ha/monitor.py, controller/journalwatch.py).
+SAID = [
+    ("host.suspect", {"state": "suspect", "detail": "lost 4s ago; asking its BMC"},
+     "HA suspect: lost 4s ago; asking its BMC"),
+    ("host.unknown", {"state": "fence-failed", "detail": "its BMC did not answer"},
+     "HA fence-failed: its BMC did not answer"),
+    ("ha.action", {"state": "fenced", "detail": "powered off through its BMC"},
+     "HA fenced: powered off through its BMC"),
+    ("ha.action", {"action": "restart", "uuid": "5f0c", "on": "hv2"}, "HA restarted it on hv2"),
+    ("ha.action", {"action": "reconcile", "uuid": "5f0c", "detail": "runs on hv2"},
+     "HA undefined its stale copy here: runs on hv2"),
+    ("operation.failed", {"kind": "clone", "target": "web-3", "state": "failed",
+                          "error": "disk left behind"}, "clone web-3 failed: disk left behind"),
+    ("stream.gap", {"reason": "resumed from another controller"},
+     "resumed from another controller"),
+    ("vm.future", {"why": "new", "n": 2, "empty": None}, "why=new n=2"),
+]
+
+
+@pytest.mark.parametrize("kind,data,words", SAID, ids=[f"{k}-{i}" for i, (k, _d, _w)
+                                                       in enumerate(SAID)])
+def test_each_event_kind_reads_as_a_sentence_not_json(kind: str, data: dict[str, object],
+                                                      words: str) -> None:
+    """Regression: `virtfleet events` printed HA events' data as raw JSON."""
+    from virtfleet.cli.events import line, summary
+
+    body = {"kind": kind, "at": "2026-12-01T07:00:00+00:00", "host": "hv1", "data": data}
+    assert summary(body) == words
+    assert "{" not in line(body) and line(body).count("\n") == 1
+
+
+def test_every_kind_the_controller_publishes_has_its_own_sentence() -> None:
+    from virtfleet.cli.events import _RENDER
+    from virtfleet.controller.events import KINDS
+
+    assert all(k in _RENDER or f"{k.split('.')[0]}.*" in _RENDER for k in KINDS)

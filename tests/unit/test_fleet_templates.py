@@ -5,14 +5,16 @@ virt-sysprep on a real image: tests/integration/test_templates.py.)"""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from virtfleet.errors import Conflict, InvalidInput
+from virtfleet.errors import Conflict, HostUnavailable, InvalidInput, NotFound
 from virtfleet.fleet.scope import Scope, Step
 from virtfleet.fleet.templates import CloneRequest, TemplateRequest, TemplateService
 from virtfleet.fleet.vms import UndefineRequest, VMService
+from virtfleet.inventory.records import DomainRecord
 
 from .fleets import fleet_store, hv
 
@@ -61,6 +63,24 @@ def test_clone_info_and_delete(templates: TemplateService) -> None:
     [rec] = templates.store.hypervisors(host="hv1")
     assert not templates.pool.get(rec).has_domain("tpl")
     assert templates.templates(Scope(pod="p1")).templates == ()
+
+
+def test_info_of_a_template_whose_host_is_down_names_the_host(
+        templates: TemplateService) -> None:
+    """Regression: `template info` of a template last seen on a host that does not answer
+    said "no template named ...", as if it did not exist; it says the host did not answer."""
+    templates.store.upsert_domain("dead", DomainRecord("gold", "u-1", "shut off", None, 1, 512),
+                                  datetime.now(UTC))
+    with pytest.raises(HostUnavailable) as info:
+        templates.info("gold")
+    assert info.value.host == "dead" and info.value.exit_code == 1
+    assert info.value.message.startswith("dead/gold: the hypervisor it was last seen on did "
+                                         "not answer (unable to connect"), info.value.message
+    assert "\n" not in info.value.message
+    # Never seen anywhere: not found, and the search says which host it could not ask.
+    with pytest.raises(NotFound, match=r"no template named 'nosuch' \(1 hypervisor\(s\) did "
+                       r"not answer: dead\)"):
+        templates.info("nosuch")
 
 
 @pytest.mark.parametrize(("request_", "field"), [

@@ -27,6 +27,7 @@ from virtfleet.ha.fence import Power, PowerResult
 from virtfleet.ha.journal import Journal, Planned
 from virtfleet.ha.monitor import Monitor
 from virtfleet.ha.states import State
+from virtfleet.inventory.claims import ClaimRequest
 from virtfleet.inventory.fleetfile import load_fleet, parse_fleet
 from virtfleet.inventory.ha import HAHost, RecoveryStep
 from virtfleet.inventory.records import HostRecord, Made
@@ -366,6 +367,45 @@ def test_a_definition_left_by_a_killed_controller_is_started_where_it_is(env: En
     [rec] = env.store.recoveries("hv1")
     step = next(s for s in rec.steps if s.kind == "restarting")
     assert (step.host, step.detail) == ("hv2", "defined there already")
+
+
+def test_a_claim_left_by_a_controller_killed_before_defining_does_not_block_the_restart(
+        env: Env) -> None:
+    """The killed controller had claimed room for web01 on hv2 and journaled 'restarting web01
+    on hv2', then died before defining it. Its claim would refuse the same VM's claim there
+    for minutes (the CI failure of issue 17); the next controller gives it back and places
+    web01 at its first pass."""
+    power_loss(env)
+    env.store.claim_placements([ClaimRequest("hv2", "web01", 1, 128, 64, 65536)],
+                               ttl=timedelta(minutes=10))
+    j = Journal.begin(env.store, "hv1", T0)
+    j.add(RecoveryStep("suspect", T0), RecoveryStep("fenced", T0))
+    j.plan([Planned("web01", WEB01, 200, True)], T0)
+    j.add(RecoveryStep("restarting", T0, vm="web01", uuid=WEB01, host="hv2", priority=200))
+    env.store.set_ha_host(HAHost("hv1", "restarting", T0, T0, "restarting", T0))
+    monitor = env.fresh_monitor()
+    monitor.run_once()
+    monitor.close()
+    on2 = env.copy("hv2", WEB01)
+    assert on2 is not None and on2.state == "running", env.store.ha_hosts()["hv1"].detail
+    assert env.state("hv1") == State.RECOVERED
+    assert env.store.placement_claims() == []
+
+
+def test_a_vm_that_cannot_be_placed_keeps_saying_why_while_it_waits(env: Env) -> None:
+    """Between retries the host's detail still names the reason, not only 'trying again'."""
+    power_loss(env)
+    env.lost.hosts["hv2"] = env.clock()  # the one host that could take web01 is gone too
+    env.store.set_ha_host(HAHost("hv2", "suspect", T0, T0, "not answering", T0))
+    env.bmcs.power["hv2"] = Power.ON
+    env.monitor.run_once()
+    first = env.store.ha_hosts()["hv1"].detail
+    env.clock.advance(1)  # within the retry pause
+    env.monitor.run_once()
+    later = env.store.ha_hosts()["hv1"].detail
+    reason = first.split("web01: ", 1)[1][:30]  # "no hypervisor in pod or-pod1 ..."
+    assert "trying again" not in reason, first
+    assert f"web01: {reason}" in later and "trying again shortly" in later, (first, later)
 
 
 def test_a_returning_host_loses_its_stale_copies_but_keeps_every_disk(env: Env) -> None:

@@ -263,6 +263,22 @@ def test_the_cli_refuses_bad_input_in_one_line_naming_the_option(env: Env,
         assert f"VIRTFLEET_HA_GRACE: {rule}" in r.err
 
 
+def test_ha_power_asks_only_a_declared_bmc_and_says_why_it_cannot(env: Env) -> None:
+    """`ha power [--on]` (the lab's BMCs power a host on: tests/integration/test_fence.py)."""
+    for args, code, words in (
+            (["hv9"], 2, "virtfleet: error: hv9: bmc: missing: this hypervisor has no bmc:"),
+            (["nosuch", "--on"], 3, "virtfleet: error: host 'nosuch' is not in the inventory"),
+            (["bad;name"], 2, "virtfleet: error: HOST: 'bad;name' is not a valid name"),
+            # hv1's password file does not exist: the agent is never run
+            (["hv1", "--on"], 1, "virtfleet: error: hv1: power on through fence_ipmilan "
+             "failed: ")):
+        r = run(env.db, "ha", "power", *args)
+        assert (r.code, r.out, r.err.count("\n")) == (code, "", 1), (args, r.err)
+        assert r.err.startswith(words), (args, r.err)
+    with pytest.raises(BmcConfigError):
+        env.service.power("hv9", on=True)
+
+
 def test_the_cli_marks_and_shows(env: Env) -> None:
     r = run(env.db, "ha", "set", "web01", "--priority", "42")
     assert r.code == 0 and "Domain 'web01' is HA, restart priority 42 (on hv1)" in r.out, r.err

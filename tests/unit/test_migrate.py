@@ -20,6 +20,7 @@ import yaml
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound, VirtfleetError
 from virtfleet.fleet.migration import DrainRequest, MigrateRequest, MigrationService
+from virtfleet.fleet.snapshots import SnapshotRequest, SnapshotService
 from virtfleet.inventory.fleetfile import load_fleet
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
@@ -32,6 +33,7 @@ from virtfleet.virt import migration
 from virtfleet.virt.fanout import ConnectionPool
 
 from .cli import run
+from .fleets import fleet_store, hv
 from .nodes import node_uri
 
 POD_DIR = "/srv/or-pod1"
@@ -135,12 +137,72 @@ def test_local_disks_need_copy_storage(env) -> None:  # type: ignore[no-untyped-
         "or-pod1-shared").listVolumes()  # the copy's volume was removed again
 
 
+def test_a_shut_off_vm_is_copied_offline_when_asked(env) -> None:  # type: ignore[no-untyped-def]
+    """Regression: offline, a disk the target cannot see was refused with "migrate with
+    copy-storage", and copy-storage then for the VM being shut off: each refusal sent the
+    operator to the other. Offline, copy-storage now streams the disks from volume to volume
+    first. The checks pass; the test driver cannot stream a volume (the lab's test does:
+    tests/integration/test_migrate.py), and nothing is left behind."""
+    service, _ = env
+    service.pool.get(service.store.hypervisors(host="hv1")[0]).conn.lookupByName(
+        "local01").destroy()
+    unseen = _refused_from(service, MigrateRequest("local01", to="hv2"))
+    assert isinstance(unseen, InvalidInput) and unseen.field == "copy_storage"
+    assert "migrate with copy-storage to copy it" in unseen.rule, unseen.rule
+    with pytest.raises(VirtfleetError, match="virStorageVolDownload; nothing was left behind"):
+        service.migrate(MigrateRequest("local01", to="hv2", copy_storage=True))
+    assert service.store.placement_claims() == [] and service.store.operations() == []
+    target = service.pool.get(service.store.hypervisors(host="hv2")[0])
+    assert "local01.qcow2" not in target.conn.storagePoolLookupByName(
+        "or-pod1-shared").listVolumes()
+
+
+def test_a_linked_clone_is_not_copied_offline_without_its_image(tmp_path: Path) -> None:
+    """An offline copy moves the clone's own file only: refused, saying what works."""
+    store = fleet_store(tmp_path, {"p1": [hv(tmp_path, "hv1", "with-template.xml"),
+                                          hv(tmp_path, "hv2", "with-pool-nat.xml")]})
+    with ConnectionPool() as pool:
+        err = _refused_from(MigrationService(store, pool),
+                            MigrateRequest("old", to="hv2", copy_storage=True))
+    store.close()
+    assert isinstance(err, InvalidInput) and err.field == "copy_storage"
+    assert err.rule.endswith("a linked clone of /var/lib/libvirt/images/base.qcow2, which an "
+                             "offline copy would leave behind; start it and migrate it live "
+                             "with copy-storage (the copy then holds its whole image), or "
+                             "share its template's image first"), err.rule
+
+
+def _refused_from(service: MigrationService, req: MigrateRequest) -> VirtfleetError:
+    with pytest.raises(VirtfleetError) as info:
+        service.migrate(req)
+    assert "\n" not in info.value.message
+    return info.value
+
+
 def test_an_unknown_host_or_vm_is_not_found(env) -> None:  # type: ignore[no-untyped-def]
     service, _ = env
     err = _refused(service, MigrateRequest("web01", to="hv9"), NotFound,
                    "'hv9' is not in the inventory")
     assert err.exit_code == 3
     _refused(service, MigrateRequest("nosuchvm"), NotFound, "VM 'nosuchvm' is not defined")
+
+
+def test_an_unknown_target_is_named_before_the_vm_is_refused(env) -> None:  # type: ignore[no-untyped-def]
+    """Regression: a VM with a snapshot, sent to a host the inventory lacks, was refused for
+    its snapshot; the store's answer (no such host) is cheaper and certain, so it comes first,
+    through the CLI too (exit 3)."""
+    service, db = env
+    SnapshotService(service.store, service.pool).create(SnapshotRequest("web01", "s1"))
+    _refused(service, MigrateRequest("web01", to="hv9"), NotFound,
+             "'hv9' is not in the inventory")
+    _refused(service, MigrateRequest("web01", pod="nopod"), NotFound,
+             "pod 'nopod' is not in the inventory")
+    with pytest.raises(Conflict, match="has 1 snapshot"):  # a known target: the snapshot
+        service.migrate(MigrateRequest("web01", to="hv2"))
+    service.pool.close()  # the CLI's own process sees the node file: no snapshot there
+    r = run(db, "vm", "migrate", "local01", "--to", "hv9", "--offline")
+    assert (r.code, r.err) == (3, "virtfleet: error: host 'hv9' is not in the inventory\n"), \
+        r.err  # local01 runs: --offline alone would be refused (exit 2)
 
 
 def test_bad_requests_name_the_field(env) -> None:  # type: ignore[no-untyped-def]

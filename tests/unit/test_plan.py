@@ -125,19 +125,22 @@ def test_capacity_cli_json(db: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["capacity", "--vms", "0"], "--vms: Input should be greater than 0"),
-    (["capacity", "--vcpus", "-4"], "--vcpus: Input should be greater than 0"),
-    (["capacity", "--memory-gib", "0"], "--memory-gib: Input should be greater than 0"),
+    (["capacity", "--vms", "0"], "--vms: must be greater than 0"),
+    (["capacity", "--vcpus", "-4"], "--vcpus: must be greater than 0"),
+    (["capacity", "--memory-gib", "0"], "--memory-gib: must be greater than 0"),
     (["capacity", "--memory-ratio", "1.5"], "--memory-ratio: 1.5 overcommits memory; pass "
      "--allow-memory-overcommit to accept it"),
     (["capacity", "--vcpus", "48"], "--vcpus: one VM of 48 vCPUs"),
     (["capacity", "--spares-per-pod", "5", "--pod-size", "5"], "--spares-per-pod: 5 must be"),
-    (["headroom", "--vcpus", "0"], "--vcpus: Input should be greater than 0"),
-    (["headroom", "--memory-mib", "-1"], "--memory-mib: Input should be greater than 0"),
+    (["headroom", "--vcpus", "0"], "--vcpus: must be greater than 0"),
+    (["headroom", "--memory-mib", "-1"], "--memory-mib: must be greater than 0"),
     (["headroom", "--memory-ratio", "2"], "--memory-ratio: ratio 2.0 overcommits memory; pass "
      "--allow-memory-overcommit to accept it"),
-    (["place", "web", "--count", "0"], "--count: Input should be greater than 0"),
+    (["place", "web", "--count", "0"], "--count: must be greater than 0"),
     (["place", "web;x"], "NAME: 'web;x' is not a valid name"),
+    # typer's own conversion (pydantic too) words a bad value as virtfleet does
+    (["capacity", "--vms", "ten"], "--vms: must be a whole number (see"),
+    (["capacity", "--memory-ratio", "lots"], "--memory-ratio: must be a number (see"),
     (["place", "web", "--affinity", "host", "--anti-affinity", "host", "--count", "2"],
      "--anti-affinity: host anti-affinity contradicts host affinity"),
 ])
@@ -145,7 +148,7 @@ def test_bad_input_is_one_line_naming_the_field(db: Path, args: list[str], messa
     r = plan(db, *args)
     assert r.code == 2, (r.out, r.err)
     assert r.err.count("\n") == 1 and message in r.err, r.err
-    assert "Traceback" not in r.err
+    assert "Traceback" not in r.err and "Input should" not in r.err
 
 
 def test_overcommit_in_a_policy_file_names_both_ways_to_allow_it(db: Path, tmp_path: Path

@@ -401,3 +401,43 @@ def test_os_variant_is_recorded_and_unknown_ones_refused(env, tmp_path: Path) ->
                            "OS libosinfo knows"), line
     h = pool.get(hosts["hv1"])
     assert h.conn.storagePoolLookupByName("default").listVolumes().count("x1.qcow2") == 0
+
+
+BASE = {"name": "web01", "memory": "1G", "vcpus": 1, "disks": ("size=1G",), "cdrom": "/x.iso",
+        "host": "hv1", "os_variant": "nosuch"}  # libosinfo knows no 'nosuch'
+
+
+@pytest.mark.parametrize("bad,field", [
+    ({}, "os_variant"),  # alone, the unknown OS variant is what is wrong
+    ({"virt_type": "fast"}, "virt_type"),
+    ({"app": "a b"}, "app"),
+    ({"host": None}, "host/pod/site"),
+    ({"pod": "or-pod1"}, "host/pod/site"),
+    ({"ha_priority": 5}, "ha_priority"),
+    ({"pxe": True}, "cdrom/pxe/kernel/import_disk"),
+    ({"cdrom": "x.iso"}, "cdrom"),
+    ({"graphics": "foo"}, "graphics"),
+    # each value on its own before how values combine, in the command's order
+    ({"cdrom": "x.iso", "disks": ()}, "cdrom"),
+    ({"os_variant": "Bad Variant", "pxe": True}, "os_variant"),
+    ({"graphics": "foo", "virt_type": "fast", "pxe": True}, "graphics"),
+    ({"virt_type": "fast", "host": None}, "virt_type"),
+], ids=lambda v: ",".join(v) if isinstance(v, dict) else v)
+def test_the_cheap_certain_check_is_reported_first(bad: dict[str, object], field: str) -> None:
+    """Regression: a bad --virt-type, --app, place or --ha-priority was reported only after
+    libosinfo (a quarter of a second) refused the OS variant, and --virt-type only after the
+    store. The order is spec_form's: each value alone in the command's order, then how they
+    combine, then libosinfo, then the store and the hypervisors."""
+    from virtfleet.fleet.vms import CreateRequest
+
+    with pytest.raises(InvalidInput) as info:
+        CreateRequest(**{**BASE, **bad}).check()  # type: ignore[arg-type]
+    assert info.value.field == field, info.value.message
+
+
+def test_a_bad_virt_type_is_named_before_the_store_is_asked(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = _cli_env(env, tmp_path)
+    r = run(db, *CREATE, "x1", "--host", "nosuch", "--memory", "1G", "--virt-type", "fast")
+    assert (r.code, r.err) == (2, "virtfleet: error: virt type: 'fast' is not auto, kvm or "
+                               "qemu\n"), r.err
+    _nothing_held(db)

@@ -80,6 +80,23 @@ class LazyGroup(TyperGroup):
         TyperGroup.format_help(shown, ctx, formatter)
 
 
+def _fitting(format_help: Any) -> Any:
+    def drawn(self: Any, ctx: Any, formatter: Any) -> None:
+        from virtfleet.cli.helpwidth import fit_typer_help
+
+        fit_typer_help()
+        format_help(self, ctx, formatter)
+
+    return drawn
+
+
+# Every command's help, each group's and the root's: at a width that cuts nothing
+# (cli/helpwidth.py). typer builds its commands from these classes; rich is loaded only when
+# help is drawn, so the rule is applied then.
+for _cls in (TyperCommand, TyperGroup):
+    _cls.format_help = _fitting(_cls.format_help)  # type: ignore[method-assign]
+
+
 app = typer.Typer(
     cls=LazyGroup,
     name="virtfleet",
@@ -110,6 +127,23 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     return (click.ClickException,)
 
 
+def _option_rule(exc: Exception) -> str | None:
+    """A value typer's pydantic refused (`--vms abc`), as `--vms: must be a whole number`
+    rather than pydantic's "Invalid value for '--vms': Input should be a valid integer, ..."."""
+    errors = getattr(exc.__cause__, "errors", None)
+    param = getattr(exc, "param", None)
+    if not callable(errors) or param is None:
+        return None
+    found = errors()
+    if not found:
+        return None
+    from virtfleet.pydantic_errors import rule
+
+    opts = [o for o in getattr(param, "opts", ()) if o.startswith("-")]
+    name = opts[0] if opts else str(getattr(param, "human_readable_name", param.name)).upper()
+    return f"{name}: {rule(found[0])}"
+
+
 # The last bad option or argument's message, for the audit hook (cli/audithook.py)
 usage_error = ""
 
@@ -123,7 +157,8 @@ def run(argv: list[str]) -> int:
     try:
         code = app(args=argv, standalone_mode=False)
     except _usage_errors() as exc:
-        message = usage_error = str(getattr(exc, "format_message", exc.__str__)())
+        message = usage_error = (_option_rule(exc)
+                                 or str(getattr(exc, "format_message", exc.__str__)()))
         if message:  # empty when a bare group printed its help instead
             ctx = getattr(exc, "ctx", None)
             where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""

@@ -39,6 +39,7 @@ READ_GROUPS = frozenset({"lab"})
 # Commands that write only with some option: recorded when it is given.
 WRITES_WHEN: Mapping[str, Callable[[Mapping[str, Any]], bool]] = {
     "plan place": lambda params: bool(params.get("claim")),
+    "ha power": lambda params: bool(params.get("on")),
 }
 # What the first word of a command acts on, as the audit log names targets.
 _NOUNS = {"net": "network", "vol": "volume", "ops": "operation", "apply": "inventory",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -55,19 +56,60 @@ def line(body: dict[str, Any]) -> str:
 
 
 def summary(body: dict[str, Any]) -> str:
-    kind = body.get("kind")
+    """What the event says, in words: each kind its own sentence (`--json` keeps the data)."""
     d: dict[str, Any] = body.get("data") or {}
-    if kind == "vm.state":
-        now = d.get("state") or "undefined"
-        return f"{d.get('event')} ({d.get('detail')}): {d.get('previous') or '-'} -> {now}"
-    if kind == "host.up":
-        if d.get("again"):
-            return f"answers again after {d.get('down_seconds', 0):.1f}s, {d.get('vms')} VMs"
-        return f"reached, {d.get('vms')} VMs"
-    if kind == "host.down":
-        return str(d.get("reason", ""))
-    if str(kind).startswith("operation."):
-        step = d.get("step") or d.get("what") or ""
-        return " ".join(str(x) for x in (d.get("kind", ""), d.get("target", ""),
-                                          d.get("state", ""), step) if x)
-    return jsonlib.dumps(d, separators=(",", ":"))
+    kind = str(body.get("kind"))
+    render = _RENDER.get(kind) or _RENDER.get(kind.split(".", 1)[0] + ".*")
+    return render(d) if render is not None else _pairs(d)
+
+
+def _vm_state(d: dict[str, Any]) -> str:
+    now = d.get("state") or "undefined"
+    return f"{d.get('event')} ({d.get('detail')}): {d.get('previous') or '-'} -> {now}"
+
+
+def _host_up(d: dict[str, Any]) -> str:
+    if d.get("again"):
+        return f"answers again after {d.get('down_seconds', 0):.1f}s, {d.get('vms')} VMs"
+    return f"reached, {d.get('vms')} VMs"
+
+
+def _ha_host(d: dict[str, Any]) -> str:
+    """A host's HA state (host.suspect, host.unknown, and ha.action without a VM)."""
+    detail = f": {d['detail']}" if d.get("detail") else ""
+    return f"HA {d.get('state', '?')}{detail}"
+
+
+def _ha_action(d: dict[str, Any]) -> str:
+    action = d.get("action")
+    if action == "restart":
+        return f"HA restarted it on {d.get('on', '?')}"
+    if action == "reconcile":
+        return f"HA undefined its stale copy here: {d.get('detail', '')}".rstrip(": ")
+    if "state" in d:
+        return _ha_host(d)
+    return _pairs(d)
+
+
+def _operation(d: dict[str, Any]) -> str:
+    step = d.get("step") or d.get("what") or ""
+    words = " ".join(str(x) for x in (d.get("kind", ""), d.get("target", ""), d.get("state", ""),
+                                      step) if x)
+    return f"{words}: {d['error']}" if d.get("error") else words
+
+
+def _pairs(d: dict[str, Any]) -> str:
+    """A kind without its own sentence (a newer controller's): key=value, never raw JSON."""
+    return " ".join(f"{k}={v}" for k, v in d.items() if v not in (None, "", [], {}))
+
+
+_RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
+    "vm.state": _vm_state,
+    "host.up": _host_up,
+    "host.down": lambda d: str(d.get("reason", "")),
+    "host.suspect": _ha_host,
+    "host.unknown": _ha_host,
+    "ha.action": _ha_action,
+    "operation.*": _operation,
+    "stream.*": lambda d: str(d.get("reason", "")),
+}

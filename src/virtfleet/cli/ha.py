@@ -1,4 +1,4 @@
-"""`virtfleet ha status|enable|disable|set|unset`: parse options, call the HA service
+"""`virtfleet ha status|enable|disable|set|unset|power`: parse options, call the HA service
 (fleet/ha.py), render its result. The fencing and restarting is the controller's (`serve`)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, help="High availability: fencing and restart of HA "
                   "VMs when a hypervisor fails (run by `virtfleet serve`).")
 
-FLAGS = {"vm": "VM", "pod": "POD", "priority": "--priority"}
+FLAGS = {"vm": "VM", "pod": "POD", "priority": "--priority", "host": "HOST"}
 VMArg = Annotated[str, typer.Argument(help="VM name.", show_default=False)]
 PodArg = Annotated[str, typer.Argument(help="Pod name.", show_default=False)]
 
@@ -99,6 +99,23 @@ def ha_disable(ctx: typer.Context, pod: PodArg) -> None:
     with _service(ctx) as service:
         was = service.disable(pod)
     emit(f"HA is now disabled in pod {pod}\n" if was else f"HA was not enabled in pod {pod}\n")
+
+
+@app.command("power")
+def ha_power(ctx: typer.Context,
+             host: Annotated[str, typer.Argument(help="Hypervisor name.", show_default=False)],
+             on: Annotated[bool, typer.Option(
+                 "--on", help="Power it on (a fenced host coming back), then confirm.")] = False,
+             json: Json = False) -> None:
+    """A hypervisor's power through its BMC (the fleet file's bmc:, as HA fences it); with
+    --on, power it on. Its HA VMs stay shut off there; the controller reconciles them."""
+    with _service(ctx) as service:
+        r = service.power(host, on=on)
+    if json:
+        emit_json(r.as_json())
+        return
+    emit(f"{host}: power {r.power.value}" + (" (powered on)" if on else "")
+         + f" ({r.agent}, {r.seconds:.1f}s)\n")
 
 
 @app.command("status")

@@ -69,12 +69,15 @@ class HostKeyStep:
 
 
 def host_key_step(hosts: Sequence[tuple[str, str]], accept_new: bool,
-                  dry_run: bool = False) -> HostKeyStep:
+                  dry_run: bool = False, need_answer: bool = False) -> HostKeyStep:
     """Scan the (name, uri) qemu+ssh hosts whose key is not pinned yet; refuse (nothing is
-    changed) a new key without --accept-new, or a changed one, unless `dry_run`."""
+    changed) a new key without --accept-new, or a changed one, unless `dry_run`; with
+    `need_answer`, a host that did not answer too (`host add`)."""
     from virtfleet.transport.pinning import plan_pins
 
     plan = plan_pins(hosts, accept_new=accept_new)
+    if need_answer:
+        plan.require_answered()
     step = HostKeyStep(plan, dry_run)
     if not dry_run and (plan.of("new") or plan.of("changed")):
         for line in step.text.splitlines():  # the fingerprints to compare, then the refusal

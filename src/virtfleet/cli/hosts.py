@@ -82,7 +82,8 @@ def add(
     req = AddHostRequest(name, uri, site, pod, tuple(group or ()))
     with _hosts(ctx) as hosts:
         hv = hosts.validate(req)
-        keys = host_key_step([(name, hv.uri)], accept_new)  # shown; refused unless accepted
+        # shown; refused unless accepted, or if the host did not answer
+        keys = host_key_step([(name, hv.uri)], accept_new, need_answer=True)
         hosts.add(req)  # qemu+tcp only into a pod that allows it (Store.add_hypervisor)
     keys.commit()
     emit(f"Hypervisor {name} added to {site}/{pod}\n" + keys.text)

@@ -23,6 +23,7 @@ from rich.text import Text
 from rich.theme import Theme
 
 from virtfleet.cli.commands import COMMANDS, DB_HELP, ROOT_HELP
+from virtfleet.cli.helpwidth import FoldingTable, help_width
 
 
 class _Options(RegexHighlighter):
@@ -73,9 +74,8 @@ def _console() -> Console:
                      or os.getenv("PY_COLORS")) else None
     if os.getenv("_TYPER_FORCE_DISABLE_TERMINAL"):
         force = False
-    width = os.getenv("TERMINAL_WIDTH")
     return Console(theme=Theme(_THEME), highlighter=_options, color_system="auto",
-                   force_terminal=force, width=int(width) if width else None)
+                   force_terminal=force, width=help_width())
 
 
 def _text(markup: str) -> Text:
@@ -87,7 +87,7 @@ def _panel(title: str, table: Table) -> Panel:
 
 
 def _table(*, highlight: bool) -> Table:
-    return Table(highlight=highlight, show_header=False, expand=True, box=None,
+    return FoldingTable(highlight=highlight, show_header=False, expand=True, box=None,
                  show_lines=False, leading=0, border_style=None, row_styles=None,
                  pad_edge=False, padding=(0, 1))
 

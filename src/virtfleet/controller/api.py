@@ -90,6 +90,15 @@ def router(controller: Controller) -> APIRouter:
             hosts = select(site, pod, host, group)
         except NotFound as exc:
             raise HTTPException(status_code=404, detail=exc.message) from None
+        if controller.keeper is not None:
+            # One of several controllers: say which hosts this view covers, so a CLI asks the
+            # others (a site leased a moment ago, not read yet) itself (fleet/shardlist.py).
+            return as_json({
+                "generated_at": datetime.now(UTC).isoformat(),
+                "vms": [v.as_json() for v in controller.state.vms(hosts, state)],
+                "failed": [f.as_json() for f in controller.state.failures(hosts)],
+                "seen": controller.state.tried(),
+            })
         if hosts is None and state is None:
             return rows_answer(controller.state.failures(), all_rows())
         return rows_answer(controller.state.failures(hosts),

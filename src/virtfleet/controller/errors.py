@@ -29,6 +29,7 @@ from virtfleet.errors import (
     Unauthorized,
     VirtfleetError,
 )
+from virtfleet.pydantic_errors import rule
 
 log = logging.getLogger("virtfleet.controller.api")
 
@@ -85,9 +86,8 @@ def validation_error(exc: RequestValidationError) -> InvalidInput:
     if not errors:
         return InvalidInput("body", "invalid request")
     first = errors[0]
-    rule = _RULES.get(str(first.get("type")),
-                      str(first.get("msg", "invalid")).removeprefix("Value error, "))
-    return InvalidInput(field_path(tuple(first.get("loc", ())), str(first.get("type"))), rule)
+    words = _RULES.get(str(first.get("type")), rule(first))
+    return InvalidInput(field_path(tuple(first.get("loc", ())), str(first.get("type"))), words)
 
 
 def install(app: FastAPI) -> None:
@@ -102,7 +102,7 @@ def install(app: FastAPI) -> None:
         err = validation_error(exc)
         body = {**err.as_json(), "errors": [
             {"field": field_path(tuple(e.get("loc", ())), str(e.get("type"))),
-             "rule": _RULES.get(str(e.get("type")), str(e.get("msg", "")))}
+             "rule": _RULES.get(str(e.get("type")), rule(e))}
             for e in exc.errors()]}
         return json_response(422, body)
 

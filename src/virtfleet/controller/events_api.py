@@ -92,14 +92,16 @@ def guard(auth: Auth) -> Any:
 
 
 def events_router(bus: EventBus, auth: Auth,
-                  visible: Callable[[Any], Visible | None] | None = None) -> APIRouter:
-    """The route, guarded by `auth`. `visible(principal)`, where principal is what `auth`
+                  visible: Callable[[Any], Visible | None] | None = None,
+                  path: str = "/api/v1/events") -> APIRouter:
+    """The route at `path` (the web console serves the same stream under its session at
+    /ui/events), guarded by `auth`. `visible(principal)`, where principal is what `auth`
     returned, may narrow what a caller sees (a role scoped to a site or group: each event
     carries site, pod, host, groups and vm); by default a caller sees every event."""
     router = APIRouter()
     caller = guard(auth)
 
-    @router.get("/api/v1/events", response_class=EventStreamResponse,
+    @router.get(path, response_class=EventStreamResponse,
                 summary="Server-sent events: VM states, hosts up and down, operations, HA")
     async def events(
         principal: Annotated[Any, caller],

@@ -16,12 +16,15 @@ from virtfleet.fleet.roles import Principal
 
 def extra_routers(controller: Controller) -> list[APIRouter]:
     from virtfleet.controller.auth import require
+    from virtfleet.controller.ui import pages
 
     return [
         # /api/v1/events and /metrics (controller/observe.py), each behind its permission
         *controller.observe.routers(require("events.read"),
                                     metrics_auth=require("metrics.read"),
                                     visible=events_visible),
+        # /ui: the web console (controller/ui/), signed in with a user's token, not in OpenAPI
+        pages.router(controller),
     ]
 
 

@@ -134,6 +134,13 @@ class FleetState:
             return {n: v.down_since or v.failed_at or datetime.now(UTC)
                     for n, v in self._hosts.items() if v.error}
 
+    def tried(self) -> list[str]:
+        """Hosts asked at least once (answered or failed): a site just taken over from another
+        controller is not in the view until its hosts are."""
+        with self._lock:
+            return sorted(n for n, v in self._hosts.items()
+                          if v.observed_at is not None or v.failed_at is not None)
+
     def failures(self, hosts: set[str] | None = None) -> list[HostFailure]:
         """Hosts whose last attempt failed."""
         with self._lock:

@@ -124,6 +124,8 @@ class Pass:
     seconds: float = 0.0
     finished_at: float = 0.0  # time.time(); 0 before the first pass
     failures: dict[str, str] = field(default_factory=dict)  # host -> why
+    # host -> (logical CPUs, memory bytes): what the web console's estate map draws against
+    capacity: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class StatsCache:
@@ -153,7 +155,9 @@ class StatsCache:
             parts.append(render_host(r.host, r.value, r.seconds))
         done = Pass(text=assemble(FAMILIES, parts).encode(), hosts=len(records),
                     failed=len(failures), vms=vms, seconds=time.monotonic() - began,
-                    finished_at=time.time(), failures=failures)
+                    finished_at=time.time(), failures=failures,
+                    capacity={r.host.name: (r.value.node.cpus, r.value.node.memory_bytes)
+                              for r in results if r.value is not None})
         with self._lock:
             self._last = done
             self.passes += 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
 
@@ -279,13 +280,109 @@ def check_graphics_password(field: str, password: str, kind: str) -> SecretStr:
     return SecretStr(password)
 
 
-def check_os_variant(text: str) -> str:
-    """A short id libosinfo knows (rhel9.0, win2k19, ubuntu22.04), or 'generic'."""
-    if not _OS_VARIANT_RE.match(text):
-        raise InvalidInput(osinfo.FIELD, f"{text!r} is not an osinfo short id such as "
+@dataclass(frozen=True)
+class SpecForm:
+    """A VM request whose every value was checked on its own (`spec_form`); `together()`
+    checks how they combine, `vm_spec` then asks libosinfo."""
+
+    name: str
+    memory_mib: int
+    vcpus: int
+    disks: tuple[DiskSpec, ...]
+    nics: tuple[NicSpec, ...]
+    cdrom: str | None
+    pxe: bool
+    kernel: str | None
+    initrd: str | None
+    cmdline: str | None
+    import_disk: str | None
+    os_variant: str
+    graphics: GraphicsSpec
+    graphics_password: str | None = field(repr=False)
+    password_from_env: bool
+    serial_console: bool
+    autostart: bool
+
+    def together(self) -> VMSpec:
+        """Stage 2 (see spec_form): one way to boot, initrd and cmdline with a kernel, a disk
+        unless booted from the network, a password only with a display."""
+        methods = [m for m, given in (("cdrom", self.cdrom), ("pxe", self.pxe),
+                                      ("kernel", self.kernel), ("import", self.import_disk))
+                   if given]
+        if len(methods) != 1:
+            raise InvalidInput("cdrom/pxe/kernel/import_disk",
+                               "give exactly one way to boot the new VM")
+        if (self.initrd or self.cmdline) and not self.kernel:
+            raise InvalidInput("initrd/cmdline", "only go with `kernel`")
+        disks = list(self.disks)
+        if self.import_disk:
+            disks.insert(0, DiskSpec(path=self.import_disk,
+                                     format="qcow2" if self.import_disk.endswith(".qcow2")
+                                     else "raw"))
+        if not disks and methods[0] != "pxe":
+            raise InvalidInput("disks", "a VM that does not boot from the network needs a disk")
+        gfx = self.graphics
+        if self.graphics_password is not None and not (self.password_from_env
+                                                       and gfx.type == "none"):
+            gfx = gfx.model_copy(update={"password": check_graphics_password(
+                "graphics_password", self.graphics_password, gfx.type)})
+        boot = BootSpec(method=methods[0],  # type: ignore[arg-type]
+                        cdrom=self.cdrom, kernel=self.kernel, initrd=self.initrd,
+                        cmdline=self.cmdline)
+        return VMSpec(name=self.name, memory_mib=self.memory_mib, vcpus=self.vcpus,
+                      disks=tuple(disks), nics=self.nics, graphics=gfx, boot=boot,
+                      serial_console=self.serial_console, autostart=self.autostart,
+                      os_variant=self.os_variant)
+
+
+def spec_form(*, name: str, memory: str, vcpus: int, disks: list[str], networks: list[str],
+              graphics: str | None = None, cdrom: str | None = None, pxe: bool = False,
+              kernel: str | None = None, initrd: str | None = None, cmdline: str | None = None,
+              import_disk: str | None = None, serial_console: bool = True,
+              autostart: bool = False, os_variant: str | None = None,
+              graphics_password: str | None = None,
+              password_from_env: bool = False) -> SpecForm:
+    """Stage 1 of checking a VM request: each value on its own, in the order `vm create`
+    takes them (name, memory, vcpus, disks, networks, cdrom, kernel, initrd, cmdline, import,
+    os variant's form, graphics). The stages, cheap and certain first (docs/vms.md):
+
+    1. each value on its own (here, then the request's own: virt type, groups, place);
+    2. how the values go together (`SpecForm.together`, then the request's place and HA);
+    3. libosinfo: the OS variant is one it knows, the buses suit it (`check_osinfo`; loading
+       its database costs a quarter of a second);
+    4. the store, 5. the hypervisors in scope, 6. the scheduler (provision/create.py).
+    """
+    check_name("name", name)
+    memory_mib = parse_mib("memory", memory)
+    if memory_mib > MAX_MEMORY_MIB:
+        raise InvalidInput("memory", f"{memory!r} is more than {MAX_MEMORY_MIB // 2**20} TiB")
+    if not 1 <= vcpus <= MAX_VCPUS:
+        raise InvalidInput("vcpus", f"must be from 1 to {MAX_VCPUS}")
+    disk_specs = tuple(parse_disk(d, f"disks[{i}]") for i, d in enumerate(disks))
+    nics = tuple(parse_network(n, f"networks[{i}]") for i, n in enumerate(networks))
+    paths = {f: check_path(f, v) if v else None
+             for f, v in (("cdrom", cdrom), ("kernel", kernel), ("initrd", initrd))}
+    if cmdline is not None and any(ch in cmdline for ch in "\n\r\x00"):
+        raise InvalidInput("cmdline", "must be one line")
+    imported = check_path("import_disk", import_disk) if import_disk else None
+    variant = os_variant if os_variant is not None else DEFAULT_OS_VARIANT
+    if not _OS_VARIANT_RE.match(variant):
+        raise InvalidInput(osinfo.FIELD, f"{variant!r} is not an osinfo short id such as "
                            "rhel9.0, win2k19 or generic")
-    osinfo.lookup(text)  # InvalidInput naming os_variant if libosinfo does not know it
-    return text
+    gfx = parse_graphics(graphics) if graphics else GraphicsSpec()
+    return SpecForm(name=name, memory_mib=memory_mib, vcpus=vcpus, disks=disk_specs, nics=nics,
+                    cdrom=paths["cdrom"], pxe=pxe, kernel=paths["kernel"],
+                    initrd=paths["initrd"], cmdline=cmdline, import_disk=imported,
+                    os_variant=variant, graphics=gfx, graphics_password=graphics_password,
+                    password_from_env=password_from_env, serial_console=serial_console,
+                    autostart=autostart)
+
+
+def check_osinfo(spec: VMSpec) -> VMSpec:
+    """Stage 3: the OS variant is one libosinfo knows, and the disks' buses suit it."""
+    check_buses(osinfo.lookup(spec.os_variant), [(spec.disk_field(i), d.bus)
+                                                 for i, d in enumerate(spec.disks)])
+    return spec
 
 
 def vm_spec(*, name: str, memory: str, vcpus: int, disks: list[str], networks: list[str],
@@ -294,52 +391,15 @@ def vm_spec(*, name: str, memory: str, vcpus: int, disks: list[str], networks: l
             import_disk: str | None = None, serial_console: bool = True,
             autostart: bool = False, os_variant: str | None = None,
             graphics_password: str | None = None, password_from_env: bool = False) -> VMSpec:
-    """A whole VM request, every field checked, in the order an operator reads them; an
-    error names the field by these parameters' names (`disks[1].size`).
+    """A whole VM request, every field checked in stages (`spec_form`); an error names the
+    field by these parameters' names (`disks[1].size`).
 
     `graphics_password` comes from a file, stdin or the environment, never an option value.
     One that came from the environment (`password_from_env`) is for VMs with a display: an
     exported password does not stop a VM without one."""
-    check_name("name", name)
-    memory_mib = parse_mib("memory", memory)
-    if memory_mib > MAX_MEMORY_MIB:
-        raise InvalidInput("memory", f"{memory!r} is more than {MAX_MEMORY_MIB // 2**20} TiB")
-    if not 1 <= vcpus <= MAX_VCPUS:
-        raise InvalidInput("vcpus", f"must be from 1 to {MAX_VCPUS}")
-    methods = [m for m, given in (("cdrom", cdrom), ("pxe", pxe), ("kernel", kernel),
-                                  ("import", import_disk)) if given]
-    if len(methods) != 1:
-        raise InvalidInput("cdrom/pxe/kernel/import_disk",
-                           "give exactly one way to boot the new VM")
-    if (initrd or cmdline) and not kernel:
-        raise InvalidInput("initrd/cmdline", "only go with `kernel`")
-    disk_specs = [parse_disk(d, f"disks[{i}]") for i, d in enumerate(disks)]
-    if import_disk:
-        disk_specs.insert(0, DiskSpec(path=check_path("import_disk", import_disk),
-                                      format="qcow2" if import_disk.endswith(".qcow2")
-                                      else "raw"))
-    if not disk_specs and methods[0] != "pxe":
-        raise InvalidInput("disks", "a VM that does not boot from the network needs a disk")
-    boot = BootSpec(
-        method=methods[0],  # type: ignore[arg-type]
-        cdrom=check_path("cdrom", cdrom) if cdrom else None,
-        kernel=check_path("kernel", kernel) if kernel else None,
-        initrd=check_path("initrd", initrd) if initrd else None,
-        cmdline=cmdline,
-    )
-    if cmdline is not None and any(ch in cmdline for ch in "\n\r\x00"):
-        raise InvalidInput("cmdline", "must be one line")
-    nics = tuple(parse_network(n, f"networks[{i}]") for i, n in enumerate(networks))
-    gfx = parse_graphics(graphics) if graphics else GraphicsSpec()
-    if graphics_password is not None and not (password_from_env and gfx.type == "none"):
-        gfx = gfx.model_copy(update={"password": check_graphics_password(
-            "graphics_password", graphics_password, gfx.type)})
-    variant = check_os_variant(os_variant if os_variant is not None else DEFAULT_OS_VARIANT)
-    spec = VMSpec(
-        name=name, memory_mib=memory_mib, vcpus=vcpus, disks=tuple(disk_specs), nics=nics,
-        graphics=gfx, boot=boot, serial_console=serial_console, autostart=autostart,
-        os_variant=variant,
-    )
-    check_buses(osinfo.lookup(variant), [(spec.disk_field(i), d.bus)
-                                         for i, d in enumerate(spec.disks)])
-    return spec
+    return check_osinfo(spec_form(
+        name=name, memory=memory, vcpus=vcpus, disks=disks, networks=networks,
+        graphics=graphics, cdrom=cdrom, pxe=pxe, kernel=kernel, initrd=initrd,
+        cmdline=cmdline, import_disk=import_disk, serial_console=serial_console,
+        autostart=autostart, os_variant=os_variant, graphics_password=graphics_password,
+        password_from_env=password_from_env).together())

@@ -6,6 +6,7 @@
     service.enable(EnableRequest(pod="or-pod1"))           # every host must have a usable BMC
     service.disable("or-pod1")
     service.status()                                       # hosts' states, HA VMs' placement
+    service.power("hv3", on=True)                          # `ha power --on`: through its BMC
 
 Marking writes the VM's own metadata (so the mark travels with the VM, wherever it is defined
 or restarted) and records the VM with its persistent definition in the store, which the
@@ -221,6 +222,20 @@ class HAService:
         was = not self.store.enable_ha(req.pod, datetime.now(UTC), socket.gethostname(),
                                        os.getpid())
         return Enabled(req.pod, tuple(h.name for h in hosts), was, checked)
+
+    def power(self, host: str, on: bool = False) -> PowerResult:
+        """A hypervisor's power through its BMC (the fleet file's `bmc:`): its status, or,
+        with `on`, powered on and confirmed by a status call. Power-on is the operator's way
+        back for a fenced host; its HA VMs stay shut off there (autostart is off) and the
+        controller reconciles them. There is no power-off here: that is fencing, HA's own.
+        Raises FenceFailed when the BMC gives no answer."""
+        check_name("host", host)
+        self.store.hypervisors(host=host)  # NotFound for a host the inventory lacks
+        fencer = BmcFencer(self.store)
+        if not fencer.has_bmc(host):
+            raise BmcConfigError(host, "", "missing: this hypervisor has no bmc: block in the "
+                                 "fleet file (add one, then apply)")
+        return (fencer.on(host) if on else fencer.status(host)).raise_for_error()
 
     def disable(self, pod: str) -> bool:
         """Turn HA off for a pod (a recovery under way there pauses); False if it was off."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from virtfleet.errors import InvalidInput, NotFound
+from virtfleet.errors import Conflict, InvalidInput, NotFound
 from virtfleet.fleet.queries import HostCheck, NodeInfo, node_info_of, sysinfo_of, version_of
 from virtfleet.fleet.scope import Answers, FleetService, Progress
 from virtfleet.inventory.records import HostFailure, HostRecord, HostStatus
@@ -136,7 +136,14 @@ class HostService(FleetService):
         except InvalidInput as exc:
             field = re.sub(r"\[\d+\]$", "", exc.field)
             raise InvalidInput(_FROM_FLEET_FILE.get(field, exc.field), exc.rule) from None
-        return fleet.sites[0].pods[0].hypervisors[0]
+        hv = fleet.sites[0].pods[0].hypervisors[0]
+        # The store's answer before any host is asked (its ssh key scanned): cheap and certain.
+        for known in self.store.hypervisors():
+            if known.name == hv.name:
+                raise Conflict(f"hypervisor {hv.name!r} is already in the inventory")
+            if known.uri == hv.uri:
+                raise Conflict(f"uri {hv.uri!r} already belongs to hypervisor {known.name!r}")
+        return hv
 
     def add(self, req: AddHostRequest) -> HostRecord:
         """Validated as validate() does, then stored. A qemu+ssh host's key is the caller's to

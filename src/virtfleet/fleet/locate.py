@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from virtfleet.errors import Conflict, NotFound
+from virtfleet.errors import Conflict, HostUnavailable, NotFound
 from virtfleet.fleet.queries import failures
 from virtfleet.fleet.scope import FleetService
 from virtfleet.inventory.records import HostRecord
@@ -76,8 +76,20 @@ def locate_vm(name: str, store: Store, pool: ConnectionPool, *, host: str | None
                        "say which with --host")
     where = f"hypervisor {host!r}" if host else "any hypervisor of the inventory"
     failed = failures(results)
+    seen_on = next((f for f in failed if f.host in hinted), None)
+    if seen_on is not None:  # not "not found": where it last was cannot be asked
+        raise HostUnavailable(f"the hypervisor it was last seen on did not answer "
+                              f"({seen_on.message})", host=seen_on.host, vm=name)
     missing = ""
     if failed:  # the search could not be complete: say so rather than a flat "not found"
         shown = ", ".join(f.host for f in failed[:5]) + (", ..." if len(failed) > 5 else "")
         missing = f" ({len(failed)} hypervisor(s) did not answer: {shown})"
-    raise NotFound(f"VM {name!r} is not defined on {where}{missing}")
+    raise VMNotFound(f"VM {name!r} is not defined on {where}{missing}", missing)
+
+
+class VMNotFound(NotFound):
+    """No hypervisor asked has the VM; `searched` says which could not be asked (or "")."""
+
+    def __init__(self, detail: str, searched: str) -> None:
+        super().__init__(detail)
+        self.searched = searched

@@ -206,6 +206,10 @@ class MigrationService(FleetService):
         from virtfleet.fleet.locate import locate_vm
 
         req.check()
+        # Cheap and certain before costly: the request, then the store (a target host or pod
+        # it lacks), then the VM on its host, then each target (docs/migration.md).
+        named = self.store.hypervisors(host=req.to)[0] if req.to is not None else None
+        in_pod = self.store.hypervisors(pod=req.pod) if req.pod is not None else None
         source = locate_vm(req.vm, self.store, self.pool)
         with vm_lock(self.store, f"{source.name}/{req.vm}", "migrate"):
             guest = Guest.lookup(self.pool.get(source), req.vm)
@@ -214,13 +218,14 @@ class MigrationService(FleetService):
             refused = movable.refusal(needs, live, req.copy_storage)
             if refused is not None:
                 raise refused
-            if req.to is not None:
-                [record] = self.store.hypervisors(host=req.to)
-                scope = [record]
-                pod = record.pod
+            if named is not None:
+                scope = [named]
+                pod = named.pod
             else:
                 pod = req.pod or source.pod
-                scope = [r for r in self.store.hypervisors(pod=pod) if r.name != source.name]
+                scope = [r for r in (in_pod if in_pod is not None
+                                     else self.store.hypervisors(pod=pod))
+                         if r.name != source.name]
             cand = _Candidate(needs, live)
             self._fit([cand], scope, req.copy_storage)
             if req.to is not None:

@@ -44,6 +44,7 @@ class DiskNeed:
     format: str | None  # qcow2, raw
     pool: PoolDetail | None  # the source's pool holding the file; None: in no pool
     capacity_bytes: int = 0  # what a copy must hold (asked only when copying is possible)
+    backing: str | None = None  # the image a linked clone's file reads through to
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,8 @@ def _needs(dom: Domain, name: str, uuid: str, record: HostRecord,
         size = vol.capacity_bytes if vol is not None else 0
         if vol is None and capacity is not None and not d.readonly:
             size = capacity(dev)
-        disks.append(DiskNeed(dev, path, device, d.readonly, d.format, pool, size))
+        disks.append(DiskNeed(dev, path, device, d.readonly, d.format, pool, size,
+                              vol.backing_path if vol is not None else None))
     devices = dom.element.find("devices")
     passthrough = tuple(
         f"{el.tag} {el.get('type') or ''}".strip()
@@ -197,9 +199,6 @@ def refusal(needs: VMNeeds, live: bool, copy_storage: bool) -> VirtfleetError | 
     if not live and f.active:
         return InvalidInput("mode", f"{who} is running: an offline migration moves a shut-off "
                             "VM (shut it down, or migrate it live)")
-    if copy_storage and not live:
-        return InvalidInput("copy_storage", f"{who} is shut off: libvirt copies disks only "
-                            "while a VM runs (live migration)")
     return None
 
 
@@ -241,8 +240,9 @@ def _copy_into(disk: DiskNeed, needs: VMNeeds, target: HostRecord,
 
 
 def check(target: Host, record: HostRecord, needs: VMNeeds, *, copy_storage: bool,
-          pods: Storages, seconds: float) -> Fit:
-    """Whether `target` can take the VM, and what a move there copies."""
+          pods: Storages, seconds: float, restart: bool = False) -> Fit:
+    """Whether `target` can take the VM, and what a move there copies. `restart`: HA asks,
+    to start the VM there after its own host failed (nothing can be copied then)."""
     to = record.name
     if record.name == needs.source.name:
         return Fit(to, InvalidInput("to", f"{needs.name} is already on {to}"))
@@ -267,6 +267,10 @@ def check(target: Host, record: HostRecord, needs: VMNeeds, *, copy_storage: boo
                     shared_dirs.add(disk.pool.target)
                 continue
             what = f"{needs.name}'s {disk.device} {disk.dev} ({disk.path}) is {why}"
+            if restart:
+                return Fit(to, InvalidInput("copy_storage", f"{what}: {to} cannot see it (put "
+                                            "its disks on the pod's shared storage, so another "
+                                            "host can restart it)"))
             if not copy_storage:
                 return Fit(to, InvalidInput("copy_storage", f"{what}: {to} cannot see it "
                                             "(migrate with copy-storage to copy it, or put it "
@@ -274,6 +278,13 @@ def check(target: Host, record: HostRecord, needs: VMNeeds, *, copy_storage: boo
             if disk.readonly or disk.device != "disk":
                 return Fit(to, InvalidInput("copy_storage", f"{what}: a read-only {disk.device}"
                                             " is not copied; eject it or share it first"))
+            if not needs.flags.active and disk.backing is not None:
+                # An offline copy moves the file alone; QEMU's live copy holds the whole chain.
+                return Fit(to, InvalidInput("copy_storage", f"{what}: a linked clone of "
+                                            f"{disk.backing}, which an offline copy would "
+                                            "leave behind; start it and migrate it live with "
+                                            "copy-storage (the copy then holds its whole "
+                                            "image), or share its template's image first"))
             into = _copy_into(disk, needs, record, target_pools, pods)
             if into is None or into.target is None:
                 return Fit(to, InvalidInput("copy_storage", f"{what}: {to} has no pool to copy "

@@ -25,6 +25,7 @@ from virtfleet.errors import Conflict, InvalidInput, NotFound, VirtfleetError
 from virtfleet.fleet.scope import Answers, FleetService, Outcome, Progress, Scope
 from virtfleet.inventory.networks import NetworkSpec, build_network, check_spec, spec_of
 from virtfleet.inventory.records import HostRecord
+from virtfleet.pydantic_errors import rule
 from virtfleet.validate import check_name
 from virtfleet.virt import networks
 from virtfleet.virt.host import Host
@@ -69,8 +70,7 @@ class DefineNetwork:
         except ValidationError as exc:
             err = exc.errors()[0]
             top = str(err["loc"][0]) if err["loc"] else "name"
-            raise InvalidInput(_spec_field(top),
-                               err["msg"].removeprefix("Value error, ")) from None
+            raise InvalidInput(_spec_field(top), rule(err)) from None
         check_spec(spec, _spec_field)
         return build_network(spec), "spec.subnet"
 

@@ -103,7 +103,13 @@ class OverviewService:
         if req.source == "store":
             return self._from_store(req)
         notes: list[str] = []
-        found = None if req.source == "live" else self._from_controller(req, notes)
+        if req.source != "live" and self.db_url.startswith("postgresql"):
+            # Several controllers may share it, each with its own sites (fleet/shardlist.py).
+            from virtfleet.fleet.shardlist import from_controllers
+
+            found = from_controllers(self.store(), req, notes, progress)
+        else:
+            found = None if req.source == "live" else self._from_controller(req, notes)
         return found or self._live(req, notes, progress)
 
     def _registration(self) -> ControllerRecord | None:
@@ -170,6 +176,10 @@ class OverviewService:
         """Every hypervisor's VMs into the store: through a running controller, else here."""
         from virtfleet.controller.client import ControllerClient, is_live
 
+        if self.db_url.startswith("postgresql"):  # each controller syncs its own sites
+            from virtfleet.fleet.shardlist import sync_through_controllers
+
+            return sync_through_controllers(self.store(), progress)
         rec = self.store().controller()
         if rec is not None and is_live(rec):
             try:

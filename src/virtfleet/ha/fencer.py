@@ -21,6 +21,7 @@ from virtfleet.ha.fence import (
     Power,
     PowerResult,
     power_off,
+    power_on,
     power_status,
 )
 from virtfleet.inventory.store import Store
@@ -52,7 +53,8 @@ class BmcFencer:
         try:
             dev = self._device(host)
             agent = AGENTS[dev.bmc.agent]
-            return power_status(dev) if action == "status" else power_off(dev)
+            run = {"status": power_status, "off": power_off, "on": power_on}[action]
+            return run(dev)
         except VirtfleetError as exc:
             return PowerResult(host=host, agent=agent, action=action, power=Power.ERROR,
                                message=exc.in_row(host), seconds=time.monotonic() - t0,
@@ -63,3 +65,7 @@ class BmcFencer:
 
     def off(self, host: str) -> PowerResult:
         return self._call(host, "off")
+
+    def on(self, host: str) -> PowerResult:
+        """An operator's power-on (`ha power --on`): the monitor never powers a host on."""
+        return self._call(host, "on")

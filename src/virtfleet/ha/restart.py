@@ -117,21 +117,33 @@ class AnsweringPool(ConnectionPool):
 
 @dataclass
 class _Pace:
-    """When each VM that failed to place or start may be tried again (in memory only: after a
-    controller restart everything is tried at once, which is what a restart is for)."""
+    """When each VM that failed to place or start may be tried again, and why the last try
+    failed (in memory only: after a controller restart everything is tried at once, which is
+    what a restart is for)."""
 
     retry: timedelta
     next_try: dict[str, datetime] = field(default_factory=dict)
+    why: dict[str, str] = field(default_factory=dict)
 
     def due(self, uuid: str, at: datetime) -> bool:
         return self.next_try.get(uuid, at) <= at
 
-    def failed(self, uuid: str, at: datetime) -> None:
+    def failed(self, uuid: str, at: datetime, why: str = "") -> bool:
+        """Note a failed try; True if it failed for a new reason (worth a log line: a VM
+        that cannot be placed for an hour says so once, not every retry)."""
         self.next_try[uuid] = at + self.retry
+        new = self.why.get(uuid) != why
+        self.why[uuid] = why
+        return new
+
+    def waiting(self, uuid: str) -> str:
+        why = self.why.get(uuid, "")
+        return f"{why}; trying again shortly" if why else "trying again shortly"
 
     def done(self, uuid: str, host: str) -> None:
-        self.next_try.pop(uuid, None)
-        self.next_try.pop(f"{uuid}@{host}", None)
+        for key in (uuid, f"{uuid}@{host}"):
+            self.next_try.pop(key, None)
+            self.why.pop(key, None)
 
 
 class Restarter:
@@ -204,9 +216,10 @@ class Restarter:
         return [done[p.uuid] for p in plan]
 
     def _failed(self, p: Planned, exc: VirtfleetError) -> VMOutcome:
-        log.warning("HA restart of %s: %s", p.vm, exc.message)
-        self._pace.failed(p.uuid, self.clock())
-        return VMOutcome(p.vm, p.uuid, p.priority, "pending", detail=_bare(p.vm, exc.message))
+        why = _bare(p.vm, exc.message)
+        if self._pace.failed(p.uuid, self.clock(), why):
+            log.warning("HA restart of %s: %s", p.vm, why)
+        return VMOutcome(p.vm, p.uuid, p.priority, "pending", detail=why)
 
     def _places(self, name: str, uuid: str) -> set[str]:
         """Where the VM may be defined besides its failed host: every host the store last saw
@@ -284,7 +297,7 @@ class Restarter:
                 "which is in maintenance" if view.records[where].maintenance
                 else "where its start failed; trying again shortly"))
         if not self._pace.due(p.uuid, at):
-            return outcome("pending", detail="trying again shortly")
+            return outcome("pending", detail=self._pace.waiting(p.uuid))
         return self._place(view, journal, p)
 
     def _place(self, view: PodView, journal: Journal, p: Planned) -> VMOutcome | Start:
@@ -292,6 +305,7 @@ class Restarter:
         if vm is None or not vm.definition:
             return VMOutcome(p.vm, p.uuid, p.priority, "pending",
                              detail="no definition of it on record")
+        self._release_left_claims(view, p.vm)
         scope = [h for h in view.hosts if h.name in view.answering and h.name != view.failed.name]
         avoid = journal.failed_on(p.uuid)
         if avoid is not None and any(h.name != avoid for h in scope):
@@ -299,9 +313,7 @@ class Restarter:
         chosen = self._choose(view, vm, scope)
         if chosen.target is None:
             assert chosen.error is not None
-            self._pace.failed(p.uuid, self.clock())
-            return VMOutcome(p.vm, p.uuid, p.priority, "pending",
-                             detail=_bare(p.vm, chosen.error.message))
+            return self._failed(p, chosen.error)
         target = chosen.target
         # Journaled here, in priority order, before the start (a few at a time) defines it.
         journal.add(RecoveryStep("restarting", self.clock(), vm=p.vm, uuid=p.uuid,
@@ -318,6 +330,19 @@ class Restarter:
 
         return start
 
+    def _release_left_claims(self, view: PodView, vm: str) -> None:
+        """Give back the room a killed controller claimed for `vm` in this pod and never used
+        (it died between placing the VM and defining it; no host has a copy, or we would not
+        be placing it). Left, that claim would refuse this placement as the same VM claimed
+        twice, until it expired minutes later. This controller's own claims are released when
+        each start ends."""
+        pod = {h.name for h in view.hosts}
+        for c in self.store.placement_claims():
+            if c.vm == vm and c.host in pod:
+                self.store.release_placement(c.host, vm)
+                log.warning("HA restart of %s: released its unused claim on %s (left by an "
+                            "earlier attempt that did not finish)", vm, c.host)
+
     def _choose(self, view: PodView, vm: HAVM, scope: Sequence[HostRecord]) -> targets.Chosen:
         pool = AnsweringPool(self.pool, frozenset(h.name for h in view.hosts
                                                   if h.name not in view.answering))
@@ -327,7 +352,7 @@ class Restarter:
         def fit(h: Host) -> movable.Fit:
             needs = movable.needs_of_definition(vm.definition, view.failed, h)
             return movable.check(h, view.records[h.label], needs, copy_storage=False,
-                                 pods=pods, seconds=self.seconds)
+                                 pods=pods, seconds=self.seconds, restart=True)
 
         fits = {r.host.name: (r.value if r.value is not None else movable.Fit(r.host.name,
                                                                               r.error))

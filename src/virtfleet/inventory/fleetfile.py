@@ -44,6 +44,7 @@ from virtfleet.inventory.networks import NetworkSpec, check_fleet_networks
 from virtfleet.inventory.niclayout import BondSpec as BondSpec
 from virtfleet.inventory.niclayout import Mac, NicLayout, check_fleet_layouts
 from virtfleet.inventory.uri import parse_uri
+from virtfleet.pydantic_errors import rule
 from virtfleet.validate import check_name
 
 MAX_FLEET_FILE = 64 * 1024 * 1024
@@ -714,9 +715,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def _first_error(exc: ValidationError) -> InvalidInput:
     err = exc.errors()[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    msg = err["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
+    msg = rule(err)
     if err["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see docs/fleet-file.md)"
     elif err["type"] == "missing":

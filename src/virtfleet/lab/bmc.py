@@ -43,11 +43,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import virtfleet
 from virtfleet.errors import LabError
 from virtfleet.lab import netns, procs
 from virtfleet.lab.names import MAX_HOSTS, LabNames, is_sim
-from virtfleet.lab.run import last_line, run
+from virtfleet.lab.run import daemon_env, last_line, run
 from virtfleet.lab.state import LabHost
 
 if TYPE_CHECKING:
@@ -167,12 +166,6 @@ def emu_commands() -> str:
     ])
 
 
-def _python_env() -> dict[str, str]:
-    """Our environment, plus the path virtfleet is imported from (it may not be installed)."""
-    env = dict(os.environ)
-    src = str(Path(virtfleet.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 # -- finding our processes --------------------------------------------------------------------
@@ -350,7 +343,7 @@ class LabBmcs:
                 "-s", _safe_path(d / "state"), "-n"]
         with open(log, "ab") as out:
             proc = subprocess.Popen(argv, cwd=d, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=_python_env(),
+                                    stderr=subprocess.STDOUT, env=daemon_env(),
                                     start_new_session=True)
         return LabBmc(host=host.name, index=host.index, address=address, port=BMC_PORT,
                       username=BMC_USER, password_file=str(pw_file), dir=str(d), pid=proc.pid)
@@ -517,7 +510,7 @@ def power_on(t: _Target) -> None:
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", CONTROL_MODULE, str(t.conf), "boot"],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=_python_env(), start_new_session=True)
+                                env=daemon_env(), start_new_session=True)
     _boot_pidfile(t).write_text(f"{proc.pid}\n")
 
 

@@ -15,12 +15,11 @@ import time
 import uuid
 from pathlib import Path
 
-import virtfleet
 from virtfleet.config import Timeouts
 from virtfleet.errors import HostUnavailable, LabError, OperationTimeout
 from virtfleet.lab import netns, procs, sshd, transports
 from virtfleet.lab.names import PRIVATE_DIRS, LabNames
-from virtfleet.lab.run import last_line, run
+from virtfleet.lab.run import daemon_env, last_line, run
 from virtfleet.lab.state import LabHost
 
 READY_TIMEOUT = 30.0
@@ -131,12 +130,6 @@ def prepare_dirs(names: LabNames, index: int,
     return host_dir
 
 
-def _python_env() -> dict[str, str]:
-    """Our environment, plus the path virtfleet is imported from (it may not be installed)."""
-    env = dict(os.environ)
-    src = str(Path(virtfleet.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 def _boot_argv(host_dir: Path, *extra: str) -> list[str]:
@@ -167,7 +160,7 @@ def restart(host: LabHost) -> None:
 
 def _run_boot(argv: list[str], host: LabHost) -> None:
     try:
-        run(argv, f"{host.name}: starting libvirtd", timeout=90, env=_python_env())
+        run(argv, f"{host.name}: starting libvirtd", timeout=90, env=daemon_env())
     except LabError as exc:
         tail = _log_tail(host)  # libvirtd's own reason is in its log, not on stderr
         raise LabError(exc.message + (f" [libvirtd.log: {tail}]" if tail else "")) from None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import virtfleet
+from virtfleet.config import QUIET_CLIENT_LOG
 from virtfleet.errors import LabError
 
 
@@ -31,3 +34,16 @@ def run(argv: Sequence[str], what: str, *, timeout: float = 60.0, check: bool = 
 def last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+def daemon_env() -> dict[str, str]:
+    """The environment of a lab daemon (or the Python that starts one): ours, plus the path
+    virtfleet is imported from (it may not be installed), without the client-side log silencing
+    virtfleet set for itself, which libvirtd would take over the log_outputs of its own
+    libvirtd.conf (its log would stay empty)."""
+    env = dict(os.environ)
+    if env.get("LIBVIRT_LOG_OUTPUTS") == QUIET_CLIENT_LOG:
+        del env["LIBVIRT_LOG_OUTPUTS"]
+    src = str(Path(virtfleet.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    return env

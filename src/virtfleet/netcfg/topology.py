@@ -19,6 +19,7 @@ from virtfleet.inventory.niclayout import (
     Vlan,
     check_layout,
 )
+from virtfleet.pydantic_errors import rule
 
 Iface = Ethernet | BondSpec | Vlan | Bridge | OvsBridge
 
@@ -66,7 +67,6 @@ def build_layout(data: dict[str, list[dict[str, object]]], source: str) -> NicLa
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise InvalidInput(f"{source}: {where}", err["msg"].removeprefix("Value error, ")) \
-            from None
+        raise InvalidInput(f"{source}: {where}", rule(err)) from None
     check_layout(layout, source)
     return layout.canonical()

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from virtfleet.errors import InvalidInput
 from virtfleet.placement.kinds import Scope, Spread
+from virtfleet.pydantic_errors import rule
 from virtfleet.validate import check_name
 
 __all__ = ["Scope", "Spread"]  # and the models below; Scope/Spread live in kinds.py
@@ -27,7 +28,7 @@ def parse(model: type[M], data: dict[str, Any], prefix: str = "") -> M:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
+        msg = rule(err)
         if not loc:  # a whole-model rule: its message starts with the field it is about
             loc, _, msg = msg.partition(": ") if ": " in msg else (model.__name__, "", msg)
         if err["type"] == "extra_forbidden":

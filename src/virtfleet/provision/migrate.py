@@ -52,7 +52,8 @@ POLL_SECONDS = 0.5
 
 @dataclass(frozen=True)
 class CopyDisk:
-    """A disk whose contents a live migration copies into a new volume on the target."""
+    """A disk copied into a new volume on the target: by QEMU during a live migration, or
+    streamed from volume to volume before an offline one."""
 
     dev: str
     source_path: str
@@ -179,10 +180,15 @@ def run(store: Store, pool: ConnectionPool, move: Move, *, limits: MigrationLimi
             # (libvirt leaves the source defined if its client dies mid-migration).
             guest.set_autostart(False)
         config = _retarget(Domain.parse(migration.config_xml(guest, seconds)), move)
+        # Offline, libvirt keeps the definition it is sent as the domain XML (its persist
+        # XML alone left copied disks at their old paths): send the retargeted one.
         dest = (_retarget(Domain.parse(migration.live_xml(guest, seconds)), move)
-                if move.live else None)
-        for c in move.copies:
-            storage.create_volume(dst, c.pool, c.name, c.capacity_bytes, c.format)
+                if move.live else config if move.copies else None)
+        for c in move.copies:  # live: QEMU fills them; offline: streamed here, host to host
+            if move.live:
+                storage.create_volume(dst, c.pool, c.name, c.capacity_bytes, c.format)
+            else:
+                storage.copy_volume(src, c.source_path, dst, c.pool, c.name, c.format)
         if move.live and move.max_downtime_ms is not None:
             migration.set_max_downtime(guest, move.max_downtime_ms, seconds)
         moved_bytes = move.memory_mib * 2**20 + sum(c.capacity_bytes for c in move.copies)

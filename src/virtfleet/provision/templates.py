@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtfleet.errors import Conflict, HypervisorError, InvalidInput, NotFound
-from virtfleet.fleet.locate import locate_vm
+from virtfleet.fleet.locate import VMNotFound, locate_vm
 from virtfleet.inventory.records import HostRecord, Made
 from virtfleet.inventory.store import Store
 from virtfleet.provision import guestfs
@@ -94,8 +94,9 @@ def find_template(store: Store, pool: ConnectionPool, name: str, host: str | Non
                   field: str = "template") -> Template:
     try:
         record = locate_vm(name, store, pool, host=host)
-    except NotFound:
-        raise NotFound(f"no template named {name!r} (see 'virtfleet template list')") from None
+    except VMNotFound as exc:
+        raise NotFound(f"no template named {name!r}{exc.searched} (see 'virtfleet template "
+                       "list')") from None
     h = pool.get(record)
     domain = Guest.lookup(h, name).domain()
     if not is_template(domain):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from virtfleet.errors import Conflict, InvalidInput, ToolFailed
+from virtfleet.errors import Conflict, HostUnavailable, InvalidInput, ToolFailed
 from virtfleet.inventory.uri import parse_uri
 from virtfleet.transport.hostkeys import HostKey, KnownHosts, preferred, scan
 from virtfleet.transport.paths import TransportDir
@@ -82,6 +82,18 @@ class PinPlan:
                                f"{keys}): compare each with the host's own (ssh-keygen -lf "
                                "/etc/ssh/ssh_host_ed25519_key.pub on its console), then run "
                                "again with --accept-new (nothing was changed)")
+
+    def require_answered(self) -> None:
+        """Refuse a host whose key could not be fetched. A host added on its own is one the
+        operator means to use now: added unpinned, every connection to it would be refused,
+        and pinning it later from whatever answers then is trust on first use, which the
+        production transports do not do (`apply` may still declare hosts not installed yet)."""
+        for r in self.of(UNREACHABLE):
+            raise HostUnavailable(
+                f"its ssh host key could not be fetched ({r.address}:{r.port} did not answer "
+                "ssh-keyscan); nothing was added: add it once its sshd answers, or declare it "
+                "in the fleet file (`apply`) and pin it later with `virtfleet hostkey pin`",
+                host=r.host)
 
     def commit(self) -> None:
         """Write the accepted keys into known_hosts."""

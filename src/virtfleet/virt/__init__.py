@@ -10,5 +10,7 @@ this runs before any module of this package imports libvirt.
 
 import os
 
+from virtfleet.config import QUIET_CLIENT_LOG
+
 if "LIBVIRT_DEBUG" not in os.environ and "LIBVIRT_LOG_OUTPUTS" not in os.environ:
-    os.environ["LIBVIRT_LOG_OUTPUTS"] = "4:file:/dev/null"
+    os.environ["LIBVIRT_LOG_OUTPUTS"] = QUIET_CLIENT_LOG

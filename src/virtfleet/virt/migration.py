@@ -170,7 +170,8 @@ class Plan:
     dest_uri: str  # the target's libvirt URI, which the source's libvirtd connects to
     live: bool
     migrate_uri: str | None = None  # where QEMU's stream goes: tcp://TARGET_ADDRESS
-    dest_xml: str | None = None  # live: the running definition as the target gets it
+    dest_xml: str | None = None  # the definition as the target gets it (offline: only when
+    # disks were copied to new paths)
     persist_xml: str | None = None  # offline: the definition the target keeps
     copy_disks: tuple[str, ...] = ()  # target devs whose contents are copied (NBD)
     bandwidth_mib: int | None = None  # MiB/s
@@ -194,6 +195,8 @@ def flags_and_params(plan: Plan) -> tuple[int, dict[str, Any]]:
         # An offline migration moves only the definition; libvirt requires it persistent on
         # the target. The source, held by the migration job, cannot be started meanwhile.
         flags |= libvirt.VIR_MIGRATE_OFFLINE | libvirt.VIR_MIGRATE_PERSIST_DEST
+        if plan.dest_xml is not None:  # disks copied beforehand: the definition at new paths
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = plan.dest_xml
         if plan.persist_xml is not None:
             params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = plan.persist_xml
     if plan.migrate_uri is not None:

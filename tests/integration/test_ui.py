@@ -1,0 +1,313 @@
+"""The web console in a real browser (Debian's headless Chromium through Selenium) against a real
+controller on the lab's libvirtd hypervisors with real QEMU guests.
+
+Ground truth is the machine's, as in test_api.py: a guest that was shut down has no QEMU process
+left; one a viewer or a forged request tried to touch still has the same one. Screenshots of each
+page go to $VIRTFLEET_UI_SHOTS when it is set (docs/img/ is made that way).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lxml import etree
+from lxml.builder import E
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    StaleElementReferenceException,
+)
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.integration.browser import browser_missing, headless_chromium
+from tests.integration.conftest import LabFixture
+from tests.integration.test_api import qemu_pids
+from tests.unit.apiclient import Api
+from tests.unit.cli import run, running_controller
+from tests.unit.nodes import refused_port
+from tests.unit.uiclient import Browserless
+
+pytestmark = pytest.mark.integration
+
+SCRIPT_VM = "<script>alert(1)"  # libvirt refuses '/' in a name: no closing tag
+WAIT = 120.0  # seconds a page may take to show what a step expects (a guest's ACPI shutdown)
+
+
+@dataclass
+class LabUI:
+    db: Path
+    port: int
+    tokens: dict[str, str]
+    web: str  # a running guest on a hypervisor of group web
+    web_host: str
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def uuid(self, vm: str) -> str:
+        got = Api("127.0.0.1", self.port, self.tokens["root"]).get(f"/api/v1/vms/{vm}")
+        assert got.status == 200, got.body
+        return str(got.body["uuid"])
+
+    def audit(self) -> list[dict[str, Any]]:
+        got = Api("127.0.0.1", self.port, self.tokens["root"]).get("/api/v1/audit")
+        assert got.status == 200, got.body
+        return list(got.body)
+
+
+def _token(db: Path, user: str) -> str:
+    r = run(db, "token", "create", user)
+    assert r.code == 0, r.err
+    return r.out.strip()
+
+
+def _define_script_vm(uri: str, tmp: Path) -> None:
+    """A shut-off VM whose name is markup, defined with virsh (never started)."""
+    dom = E.domain(E.name(SCRIPT_VM), E.memory("65536", unit="KiB"), E.vcpu("1"),
+                   E.os(E.type("hvm")), type="qemu")
+    path = tmp / "script-vm.xml"
+    path.write_bytes(etree.tostring(dom))
+    subprocess.run(["virsh", "-c", uri, "define", str(path)], check=True,
+                   capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def lab_ui(lab: LabFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabUI]:
+    missing = browser_missing()
+    if missing:
+        pytest.skip(missing)
+    tmp = tmp_path_factory.mktemp("lab-ui")
+    web_host, db_host, _other = lab.hosts
+    fleet = yaml.safe_load(lab.fleet_file.read_text())
+    for pod in fleet["sites"][0]["pods"]:
+        for hv in pod["hypervisors"]:
+            hv["groups"] = ["db"] if hv["name"] == db_host.name else ["web"]
+    (tmp / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    db = tmp / "store.db"
+    assert run(db, "apply", "-f", str(tmp / "fleet.yaml")).code == 0
+    guests = {g.host: g.name for g in lab.lab.guests(1, timeout=180)}
+    _define_script_vm(web_host.uri, tmp)
+    for user, role, scope in (("root", "admin", "all"), ("viewer", "viewer", "all"),
+                              ("webop", "operator", "group:web")):
+        assert run(db, "user", "add", user).code == 0
+        assert run(db, "grant", "add", user, role, "--scope", scope).code == 0
+    tokens = {u: _token(db, u) for u in ("root", "viewer", "webop")}
+    port = refused_port()
+    try:
+        with running_controller(db, "--listen", f"127.0.0.1:{port}"):
+            yield LabUI(db, port, tokens, guests[web_host.name], web_host.name)
+    finally:
+        subprocess.run(["virsh", "-c", web_host.uri, "undefine", SCRIPT_VM],
+                       capture_output=True, check=False, timeout=60)
+        lab.lab.guests(0)
+
+
+@pytest.fixture
+def driver() -> Iterator[WebDriver]:
+    with headless_chromium() as d:
+        yield d
+
+
+def _shot(driver: WebDriver, name: str) -> None:
+    where = os.environ.get("VIRTFLEET_UI_SHOTS")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(where) / f"ui-{name}.png"))
+
+
+def _sign_in(driver: WebDriver, ui: LabUI, user: str, shot: bool = False) -> None:
+    driver.get(f"{ui.base}/ui/vms")
+    WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "token")))
+    driver.find_element(By.ID, "user").send_keys(user)
+    driver.find_element(By.ID, "token").send_keys(ui.tokens[user])
+    if shot:
+        _shot(driver, "login")
+    driver.find_element(By.ID, "signin").click()
+    WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "vmtable")))
+    # live.js has the events stream open: the badge says so
+    WebDriverWait(driver, WAIT).until(
+        lambda d: "on" in d.find_element(By.ID, "live").get_attribute("class"))
+
+
+_ROWS = ("return Array.from(document.querySelectorAll('#vmtable tbody tr'))"
+         ".map(r => r.getAttribute('data-vm'));")
+
+
+def _wait(driver: WebDriver) -> WebDriverWait:
+    """A wait that reads again when htmx swapped what it was reading."""
+    return WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,))
+
+
+def _search(driver: WebDriver, text: str) -> None:
+    box = driver.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys(text)
+    _wait(driver).until(lambda d: [k.split("/", 1)[1] for k in d.execute_script(_ROWS)]
+                        == [text])
+
+
+def _row(driver: WebDriver, host: str, vm: str) -> Any:
+    return next(r for r in driver.find_elements(By.CSS_SELECTOR, "#vmtable tbody tr")
+                if r.get_attribute("data-vm") == f"{host}/{vm}")
+
+
+def _post_from_page(driver: WebDriver, path: str, csrf: str | None) -> int:
+    """A POST sent by script from the signed-in page (its cookie goes along): the status."""
+    script = ("const [path, token, done] = arguments;"
+              "const h = token === null ? {} : {'X-CSRF-Token': token};"
+              "fetch(path, {method: 'POST', headers: h}).then(r => done(r.status));")
+    status = driver.execute_async_script(script, path, csrf)
+    return int(status)
+
+
+def _csrf(driver: WebDriver) -> str:
+    return str(driver.find_element(By.CSS_SELECTOR, "form.logout input[name=csrf]")
+               .get_attribute("value"))
+
+
+def test_sign_in_find_a_vm_shut_it_down_and_see_it_by_event(lab_ui: LabUI,
+                                                            driver: WebDriver) -> None:
+    vm, host = lab_ui.web, lab_ui.web_host
+    uuid = lab_ui.uuid(vm)
+    [pid] = qemu_pids(uuid)
+    _sign_in(driver, lab_ui, "webop", shot=True)
+    _search(driver, vm)
+    _shot(driver, "vms")
+    cell = _row(driver, host, vm).find_element(By.CSS_SELECTOR, "[data-state]")
+    assert cell.text == "running"
+    driver.execute_script("window.vfNoReload = 1;")  # gone if the page were reloaded
+    _row(driver, host, vm).find_element(By.CSS_SELECTOR, "button[data-verb=shutdown]").click()
+    # The state cell changes by the events stream: its data-event is the event's id.
+    _wait(driver).until(lambda d: _row(d, host, vm).find_element(
+        By.CSS_SELECTOR, "[data-state]").text == "shut off")
+    cell = _row(driver, host, vm).find_element(By.CSS_SELECTOR, "[data-state]")
+    assert (cell.get_attribute("data-event") or "").count("-") == 1
+    assert driver.execute_script("return window.vfNoReload;") == 1
+    _wait(driver).until(lambda d: "shut off" in d.find_element(
+        By.ID, "flash").text or "shut down" in d.find_element(By.ID, "flash").text)
+    assert qemu_pids(uuid) == []  # the machine agrees: no QEMU left for it
+    assert pid not in qemu_pids(uuid)
+
+    # and back: start from the VM's own page, where the state follows the stream too
+    driver.get(f"{lab_ui.base}/ui/vms/{vm}?host={host}")
+    WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "vm-state")))
+    assert driver.find_element(By.ID, "vm-state").text == "shut off"
+    driver.find_element(By.CSS_SELECTOR, "button[data-verb=start]").click()
+    WebDriverWait(driver, WAIT).until(
+        lambda d: d.find_element(By.ID, "vm-state").text == "running")
+    assert len(qemu_pids(uuid)) == 1
+    _shot(driver, "vm")
+    actions = [(e["actor"], e["via"], e["action"], e["result"]) for e in lab_ui.audit()
+               if e["target"] == f"vm:{vm}"]
+    assert actions[-2:] == [("webop", "ui", "vm.shutdown", "ok"),
+                            ("webop", "ui", "vm.start", "ok")]
+
+
+def test_a_viewer_sees_no_buttons_and_a_forged_post_is_403(lab_ui: LabUI,
+                                                          driver: WebDriver) -> None:
+    vm, host = lab_ui.web, lab_ui.web_host
+    uuid = lab_ui.uuid(vm)
+    [pid] = qemu_pids(uuid)
+    _sign_in(driver, lab_ui, "viewer")
+    _search(driver, vm)
+    assert driver.find_elements(By.CSS_SELECTOR, "button.act") == []
+    assert _post_from_page(driver, f"/ui/vms/{vm}/destroy?host={host}", _csrf(driver)) == 403
+    assert qemu_pids(uuid) == [pid]  # the same QEMU, untouched
+    [entry] = [e for e in lab_ui.audit() if e["actor"] == "viewer" and e["via"] == "ui"
+               and e["action"] == "vm.destroy"]
+    assert entry["result"] == "denied" and entry["status"] == 403
+
+
+def test_a_vm_named_like_a_script_is_shown_as_text(lab_ui: LabUI, driver: WebDriver) -> None:
+    _sign_in(driver, lab_ui, "root")
+    _search(driver, SCRIPT_VM)
+    link = _row(driver, lab_ui.web_host, SCRIPT_VM).find_element(By.CSS_SELECTOR, "td.name a")
+    assert link.text == SCRIPT_VM
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text  # noqa: B018 - reading it is the check
+    # the rest of the page is still there: an unclosed <script> would have swallowed it
+    assert driver.find_element(By.ID, "logout").is_displayed()
+
+
+class _Attacker(BaseHTTPRequestHandler):
+    """Another site (localhost, not 127.0.0.1): a page whose form posts to the console."""
+
+    target = ""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        form = E.form(E.button("win a prize", id="go", type="submit"), method="post",
+                      action=self.target)
+        body = etree.tostring(E.html(E.body(form)), method="html")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_forged_requests_are_refused(lab_ui: LabUI, driver: WebDriver) -> None:
+    vm, host = lab_ui.web, lab_ui.web_host
+    uuid = lab_ui.uuid(vm)
+    [pid] = qemu_pids(uuid)
+    _sign_in(driver, lab_ui, "webop")
+    path = f"/ui/vms/{vm}/destroy?host={host}"
+    # from the console's own page, but without the session's token or with a wrong one
+    assert _post_from_page(driver, path, None) == 403
+    assert _post_from_page(driver, path, "forged") == 403
+    # from another site, in the same signed-in browser: the Strict cookie is not even sent
+    _Attacker.target = f"{lab_ui.base}{path}"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Attacker)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        driver.get(f"http://localhost:{server.server_address[1]}/")
+        driver.find_element(By.ID, "go").click()
+        WebDriverWait(driver, WAIT).until(lambda d: "/ui/" in d.current_url)
+        # refused as a stranger's: SameSite=Strict kept the session cookie home
+        assert "not signed in" in driver.page_source
+    finally:
+        server.shutdown()
+        server.server_close()
+    time.sleep(1)  # a destroy, had it happened, is immediate
+    assert qemu_pids(uuid) == [pid]
+
+
+def test_a_cookie_is_refused_after_sign_out(lab_ui: LabUI, driver: WebDriver) -> None:
+    _sign_in(driver, lab_ui, "viewer")
+    cookie = driver.get_cookie("vf_session")
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert driver.execute_script("return document.cookie;") == ""  # HttpOnly: not to scripts
+    driver.find_element(By.ID, "logout").click()
+    WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "token")))
+    thief = Browserless(lab_ui.port, cookies={"vf_session": cookie["value"]})
+    assert thief.get("/ui/vms").status == 303
+    assert thief.get("/ui/events").status == 401
+
+
+def test_every_page_renders(lab_ui: LabUI, driver: WebDriver) -> None:
+    """Estate, capacity, installs and audit as an admin sees them (and their screenshots)."""
+    _sign_in(driver, lab_ui, "root")
+    for name, marker in (("estate", "estate"), ("capacity?vcpus=1&memory=64M", "pods"),
+                         ("installs", "installs"), ("audit", "audit")):
+        driver.get(f"{lab_ui.base}/ui/{name}")
+        WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, marker)))
+        _shot(driver, name.split("?")[0])
+    driver.get(f"{lab_ui.base}/ui/estate")
+    cells = driver.find_elements(By.CSS_SELECTOR, "#estate a.h")
+    assert len(cells) == 3 and all("h-ok" in c.get_attribute("class") for c in cells)

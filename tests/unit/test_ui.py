@@ -1,0 +1,366 @@
+"""The web console of a real `virtfleet serve` (test-driver hypervisors, --listen on loopback),
+over plain HTTP without a browser: sign-in, sessions and sign-out, CSRF, who sees and may do
+what, escaping, and that every write is audited. The browser's side (htmx, the events stream,
+screenshots) is tests/integration/test_ui.py."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lxml import etree
+
+from virtfleet.controller.openapi import document
+
+from .apiclient import Api
+from .cli import run, running_controller
+from .nodes import FIXTURES, refused_port
+from .uiclient import Browserless
+
+SCRIPT_VM = "<script>alert(1)"  # libvirt refuses '/' in a name, so no closing tag
+HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"  # 2.0.11
+
+
+def _node(tmp: Path, group: str, n: int) -> str:
+    """two-vms.xml renamed for `group`: GROUP01 running, GROUP02 shut off, and (web only) the
+    paused one named like a script."""
+    doc = etree.parse(str(FIXTURES / "two-vms.xml"))
+    names = {"vm1.example.com": f"{group}01", "centos.template": f"{group}02",
+             "vm2.example.com": SCRIPT_VM if group == "web" else f"{group}03"}
+    for dom in doc.getroot().iter("domain"):
+        name, uuid = dom.find("name"), dom.find("uuid")
+        assert name is not None and uuid is not None and name.text and uuid.text
+        name.text = names[name.text]
+        uuid.text = f"{n:08d}" + uuid.text[8:]
+    path = tmp / f"hv-{group}.xml"
+    doc.write(str(path))
+    return f"test://{path}"
+
+
+@dataclass
+class Console:
+    db: Path
+    port: int
+    tokens: dict[str, str]
+
+    def browser(self, user: str | None = None) -> Browserless:
+        b = Browserless(self.port)
+        if user is not None:
+            got = b.sign_in(user, self.tokens[user])
+            assert got.status == 303, got.text
+        return b
+
+    def audit(self) -> list[dict[str, Any]]:
+        got = Api("127.0.0.1", self.port, self.tokens["root"]).get("/api/v1/audit")
+        assert got.status == 200, got.body
+        return list(got.body)
+
+    def state(self, vm: str) -> str:
+        got = Api("127.0.0.1", self.port, self.tokens["root"]).get(f"/api/v1/vms/{vm}")
+        assert got.status == 200, got.body
+        return str(got.body["state"])
+
+
+def _token(db: Path, user: str) -> str:
+    r = run(db, "token", "create", user)
+    assert r.code == 0, r.err
+    return r.out.strip()
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    tmp = tmp_path_factory.mktemp("ui")
+    fleet = {"sites": [{"name": "oregon", "pods": [{"name": "or-pod1", "hypervisors": [
+        {"name": "hv-web", "uri": _node(tmp, "web", 1), "groups": ["web"]},
+        {"name": "hv-db", "uri": _node(tmp, "db", 2), "groups": ["db"]}]}]}]}
+    (tmp / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    db = tmp / "store.db"
+    assert run(db, "apply", "-f", str(tmp / "fleet.yaml")).code == 0
+    for user, role, scope in (("root", "admin", "all"), ("viewer", "viewer", "all"),
+                              ("webop", "operator", "group:web")):
+        assert run(db, "user", "add", user).code == 0
+        assert run(db, "grant", "add", user, role, "--scope", scope).code == 0
+    tokens = {u: _token(db, u) for u in ("root", "viewer", "webop")}
+    port = refused_port()
+    with running_controller(db, "--listen", f"127.0.0.1:{port}"):
+        yield Console(db, port, tokens)
+
+
+def _ui_entries(c: Console, before: int) -> list[dict[str, Any]]:
+    return [e for e in c.audit()[before:] if e["via"] == "ui"]
+
+
+# ------------------------------------------------------------------ signing in and out
+
+
+def test_pages_send_a_stranger_to_sign_in(console: Console) -> None:
+    b = console.browser()
+    for path in ("/ui/estate", "/ui/vms", "/ui/vms/web01", "/ui/installs", "/ui/audit"):
+        got = b.get(path)
+        assert got.status == 303, (path, got.status)
+        assert got.headers["location"].startswith("/ui/login?next=")
+    assert b.get("/ui/events").status == 401
+
+
+def test_sign_in_sets_a_strict_httponly_session_cookie(console: Console) -> None:
+    b = Browserless(console.port)
+    got = b.sign_in("viewer", console.tokens["viewer"])
+    assert got.status == 303 and got.headers["location"] == "/ui/vms"
+    [line] = [c for c in got.set_cookies if c.startswith("vf_session=")]
+    attrs = {a.strip().lower() for a in line.split(";")[1:]}
+    assert {"httponly", "samesite=strict", "path=/ui"} <= attrs, line
+    # the token is not the cookie: the cookie is a session of its own
+    assert console.tokens["viewer"] not in line
+    assert b.get("/ui/vms").status == 200
+
+
+@pytest.mark.parametrize("user, token", [("viewer", "nonsense"), ("root", "viewer"),
+                                         ("viewer", "")])
+def test_a_bad_user_or_token_is_refused_with_one_message(console: Console, user: str,
+                                                         token: str) -> None:
+    b = Browserless(console.port)
+    real = console.tokens.get(token, token)  # ("root", "viewer"): viewer's token as root
+    got = b.sign_in(user, real)
+    assert got.status == 401
+    assert "Bad user or token" in got.text
+    assert "vf_session" not in b.cookies
+    assert b.get("/ui/vms").status == 303
+
+
+def test_the_sign_in_form_needs_its_own_csrf_token(console: Console) -> None:
+    """A third site cannot post the sign-in form (login CSRF): without the form's cookie, or
+    with another token, nothing is signed in and the attempt is audited."""
+    before = len(console.audit())
+    b = Browserless(console.port)
+    got = b.post("/ui/login", {"csrf": "x", "user": "viewer", "token": console.tokens["viewer"]})
+    assert got.status == 403 and "vf_session" not in b.cookies
+    b.get("/ui/login")  # a real form's cookie, but the attacker's token
+    got = b.post("/ui/login", {"csrf": "y" * 43, "user": "viewer",
+                               "token": console.tokens["viewer"]})
+    assert got.status == 403 and "vf_session" not in b.cookies
+    entries = _ui_entries(console, before)
+    assert [(e["action"], e["result"]) for e in entries] == [("ui.signin", "denied")] * 2
+    assert all(console.tokens["viewer"] not in str(e) for e in entries)
+
+
+def test_a_cookie_is_refused_after_sign_out(console: Console) -> None:
+    b = console.browser("webop")
+    page = b.get("/ui/vms")
+    csrf, old = page.csrf(), dict(b.cookies)
+    got = b.post("/ui/logout", {"csrf": csrf})
+    assert got.status == 303 and got.headers["location"] == "/ui/login"
+    # the old cookie, replayed, is dead on the server: pages, actions, events
+    thief = Browserless(console.port, cookies=old)
+    assert thief.get("/ui/vms").status == 303
+    got = thief.post("/ui/vms/web02/start?host=hv-web", headers={"X-CSRF-Token": csrf})
+    assert got.status == 401
+    assert thief.get("/ui/events").status == 401
+    assert console.state("web02") == "shut off"
+
+
+def test_sign_out_needs_the_csrf_token(console: Console) -> None:
+    b = console.browser("viewer")
+    assert b.post("/ui/logout", {"csrf": "wrong"}).status == 403
+    assert b.get("/ui/vms").status == 200  # still signed in
+
+
+def test_a_revoked_token_ends_its_sessions(console: Console) -> None:
+    token = _token(console.db, "viewer")
+    b = Browserless(console.port)
+    assert b.sign_in("viewer", token).status == 303
+    assert b.get("/ui/vms").status == 200
+    assert run(console.db, "token", "revoke", token.split("_")[1]).code == 0
+    assert b.get("/ui/vms").status == 303
+
+
+# ------------------------------------------------------------------ who sees and does what
+
+
+def test_a_viewer_sees_no_buttons_and_a_forged_post_is_403_and_audited(
+        console: Console) -> None:
+    b = console.browser("viewer")
+    page = b.get("/ui/vms")
+    assert page.status == 200 and "web01" in page.text
+    assert "hx-post=" not in page.text and "data-verb" not in page.text
+    detail = b.get("/ui/vms/web01?host=hv-web")
+    assert detail.status == 200 and "data-verb" not in detail.text
+    before = len(console.audit())
+    got = b.post("/ui/vms/web01/destroy?host=hv-web", headers={"X-CSRF-Token": page.csrf()})
+    assert got.status == 403 and "vm.lifecycle" in got.text
+    assert console.state("web01") == "running"
+    [entry] = _ui_entries(console, before)
+    assert (entry["actor"], entry["action"], entry["result"], entry["status"]) == (
+        "viewer", "vm.destroy", "denied", 403)
+
+
+def test_an_operator_of_web_sees_and_acts_on_web_vms_only(console: Console) -> None:
+    b = console.browser("webop")
+    page = b.get("/ui/vms?size=500")
+    rows = {m.group(1): m.group(2) for m in re.finditer(
+        r'<tr data-vm="([^"]+)">(.*?)</tr>', page.text, re.S)}
+    assert "data-verb" in rows["hv-web/web01"]
+    assert not [k for k in rows if k.startswith("hv-db/")]  # its grant is on group web only
+
+    def shown(row: str) -> set[str]:
+        buttons = re.findall(r'<button[^>]*>', rows[row])
+        return {verb for b in buttons if not re.search(r'"\s+hidden', b)
+                for verb in re.findall(r'data-verb="(\w+)"', b)}
+
+    # each button in the states its verb applies to
+    assert shown("hv-web/web01") == {"shutdown", "reboot", "destroy"}  # running
+    assert shown("hv-web/web02") == {"start"}  # shut off
+    before = len(console.audit())
+    got = b.post("/ui/vms/db01/destroy?host=hv-db", headers={"X-CSRF-Token": page.csrf()})
+    assert got.status == 403 and "vm:db01" in got.text
+    assert console.state("db01") == "running"
+    [entry] = _ui_entries(console, before)
+    assert entry["target"] == "vm:db01" and entry["result"] == "denied"
+
+
+def test_a_forged_csrf_token_is_refused_and_nothing_happens(console: Console) -> None:
+    b = console.browser("webop")
+    csrf = b.get("/ui/vms").csrf()
+    before = len(console.audit())
+    for headers in ({}, {"X-CSRF-Token": "forged"}, {"X-CSRF-Token": csrf + "x"},
+                    {"X-CSRF-Token": csrf, "Origin": "http://evil.example"}):
+        got = b.post("/ui/vms/web02/start?host=hv-web", headers=headers)
+        assert got.status == 403 and "CSRF" in got.text, headers
+    # a form field is no way around it for actions either: a cross-site form carries only
+    # what the attacker knows
+    got = b.post("/ui/vms/web02/start?host=hv-web", {"csrf": "forged"})
+    assert got.status == 403
+    assert console.state("web02") == "shut off"
+    entries = _ui_entries(console, before)
+    assert len(entries) == 5 and {e["result"] for e in entries} == {"denied"}
+
+
+def test_an_operator_starts_a_vm_through_the_same_service_and_it_is_audited(
+        console: Console) -> None:
+    b = console.browser("webop")
+    csrf = b.get("/ui/vms").csrf()
+    before = len(console.audit())
+    got = b.post("/ui/vms/web02/start?host=hv-web", headers={"X-CSRF-Token": csrf})
+    assert got.status == 200 and "web02 on hv-web: started" in got.text, got.text
+    assert console.state("web02") == "running"
+    got = b.post("/ui/vms/web02/start?host=hv-web", headers={"X-CSRF-Token": csrf})
+    assert got.status == 409 or got.status >= 400  # already running: the service says why
+    got = b.post("/ui/vms/web02/destroy?host=hv-web", headers={"X-CSRF-Token": csrf})
+    assert got.status == 200 and console.state("web02") == "shut off"
+    entries = _ui_entries(console, before)
+    assert [(e["actor"], e["action"], e["target"], e["result"]) for e in entries] == [
+        ("webop", "vm.start", "vm:web02", "ok"), ("webop", "vm.start", "vm:web02", "failed"),
+        ("webop", "vm.destroy", "vm:web02", "ok")]
+
+
+def test_an_unknown_action_is_404(console: Console) -> None:
+    b = console.browser("root")
+    csrf = b.get("/ui/vms").csrf()
+    got = b.post("/ui/vms/web01/undefine?host=hv-web", headers={"X-CSRF-Token": csrf})
+    assert got.status == 404
+    assert console.state("web01") == "running"
+
+
+# ------------------------------------------------------------------ what pages show
+
+
+def test_a_vm_named_like_a_script_is_text(console: Console) -> None:
+    b = console.browser("root")
+    page = b.get("/ui/vms?q=script")
+    assert page.status == 200
+    assert "&lt;script&gt;alert(1)" in page.text
+    assert "<script>alert" not in page.text
+    assert "1 VMs" in page.text
+
+
+def test_the_vm_table_filters_sorts_and_pages_on_the_server(console: Console) -> None:
+    b = console.browser("root")
+    got = b.get("/ui/vms?state=running&sort=name&desc=1")
+    names = re.findall(r'<tr data-vm="[^/]+/([^"]+)">', got.text)
+    assert names == sorted(names, reverse=True) and "web01" in names and "db01" in names
+    assert "db02" not in names  # shut off
+    got = b.get("/ui/vms?q=web*&size=50")
+    assert set(re.findall(r'<tr data-vm="[^/]+/([^"]+)">', got.text)) == {"web01", "web02"}
+    # htmx asks for the table alone
+    part = b.get("/ui/vms?q=db", headers={"HX-Request": "true"})
+    assert part.text.startswith('<div id="vmtable">') and "<html" not in part.text
+
+
+@pytest.mark.parametrize("query, field", [("size=7", "size"), ("sort=uuid", "sort"),
+                                          ("page=0", "page"), ("page=x", "page"),
+                                          ("state=dancing", "state"), ("stat=running", "stat")])
+def test_a_bad_table_query_is_400_naming_the_field(console: Console, query: str,
+                                                    field: str) -> None:
+    got = console.browser("root").get(f"/ui/vms?{query}")
+    assert got.status == 400 and field in got.text, got.text
+
+
+def test_the_estate_map_has_a_cell_per_hypervisor(console: Console) -> None:
+    got = console.browser("viewer").get("/ui/estate")
+    assert got.status == 200
+    cells = re.findall(r'<a class="h h-(\w+)" href="/ui/vms\?host=([\w-]+)"', got.text)
+    assert sorted(cells) == [("ok", "hv-db"), ("ok", "hv-web")]
+
+
+def test_the_vm_page_shows_facts_and_a_viewer_cannot_read_what_it_lacks(
+        console: Console) -> None:
+    got = console.browser("root").get("/ui/vms/web01?host=hv-web")
+    assert got.status == 200 and 'id="vm-name">web01<' in got.text and "uuid" in got.text
+    assert console.browser("root").get("/ui/vms/nosuch").status == 404
+
+
+def test_the_audit_page_is_for_admins(console: Console) -> None:
+    assert console.browser("root").get("/ui/audit").status == 200
+    got = console.browser("viewer").get("/ui/audit")
+    assert got.status == 403 and "audit.read" in got.text
+
+
+def test_pages_forbid_framing_and_foreign_scripts(console: Console) -> None:
+    got = console.browser("root").get("/ui/estate")
+    csp = got.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert got.headers["x-frame-options"] == "DENY"
+
+
+def test_static_files_are_the_vendored_ones_and_nothing_else(console: Console) -> None:
+    b = Browserless(console.port)
+    got = b.get("/ui/static/htmx.min.js")
+    assert got.status == 200 and got.headers["content-type"].startswith("text/javascript")
+    assert hashlib.sha256(got.text.encode()).hexdigest() == HTMX_SHA256
+    for name in ("README.md", "..%2F__init__.py", "htmx.LICENSE", "../pages.py"):
+        assert b.get(f"/ui/static/{name}").status == 404, name
+
+
+def test_the_console_is_not_in_the_api_document() -> None:
+    paths = document()["paths"]
+    assert not [p for p in paths if p.startswith("/ui")]
+
+
+def test_the_capacity_page_sums_headroom_per_pod(console: Console) -> None:
+    b = console.browser("viewer")
+    got = b.get("/ui/capacity?vcpus=2&memory=4G")
+    assert got.status == 200, got.text
+    assert re.search(r'id="fits">\d+ more VMs of 2 vCPUs and 4G fit', got.text)
+    assert "<td>oregon</td><td>or-pod1</td>" in got.text
+    for query, field in (("vcpus=0", "vcpus"), ("memory=lots", "memory"),
+                         ("pod=a%20b", "pod"), ("cpus=2", "cpus")):
+        bad = b.get(f"/ui/capacity?{query}")
+        assert bad.status == 400 and field in bad.text, (query, bad.text)
+
+
+def test_live_pages_stream_only_what_comes_after_them(console: Console) -> None:
+    """A page's events stream starts after the last event the page was rendered after: the
+    ring's backlog (thousands of host events on a large estate) is not replayed onto it."""
+    b = console.browser("root")
+    for path in ("/ui/estate", "/ui/vms", "/ui/vms/web01?host=hv-web"):
+        m = re.search(r'data-events="/ui/events\?since=([0-9a-f]{8}-\d+)"', b.get(path).text)
+        assert m, path
+        got = b.get(f"/ui/events?since={m.group(1)}&follow=false")
+        assert got.status == 200 and "event: host.up" not in got.text
+    assert "event: host.up" in b.get("/ui/events?follow=false").text  # the ring has them
+    assert "data-events" in b.get("/ui/audit").text and "live.js" not in b.get("/ui/audit").text
