@@ -13,6 +13,7 @@ hypervisor, so what it needs for those is imported only on the way to them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,12 +51,28 @@ class ListRequest:
         return {"site": self.site, "pod": self.pod, "host": self.host, "group": self.group}
 
 
-@dataclass(frozen=True)
 class VMList:
-    vms: tuple[dict[str, Any], ...]  # FleetVM.as_json() objects: the shape of `list --json`
-    failed: tuple[HostFailure, ...]  # hosts that did not answer (or, from the store, last time)
-    source: str  # where the rows came from: controller, live or store
-    notes: tuple[str, ...] = ()  # why a running controller was not the source
+    """The VMs in scope, as `FleetVM.as_json()` objects: the shape of `list --json`.
+
+    From a running controller the rows come encoded (as `json.dumps(rows)` writes them) and
+    are parsed only when `vms` is read: a script's `list --json` passes them on as they came,
+    15,000 rows never parsed or encoded again.
+    """
+
+    def __init__(self, vms: tuple[dict[str, Any], ...] | bytes, failed: tuple[HostFailure, ...],
+                 source: str, notes: tuple[str, ...] = ()) -> None:
+        # the rows as `json.dumps(rows)` writes them, if they came so
+        self.encoded = vms if isinstance(vms, bytes) else None
+        self._vms = None if isinstance(vms, bytes) else vms
+        self.failed = failed  # hosts that did not answer (or, from the store, last time)
+        self.source = source  # where the rows came from: controller, live or store
+        self.notes = notes  # why a running controller was not the source
+
+    @property
+    def vms(self) -> tuple[dict[str, Any], ...]:
+        if self._vms is None:
+            self._vms = tuple(json.loads(self.encoded or b"[]"))
+        return self._vms
 
     def as_json(self) -> dict[str, object]:
         return {"source": self.source, "vms": list(self.vms),
@@ -116,14 +133,14 @@ class OverviewService:
                              "directly")
             return None
         try:
-            data = ControllerClient(rec).vms(**req.scope, state=req.state)
+            data, rows = ControllerClient(rec).vm_rows(**req.scope, state=req.state)
         except HostUnavailable as exc:
             notes.append(f"{exc.message}; asking the hypervisors directly")
             return None
         except NotFound:
             return None  # e.g. a host applied seconds ago that the controller has not loaded
         failed = tuple(HostFailure(f["host"], f["kind"], f["error"]) for f in data["failed"])
-        return VMList(tuple(data["vms"]), failed, "controller")
+        return VMList(rows, failed, "controller")
 
     def _live(self, req: ListRequest, notes: list[str], progress: Progress | None) -> VMList:
         from virtfleet.fleet.observed import observe
