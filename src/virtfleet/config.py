@@ -63,6 +63,12 @@ def _float_env(name: str, default: float, *, maximum: float | None = None,
     return value
 
 
+def lease_ttl() -> float:
+    """Seconds a controller's lease on a site lasts unless renewed (docs/scale-out.md):
+    $VIRTFLEET_LEASE_TTL, default 6, at most 600."""
+    return _float_env("VIRTFLEET_LEASE_TTL", 6.0, maximum=600)
+
+
 def _int_env(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None:

@@ -104,6 +104,11 @@ class Conflict(VirtfleetError):
     exit_code = 4
 
 
+class StaleLease(Conflict):
+    """A controller wrote for a shard (a site) under a fencing token that is no longer the
+    lease's: it lost the lease (a pause, a partition) and another controller acts there now."""
+
+
 class Busy(Conflict):
     """Another operation holds the object; try again when it is done."""
 

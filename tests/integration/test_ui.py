@@ -311,3 +311,133 @@ def test_every_page_renders(lab_ui: LabUI, driver: WebDriver) -> None:
     driver.get(f"{lab_ui.base}/ui/estate")
     cells = driver.find_elements(By.CSS_SELECTOR, "#estate a.h")
     assert len(cells) == 3 and all("h-ok" in c.get_attribute("class") for c in cells)
+
+
+# ------------------------------------------------------------------ the VM's console
+
+
+def _running(ui: LabUI, vm: str, host: str) -> None:
+    """The guest is running (an earlier test shut it down and may have left it so)."""
+    api = Api("127.0.0.1", ui.port, ui.tokens["root"])
+    if api.get(f"/api/v1/vms/{vm}").body["state"] != "running":
+        got = api.post(f"/api/v1/vms/{vm}/start?host={host}")
+        assert got.status == 200, got.body
+
+
+def _serial_text(driver: WebDriver) -> str:
+    return str(driver.find_element(By.ID, "serial").text)
+
+
+def test_the_serial_console_shows_the_guest_and_takes_keys(lab_ui: LabUI,
+                                                           driver: WebDriver) -> None:
+    """Through the controller only: keys typed in the page reach the guest's shell on ttyS0,
+    and a reboot typed there shows the guest's boot output in the page."""
+    vm, host = lab_ui.web, lab_ui.web_host
+    _running(lab_ui, vm, host)
+    _sign_in(driver, lab_ui, "webop")
+    driver.get(f"{lab_ui.base}/ui/vms/{vm}?host={host}")
+    driver.find_element(By.ID, "serial-console").click()
+    WebDriverWait(driver, WAIT).until(
+        lambda d: d.find_element(By.ID, "console-state").text == "connected")
+    term = driver.find_element(By.ID, "serial")
+    # the shell computes 42: what comes back is the guest's answer, not the keys echoed
+    term.send_keys("\necho vf-$((6*7))-ok\n")
+    WebDriverWait(driver, WAIT).until(lambda d: "vf-42-ok" in _serial_text(d))
+    term.send_keys("reboot -f\n")
+    WebDriverWait(driver, WAIT * 2).until(lambda d: "virtfleet-tiny-guest up" in
+                                          _serial_text(d))
+    _shot(driver, "console-serial")
+    [issued] = [e for e in lab_ui.audit() if e["actor"] == "webop"
+                and e["action"] == "vm.console.serial"]
+    assert (issued["via"], issued["result"], issued["target"]) == ("ui", "ok",
+                                                                   f"vm:{vm}@{host}")
+
+
+_OPEN_WS = ("const [url, done] = arguments;"
+            "const ws = new WebSocket('ws://' + location.host + url);"
+            "ws.onopen = () => { ws.close(); done('open'); };"
+            "ws.onclose = e => done('closed ' + e.code);")
+
+
+def test_an_expired_console_ticket_is_refused(lab_ui: LabUI, driver: WebDriver) -> None:
+    vm, host = lab_ui.web, lab_ui.web_host
+    _sign_in(driver, lab_ui, "webop")
+    path = f"/ui/vms/{vm}/console/serial?host={host}"
+    ask = ("const [path, token, done] = arguments;"
+           "fetch(path, {method: 'POST', headers: {'X-CSRF-Token': token}})"
+           ".then(r => r.json()).then(b => done(b.url + '?ticket=' + b.ticket));")
+    csrf = _csrf(driver)
+    driver.set_script_timeout(WAIT)
+    stale = driver.execute_async_script(ask, path, csrf)
+    time.sleep(31)  # past the ticket's 30 s life (controller/ui/tickets.py)
+    assert driver.execute_async_script(_OPEN_WS, stale).startswith("closed")
+    # a fresh ticket from the same page opens (and this one is then used up)
+    fresh = driver.execute_async_script(ask, path, csrf)
+    assert driver.execute_async_script(_OPEN_WS, fresh) == "open"
+    assert driver.execute_async_script(_OPEN_WS, fresh).startswith("closed")
+
+
+VNC_VM = "vnc-console"  # a tiny guest with a VNC display, made from the lab guest's XML
+
+_VARIANCE = ("const c = document.querySelector('#screen canvas');"
+             "if (!c || !c.width || !c.height) { return 0; }"
+             "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+             "let n = 0, s = 0, s2 = 0;"
+             "for (let i = 0; i < d.length; i += 4) {"
+             "  const y = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];"
+             "  n++; s += y; s2 += y * y; }"
+             "return s2 / n - (s / n) * (s / n);")
+
+
+def _vnc_guest(ui: LabUI, lab: LabFixture, tmp: Path) -> str:
+    """The web guest's definition with a new name, its own console log and a VNC display
+    listening on its hypervisor's lab address (not 0.0.0.0), started there."""
+    host = next(h for h in lab.hosts if h.name == ui.web_host)
+    xml = subprocess.run(["virsh", "-c", host.uri, "dumpxml", "--inactive", ui.web],
+                         check=True, capture_output=True, timeout=60).stdout
+    dom = etree.fromstring(xml)
+    name, devices = dom.find("name"), dom.find("devices")
+    assert name is not None and devices is not None
+    name.text = VNC_VM
+    for gone in dom.findall("uuid"):
+        dom.remove(gone)
+    for log in dom.iterfind("devices/serial/log"):
+        log.set("file", f"/var/log/libvirt/qemu/{VNC_VM}.console.log")
+    devices.append(E.graphics(E.listen(type="address", address=host.address),
+                              type="vnc", autoport="yes", listen=host.address))
+    devices.append(E.video(E.model(type="vga")))
+    path = tmp / "vnc-vm.xml"
+    path.write_bytes(etree.tostring(dom))
+    for argv in (["define", str(path)], ["start", VNC_VM]):
+        subprocess.run(["virsh", "-c", host.uri, *argv], check=True, capture_output=True,
+                       timeout=120)
+    return host.uri
+
+
+def test_the_vnc_screen_is_shown_through_the_controller(
+        lab_ui: LabUI, lab: LabFixture, driver: WebDriver,
+        tmp_path: Path) -> None:
+    uri = _vnc_guest(lab_ui, lab, tmp_path)
+    try:
+        live = subprocess.run(["virsh", "-c", uri, "dumpxml", VNC_VM], check=True,
+                              capture_output=True, timeout=60).stdout
+        graphics = etree.fromstring(live).find("devices/graphics")
+        port = graphics.get("port") if graphics is not None else None
+        assert port and int(port) >= 5900
+        _sign_in(driver, lab_ui, "webop")
+        driver.get(f"{lab_ui.base}/ui/vms/{VNC_VM}/console/vnc?host={lab_ui.web_host}")
+        WebDriverWait(driver, WAIT).until(
+            lambda d: d.find_element(By.ID, "console-state").text == "connected")
+        # the guest's screen (SeaBIOS, then the kernel) drawn on noVNC's canvas: not one colour
+        WebDriverWait(driver, WAIT).until(lambda d: float(d.execute_script(_VARIANCE)) > 50)
+        _shot(driver, "console-vnc")
+        # the page and everything it loaded came from the controller; the display's port
+        # appears nowhere in what the browser was given
+        assert f":{port}" not in driver.page_source
+        loaded = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name);")
+        assert loaded and all(u.startswith(lab_ui.base) for u in loaded)
+    finally:
+        for argv in (["destroy", VNC_VM], ["undefine", VNC_VM]):
+            subprocess.run(["virsh", "-c", uri, *argv], capture_output=True, check=False,
+                           timeout=60)

@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import pty
 import re
 import shutil
 import signal
@@ -14,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,15 +26,16 @@ from typing import Any
 import pytest
 import yaml
 
+from virtfleet.config import Timeouts
 from virtfleet.controller.client import ControllerClient
 from virtfleet.controller.service import HEARTBEAT_SECONDS, Controller, now
 from virtfleet.errors import NotFound
-from virtfleet.inventory.records import ControllerRecord
+from virtfleet.inventory.records import ControllerRecord, HostRecord
 from virtfleet.inventory.store import Store
 
 from .cli import Result, run, run_dir, running_controller, serve_log
 from .faulty_serve import FAULT_ENV
-from .nodes import node_uri, refused_port
+from .nodes import node_uri, refused_port, silent_server
 
 NOBODY = 65534
 
@@ -72,6 +75,46 @@ def test_cli_finds_the_controller_and_gets_the_live_answer(controller: tuple) ->
     assert {v["host"] for v in run(db, "list", "--json", "--group", "web").json()} == {
         "hv1", "hv3"}
     assert run(db, "list", "--pod", "nope").code == 3
+
+
+def test_the_warm_json_is_what_the_cli_encoder_writes_and_passes_on_the_controllers_rows(
+        controller: tuple) -> None:
+    """A script's warm `list --json` passes the controller's rows on unparsed: the bytes are
+    those json.dumps writes for the parsed rows (what the CLI printed when it parsed them)."""
+    db, _proc = controller
+    with Store(f"sqlite:///{db}") as store:
+        rec = store.controller()
+    assert rec is not None
+    for scope in ({}, {"group": "web"}, {"state": "running"}):
+        parsed = ControllerClient(rec).vms(**scope)
+        rest, rows = ControllerClient(rec).vm_rows(**scope)
+        assert rows == json.dumps(parsed.pop("vms")).encode()
+        assert rest.keys() == parsed.keys() and rest["failed"] == parsed["failed"]
+        args = [a for k, v in scope.items() for a in (f"--{k}", v)]
+        warm = run(db, "list", "--json", *args)
+        assert warm.out == json.dumps(json.loads(warm.out)) + "\n"
+    assert len(json.loads(ControllerClient(rec).vm_rows(state="running")[1])) == 4
+
+
+def test_a_warm_list_at_a_terminal_is_indented(controller: tuple) -> None:
+    db, _proc = controller
+    main, sub = pty.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "virtfleet.cli.main", "list", "--json"],
+                             env={**os.environ, "VIRTFLEET_DB": str(db)}, stdout=sub,
+                             stderr=subprocess.PIPE)
+        os.close(sub)
+        out = bytearray()
+        with contextlib.suppress(OSError):  # EIO: the CLI has exited and closed its end
+            while chunk := os.read(main, 65536):
+                out += chunk
+        assert p.wait(timeout=60) == 1 and p.stderr is not None and b"dead" in p.stderr.read()
+    finally:
+        os.close(main)
+    text = out.decode().replace("\r\n", "\n")
+    rows = json.loads(text)
+    assert len(rows) == 12 and all(v["observed_at"] for v in rows)
+    assert text == json.dumps(rows, indent=2) + "\n"
 
 
 def test_controller_rejects_a_wrong_or_missing_token(controller: tuple) -> None:
@@ -122,11 +165,13 @@ def test_sqlite_fast_path_reads_the_same_registration(controller: tuple) -> None
 
 def test_the_warm_path_imports_no_sqlalchemy(controller: tuple) -> None:
     """Importing SQLAlchemy costs more than a whole warm `list`: the registration is read with
-    the standard library (inventory/registration.py) and the answer comes over the socket."""
+    the standard library (inventory/registration.py) and the answer comes over the socket,
+    without http.client either (it brings the email and ssl modules: a tenth of the time)."""
     db, _proc = controller
     probe = ("import sys\nfrom virtfleet.cli.main import main\ntry:\n    main()\nfinally:\n"
-             "    print('SQLAlchemy imported' if 'sqlalchemy' in sys.modules else 'stdlib only',"
-             " file=sys.stderr)\n")
+             "    heavy = sorted({'sqlalchemy', 'http.client', 'email', 'ssl', 'typer'}"
+             " & set(sys.modules))\n"
+             "    print(f'imported {heavy}' if heavy else 'stdlib only', file=sys.stderr)\n")
     p = subprocess.run([sys.executable, "-c", probe, "list", "--json"],
                        env={**os.environ, "VIRTFLEET_DB": str(db)}, capture_output=True,
                        text=True, timeout=60, check=False)
@@ -139,6 +184,12 @@ def test_a_second_controller_is_refused_and_sync_goes_through_the_first(controll
     db, first = controller
     second = run(db, "serve")
     assert second.code == 4 and f"pid {first.pid}" in second.err
+    # One line, saying what would allow several (docs/scale-out.md).
+    assert "several controllers need a PostgreSQL store" in second.err
+    assert len(second.err.strip().splitlines()) == 1, second.err
+    pinned = run(db, "serve", "--site", "oregon")
+    assert pinned.code == 2 and "--site" in pinned.err and "PostgreSQL" in pinned.err
+    assert len(pinned.err.strip().splitlines()) == 1, pinned.err
     r = run(db, "sync", "--json")
     assert r.code == 1 and r.json()["vms"] == 12 and r.json()["failed"][0]["host"] == "dead"
     store = Store(f"sqlite:///{db}")
@@ -535,6 +586,54 @@ def test_the_event_worker_outlives_an_unexpected_error(tmp_path: Path) -> None:
         wait_for("three in a row", lambda: events.failing == 3)
         assert ctl.problems() == ["the events worker failed 3 passes in a row "
                                   "(RuntimeError: injected fault: the store write blew up)"]
+    finally:
+        ctl.stop()
+        store.close()
+
+
+def test_an_event_is_not_held_up_by_a_sync_waiting_on_a_hung_host(tmp_path: Path) -> None:
+    """Each retry of a fenced host waits out its connect deadline; the events of the other
+    hosts go into the view meanwhile (they used to wait behind it: ~10 s of lag per retry)."""
+    db = tmp_path / "store.db"
+    assert run(db, "apply", "-f", str(_fleet(tmp_path))).code == 0
+    store = Store(f"sqlite:///{db}")
+    ctl = Controller(store, interval=3600, timeouts=Timeouts(connect=60, call=60))
+    vm1 = "ba292588-6570-2674-1425-b2ee6a4e7c2b"
+    with silent_server() as port:
+        hung = HostRecord("hung", f"qemu+tcp://127.0.0.1:{port}/system", "oregon", "or-pod1")
+        try:
+            ctl.start(f"unix:{tmp_path}/none.sock")
+            assert ctl.state.domain("hv0", vm1) is not None
+            syncing = threading.Thread(target=ctl.sync, args=([hung],), daemon=True)
+            syncing.start()
+            ctl.state.delete("hv0", vm1, now())  # so the event's effect can be seen
+            ctl._events.put(("domain", "hv0", vm1, now(), ("started", "booted")))
+            wait_for("the event in the view",
+                     lambda: ctl.state.domain("hv0", vm1) is not None, seconds=50)
+            assert syncing.is_alive()  # still waiting on the hung host
+        finally:
+            ctl.stop()
+            store.close()
+
+
+def test_a_vm_ha_restarted_elsewhere_leaves_the_fenced_hosts_row_in_the_view(
+        tmp_path: Path) -> None:
+    """The store drops the fenced host's copy when HA restarts the VM on another host; the
+    controller's view must too, or list shows it twice (once `unknown`)."""
+    db = tmp_path / "store.db"
+    assert run(db, "apply", "-f", str(_fleet(tmp_path))).code == 0
+    store = Store(f"sqlite:///{db}")
+    ctl = Controller(store, interval=3600)
+    vm1 = "ba292588-6570-2674-1425-b2ee6a4e7c2b"
+    try:
+        ctl.start(f"unix:{tmp_path}/none.sock")
+        assert ctl.state.domain("hv0", vm1) is not None and ctl.state.domain("hv1", vm1)
+        ctl._publish_ha("ha.action", "hv0", "vm1.example.com",
+                        {"action": "restart", "uuid": vm1, "on": "hv1"})
+        assert ctl.state.domain("hv0", vm1) is None
+        assert ctl.state.domain("hv1", vm1) is not None  # where it runs now stays
+        ctl._publish_ha("ha.action", "hv1", None, {"state": "fenced", "detail": "off"})
+        assert ctl.state.domain("hv1", vm1) is not None  # other HA news changes no row
     finally:
         ctl.stop()
         store.close()

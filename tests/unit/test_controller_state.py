@@ -30,6 +30,19 @@ def test_inventory_changes_report_new_and_gone_hosts() -> None:
     assert s.hosts()[0].groups == ("web",)
 
 
+def test_the_same_inventory_again_changes_no_version() -> None:
+    s = FleetState()
+    s.set_inventory([rec("a"), rec("b")])
+    v0 = s.version
+    assert s.set_inventory([rec("a"), rec("b")]) == ([], [])
+    assert s.version == v0  # readers keep what they derived from it
+    s.set_inventory([rec("a", groups=("web",)), rec("b")])
+    assert s.version > v0
+    v1 = s.version
+    s.set_inventory([rec("a", groups=("web",))])
+    assert s.version > v1
+
+
 def test_a_vm_on_two_hosts_is_shown_on_both_until_one_says_otherwise() -> None:
     s = FleetState()
     s.set_inventory([rec("a"), rec("b")])

@@ -52,6 +52,7 @@ OPAQUE_OK = {
     ("bench/metrics.py", "*argv"): "virtfleet serve (VF) or the bench's own python",
     ("bench/api.py", "VF"): "virtfleet's own CLI in .venv/bin",
     ("bench/ui.py", "VF"): "virtfleet's own CLI in .venv/bin",
+    ("bench/scale.py", "VF"): "virtfleet's own CLI in .venv/bin",
     ("tests/unit/test_transport.py", "str(wrapper)"): "virtfleet's ssh wrapper: ssh -F (listed)",
     ("tests/unit/test_external_programs.py", "e.program"): "each program of the manifest",
     ("tests/unit/test_external_programs.py", "absent"): "a name that is on no machine",

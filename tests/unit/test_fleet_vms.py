@@ -147,3 +147,23 @@ def test_a_taken_mac_is_named_by_its_field_and_worded_as_the_option(vms: VMServi
     with pytest.raises(Conflict) as exc, options_named(CREATE_FLAGS):
         vms.create(req)
     assert exc.value.detail.startswith("--network mac 52:54:00:00:00:02 is already used in pod")
+
+
+def test_a_vnc_display_is_found_in_the_live_xml_as_the_controller_reaches_it(
+        tmp_path: Path) -> None:
+    """What the web console's VNC relay connects to (controller/ui/console.py)."""
+    store = fleet_store(tmp_path, {"p1": [hv(tmp_path, "hv-vnc", "vnc.xml")]})
+    with ConnectionPool() as pool, VMService(store, pool) as vms:
+        shown = vms.vnc_display("on-address")
+        assert (shown.host, shown.vm, shown.address, shown.port) == (
+            "hv-vnc", "on-address", "10.9.0.5", 5905)
+        # on every address: reached on the hypervisor's own (a test:/// one is this machine)
+        assert (vms.vnc_display("everywhere").address, vms.vnc_display("everywhere").port) == (
+            "127.0.0.1", 5906)
+        with pytest.raises(NotFound, match="no VNC display"):
+            vms.vnc_display("blind")
+        with pytest.raises(Conflict, match="no VNC display running"):
+            vms.vnc_display("off")
+        with pytest.raises(InvalidInput):
+            vms.vnc_display("../etc")
+    store.close()

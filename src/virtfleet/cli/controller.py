@@ -54,6 +54,10 @@ def serve(
     = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --listen (mode "
                                                   "0600).")] = None,
+    site: Annotated[list[str] | None, typer.Option(
+        "--site", help="Act only for this site (repeatable), among several controllers on "
+        "a PostgreSQL store (docs/scale-out.md); default: a fair share of every site.")]
+    = None,
 ) -> None:
     """Run the controller: connections kept open, events followed, the store kept current,
     and HA in the pods where it is enabled (docs/ha.md): lost hypervisors fenced through their
@@ -81,7 +85,7 @@ def serve(
     controller = Controller(app_context(ctx).store(), interval=interval,
                             full_resync=full_resync, stuck_after=stuck_after,
                             on_superseded=superseded, stats_interval=stats_interval,
-                            ha=_ha_timings(ha_grace), policy=policy)
+                            ha=_ha_timings(ha_grace), policy=policy, sites=site or ())
     app = build_app(controller)  # events and metrics come in through controller/routers.py
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     over_tcp = (TcpServer(*bound, build_app(controller, local_token=False, shared=app))
@@ -103,7 +107,10 @@ def serve(
     # seems stuck is waiting on, without stopping it.
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     try:
-        controller.start(url)
+        from virtfleet.cli.fields import options_named
+
+        with options_named({"site": "--site"}):
+            controller.start(url)
         failed = controller.state.failures()
         logging.getLogger("virtfleet.controller").info(
             "serving %s: %d hosts, %d unreachable", url, len(controller.state.hosts()),

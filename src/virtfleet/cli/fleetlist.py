@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 
 from virtfleet.cli.context import AppContext
 from virtfleet.cli.fields import options_named
-from virtfleet.cli.output import age, emit, emit_json, report_failures, table, warn
+from virtfleet.cli.output import (
+    age,
+    emit,
+    emit_encoded_json,
+    emit_json,
+    report_failures,
+    table,
+    warn,
+)
 from virtfleet.cli.progress import step_progress
 from virtfleet.errors import InvalidInput
 
@@ -31,10 +39,13 @@ def show(actx: AppContext, *, site: str | None = None, pod: str | None = None,
         found = OverviewService(actx.db_url, actx.store).list_vms(req, progress=tick)
     for note in found.notes:
         warn(note)
-    rows = found.vms
     if json:
-        emit_json(list(rows))
+        if found.encoded is not None:
+            emit_encoded_json(found.encoded)
+        else:
+            emit_json(list(found.vms))
     else:
+        rows = found.vms
         now = datetime.now(UTC)
         seen = found.source != "live"
         headers = ["Site", "Pod", "Host", "Id", "Name", "State", "vCPUs", "Memory"]

@@ -42,6 +42,19 @@ def emit_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=indent, default=str) + "\n")
 
 
+def emit_encoded_json(encoded: bytes) -> None:
+    """JSON already encoded as `json.dumps(data)` writes it: to a pipe as it is, which is what
+    emit_json would print there; to a terminal indented like emit_json."""
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None or sys.stdout.isatty():
+        emit_json(json.loads(encoded))
+        return
+    sys.stdout.flush()
+    out.write(encoded)
+    out.write(b"\n")
+    out.flush()
+
+
 def warn(message: str) -> None:
     sys.stderr.write(f"virtfleet: {message}\n")
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 
+from virtfleet.controller.client import ROWS_HEADER
 from virtfleet.controller.service import Controller
 from virtfleet.errors import NotFound
 from virtfleet.fleet.queries import failures
+from virtfleet.inventory.records import HostFailure
 
 API_PREFIX = "/v1"
 
@@ -46,15 +49,14 @@ def router(controller: Controller) -> APIRouter:
                 if (not site or h.site == site) and (not pod or h.pod == pod)
                 and (not host or h.name == host) and (not group or group in h.groups)}
 
-    # The unfiltered fleet view, serialised once per state version: what most CLIs ask for.
-    cache: dict[str, tuple[int, str]] = {}
+    # The unfiltered fleet view's rows, encoded once per state version: what most CLIs ask for.
+    cache: dict[str, tuple[int, bytes]] = {}
 
-    def all_vms_json() -> str:
+    def all_rows() -> bytes:
         version = controller.state.version
         hit = cache.get("all")
         if hit is None or hit[0] != version:
-            rows = [v.as_json() for v in controller.state.vms()]
-            hit = (version, json.dumps(rows, separators=(",", ":")))
+            hit = (version, encode_rows([v.as_json() for v in controller.state.vms()]))
             cache["all"] = hit
         return hit[1]
 
@@ -88,16 +90,19 @@ def router(controller: Controller) -> APIRouter:
             hosts = select(site, pod, host, group)
         except NotFound as exc:
             raise HTTPException(status_code=404, detail=exc.message) from None
+        if controller.keeper is not None:
+            # One of several controllers: say which hosts this view covers, so a CLI asks the
+            # others (a site leased a moment ago, not read yet) itself (fleet/shardlist.py).
+            return as_json({
+                "generated_at": datetime.now(UTC).isoformat(),
+                "vms": [v.as_json() for v in controller.state.vms(hosts, state)],
+                "failed": [f.as_json() for f in controller.state.failures(hosts)],
+                "seen": controller.state.tried(),
+            })
         if hosts is None and state is None:
-            failed = [f.as_json() for f in controller.state.failures()]
-            head = json.dumps({"generated_at": datetime.now(UTC).isoformat(), "failed": failed})
-            return Response(content=head[:-1] + ',"vms":' + all_vms_json() + "}",
-                            media_type="application/json")
-        return as_json({
-            "generated_at": datetime.now(UTC).isoformat(),
-            "vms": [v.as_json() for v in controller.state.vms(hosts, state)],
-            "failed": [f.as_json() for f in controller.state.failures(hosts)],
-        })
+            return rows_answer(controller.state.failures(), all_rows())
+        return rows_answer(controller.state.failures(hosts),
+                           encode_rows([v.as_json() for v in controller.state.vms(hosts, state)]))
 
     @r.post("/sync", dependencies=[Depends(authorized)])
     def sync() -> Response:
@@ -108,3 +113,18 @@ def router(controller: Controller) -> APIRouter:
                         "failed": [f.as_json() for f in failures(results)]})
 
     return r
+
+
+def encode_rows(rows: list[dict[str, Any]]) -> bytes:
+    """Rows as `json.dumps(rows)` writes them, with its default separators: the form
+    `virtfleet list --json` prints to a pipe, so the CLI passes them on without parsing them."""
+    return json.dumps(rows).encode()
+
+
+def rows_answer(failed: Iterable[HostFailure], rows: bytes) -> Response:
+    """{"generated_at", "failed", "vms"}, with where the rows stand in ROWS_HEADER."""
+    head = json.dumps({"generated_at": datetime.now(UTC).isoformat(),
+                       "failed": [f.as_json() for f in failed]}, separators=(",", ":"))
+    prefix = (head[:-1] + ',"vms":').encode()
+    return Response(content=b"".join((prefix, rows, b"}")), media_type="application/json",
+                    headers={ROWS_HEADER: f"{len(prefix)}-{len(prefix) + len(rows)}"})

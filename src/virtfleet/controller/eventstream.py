@@ -1,7 +1,7 @@
 """The CLI's side of /api/v1/events: one request over the controller's checked Unix socket, read
 as server-sent events.
 
-The socket is reached through client.py's connection, so the token goes only to the registered
+The socket is reached through client.py's open_socket, so the token goes only to the registered
 controller process, after the same checks as every other call. Reading waits at most
 IDLE_TIMEOUT between lines: the controller sends a comment every 15 s, so silence that long
 means it is gone or hung.
@@ -16,12 +16,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from virtfleet.controller.client import _ControllerConnection, _detail
+from virtfleet.controller.client import _detail, open_socket
 from virtfleet.errors import HostUnavailable, InvalidInput
 from virtfleet.inventory.records import ControllerRecord
 
 PATH = "/api/v1/events"
 IDLE_TIMEOUT = 45.0  # three of the controller's keepalive comments
+
+
+class _ControllerConnection(http.client.HTTPConnection):
+    """HTTP over the controller's Unix socket, connected only to the registered process (a
+    stream is read line by line as it comes: http.client's reader, which the one-answer calls
+    of client.py do without)."""
+
+    def __init__(self, rec: ControllerRecord, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._rec = rec
+
+    def connect(self) -> None:
+        self.sock = open_socket(self._rec, self.timeout)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ does not have to open 1,500 connections.
 Ordering: full syncs and event handling take the same lock, so an event that arrives while a
 sync is reading is applied after that sync's (older) snapshot, never before it.
 
+Several controllers (docs/scale-out.md): on a PostgreSQL store each controller holds leases on
+some sites (controller/shards.py) and watches, syncs and runs HA only for their hypervisors; its
+writes for them go through a fenced store (inventory/fencing.py) that refuses them once the
+lease is no longer its own. On SQLite there is one controller, as before.
+
 Staying honest: the view is only as fresh as its workers (maintenance, events). Each survives
 any exception in one pass (logged with its traceback, counted, shown by /v1/health). A worker
 that died, failed FAILED_PASSES passes in a row, or made no progress for `stuck_after` seconds
@@ -27,7 +32,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,11 +41,13 @@ from virtfleet.config import HATimings, Timeouts
 from virtfleet.controller.client import heartbeat_fresh, is_dead
 from virtfleet.controller.events import EventBus, HostEvents
 from virtfleet.controller.observe import Observability
+from virtfleet.controller.shards import LeaseCheckedFencer, ShardKeeper
 from virtfleet.controller.state import FleetState
-from virtfleet.errors import Conflict, NotFound, VirtfleetError
+from virtfleet.errors import Conflict, InvalidInput, NotFound, VirtfleetError
 from virtfleet.fleet.observed import observe, record, record_domain, record_unreachable
 from virtfleet.ha.fencer import BmcFencer, Fencer
 from virtfleet.ha.monitor import Monitor
+from virtfleet.inventory.controllers import already_running
 from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord
 from virtfleet.inventory.store import Store
 from virtfleet.placement.policy import Policy
@@ -84,8 +91,13 @@ class Controller:
                  on_superseded: Callable[[], None] | None = None,
                  stats_interval: float = 15.0,
                  ha: HATimings | None = None, policy: Policy | None = None,
-                 fencer: Fencer | None = None) -> None:
+                 fencer: Fencer | None = None, sites: Sequence[str] = ()) -> None:
         self.store = store
+        self.pinned = tuple(sites)
+        # On PostgreSQL: this controller's shard leases (start() makes it); None on SQLite.
+        self.keeper: ShardKeeper | None = None
+        self._wake = threading.Event()  # the maintenance pass, now (the shards changed)
+        self._ha_generation = 0
         self.pool = ConnectionPool(timeouts or Timeouts.from_env())
         self.state = FleetState()
         self.interval = interval
@@ -103,7 +115,13 @@ class Controller:
         self._events: queue.Queue[tuple[str, str, str, datetime, tuple[str, str]]] = (
             queue.Queue())
         self._watched: weakref.WeakSet[Host] = weakref.WeakSet()
-        self._sync_lock = threading.Lock()
+        # Held while a listing or an event is put into the view and the store, never while a
+        # host is asked: a sync that waits out a dead host's connect deadline must not hold up
+        # the events of every other host (they lagged ~10 s behind each retry of a fenced
+        # host). A listing that overlapped an event of its host is not applied (it may be older
+        # than the event); that host is listed again at once instead.
+        self._apply_lock = threading.Lock()
+        self._applied: dict[str, int] = {}  # host -> how many events were put into the view
         self._retry: dict[str, tuple[int, float]] = {}  # host -> (failures, next try, monotonic)
         self._last_full = now()
         self._reported: list[str] = []  # problems last logged by the heartbeat
@@ -112,22 +130,41 @@ class Controller:
         self._host_events = HostEvents(self.events)
         self.observe = Observability(self, stats_interval)  # its workers start with ours
         self.ha_timings = ha or HATimings.from_env()
+        self.policy = policy
+        self.fencer: Fencer = fencer or BmcFencer(store)
         # HA (docs/ha.md): fencing and restarts, from this process's view of the fleet.
-        self.ha = Monitor(store, self.pool, self, fencer or BmcFencer(store),
-                          timings=self.ha_timings, policy=policy,
-                          progress=lambda: self._progress(self.workers["ha"]),
-                          tell=self._publish_ha)
+        self.ha = self._monitor()
+
+    def _monitor(self) -> Monitor:
+        return Monitor(self.store, self.pool, self, self.fencer, timings=self.ha_timings,
+                       policy=self.policy,
+                       progress=lambda: self._progress(self.workers["ha"]),
+                       tell=self._publish_ha, scope=self._scoped)
+
+    def _scoped(self, records: list[HostRecord]) -> list[HostRecord]:
+        """The hypervisors this controller acts for: all of them, or its leased sites'."""
+        if self.keeper is None:
+            return records
+        sites = self.keeper.sites()
+        return [r for r in records if r.site in sites]
 
     def _publish_ha(self, kind: str, host: str, vm: str | None,
                     data: dict[str, object]) -> None:
         rec = next((h for h in self.state.hosts() if h.name == host), None)
+        uuid, on = data.get("uuid"), data.get("on")
+        if data.get("action") == "restart" and isinstance(uuid, str) and on != host:
+            # The VM runs on `on` now and the fenced host's copy is gone from the store
+            # (ha/restart.py): the view drops it too, or list would show it beside the running
+            # one as `unknown` until that host answers again.
+            with self._apply_lock:
+                self.state.delete(host, uuid, now())
         self.events.publish(kind, host=rec, vm=vm, data=data)
 
     # -- syncing ------------------------------------------------------------------------------
 
     def reload_inventory(self) -> list[HostRecord]:
         """Adopt the store's inventory; return hosts that need a first sync."""
-        fresh, gone = self.state.set_inventory(self.store.hypervisors())
+        fresh, gone = self.state.set_inventory(self._scoped(self.store.hypervisors()))
         for rec in gone:
             log.info("host %s left the inventory (or changed its URI)", rec.name)
             self.pool.discard(rec)
@@ -150,10 +187,17 @@ class Controller:
         targets = self.state.hosts() if hosts is None else hosts
         if not targets:
             return []
-        with self._sync_lock:
-            results = observe(targets, self.pool, on_connection=self._watch,
-                              progress=(lambda _r: progress()) if progress else None)
-            for r in results:
+        with self._apply_lock:
+            events_before = {h.name: self._applied.get(h.name, 0) for h in targets}
+        results = observe(targets, self.pool, on_connection=self._watch,
+                          progress=(lambda _r: progress()) if progress else None)
+        with self._apply_lock:
+            overtaken = {r.host.name for r in results
+                         if self._applied.get(r.host.name, 0) != events_before[r.host.name]}
+            for name in overtaken:
+                self._retry[name] = (0, 0.0)  # due at the next maintenance pass
+            applied = [r for r in results if r.host.name not in overtaken]
+            for r in applied:
                 if r.value is not None:
                     self.state.replace(r.host.name, r.value, r.at)
                     self._retry.pop(r.host.name, None)
@@ -166,10 +210,10 @@ class Controller:
                     delay = min(MAX_BACKOFF_SECONDS, self.interval * 2 ** (failures - 1))
                     self._retry[r.host.name] = (failures, time.monotonic() + delay)
             try:
-                record(self.store, results)
+                record(self.store, applied)
             except VirtfleetError as exc:
                 log.error("store update failed: %s", exc)
-        self.ha.note_synced([r.host.name for r in results if r.value is not None])
+        self.ha.note_synced([r.host.name for r in applied if r.value is not None])
         return results
 
     def _needs_sync(self) -> list[HostRecord]:
@@ -211,14 +255,15 @@ class Controller:
             self._watch(host)
             return host.domain_by_uuid(uuid)
 
-        # Waiting behind a long sync is not being stuck: the sync shows its own progress.
-        while not self._sync_lock.acquire(timeout=1.0):
+        [result] = fan_out([rec], read, self.pool)
+        if result.error is not None:
+            log.warning("event for %s on %s: %s", uuid, name, result.error)
+            return  # the host will be resynced: its connection is gone or it failed
+        # Waiting behind a sync's store write is not being stuck.
+        while not self._apply_lock.acquire(timeout=1.0):
             self._progress(self.workers["events"])
         try:
-            [result] = fan_out([rec], read, self.pool)
-            if result.error is not None:
-                log.warning("event for %s on %s: %s", uuid, name, result.error)
-                return  # the host will be resynced: its connection is gone or it failed
+            self._applied[name] = self._applied.get(name, 0) + 1
             before = self.state.domain(name, uuid)
             try:
                 if result.value is None:
@@ -230,7 +275,7 @@ class Controller:
                 log.error("store update for %s on %s failed: %s", uuid, name, exc)
             self._publish_vm(rec, uuid, before, result.value, at, words)
         finally:
-            self._sync_lock.release()
+            self._apply_lock.release()
         self.ha.note_domain(name, uuid)  # an HA VM's definition may have changed
 
     def _publish_vm(self, rec: HostRecord, uuid: str, before: DomainRecord | None,
@@ -286,7 +331,11 @@ class Controller:
 
     def _maintenance(self) -> None:
         worker = self.workers["maintenance"]
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             with self._pass(worker):
                 self._maintain(worker)
 
@@ -333,6 +382,12 @@ class Controller:
         worker = self.workers["ha"]
         while not self._stop.wait(self.ha_timings.interval):
             with self._pass(worker):
+                if self.keeper is not None and self.keeper.generation != self._ha_generation:
+                    # Its shards changed: a fresh monitor reads their HA states and journals
+                    # from the store, as a restarted controller would.
+                    self._ha_generation = self.keeper.generation
+                    self.ha.close()
+                    self.ha = self._monitor()
                 self.ha.run_once()
 
     def problems(self) -> list[str]:
@@ -356,9 +411,13 @@ class Controller:
 
     def _heartbeat(self) -> None:
         worker = self.workers["heartbeat"]
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        keeper = self.keeper
+        while not self._stop.wait(HEARTBEAT_SECONDS if keeper is None else keeper.every):
             with self._pass(worker):
-                self._beat()
+                if keeper is None:
+                    self._beat()
+                else:
+                    keeper.step()
 
     def _beat(self) -> None:
         problems = self.problems()
@@ -393,20 +452,10 @@ class Controller:
         A registration whose process is gone from this machine (kill -9, a crash) is taken over
         at once; one that merely stopped heart-beating, once its heartbeat is stale.
         """
-        other = self.store.controller()
-        if other is not None:
-            if is_dead(other):
-                log.warning("taking over from controller pid %d: that process is gone",
-                            other.pid)
-            elif heartbeat_fresh(other):
-                raise Conflict(f"a controller is already running for this store: pid "
-                               f"{other.pid} on {other.hostname} at {other.url}")
-        self.reload_inventory()
-        self.sync()
-        self._last_full = now()
-        self.store.register_controller(ControllerRecord(
-            url=url, token=self.token, pid=os.getpid(), hostname=socket.gethostname(),
-            started_at=self.started_at, heartbeat_at=now()), replacing=other)
+        if self.store.backend == "postgresql":
+            self._start_sharded(url)
+        else:
+            self._start_single(url)
         for name, target in (("maintenance", self._maintenance),
                              ("heartbeat", self._heartbeat), ("events", self._event_worker),
                              ("ha", self._ha_worker)):
@@ -415,12 +464,56 @@ class Controller:
             t.start()
         self.observe.start()
 
+    def _start_single(self, url: str) -> None:
+        if self.pinned:
+            raise InvalidInput("site", "pins a controller among several, which needs a "
+                               "PostgreSQL store (--db postgresql://...)")
+        other = self.store.controller()
+        if other is not None:
+            if is_dead(other):
+                log.warning("taking over from controller pid %d: that process is gone",
+                            other.pid)
+            elif heartbeat_fresh(other):
+                raise Conflict(already_running(other, self.store.backend))
+        self.reload_inventory()
+        self.sync()
+        self._last_full = now()
+        self.store.register_controller(self._registration(url), replacing=other)
+
+    def _start_sharded(self, url: str) -> None:
+        """Join the controllers of this PostgreSQL store, take a share of its sites, and from
+        then on write through a store fenced by those leases."""
+        keeper = ShardKeeper(self.store, pinned=self.pinned,
+                             healthy=lambda: not self.problems(), on_change=self._wake.set)
+        keeper.check_pins()
+        self.keeper = keeper
+        self.store = self.store.fenced(keeper.tokens)
+        keeper.store = self.store
+        self.fencer = LeaseCheckedFencer(self.fencer, self.store)
+        keeper.join(self._registration(url))
+        keeper.step()
+        self._ha_generation = keeper.generation
+        self.ha.close()
+        self.ha = self._monitor()
+        self.reload_inventory()
+        self.sync()
+        self._last_full = now()
+
+    def _registration(self, url: str) -> ControllerRecord:
+        return ControllerRecord(url=url, token=self.token, pid=os.getpid(),
+                                hostname=socket.gethostname(), started_at=self.started_at,
+                                heartbeat_at=now())
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self.ha.close()
         self.observe.stop()
         try:
-            self.store.unregister_controller(os.getpid())
+            if self.keeper is not None:
+                self.keeper.leave()  # its sites go to the others at once, not at expiry
+            else:
+                self.store.unregister_controller(os.getpid())
         except VirtfleetError as exc:
             log.error("could not unregister: %s", exc)
         self.pool.close()

@@ -42,20 +42,25 @@ class FleetState:
                       ) -> tuple[list[HostRecord], list[HostRecord]]:
         """Adopt the inventory; return (hosts new or changed, hosts gone or whose URI changed)."""
         with self._lock:
-            self.version += 1
             wanted = {h.name: h for h in hosts}
             gone = [v.record for n, v in self._hosts.items()
                     if n not in wanted or wanted[n].uri != v.record.uri]
             for rec in gone:
                 del self._hosts[rec.name]
             fresh: list[HostRecord] = []
+            regrouped = False
             for name, rec in wanted.items():
                 view = self._hosts.get(name)
                 if view is None:
                     self._hosts[name] = HostView(rec)
                     fresh.append(rec)
-                else:
+                elif view.record != rec:
                     view.record = rec  # site/pod/groups may have changed; domains stay
+                    regrouped = True
+            # The inventory is read again every few seconds and is mostly the same: a version
+            # bumped each time would make every reader derive its view anew (15,000 rows).
+            if fresh or gone or regrouped:
+                self.version += 1
             return fresh, gone
 
     def hosts(self) -> list[HostRecord]:
@@ -128,6 +133,13 @@ class FleetState:
         with self._lock:
             return {n: v.down_since or v.failed_at or datetime.now(UTC)
                     for n, v in self._hosts.items() if v.error}
+
+    def tried(self) -> list[str]:
+        """Hosts asked at least once (answered or failed): a site just taken over from another
+        controller is not in the view until its hosts are."""
+        with self._lock:
+            return sorted(n for n, v in self._hosts.items()
+                          if v.observed_at is not None or v.failed_at is not None)
 
     def failures(self, hosts: set[str] | None = None) -> list[HostFailure]:
         """Hosts whose last attempt failed."""

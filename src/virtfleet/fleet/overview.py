@@ -13,6 +13,7 @@ hypervisor, so what it needs for those is imported only on the way to them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,13 +51,29 @@ class ListRequest:
         return {"site": self.site, "pod": self.pod, "host": self.host, "group": self.group}
 
 
-@dataclass(frozen=True)
 class VMList:
-    vms: tuple[dict[str, Any], ...]  # FleetVM.as_json() objects: the shape of `list --json`
-    failed: tuple[HostFailure, ...]  # hosts that did not answer (or, from the store, last time)
-    source: str  # where the rows came from: controller, live or store
-    notes: tuple[str, ...] = ()  # why a running controller was not the source
-    hosts: int = 0  # the hypervisors in scope (asked), those in `failed` included
+    """The VMs in scope, as `FleetVM.as_json()` objects: the shape of `list --json`.
+
+    From a running controller the rows come encoded (as `json.dumps(rows)` writes them) and
+    are parsed only when `vms` is read: a script's `list --json` passes them on as they came,
+    15,000 rows never parsed or encoded again.
+    """
+
+    def __init__(self, vms: tuple[dict[str, Any], ...] | bytes, failed: tuple[HostFailure, ...],
+                 source: str, notes: tuple[str, ...] = (), hosts: int = 0) -> None:
+        # the rows as `json.dumps(rows)` writes them, if they came so
+        self.encoded = vms if isinstance(vms, bytes) else None
+        self._vms = None if isinstance(vms, bytes) else vms
+        self.failed = failed  # hosts that did not answer (or, from the store, last time)
+        self.source = source  # where the rows came from: controller, live or store
+        self.notes = notes  # why a running controller was not the source
+        self.hosts = hosts  # the hypervisors in scope (asked), those in `failed` included
+
+    @property
+    def vms(self) -> tuple[dict[str, Any], ...]:
+        if self._vms is None:
+            self._vms = tuple(json.loads(self.encoded or b"[]"))
+        return self._vms
 
     def as_json(self) -> dict[str, object]:
         return {"source": self.source, "vms": list(self.vms), "hosts": self.hosts,
@@ -87,7 +104,13 @@ class OverviewService:
         if req.source == "store":
             return self._from_store(req)
         notes: list[str] = []
-        found = None if req.source == "live" else self._from_controller(req, notes)
+        if req.source != "live" and self.db_url.startswith("postgresql"):
+            # Several controllers may share it, each with its own sites (fleet/shardlist.py).
+            from virtfleet.fleet.shardlist import from_controllers
+
+            found = from_controllers(self.store(), req, notes, progress)
+        else:
+            found = None if req.source == "live" else self._from_controller(req, notes)
         return found or self._live(req, notes, progress)
 
     def _registration(self) -> ControllerRecord | None:
@@ -111,14 +134,14 @@ class OverviewService:
                              "directly")
             return None
         try:
-            data = ControllerClient(rec).vms(**req.scope, state=req.state)
+            data, rows = ControllerClient(rec).vm_rows(**req.scope, state=req.state)
         except HostUnavailable as exc:
             notes.append(f"{exc.message}; asking the hypervisors directly")
             return None
         except NotFound:
             return None  # e.g. a host applied seconds ago that the controller has not loaded
         failed = tuple(HostFailure(f["host"], f["kind"], f["error"]) for f in data["failed"])
-        return VMList(tuple(data["vms"]), failed, "controller", hosts=len(self._hosts(req)))
+        return VMList(rows, failed, "controller", hosts=len(self._hosts(req)))
 
     def _live(self, req: ListRequest, notes: list[str], progress: Progress | None) -> VMList:
         from virtfleet.fleet.observed import observe
@@ -154,6 +177,10 @@ class OverviewService:
         """Every hypervisor's VMs into the store: through a running controller, else here."""
         from virtfleet.controller.client import ControllerClient, is_live
 
+        if self.db_url.startswith("postgresql"):  # each controller syncs its own sites
+            from virtfleet.fleet.shardlist import sync_through_controllers
+
+            return sync_through_controllers(self.store(), progress)
         rec = self.store().controller()
         if rec is not None and is_live(rec):
             try:

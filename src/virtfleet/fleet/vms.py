@@ -15,14 +15,16 @@ a host that does not answer is a failure of the result, and the others go on.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from virtfleet.design.policy import VIRT_TYPES
 from virtfleet.design.spec import VMSpec, check_osinfo, spec_form
-from virtfleet.errors import Conflict, InvalidInput, VirtfleetError
+from virtfleet.errors import Conflict, InvalidInput, NotFound, VirtfleetError
 from virtfleet.fleet.locate import VMFinder, locate_vm, lock_key
 from virtfleet.fleet.scope import Progress, Scope
 from virtfleet.ha.definitions import requested_mark
@@ -290,6 +292,21 @@ class Undefined:
         return {"host": self.host, "name": self.name, "removed": list(self.removed)}
 
 
+@dataclass(frozen=True)
+class VNCDisplay:
+    host: str
+    vm: str
+    address: str  # where the controller connects (never given to a browser)
+    port: int
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
 class Console:
     """A VM's open serial console: a terminal attaches to it, a script reads it to a line."""
 
@@ -307,6 +324,16 @@ class Console:
         after `timeout` seconds."""
         return console.read_until(self._stream, marker.encode(), timeout,
                                   f"{self.host}/{self.vm}", echo_fd=echo_fd)
+
+    def pump(self, deliver: Callable[[bytes], None]) -> None:
+        """The output, chunk by chunk, to `deliver` from a worker thread; b"" at the end."""
+        console.pump(self._stream, deliver)
+
+    def send(self, data: bytes) -> None:
+        console.send(self._stream, data, self.host, self.vm)
+
+    def close(self) -> None:
+        console.close(self._stream)
 
 
 # ------------------------------------------------------------------ the service
@@ -361,6 +388,31 @@ class VMService(VMFinder):
             stream = console.open_console(guest)
             guest.resume()
             yield Console(guest, stream)
+
+    def vnc_display(self, vm: str, host: str | None = None) -> VNCDisplay:
+        """Where the VM's running VNC display listens, from its live XML, as the controller
+        reaches it: a display on every address (0.0.0.0, ::) is asked for on the
+        hypervisor's own address; one on the hypervisor's loopback cannot be reached."""
+        check_name("vm", vm)
+        guest = self.guest(vm, host)
+        devices = guest.domain().devices
+        found = [g for g in (devices.graphics if devices is not None else ())
+                 if g.type == "vnc"]
+        label = guest.host.label
+        if not found:
+            raise NotFound(f"{label}/{vm} has no VNC display (no <graphics type='vnc'>)")
+        g = found[0]
+        port = g.port
+        if port is None or port <= 0:
+            raise Conflict(f"{label}/{vm} has no VNC display running (is the VM running?)")
+        address = g.listen_address or g.listen or ""
+        remote = urlsplit(guest.host.uri).hostname
+        if address in ("", "0.0.0.0", "::"):
+            address = remote or "127.0.0.1"
+        elif _loopback(address) and remote and not _loopback(remote):
+            raise Conflict(f"{label}/{vm}: its VNC display listens on {label}'s loopback "
+                           f"({address}), which the controller cannot reach")
+        return VNCDisplay(label, vm, address, port)
 
     def info(self, vm: str, host: str | None = None) -> VMInfo:
         guest = self.guest(vm, host)

@@ -86,8 +86,12 @@ class Monitor:
                  fencer: Fencer, *, timings: HATimings | None = None,
                  policy: Policy | None = None, clock: Callable[[], datetime] = now,
                  progress: Callable[[], None] = lambda: None,
-                 tell: Tell | None = None) -> None:
+                 tell: Tell | None = None,
+                 scope: Callable[[list[HostRecord]], list[HostRecord]] | None = None) -> None:
         self.store = store
+        # The hosts this controller acts for (its shards' on a PostgreSQL store); all of them
+        # by default. Asked every pass: a lease can lapse between two passes.
+        self.scope = scope or (lambda records: records)
         self.pool = pool
         self.liveness = liveness
         self.fencer = fencer
@@ -126,7 +130,7 @@ class Monitor:
     # -- one pass ---------------------------------------------------------------------------
 
     def run_once(self) -> None:
-        records = {r.name: r for r in self.store.hypervisors()}
+        records = {r.name: r for r in self.scope(self.store.hypervisors())}
         if not self._loaded:
             self._load(records)
         for gone in set(self.hosts) - set(records):

@@ -16,6 +16,7 @@ lasts their transaction (`_pg_lock`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,11 +41,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from virtfleet.errors import Conflict, InvalidInput, NotFound, StoreError
+from virtfleet.inventory import fencing
 from virtfleet.inventory import tables as t
 
 # alembic and the pydantic fleet-file models are imported only where needed: a CLI whose store
 # is already at the newest schema, asking a controller, should not pay for importing them.
-HEAD_REVISION = "0010"  # newest file in migrations/versions (a unit test keeps them in step)
+HEAD_REVISION = "0011"  # newest file in migrations/versions (a unit test keeps them in step)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
@@ -127,6 +129,10 @@ class StoreBase:
     """One database, opened (and upgraded to the newest schema) once; every concern's methods
     run their statements through `_tx` on its engine."""
 
+    # The leases a controller writes under (fencing.py); None: nothing is checked (the CLI,
+    # `boot serve`, a lone controller on SQLite).
+    _fence: fencing.ShardTokens | None = None
+
     def __init__(self, url: str) -> None:
         try:
             sa_url = make_url(url)
@@ -188,6 +194,18 @@ class StoreBase:
     def close(self) -> None:
         self._engine.dispose()
 
+    @property
+    def backend(self) -> str:
+        """sqlite or postgresql."""
+        return self._backend
+
+    def fenced(self, tokens: fencing.ShardTokens) -> Self:
+        """This store (same engine) with every write for a hypervisor checked against the
+        leases in `tokens`: a controller's own writes. Do not close it: the engine is shared."""
+        view = copy.copy(self)
+        view._fence = tokens
+        return view
+
     def __enter__(self) -> Self:
         return self
 
@@ -210,6 +228,11 @@ class StoreBase:
             raise Conflict(f"{what}: {one_line(exc)}") from None
         except SQLAlchemyError as exc:
             raise StoreError(f"{what}: {one_line(exc)}") from None
+
+    def _guard(self, conn: Connection, hosts: Iterable[str]) -> None:
+        """StaleLease unless this store's leases (if it is fenced) still cover `hosts`."""
+        if self._fence is not None:
+            fencing.check(conn, self._fence, hosts)
 
     def _pg_lock(self, conn: Connection, key: int) -> None:
         """On PostgreSQL, hold advisory lock `key` until the transaction ends (SQLite's

@@ -1,9 +1,10 @@
 """The store's part for controllers: the registration a CLI finds a running `virtfleet serve` by.
 
-Today the table holds one row (id = 1): one controller per store. Taking the row over is a
+The table holds one row (id = 1): one controller per SQLite store. Taking the row over is a
 compare-and-swap on the registration the new controller judged dead, so two controllers starting
-at once cannot both win; several controllers on PostgreSQL with leases (a later step) replace
-the single row, not this rule.
+at once cannot both win. Several controllers on one PostgreSQL store register in
+controller_members instead (leases.py); `controller()` then answers with the one that beat
+last, for the callers that want any live controller (events, `ha status`).
 The CLI's warm path reads the same row without SQLAlchemy: inventory/registration.py.
 """
 
@@ -17,6 +18,15 @@ from virtfleet.errors import Conflict, NotFound
 from virtfleet.inventory import tables as t
 from virtfleet.inventory.base import StoreBase, utc
 from virtfleet.inventory.records import ControllerRecord
+
+
+def already_running(rec: ControllerRecord, backend: str) -> str:
+    """Why a second controller is refused; on SQLite, what would allow several."""
+    why = (f"a controller is already running for this store: pid {rec.pid} on {rec.hostname} "
+           f"at {rec.url}")
+    if backend == "sqlite":
+        why += "; several controllers need a PostgreSQL store (--db postgresql://...)"
+    return why
 
 
 class ControllerRegistry(StoreBase):
@@ -41,8 +51,7 @@ class ControllerRegistry(StoreBase):
                                         (current.pid, current.hostname, current.heartbeat_at)
                                         != (replacing.pid, replacing.hostname,
                                             replacing.heartbeat_at)):
-                raise Conflict(f"a controller is already running for this store: pid "
-                               f"{current.pid} on {current.hostname} at {current.url}")
+                raise Conflict(already_running(current, self._backend))
             conn.execute(delete(c).where(c.c.id == 1))
             conn.execute(c.insert().values(**row))
 
@@ -63,7 +72,17 @@ class ControllerRegistry(StoreBase):
 
     def controller(self) -> ControllerRecord | None:
         with self._tx("read the controller registration", write=False) as conn:
-            return self._read(conn, lock=False)
+            rec = self._read(conn, lock=False)
+            if rec is None and conn.dialect.name == "postgresql":
+                m = t.controller_members
+                row = conn.execute(select(m.c.url, m.c.token, m.c.pid, m.c.hostname,
+                                          m.c.started_at, m.c.heartbeat_at)
+                                   .order_by(m.c.heartbeat_at.desc()).limit(1)).first()
+                if row is not None:
+                    rec = ControllerRecord(url=row[0], token=row[1], pid=row[2],
+                                           hostname=row[3], started_at=row[4],
+                                           heartbeat_at=row[5])
+            return rec
 
     @staticmethod
     def _read(conn: Connection, *, lock: bool) -> ControllerRecord | None:

@@ -190,6 +190,7 @@ class HAStore(StoreBase):
         v = t.ha_vms
         at = utc(vm.defined_at, "defined_at")
         with self._tx(f"record HA VM {vm.name!r}", write=True) as conn:
+            self._guard(conn, [vm.host] if vm.host is not None else [])
             hid = None
             if vm.host is not None:
                 hid = conn.execute(select(t.hypervisors.c.id)
@@ -206,6 +207,7 @@ class HAStore(StoreBase):
         the row still names that host (an undefine there must not undo a newer define)."""
         v, h = t.ha_vms, t.hypervisors
         with self._tx(f"move HA VM {uuid}", write=True) as conn:
+            self._guard(conn, [n for n in (host, only_from) if n is not None])
             hid = None
             if host is not None:
                 hid = conn.execute(select(h.c.id).where(h.c.name == host)).scalar()
@@ -233,6 +235,7 @@ class HAStore(StoreBase):
     def set_ha_host(self, rec: HAHost) -> None:
         s = t.ha_hosts
         with self._tx(f"record the HA state of {rec.host!r}", write=True) as conn:
+            self._guard(conn, [rec.host])
             hid = conn.execute(select(t.hypervisors.c.id)
                                .where(t.hypervisors.c.name == rec.host)).scalar()
             if hid is None:
@@ -248,6 +251,7 @@ class HAStore(StoreBase):
     def begin_recovery(self, rec: Recovery) -> None:
         r = t.ha_recoveries
         with self._tx(f"journal the recovery of {rec.host!r}", write=True) as conn:
+            self._guard(conn, [rec.host])
             conn.execute(r.insert().values(
                 id=rec.id, host=rec.host, state=rec.state,
                 started_at=utc(rec.started_at, "started_at"),
@@ -260,6 +264,9 @@ class HAStore(StoreBase):
         finished recoveries beyond RECOVERIES_KEPT go."""
         r = t.ha_recoveries
         with self._tx("journal a recovery step", write=True) as conn:
+            if self._fence is not None:  # the step is for the recovering host's site
+                self._guard(conn, conn.execute(select(r.c.host).where(r.c.id == rec_id))
+                            .scalars().all())
             conn.execute(update(r).where(r.c.id == rec_id).values(
                 steps=_steps_json(steps), state=state, updated_at=utc(at, "at")))
             if state != "done":

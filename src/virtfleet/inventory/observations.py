@@ -64,6 +64,7 @@ class ObservationStore(StoreBase):
         names = list(results)
         seen = {name: {dom.uuid for dom in doms} for name, doms in results.items()}
         with self._tx("record observed VMs", write=True) as conn:
+            self._guard(conn, names)
             # One query gives each host's id and the uuids it had until now.
             ids: dict[str, int] = {}
             stale: dict[int, list[str]] = {}
@@ -98,6 +99,7 @@ class ObservationStore(StoreBase):
         a migration's source reports its own undefine or stop."""
         at = utc(observed_at, "observed_at")
         with self._tx(f"record VM {domain.name!r}", write=True) as conn:
+            self._guard(conn, [host])
             hid = self._host_ids(conn, [host])[host]
             conn.execute(self._upsert_domain, [domain_row(hid, domain, at)])
 
@@ -105,12 +107,14 @@ class ObservationStore(StoreBase):
         """Forget the VM `uuid` on `host` (undefined there). A no-op if the host lacks it."""
         d = t.domains
         with self._tx(f"forget VM {uuid}", write=True) as conn:
+            self._guard(conn, [host])
             hid = self._host_ids(conn, [host])[host]
             conn.execute(delete(d).where(d.c.uuid == uuid, d.c.hypervisor_id == hid))
 
     def set_host_status(self, status: HostStatus) -> None:
         at = None if status.observed_at is None else utc(status.observed_at, "observed_at")
         with self._tx(f"record status of {status.host!r}", write=True) as conn:
+            self._guard(conn, [status.host])
             hid = self._host_ids(conn, [status.host])[status.host]
             conn.execute(self._upsert_status, [{
                 "hypervisor_id": hid, "reachable": status.reachable, "error": status.error,

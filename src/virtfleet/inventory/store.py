@@ -15,6 +15,8 @@ its own over the engine and transaction helper they share (base.py):
     journal.py       the operations journal
     installs.py      network installs (`boot serve`)
     controllers.py   the running controller's registration
+    leases.py        several controllers on PostgreSQL: their registrations, shard leases
+                     and fencing tokens (fencing.py checks writes against them)
     maintenance.py   hypervisors an operator took out of service
     access.py        API users, their tokens (hashed) and grants
     audit.py         the audit log of writes (append-only)
@@ -34,13 +36,14 @@ from virtfleet.inventory.controllers import ControllerRegistry
 from virtfleet.inventory.ha import HAStore
 from virtfleet.inventory.installs import InstallStore
 from virtfleet.inventory.journal import JournalStore
+from virtfleet.inventory.leases import LeaseStore
 from virtfleet.inventory.maintenance import MaintenanceStore
 from virtfleet.inventory.topology import TopologyStore
 from virtfleet.inventory.vmlocks import LockStore
 
 
 class Store(TopologyStore, ClaimStore, LockStore, JournalStore, InstallStore, ControllerRegistry,
-            MaintenanceStore, HAStore, AccessStore, AuditStore):
+            MaintenanceStore, HAStore, AccessStore, AuditStore, LeaseStore):
     """The inventory and observed state of the fleet, in one SQL database (see the module
     docstring for which module holds which methods)."""
 

@@ -515,3 +515,42 @@ ha_pods = table(HAPodRow)
 ha_vms = table(HAVMRow)
 ha_hosts = table(HAHostRow)
 ha_recoveries = table(HARecoveryRow)
+
+
+# controller_members and shard_leases: several `virtfleet serve` on one PostgreSQL store
+# (docs/scale-out.md). A shard is a site; its lease row says which controller acts for it,
+# until when, and under which fencing token.
+
+
+class ControllerMemberRow(Base):
+    """One of several controllers on a PostgreSQL store: where a CLI reaches it, what it is
+    pinned to, and its last heartbeat (a member that stopped beating is gone)."""
+
+    __tablename__ = "controller_members"
+
+    holder: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    url: Mapped[str] = mapped_column(String(URI_LEN))
+    token: Mapped[str] = mapped_column(String(512))
+    pid: Mapped[int] = mapped_column(Integer)
+    hostname: Mapped[str] = mapped_column(String(NAME_LEN))
+    sites: Mapped[str] = mapped_column(Text, default="")  # pinned sites, comma-separated
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ShardLeaseRow(Base):
+    """Who acts for one shard (a site, by name) until `expires_at`. `token` grows by one each
+    time the lease is taken (never on a renewal), so a write stamped with an older token is
+    refused: the fencing token. A released or never-held lease has no holder."""
+
+    __tablename__ = "shard_leases"
+
+    shard: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True)
+    token: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+controller_members = table(ControllerMemberRow)
+shard_leases = table(ShardLeaseRow)

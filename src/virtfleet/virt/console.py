@@ -14,6 +14,7 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Callable
 from typing import Any
 
 import libvirt
@@ -100,6 +101,43 @@ def attach(stream: Any) -> None:
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         _close(stream)
+
+
+def pump(stream: Any, deliver: Callable[[bytes], None]) -> threading.Thread:
+    """Reads the stream in a worker thread, handing each chunk to `deliver` as it comes, and
+    b"" once at the end (the VM closed it, or it was aborted). The relay of a browser's
+    console: a thread keeps a blocking libvirt stream off the controller's event loop."""
+
+    def run() -> None:
+        try:
+            while True:
+                data = stream.recv(4096)
+                if not data or not isinstance(data, bytes):
+                    break
+                deliver(data)
+        except libvirt.libvirtError:
+            pass  # aborted (the browser left) or the VM went away: the end either way
+        finally:
+            deliver(b"")
+
+    thread = threading.Thread(target=run, daemon=True, name="console-pump")
+    thread.start()
+    return thread
+
+
+def send(stream: Any, data: bytes, host: str, vm: str) -> None:
+    """Keystrokes to the console (all of them: a libvirt stream may take part of a write)."""
+    with libvirt_errors(host, vm):
+        view = memoryview(data)
+        while view:
+            sent = stream.send(bytes(view))
+            if sent <= 0:
+                break
+            view = view[sent:]
+
+
+def close(stream: Any) -> None:
+    _close(stream)
 
 
 def _close(stream: Any) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 _TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
-FILES = ("htmx.min.js", "live.js", "ui.css")
+FILES = ("htmx.min.js", "live.js", "serial.js", "ui.css", "vnc.js")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from virtfleet.controller.service import Controller
 from virtfleet.controller.ui import estate as estate_model
 from virtfleet.controller.ui.assets import ASSETS
 from virtfleet.controller.ui.capacity import CapacityQuery, per_pod
+from virtfleet.controller.ui.console import console_router
 from virtfleet.controller.ui.render import HEADERS, page
 from virtfleet.controller.ui.session_auth import (
     COOKIE,
@@ -43,6 +44,7 @@ from virtfleet.controller.ui.session_auth import (
     stream_visible,
 )
 from virtfleet.controller.ui.sessions import Sessions, same_token
+from virtfleet.controller.ui.tickets import Tickets
 from virtfleet.controller.ui.vmtable import COLUMNS, SIZES, TableQuery, choices, table
 from virtfleet.controller.view import VMFilter
 from virtfleet.errors import Forbidden, InvalidInput, NotFound, Unauthorized, VirtfleetError
@@ -85,7 +87,7 @@ def _next(value: str) -> str:
     return "/ui/estate"
 
 
-def router(controller: Controller) -> APIRouter:
+def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
     """The console's routes. Its sessions live as long as this router (one per listener)."""
     sessions = Sessions()
     r = APIRouter(include_in_schema=False)
@@ -356,6 +358,7 @@ def router(controller: Controller) -> APIRouter:
     def visible(caller: Caller) -> Visible:
         return stream_visible(sessions, caller, events_visible)
 
+    r.include_router(console_router(controller, sessions, _frame, _error, tickets))
     r.include_router(events_router(controller.events, session_caller, visible,
                                    path="/ui/events"))
 
