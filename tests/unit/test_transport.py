@@ -329,8 +329,8 @@ class _AsIfSsh(ConnectionPool):
         super().__init__(one_shot=True)
         self.nodes = nodes
 
-    def get(self, record: HostRecord) -> Host:
-        return super().get(replace(record, uri=self.nodes[record.name]))
+    def get(self, record: HostRecord, inline: bool = False) -> Host:
+        return super().get(replace(record, uri=self.nodes[record.name]), inline)
 
     def release(self, record: HostRecord) -> None:
         super().release(replace(record, uri=self.nodes[record.name]))

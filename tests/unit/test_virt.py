@@ -167,3 +167,24 @@ def test_state_words_are_the_shared_virsh_words() -> None:
     from virtfleet.virt.host import STATE_WORDS
 
     assert set(STATE_WORDS.values()) == set(STATES)
+
+
+def test_fan_out_of_a_one_shot_pool_reports_a_silent_host_as_a_connect_timeout(
+        tmp_path: Path) -> None:
+    """A one-shot pool opens in fan_out's own workers and fan_out watches the connect deadline:
+    the silent host still gets the open's words, and the work never runs on it."""
+    ran: list[str] = []
+
+    def work(h: Host) -> list[str]:
+        ran.append(h.label)
+        return domains_of(h)
+
+    with silent_server() as port:
+        hosts = [host("hung", f"qemu+tcp://127.0.0.1:{port}/system"),
+                 host("hv1", node_uri(tmp_path, "two-vms.xml"))]
+        pool = ConnectionPool(Timeouts(connect=0.5, call=30), one_shot=True)
+        results = fan_out(hosts, work, pool, concurrency=2)
+        pool.close()
+    assert isinstance(results[0].error, OperationTimeout)
+    assert str(results[0].error) == "hung: no answer within 0.5s while connecting"
+    assert results[1].ok and ran == ["hv1"]

@@ -97,10 +97,10 @@ class AnsweringPool(ConnectionPool):
         self._inner = inner
         self._skip = skip
 
-    def get(self, record: HostRecord) -> Host:
+    def get(self, record: HostRecord, inline: bool = False) -> Host:
         if record.name in self._skip:
             raise HostUnavailable("not answering", host=record.name)
-        return self._inner.get(record)
+        return self._inner.get(record, inline)
 
     def alive(self, record: HostRecord) -> bool:
         return record.name not in self._skip and self._inner.alive(record)

@@ -65,7 +65,8 @@ class ConnectionPool:
         with self._guard:
             return self._locks.setdefault(uri, threading.Lock())
 
-    def get(self, record: HostRecord) -> Host:
+    def get(self, record: HostRecord, inline: bool = False) -> Host:
+        """The host's live connection, opened if need be (`inline`: see Host.open)."""
         with self._lock_for(record.uri):
             host = self._hosts.get(record.uri)
             if host is not None and host.alive:
@@ -73,7 +74,7 @@ class ConnectionPool:
             if host is not None:
                 host.close()
             host = Host.open(record.uri, self.timeouts, label=record.name,
-                             keepalive=not self.one_shot)
+                             keepalive=not self.one_shot, inline=inline)
             self._hosts[record.uri] = host
             return host
 
@@ -165,24 +166,46 @@ def fan_out(
     At most `concurrency` hosts at once, and of those at most VIRTFLEET_SSH_CONCURRENCY over
     qemu+ssh (each is an ssh process); a host's deadline starts when its turn comes.
     `connect=False` uses only connections the pool holds already (ConnectionPool.held).
+
+    The jobs run on a fixed set of reused workers. A one-shot pool's connection is opened in
+    the worker's own thread and this loop watches the connect deadline: at fleet scale a
+    thread per host and a second one per open cost the client more CPU in thread switches
+    than the queries (docs/benchmarks.md, fleet_query).
     """
     limit = max(1, concurrency or fanout_concurrency())
     per_host = deadline if deadline is not None else pool.timeouts.call
+    connect_s = pool.timeouts.connect
+    inline = connect and pool.one_shot  # a long-lived pool's open keeps its own deadline
     results: list[HostResult[T] | None] = [None] * len(hosts)
     done_q: queue.Queue[tuple[int, T | None, VirtfleetError | None, float]] = queue.Queue()
+    jobs: queue.Queue[int | None] = queue.Queue()
     running: dict[int, float] = {}  # index -> start time
+    connecting: set[int] = set()  # opening inline; the connect deadline applies
+    given_up: set[int] = set()
+    state = threading.Lock()  # decides, once per host, whether its work runs or it is given up
     over_ssh = [transport_of(h.uri) == "ssh" for h in hosts]
     ssh_limit = ssh_concurrency() if any(over_ssh) else limit
     waiting = deque(i for i in range(len(hosts)) if not over_ssh[i])
     waiting_ssh = deque(i for i in range(len(hosts)) if over_ssh[i])
     ssh_running = 0
 
-    def job(i: int) -> None:
+    def job(i: int) -> bool:
+        """Run host i's work; False when it was given up (its worker then leaves the set)."""
         start = time.monotonic()
         err: VirtfleetError | None = None
         value: T | None = None
         try:
-            value = work(pool.get(hosts[i]) if connect else pool.held(hosts[i]))
+            if inline:
+                host = pool.get(hosts[i], inline=True)
+                with state:
+                    late = i in given_up
+                    connecting.discard(i)
+                if late:  # reported as a connect timeout already: the work must not run
+                    pool.discard(hosts[i])
+                    return False
+            else:
+                host = pool.get(hosts[i]) if connect else pool.held(hosts[i])
+            value = work(host)
         except VirtfleetError as exc:
             err = exc
         except libvirt.libvirtError as exc:  # a call the work function did not map itself
@@ -195,6 +218,19 @@ def fan_out(
             if connect:  # a held connection is its opener's to close
                 pool.release(hosts[i])
         done_q.put((i, value, err, time.monotonic() - start))
+        with state:
+            return i not in given_up
+
+    def worker() -> None:
+        me = threading.current_thread()
+        while (i := jobs.get()) is not None:
+            me.name = f"fanout {hosts[i].name}"  # which host a thread serves, in a dump
+            if not job(i):
+                return  # a replacement took this worker's place when host i was given up
+            me.name = "fanout"
+
+    def add_worker() -> None:
+        threading.Thread(target=worker, daemon=True, name="fanout").start()
 
     def finish(i: int, result: HostResult[T]) -> None:
         nonlocal ssh_running
@@ -203,33 +239,52 @@ def fan_out(
         if progress is not None:
             progress(result)
 
-    while waiting or waiting_ssh or running:
-        while len(running) < limit:
-            ssh_turn = bool(waiting_ssh) and ssh_running < ssh_limit
-            if ssh_turn and (not waiting or waiting_ssh[0] < waiting[0]):
-                i = waiting_ssh.popleft()
-                ssh_running += 1
-            elif waiting:
-                i = waiting.popleft()
-            else:
-                break
-            running[i] = time.monotonic()
-            threading.Thread(target=job, args=(i,), daemon=True,
-                             name=f"fanout {hosts[i].name}").start()
-        now = time.monotonic()
-        wait = max(0.0, min(start + per_host for start in running.values()) - now)
-        try:
-            i, value, err, secs = done_q.get(timeout=wait)
-            if i in running:  # a late answer from an abandoned job is dropped
-                del running[i]
-                finish(i, HostResult(hosts[i], value, err, secs))
-        except queue.Empty:
-            pass
-        now = time.monotonic()
-        for i, start in list(running.items()):
-            if now - start >= per_host:
+    for _ in range(min(limit, len(hosts))):
+        add_worker()
+    try:
+        while waiting or waiting_ssh or running:
+            while len(running) < limit:
+                ssh_turn = bool(waiting_ssh) and ssh_running < ssh_limit
+                if ssh_turn and (not waiting or waiting_ssh[0] < waiting[0]):
+                    i = waiting_ssh.popleft()
+                    ssh_running += 1
+                elif waiting:
+                    i = waiting.popleft()
+                else:
+                    break
+                running[i] = time.monotonic()
+                if inline:
+                    with state:
+                        connecting.add(i)
+                jobs.put(i)
+            now = time.monotonic()
+            with state:
+                ends = [start + (min(connect_s, per_host) if i in connecting else per_host)
+                        for i, start in running.items()]
+            try:
+                i, value, err, secs = done_q.get(timeout=max(0.0, min(ends) - now))
+                if i in running:  # a late answer from an abandoned job is dropped
+                    del running[i]
+                    finish(i, HostResult(hosts[i], value, err, secs))
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            for i, start in list(running.items()):
+                with state:
+                    opening = i in connecting
+                    late = now - start >= (min(connect_s, per_host) if opening else per_host)
+                    if late:
+                        given_up.add(i)
+                if not late:
+                    continue
                 del running[i]
                 pool.discard(hosts[i])
+                add_worker()  # the given-up host's worker may stay blocked for minutes
+                why = (f"no answer within {connect_s:g}s while connecting"
+                       if opening and connect_s <= per_host else f"no answer within {per_host:g}s")
                 finish(i, HostResult(hosts[i], None, OperationTimeout(
-                    f"{hosts[i].name}: no answer within {per_host:g}s"), now - start))
+                    f"{hosts[i].name}: {why}"), now - start))
+    finally:
+        for _ in range(min(limit, len(hosts)) + len(given_up)):
+            jobs.put(None)  # let the idle workers end
     return [r for r in results if r is not None]
