@@ -21,6 +21,8 @@ from virtfleet.cli.progress import step_progress
 if TYPE_CHECKING:
     import socket
 
+    import uvicorn
+
     from virtfleet.config import HATimings
     from virtfleet.controller.listen import Listen
 
@@ -90,22 +92,7 @@ def serve(
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     over_tcp = (TcpServer(*bound, build_app(controller, local_token=False, shared=app))
                 if bound is not None else None)
-    serving = False
-
-    def on_sigterm(*_: object) -> None:
-        # An orderly exit (registration removed, connections closed). While uvicorn runs it
-        # has its own handler and re-raises the signal once it is done; before, during the
-        # first sync, leave at once. Telling the server to exit as well covers a signal that
-        # lands where SystemExit is swallowed (a weakref callback, say) just before it starts.
-        assert server is not None
-        server.should_exit = True
-        if not serving:
-            sys.exit(0)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    # `kill -USR1 PID` writes every thread's stack to the log (stderr): what a controller that
-    # seems stuck is waiting on, without stopping it.
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    stopping = _on_signals(server)
     try:
         from virtfleet.cli.fields import options_named
 
@@ -115,7 +102,7 @@ def serve(
         logging.getLogger("virtfleet.controller").info(
             "serving %s: %d hosts, %d unreachable", url, len(controller.state.hosts()),
             len(failed))
-        serving = True
+        stopping.serving = True
         if over_tcp is not None:
             over_tcp.start()
         if not server.should_exit:
@@ -127,6 +114,31 @@ def serve(
         sock.close()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+class _Stop:
+    """SIGTERM: an orderly exit (registration removed, connections closed). While uvicorn runs
+    it has its own handler and re-raises the signal once it is done; before, during the first
+    sync, leave at once. Telling the server to exit as well covers a signal that lands where
+    SystemExit is swallowed (a weakref callback, say) just before it starts."""
+
+    def __init__(self, server: uvicorn.Server) -> None:
+        self.server = server
+        self.serving = False
+
+    def __call__(self, *_: object) -> None:
+        self.server.should_exit = True
+        if not self.serving:
+            sys.exit(0)
+
+
+def _on_signals(server: uvicorn.Server) -> _Stop:
+    stop = _Stop(server)
+    signal.signal(signal.SIGTERM, stop)
+    # `kill -USR1 PID` writes every thread's stack to the log (stderr): what a controller that
+    # seems stuck is waiting on, without stopping it.
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    return stop
 
 
 def _bound(tcp: str | None, cert: Path | None, key: Path | None
