@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VF = str(ROOT / ".venv" / "bin" / "virtfleet")
 LAB = "scale-bench"
 SITES = ("oregon", "texas", "virginia")
-SPLITS = {1: [()], 2: [("oregon", "texas"), ("virginia",)],
+SPLITS: dict[int, list[tuple[str, ...]]] = {1: [()], 2: [("oregon", "texas"), ("virginia",)],
           3: [("oregon",), ("texas",), ("virginia",)]}
 SERVING = re.compile(r"serving \S+: (\d+) hosts")
 

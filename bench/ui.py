@@ -171,7 +171,7 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
 
     def med(page: str, key: str) -> float:
-        return statistics.median(f[key] for f in figures[page]) / 1000
+        return float(statistics.median(f[key] for f in figures[page])) / 1000
 
     table = ["| what | median s | max s |", "| --- | ---: | ---: |",
              f"| baseline: `virtfleet list --json`, cold (no controller) | {cold:.3f} | - |"]
