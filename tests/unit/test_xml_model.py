@@ -123,6 +123,8 @@ def test_predicate_paths_read_write_and_prune_by_attribute() -> None:
     assert [dict(x.attrib) for x in g.element.findall("listen")] == [
         {"type": "address", "address": "::1"}]
     assert (g.listen, g.listen_address) == ("::1", "::1")
+    g.autoport, g.port = False, 5901  # a fixed display port, as an operator may pin one
+    assert (g.element.get("autoport"), g.element.get("port"), g.port) == ("no", "5901", 5901)
 
 
 def test_bad_model_paths_fail_when_the_class_is_written() -> None:
