@@ -18,7 +18,7 @@ import yaml
 
 from tests.conftest import _postgres_url
 from tests.unit.cli import Result, run
-from tests.unit.nodes import node_uri
+from tests.unit.nodes import node_uri, silent_server
 from virtfleet.inventory.store import Store
 
 pytestmark = pytest.mark.postgres
@@ -90,3 +90,40 @@ def test_two_controllers_share_two_sites_and_one_takes_over_the_other(
                 p.send_signal(signal.SIGTERM)
                 p.wait(timeout=60)
         store.close()
+
+
+def test_a_first_sync_longer_than_the_lease_keeps_the_lease(pg_url: str, tmp_path: Path) -> None:
+    """Regression (bench/scale's event lag): the leases were renewed only once the first full
+    sync was done, so a sync longer than a lease let them lapse right after "serving" (the
+    controller dropped its site and took it again under a new token). Here a hypervisor that
+    accepts and never answers holds the first sync for its 5 s connect deadline, over a 2 s
+    lease."""
+    with silent_server() as port:
+        hvs = [{"name": "sa-hv", "uri": node_uri(tmp_path, "two-vms.xml", "sa.xml")},
+               {"name": "sa-hung", "uri": f"qemu+tcp://127.0.0.1:{port}/system"}]
+        fleet = {"sites": [{"name": "sa", "pods": [
+            {"name": "sa-pod", "insecure_transport": True, "hypervisors": hvs}]}]}
+        (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+        assert run(pg_url, "apply", "-f", str(tmp_path / "fleet.yaml")).code == 0
+        log = tmp_path / "serve.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "virtfleet.cli.main", "serve", "--interval", "60"],
+                env={**os.environ, "VIRTFLEET_DB": pg_url, "VIRTFLEET_LEASE_TTL": TTL,
+                     "VIRTFLEET_CONNECT_TIMEOUT": "5",
+                     "VIRTFLEET_RUN_DIR": str(tmp_path / "run")},
+                stdout=out, stderr=subprocess.STDOUT, text=True)
+        store = Store(pg_url)
+        try:
+            wait_for("serving", lambda: "serving" in log.read_text())
+            began = time.monotonic()
+            wait_for("two more lease lengths", lambda: time.monotonic() - began > 2 * float(TTL))
+            text = log.read_text()
+            assert "1 unreachable" in text, text  # the hung host did hold the first sync
+            assert "ran out before it was renewed" not in text, text
+            lease = store.leases()["sa"]
+            assert lease.token == 1 and lease.holder is not None, lease
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            store.close()

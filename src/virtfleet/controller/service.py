@@ -459,10 +459,14 @@ class Controller:
         for name, target in (("maintenance", self._maintenance),
                              ("heartbeat", self._heartbeat), ("events", self._event_worker),
                              ("ha", self._ha_worker)):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            self.workers[name].thread = t
-            t.start()
+            if self.workers[name].thread is None:
+                self._spawn(name, target)
         self.observe.start()
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        self.workers[name].thread = t
+        t.start()
 
     def _start_single(self, url: str) -> None:
         if self.pinned:
@@ -492,6 +496,10 @@ class Controller:
         self.fencer = LeaseCheckedFencer(self.fencer, self.store)
         keeper.join(self._registration(url))
         keeper.step()
+        # Renew from now on, not from after the first full sync: a sync longer than a lease
+        # (many hosts, a busy machine, a host that never answers) let every lease lapse as soon
+        # as it was taken, and the controller dropped its sites right after "serving".
+        self._spawn("heartbeat", self._heartbeat)
         self._ha_generation = keeper.generation
         self.ha.close()
         self.ha = self._monitor()
