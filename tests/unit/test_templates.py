@@ -290,8 +290,8 @@ def test_clone_checks_the_certain_things_before_capacity(env: Env) -> None:
     capacity failure when the clones did not fit either."""
     r = run(env.db, "vm", "clone", "tpl", "db", "--full", "--host", "hv1", "--pool", "nosuch",
             "--count", "100")
-    assert r.code == 3 and r.err == "virtfleet: error: hv1: has no storage pool 'nosuch'\n", \
-        r.err
+    assert r.code == 3 and r.err == ("virtfleet: error: hv1: has no storage pool 'nosuch' "
+                                     "(--pool)\n"), r.err
     r = run(env.db, "vm", "clone", "tpl", "plain", "--count", "1", "--cpu-ratio", "0.01")
     assert r.code == 4 and r.err == "virtfleet: error: a VM named 'plain' already exists on " \
         "hv1\n", r.err

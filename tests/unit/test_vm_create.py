@@ -287,6 +287,16 @@ def test_certain_checks_come_before_capacity(env, tmp_path: Path, args: list[str
     _nothing_held(db)
 
 
+def test_a_missing_default_pool_names_the_option_left_out(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Regression (new-user trial): hv2 has no pool 'default', and the error named no option,
+    so nothing said that `--disk pool=` was the way out."""
+    db = _cli_env(env, tmp_path)
+    r = run(db, *CREATE, "d1", "--host", "hv2", "--memory", "1G", "--disk", "size=1G")
+    assert r.code == 3 and r.err == ("virtfleet: error: hv2: has no storage pool 'default' "
+                                     "(--disk pool not given: the default)\n"), r.err
+    _nothing_held(db)
+
+
 def test_a_taken_name_is_reported_before_capacity(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     db = _cli_env(env, tmp_path)
     r = run(db, *CREATE, "existing", "--pod", "or-pod1", "--memory", "1000G")

@@ -135,7 +135,8 @@ def _needs(tpl: Template, req: CloneRequest, names: list[str],
             own = rec.name == tpl.record.name
             per_host[rec.name] = tuple(
                 NewVolume("pool", req.pool or (src.pool if own else "default"),
-                          src.capacity_bytes if (src.format or "raw") == "raw" else 0)
+                          src.capacity_bytes if (src.format or "raw") == "raw" else 0,
+                          "pool", bool(req.pool))
                 for src in tpl.disks)
     return Needs(names=tuple(names), networks=nets, bridges=bridges, host_volumes=per_host)
 

@@ -235,8 +235,7 @@ def needs_of(spec: VMSpec, storage_pool: str = "default") -> Needs:
     return Needs(
         names=(spec.name,),
         volumes=tuple(NewVolume(f"{spec.disk_field(i)}.size", d.pool or storage_pool,
-                                d.size_bytes,
-                                f"{spec.disk_field(i)}.pool" if d.pool else None)
+                                d.size_bytes, f"{spec.disk_field(i)}.pool", bool(d.pool))
                       for i, d in disks if d.path is None and d.size_bytes is not None),
         images=tuple((_path_field(spec, i), d.path) for i, d in disks if d.path is not None),
         media=(("cdrom", spec.boot.cdrom),) if spec.boot.cdrom else (),

@@ -27,7 +27,8 @@ class NewVolume:
     field: str  # the request field to name in an error: "disks[0].size", "pool"
     pool: str
     size_bytes: int
-    pool_field: str | None = None  # the field that named the pool ("disks[0].pool"), if one
+    pool_field: str | None = None  # the field that names the pool ("disks[0].pool")
+    pool_given: bool = True  # False: that field was left out and `pool` is its default
 
 
 @dataclass(frozen=True)
@@ -69,19 +70,20 @@ def lacks(h: Host, needs: Needs) -> VirtfleetError | None:
     """The first thing `h` lacks for `needs`, as the error making the VM there would raise."""
     want: dict[str, int] = defaultdict(int)
     fields: dict[str, str] = {}
-    named: dict[str, str] = {}
+    named: dict[str, tuple[str, bool]] = {}
     for v in needs.host_volumes.get(h.label, needs.volumes):
         want[v.pool] += v.size_bytes
         fields.setdefault(v.pool, v.field)
         if v.pool_field is not None:
-            named.setdefault(v.pool, v.pool_field)
+            named.setdefault(v.pool, (v.pool_field, v.pool_given))
     try:
         for name, size in want.items():
             try:
                 free = storage.pool(h, name).available_bytes
             except NotFound as exc:
-                if name in named:  # the field that named it, worded by the CLI as its option
-                    exc.add(f" (`{named[name]}`)")
+                if name in named:  # the field behind it, worded by the CLI as its option
+                    fld, given = named[name]
+                    exc.add(f" (`{fld}`)" if given else f" (`{fld}` not given: the default)")
                 raise
             storage.check_fits(name, free, size, fields[name], on=h.label)
         for fld, path in needs.images:
