@@ -7,6 +7,12 @@ again later may succeed (a host that did not answer) or not (a name that breaks 
 
 from __future__ import annotations
 
+import re
+
+# Where a class name's next word starts: "HostUnavailable" -> host-unavailable, and an acronym
+# is one word: "VMNotFound" -> vm-not-found.
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
 
 class VirtfleetError(Exception):
     """Base of every error virtfleet raises on purpose.
@@ -54,13 +60,9 @@ class VirtfleetError(Exception):
 
     @property
     def kind(self) -> str:
-        """Short machine-readable name for --json output ("not-found", "host-unavailable")."""
-        out = []
-        for i, ch in enumerate(type(self).__name__):
-            if ch.isupper() and i:
-                out.append("-")
-            out.append(ch.lower())
-        return "".join(out)
+        """Short machine-readable name for --json output ("not-found", "host-unavailable",
+        "vm-not-found": an acronym stays one word)."""
+        return _WORD_START.sub("-", type(self).__name__).lower()
 
     def as_json(self) -> dict[str, object]:
         """The error as scripts and the API see it: its kind, its subject fields, its detail."""
