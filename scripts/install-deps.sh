@@ -75,8 +75,11 @@ install_missing() {
     chmod 755 /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # A fresh machine's unattended-upgrades (or another install) may hold dpkg's lock for a
+  # while: wait for it (up to 10 minutes) rather than fail at once.
+  local wait=(-o DPkg::Lock::Timeout=600)
+  apt-get "${wait[@]}" update -qq
+  apt-get "${wait[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # Every promised program, found where the code looks for it (PATH, then sbin). A package that is
