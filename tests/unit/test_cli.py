@@ -140,6 +140,9 @@ def test_a_failed_host_is_named_and_the_rest_still_printed(tmp_path: Path, db: P
     assert r.code == 1
     assert len(r.json()) == 6
     assert "dead.or: host-unavailable" in r.err and "refused" in r.err
+    # Regression (new-user trial): said "the results are partial" even when none came back.
+    assert r.err.splitlines()[-1] == ("virtfleet: 1 of 4 host(s) failed; the results are from "
+                                      "the other 3 only"), r.err
     # only virtfleet's own lines: libvirt must not print its errors too
     assert all(line.startswith("virtfleet: ") for line in r.err.splitlines()), r.err
     r = run(db, "host", "info", "--json")

@@ -61,5 +61,5 @@ def show(actx: AppContext, *, site: str | None = None, pod: str | None = None,
                  "store": "from the store"}[found.source]
         plural = "" if found.hosts == 1 else "s"
         warn(f"{len(rows)} VMs on {found.hosts} hypervisor{plural}{silent}, {where}")
-    report_failures(found.failed)
+    report_failures(found.failed, asked=found.hosts or None)
     return 1 if found.failed else 0
