@@ -408,10 +408,10 @@ class Controller:
         for rec, left in take_over(self.store, self.pool):
             what = f"operation {rec.id[:12]} ({rec.kind} {rec.target})"
             if left:
-                log.error("%s: its owner died; could not undo %s", what, "; ".join(
+                log.error("took over %s: could not undo %s", what, "; ".join(
                     f"{m.describe()} ({why})" for m, why in left))
             else:
-                log.warning("%s: its owner died; undone (%s)", what, ", ".join(
+                log.warning("took over %s: undone (%s)", what, ", ".join(
                     m.describe() for m in reversed(rec.steps)) or "nothing made")
 
     def problems(self) -> list[str]:

@@ -14,7 +14,7 @@ must stop.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -150,23 +150,37 @@ class JournalStore(StoreBase):
             now = fencing.db_now(conn)
             live = self._live(conn, live_within) if self._backend == "postgresql" else (
                 frozenset())
-            stmt = select(*_cols()).order_by(o.c.started_at, o.c.id)
-            if only is not None:
-                stmt = stmt.where(o.c.id == only)
-            if self._backend == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            for row in conn.execute(stmt).all():
-                if len(claimed) >= limit:
-                    break
-                rec = _record(row)
+            held = None if self._fence is None else set(self._fence.held())
+
+            def wanted(rec: OperationRecord) -> bool:
                 if rec.state == "failed":
                     if (only is None and retry_failed is not None and rec.claimed_at is not None
                             and now - rec.claimed_at < timedelta(seconds=retry_failed)):
-                        continue
+                        return False
                 elif not dead(rec, live):
+                    return False
+                # A controller finishes only what is on its own sites; the holder of the
+                # others' does theirs.
+                return held is None or fencing.sites_of(conn, {m.host for m in rec.steps}) <= held
+
+            # Read without locks first, then lock only the rows wanted: a claimer never holds
+            # (nor waits for) a row a live owner is writing, or another controller's.
+            stmt = select(*_cols()).order_by(o.c.started_at, o.c.id)
+            if only is not None:
+                stmt = stmt.where(o.c.id == only)
+            ids = [r.id for r in conn.execute(stmt).all() if wanted(_record(r))][:limit]
+            if not ids:
+                return []
+            locking = select(*_cols()).where(o.c.id.in_(ids)).order_by(o.c.started_at, o.c.id)
+            if self._backend == "postgresql":
+                locking = locking.with_for_update(skip_locked=True)
+            for row in conn.execute(locking).all():
+                rec = _record(row)  # as it stands now that it is locked: judged again
+                if not wanted(rec):
                     continue
-                if not self._may_finish(conn, rec.steps):
-                    continue
+                if self._fence is not None:
+                    fencing.check_shards(conn, self._fence,
+                                         fencing.sites_of(conn, {m.host for m in rec.steps}))
                 conn.execute(update(o).where(o.c.id == rec.id).values(
                     hostname=me.hostname, pid=me.pid, owner=me.holder, state="undoing",
                     claimed_at=now))
@@ -175,16 +189,3 @@ class JournalStore(StoreBase):
                     pid=me.pid, started_at=rec.started_at, state="undoing", steps=rec.steps,
                     error=rec.error, owner=me.holder, claimed_at=now))
         return claimed
-
-    def _may_finish(self, conn: Connection, steps: Iterable[Made]) -> bool:
-        """Whether this store may act on every host the steps name: always, unless it is a
-        controller's (fenced), which acts only for the sites it holds; a stale token there
-        refuses the whole claim (StaleLease)."""
-        if self._fence is None:
-            return True
-        sites = fencing.sites_of(conn, {m.host for m in steps})
-        if not sites <= set(self._fence.held()):
-            return False  # another controller's sites: its holder finishes it
-        fencing.check_shards(conn, self._fence, sites)
-        return True
-
