@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from virtfleet.config import lease_ttl
-from virtfleet.errors import Busy, Conflict, NotFound, TakenOver, VirtfleetError
+from virtfleet.errors import Busy, Conflict, NotFound, StoreError, TakenOver, VirtfleetError
 from virtfleet.inventory.records import Made, OperationRecord, Owner
 from virtfleet.inventory.store import Store
 from virtfleet.provision.locks import STALE_AFTER, pid_alive
@@ -76,8 +76,14 @@ class Operation:
     def roll_back(self, exc: BaseException, pool: ConnectionPool) -> list[tuple[Made, str]]:
         """Undo what it made after `exc`; what could not be undone, and why. Nothing at all if
         `exc` says it was claimed by another (that one undoes it, once)."""
-        if isinstance(exc, TakenOver):
+        if isinstance(exc, TakenOver) and exc.operation == self.id:
             return []
+        try:  # still ours? (a claim just now would make the undo someone else's)
+            self.store.record_step(self.id, self.steps, self.owner)
+        except TakenOver:
+            return []
+        except StoreError:
+            pass  # the store is not answering: undo what can be undone all the same
         left = undo_steps(self.steps, self.store, pool)
         if left:
             self.fail([m for m, _why in left], _message(exc))
