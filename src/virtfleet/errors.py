@@ -111,6 +111,19 @@ class StaleLease(Conflict):
     lease's: it lost the lease (a pause, a partition) and another controller acts there now."""
 
 
+class TakenOver(Conflict):
+    """An operation's journal row is no longer this process's: its owner was judged dead and
+    another process (a controller, `ops cleanup`) claimed it to undo it. The former owner must
+    neither go on nor undo anything itself: the claimer does that, once."""
+
+    def __init__(self, detail: str, *, operation: str) -> None:
+        super().__init__(detail)
+        self.operation = operation
+
+    def as_json(self) -> dict[str, object]:
+        return {**super().as_json(), "operation": self.operation}
+
+
 class Busy(Conflict):
     """Another operation holds the object; try again when it is done."""
 

@@ -1,16 +1,20 @@
 """Two `virtfleet serve` on one PostgreSQL store over test-driver hypervisors in two sites
 (docs/scale-out.md): each takes one site, `list` and `sync` cover both through them, and a
-controller killed with SIGKILL hands its site to the other. The lab version, with real
+controller killed with SIGKILL hands its site to the other; three race to take over the
+operations of a killed one and of dead CLIs, each once. The lab version, with real
 libvirtd daemons and a pause past the lease, is tests/integration/test_scale_out.py."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,8 @@ import yaml
 from tests.conftest import _postgres_url
 from tests.unit.cli import Result, run
 from tests.unit.nodes import node_uri, silent_server
+from virtfleet.inventory.claims import ClaimRequest
+from virtfleet.inventory.records import Made, OperationRecord
 from virtfleet.inventory.store import Store
 
 pytestmark = pytest.mark.postgres
@@ -127,3 +133,59 @@ def test_a_first_sync_longer_than_the_lease_keeps_the_lease(pg_url: str, tmp_pat
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
             store.close()
+
+
+def test_three_controllers_take_each_orphaned_operation_over_once(
+        pg_url: str, tmp_path: Path) -> None:
+    """A controller killed with its operations in the journal, and operations of dead CLIs:
+    the three (then two) controllers race for them; each is undone by one controller only
+    (one log line each, claims given back once, nothing refused), and a live one is left."""
+    sites = [{"name": s, "pods": [{"name": f"{s}-pod", "hypervisors": [
+        {"name": f"{s}-hv", "uri": node_uri(tmp_path, "two-vms.xml", f"{s}.xml")}]}]}
+        for s in ("sa", "sb")]
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump({"sites": sites}))
+    assert run(pg_url, "apply", "-f", str(tmp_path / "fleet.yaml")).code == 0
+    procs = [serve(pg_url, tmp_path, i) for i in range(3)]
+    store = Store(pg_url)
+    try:
+        wait_for("both sites held and three controllers beating", lambda: (
+            len(store.holders(alive_within=2.0)) == 2
+            and len(store.members(alive_within=2.0)) == 3))
+        owner_pid = store.holders(alive_within=2.0)["sa"].record.pid
+        owner = next(p for p in procs if p.pid == owner_pid)
+        [holder] = [m.holder for m in store.members() if m.record.pid == owner_pid]
+        ops: list[str] = []
+
+        def journal(host: str, vm: str | None, pid: int, by: str | None) -> str:
+            if vm is not None:
+                store.claim_placements([ClaimRequest(host, vm, 1, 64, 100, 10**6)])
+            op_id = uuid.uuid4().hex
+            store.begin_operation(OperationRecord(
+                id=op_id, kind="clone", target=f"{host}/{vm}", hostname=socket.gethostname(),
+                pid=pid, started_at=datetime.now(UTC), state="running",
+                steps=(Made("claim", host, vm),) if vm else (), owner=by))
+            return op_id
+
+        live = journal("sb-hv", "live-vm", os.getpid(), None)
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        ops += [journal("sa-hv", f"ctl-{i}", owner_pid, holder) for i in range(3)]
+        ops += [journal("sb-hv", f"cli-{i}", dead.pid, None) for i in range(3)]
+        ops += [journal("sb-hv", None, dead.pid, None) for _ in range(6)]  # anybody's
+        owner.kill()  # mid-operation, as far as the journal knows
+        owner.wait()
+        wait_for("every orphaned operation undone", lambda: (
+            [o.id for o in store.operations()] == [live]), 120)
+        assert [c.vm for c in store.placement_claims()] == ["live-vm"]
+        logs = [(tmp_path / f"serve{i}.log").read_text() for i in range(3)]
+        for op_id in ops:
+            assert sum(log.count(f"took over operation {op_id[:12]} ") for log in logs) == 1
+        assert not any("could not undo" in log or "write refused" in log for log in logs)
+        print("\noperations taken over per controller:", [
+            sum(log.count(f"took over operation {o[:12]} ") for o in ops) for log in logs])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=60)
+        store.close()

@@ -5,6 +5,7 @@ step is written to the store's journal before it is taken (provision/journal.py)
 journal is where the controller sees them all, whoever runs them: a row that appears is
 `operation.started`, a row whose steps grew is `operation.progress`, a row marked failed is
 `operation.failed` and a row that is gone has `operation.ended` (done, or rolled back in full).
+A row claimed to be undone after its owner died is `undoing` (controller's takeover).
 
 A long action run inside the controller can say how far it is between journal steps through
 `progress_events` (a fleet service's `progress` callback).
@@ -21,7 +22,7 @@ from virtfleet.controller.events import EventBus
 from virtfleet.fleet.scope import Progress, Step
 from virtfleet.inventory.records import OperationRecord
 from virtfleet.inventory.store import Store
-from virtfleet.provision.journal import interrupted
+from virtfleet.provision.journal import interrupted, live_within
 
 PROGRESS_EVERY = 0.5  # seconds between progress events of one action (the last always goes)
 
@@ -52,8 +53,10 @@ class JournalWatcher:
 
     def poll(self) -> None:
         now = {r.id: r for r in self.store.operations()}
-        states = {i: ("interrupted" if r.state == "running" and interrupted(r) else r.state)
-                  for i, r in now.items()}
+        live = (self.store.live_holders(live_within())
+                if self.store.backend == "postgresql" else None)
+        states = {i: ("interrupted" if r.state != "failed" and interrupted(r, live)
+                      else r.state) for i, r in now.items()}
         with self._lock:
             before, before_recs = self._seen, self._records
             self._seen = {i: _Seen(len(r.steps), states[i]) for i, r in now.items()}
@@ -70,7 +73,7 @@ class JournalWatcher:
             if rec.steps and (old is None or len(rec.steps) != old.steps):
                 self.bus.publish("operation.progress", operation=op_id, data={
                     **data, "step": rec.steps[-1].describe()})
-            if state != "running" and (old is None or old.state != state):
+            if state not in ("running", "undoing") and (old is None or old.state != state):
                 # failed: its rollback left steps behind; interrupted: its process died.
                 self.bus.publish("operation.failed", operation=op_id, data={
                     **data, "error": rec.error or ""})
@@ -80,7 +83,9 @@ class JournalWatcher:
             if op_id not in now:
                 self.bus.publish("operation.ended", operation=op_id,
                                  data=_describe(gone, "ended"))
-                if before[op_id].state == "running":  # a cleaned-up one was counted already
+                # An interrupted or failed one was counted already; one a controller claimed
+                # (undoing) before this watcher saw it interrupted was not.
+                if before[op_id].state in ("running", "undoing"):
                     with self._lock:
                         self.ended[(gone.kind, "ended")] += 1
 

@@ -155,7 +155,7 @@ class _Health(Collector):
         ops = GaugeMetricFamily("virtfleet_controller_operations",
                                 "Operations in the journal, by state", labels=["state"])
         counts = self.m.journal.counts()
-        for state in ("running", "failed", "interrupted"):
+        for state in ("running", "undoing", "failed", "interrupted"):
             ops.add_metric([state], counts.get(state, 0))
         yield ops
         ended = CounterMetricFamily("virtfleet_controller_operations_finished",

@@ -51,6 +51,7 @@ from virtfleet.inventory.controllers import already_running
 from virtfleet.inventory.records import ControllerRecord, DomainRecord, HostRecord
 from virtfleet.inventory.store import Store
 from virtfleet.placement.policy import Policy
+from virtfleet.provision.journal import take_over
 from virtfleet.virt.fanout import ConnectionPool, HostResult, fan_out
 from virtfleet.virt.host import Host
 from virtfleet.virt.lifecycle import lifecycle_words
@@ -61,6 +62,7 @@ HEARTBEAT_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 300.0
 FAILED_PASSES = 3  # a worker failing this many passes in a row is not keeping the view current
 EVENT_POLL_SECONDS = 0.5
+TAKEOVER_SECONDS = 2.0  # between passes over the journal for operations whose owner died
 
 
 def now() -> datetime:
@@ -109,7 +111,8 @@ class Controller:
         self.token = secrets.token_urlsafe(24)
         self.started_at = now()
         self.on_superseded = on_superseded
-        self.workers = {n: Worker(n) for n in ("maintenance", "events", "heartbeat", "ha")}
+        self.workers = {n: Worker(n) for n in ("maintenance", "events", "heartbeat", "ha",
+                                               "takeover")}
         self._stop = threading.Event()
         # (kind, host, uuid or why, when libvirt said it, lifecycle words for a domain's)
         self._events: queue.Queue[tuple[str, str, str, datetime, tuple[str, str]]] = (
@@ -390,6 +393,27 @@ class Controller:
                     self.ha = self._monitor()
                 self.ha.run_once()
 
+    # -- operations whose owner died --------------------------------------------------------
+
+    def _takeover_worker(self) -> None:
+        worker = self.workers["takeover"]
+        while not self._stop.wait(TAKEOVER_SECONDS):
+            with self._pass(worker):
+                self.take_over()
+
+    def take_over(self) -> None:
+        """Claim and undo the journaled operations whose owner died (a CLI killed mid-clone,
+        another controller killed mid-operation), on the sites this controller holds: each is
+        claimed by exactly one controller (provision/journal.py)."""
+        for rec, left in take_over(self.store, self.pool):
+            what = f"operation {rec.id[:12]} ({rec.kind} {rec.target})"
+            if left:
+                log.error("took over %s: could not undo %s", what, "; ".join(
+                    f"{m.describe()} ({why})" for m, why in left))
+            else:
+                log.warning("took over %s: undone (%s)", what, ", ".join(
+                    m.describe() for m in reversed(rec.steps)) or "nothing made")
+
     def problems(self) -> list[str]:
         """Why the fleet view is not being kept current (or HA not watched), if it is not;
         [] when healthy."""
@@ -458,7 +482,7 @@ class Controller:
             self._start_single(url)
         for name, target in (("maintenance", self._maintenance),
                              ("heartbeat", self._heartbeat), ("events", self._event_worker),
-                             ("ha", self._ha_worker)):
+                             ("ha", self._ha_worker), ("takeover", self._takeover_worker)):
             if self.workers[name].thread is None:
                 self._spawn(name, target)
         self.observe.start()

@@ -17,7 +17,7 @@ from virtfleet.errors import InvalidInput, NotFound
 from virtfleet.fleet.scope import FleetService
 from virtfleet.inventory.records import Made, OperationRecord
 from virtfleet.inventory.store import Store
-from virtfleet.provision.journal import clean_up, interrupted
+from virtfleet.provision.journal import clean_up, interrupted, live_within
 from virtfleet.virt.fanout import ConnectionPool
 
 __all__ = ["CleanedUp", "CleanupRequest", "Operation", "OperationService"]
@@ -25,8 +25,8 @@ __all__ = ["CleanedUp", "CleanupRequest", "Operation", "OperationService"]
 
 @dataclass(frozen=True)
 class Operation:
-    """An operation in the journal, with its state as a person reads it: running, failed,
-    or interrupted (its process died)."""
+    """An operation in the journal, with its state as a person reads it: running, undoing
+    (claimed after its owner died), failed, or interrupted (its owner died)."""
 
     record: OperationRecord
     state: str
@@ -34,7 +34,9 @@ class Operation:
     def as_json(self) -> dict[str, object]:
         r = self.record
         return {"id": r.id, "kind": r.kind, "target": r.target, "state": self.state,
-                "hostname": r.hostname, "pid": r.pid, "started_at": r.started_at.isoformat(),
+                "hostname": r.hostname, "pid": r.pid, "owner": r.owner,
+                "started_at": r.started_at.isoformat(),
+                "claimed_at": r.claimed_at.isoformat() if r.claimed_at else None,
                 "made": [m.describe() for m in r.steps], "error": r.error}
 
 
@@ -72,7 +74,9 @@ class OperationService(FleetService):
 
     def operations(self) -> list[Operation]:
         """Every operation in the journal: running ones, and interrupted ones."""
-        return [Operation(r, "interrupted" if r.state == "running" and interrupted(r)
+        live = (self.store.live_holders(live_within())
+                if self.store.backend == "postgresql" else None)
+        return [Operation(r, "interrupted" if r.state != "failed" and interrupted(r, live)
                           else r.state) for r in self.store.operations()]
 
     def clean_up(self, req: CleanupRequest) -> list[CleanedUp]:
@@ -89,5 +93,7 @@ class OperationService(FleetService):
                 raise InvalidInput("id", f"{req.id!r} matches {len(ops)} operations; give "
                                    "more of it")
         else:
-            ops = [o for o in ops if interrupted(o)]
+            live = (self.store.live_holders(live_within())
+                    if self.store.backend == "postgresql" else None)
+            ops = [o for o in ops if interrupted(o, live)]
         return [CleanedUp(rec, tuple(clean_up(self.store, self.pool, rec))) for rec in ops]

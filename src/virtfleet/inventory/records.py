@@ -142,6 +142,21 @@ class Made:
 
 
 @dataclass(frozen=True)
+class Owner:
+    """Who runs (or undoes) a journaled operation: a process, and the controller it is, if it
+    is one (its controller_members holder; None for a CLI). Every journal write of an operation
+    names its owner and is refused once the row has another (it was claimed)."""
+
+    hostname: str
+    pid: int
+    holder: str | None = None
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.hostname}" + (
+            f" (controller {self.holder})" if self.holder else "")
+
+
+@dataclass(frozen=True)
 class OperationRecord:
     """A multi-step operation in the journal: running, or failed with steps left to undo."""
 
@@ -154,6 +169,13 @@ class OperationRecord:
     state: str
     steps: tuple[Made, ...]
     error: str | None = None
+    # The controller (member holder) running it; None: the process (hostname, pid) is its owner.
+    owner: str | None = None
+    claimed_at: datetime | None = None  # when it was claimed after its owner died
+
+    @property
+    def run_by(self) -> Owner:
+        return Owner(self.hostname, self.pid, self.owner)
 
 
 @dataclass(frozen=True)

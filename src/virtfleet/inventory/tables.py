@@ -202,8 +202,12 @@ class OperationRow(Base):
     """A multi-step operation (create, clone, template) and what it has made so far.
 
     Written before the first step and after each one; removed when the operation completes or
-    rolls back. A row whose process died is an interrupted operation: `virtfleet ops cleanup`
-    undoes its steps from here.
+    rolls back. A row whose owner died is an interrupted operation: `virtfleet ops cleanup`, or
+    any controller (provision/journal.py's `take_over`), undoes its steps from here.
+
+    owner: the controller (its controller_members holder) running it, or None for a CLI's
+    process, which (hostname, pid) name; whoever claims an interrupted one becomes its owner
+    (hostname, pid too) and its state `undoing`, at claimed_at.
     """
 
     __tablename__ = "operations"
@@ -214,9 +218,12 @@ class OperationRow(Base):
     hostname: Mapped[str] = mapped_column(String(NAME_LEN))
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    state: Mapped[str] = mapped_column(String(16))  # running, or failed (rollback incomplete)
+    # running, undoing (claimed after its owner died), or failed (rollback incomplete)
+    state: Mapped[str] = mapped_column(String(16))
     steps: Mapped[str] = mapped_column(Text)  # JSON list of what was made, in order
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class PlacementClaimRow(Base):

@@ -32,7 +32,7 @@ from virtfleet.provision.create import (
     reserve_hosts,
     settle,
 )
-from virtfleet.provision.journal import Operation, begin, journaled, undo_steps
+from virtfleet.provision.journal import Operation, begin, journaled
 from virtfleet.provision.locks import vm_lock
 from virtfleet.provision.preflight import Needs, NewVolume
 from virtfleet.provision.reading import Reading
@@ -203,14 +203,10 @@ def _make(store: Store, pool: ConnectionPool, tpl: Template, req: CloneRequest,
                 else contextlib.nullcontext())
         with held:
             _each(store, pool, tpl, req, placed, taken, out, progress)
-    except BaseException:  # busy, Ctrl-C: the clones not made give their room back
-        left = undo_steps(batch.steps, store, pool)
-        if left:
-            store.fail_operation(batch.id, [m for m, _ in left], "interrupted")
-        else:
-            store.end_operation(batch.id)
+    except BaseException as exc:  # busy, Ctrl-C: the clones not made give their room back
+        batch.roll_back(exc, pool)
         raise
-    store.end_operation(batch.id)
+    batch.end()
 
 
 def _existing(store: Store, pool: ConnectionPool, host_name: str, vm: str,

@@ -3,8 +3,16 @@
 Each step that makes something (a placement claim, a volume, a domain, a migration) is written
 to the store's journal before the operation moves on. If a later step fails, or the operator
 presses Ctrl-C, what was made is undone in reverse and the journal entry goes. If the process
-dies outright, the entry stays: `virtfleet ops list` shows it as interrupted and `virtfleet ops
-cleanup` undoes its steps from the journal, in any later process.
+dies outright, the entry stays: `virtfleet ops list` shows it as interrupted, and `virtfleet ops
+cleanup` or any controller (`take_over`, every few seconds) undoes its steps from the journal.
+
+Finish or undo, never twice: an interrupted operation is first *claimed* (the store's
+`claim_operations`: row lock, new owner and state `undoing` in one transaction; on PostgreSQL
+`FOR UPDATE SKIP LOCKED`, so of several controllers exactly one gets it), then undone newest
+step first, each step taken off the record once it is undone. Every journal write names the
+operation's owner and is refused (TakenOver) once someone else claimed it, so a former owner
+that was only paused neither goes on nor undoes anything itself. A claimer that dies
+half-way leaves the steps not yet undone, under its own name: the next claimer goes on.
 """
 
 from __future__ import annotations
@@ -16,11 +24,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from virtfleet.errors import Busy, Conflict, NotFound, VirtfleetError
-from virtfleet.inventory.records import Made, OperationRecord
+from virtfleet.config import lease_ttl
+from virtfleet.errors import Busy, Conflict, NotFound, StoreError, TakenOver, VirtfleetError
+from virtfleet.inventory.records import Made, OperationRecord, Owner
 from virtfleet.inventory.store import Store
-from virtfleet.provision.locks import holder_alive
+from virtfleet.provision.locks import STALE_AFTER, pid_alive
 from virtfleet.virt.fanout import ConnectionPool
+
+# A failed operation (its rollback left something) is tried again by a controller this many
+# seconds after its last try.
+RETRY_FAILED = 60.0
+
+
+def me(store: Store) -> Owner:
+    """This process as an operation's owner (and the controller it is, if its store is a
+    controller's)."""
+    return Owner(socket.gethostname(), os.getpid(), store.holder)
 
 
 class Operation:
@@ -31,19 +50,46 @@ class Operation:
                  on_step: Callable[[Made], None] | None = None) -> None:
         self.store = store
         self.id = record.id
+        self.owner = record.run_by
         self.steps: list[Made] = list(record.steps)
         self.on_step = on_step
 
     def made(self, what: Made) -> None:
         self.steps.append(what)
-        self.store.record_step(self.id, self.steps)
+        self.store.record_step(self.id, self.steps, self.owner)
         if self.on_step is not None:
             self.on_step(what)
 
     def forget(self, what: Made) -> None:
         """`what` is not this operation's to undo after all."""
         self.steps.remove(what)
-        self.store.record_step(self.id, self.steps)
+        self.store.record_step(self.id, self.steps, self.owner)
+
+    def end(self) -> None:
+        """Done, or rolled back in full (TakenOver if it was claimed meanwhile)."""
+        self.store.end_operation(self.id, self.owner)
+
+    def fail(self, left: list[Made], error: str) -> None:
+        """Its rollback left `left` behind: on record for `ops cleanup` or a controller."""
+        self.store.fail_operation(self.id, left, error, self.owner)
+
+    def roll_back(self, exc: BaseException, pool: ConnectionPool) -> list[tuple[Made, str]]:
+        """Undo what it made after `exc`; what could not be undone, and why. Nothing at all if
+        `exc` says it was claimed by another (that one undoes it, once)."""
+        if isinstance(exc, TakenOver) and exc.operation == self.id:
+            return []
+        try:  # still ours? (a claim just now would make the undo someone else's)
+            self.store.record_step(self.id, self.steps, self.owner)
+        except TakenOver:
+            return []
+        except StoreError:
+            pass  # the store is not answering: undo what can be undone all the same
+        left = undo_steps(self.steps, self.store, pool)
+        if left:
+            self.fail([m for m, _why in left], _message(exc))
+        else:
+            self.end()
+        return left
 
     @contextmanager
     def making(self, what: Made) -> Iterator[None]:
@@ -62,9 +108,11 @@ def begin(store: Store, kind: str, target: str, steps: tuple[Made, ...] = (),
           on_step: Callable[[Made], None] | None = None) -> Operation:
     """Put an operation on record, with what it has made already (a batch's claims, a
     create's claim); `on_step` hears of those once they are on record, then of each step."""
+    owner = me(store)
     record = OperationRecord(id=uuid.uuid4().hex, kind=kind, target=target,
-                             hostname=socket.gethostname(), pid=os.getpid(),
-                             started_at=datetime.now(UTC), state="running", steps=steps)
+                             hostname=owner.hostname, pid=owner.pid,
+                             started_at=datetime.now(UTC), state="running", steps=steps,
+                             owner=owner.holder)
     store.begin_operation(record)
     if on_step is not None:
         for step in steps:
@@ -83,17 +131,13 @@ def journaled(store: Store, pool: ConnectionPool, kind: str, target: str,
     try:
         yield op
     except BaseException as exc:  # Ctrl-C halfway must roll back too; the error goes on up
-        left = undo_steps(op.steps, store, pool)
-        if left:
-            store.fail_operation(op.id, [m for m, _why in left], _message(exc))
-        else:
-            store.end_operation(op.id)
-        if isinstance(exc, VirtfleetError):
+        left = op.roll_back(exc, pool)
+        if isinstance(exc, VirtfleetError) and not isinstance(exc, TakenOver):
             exc.add("; could not roll back: " + "; ".join(
                 f"{m.describe()} ({why})" for m, why in left) + " (see 'virtfleet ops list')"
                 if left else "; nothing was left behind")
         raise
-    store.end_operation(op.id)
+    op.end()
 
 
 def _message(exc: BaseException) -> str:
@@ -163,19 +207,79 @@ def undo(what: Made, store: Store, pool: ConnectionPool) -> None:
         pass  # already gone: someone (or an earlier cleanup) took it
 
 
-def interrupted(rec: OperationRecord) -> bool:
-    """Its process is gone (or it failed to roll back): nobody will finish or undo it."""
-    return rec.state == "failed" or not holder_alive(rec.hostname, rec.pid, rec.started_at)
+def owner_dead(rec: OperationRecord, live: frozenset[str] | None = None) -> bool:
+    """Whether nobody will finish the operation. On this machine: its process is gone (a
+    stopped process is alive). On another: its controller is not among `live` (the holders
+    that beat lately); a CLI's, or any when `live` is not known, once it began (or was
+    claimed) more than STALE_AFTER ago, as that machine cannot be asked."""
+    if rec.hostname == socket.gethostname():
+        return not pid_alive(rec.pid)
+    if rec.owner is not None and live is not None:
+        return rec.owner not in live
+    return datetime.now(UTC) - (rec.claimed_at or rec.started_at) > STALE_AFTER
+
+
+def interrupted(rec: OperationRecord, live: frozenset[str] | None = None) -> bool:
+    """Its owner is gone (or it failed to roll back): nobody will finish or undo it."""
+    return rec.state == "failed" or owner_dead(rec, live)
+
+
+def live_within() -> float:
+    """A controller that has not beaten for this long is dead for its operations: its lease
+    time (by then its sites have gone to others too)."""
+    return lease_ttl()
+
+
+def finish(store: Store, pool: ConnectionPool, rec: OperationRecord) -> list[tuple[Made, str]]:
+    """Undo a claimed operation's steps, newest first, each taken off the record once undone
+    (a claimer that dies half-way leaves only the rest); return what is still left. On a
+    controller's store, the lease on each step's site is checked before the step's act on the
+    hypervisor, and its store writes are fenced."""
+    owner = rec.run_by
+    steps = list(rec.steps)
+    left: list[tuple[Made, str]] = []
+    for what in reversed(rec.steps):
+        try:
+            store.check_lease([what.host])
+            undo(what, store, pool)
+        except TakenOver:
+            raise
+        except VirtfleetError as exc:
+            left.append((what, exc.message))
+            continue
+        steps.remove(what)
+        store.record_step(rec.id, steps, owner)
+    left.reverse()
+    if left:
+        store.fail_operation(rec.id, [m for m, _ in left], "; ".join(w for _, w in left),
+                             owner)
+    else:
+        store.end_operation(rec.id, owner)
+    return left
 
 
 def clean_up(store: Store, pool: ConnectionPool, rec: OperationRecord) -> list[tuple[Made, str]]:
-    """Undo an interrupted operation's steps; return what is still left."""
-    if not interrupted(rec):
+    """Claim and undo one interrupted operation; return what is still left. Busy if its owner
+    is alive, or another process claimed it first."""
+    claimed = store.claim_operations(me(store), _dead_for(store), live_within=live_within(),
+                                     only=rec.id)
+    if not claimed:
         raise Busy(f"operation {rec.id[:12]} ({rec.kind} {rec.target}) is still running as pid "
-                   f"{rec.pid} on {rec.hostname}")
-    left = undo_steps(list(rec.steps), store, pool)
-    if left:
-        store.fail_operation(rec.id, [m for m, _ in left], "; ".join(w for _, w in left))
-    else:
-        store.end_operation(rec.id)
-    return left
+                   f"{rec.pid} on {rec.hostname}, or being cleaned up by another process")
+    return finish(store, pool, claimed[0])
+
+
+def take_over(store: Store, pool: ConnectionPool, limit: int = 20
+              ) -> list[tuple[OperationRecord, list[tuple[Made, str]]]]:
+    """A controller's pass: claim the operations whose owners died (and failed ones, again
+    after RETRY_FAILED) on its sites, and undo each; what each left."""
+    claimed = store.claim_operations(me(store), _dead_for(store), live_within=live_within(),
+                                     retry_failed=RETRY_FAILED, limit=limit)
+    return [(rec, finish(store, pool, rec)) for rec in claimed]
+
+
+def _dead_for(store: Store) -> Callable[[OperationRecord, frozenset[str]], bool]:
+    # On PostgreSQL the live controllers are known; on SQLite every owner is on this machine.
+    if store.backend == "postgresql":
+        return owner_dead
+    return lambda rec, _live: owner_dead(rec)

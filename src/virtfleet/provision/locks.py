@@ -20,18 +20,23 @@ from virtfleet.inventory.store import Store
 STALE_AFTER = timedelta(hours=1)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine exists (a stopped one does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return True
+
+
 def holder_alive(hostname: str, pid: int, since: datetime) -> bool:
     """Whether the holder may still be at work: on this machine, whether its process exists
     (however long it has run: sealing a large template takes a while); on another machine,
     which cannot be asked, whether it started less than STALE_AFTER ago."""
     if hostname == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # alive, another user's
-        return True
+        return pid_alive(pid)
     return datetime.now(UTC) - since <= STALE_AFTER
 
 
