@@ -192,7 +192,7 @@ def watch_controller(store: Store, pid: int, out: queue.Queue[Arrival]) -> None:
 
     def follow() -> None:
         try:
-            for msg in read_events(rec, wait=5.0, kinds=("vm.state",)):
+            for msg in read_events(rec, wait=30.0, kinds=("vm.state",)):
                 data = msg.body.get("data") or {}
                 out.put((time.perf_counter(), str(msg.body.get("host", "")),
                          str(data.get("state", "")).replace(" ", "")))  # "shut off"
@@ -221,7 +221,7 @@ def watch_virsh(uri: str, out: queue.Queue[Arrival]) -> subprocess.Popen[str]:
     return proc
 
 
-def arrival(q: queue.Queue[Arrival], host: str, state: str, timeout: float = 20) -> float:
+def arrival(q: queue.Queue[Arrival], host: str, state: str, timeout: float = 60) -> float:
     deadline = time.monotonic() + timeout
     seen: list[tuple[str, str]] = []
     while True:
