@@ -183,7 +183,8 @@ def test_haproxy_passes_haproxy_c(chapter: Fleet, tmp_path: Path) -> None:
     text = haproxy.render_haproxy(chapter.sites[0])
     assert text is not None
     golden("haproxy.cfg", text)
-    assert "server ks1 10.1.1.11:80 check" in text and "bind 10.1.1.3:80" in text
+    assert "server ks1 10.1.1.11:80 check observe layer4 error-limit 1 on-error mark-down" \
+        in text and "bind 10.1.1.3:80" in text
     assert_valid("haproxy", text, tmp_path, "haproxy.cfg")
 
 

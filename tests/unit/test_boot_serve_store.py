@@ -91,3 +91,93 @@ def test_bad_arguments(store_url: str) -> None:
         with pytest.raises(InvalidInput, match="^at: must be a timezone-aware"):
             s.plan_installs(PLANS, datetime(2026, 1, 1))  # noqa: DTZ001
         assert s.install("hv1").state == "planned"  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+def test_replicas_planning_at_once_all_start(store_url: str) -> None:
+    # Three boot serve replicas started together on a fresh store: without the planning lock
+    # all three read "no rows" and insert the same ones, and two of them fail to start.
+    import threading
+
+    from sqlalchemy import delete
+
+    from virtfleet.inventory import tables as t
+
+    many = [InstallPlan(f"hv{i}", f"52:54:00:00:01:{i:02x}", "oregon", "pod1", "el9")
+            for i in range(1, 200)]
+    stores = [Store(store_url) for _ in range(3)]
+    start = threading.Barrier(len(stores))
+    errors: list[Exception] = []
+    new: list[int] = []
+
+    def plan(s: Store) -> None:
+        start.wait()
+        try:
+            new.append(s.plan_installs(many, T0))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    try:
+        for _round in range(3):
+            new.clear()
+            threads = [threading.Thread(target=plan, args=(s,)) for s in stores]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(60)
+            assert not errors, errors
+            assert sorted(new) == [0, 0, len(many)]
+            assert len(stores[0].installs()) == len(many)
+            with stores[0]._tx("test: forget the installs", write=True) as conn:
+                conn.execute(delete(t.boot_installs))
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_an_enrolment_claim_is_held_by_one_replica(store_url: str) -> None:
+    with Store(store_url) as a, Store(store_url) as b:
+        with a.enrolment_claim("hv1") as mine:
+            assert mine
+            with b.enrolment_claim("hv1") as theirs, b.enrolment_claim("hv2") as other:
+                # SQLite has one boot serve per store: every claim is its own.
+                assert theirs is (a.backend == "sqlite") and other
+        with b.enrolment_claim("hv1") as theirs:
+            assert theirs  # released with the block
+
+
+@pytest.mark.postgres
+def test_a_killed_replicas_claim_is_free_at_once(store_url: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite has no claims held across processes")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom virtfleet.inventory.store import Store\n"
+         "with Store(sys.argv[1]).enrolment_claim('hv1') as mine:\n"
+         "    print(mine, flush=True)\n    time.sleep(120)\n", store_url],
+        stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "True\n"
+        with Store(store_url) as s:
+            with s.enrolment_claim("hv1") as mine:
+                assert not mine  # held by a live process
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(30)
+            deadline = time.monotonic() + 20
+            while True:  # PostgreSQL drops the lock when it sees the connection closed
+                with s.enrolment_claim("hv1") as mine:
+                    if mine:
+                        break
+                assert time.monotonic() < deadline, "the dead holder's claim stayed"
+                time.sleep(0.05)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(30)

@@ -4,7 +4,8 @@ not balance; DHCP has its failover pair instead.
 
 What `boot serve` needs from it: health checks on /healthz (its other paths answer 404 or 403
 to a bare GET), the client's address in X-Forwarded-For (set, never appended, so a client cannot
-forge it), and an access log without query strings (kickstart URLs carry install tokens).
+forge it), an access log without query strings (kickstart URLs carry install tokens), and a
+dead server's requests sent again to another (every boot serve request is safe to replay).
 
 maxconn is sized to the site: HAProxy reserves two descriptors per connection and refuses to
 start (while `haproxy -c` passes) when its descriptor limit is lower than that.

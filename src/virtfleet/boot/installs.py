@@ -49,6 +49,9 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$")
 _BASE_RE = re.compile(r"^https?://[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?/$")
 GUESSES = 10  # refused requests per client, and failed token checks per host...
 GUESS_WINDOW = timedelta(minutes=1)  # ...in any such window, before 429
+ENROL_AT_ONCE = 4  # enrolments in progress per process (each claim holds a connection)
+# States a callback leaves a host in, where its token is kept to recognise a repeat.
+REPLAY_STATES = ("installed", "enrolled", "failed")
 
 
 class Forbidden(VirtfleetError):
@@ -140,6 +143,9 @@ class BootService:
         self._counts: dict[str, list[int]] = {}  # host -> [refused, limited], not yet stored
         self._counts_lock = threading.Lock()
         self.kickstarts = kickstart.Prepared()
+        self._claimed: set[str] = set()  # hosts this process is enrolling
+        self._claims_lock = threading.Lock()
+        self._enrol_slots = threading.BoundedSemaphore(ENROL_AT_ONCE)
 
     def prepare_kickstarts(self) -> int:
         """Build and check every planned host's kickstart now, so that an install wave only
@@ -162,11 +168,35 @@ class BootService:
                          profile=p.boot.profile.name) for p in self.by_name.values()],
             self.now())
 
-    def unfinished_enrolments(self) -> list[str]:
+    def unfinished_enrolments(self, *, settled: timedelta | None = None) -> list[str]:
         """Hosts that called back but were not enrolled yet (a server stopped in between):
-        `boot serve` enrols them when it starts."""
+        `boot serve` enrols them when it starts. With `settled`, only those installed at
+        least that long ago whose enrolment was not refused (the replicas' sweep: a refused
+        one has its error on record, and a restart tries it again)."""
+        cutoff = self.now() - settled if settled is not None else None
         return [r.host for r in self.store.installs()
-                if r.state == "installed" and r.host in self.by_name]
+                if r.state == "installed" and r.host in self.by_name
+                and (cutoff is None or (not r.error and r.installed_at is not None
+                                        and r.installed_at <= cutoff))]
+
+    @contextmanager
+    def _claim(self, host_name: str) -> Iterator[bool]:
+        """This process's claim on enrolling `host_name`, then the store's (replicas)."""
+        with self._claims_lock:
+            if host_name in self._claimed:
+                mine = False
+            else:
+                self._claimed.add(host_name)
+                mine = True
+        if not mine:
+            yield False
+            return
+        try:
+            with self.store.enrolment_claim(host_name) as held:
+                yield held
+        finally:
+            with self._claims_lock:
+                self._claimed.discard(host_name)
 
     # ----------------------------------------------------------------- the three requests
 
@@ -280,7 +310,7 @@ class BootService:
             raise
 
     def _authorize(self, what: str, host_name: str, token: str | None, client: Address,
-                   subject: _Subject) -> Planned:
+                   subject: _Subject) -> tuple[Planned, InstallRecord]:
         planned = self.by_name.get(host_name)
         if planned is None:
             raise NotFound(f"no install is planned for {host_name[:100]!r}")
@@ -290,15 +320,18 @@ class BootService:
         rec = self.store.install(host_name)
         if rec is None:
             raise NotFound(f"no install is recorded for {host_name!r}")
-        why = tokens.refusal(token, rec.token_hash, rec.token_expires_at, self.now())
+        # The token of a host past its callback is kept only to recognise that callback
+        # repeated: it opens nothing else.
+        held = rec.token_hash if what == "callback" or rec.state not in REPLAY_STATES else None
+        why = tokens.refusal(token, held, rec.token_expires_at, self.now())
         if why is not None:
             subject.token_checked = True
             raise Forbidden(f"{what} for {host_name}: {why}")
-        return planned
+        return planned, rec
 
     def kickstart(self, host_name: str, token: str | None, base: str, client: Address) -> str:
         with self._watched("kickstart", client, host_name) as subject:
-            planned = self._authorize("kickstart", host_name, token, client, subject)
+            planned, _rec = self._authorize("kickstart", host_name, token, client, subject)
         assert token is not None
         base = check_base(base)  # before the state moves
         now = self.now()
@@ -317,51 +350,88 @@ class BootService:
             mac = parse_mac(mac_text)
             if status not in ("installed", "failed"):
                 raise InvalidInput("status", f"{status[:40]!r} must be installed or failed")
-            planned = self._authorize("callback", host_name, token, client, subject)
+            planned, rec = self._authorize("callback", host_name, token, client, subject)
             if planned.boot.mac != mac:
                 subject.token_checked = True  # a good token with a wrong MAC: still a guess
                 raise Forbidden(f"callback for {host_name}: MAC {mac} is not this host's")
+        if _repeated(rec, status):
+            return self._repeated_callback(rec, client)
         now = self.now()
-        if status == "failed":
-            why = one_line(error) or "the installer reported a failure"
-            log.warning("install of %s (%s) failed: %s", host_name, mac, why)
-            return self.store.move_install(host_name, "failed", now, error=why,
-                                           clear_token=True,
-                                           expect=("booting", "installing"))
-        rec = self.store.move_install(host_name, "installed", now, clear_token=True,
-                                      expect=("installing",), token_hash=tokens.hash_token(
-                                          token or ""))
+        token_hash = tokens.hash_token(token or "")
+        try:
+            if status == "failed":
+                why = one_line(error) or "the installer reported a failure"
+                rec = self.store.move_install(host_name, "failed", now, error=why,
+                                              expect=("booting", "installing"),
+                                              token_hash=token_hash)
+                log.warning("install of %s (%s) failed: %s", host_name, mac, why)
+                return rec
+            rec = self.store.move_install(host_name, "installed", now, expect=("installing",),
+                                          token_hash=token_hash)
+        except Conflict:
+            # The same callback, sent again at the same time (a client's retry racing its
+            # first try): whichever moved the install, both answer alike.
+            again = self.store.install(host_name)
+            if again is not None and again.token_hash == token_hash and _repeated(again, status):
+                return self._repeated_callback(again, client)
+            raise
         log.info("%s (%s) installed", host_name, mac)
+        return rec
+
+    def _repeated_callback(self, rec: InstallRecord, client: Address) -> InstallRecord:
+        """A callback this host already made, with the same token and status: the installer's
+        curl retried because the answer to the first was lost (a replica killed, a proxy's
+        502). It gets the same answer, and nothing moves: an `installed` host is enrolled by
+        whoever holds its claim, or by this replica if nobody does (server.py)."""
+        log.info("%s (%s): callback repeated from %s; it is %s", rec.host, rec.mac, client,
+                 rec.state)
         return rec
 
     # ----------------------------------------------------------------- after the callback
 
-    def enroll(self, host_name: str) -> InstallRecord:
+    def enroll(self, host_name: str, *, why: str = "") -> InstallRecord | None:
         """Add the installed host to the inventory (as `host add` does) and run `host check`
-        on it. A failing check is recorded, and the host stays enrolled."""
-        planned = self.by_name[host_name]
-        b, hv = planned.boot, planned.hypervisor
-        try:
-            self._add_to_inventory(b, hv)
-        except VirtfleetError as exc:
-            # The machine IS installed: it stays so (a next network boot boots its disk, never
-            # a reinstall) with the error on record; a restarted `boot serve` tries again.
-            log.warning("enrolling %s failed: %s", host_name, printable(exc.message))
-            return self.store.move_install(host_name, "installed", self.now(),
-                                           error=f"enrol: {one_line(exc.message)}",
-                                           expect=("installed",))
-        record = HostRecord(name=hv.name, uri=hv.uri, site=b.site, pod=b.pod,
-                            groups=hv.groups, maintenance=hv.maintenance)
-        ok, detail = self._check(record)
-        rec = self.store.move_install(host_name, "enrolled", self.now(), check=(ok, detail),
-                                      expect=("installed",))
+        on it. A failing check is recorded, and the host stays enrolled.
+
+        Only under the host's claim (this process's, and the store's: another replica may be
+        enrolling it), and only while it is `installed`: None when another has the claim.
+        At most ENROL_AT_ONCE at a time (each claim holds a database connection)."""
+        with self._enrol_slots, self._claim(host_name) as mine:
+            if not mine:
+                return None
+            now = self.store.install(host_name)
+            if now is None or now.state != "installed":
+                return now  # enrolled meanwhile, by the replica that held the claim
+            if why:
+                log.info("enrolling %s: %s", host_name, why)
+            planned = self.by_name[host_name]
+            b, hv = planned.boot, planned.hypervisor
+            try:
+                self._add_to_inventory(b, hv)
+            except VirtfleetError as exc:
+                # The machine IS installed: it stays so (a next network boot boots its disk,
+                # never a reinstall) with the error on record; a restarted `boot serve` tries
+                # again.
+                log.warning("enrolling %s failed: %s", host_name, printable(exc.message))
+                return self.store.move_install(host_name, "installed", self.now(),
+                                               error=f"enrol: {one_line(exc.message)}",
+                                               expect=("installed",))
+            record = HostRecord(name=hv.name, uri=hv.uri, site=b.site, pod=b.pod,
+                                groups=hv.groups, maintenance=hv.maintenance)
+            ok, detail = self._check(record)
+            rec = self.store.move_install(host_name, "enrolled", self.now(),
+                                          check=(ok, detail), expect=("installed",))
+            log.info("%s enrolled; host check %s: %s", host_name,
+                     "passed" if ok else "failed", detail)
+        if ok:
+            return rec
         give_up = time.monotonic() + self.check_wait.total_seconds()
         while not ok and time.monotonic() < give_up:
             time.sleep(self.check_interval.total_seconds())
             ok, detail = self._check(record)
             self.store.record_install_check(host_name, ok, detail, self.now())
-        log.info("%s enrolled; host check %s: %s", host_name, "passed" if ok else "failed",
-                 detail)
+        if ok:
+            log.info("%s: host check passed: %s", host_name, detail)
         return self.store.install(host_name) or rec
 
     def _check(self, record: HostRecord) -> tuple[bool, str]:
@@ -377,6 +447,11 @@ class BootService:
             if not have or have[0].uri != hv.uri:
                 raise
             # Already in the inventory (apply -f ran first) with the same URI: nothing to add.
+
+
+def _repeated(rec: InstallRecord, status: str) -> bool:
+    """Whether a callback with `status` (its token already checked) was already taken."""
+    return rec.state in (("failed",) if status == "failed" else DONE_STATES)
 
 
 def replace_provision(hv: Hypervisor) -> Hypervisor:

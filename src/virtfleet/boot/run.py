@@ -26,6 +26,7 @@ from virtfleet.boot.server import (
     files_dir,
     flush_counts_every,
     server_config,
+    sweep_enrolments_every,
 )
 from virtfleet.boot.tftp import TftpService, start_tftp
 from virtfleet.boot.trust import Clients, Network, parse_proxies
@@ -40,6 +41,7 @@ log = logging.getLogger("virtfleet.boot")
 MAX_GUESSES = 10_000
 MAX_WAIT = timedelta(days=7)  # the longest token, check wait or client timeout
 COUNTS_EVERY_S = 1.0  # refusal counts go to the store about once a second
+SWEEP_EVERY_S = 5.0  # replicas on PostgreSQL: enrol what a dead replica left installed
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,8 @@ class BootServer:
         enroll_unfinished(self.service)
         stop_counts = threading.Event()
         counts = flush_counts_every(self.service, COUNTS_EVERY_S, stop_counts)
+        if self.service.store.backend == "postgresql":  # the store replicas share
+            sweep_enrolments_every(self.service, SWEEP_EVERY_S, stop_counts)
         app = create_app(self.service, self.req.public_url, Clients(self.proxies))
         server = uvicorn.Server(server_config(
             app, request_timeout=self.req.client_timeout.total_seconds(),

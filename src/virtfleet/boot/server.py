@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -242,11 +243,36 @@ def enroll_unfinished(service: BootService) -> threading.Thread:
     return thread
 
 
-def _enroll(service: BootService, host: str) -> None:
+def _enroll(service: BootService, host: str, why: str = "") -> None:
     try:
-        service.enroll(host)
+        service.enroll(host, why=why)
     except VirtfleetError as exc:  # nobody waits for this reply: the log is where it goes
         log.warning("enrolling %s: %s", host, printable(exc.message))
+
+
+def sweep_enrolments_every(service: BootService, seconds: float,
+                           stop: threading.Event) -> threading.Thread:
+    """Replicas on one PostgreSQL store: every `seconds`, enrol the hosts that called back at
+    least `seconds` ago and are still `installed` with nobody's claim on them: the replica
+    that took their callback died before enrolling them (kill -9, a lost machine). A claim
+    held by a live replica makes this skip the host."""
+    settled = timedelta(seconds=seconds)
+
+    def work() -> None:
+        while not stop.wait(seconds):
+            try:
+                hosts = service.unfinished_enrolments(settled=settled)
+            except VirtfleetError as exc:
+                log.warning("looking for unfinished enrolments: %s", printable(exc.message))
+                continue
+            for host in hosts:
+                if stop.is_set():
+                    return
+                _enroll(service, host, f"it called back over {seconds:g} s ago and nobody "
+                        "is enrolling it (the boot serve that took its callback stopped?)")
+    thread = threading.Thread(target=work, name="boot-enrol-sweep", daemon=True)
+    thread.start()
+    return thread
 
 
 def flush_counts_every(service: BootService, seconds: float,

@@ -1,20 +1,25 @@
 """The store's part for network installs: one boot_installs row per hypervisor `boot serve` knows.
 
 Every state change is one conditional UPDATE (`... WHERE state IN (expected)`), so two requests
-for the same host cannot both move it, on SQLite or PostgreSQL.
+for the same host cannot both move it, on SQLite or PostgreSQL. Several `boot serve` replicas
+share one PostgreSQL store: planning takes an advisory lock (they start at once), and enrolling a
+host is claimed with a session advisory lock (`enrolment_claim`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 
-from virtfleet.errors import Conflict, InvalidInput, NotFound
+from virtfleet.errors import Conflict, InvalidInput, NotFound, StoreError
 from virtfleet.inventory import tables as t
-from virtfleet.inventory.base import StoreBase, utc
+from virtfleet.inventory.base import StoreBase, one_line, utc
 from virtfleet.inventory.records import InstallPlan as InstallPlan
 from virtfleet.inventory.records import InstallRecord as InstallRecord
 
@@ -23,6 +28,10 @@ from virtfleet.inventory.records import InstallRecord as InstallRecord
 STATES = t.INSTALL_STATES
 # Once a host has been installed, network-booting it again must not reinstall it.
 DONE_STATES = ("installed", "enrolled")
+# Advisory lock keys: planning (one bigint key), and enrolment claims (two int4 keys, a space
+# of their own: this class and a hash of the host name; a collision only makes two hosts wait).
+PG_PLAN_LOCK = 0x76660010
+PG_ENROL_CLASS = 0x76660011
 
 
 _COLS = ("host", "mac", "site", "pod", "profile", "state", "token_hash", "token_expires_at",
@@ -50,6 +59,8 @@ class InstallStore(StoreBase):
         bi = t.boot_installs
         new = 0
         with self._tx("plan network installs", write=True) as conn:
+            # Replicas started together would otherwise all insert the same new rows.
+            self._pg_lock(conn, PG_PLAN_LOCK)
             have = {r[0]: r[1:] for r in conn.execute(
                 select(bi.c.host, bi.c.mac, bi.c.site, bi.c.pod, bi.c.profile))}
             owner = {v[0]: h for h, v in have.items()}
@@ -146,6 +157,37 @@ class InstallStore(StoreBase):
             raise Conflict(f"install of {host!r} is {rec.state}, not "
                            f"{' or '.join(expect)}: cannot move it to {to}")
         return rec
+
+    @contextmanager
+    def enrolment_claim(self, host: str) -> Iterator[bool]:
+        """Whether this process may enrol `host` now (yields True or False), for the length of
+        the block. On PostgreSQL a session advisory lock, tried without waiting: two replicas
+        never enrol one host at once, and PostgreSQL drops the lock itself when its holder's
+        connection goes, so the host of a replica killed mid-enrolment is free at once. On
+        SQLite always True (one `boot serve` per SQLite store)."""
+        if self._backend != "postgresql":
+            yield True
+            return
+        keys = {"c": PG_ENROL_CLASS, "k": zlib.crc32(host.encode()) - 2**31}
+        what = f"claim the enrolment of {host!r}"
+        try:
+            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{what}: {one_line(exc)}") from None
+        with conn:
+            try:
+                held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:c, :k)"),
+                                         keys).scalar())
+            except SQLAlchemyError as exc:
+                raise StoreError(f"{what}: {one_line(exc)}") from None
+            try:
+                yield held
+            finally:
+                if held:
+                    try:
+                        conn.execute(text("SELECT pg_advisory_unlock(:c, :k)"), keys)
+                    except SQLAlchemyError:
+                        conn.invalidate()  # closed, not pooled: the lock goes with it
 
     def count_installs(self) -> int:
         """How many installs are recorded: one cheap read, for boot serve's health check."""
