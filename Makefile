@@ -21,7 +21,10 @@ $(STAMP): pyproject.toml | system-deps
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# Bytecode for virtfleet's own modules too (pip compiles only what it installs, not the editable
+# source): where PYTHONDONTWRITEBYTECODE is set, every command would otherwise compile them again.
 deps: system-deps $(STAMP)
+	$(PY) -m compileall -q src
 
 # libvirtd/virtlogd on this machine and a private PostgreSQL for the store tests; no systemd here.
 services: deps
@@ -36,11 +39,12 @@ lint: deps
 images: deps
 	bash scripts/build-test-image.sh
 
+# The integration tests on the lab and the unit tests (over pytest-xdist workers) side by side.
 test: services lint images
-	. ./.test-env 2>/dev/null; $(VENV)/bin/pytest -q tests
+	bash scripts/run-tests.sh
 
 unit: deps
-	$(VENV)/bin/pytest -q tests/unit
+	$(VENV)/bin/pytest -q -n 2 tests/unit
 
 demo: services
 	bash scripts/demo.sh

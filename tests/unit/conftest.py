@@ -105,3 +105,41 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     filtered = any(getattr(option, name, None) for name in ("keyword", "markexpr", "lf",
                                                               "deselect"))
     STATE["full_run"] = everything and not filtered
+
+
+# --- the same check when pytest-xdist spreads the suite over workers -------------------------
+# Each worker sees only its share of the tests, so no worker can tell. Each hands what it saw to
+# the controller, which checks the union once every worker is done.
+
+WORKERS: dict[str, bool] = {}  # the controller's record: worker id -> it ran the whole suite
+
+
+def xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if xdist_worker(config):
+        config.workeroutput["xml_seen"] = sorted(SEEN)  # type: ignore[attr-defined]
+        config.workeroutput["xml_full_run"] = STATE["full_run"]  # type: ignore[attr-defined]
+        return
+    if not WORKERS or not all(WORKERS.values()):
+        return  # no workers (the test itself checked), or not a run of the whole suite
+    missing = sorted(ALL - SEEN)
+    if missing:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        text = "model properties no test reads or writes (test them or remove them):" + "".join(
+            f"\n  {cls}.{name} ({kind})" for cls, name, kind in missing)
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_sep("=", f"FAILED {CHECKPROPS}", red=True)
+            reporter.write_line(text)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist, on the controller: a worker finished; keep what it saw."""
+    out = getattr(node, "workeroutput", {})
+    WORKERS[out.get("workerid", str(id(node)))] = bool(out.get("xml_full_run")) and not error
+    SEEN.update(tuple(seen) for seen in out.get("xml_seen", ()))

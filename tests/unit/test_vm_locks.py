@@ -20,7 +20,6 @@ from .cli import run
 from .nodes import node_uri
 
 HOST = socket.gethostname()
-NOW = datetime.now(UTC)
 
 
 def never(_lock: VMLock) -> bool:
@@ -28,37 +27,41 @@ def never(_lock: VMLock) -> bool:
 
 
 def test_lock_busy_unlock(store_url: str) -> None:
+    now = datetime.now(UTC)
     store = Store(store_url)
     try:
-        store.lock_vm("web01", "shutdown", HOST, 111, NOW, never)
+        store.lock_vm("web01", "shutdown", HOST, 111, now, never)
         with pytest.raises(Busy, match=r"'web01' is busy: shutdown by pid 111 on "):
-            store.lock_vm("web01", "start", HOST, 222, NOW, never)
-        store.lock_vm("web02", "start", HOST, 222, NOW, never)  # other VMs are free
+            store.lock_vm("web01", "start", HOST, 222, now, never)
+        store.lock_vm("web02", "start", HOST, 222, now, never)  # other VMs are free
         store.unlock_vm("web01", HOST, 999)  # not the holder: nothing released
         with pytest.raises(Busy):
-            store.lock_vm("web01", "start", HOST, 222, NOW, never)
+            store.lock_vm("web01", "start", HOST, 222, now, never)
         store.unlock_vm("web01", HOST, 111)
-        store.lock_vm("web01", "start", HOST, 222, NOW, never)
+        store.lock_vm("web01", "start", HOST, 222, now, never)
     finally:
         store.close()
 
 
 def test_a_dead_or_ancient_holder_is_replaced(store_url: str) -> None:
+    # taken per test, not at import: a full run reaches this test an hour after collection,
+    # and a lock taken at import time would be ancient by then
+    now = datetime.now(UTC)
     gone = subprocess.Popen(["true"])
     gone.wait()
-    assert _stale(VMLock("vm", "op", HOST, gone.pid, NOW))
-    assert not _stale(VMLock("vm", "op", HOST, os.getpid(), NOW))
+    assert _stale(VMLock("vm", "op", HOST, gone.pid, now))
+    assert not _stale(VMLock("vm", "op", HOST, os.getpid(), now))
     # a live process here keeps its lock however long it runs (a long template seal)
-    assert not _stale(VMLock("vm", "op", HOST, os.getpid(), NOW - timedelta(hours=5)))
-    assert not _stale(VMLock("vm", "op", "elsewhere", 1, NOW))  # can't see its processes
-    assert _stale(VMLock("vm", "op", "elsewhere", 1, NOW - timedelta(hours=2)))
+    assert not _stale(VMLock("vm", "op", HOST, os.getpid(), now - timedelta(hours=5)))
+    assert not _stale(VMLock("vm", "op", "elsewhere", 1, now))  # can't see its processes
+    assert _stale(VMLock("vm", "op", "elsewhere", 1, now - timedelta(hours=2)))
     store = Store(store_url)
     try:
-        store.lock_vm("db01", "create", HOST, gone.pid, NOW, _stale)
+        store.lock_vm("db01", "create", HOST, gone.pid, now, _stale)
         # the killed holder does not block it; the new holder does
         with vm_lock(store, "db01", "start"), pytest.raises(Busy, match="start by pid"):
-            store.lock_vm("db01", "revert", HOST, os.getpid(), NOW, _stale)
-        store.lock_vm("db01", "revert", HOST, 1, NOW, never)  # released on leaving
+            store.lock_vm("db01", "revert", HOST, os.getpid(), now, _stale)
+        store.lock_vm("db01", "revert", HOST, 1, now, never)  # released on leaving
     finally:
         store.close()
 
@@ -74,8 +77,8 @@ def test_cli_says_busy_and_changes_nothing(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{db}")
     try:
         # the fixture puts VMs of the same name on two hosts: each is its own VM to lock
-        store.lock_vm("hv1/centos.template", "snapshot revert", HOST, os.getpid(), NOW,
-                      never)
+        store.lock_vm("hv1/centos.template", "snapshot revert", HOST, os.getpid(),
+                      datetime.now(UTC), never)
         r = run(db, "vm", "start", "centos.template", "--host", "hv1")
         assert r.code == 4 and "is busy: snapshot revert" in r.err
         r = run(db, "snapshot", "create", "centos.template", "--host", "hv1")
