@@ -8,6 +8,15 @@
 # Anything already running is left alone; leftovers of a killed run (stale pid files) are cleared.
 set -euo pipefail
 
+# The daemons started here (libvirtd, virtlogd, postgres) outlive this script, and would keep any
+# file descriptor it inherited: one started by `flock /tmp/vf-integ.lock make ...` held the
+# integration tests' lock for as long as it ran, and every later test run waited for ever. So
+# everything above stderr is closed first (bash reads this script on 255: that one stays).
+for fd in /proc/$$/fd/*; do
+  fd="${fd##*/}"
+  if [ "$fd" -gt 2 ] && [ "$fd" -ne 255 ]; then eval "exec $fd>&-"; fi
+done
+
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_BASE=/var/tmp/virtfleet-pg
 PG_DATA="$PG_BASE/data"

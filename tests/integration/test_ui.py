@@ -9,6 +9,7 @@ page go to $VIRTFLEET_UI_SHOTS when it is set (docs/img/ is made that way).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -441,3 +442,209 @@ def test_the_vnc_screen_is_shown_through_the_controller(
         for argv in (["destroy", VNC_VM], ["undefine", VNC_VM]):
             subprocess.run(["virsh", "-c", uri, *argv], capture_output=True, check=False,
                            timeout=60)
+
+
+# ------------------------------------------------------------------ snapshot, clone, operations
+
+TEMPLATE = "uitpl"  # a template (role=template in virtfleet's metadata) on a qcow2 volume
+SNAP_VM = "uisnap"  # a shut-off VM with a qcow2 disk, to snapshot
+CLONE = "uiclone"
+IMAGE_POOL = "vfuiimg"
+
+
+@dataclass
+class Images:
+    uri: str
+    directory: Path
+    template_image: Path
+
+
+def _disk_domain(name: str, image: Path, template: bool) -> str:
+    """The lab's tiny guest's definition with one qcow2 disk; marked a template if asked."""
+    from virtfleet.lab import guest
+    from virtfleet.xml.domain import Disk, Domain, FleetFacts
+
+    d = Domain.parse(guest.domain_xml(name, guest.ensure_images()))
+    disk = Disk()
+    disk.type, disk.device = "file", "disk"
+    disk.driver_name, disk.format = "qemu", "qcow2"
+    disk.source_file = str(image)
+    disk.target_dev, disk.target_bus = "vda", "virtio"
+    d.devices.disks.append(disk)
+    if template:
+        facts = FleetFacts()
+        facts.role = "template"
+        d.set_facts(facts)
+    return d.to_xml()
+
+
+@pytest.fixture(scope="module")
+def images(lab_ui: LabUI, lab: LabFixture) -> Iterator[Images]:
+    """On the web guest's hypervisor: a transient dir pool in its pod's shared directory
+    holding a template's image and a VM's, the template and the VM defined (never started).
+    Everything made, clones included, is removed after."""
+    import contextlib
+
+    import libvirt
+
+    from virtfleet.errors import VirtfleetError
+    from virtfleet.virt.guest import Guest, Removal
+    from virtfleet.virt.host import Host
+    from virtfleet.xml.storage import Pool
+
+    host = next(h for h in lab.hosts if h.name == lab_ui.web_host)
+    directory = Path(lab.state.pods[host.pod]) / f"ui-images-{os.getpid()}"
+    directory.mkdir()
+    for vm in (TEMPLATE, SNAP_VM):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2",
+                        str(directory / f"{vm}.qcow2"), "16M"], check=True, timeout=60)
+    p = Pool()
+    p.type, p.name, p.target_path = "dir", IMAGE_POOL, str(directory)
+    with Host.open(host.uri) as c:
+        c.conn.storagePoolCreateXML(p.to_xml(), 0)
+        c.define_domain(_disk_domain(TEMPLATE, directory / f"{TEMPLATE}.qcow2", True))
+        c.define_domain(_disk_domain(SNAP_VM, directory / f"{SNAP_VM}.qcow2", False))
+    try:
+        yield Images(host.uri, directory, directory / f"{TEMPLATE}.qcow2")
+    finally:
+        with Host.open(host.uri) as c:
+            for d in c.list_domains():
+                g = Guest.lookup(c, d.name)
+                if any(src.startswith(str(directory)) for src in g.disk_sources()):
+                    with contextlib.suppress(VirtfleetError):
+                        if g.is_active():
+                            g.destroy()
+                        g.undefine(Removal(snapshots=True))
+            with contextlib.suppress(libvirt.libvirtError):
+                c.conn.storagePoolLookupByName(IMAGE_POOL).destroy()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _vm_page(driver: WebDriver, ui: LabUI, vm: str) -> None:
+    driver.get(f"{ui.base}/ui/vms/{vm}?host={ui.web_host}")
+    WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "vm-name")))
+
+
+def _flash(driver: WebDriver) -> str:
+    return str(driver.find_element(By.ID, "flash").text)
+
+
+def test_a_snapshot_taken_from_the_page_is_listed(lab_ui: LabUI, images: Images,
+                                                  driver: WebDriver) -> None:
+    _sign_in(driver, lab_ui, "webop")
+    _vm_page(driver, lab_ui, SNAP_VM)
+    assert "none" in driver.find_element(By.ID, "snapshots").text
+    driver.execute_script("window.vfNoReload = 1;")
+    driver.find_element(By.ID, "snapshot-name").send_keys("before-deploy")
+    driver.find_element(By.ID, "snapshot-description").send_keys("release 41")
+    driver.find_element(By.ID, "snapshot-take").click()
+    _wait(driver).until(lambda d: "snapshot before-deploy of uisnap taken" in _flash(d))
+    # the table was replaced in place (htmx's out-of-band swap), not by a reload
+    _wait(driver).until(lambda d: d.find_elements(
+        By.CSS_SELECTOR, "#snapshots tr[data-snapshot='before-deploy']"))
+    assert driver.execute_script("return window.vfNoReload;") == 1
+    _shot(driver, "vm-snapshot")
+    # the machine agrees: qemu-img lists the internal snapshot in the image
+    listed = subprocess.run(["qemu-img", "snapshot", "-U", "-l",
+                             str(images.directory / f"{SNAP_VM}.qcow2")],
+                            capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "before-deploy" in listed
+
+    # a name that is markup: refused in one line naming the field, shown as text
+    box = driver.find_element(By.ID, "snapshot-name")
+    box.clear()
+    box.send_keys("<script>alert(3)")
+    driver.find_element(By.ID, "snapshot-take").click()
+    _wait(driver).until(lambda d: "is not a valid name" in _flash(d))
+    assert _flash(driver) == ("name: '<script>alert(3)' is not a valid name: use letters, "
+                              "digits, '-', '_' and '.', starting and ending with a letter "
+                              "or digit")
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text  # noqa: B018 - reading it is the check
+    got = Api("127.0.0.1", lab_ui.port, lab_ui.tokens["root"]).get(
+        f"/api/v1/vms/{SNAP_VM}/snapshots")
+    assert [s["name"] for s in got.body] == ["before-deploy"]  # nothing half-made
+
+
+def test_a_clone_from_the_page_is_an_operation_and_appears_in_the_table(
+        lab_ui: LabUI, images: Images, driver: WebDriver) -> None:
+    _sign_in(driver, lab_ui, "webop")
+    _vm_page(driver, lab_ui, TEMPLATE)
+    # a template: no power buttons, a clone form; its disk is standalone
+    assert driver.find_elements(By.CSS_SELECTOR, "button[data-verb]") == []
+    driver.find_element(By.ID, "clone-name").send_keys(CLONE)
+    driver.find_element(By.ID, "clone-go").click()
+    _wait(driver).until(lambda d: d.find_elements(By.ID, "flash-op"))
+    op = driver.find_element(By.ID, "flash-op").get_attribute("data-op")
+    assert op
+
+    # the Operations page: the clone's operation, followed by events until it ends
+    driver.find_element(By.LINK_TEXT, "Operations").click()
+    WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "ops")))
+    WebDriverWait(driver, WAIT).until(
+        lambda d: "on" in d.find_element(By.ID, "live").get_attribute("class"))
+    driver.execute_script("window.vfNoReload = 1;")
+    row = f"#op-{op}"
+    _wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, f"{row} .op-state").text
+                        in ("succeeded", "failed"))
+    assert driver.find_element(By.CSS_SELECTOR, f"{row} .op-state").text == "succeeded", \
+        driver.find_element(By.CSS_SELECTOR, row).text
+    cells = driver.find_element(By.CSS_SELECTOR, row).text
+    assert "vm.clone" in cells and "webop" in cells and CLONE in cells
+    _shot(driver, "operations")
+
+    # the clone in the VM table, and its page shows its disk's backing chain: the template's
+    driver.get(f"{lab_ui.base}/ui/vms")
+    WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "vmtable")))
+    _search(driver, CLONE)
+    _vm_page(driver, lab_ui, CLONE)
+    layers = driver.find_elements(By.CSS_SELECTOR, "#disks tr[data-disk=vda] ol.chain li")
+    assert [x.text for x in layers] == [f"{images.template_image} (qcow2)"]
+    _shot(driver, "vm-chain")
+    def clones() -> list[tuple[str, str, str, str]]:
+        return [(e["actor"], e["via"], e["action"], e["result"]) for e in lab_ui.audit()
+                if e["action"] == "vm.clone"]
+
+    # accepted, then done (recorded as the operation ends, a moment after its last event)
+    WebDriverWait(driver, WAIT).until(lambda _d: len(clones()) >= 2)
+    assert clones()[-2:] == [("webop", "ui", "vm.clone", "ok")] * 2
+
+
+def test_the_operations_page_updates_by_event(lab_ui: LabUI, images: Images,
+                                              driver: WebDriver) -> None:
+    """An operation started elsewhere (the API) while the page is open arrives without a
+    reload: the tables are fetched again on the operation's events."""
+    _sign_in(driver, lab_ui, "root")
+    driver.get(f"{lab_ui.base}/ui/operations")
+    WebDriverWait(driver, WAIT).until(
+        lambda d: "on" in d.find_element(By.ID, "live").get_attribute("class"))
+    driver.execute_script("window.vfNoReload = 1;")
+    api = Api("127.0.0.1", lab_ui.port, lab_ui.tokens["root"])
+    got = api.post(f"/api/v1/templates/{TEMPLATE}/clone", {"name": "uiapiclone"})
+    assert got.status == 202, got.body
+    op = got.body["id"]
+    _wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, f"#op-{op}"))
+    _wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, f"#op-{op} .op-state").text
+                        == "succeeded")
+    assert driver.execute_script("return window.vfNoReload;") == 1
+    assert (driver.find_element(By.ID, "ops").get_attribute("data-event") or "").count("-") == 1
+
+
+def test_a_viewers_forged_posts_to_the_new_actions_are_403(lab_ui: LabUI, images: Images,
+                                                           driver: WebDriver) -> None:
+    _sign_in(driver, lab_ui, "viewer")
+    _vm_page(driver, lab_ui, TEMPLATE)
+    assert driver.find_elements(By.CSS_SELECTOR, "form.act-form") == []
+    csrf = _csrf(driver)
+    before = {o["id"] for o in Api("127.0.0.1", lab_ui.port, lab_ui.tokens["root"]).get(
+        "/api/v1/operations").body["operations"]}
+    for path in (f"/ui/vms/{SNAP_VM}/snapshot?host={lab_ui.web_host}",
+                 f"/ui/vms/{TEMPLATE}/clone?host={lab_ui.web_host}",
+                 f"/ui/vms/{lab_ui.web}/migrate?host={lab_ui.web_host}"):
+        assert _post_from_page(driver, path, csrf) == 403, path
+    after = {o["id"] for o in Api("127.0.0.1", lab_ui.port, lab_ui.tokens["root"]).get(
+        "/api/v1/operations").body["operations"]}
+    assert after == before  # nothing was started
+    denied = [e["action"] for e in lab_ui.audit() if e["actor"] == "viewer"
+              and e["via"] == "ui" and e["result"] == "denied"]
+    assert {"snapshot.create", "vm.clone", "vm.migrate"} <= set(denied)

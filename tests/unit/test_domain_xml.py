@@ -149,3 +149,24 @@ def test_facts_replace_rather_than_pile_up() -> None:
     d.set_facts(f)
     assert len(d.element.findall(f"metadata/{{{VF_NS}}}instance")) == 1
     assert d.facts is not None and d.facts.site == "texas" and d.facts.pod is None
+
+
+def test_a_disks_backing_chain_is_read_from_libvirts_backingstore() -> None:
+    """A running domain's disk as libvirt reports it: overlay -> template -> base, then the
+    empty <backingStore/> that ends a chain; a disk without one (a shut-off domain's) has
+    none."""
+    xml = """<domain type='qemu'><name>c1</name><devices>
+      <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+        <source file='/pod/c1.qcow2'/>
+        <backingStore type='file' index='1'><format type='qcow2'/>
+          <source file='/pod/tpl.qcow2'/>
+          <backingStore type='block' index='2'><format type='raw'/>
+            <source dev='/dev/vg/base'/><backingStore/></backingStore>
+        </backingStore>
+        <target dev='vda' bus='virtio'/></disk>
+      <disk type='file' device='disk'><driver name='qemu' type='raw'/>
+        <source file='/pod/data.img'/><target dev='vdb' bus='virtio'/></disk>
+    </devices></domain>"""
+    vda, vdb = Domain.parse(xml).devices.disks
+    assert vda.backing_store == [("/pod/tpl.qcow2", "qcow2"), ("/dev/vg/base", "raw")]
+    assert vdb.backing_store == []

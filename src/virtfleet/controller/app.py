@@ -12,7 +12,7 @@ is audited (controller/audited.py); every error is JSON from `as_json()` (contro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI
@@ -62,6 +62,13 @@ def rest_routers() -> list[APIRouter]:
                                installs, operations, access, audit)]
 
 
+def _publisher(controller: Controller) -> Callable[[str, str, dict[str, object]], None]:
+    """The API's operations on the controller's events stream (controller/jobs.py)."""
+    def publish(kind: str, operation: str, data: dict[str, object]) -> None:
+        controller.events.publish(kind, operation=operation, data=data)
+    return publish
+
+
 def build_app(controller: Controller, *, routers: Sequence[APIRouter] | None = None,
               local_token: bool = True, shared: FastAPI | None = None,
               policy: Policy | None = None, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
@@ -76,7 +83,7 @@ def build_app(controller: Controller, *, routers: Sequence[APIRouter] | None = N
     app.state.vf = ApiState(
         controller=controller,
         authenticator=AccessService(controller.store).authenticator(*more),
-        jobs=theirs.jobs if theirs is not None else Jobs(),
+        jobs=theirs.jobs if theirs is not None else Jobs(publish=_publisher(controller)),
         view=theirs.view if theirs is not None else FleetView(controller.state),
         policy=policy or (theirs.policy if theirs is not None else Policy()))
     errors.install(app)

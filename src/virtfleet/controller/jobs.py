@@ -8,6 +8,11 @@ it: the claim, the volume, the domain). The multi-step work itself is journaled 
 the CLI (provision/journal.py), so an operation the controller dies in the middle of is undone
 by `ops cleanup`, like a CLI's.
 
+Each change of an operation (queued and started, a progress step, its end) is published on the
+controller's events stream as operation.started / operation.progress / operation.ended (or
+operation.failed), with the operation's id and kind but not its target, so the console's
+Operations page follows them as it follows the journal's.
+
 Operations live in the controller's memory: the last KEEP finished ones stay readable; one
 older, or from before a restart, is gone (its journal entry, if it left anything, is not).
 """
@@ -44,6 +49,7 @@ class Result(Protocol):
 
 
 Work = Callable[[Report], Any]  # returns something with as_json(), or a list of them
+Publish = Callable[[str, str, dict[str, object]], None]  # (event kind, operation id, data)
 
 
 def _now() -> datetime:
@@ -98,11 +104,18 @@ class Job:
 class Jobs:
     """A small pool of workers for the API's long actions, and what each one did."""
 
-    def __init__(self, workers: int = WORKERS, keep: int = KEEP) -> None:
+    def __init__(self, workers: int = WORKERS, keep: int = KEEP,
+                 publish: Publish | None = None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-op")
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._keep = keep
+        self._publish = publish
+
+    def _event(self, kind: str, job: Job, **data: object) -> None:
+        """One operation event (never under the lock: subscribers run in their own time)."""
+        if self._publish is not None:
+            self._publish(kind, job.id, {"kind": job.kind, "state": job.state, **data})
 
     def submit(self, kind: str, target: Target, user: str, work: Work,
                done: Callable[[Job], None] | None = None) -> dict[str, object]:
@@ -113,6 +126,7 @@ class Jobs:
             self._jobs[job.id] = job
             self._trim()
             snapshot = job.as_json()
+        self._event("operation.started", job)
         self._pool.submit(self._run, job, work, done)
         return snapshot
 
@@ -128,6 +142,7 @@ class Jobs:
                 if len(job.steps) > MAX_STEPS:
                     del job.steps[0]
                     job.dropped += 1
+            self._event("operation.progress", job, done=done, total=total)
         return report
 
     def _run(self, job: Job, work: Work, done: Callable[[Job], None] | None) -> None:
@@ -144,6 +159,7 @@ class Jobs:
                 "error": "internal-error", "message": f"{type(exc).__name__}: {exc}"})
         else:
             self._finish(job, "succeeded", 200, result=result)
+        self._event("operation.ended" if job.state == "succeeded" else "operation.failed", job)
         if done is not None:
             try:
                 done(job)

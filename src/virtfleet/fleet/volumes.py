@@ -137,6 +137,35 @@ class VMDisks:
                 "all_shared_in_pod": self.all_shared_in_pod}
 
 
+@dataclass(frozen=True)
+class Layer:
+    """One image of a disk's backing chain: its path, format and pool (None: in no pool)."""
+
+    path: str
+    format: str | None
+    pool: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class DiskChain:
+    """A VM's disk and the images below it, nearest first (a linked clone's: its template's
+    image). `source` says where the chain was read: libvirt's <backingStore> of the running
+    domain, or the storage pools' volumes (each one's backing file, followed)."""
+
+    target: str | None
+    path: str
+    format: str | None
+    chain: tuple[Layer, ...]
+    source: str  # "domain" or "volumes"
+
+    def as_json(self) -> dict[str, object]:
+        return {"target": self.target, "path": self.path, "format": self.format,
+                "chain": [x.as_json() for x in self.chain], "source": self.source}
+
+
 # ------------------------------------------------------------------ the service
 
 
@@ -205,6 +234,35 @@ class VolumeService(FleetService):
             s = self._sharing(record, h, found.pool)
             places.append(DiskPlace(path, found.pool, s.shared, s.basis))
         return VMDisks(vm, record.name, tuple(places))
+
+    def chains(self, vm: str, host: str | None = None) -> list[DiskChain]:
+        """Each disk of VM `vm` with its backing chain: libvirt's own (a running domain's
+        <backingStore>), else each volume's backing file followed through the host's pools,
+        as far as MAX_CHAIN images and no further than a file no pool holds."""
+        from virtfleet.fleet.locate import locate_vm
+        from virtfleet.xml.domain import MAX_CHAIN
+
+        check_name("vm", vm)
+        record = locate_vm(vm, self.store, self.pool, host=host)
+        h = self.pool.get(record)
+        out = []
+        for d in Guest.lookup(h, vm).domain().devices.disks:
+            if d.source is None or d.device not in (None, "disk"):
+                continue
+            listed = d.backing_store
+            if listed:
+                layers = tuple(Layer(p, f, None) for p, f in listed)
+                out.append(DiskChain(d.target_dev, d.source, d.format, layers, "domain"))
+                continue
+            found: list[Layer] = []
+            vol = storage.volume_at(h, d.source) if d.type in (None, "file") else None
+            while vol is not None and vol.backing_path and len(found) < MAX_CHAIN:
+                below = storage.volume_at(h, vol.backing_path)
+                found.append(Layer(vol.backing_path, below.format if below else None,
+                                   below.pool if below else None))
+                vol = below
+            out.append(DiskChain(d.target_dev, d.source, d.format, tuple(found), "volumes"))
+        return out
 
     # -- changing --------------------------------------------------------------------------
 

@@ -167,6 +167,9 @@ class Clock(_DomainPart):
     hypervclock_present = Attr("timer[@name='hypervclock']", "present", yes_no, fmt_yes_no)
 
 
+MAX_CHAIN = 32  # backing images read below one disk (a chain deeper than this is cut)
+
+
 class Disk(_DomainPart):
     TAG = "disk"
     type = Attr("", "type", str)  # file, block, volume, network
@@ -188,6 +191,22 @@ class Disk(_DomainPart):
     def source(self) -> str | None:
         """The path or volume the disk reads, whatever its type."""
         return self.source_file or self.source_dev or self.source_volume
+
+    @property
+    def backing_store(self) -> list[tuple[str, str | None]]:
+        """The images below the disk's own, nearest first, as libvirt reports them in a
+        running domain's <backingStore> chain: (path or device, format). Empty when libvirt
+        gave none (a shut-off domain's XML has no chain)."""
+        out: list[tuple[str, str | None]] = []
+        node = self.find("backingStore")
+        while node is not None and len(out) < MAX_CHAIN:
+            source, fmt = node.find("source"), node.find("format")
+            where = source.get("file") or source.get("dev") if source is not None else None
+            if not where:
+                break  # the chain's empty terminator
+            out.append((where, fmt.get("type") if fmt is not None else None))
+            node = node.find("backingStore")
+        return out
 
 
 class Interface(_DomainPart, VlanTagged):

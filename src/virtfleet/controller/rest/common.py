@@ -158,6 +158,16 @@ def submit(request: Request, caller: Principal, kind: str, target: Target,
            work: Work, params: dict[str, Any]) -> Response:
     """Start a long action as an operation: 202 with it (its id, its progress so far). The
     audit log has the request now, and the operation's outcome when it ends."""
+    op = start_operation(request, caller, kind, target, work, params)
+    request.state.audit_detail = f"operation {op['id']} accepted"
+    return answer(op, 202)
+
+
+def start_operation(request: Request, caller: Principal, kind: str, target: Target,
+                    work: Work, params: dict[str, Any], via: str = "api") -> dict[str, object]:
+    """Queue `work` as an operation (controller/jobs.py); the operation as it stands now. Its
+    outcome goes on the audit log when it ends, marked `via` (the API's, or the console's
+    `ui`): the API and the web console start their operations here alike."""
     from virtfleet.controller.audited import outcome
     from virtfleet.fleet.audit import AuditService, Write
 
@@ -167,14 +177,12 @@ def submit(request: Request, caller: Principal, kind: str, target: Target,
     def done(job: Job) -> None:
         error = f": {job.error.get('message')}" if job.error else ""
         AuditService(store).record(
-            Write(caller.name, "api", kind, target.label,
+            Write(caller.name, via, kind, target.label,
                   {**params, "_credential": caller.via, "operation": job.id}),
             result=outcome(job.status), status=job.status,
             detail=f"operation {job.id} {job.state}{error}")
 
-    op = api.jobs.submit(kind, target, caller.name, work, done)
-    request.state.audit_detail = f"operation {op['id']} accepted"
-    return answer(op, 202)
+    return api.jobs.submit(kind, target, caller.name, work, done)
 
 
 def answers_json(answers: Answers[Any]) -> dict[str, object]:

@@ -39,12 +39,17 @@ def list_operations(request: Request,
                     caller: Annotated[Principal, require("operation.read")]) -> Response:
     """The API's operations (queued, running, and the last ones finished) and the journal's
     (running, failed, interrupted) that the caller may see."""
+    return answer(visible_operations(request, caller))
+
+
+def visible_operations(request: Request, caller: Principal) -> dict[str, list[dict[str, object]]]:
+    """The operations `caller` may see, as GET /operations answers them (the web console's
+    Operations page shows the same): `operations`, the API's (oldest first), and `journal`."""
     reach = caller.reach("operation.read")
     api = vf(request)
-    return answer({
-        "operations": api.jobs.listing(reach.covers),
-        "journal": [o.as_json() for o in _journal(request)
-                    if reach.covers(_journal_target(request, o))]})
+    return {"operations": api.jobs.listing(reach.covers),
+            "journal": [o.as_json() for o in _journal(request)
+                        if reach.covers(_journal_target(request, o))]}
 
 
 @router.get("/operations/{op_id}", name="operation.get")

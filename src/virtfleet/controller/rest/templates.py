@@ -19,6 +19,7 @@ from virtfleet.controller.rest.common import (
     Name,
     answer,
     common_target,
+    start_operation,
     submit,
     vf,
     vm_holders,
@@ -142,14 +143,20 @@ def clone(request: Request, name: str, body: CloneBody,
           caller: Annotated[Principal, require("vm.create")],
           host: TemplateHost = None) -> Response:
     """Clone VMs from the template (an operation, one progress step per VM made)."""
+    op = start_clone(request, caller, name, body, host)
+    request.state.audit_detail = f"operation {op['id']} accepted"
+    return answer(op, 202)
+
+
+def start_clone(request: Request, caller: Principal, name: str, body: CloneBody,
+                host: str | None, via: str = "api") -> dict[str, object]:
+    """The clone operation of POST /templates/{name}/clone, for a caller holding vm.create
+    somewhere: vm.create where the clones go is checked here (the API's handler and the web
+    console's both call it), the request checked, the operation queued."""
     from virtfleet.fleet.templates import CloneRequest, TemplateService
 
     tpl = _find(request, name, host)
-    pod = body.pod if body.pod is not None or body.site is not None else tpl.record.pod
-    site = body.site or next((h.site for h in vf(request).view.snapshot().hosts.values()
-                              if h.pod == pod), None)
-    where = Target("vm", body.name, site, pod, None,
-                   frozenset(tpl.record.groups) if pod == tpl.record.pod else frozenset())
+    where = clone_target(request, tpl, body)
     authorize(request, caller, "vm.create", where)
     req = CloneRequest(template=name, name=body.name, count=body.count, linked=body.linked,
                        pod=body.pod, site=body.site, template_host=tpl.record.name,
@@ -163,5 +170,15 @@ def clone(request: Request, name: str, body: CloneBody,
             return templates.clone(req, progress=lambda s: report(
                 f"{s.what}: {s.done} of {s.total}", s.done, s.total))
 
-    return submit(request, caller, "vm.clone", where, work,
-                  {"template": name, "body": body.model_dump(mode="json")})
+    return start_operation(request, caller, "vm.clone", where, work,
+                           {"template": name, "body": body.model_dump(mode="json")}, via)
+
+
+def clone_target(request: Request, tpl: Template, body: CloneBody) -> Target:
+    """Where clones of `tpl` go (vm.create is needed there): `pod` or `site`, else the
+    template's pod, on hypervisors of its groups when that is its own pod."""
+    pod = body.pod if body.pod is not None or body.site is not None else tpl.record.pod
+    site = body.site or next((h.site for h in vf(request).view.snapshot().hosts.values()
+                              if h.pod == pod), None)
+    return Target("vm", body.name, site, pod, None,
+                  frozenset(tpl.record.groups) if pod == tpl.record.pod else frozenset())

@@ -29,9 +29,11 @@ from virtfleet.controller.rest.common import (
     host_record,
     moves,
     page,
+    start_operation,
     submit,
     vf,
     vm,
+    vm_holders,
 )
 from virtfleet.controller.view import VMFilter
 from virtfleet.fleet.roles import Principal, Target
@@ -340,7 +342,16 @@ def migrate_vm(request: Request, name: str, body: MigrateBody,
                caller: Annotated[Principal, require("vm.migrate", vm)]) -> Response:
     """Move the VM (an operation): live if it runs, to `to` or where the scheduler puts it in
     `pod` (default its own). The caller needs vm.migrate where it goes too."""
-    from virtfleet.controller.rest.common import vm_holders
+    op = start_migration(request, caller, name, body)
+    request.state.audit_detail = f"operation {op['id']} accepted"
+    return answer(op, 202)
+
+
+def start_migration(request: Request, caller: Principal, name: str, body: MigrateBody,
+                    via: str = "api") -> dict[str, object]:
+    """The migration operation of POST /vms/{name}/migrate, for a caller already allowed
+    vm.migrate on the VM (the API's `require`, the console's own check): vm.migrate where
+    it goes is checked here, the request checked, the operation queued."""
     from virtfleet.fleet.migration import MigrateRequest, MigrationService
 
     source = vm_holders(request, name, None)[0]
@@ -357,8 +368,8 @@ def migrate_vm(request: Request, name: str, body: MigrateBody,
                               policy=api.policy) as service:
             return service.migrate(req, progress=moves(report))
 
-    return submit(request, caller, "vm.migrate", Target.of_vm(name, source), work,
-                  {"body": body.model_dump(mode="json")})
+    return start_operation(request, caller, "vm.migrate", Target.of_vm(name, source), work,
+                           {"body": body.model_dump(mode="json")}, via)
 
 
 # ------------------------------------------------------------------ snapshots
@@ -380,12 +391,19 @@ def create_snapshot(request: Request, name: str, body: SnapshotBody,
                     caller: Annotated[Principal, require("vm.snapshot", vm)],
                     host: HostQuery = None) -> Response:
     """An internal snapshot in the VM's qcow2 images (raw disks are refused)."""
+    return answer(take_snapshot(request, name, body, host), 201)
+
+
+def take_snapshot(request: Request, name: str, body: SnapshotBody,
+                  host: str | None) -> dict[str, str]:
+    """What POST /vms/{name}/snapshots does once the caller may (vm.snapshot on the VM):
+    the API's handler and the web console's both call it."""
     from virtfleet.fleet.snapshots import SnapshotRequest, SnapshotService
 
     api = vf(request)
     with SnapshotService(api.controller.store, api.controller.pool) as snaps:
         made = snaps.create(SnapshotRequest(name, body.name, body.description, host))
-    return answer({"vm": name, "name": made}, 201)
+    return {"vm": name, "name": made}
 
 
 @router.get("/vms/{name}/snapshots/{snapshot}", name="snapshot.info")

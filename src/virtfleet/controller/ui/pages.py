@@ -13,7 +13,7 @@ is part of the public API's document (include_in_schema=False).
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -45,11 +45,16 @@ from virtfleet.controller.ui.session_auth import (
 )
 from virtfleet.controller.ui.sessions import Sessions, same_token
 from virtfleet.controller.ui.tickets import Tickets
+from virtfleet.controller.ui.vmacts import vm_actions_router
 from virtfleet.controller.ui.vmtable import COLUMNS, SIZES, TableQuery, choices, table
 from virtfleet.controller.view import VMFilter
 from virtfleet.errors import Forbidden, InvalidInput, NotFound, Unauthorized, VirtfleetError
 from virtfleet.fleet.roles import Principal, Target
 from virtfleet.fleet.scope import Scope
+
+if TYPE_CHECKING:
+    from virtfleet.controller.app import ApiState
+    from virtfleet.fleet.volumes import DiskChain
 
 VERBS = ("start", "shutdown", "reboot", "destroy")
 REASONS = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not found",
@@ -78,6 +83,48 @@ def _frame(caller: Caller, nav: str, bus: EventBus | None = None) -> dict[str, A
         stream = f"/ui/events?since={bus.epoch}-{seq}" if seq else "/ui/events"
     return {"me": p.name, "roles": _roles(p), "csrf": caller.session.csrf, "nav": nav,
             "can_audit": p.can("audit.read", Target.estate()), "stream": stream}
+
+
+def _chains(api: "ApiState", name: str, host: str) -> tuple[dict[str, "DiskChain"], str]:
+    """Each disk's backing chain by its source (fleet/volumes.py), and what went wrong
+    reading them: a page still shows the VM if a pool cannot be read."""
+    from virtfleet.fleet.volumes import VolumeService
+
+    try:
+        with VolumeService(api.controller.store, api.controller.pool) as volumes:
+            return {c.path: c for c in volumes.chains(name, host)}, ""
+    except VirtfleetError as exc:
+        return {}, exc.message
+
+
+def operation_row(op: dict[str, Any]) -> dict[str, Any]:
+    """One operation of controller/jobs.py as the Operations page shows it: its last step,
+    how far it is (percent, when the step says of how many), and its outcome."""
+    steps = op.get("progress") or []
+    last = steps[-1] if steps else {}
+    done, total = last.get("done"), last.get("total")
+    percent = (min(100, int(100 * done / total)) if isinstance(done, int)
+               and isinstance(total, int) and total > 0 else None)
+    if op.get("state") == "succeeded":
+        percent = 100
+    error = op.get("error") or {}
+    outcome = error.get("message", "") if error else _result_text(op.get("result"))
+    started = str(op.get("started_at") or op.get("created_at") or "")
+    return {"id": op["id"], "kind": op["kind"], "target": op["target"], "user": op["user"],
+            "state": op["state"], "started": started[:19].replace("T", " "),
+            "step": last.get("what", ""), "percent": percent, "outcome": outcome}
+
+
+def _result_text(result: object) -> str:
+    """A finished operation's result in a few words: each VM made or moved, and how."""
+    items = result if isinstance(result, list) else [result] if result else []
+    words = []
+    for item in items[:5]:
+        if isinstance(item, dict):
+            words.append(" ".join(str(item[k]) for k in ("name", "vm", "host", "result")
+                                  if item.get(k) is not None))
+    more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+    return "; ".join(words) + more
 
 
 def _next(value: str) -> str:
@@ -223,6 +270,7 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
     def vm_page(request: Request, caller: Caller) -> Response:
         from virtfleet.fleet.snapshots import SnapshotService
         from virtfleet.fleet.vms import VMService
+        from virtfleet.provision.templates import is_template
         from virtfleet.xml.domain import Domain
 
         name = request.path_params["name"]
@@ -238,21 +286,53 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
             dom = Domain.parse(vms.dumpxml(name, info.host), "domain")
         with SnapshotService(api.controller.store, api.controller.pool) as snaps:
             snapshots = snaps.snapshots(name, info.host)
+        chains, chain_error = _chains(api, name, info.host)
         facts = info.as_json()
         devices = dom.devices
         backlog, _sub = controller.events.subscribe(visible=events_visible(p), follow=False)
         events = [{"at": e.at.strftime("%Y-%m-%d %H:%M:%S"), "kind": e.kind,
                    "what": ", ".join(f"{k} {v}" for k, v in e.data.items() if v is not None)}
                   for e in backlog if e.vm == name and e.host == info.host][-20:][::-1]
-        rec = api.view.snapshot().hosts.get(info.host)
-        can_act = rec is not None and p.can("vm.lifecycle", Target.of_vm(name, rec))
+        snap = api.view.snapshot()
+        rec = snap.hosts.get(info.host)
+        here = Target.of_vm(name, rec) if rec is not None else None
+        template = is_template(dom)
+        # each form shown only where the API would allow it; the server checks again
+        can = {verb: here is not None and p.can(perm, here) and not template
+               for verb, perm in (("act", "vm.lifecycle"), ("snapshot", "vm.snapshot"),
+                                  ("migrate", "vm.migrate"))}
+        reach = p.reach("vm.migrate")
+        targets = sorted(h.name for h in snap.hosts.values() if rec is not None
+                         and h.pod == rec.pod and h.name != rec.name and reach.covers_host(h))
+        can_clone = template and rec is not None and p.can("vm.create", Target(
+            "vm", name, rec.site, rec.pod, None, frozenset(rec.groups)))
         return page("vm.html", **_frame(caller, "vms", controller.events), info=facts,
                     facts=[(k, v) for k, v in facts.items() if k not in ("name", "state")],
                     disks=list(devices.disks) if devices is not None else [],
+                    chains=chains, chain_error=chain_error,
                     nics=list(devices.interfaces) if devices is not None else [],
                     snapshots=[{"name": s.name, "state": s.state, "created": s.created}
                                for s in snapshots],
-                    events=events, can_act=can_act)
+                    events=events, can_act=can["act"], can_snapshot=can["snapshot"],
+                    can_migrate=can["migrate"], can_clone=can_clone, targets=targets,
+                    pod=rec.pod if rec is not None else "its pod")
+
+    def operations_page(request: Request, caller: Caller) -> Response:
+        """What GET /api/v1/operations answers the user, newest first, with progress; htmx
+        (live.js, on an operation event) asks for the tables alone."""
+        from virtfleet.controller.rest.operations import visible_operations
+
+        p = caller.principal
+        if not p.holds("operation.read"):
+            raise Forbidden(f"{p.name} lacks operation.read on any scope",
+                            permission="operation.read", target="any")
+        seen = visible_operations(request, p)
+        context = {**_frame(caller, "operations", controller.events),
+                   "operations": [operation_row(o) for o in reversed(seen["operations"])],
+                   "journal": seen["journal"]}
+        if request.headers.get("hx-request") == "true":
+            return page("ops.html", **context)
+        return page("operations.html", **context)
 
     def installs_page(request: Request, caller: Caller) -> Response:
         p = caller.principal
@@ -305,8 +385,12 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
     r.get("/ui/vms/{name}")(reader(vm_page))
     r.get("/ui/installs")(reader(installs_page))
     r.get("/ui/audit")(reader(audit_page))
+    r.get("/ui/operations")(reader(operations_page))
 
     # ------------------------------------------------------------------ actions
+
+    # snapshot, migrate, clone: before /ui/vms/{name}/{verb}, which would take their paths
+    r.include_router(vm_actions_router(sessions))
 
     @r.post("/ui/vms/{name}/{verb}")
     def act(request: Request, name: str, verb: str, caller: Who) -> Response:

@@ -9,8 +9,10 @@
   if (!url || !window.EventSource) { return; }
   var badge = document.getElementById("live");
   // url may already carry ?since=ID (the last event the page was rendered after)
+  // the Operations page follows operations too
+  var ops = document.getElementById("ops");
   var source = new EventSource(url + (url.indexOf("?") < 0 ? "?" : "&") +
-                               "kind=vm.state&kind=host");
+                               "kind=vm.state&kind=host" + (ops ? "&kind=operation" : ""));
   // Closed as the page goes: a stream left open by a page the browser keeps (back/forward
   // cache) holds one of the six connections a browser allows per host, and the seventh
   // page then waits for one to free.
@@ -45,6 +47,31 @@
         cells[i].className = "h h-" + state;
       }
     }
+  }
+  // An operation event: the page's operations tables fetched again (htmx asks for them
+  // alone), at most one fetch in flight; the fresh tables keep the id of the last event they
+  // answer (data-event), so a change that came by event can be told from a reload.
+  var waiting = null, fetching = false;
+  function refresh() {
+    if (fetching || waiting === null || !window.htmx) { return; }
+    var mark = waiting;
+    waiting = null;
+    fetching = true;
+    window.htmx.ajax("GET", "/ui/operations", {target: "#ops", swap: "outerHTML"})
+      .then(function () {
+        var fresh = document.getElementById("ops");
+        if (fresh) { fresh.setAttribute("data-event", mark); }
+      }, function () {})
+      .then(function () { fetching = false; refresh(); });
+  }
+  if (ops) {
+    ["operation.started", "operation.progress", "operation.ended", "operation.failed"]
+      .forEach(function (kind) {
+        source.addEventListener(kind, function (msg) {
+          waiting = msg.lastEventId || JSON.parse(msg.data).id || "";
+          refresh();
+        });
+      });
   }
   source.addEventListener("host.down", function (msg) { hostCell(JSON.parse(msg.data), "unreachable"); });
   source.addEventListener("host.up", function (msg) { hostCell(JSON.parse(msg.data), "ok"); });
