@@ -296,3 +296,26 @@ def test_clone_checks_the_certain_things_before_capacity(env: Env) -> None:
     assert r.code == 4 and r.err == "virtfleet: error: a VM named 'plain' already exists on " \
         "hv1\n", r.err
     assert env.store.placement_claims() == [] and env.store.operations() == []
+
+
+def test_clones_keep_the_templates_group_on_dedicated_hosts(tmp_path: Path) -> None:
+    # hv1 is dedicated to the template's group (its app, 'web'), hv2 to another: clones go to
+    # hv1 only. Placed with no group, GroupIsolationFilter refused both hosts.
+    p = tmp_path / "fleet.yaml"
+    p.write_text(yaml.safe_dump({"sites": [{"name": "oregon", "pods": [
+        {"name": "or-pod1", "hypervisors": [
+            {"name": "hv1", "uri": node_uri(tmp_path, "with-template.xml", "hv1.xml"),
+             "groups": ["web"]},
+            {"name": "hv2", "uri": node_uri(tmp_path, "empty.xml", "hv2.xml"),
+             "groups": ["db"]}]}]}]}))
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.apply(load_fleet(p))
+    pool = ConnectionPool()
+    try:
+        made = clone(store, pool, CloneRequest(template="tpl", name="web", count=3,
+                                               linked=False))
+        assert [(c.name, c.host, c.ok) for c in made] == [
+            ("web-1", "hv1", True), ("web-2", "hv1", True), ("web-3", "hv1", True)]
+    finally:
+        pool.close()
+        store.close()

@@ -36,6 +36,7 @@ from virtfleet.placement.policy import Policy
 from virtfleet.provision import migrate as moving
 from virtfleet.provision.locks import vm_lock
 from virtfleet.provision.migrate import MoveProgress as MoveProgress  # what Progress hears
+from virtfleet.provision.schedule import group_of
 from virtfleet.validate import check_name
 from virtfleet.virt import migration
 from virtfleet.virt.fanout import ConnectionPool, fan_out
@@ -363,7 +364,7 @@ class MigrationService(FleetService):
                      else f.problem.message) for h, f in sorted(cand.fits.items())
                     if f.problem is not None)
         return targets.Leaving(n.name, VMShape(vcpus=n.vcpus, memory_mib=n.memory_mib),
-                               targets.group_of(self.store, n.app, n.source), ok, why)
+                               group_of(self.store, n.app, n.source), ok, why)
 
     def _ttl(self, needs: Sequence[movable.VMNeeds], parallel: int) -> timedelta:
         """Claims outlive the whole batch: every move's deadline, `parallel` at a time."""

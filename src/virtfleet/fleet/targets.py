@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from virtfleet.errors import Conflict, InvalidInput, NotFound, VirtfleetError
+from virtfleet.errors import Conflict, InvalidInput, VirtfleetError
 from virtfleet.inventory.records import HostRecord
 from virtfleet.inventory.store import Store
 from virtfleet.placement.models import HostState, PlacementRequest, VMShape
@@ -43,19 +43,6 @@ class Chosen:
     vm: str
     target: HostRecord | None
     error: VirtfleetError | None = None
-
-
-def group_of(store: Store, app: str | None, source: HostRecord) -> str | None:
-    """The group placement isolates the VM to: its application group if the inventory has
-    such a host group, else its host's first group (a VM made on a dedicated host outside
-    virtfleet stays among that group's hosts), else none."""
-    if app is not None:
-        try:
-            store.hypervisors(group=app)
-            return app
-        except NotFound:
-            pass
-    return source.groups[0] if source.groups else None
 
 
 def _nowhere(vm: Leaving, where: str) -> Conflict:

@@ -41,6 +41,7 @@ from virtfleet.placement.models import VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.provision.locks import vm_lock
 from virtfleet.provision.migrate import Step as MoveStep
+from virtfleet.provision.schedule import group_of
 from virtfleet.virt import ha as vha
 from virtfleet.virt.fanout import ConnectionPool, fan_out
 from virtfleet.virt.host import Host
@@ -364,7 +365,7 @@ class Restarter:
         why = tuple((h, _why(f.problem)) for h, f in sorted(fits.items())
                     if f.problem is not None)
         leaving = targets.Leaving(vm.name, shape,
-                                  targets.group_of(self.store, vm.app, view.failed), ok, why)
+                                  group_of(self.store, vm.app, view.failed), ok, why)
         [chosen] = targets.choose(self.store, pool, [leaving], site=None,
                                   pod=view.failed.pod, policy=self.policy, ttl=CLAIM_TTL)
         return chosen

@@ -36,6 +36,7 @@ from virtfleet.provision.journal import Operation, begin, journaled
 from virtfleet.provision.locks import vm_lock
 from virtfleet.provision.preflight import Needs, NewVolume
 from virtfleet.provision.reading import Reading
+from virtfleet.provision.schedule import group_of
 from virtfleet.provision.templates import Template, file_disks, find_template
 from virtfleet.validate import check_name
 from virtfleet.virt import storage
@@ -173,8 +174,12 @@ def clone(store: Store, pool: ConnectionPool, req: CloneRequest,
         progress(out[-1])
     if todo:
         shape = VMShape(vcpus=vcpus, memory_mib=max(1, memory_kib // 1024))
+        # The template's group, as a migration or an HA restart would keep it: a host
+        # dedicated to a group (GroupIsolationFilter) takes no clone that has none.
+        facts = tpl.domain.facts
+        group = group_of(store, facts.app if facts is not None else None, tpl.record)
         request = PlacementRequest(name=req.name, names=tuple(todo), count=len(todo),
-                                   site=req.site, pod=pod, shape=shape)
+                                   site=req.site, pod=pod, shape=shape, group=group)
         _make(store, pool, tpl, req, request, fitting, reading, out, progress, policy)
     order = {n: i for i, n in enumerate(names)}
     return sorted(out, key=lambda c: order[c.name])

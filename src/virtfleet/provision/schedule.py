@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from virtfleet.errors import NotFound
 from virtfleet.fleet.queries import NodeInfo, ask_fleet, domains_of, failures, node_info_of
 from virtfleet.inventory.claims import DEFAULT_CLAIM_TTL, ClaimRequest
 from virtfleet.inventory.records import DomainRecord, HostFailure, HostRecord
@@ -26,6 +27,19 @@ from virtfleet.virt.host import Host
 
 def _facts(host: Host) -> tuple[NodeInfo, list[DomainRecord]]:
     return node_info_of(host), domains_of(host)
+
+
+def group_of(store: Store, app: str | None, source: HostRecord) -> str | None:
+    """The group placement isolates the VM to: its application group if the inventory has
+    such a host group, else its host's first group (a VM made on a dedicated host outside
+    virtfleet stays among that group's hosts), else none."""
+    if app is not None:
+        try:
+            store.hypervisors(group=app)
+            return app
+        except NotFound:
+            pass
+    return source.groups[0] if source.groups else None
 
 
 @dataclass(frozen=True)
