@@ -108,7 +108,9 @@ def lab_ui(lab: LabFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     tokens = {u: _token(db, u) for u in ("root", "viewer", "webop")}
     port = refused_port()
     try:
-        with running_controller(db, "--listen", f"127.0.0.1:{port}"):
+        # The lab's hosts have 2 threads each and already run guests: the clone form's
+        # clones need the overcommit an operator of such a pod would set.
+        with running_controller(db, "--listen", f"127.0.0.1:{port}", "--cpu-ratio", "8"):
             yield LabUI(db, port, tokens, guests[web_host.name], web_host.name)
     finally:
         subprocess.run(["virsh", "-c", web_host.uri, "undefine", SCRIPT_VM],

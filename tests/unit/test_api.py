@@ -382,3 +382,24 @@ def test_events_and_metrics_take_the_apis_tokens_and_scopes(served: Served) -> N
     assert everything.status == 200 and '"vm": "db01"' in everything.body
     mine = webop.get("/api/v1/events?follow=false")
     assert mine.status == 200 and '"vm": "db01"' not in mine.body
+
+
+def test_the_api_places_with_the_controllers_policy(tmp_path: Path) -> None:
+    # serve --cpu-ratio reaches the API's scheduler, not only the controller's own moves.
+    fleet = {"sites": [{"name": "oregon", "pods": [{"name": "or-pod1", "hypervisors": [
+        {"name": "hv-web", "uri": _node(tmp_path, "web", 1)}]}]}]}
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    db = tmp_path / "store.db"
+    assert run(db, "apply", "-f", str(tmp_path / "fleet.yaml")).code == 0
+    assert run(db, "user", "add", "root").code == 0
+    assert run(db, "grant", "add", "root", "admin", "--scope", "all").code == 0
+    token = _token(db, "root")
+    fits = {}
+    for ratio in ("1", "4"):
+        port = refused_port()
+        with running_controller(db, "--listen", f"127.0.0.1:{port}", "--cpu-ratio", ratio):
+            got = Api("127.0.0.1", port).as_(token).get(
+                "/api/v1/plan/headroom?vcpus=1&memory=1M")
+            assert got.status == 200, got.body
+            fits[ratio] = got.body["fits"]
+    assert 0 < fits["1"] < fits["4"], fits

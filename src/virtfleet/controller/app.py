@@ -75,7 +75,9 @@ def build_app(controller: Controller, *, routers: Sequence[APIRouter] | None = N
     """The application. `routers`: other modules' (default: controller/routers.py's list).
     `local_token`: the controller's own token is accepted (the Unix socket); without it only
     user tokens work and the CLI's /v1 is not served. `shared`: another app of this controller
-    whose operations and view this one serves too (the TLS listener beside the socket)."""
+    whose operations and view this one serves too (the TLS listener beside the socket).
+    `policy`: default the controller's own (serve --cpu-ratio, --policy), so the API places
+    VMs as the controller's HA restarts and migrations do."""
     app = FastAPI(title=TITLE, version=VERSION, docs_url=None, redoc_url=None,
                   openapi_url=None)
     theirs = shared.state.vf if shared is not None else None
@@ -85,7 +87,7 @@ def build_app(controller: Controller, *, routers: Sequence[APIRouter] | None = N
         authenticator=AccessService(controller.store).authenticator(*more),
         jobs=theirs.jobs if theirs is not None else Jobs(publish=_publisher(controller)),
         view=theirs.view if theirs is not None else FleetView(controller.state),
-        policy=policy or (theirs.policy if theirs is not None else Policy()))
+        policy=policy or (theirs.policy if theirs is not None else controller.policy or Policy()))
     errors.install(app)
     app.add_middleware(Gate, max_body=max_body)
     if local_token:
