@@ -124,6 +124,9 @@ def test_a_failed_fence_restarts_nothing_and_is_retried_after_the_retry_period()
     assert decide(failed.host, LOST, RULES, at(20)).action is Action.NONE
     again = decide(failed.host, LOST, RULES, at(41))
     assert (again.host.state, again.action) == (State.SUSPECT, Action.ASK_POWER)
+    # while the retry runs, what failed stays in view (ha status shows it)
+    assert "trying its BMC again" in again.host.detail
+    assert "the BMC did not answer" in again.host.detail
 
 
 def test_a_bmc_that_does_not_answer_a_status_call_means_unknown_never_off() -> None:

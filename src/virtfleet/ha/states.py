@@ -149,8 +149,10 @@ def decide(h: HostHA, seen: Seen, settings: Settings, now: datetime) -> Step:
     if h.state == State.FENCE_FAILED:
         if _age(h.tried_at, now) < settings.retry_seconds:
             return Step(h, Action.NONE, journal)
-        h = replace(h.to(State.SUSPECT, now, "trying its BMC again"), power=None,
-                    power_at=None)
+        # What failed stays in view while the retry runs: an operator (and `ha status`)
+        # must not read a BMC that never answers as a fresh suspicion.
+        h = replace(h.to(State.SUSPECT, now, f"trying its BMC again; the last try: {h.detail}"),
+                    power=None, power_at=None)
     # suspect: the BMC is the second path
     if h.power is None or (h.power is Power.ON and _age(h.power_at, now) >= settings.power_every):
         return Step(h, Action.ASK_POWER, journal)
