@@ -217,10 +217,10 @@ def main() -> None:
 
     rows = [f"| chapter loop (bash + virsh -c qemu+ssh://... list --all, one host after "
             f"another) | {base_s:.2f} | one run | 1.0 | {base_cpu:.1f} | {base_vms} |"]
-    for limit, runs in cold.items():
-        med = statistics.median(runs)
+    for limit, times in cold.items():
+        med = statistics.median(times)
         rows.append(f"| virtfleet list --json, cold, VIRTFLEET_SSH_CONCURRENCY={limit} | "
-                    f"{med:.2f} | {min(runs):.2f}-{max(runs):.2f} | {base_s / med:.1f} | "
+                    f"{med:.2f} | {min(times):.2f}-{max(times):.2f} | {base_s / med:.1f} | "
                     f"{statistics.median(cold_cpu[limit]):.1f} | {cold_vms} |")
     wmed = statistics.median(warm)
     rows.append(f"| virtfleet list --json, warm (controller holds {ssh_held} ssh "
