@@ -24,11 +24,10 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+from record import record, stamp  # bench/record.py: the script's own directory is on sys.path
 from virtfleet.config import Timeouts
 from virtfleet.errors import HostUnavailable, OperationTimeout
 from virtfleet.ha.fence import FenceDevice, Power, power_off, power_on, power_status
@@ -166,7 +165,7 @@ def main() -> None:
         table += (f"| raw `ipmitool -E chassis power status` | | | {med(f['ipmitool'])} | "
                   f"{spread(f['ipmitool'])} | no agent |\n")
         record("fence", (
-            f"`bench/fence.py`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {platform.node()} "
+            f"`bench/fence.py`, {stamp()}, on {platform.node()} "
             f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end), "
             f"{rounds} rounds; one lab hypervisor running one tiny "
             "TCG guest, its simulated BMC (OpenIPMI `ipmi_sim` on loopback, cipher suite 3, "
