@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 # bench/common.py and bench/record.py: the script's own directory is on sys.path
-from common import VF, free_port, lab_down, simulate, stop_controller, timed
+from common import VF, bench_token, free_port, lab_down, simulate, stop_controller, timed
 from record import report, stamp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,9 +109,7 @@ def main() -> None:
     controller: subprocess.Popen[bytes] | None = None
     try:
         timed([VF, "apply", "-f", str(fleet_file)], env)
-        timed([VF, "user", "add", "bench"], env)
-        timed([VF, "grant", "add", "bench", "viewer", "--scope", "all"], env)
-        token = timed([VF, "token", "create", "bench", "--expires", "1d"], env)[1].strip()
+        token = bench_token(env, "viewer")
 
         print("cold: virtfleet list --json, no controller ...", flush=True)
         cold = [timed([VF, "list", "--json"], env)[0] for _ in range(args.cold_runs)]

@@ -1,6 +1,7 @@
 """What several benches do alike: run virtfleet's CLI and time it, find a free loopback port,
-read a process's peak memory, simulate the reference fleet, wait for a controller's first
-reading, and stop the controller and the lab at the end."""
+read a process's peak memory, simulate the reference fleet (and read back its hypervisors and
+VMs), make the API user a bench calls as, wait for a controller's first reading, and stop the
+controller and the lab at the end."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VF = str(ROOT / ".venv" / "bin" / "virtfleet")
@@ -48,6 +50,25 @@ def simulate(lab: str, work: Path, quick: bool, env: dict[str, str] | None = Non
     _s, out = timed([VF, "lab", "simulate", "--name", lab, "--out", str(work / "sim"), *sim],
                     env)
     return Path(out.strip().splitlines()[-1])
+
+
+def hypervisor_uris(fleet: dict[str, Any]) -> list[str]:
+    """Every hypervisor's URI in a fleet file, in its order."""
+    return [hv["uri"] for s in fleet["sites"] for p in s["pods"] for hv in p["hypervisors"]]
+
+
+def simulated_vms(uris: list[str]) -> int:
+    """How many VMs the simulated hypervisors hold: the domains in every node file
+    (test+tcp://ADDR/abs/node.xml)."""
+    return sum(Path("/" + u.split("//", 1)[1].split("/", 1)[1]).read_text().count("<domain ")
+               for u in uris)
+
+
+def bench_token(env: dict[str, str], role: str) -> str:
+    """A user "bench" granted `role` over all the fleet, and a day's API token of it."""
+    timed([VF, "user", "add", "bench"], env)
+    timed([VF, "grant", "add", "bench", role, "--scope", "all"], env)
+    return timed([VF, "token", "create", "bench", "--expires", "1d"], env)[1].strip()
 
 
 def wait_for_controller(env: dict[str, str], first: str, ctl: subprocess.Popen[bytes],

@@ -33,9 +33,11 @@ import yaml
 # bench/common.py and bench/record.py: the script's own directory is on sys.path
 from common import (
     VF,
+    hypervisor_uris,
     lab_down,
     proc_peak_mib,
     simulate,
+    simulated_vms,
     stop_controller,
     timed,
     wait_for_controller,
@@ -104,13 +106,10 @@ def main() -> None:
     try:
         timed([VF, "apply", "-f", str(fleet_file)], env)
         fleet = yaml.safe_load(fleet_file.read_text())
-        uris = [hv["uri"] for s in fleet["sites"] for p in s["pods"] for hv in p["hypervisors"]]
+        uris = hypervisor_uris(fleet)
         hv_txt = work / "hv.txt"
         hv_txt.write_text("\n".join(uris) + "\n")
-        # test+tcp://ADDR/abs/node.xml: count the domains in every node file
-        expected_vms = sum(
-            Path("/" + u.split("//", 1)[1].split("/", 1)[1]).read_text().count("<domain ")
-            for u in uris)
+        expected_vms = simulated_vms(uris)
 
         # Baseline: the chapter's loop, one virsh per hypervisor, one after another.
         loop = ('while read -r uri; do echo "$uri"; virsh -c "$uri" list --all; '

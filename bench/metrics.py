@@ -39,9 +39,11 @@ from prometheus_client.parser import text_string_to_metric_families
 # bench/common.py and bench/record.py: the script's own directory is on sys.path
 from common import (
     VF,
+    hypervisor_uris,
     lab_down,
     proc_peak_mib,
     simulate,
+    simulated_vms,
     stop_controller,
     timed,
 )
@@ -168,13 +170,10 @@ def main() -> None:
     try:
         timed([VF, "apply", "-f", str(fleet_file)], env)
         fleet = yaml.safe_load(fleet_file.read_text())
-        uris = [hv["uri"] for s in fleet["sites"] for p in s["pods"] for hv in p["hypervisors"]]
+        uris = hypervisor_uris(fleet)
         hv_txt = work / "hv.txt"
         hv_txt.write_text("\n".join(uris) + "\n")
-        # test+tcp://ADDR/abs/node.xml: count the domains in every node file
-        expected_vms = sum(
-            Path("/" + u.split("//", 1)[1].split("/", 1)[1]).read_text().count("<domain ")
-            for u in uris)
+        expected_vms = simulated_vms(uris)
 
         loop = 'while read -r uri; do virsh -c "$uri" domstats; done < "$1"'
         print(f"baseline: bash + virsh domstats over {len(uris)} hypervisors ...", flush=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 # bench/common.py and bench/record.py: the script's own directory is on sys.path
-from common import VF, free_port, lab_down, simulate, stop_controller, timed
+from common import VF, bench_token, free_port, lab_down, simulate, stop_controller, timed
 from record import report, stamp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,9 +108,7 @@ def main() -> None:
     controller: subprocess.Popen[bytes] | None = None
     try:
         timed([VF, "apply", "-f", str(fleet_file)], env)
-        timed([VF, "user", "add", "bench"], env)
-        timed([VF, "grant", "add", "bench", "operator", "--scope", "all"], env)
-        token = timed([VF, "token", "create", "bench", "--expires", "1d"], env)[1].strip()
+        token = bench_token(env, "operator")
         print("baseline: virtfleet list, cold (no controller) ...", flush=True)
         cold = timed([VF, "list", "--json"], env)[0]
 
