@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from .api_callers import add_callers
 from .apiclient import Api
 from .cli import run, running_controller
 from .nodes import FIXTURES, refused_port
-from .tools import require_tool
+from .selfsigned import self_signed
 
 
 def _node(tmp: Path, group: str, n: int) -> str:
@@ -326,13 +325,7 @@ def test_beyond_loopback_only_with_tls(tmp_path: Path) -> None:
 
 
 def test_tls_listener_serves_https_only(tmp_path: Path) -> None:
-    openssl = require_tool("openssl", "openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
-                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True,
-                   timeout=60)
+    cert, key = self_signed(tmp_path)
     key.chmod(0o644)
     db = tmp_path / "store.db"
     r = run(db, "serve", "--listen", "127.0.0.1:1", "--tls-cert", str(cert), "--tls-key",
