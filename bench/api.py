@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,37 +26,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+# bench/common.py and bench/record.py: the script's own directory is on sys.path
+from common import VF, bench_token, free_port, lab_down, simulate, stop_controller, timed
+from record import report, stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.unit.apiclient import Api  # noqa: E402 - after the repository is on the path
 
-VF = str(ROOT / ".venv" / "bin" / "virtfleet")
 LAB = "api-bench"
 CLIENTS = 20
-
-
-def run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env={**os.environ, **env})
-    secs = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])}... failed ({proc.returncode}): "
-                         f"{proc.stderr[-2000:]}")
-    return secs, proc.stdout
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 def whole_list(api: Api) -> int:
@@ -126,19 +105,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vf-bench-api-"))
     db = work / "bench.db"
     env = {"VIRTFLEET_DB": str(db), "VIRTFLEET_RUN_DIR": str(work / "run")}
-    sim = ["--hypervisors", "150"] if args.quick else []
-    print(f"simulating the fleet in {work} ...", flush=True)
-    _s, out = run([VF, "lab", "simulate", "--name", LAB, "--out", str(work / "sim"), *sim], env)
-    fleet_file = Path(out.strip().splitlines()[-1])
+    fleet_file = simulate(LAB, work, args.quick, env)
     controller: subprocess.Popen[bytes] | None = None
     try:
-        run([VF, "apply", "-f", str(fleet_file)], env)
-        run([VF, "user", "add", "bench"], env)
-        run([VF, "grant", "add", "bench", "viewer", "--scope", "all"], env)
-        token = run([VF, "token", "create", "bench", "--expires", "1d"], env)[1].strip()
+        timed([VF, "apply", "-f", str(fleet_file)], env)
+        token = bench_token(env, "viewer")
 
         print("cold: virtfleet list --json, no controller ...", flush=True)
-        cold = [run([VF, "list", "--json"], env)[0] for _ in range(args.cold_runs)]
+        cold = [timed([VF, "list", "--json"], env)[0] for _ in range(args.cold_runs)]
 
         port = free_port()
         controller = subprocess.Popen([VF, "serve", "--listen", f"127.0.0.1:{port}"],
@@ -163,11 +137,8 @@ def main() -> None:
         all_lat, seen = concurrent(api, whole_list, args.requests)
         load = os.getloadavg()[0]
     finally:
-        if controller is not None and controller.poll() is None:
-            controller.send_signal(signal.SIGTERM)
-            controller.wait(timeout=120)
-        subprocess.run([VF, "lab", "down", "--name", LAB], check=False,
-                       stdout=subprocess.DEVNULL)
+        stop_controller(controller)
+        lab_down(LAB)
 
     cold_s = statistics.median(cold)
     rows = [
@@ -192,15 +163,12 @@ def main() -> None:
         "with other work on this machine: figures are noisy",
     ]
     text = "\n".join(table + [""] + verdict)
-    print("\n" + text)
-    if args.quick:
-        return
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    record("api", f"`bench/api.py`, {stamp}, {os.cpu_count()} cores, Python "
+    report("api", f"`bench/api.py`, {stamp()}, {os.cpu_count()} cores, Python "
            f"{platform.python_version()}; {total} VMs on the simulated hypervisors (test "
            f"driver over test+tcp through lab daemons); {CLIENTS} client threads x "
            f"{args.requests} requests per read, over loopback TCP with a viewer's token, on "
-           f"the controller's machine; the cold CLI median of {args.cold_runs}.", text)
+           f"the controller's machine; the cold CLI median of {args.cold_runs}.", text,
+           quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -43,13 +43,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+# bench/common.py and bench/record.py: the script's own directory is on sys.path
+from common import free_port
+from record import record, stamp
 from virtfleet.boot.render import render_fleet, write_tree
 from virtfleet.inventory.fleetfile import parse_fleet
 
@@ -172,12 +173,6 @@ def cpu_seconds(pid: int) -> float:
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_log(proc: subprocess.Popen[str], log: Path, pattern: str) -> int:
@@ -366,10 +361,9 @@ def main() -> None:
     print("\n" + summary)
     if args.quick:
         return
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0]
     record("boot-tls" if args.tls else "boot",
-           f"`bench/boot.py{' --tls' if args.tls else ''}`, {when}, {os.cpu_count()} cores "
+           f"`bench/boot.py{' --tls' if args.tls else ''}`, {stamp()}, {os.cpu_count()} cores "
            f"(load average {load_before:.1f} before, {load:.1f} at the end: other sessions "
            f"share them), Python {platform.python_version()}, "
            f"{nginx_version()}; {rounds} rounds; in each, {n} clients started together on "

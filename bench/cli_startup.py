@@ -25,31 +25,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+# bench/common.py and bench/record.py: the script's own directory is on sys.path
+from common import VF, timed, wait_for_controller
+from record import report, stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
-VF = str(ROOT / ".venv" / "bin" / "virtfleet")
 THROUGH_TYPER = ("import sys\nsys.argv[0] = 'virtfleet'\nfrom virtfleet.cli import quick\n"
                  "from virtfleet.cli.main import main\nquick.run = lambda argv: None\nmain()\n")
 TARGETS = {"help": 0.2, "boot": 0.2, "list": 0.15}
-
-
-def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env={**os.environ, **env})
-    secs = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} failed ({proc.returncode}): "
-                         f"{proc.stderr[-2000:]}")
-    return secs, proc.stdout
 
 
 def plan_installs(db: Path, fleet_file: Path) -> int:
@@ -67,19 +56,6 @@ def plan_installs(db: Path, fleet_file: Path) -> int:
     return len(plans)
 
 
-def wait_for_controller(env: dict[str, str], first: str, ctl: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 600
-    while True:
-        probe = subprocess.run([VF, "list", "--host", first], env={**os.environ, **env},
-                               capture_output=True, text=True, check=False)
-        if "from the controller" in probe.stderr:
-            return
-        if ctl.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("controller did not come up: "
-                             + (ctl.stderr.read().decode()[-2000:] if ctl.stderr else ""))
-        time.sleep(1)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
@@ -92,10 +68,10 @@ def main() -> None:
     env = {"VIRTFLEET_DB": str(db)}
     sizes = ["--hypervisors", "150"] if args.quick else []
     print(f"simulating the fleet in {work} ...", flush=True)
-    _s, out = run_once([VF, "lab", "simulate", "--local", "--out", str(work / "sim"), *sizes],
+    _s, out = timed([VF, "lab", "simulate", "--local", "--out", str(work / "sim"), *sizes],
                        env)
     fleet_file = Path(out.strip().splitlines()[-1])
-    run_once([VF, "apply", "-f", str(fleet_file)], env)
+    timed([VF, "apply", "-f", str(fleet_file)], env)
     installs = plan_installs(db, fleet_file)
     fleet = yaml.safe_load(fleet_file.read_text())
     first = fleet["sites"][0]["pods"][0]["hypervisors"][0]["name"]
@@ -108,7 +84,7 @@ def main() -> None:
     vms = 0
     try:
         print("waiting for the controller's first reading ...", flush=True)
-        wait_for_controller(env, first, ctl)
+        wait_for_controller(env, first, ctl, timeout=600)
         forms = {
             "pass": [PY, "-c", "pass"],
             "help": [VF, "--help"],
@@ -118,7 +94,7 @@ def main() -> None:
         }
         for _ in range(args.runs):  # interleaved, so load drifts hit every case alike
             for key, argv in forms.items():
-                secs, text = run_once(argv, env)
+                secs, text = timed(argv, env)
                 cases.setdefault(key, []).append(secs)
                 if key == "list":
                     vms = len(json.loads(text))
@@ -152,16 +128,13 @@ def main() -> None:
     verdict = [f"- {labels[k]} under {t} s: {'yes' if med(k) < t else 'NO'} ({med(k):.3f} s)"
                for k, t in TARGETS.items()]
     text = "\n".join(table + [""] + verdict)
-    print("\n" + text)
-    if args.quick:
-        return
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    record("cli_startup",
-           f"`bench/cli_startup.py`, {stamp}, on {platform.node()} ({os.cpu_count()} CPUs, "
+    report("cli_startup",
+           f"`bench/cli_startup.py`, {stamp()}, on {platform.node()} ({os.cpu_count()} CPUs, "
            f"load average {load_before:.1f} before and {load_after:.1f} after, shared with "
            f"other work), Python {platform.python_version()}; median and range of "
            f"{args.runs} runs of each, interleaved, each a fresh process; the controller "
-           f"serves {hosts:,} simulated hypervisors (test driver, in process).", text)
+           f"serves {hosts:,} simulated hypervisors (test driver, in process).", text,
+           quick=args.quick)
     sys.stdout.flush()
 
 

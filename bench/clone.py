@@ -26,10 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+from record import record, stamp  # bench/record.py: the script's own directory is on sys.path
 from virtfleet.inventory.store import Store
 from virtfleet.lab import guest
 from virtfleet.lab.lab import Lab
@@ -254,7 +253,7 @@ def main() -> None:
         if args.quick:
             return
         record("clone", (
-            f"`bench/clone.py`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {platform.node()} "
+            f"`bench/clone.py`, {stamp()}, on {platform.node()} "
             f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end, shared "
             f"with other work), one lab hypervisor (real libvirtd, qemu driver), storage pool "
             f"on {fs} ({POOL_DIR}); all figures from the same run; linked clones and their "

@@ -27,12 +27,11 @@ import statistics
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+from record import record, stamp  # bench/record.py: the script's own directory is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 VF = str(ROOT / ".venv" / "bin" / "virtfleet")
@@ -141,7 +140,7 @@ def main() -> None:
     table = ["| case | seconds (median) | before issue 12 |", "| --- | --- | --- |"]
     table += [f"| {name} | {secs:.2f} | {before} |" for name, secs, before in rows]
     load = os.getloadavg()[0]
-    preamble = (f"`bench/controller_failover.py`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on "
+    preamble = (f"`bench/controller_failover.py`, {stamp()}, on "
                 f"{platform.node()} ({os.cpu_count()} CPUs, load average {load:.1f} at the "
                 f"end), {args.rounds} rounds; {HOSTS} test-driver hypervisors in process, a "
                 "fresh SQLite store, each `list` a new CLI process (Python start-up included). "

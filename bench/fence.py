@@ -22,15 +22,14 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+from record import ROOT, record, stamp  # bench/record.py: the script's own directory is on sys.path
 from virtfleet.config import Timeouts
-from virtfleet.errors import HostUnavailable, OperationTimeout
 from virtfleet.ha.fence import FenceDevice, Power, power_off, power_on, power_status
 from virtfleet.inventory.fleetfile import load_fleet
 from virtfleet.lab import guest
@@ -39,6 +38,9 @@ from virtfleet.lab.guests import outer_log
 from virtfleet.lab.lab import Lab
 from virtfleet.lab.state import LabHost
 from virtfleet.virt.host import Host
+
+sys.path.insert(0, str(ROOT))  # the lab tests' wait for a hypervisor to answer
+from tests.integration.ticking import wait_answering  # noqa: E402
 
 LAB = "vfbench-fence"
 GUEST = "bench-fence-guest"
@@ -57,18 +59,6 @@ def sh(argv: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] =
         raise SystemExit(f"bench: {' '.join(argv[:2])} exited {p.returncode}: "
                          f"{(p.stderr or p.stdout).strip()[-300:]}")
     return p.stdout
-
-
-def wait_answering(host: LabHost, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            Host.open(host.uri, Timeouts(connect=2.0), label=host.name).close()
-            return
-        except (HostUnavailable, OperationTimeout):
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)
 
 
 def boot_guest(host: LabHost, images: guest.GuestImages) -> None:
@@ -132,7 +122,7 @@ def main() -> None:
             on = power_on(dev)
             f["on"].append(time.monotonic() - t0)
             assert on.power is Power.ON, on
-            wait_answering(host)
+            wait_answering(host, every=0.05)
             f["back"].append(time.monotonic() - t0)
 
             boot_guest(host, images)
@@ -142,7 +132,7 @@ def main() -> None:
             t0 = time.monotonic()
             sh([*by_hand, "-o", "on"], quiet)
             f["hand_on"].append(time.monotonic() - t0)
-            wait_answering(host)
+            wait_answering(host, every=0.05)
             f["hand_back"].append(time.monotonic() - t0)
             print(f"round {r + 1}: virtfleet status {f['status'][-1]:.2f} s, off "
                   f"{f['off'][-1]:.2f} s, on {f['on'][-1]:.2f} s, answering "
@@ -166,7 +156,7 @@ def main() -> None:
         table += (f"| raw `ipmitool -E chassis power status` | | | {med(f['ipmitool'])} | "
                   f"{spread(f['ipmitool'])} | no agent |\n")
         record("fence", (
-            f"`bench/fence.py`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {platform.node()} "
+            f"`bench/fence.py`, {stamp()}, on {platform.node()} "
             f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end), "
             f"{rounds} rounds; one lab hypervisor running one tiny "
             "TCG guest, its simulated BMC (OpenIPMI `ipmi_sim` on loopback, cipher suite 3, "

@@ -21,34 +21,31 @@ import argparse
 import os
 import platform
 import re
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+# bench/common.py and bench/record.py: the script's own directory is on sys.path
+from common import (
+    VF,
+    hypervisor_uris,
+    lab_down,
+    proc_peak_mib,
+    simulate,
+    simulated_vms,
+    stop_controller,
+    timed,
+    wait_for_controller,
+)
+from record import report, stamp
 
 ROOT = Path(__file__).resolve().parent.parent
-VF = str(ROOT / ".venv" / "bin" / "virtfleet")
 LAB = "vfbench"
-
-
-def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
-    """Run argv; return (seconds, stdout). Fails loudly on error."""
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env={**os.environ, **(env or {})})
-    secs = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])}... failed ({proc.returncode}): "
-                         f"{proc.stderr[-2000:]}")
-    return secs, proc.stdout
 
 
 def timed_rss(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
@@ -71,12 +68,6 @@ def count_vms(json_text: str) -> int:
     import json
 
     return len(json.loads(json_text))
-
-
-def proc_peak_mib(pid: int) -> float:
-    text = Path(f"/proc/{pid}/status").read_text()
-    m = re.search(r"VmHWM:\s+(\d+) kB", text)
-    return int(m.group(1)) / 1024 if m else float("nan")
 
 
 def _ssh_args(args: argparse.Namespace, rest: list[str]) -> list[str]:
@@ -110,22 +101,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vf-bench-"))
     db = work / "bench.db"
     env = {"VIRTFLEET_DB": str(db)}
-    sim_args = ["--hypervisors", "150"] if args.quick else []
-    print(f"simulating the fleet in {work} ...", flush=True)
-    _s, out = timed([VF, "lab", "simulate", "--name", LAB, "--out", str(work / "sim"),
-                             *sim_args])
-    fleet_file = Path(out.strip().splitlines()[-1])
+    fleet_file = simulate(LAB, work, args.quick)
     controller: subprocess.Popen[bytes] | None = None
     try:
         timed([VF, "apply", "-f", str(fleet_file)], env)
         fleet = yaml.safe_load(fleet_file.read_text())
-        uris = [hv["uri"] for s in fleet["sites"] for p in s["pods"] for hv in p["hypervisors"]]
+        uris = hypervisor_uris(fleet)
         hv_txt = work / "hv.txt"
         hv_txt.write_text("\n".join(uris) + "\n")
-        # test+tcp://ADDR/abs/node.xml: count the domains in every node file
-        expected_vms = sum(
-            Path("/" + u.split("//", 1)[1].split("/", 1)[1]).read_text().count("<domain ")
-            for u in uris)
+        expected_vms = simulated_vms(uris)
 
         # Baseline: the chapter's loop, one virsh per hypervisor, one after another.
         loop = ('while read -r uri; do echo "$uri"; virsh -c "$uri" list --all; '
@@ -154,30 +138,16 @@ def main() -> None:
         print("warm: virtfleet serve + virtfleet list --json ...", flush=True)
         controller = subprocess.Popen([VF, "serve"], env={**os.environ, **env},
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 300
-        while True:
-            first = fleet["sites"][0]["pods"][0]["hypervisors"][0]["name"]
-            probe = subprocess.run([VF, "list", "--host", first],
-                                   env={**os.environ, **env}, capture_output=True, text=True,
-                                   check=False)
-            if "from the controller" in probe.stderr:
-                break
-            if controller.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("controller did not come up: "
-                                 + (controller.stderr.read().decode()[-2000:]
-                                    if controller.stderr else ""))
-            time.sleep(1)
+        first = fleet["sites"][0]["pods"][0]["hypervisors"][0]["name"]
+        wait_for_controller(env, first, controller, timeout=300)
         warm = [timed_rss([VF, "list", "--json"], env) for _ in range(max(args.runs, 5))]
         warm_s = statistics.median(w[0] for w in warm)
         warm_rss = max(w[1] for w in warm)
         warm_vms = count_vms(warm[-1][2])
         ctl_rss = proc_peak_mib(controller.pid)
     finally:
-        if controller is not None and controller.poll() is None:
-            controller.send_signal(signal.SIGTERM)
-            controller.wait(timeout=120)
-        subprocess.run([VF, "lab", "down", "--name", LAB], check=False,
-                       stdout=subprocess.DEVNULL)
+        stop_controller(controller)
+        lab_down(LAB)
 
     def spread(runs: list[tuple[float, float, str]]) -> str:
         secs = [r[0] for r in runs]
@@ -209,17 +179,13 @@ def main() -> None:
         f"(expected {expected_vms})",
     ]
     text = "\n".join(table + [""] + verdict)
-    print("\n" + text)
-    if args.quick:
-        return
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    record("fleet_query",
-           f"`bench/fleet_query.py`, {stamp}, {os.cpu_count()} cores (load average "
+    report("fleet_query",
+           f"`bench/fleet_query.py`, {stamp()}, {os.cpu_count()} cores (load average "
            f"{load_before:.1f} before the cold runs, {os.getloadavg()[0]:.1f} at the end, "
            "shared with other work), "
            f"Python {platform.python_version()}; {len(uris)} simulated hypervisors "
            f"(test driver over test+tcp through lab daemons), median of {args.runs} cold "
-           f"and {max(args.runs, 5)} warm runs, baseline once.", text)
+           f"and {max(args.runs, 5)} warm runs, baseline once.", text, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from record import ROOT, record  # bench/record.py: the script's own directory is on sys.path
+from record import ROOT, record, stamp  # bench/record.py: the script's own directory is on sys.path
 
 sys.path.insert(0, str(ROOT))  # the lab tests' ticking guests and their ground truth
 
@@ -185,7 +184,7 @@ def main() -> None:
             table += (f"| {label} | {med(f[key])} | {spread(f[key])} | "
                       f"{PROXMOX if i == 0 else ''} |\n")
         record("ha", (
-            f"`bench/ha.py`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {platform.node()} "
+            f"`bench/ha.py`, {stamp()}, on {platform.node()} "
             f"({os.cpu_count()} CPUs shared with other sessions, load average "
             f"{load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end), "
             f"{rounds} rounds; a lab pod of three hypervisors with simulated BMCs and disk "

@@ -31,17 +31,26 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+# bench/common.py and bench/record.py: the script's own directory is on sys.path
+from common import (
+    VF,
+    hypervisor_uris,
+    lab_down,
+    proc_peak_mib,
+    simulate,
+    simulated_vms,
+    stop_controller,
+    timed,
+)
+from record import report, stamp
 from virtfleet.inventory.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-VF = str(ROOT / ".venv" / "bin" / "virtfleet")
 LAB = "obs-bench"
 TARGET_S = 2.0
 TARGET_MIB = 1024
@@ -144,20 +153,6 @@ def measure(controller: subprocess.Popen[bytes], db: Path, runs: int) -> Figures
     return Figures(parse(body), first_s, timed, rss_before, proc_peak_mib(controller.pid))
 
 
-def proc_peak_mib(pid: int) -> float:
-    m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(m.group(1)) / 1024 if m else float("nan")
-
-
-def run(argv: list[str], env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env={**os.environ, **(env or {})})
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])}... failed ({proc.returncode}): "
-                         f"{proc.stderr[-2000:]}")
-    return proc.stdout
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true",
@@ -170,27 +165,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vf-bench-metrics-"))
     db = work / "bench.db"
     env = {"VIRTFLEET_DB": str(db)}
-    sim_args = ["--hypervisors", "150"] if args.quick else []
-    print(f"simulating the fleet in {work} ...", flush=True)
-    out = run([VF, "lab", "simulate", "--name", LAB, "--out", str(work / "sim"), *sim_args])
-    fleet_file = Path(out.strip().splitlines()[-1])
+    fleet_file = simulate(LAB, work, args.quick)
     controller: subprocess.Popen[bytes] | None = None
     try:
-        run([VF, "apply", "-f", str(fleet_file)], env)
+        timed([VF, "apply", "-f", str(fleet_file)], env)
         fleet = yaml.safe_load(fleet_file.read_text())
-        uris = [hv["uri"] for s in fleet["sites"] for p in s["pods"] for hv in p["hypervisors"]]
+        uris = hypervisor_uris(fleet)
         hv_txt = work / "hv.txt"
         hv_txt.write_text("\n".join(uris) + "\n")
-        # test+tcp://ADDR/abs/node.xml: count the domains in every node file
-        expected_vms = sum(
-            Path("/" + u.split("//", 1)[1].split("/", 1)[1]).read_text().count("<domain ")
-            for u in uris)
+        expected_vms = simulated_vms(uris)
 
         loop = 'while read -r uri; do virsh -c "$uri" domstats; done < "$1"'
         print(f"baseline: bash + virsh domstats over {len(uris)} hypervisors ...", flush=True)
-        start = time.perf_counter()
-        base_out = run(["bash", "-c", loop, "bash", str(hv_txt)])
-        base_s = time.perf_counter() - start
+        base_s, base_out = timed(["bash", "-c", loop, "bash", str(hv_txt)])
         base_vms = len(re.findall(r"^Domain: ", base_out, re.M))
 
         figures: dict[str, Figures] = {}
@@ -209,11 +196,8 @@ def main() -> None:
             controller.send_signal(signal.SIGTERM)
             controller.wait(timeout=120)
     finally:
-        if controller is not None and controller.poll() is None:
-            controller.send_signal(signal.SIGTERM)
-            controller.wait(timeout=120)
-        subprocess.run([VF, "lab", "down", "--name", LAB], check=False,
-                       stdout=subprocess.DEVNULL)
+        stop_controller(controller)
+        lab_down(LAB)
 
     table = [
         "| run | seconds | range s | x faster than loop | samples | MiB | VMs with CPU "
@@ -251,17 +235,13 @@ def main() -> None:
         ]
     verdict.append(f"- the baseline saw {base_vms} VMs of {expected_vms}")
     text = "\n".join(table + [""] + verdict)
-    print("\n" + text)
-    if args.quick:
-        return
     load = Path("/proc/loadavg").read_text().split()[:3]
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    record("metrics",
-           f"`bench/metrics.py`, {stamp}, {os.cpu_count()} cores shared with other work "
+    report("metrics",
+           f"`bench/metrics.py`, {stamp()}, {os.cpu_count()} cores shared with other work "
            f"(load average {' '.join(load)} at the end), Python {platform.python_version()}; "
            f"{len(uris)} simulated hypervisors (test driver over test+tcp through lab "
            f"daemons), baseline once; per controller one stats pass, then "
-           f"{args.runs + 1} scrapes.", text)
+           f"{args.runs + 1} scrapes.", text, quick=args.quick)
 
 
 if __name__ == "__main__":

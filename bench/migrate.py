@@ -29,10 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+from record import record, stamp  # bench/record.py: the script's own directory is on sys.path
 from virtfleet.config import Timeouts
 from virtfleet.lab import guest
 from virtfleet.lab.guests import outer_log
@@ -136,7 +135,7 @@ def main() -> None:
         print("\n" + table)
         if not args.quick:
             record("migrate", (
-                f"`bench/migrate.py`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on "
+                f"`bench/migrate.py`, {stamp()}, on "
                 f"{platform.node()} ({os.cpu_count()} CPUs, load average "
                 f"{os.getloadavg()[0]:.1f} at the end), {rounds} rounds; a lab pod of two "
                 f"hypervisors, {count} tiny TCG guests (96 MiB, no disk) emptied from the "

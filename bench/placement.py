@@ -23,10 +23,9 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+from record import record, stamp  # bench/record.py: the script's own directory is on sys.path
 from virtfleet.placement.models import HostState, PlacementRequest, Scope, Spread, VMShape
 from virtfleet.placement.policy import Policy
 from virtfleet.placement.scheduler import Scheduler
@@ -209,9 +208,8 @@ def main() -> None:
         print("problem:", p)
     if args.quick:
         return
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     record("placement",
-           f"`bench/placement.py`, {stamp}, {os.cpu_count()} cores, Python "
+           f"`bench/placement.py`, {stamp()}, {os.cpu_count()} cores, Python "
            f"{platform.python_version()}; 1,500 reference hypervisors in 24 application "
            f"groups, 15,000 VMs of 4 vCPUs/32 GiB with {PAIRS} anti-affinity pairs per "
            f"application; policy ratios 1.0, 16 GiB hypervisor reserve; scheduler median "

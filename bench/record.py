@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def stamp() -> str:
+    """Now, as a recorded section's preamble says when its figures were taken."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def report(name: str, preamble: str, text: str, *, quick: bool) -> None:
+    """Print the figures; record them too, unless this was a quick (smoke) run."""
+    print("\n" + text)
+    if not quick:
+        record(name, preamble, text)
 
 
 def record(name: str, preamble: str, text: str) -> None:

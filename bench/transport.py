@@ -23,20 +23,19 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
-from record import record  # bench/record.py: the script's own directory is on sys.path
+# bench/common.py and bench/record.py: the script's own directory is on sys.path
+from common import VF, lab_down, stop_controller
+from record import report, stamp
 
 ROOT = Path(__file__).resolve().parent.parent
-VF = str(ROOT / ".venv" / "bin" / "virtfleet")
 LAB = "vfbench-ssh"
 GUESTS = 2
 
@@ -209,18 +208,15 @@ def main() -> None:
         ssh_held = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit()
                        and _ppid(p) == controller.pid and _argv0(p) == "ssh")
     finally:
-        if controller is not None and controller.poll() is None:
-            controller.send_signal(signal.SIGTERM)
-            controller.wait(timeout=120)
-        subprocess.run([VF, "lab", "down", "--name", LAB], check=False,
-                       stdout=subprocess.DEVNULL)
+        stop_controller(controller)
+        lab_down(LAB)
 
     rows = [f"| chapter loop (bash + virsh -c qemu+ssh://... list --all, one host after "
             f"another) | {base_s:.2f} | one run | 1.0 | {base_cpu:.1f} | {base_vms} |"]
-    for limit, runs in cold.items():
-        med = statistics.median(runs)
+    for limit, times in cold.items():
+        med = statistics.median(times)
         rows.append(f"| virtfleet list --json, cold, VIRTFLEET_SSH_CONCURRENCY={limit} | "
-                    f"{med:.2f} | {min(runs):.2f}-{max(runs):.2f} | {base_s / med:.1f} | "
+                    f"{med:.2f} | {min(times):.2f}-{max(times):.2f} | {base_s / med:.1f} | "
                     f"{statistics.median(cold_cpu[limit]):.1f} | {cold_vms} |")
     wmed = statistics.median(warm)
     rows.append(f"| virtfleet list --json, warm (controller holds {ssh_held} ssh "
@@ -246,16 +242,12 @@ def main() -> None:
         "virt-ssh-helper cost CPU here that a real estate spreads over its hypervisors)",
     ]
     text = "\n".join(table + [""] + notes)
-    print("\n" + text)
-    if args.quick:
-        return
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    record("transport_ssh",
-           f"`bench/transport.py`, {stamp}, {os.cpu_count()} cores, Python "
+    report("transport_ssh",
+           f"`bench/transport.py`, {stamp()}, {os.cpu_count()} cores, Python "
            f"{platform.python_version()}; {hosts} lab hypervisors over qemu+ssh (each its own "
            f"libvirtd and sshd in a network namespace), {GUESTS} shut-off guests each; median "
            f"of {runs} cold runs per concurrency and {max(runs, 5)} warm runs, baseline once.",
-           text)
+           text, quick=args.quick)
 
 
 def _ppid(p: Path) -> int:

@@ -18,18 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from api import free_port, run  # bench/api.py: the script's own directory is on sys.path
-from record import record
+# bench/common.py and bench/record.py: the script's own directory is on sys.path
+from common import VF, bench_token, free_port, lab_down, simulate, stop_controller, timed
+from record import report, stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,7 +38,6 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from tests.integration.browser import headless_chromium  # noqa: E402
 from tests.unit.apiclient import Api  # noqa: E402
 
-VF = str(ROOT / ".venv" / "bin" / "virtfleet")
 LAB = "ui-bench"
 
 # The page's paint timings, read once the largest contentful paint is known.
@@ -106,18 +104,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vf-bench-ui-"))
     db = work / "bench.db"
     env = {"VIRTFLEET_DB": str(db), "VIRTFLEET_RUN_DIR": str(work / "run")}
-    sim = ["--hypervisors", "150"] if args.quick else []
-    print(f"simulating the fleet in {work} ...", flush=True)
-    _s, out = run([VF, "lab", "simulate", "--name", LAB, "--out", str(work / "sim"), *sim], env)
-    fleet_file = Path(out.strip().splitlines()[-1])
+    fleet_file = simulate(LAB, work, args.quick, env)
     controller: subprocess.Popen[bytes] | None = None
     try:
-        run([VF, "apply", "-f", str(fleet_file)], env)
-        run([VF, "user", "add", "bench"], env)
-        run([VF, "grant", "add", "bench", "operator", "--scope", "all"], env)
-        token = run([VF, "token", "create", "bench", "--expires", "1d"], env)[1].strip()
+        timed([VF, "apply", "-f", str(fleet_file)], env)
+        token = bench_token(env, "operator")
         print("baseline: virtfleet list, cold (no controller) ...", flush=True)
-        cold = run([VF, "list", "--json"], env)[0]
+        cold = timed([VF, "list", "--json"], env)[0]
 
         port = free_port()
         controller = subprocess.Popen([VF, "serve", "--listen", f"127.0.0.1:{port}"],
@@ -164,11 +157,8 @@ def main() -> None:
                 filters.append(filter_once(driver, text))
         load_avg = os.getloadavg()[0]
     finally:
-        if controller is not None and controller.poll() is None:
-            controller.send_signal(signal.SIGTERM)
-            controller.wait(timeout=120)
-        subprocess.run([VF, "lab", "down", "--name", LAB], check=False,
-                       stdout=subprocess.DEVNULL)
+        stop_controller(controller)
+        lab_down(LAB)
 
     def med(page: str, key: str) -> float:
         return float(statistics.median(f[key] for f in figures[page])) / 1000
@@ -197,15 +187,12 @@ def main() -> None:
         "shared with other work on this machine: figures are noisy",
     ]
     text = "\n".join(table + [""] + verdict)
-    print("\n" + text)
-    if args.quick:
-        return
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    record("ui", f"`bench/ui.py`, {stamp}, {os.cpu_count()} cores, Python "
+    report("ui", f"`bench/ui.py`, {stamp()}, {os.cpu_count()} cores, Python "
            f"{platform.python_version()}, Chromium headless (Debian) through Selenium on the "
            f"same machine as the controller; {hosts} simulated hypervisors, {total} VMs (test "
            f"driver over test+tcp through lab daemons); {args.loads} loads of each page in one "
-           "signed-in browser, timings from the page's Performance API.", text)
+           "signed-in browser, timings from the page's Performance API.", text,
+           quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -12,25 +12,24 @@ when it sends an X-Forwarded-For of its own. HAProxy's log never shows a token.
 
 from __future__ import annotations
 
-import csv
 import http.client
-import io
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from tests.integration.boot_lab import (
+    EL9_PROFILE,
+    boot_serve_argv,
+    clustered_boot,
+    free_port,
+    haproxy_servers,
+    process,
+    render_clustered,
+    wait_for,
+)
 from tests.unit.boot_fleet import mac_of
 from tests.unit.cli import run
 from tests.unit.nodes import node_uri
@@ -43,80 +42,20 @@ STRANGER = "127.10.0.99"
 HYP1 = mac_of(1).replace(":", "-")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def clustered_fleet(uri: str, fe: int, ks1: int, ks2: int) -> dict[str, Any]:
     return {
-        "profiles": [{"name": "el9", "os_tree": "http://127.0.0.1/os", "kernel": "vmlinuz",
-                      "initrd": "initrd.img"}],
+        "profiles": [EL9_PROFILE],
         "sites": [{
             "name": "lab",
             "networks": [{"name": "prov", "subnet": "127.10.0.0/24", "gateway": "127.10.0.1",
                           "pool": {"start": "127.10.0.100", "end": "127.10.0.200"}}],
-            "boot": {
-                "topology": "clustered", "next_server": "127.0.0.1",
-                "http_base": f"http://127.0.0.1:{fe}/",
-                "dhcp": {"primary": {"address": "127.0.0.1", "port": 647},
-                         "secondary": {"address": "127.0.0.2", "port": 647}},
-                "frontend": {"address": "127.0.0.1", "port": fe},
-                "real_servers": [{"name": "ks1", "address": "127.0.0.1", "port": ks1},
-                                 {"name": "ks2", "address": "127.0.0.1", "port": ks2}],
-            },
+            "boot": clustered_boot(fe, {"ks1": ks1, "ks2": ks2}),
             "pods": [{"name": "pod1", "hypervisors": [{
                 "name": "hv1", "uri": uri,
                 "provision": {"mac": mac_of(1), "ip": MACHINE, "network": "prov",
                               "profile": "el9"}}]}],
         }],
     }
-
-
-@contextmanager
-def process(argv: list[str], log: Path, env: dict[str, str] | None = None
-            ) -> Iterator[subprocess.Popen[str]]:
-    """A child process, always ended (TERM, then KILL) and reaped, whatever happens."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=20)
-
-
-def wait_for(what: str, check: Callable[[], bool], procs: list[subprocess.Popen[str]],
-             logs: list[Path], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        dead = [p.args for p in procs if p.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            tail = "\n".join(f"--- {p.name}:\n" + p.read_text(errors="replace")[-3000:]
-                             for p in logs if p.exists())
-            pytest.fail(f"{what} did not happen (exited: {dead})\n{tail}", pytrace=False)
-        time.sleep(0.1)
-
-
-def haproxy_servers(sock_path: Path) -> dict[str, tuple[str, str]]:
-    """{server: (status, check status)} of the boot-http backend, from HAProxy's stats."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(str(sock_path))
-        s.sendall(b"show stat\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
-    return {r["svname"]: (r["status"], r["check_status"]) for r in rows
-            if r["pxname"] == "boot-http" and r["svname"] not in ("FRONTEND", "BACKEND")}
 
 
 def through(port: int, method: str, path: str, source: str, body: bytes | None = None,
@@ -138,24 +77,10 @@ def test_haproxy_routes_installs_to_two_boot_servers(tmp_path: Path) -> None:
     haproxy = require_tool("haproxy", "haproxy")
     fe, ks1, ks2 = free_port(), free_port(), free_port()
     uri = node_uri(tmp_path, "empty.xml", "hv1.xml")
-    fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump(clustered_fleet(uri, fe, ks1, ks2)))
-    tree = tmp_path / "boot"
-    r = run(tmp_path / "render.db", "boot", "render", "-f", str(fleet), "--out", str(tree),
-            "--check")
-    assert r.code == 0, r.err
-    cfg = tree / "lab" / "haproxy" / "haproxy.cfg"
-    # Only the stats socket is added, in a file of its own: the generated file runs as is.
-    stats = tmp_path / "haproxy.sock"
-    extra = tmp_path / "stats.cfg"
-    extra.write_text(f"global\n  stats socket {stats} mode 600 level admin\n")
-    files = tmp_path / "files"
-    files.mkdir()
-    (files / "vmlinuz").write_bytes(b"k" * 4096)
+    lab = render_clustered(tmp_path, clustered_fleet(uri, fe, ks1, ks2))
+    cfg, stats, extra = lab.cfg, lab.stats, lab.extra
+    serve = boot_serve_argv(lab, fe)
     db = tmp_path / "store.db"
-    serve = [sys.executable, "-m", "virtfleet.cli.main", "boot", "serve", "--fleet", str(fleet),
-             "--files", str(files), "--listen", "127.0.0.1", "--trusted-proxy", "127.0.0.1",
-             "--public-url", f"http://127.0.0.1:{fe}/", "--check-wait", "0"]
     logs = {name: tmp_path / f"{name}.log" for name in ("ks1", "ks2", "haproxy")}
     with process([*serve, "--port", str(ks1)], logs["ks1"], {"VIRTFLEET_DB": str(db)}) as p1, \
             process([*serve, "--port", str(ks2)], logs["ks2"], {"VIRTFLEET_DB": str(db)}) as p2:

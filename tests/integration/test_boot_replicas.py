@@ -21,16 +21,12 @@ one replica, and all three replicas served machines before the kill.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import http.client
-import io
 import os
 import re
 import shlex
 import signal
-import socket
-import sys
 import threading
 import time
 import urllib.parse
@@ -43,12 +39,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.conftest import _postgres_url
-from tests.integration.test_boot_haproxy import free_port, haproxy_servers, process, wait_for
+from tests.integration.boot_lab import (
+    EL9_PROFILE,
+    boot_http_stats,
+    boot_serve_argv,
+    clustered_boot,
+    free_port,
+    haproxy_servers,
+    process,
+    render_clustered,
+    wait_for,
+)
 from tests.unit.boot_fleet import mac_of
-from tests.unit.cli import run
 from tests.unit.nodes import node_uri
 from tests.unit.tools import require_tool
 
@@ -77,21 +81,12 @@ def replicas_fleet(tmp_path: Path, fe: int, ports: dict[str, int]) -> dict[str, 
               "provision": {"mac": mac_of(i), "ip": machine_ip(i), "network": "prov",
                             "profile": "el9"}} for i in range(1, MACHINES + 1)]
     return {
-        "profiles": [{"name": "el9", "os_tree": "http://127.0.0.1/os", "kernel": "vmlinuz",
-                      "initrd": "initrd.img"}],
+        "profiles": [EL9_PROFILE],
         "sites": [{
             "name": "lab",
             "networks": [{"name": "prov", "subnet": "127.10.0.0/16", "gateway": "127.10.0.1",
                           "pool": {"start": "127.10.100.10", "end": "127.10.100.200"}}],
-            "boot": {
-                "topology": "clustered", "next_server": "127.0.0.1",
-                "http_base": f"http://127.0.0.1:{fe}/",
-                "dhcp": {"primary": {"address": "127.0.0.1", "port": 647},
-                         "secondary": {"address": "127.0.0.2", "port": 647}},
-                "frontend": {"address": "127.0.0.1", "port": fe},
-                "real_servers": [{"name": name, "address": "127.0.0.1", "port": port}
-                                 for name, port in ports.items()],
-            },
+            "boot": clustered_boot(fe, ports),
             "pods": [{"name": "pod1", "hypervisors": hosts}],
         }],
     }
@@ -203,17 +198,9 @@ REPEATED = re.compile(r"virtfleet\.boot (hv\d+) \S+: callback repeated", re.M)
 def haproxy_counts(sock_path: Path) -> dict[str, dict[str, int]]:
     """Per server of the boot-http backend (and BACKEND), from HAProxy's stats: sessions
     (stot), connection errors, retries and redispatches."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(str(sock_path))
-        s.sendall(b"show stat\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
     return {r["svname"]: {k: int(r[k] or 0) for k in ("stot", "econ", "eresp", "wretr",
                                                        "wredis", "hrsp_5xx")}
-            for r in rows if r["pxname"] == "boot-http" and r["svname"] != "FRONTEND"}
+            for r in boot_http_stats(sock_path) if r["svname"] != "FRONTEND"}
 
 
 def served(log: Path) -> int:
@@ -229,23 +216,10 @@ def test_300_installs_through_haproxy_survive_a_killed_replica(
     haproxy = require_tool("haproxy", "haproxy")
     fe = free_port()
     ports = {name: free_port() for name in REPLICAS}
-    fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump(replicas_fleet(tmp_path, fe, ports)))
-    tree = tmp_path / "boot"
-    r = run(tmp_path / "render.db", "boot", "render", "-f", str(fleet), "--out", str(tree),
-            "--check")
-    assert r.code == 0, r.err
-    cfg = tree / "lab" / "haproxy" / "haproxy.cfg"
-    stats = tmp_path / "haproxy.sock"
-    extra = tmp_path / "stats.cfg"
-    extra.write_text(f"global\n  stats socket {stats} mode 600 level admin\n")
-    files = tmp_path / "files"
-    files.mkdir()
-    (files / "vmlinuz").write_bytes(b"k" * 4096)
-    (files / "initrd.img").write_bytes(b"i" * 8192)
-    serve = [sys.executable, "-m", "virtfleet.cli.main", "boot", "serve", "--fleet", str(fleet),
-             "--files", str(files), "--listen", "127.0.0.1", "--trusted-proxy", "127.0.0.1",
-             "--public-url", f"http://127.0.0.1:{fe}/", "--check-wait", "0"]
+    lab = render_clustered(tmp_path, replicas_fleet(tmp_path, fe, ports))
+    cfg, stats, extra = lab.cfg, lab.stats, lab.extra
+    serve = boot_serve_argv(lab, fe)
+    (lab.files / "initrd.img").write_bytes(b"i" * 8192)
     logs = {name: tmp_path / f"{name}.log" for name in (*REPLICAS, "haproxy")}
     all_logs = list(logs.values())
     tally = Tally()

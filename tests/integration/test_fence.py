@@ -21,7 +21,7 @@ import pytest
 
 from tests.unit.cli import run
 from virtfleet.config import Timeouts
-from virtfleet.errors import HostUnavailable, LabError, OperationTimeout
+from virtfleet.errors import LabError
 from virtfleet.ha.fence import FenceDevice, Power, power_off, power_on, power_status
 from virtfleet.inventory.fleetfile import Hypervisor, load_fleet
 from virtfleet.lab import bmc as labbmc
@@ -32,6 +32,7 @@ from virtfleet.lab.state import LabHost
 from virtfleet.virt.host import Host
 
 from .conftest import LabFixture
+from .ticking import wait_answering
 
 pytestmark = pytest.mark.integration
 
@@ -93,18 +94,6 @@ def link_up(veth: str) -> bool:
     out = subprocess.run(["ip", "-j", "link", "show", "dev", veth], capture_output=True,
                          text=True, check=True).stdout
     return "UP" in json.loads(out)[0]["flags"]
-
-
-def wait_answering(host: LabHost, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            Host.open(host.uri, Timeouts(connect=2.0), label=host.name).close()
-            return
-        except (HostUnavailable, OperationTimeout):
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)
 
 
 def start_tiny_guest(host: LabHost, name: str) -> str:

@@ -16,17 +16,14 @@ import gzip
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.integration.boot_lab import process, wait_for
 from tests.integration.conftest import require_lab
 from tests.unit.boot_fleet import boot_fleet, mac_of, write_fleet
 from tests.unit.cli import run
@@ -137,36 +134,6 @@ def installer_images() -> tuple[Path, Path]:
     return kernel, initrd
 
 
-@contextmanager
-def process(argv: list[str], log: Path, env: dict[str, str] | None = None
-            ) -> Iterator[subprocess.Popen[str]]:
-    """A child process, always ended (TERM, then KILL) and reaped, whatever happens."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=20)
-
-
-def _wait_for(what: str, check: Callable[[], bool], proc: subprocess.Popen[str],
-              logs: list[Path], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = "\n".join(f"--- {p.name}:\n" + p.read_text(errors="replace")[-3000:]
-                             for p in logs if p.exists())
-            pytest.fail(f"{what} did not happen\n{tail}", pytrace=False)
-        time.sleep(0.5)
-
-
 def test_qemu_network_installs_and_is_enrolled(tmp_path: Path) -> None:
     require_lab()
     _tools()
@@ -192,7 +159,8 @@ def test_qemu_network_installs_and_is_enrolled(tmp_path: Path) -> None:
         def port() -> str | None:
             m = re.search(r"on http://127\.0\.0\.1:(\d+)/", serve_log.read_text())
             return m.group(1) if m else None
-        _wait_for("boot serve listening", lambda: port() is not None, serve, [serve_log], 60)
+        wait_for("boot serve listening", lambda: port() is not None, [serve], [serve_log],
+                 every=0.5)
         qemu = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-m", "256",
                 "-display", "none", "-monitor", "none", "-no-reboot",
                 "-serial", f"file:{console}", "-boot", "n",
@@ -210,7 +178,8 @@ def test_qemu_network_installs_and_is_enrolled(tmp_path: Path) -> None:
                 if console.exists() and "installer: FAILED" in console.read_text(errors="replace"):
                     return True
                 return state() in ("enrolled", "failed")
-            _wait_for("the install", finished, vm, [serve_log, console, tmp_path / "qemu.log"])
+            wait_for("the install", finished, [vm], [serve_log, console, tmp_path / "qemu.log"],
+                     timeout=300, every=0.5)
             assert "installer: FAILED" not in console.read_text(errors="replace"), \
                 console.read_text(errors="replace")[-2000:]
         assert vm.poll() is not None  # ended by process(): no QEMU left behind

@@ -119,6 +119,20 @@ def answering(host: LabHost) -> bool:
         return False
 
 
+def wait_answering(host: LabHost, timeout: float = 60.0, every: float = 0.2) -> None:
+    """Until the hypervisor's libvirtd answers, asked every `every` seconds; past `timeout`,
+    the last connect's error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            Host.open(host.uri, Timeouts(connect=2.0), label=host.name).close()
+            return
+        except (HostUnavailable, OperationTimeout):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(every)
+
+
 def ticks(log: Path) -> list[int]:
     try:
         return [int(n) for n in TICK.findall(log.read_text(errors="replace"))]

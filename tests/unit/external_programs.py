@@ -225,11 +225,15 @@ class Scanner:
         self._canon: set[int] = set()                  # scopes as written (no caller's args)
         self._busy: set[tuple[int, int]] = set()
         self._memo: dict[tuple[int, int], list[Value]] = {}
-        for d in dirs:
-            for path in sorted((root / d).rglob("*.py")):
-                rel = path.relative_to(root)
-                self._index(Module(_module_name(rel), str(rel), ast.parse(path.read_text())),
-                            path.name == "__init__.py")
+        paths = [p for d in dirs for p in sorted((root / d).rglob("*.py"))]
+        # A script's own directory is on sys.path: in a directory that is no package (bench/),
+        # `from common import timed` names bench/common.py.
+        self._script_siblings = {_module_name(p.relative_to(root)) for p in paths
+                                 if not (p.parent / "__init__.py").exists()}
+        for path in paths:
+            rel = path.relative_to(root)
+            self._index(Module(_module_name(rel), str(rel), ast.parse(path.read_text())),
+                        path.name == "__init__.py")
         self._find_wrappers()
 
     # -- reading the files ----------------------------------------------------------------------
@@ -253,7 +257,7 @@ class Scanner:
                         and scope.func is not None:
                     self.returns.setdefault(scope.func, []).append(node.value)
                 elif isinstance(node, ast.Import | ast.ImportFrom):
-                    self._import(m, package, node)
+                    self._import(m, package, node, self._script_siblings)
                 for child in ast.iter_child_nodes(node):
                     if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                         inner = Scope(m, child, scope, scope.cls)
@@ -276,18 +280,27 @@ class Scanner:
         self.modules[m.name] = m
 
     @staticmethod
-    def _import(m: Module, package: str, node: ast.Import | ast.ImportFrom) -> None:
+    def _import(m: Module, package: str, node: ast.Import | ast.ImportFrom,
+                script_siblings: set[str]) -> None:
+        def sibling(name: str) -> str:
+            """`name` as imported by a script: its neighbour if it has one of that name."""
+            near = f"{package}.{name.split('.')[0]}"
+            return f"{package}.{name}" if m.name in script_siblings \
+                and near in script_siblings else name
+
         if isinstance(node, ast.Import):
             for a in node.names:
                 if a.asname:
-                    m.imports[a.asname] = a.name
+                    m.imports[a.asname] = sibling(a.name)
                 else:
-                    m.imports[a.name.split(".")[0]] = a.name.split(".")[0]
+                    m.imports[a.name.split(".")[0]] = sibling(a.name.split(".")[0])
             return
         base = node.module or ""
         if node.level:
             up = package.split(".")[:len(package.split(".")) - node.level + 1]
             base = ".".join([*up, base] if base else up)
+        else:
+            base = sibling(base)
         for a in node.names:
             m.imports[a.asname or a.name] = f"{base}.{a.name}"
 

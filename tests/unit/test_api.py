@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,10 +20,11 @@ from virtfleet.controller.openapi import document
 from virtfleet.fleet.access import hash_secret
 from virtfleet.inventory.store import Store
 
+from .api_callers import add_callers
 from .apiclient import Api
 from .cli import run, running_controller
 from .nodes import FIXTURES, refused_port
-from .tools import require_tool
+from .selfsigned import self_signed
 
 
 def _node(tmp: Path, group: str, n: int) -> str:
@@ -81,10 +81,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     (tmp / "fleet.yaml").write_text(yaml.safe_dump(fleet))
     db = tmp / "store.db"
     assert run(db, "apply", "-f", str(tmp / "fleet.yaml")).code == 0
-    for user, role, scope in (("root", "admin", "all"), ("viewer", "viewer", "all"),
-                              ("webop", "operator", "group:web")):
-        assert run(db, "user", "add", user).code == 0
-        assert run(db, "grant", "add", user, role, "--scope", scope).code == 0
+    add_callers(db)
     tokens = {u: _token(db, u) for u in ("root", "viewer", "webop")}
     port = refused_port()
     with running_controller(db, "--listen", f"127.0.0.1:{port}"):
@@ -328,13 +325,7 @@ def test_beyond_loopback_only_with_tls(tmp_path: Path) -> None:
 
 
 def test_tls_listener_serves_https_only(tmp_path: Path) -> None:
-    openssl = require_tool("openssl", "openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
-                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True,
-                   timeout=60)
+    cert, key = self_signed(tmp_path)
     key.chmod(0o644)
     db = tmp_path / "store.db"
     r = run(db, "serve", "--listen", "127.0.0.1:1", "--tls-cert", str(cert), "--tls-key",

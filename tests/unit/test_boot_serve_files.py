@@ -24,6 +24,7 @@ from tests.unit.boot_fleet import boot_fleet, write_fleet
 from tests.unit.boot_serving import serving
 from tests.unit.nginx_server import nginx_serving
 from tests.unit.nodes import node_uri
+from tests.unit.selfsigned import self_signed
 from tests.unit.tools import require_tool
 from virtfleet.boot.files import open_under
 from virtfleet.boot.zerocopy import TLS_PIECE
@@ -245,14 +246,7 @@ def test_images_are_sent_by_sendfile(tmp_path: Path) -> None:
 def test_over_tls_images_are_copied_and_still_whole(tmp_path: Path) -> None:
     """Python cannot sendfile an encrypted stream: the file is read in pieces (pread64) and
     written through the TLS transport."""
-    openssl = require_tool("openssl", "openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
-                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True,
-                   timeout=60)
-    key.chmod(0o600)
+    cert, key = self_signed(tmp_path)
     data = image(tmp_path)
     sent, preads, received = _traced_serve(tmp_path, (cert, key))
     assert received == data + data[1000:]

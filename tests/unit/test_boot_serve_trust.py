@@ -26,7 +26,7 @@ from tests.unit.boot_fleet import write_fleet
 from tests.unit.boot_serving import HYP1, MAC1, install_form, loopback_fleet, serving
 from tests.unit.cli import run
 from tests.unit.nodes import node_uri
-from tests.unit.tools import require_tool
+from tests.unit.selfsigned import self_signed
 
 HV1 = "127.0.0.21"
 STRANGER = "127.0.0.99"
@@ -293,20 +293,8 @@ def test_a_client_that_stops_reading_is_closed(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- HTTPS
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = require_tool("openssl", "openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
-                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True,
-                   timeout=60)
-    key.chmod(0o600)
-    return cert, key
-
-
 def test_boot_serve_speaks_https(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     uri = "qemu+tcp://127.0.0.1:1/system"
     fleet_path = write_fleet(tmp_path / "fleet.yaml", loopback_fleet([uri],
                                                                      relays=("127.0.0.1",)))
@@ -343,7 +331,7 @@ def test_boot_serve_speaks_https(tmp_path: Path) -> None:
 
 
 def test_tls_options_are_checked(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     fleet_path = write_fleet(tmp_path / "fleet.yaml",
                              loopback_fleet(["qemu+tcp://127.0.0.1:1/system"]))
     base = ["boot", "serve", "--fleet", str(fleet_path), "--port", "0"]

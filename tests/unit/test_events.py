@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from virtfleet.controller.events import EventBus, HostEvents, check_kinds
@@ -26,6 +25,7 @@ from virtfleet.provision.journal import begin
 
 from .cli import run, running_controller
 from .nodes import host, node_uri, refused_port
+from .unix_uvicorn import serving_on_unix_socket
 
 
 def test_a_subscriber_gets_what_it_asked_for_in_order_with_ids() -> None:
@@ -165,18 +165,8 @@ def served_bus(tmp_path: Path) -> Iterator[tuple[EventBus, str]]:
 
     app.include_router(events_router(bus, auth))
     path = str(tmp_path / "events.sock")
-    server = uvicorn.Server(uvicorn.Config(app, uds=path, log_level="error"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
+    with serving_on_unix_socket(app, path):
         yield bus, path
-    finally:
-        server.should_exit = True
-        t.join(timeout=30)
 
 
 def _connect(path: str, query: str = "", headers: str = "") -> socket.socket:

@@ -43,6 +43,7 @@ KNOWN = {
 # Calls whose program the scan cannot read, each checked by hand. Keep this short: a new entry
 # needs a reason, and an entry that no longer matches fails the test below.
 OPAQUE_OK = {
+    ("bench/common.py", "VF"): "virtfleet's own CLI in .venv/bin",
     ("bench/fleet_query.py", "VF"): "virtfleet's own CLI in .venv/bin",
     ("bench/controller_failover.py", "VF"): "virtfleet's own CLI in .venv/bin",
     ("bench/transport.py", "VF"): "virtfleet's own CLI in .venv/bin",
@@ -192,6 +193,19 @@ def test_the_collector_on_a_small_tree(tmp_path: Path) -> None:
         ("tool-via-self", "src/pkg/runner.py", 20),
     }  # not "not-a-program" (printed, never run), nor sys.executable (ourselves)
     assert [str(o) for o in opaque] == ["src/pkg/user.py:19: path.split()"]
+
+
+def test_a_scripts_helpers_beside_it_are_followed(tmp_path: Path) -> None:
+    """A script's own directory is on sys.path: in bench/x.py, `from helpers import sh` is
+    bench/helpers.py, so what x.py runs through sh() is seen."""
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "helpers.py").write_text(
+        "import subprocess\n\n\ndef sh(argv: list[str]) -> None:\n"
+        "    subprocess.run(argv, check=True)\n")
+    (tmp_path / "bench" / "x.py").write_text("from helpers import sh\n\nsh([\"tool-beside\"])\n")
+    uses, opaque = ep.collect(tmp_path, ("bench",))
+    assert [(u.program, u.file) for u in uses] == [("tool-beside", "bench/x.py")]
+    assert opaque == []
 
 
 # --- this machine ------------------------------------------------------------------------------

@@ -167,6 +167,16 @@ def power_loss(env: Env) -> None:
     env.lost.hosts["hv1"] = env.clock()
 
 
+def journal_restarting_on_hv2(env: Env) -> None:
+    """What a controller killed mid-recovery left journaled: hv1 suspected and fenced, web01
+    planned and being restarted on hv2."""
+    j = Journal.begin(env.store, "hv1", T0)
+    j.add(RecoveryStep("suspect", T0), RecoveryStep("fenced", T0))
+    j.plan([Planned("web01", WEB01, 200, True)], T0)
+    j.add(RecoveryStep("restarting", T0, vm="web01", uuid=WEB01, host="hv2", priority=200))
+    env.store.set_ha_host(HAHost("hv1", "restarting", T0, T0, "restarting", T0))
+
+
 def shown(env: Env) -> dict[str, tuple[str, str]]:
     """`ha status`'s state and detail of each HA VM."""
     with HAService(env.store, env.pool) as service:
@@ -344,11 +354,7 @@ def test_a_killed_controllers_recovery_is_finished_without_starting_anything_twi
     h2 = env.pool.get(env.host("hv2"))
     vha.define(h2, xml, 5)
     vha.start(h2, WEB01, 5)
-    j = Journal.begin(env.store, "hv1", T0)
-    j.add(RecoveryStep("suspect", T0), RecoveryStep("fenced", T0))
-    j.plan([Planned("web01", WEB01, 200, True)], T0)
-    j.add(RecoveryStep("restarting", T0, vm="web01", uuid=WEB01, host="hv2", priority=200))
-    env.store.set_ha_host(HAHost("hv1", "restarting", T0, T0, "restarting", T0))
+    journal_restarting_on_hv2(env)
     monitor = env.fresh_monitor()
     monitor.run_once()
     monitor.close()
@@ -386,11 +392,7 @@ def test_a_claim_left_by_a_controller_killed_before_defining_does_not_block_the_
     power_loss(env)
     env.store.claim_placements([ClaimRequest("hv2", "web01", 1, 128, 64, 65536)],
                                ttl=timedelta(minutes=10))
-    j = Journal.begin(env.store, "hv1", T0)
-    j.add(RecoveryStep("suspect", T0), RecoveryStep("fenced", T0))
-    j.plan([Planned("web01", WEB01, 200, True)], T0)
-    j.add(RecoveryStep("restarting", T0, vm="web01", uuid=WEB01, host="hv2", priority=200))
-    env.store.set_ha_host(HAHost("hv1", "restarting", T0, T0, "restarting", T0))
+    journal_restarting_on_hv2(env)
     monitor = env.fresh_monitor()
     monitor.run_once()
     monitor.close()

@@ -268,13 +268,11 @@ def test_the_routes_take_the_apis_guards_one_per_route_and_narrow_events_by_scop
     """The seam the API branch plugs into (docs/api.md): a Depends per route, as its
     require("events.read") and require("metrics.read") are, and a caller scoped to group web
     sees only that group's events."""
-    import threading
-    import time
-
-    import uvicorn
     from fastapi import Depends, FastAPI, Header, HTTPException
 
     from virtfleet.controller.events import Event
+
+    from .unix_uvicorn import serving_on_unix_socket
 
     ctl, obs = fleet
     callers = {"Bearer web": "web", "Bearer admin": "admin"}
@@ -297,14 +295,7 @@ def test_the_routes_take_the_apis_guards_one_per_route_and_narrow_events_by_scop
                          visible=lambda who: in_web if who == "web" else None):
         app.include_router(r)
     path = str(tmp_path / "api.sock")
-    server = uvicorn.Server(uvicorn.Config(app, uds=path, log_level="error"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
+    with serving_on_unix_socket(app, path):
         def hosts_seen(token: str) -> set[tuple[str, str]]:
             status, body = _get(path, "/api/v1/events?follow=false&kind=host", token)
             assert status == 200
@@ -319,6 +310,3 @@ def test_the_routes_take_the_apis_guards_one_per_route_and_narrow_events_by_scop
         status, body = _get(path, "/metrics", "web")
         assert status == 403 and b"lacks metrics.read" in body and b"virtfleet_" not in body
         assert _get(path, "/metrics", "nobody")[0] == 401
-    finally:
-        server.should_exit = True
-        t.join(timeout=30)

@@ -19,6 +19,7 @@ from lxml import etree
 
 from virtfleet.controller.openapi import document
 
+from .api_callers import add_callers
 from .apiclient import Api
 from .cli import run, running_controller
 from .nodes import FIXTURES, refused_port
@@ -83,10 +84,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     (tmp / "fleet.yaml").write_text(yaml.safe_dump(fleet))
     db = tmp / "store.db"
     assert run(db, "apply", "-f", str(tmp / "fleet.yaml")).code == 0
-    for user, role, scope in (("root", "admin", "all"), ("viewer", "viewer", "all"),
-                              ("webop", "operator", "group:web")):
-        assert run(db, "user", "add", user).code == 0
-        assert run(db, "grant", "add", user, role, "--scope", scope).code == 0
+    add_callers(db)
     tokens = {u: _token(db, u) for u in ("root", "viewer", "webop")}
     port = refused_port()
     with running_controller(db, "--listen", f"127.0.0.1:{port}"):

@@ -24,6 +24,7 @@ from typing import Any
 
 from virtfleet.errors import HostUnavailable, InvalidInput, NotFound
 from virtfleet.inventory.records import ControllerRecord
+from virtfleet.pids import pid_alive
 
 # A controller heartbeats every 5 s; three missed beats and it is presumed gone.
 STALE_AFTER = 15.0
@@ -49,17 +50,6 @@ def controller_wait() -> float:
     if not 0 < value <= 600:
         raise InvalidInput(WAIT_ENV, "must be a number of seconds above 0 and at most 600")
     return value
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this machine (a stopped one counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process, but it exists
-    return True
 
 
 def is_dead(rec: ControllerRecord) -> bool:

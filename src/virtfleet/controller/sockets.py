@@ -15,8 +15,9 @@ import socket
 import stat
 from pathlib import Path
 
-from virtfleet.controller.client import SOCKET_SCHEME, pid_alive
+from virtfleet.controller.client import SOCKET_SCHEME
 from virtfleet.errors import InvalidInput
+from virtfleet.pids import pid_alive
 
 RUN_DIR_ENV = "VIRTFLEET_RUN_DIR"
 _SOCKET_NAME = re.compile(r"controller-(\d+)\.sock")

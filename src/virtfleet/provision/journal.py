@@ -28,7 +28,8 @@ from virtfleet.config import lease_ttl
 from virtfleet.errors import Busy, Conflict, NotFound, StoreError, TakenOver, VirtfleetError
 from virtfleet.inventory.records import Made, OperationRecord, Owner
 from virtfleet.inventory.store import Store
-from virtfleet.provision.locks import STALE_AFTER, pid_alive
+from virtfleet.pids import pid_alive
+from virtfleet.provision.locks import STALE_AFTER
 from virtfleet.virt.fanout import ConnectionPool
 
 # A failed operation (its rollback left something) is tried again by a controller this many

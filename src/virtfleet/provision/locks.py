@@ -16,19 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 from virtfleet.inventory.records import VMLock
 from virtfleet.inventory.store import Store
+from virtfleet.pids import pid_alive
 
 STALE_AFTER = timedelta(hours=1)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` of this machine exists (a stopped one does)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, another user's
-    return True
 
 
 def holder_alive(hostname: str, pid: int, since: datetime) -> bool:
