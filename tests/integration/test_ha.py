@@ -59,6 +59,7 @@ from virtfleet.lab.bmc import LabBmcs
 from virtfleet.lab.guests import outer_log
 from virtfleet.lab.lab import Lab, lockspace
 from virtfleet.lab.state import LabHost
+from virtfleet.pids import pid_alive
 from virtfleet.virt.host import Host
 
 pytestmark = pytest.mark.integration
@@ -216,12 +217,20 @@ def heal(h: HALab) -> None:
     """Every hypervisor powered on, answering, and ok for HA (its stale copies reconciled)."""
     if h.controller is None or h.controller.poll() is not None:
         h.start_controller()  # a scenario that failed after killing it
+    bmcs = LabBmcs(h.lab)
+    if any(b.pid is None or not pid_alive(b.pid) for b in bmcs.recorded()):
+        bmcs.start()  # a scenario that failed after killing a BMC
+    powered = set()
     for i in range(3):
         host = h.host(i)
         if power_status(h.device(host)).power is Power.OFF:
             assert power_on(h.device(host)).power is Power.ON
+            powered.add(host.name)
     for i in range(3):
         host = h.host(i)
+        if host.name not in powered and not answering(host):
+            # power on, libvirtd gone: a scenario that failed before bringing it back
+            h.lab.restart_host(host.name)
         wait_for(lambda host=host: answering(host), 90, f"{host.name} to answer")
         wait_for(lambda host=host: h.ha_state(host) == "ok", 90,
                  lambda host=host: f"{host.name} to be ok for HA\n{h.why(host)}")
