@@ -328,7 +328,8 @@ def _running(ui: LabUI, vm: str, host: str) -> None:
 
 
 def _serial_text(driver: WebDriver) -> str:
-    return str(driver.find_element(By.ID, "serial").text)
+    """What the terminal shows now: xterm.js draws its rows as text in `.xterm-rows`."""
+    return str(driver.find_element(By.CSS_SELECTOR, "#serial .xterm-rows").text)
 
 
 def test_the_serial_console_shows_the_guest_and_takes_keys(lab_ui: LabUI,
@@ -342,7 +343,8 @@ def test_the_serial_console_shows_the_guest_and_takes_keys(lab_ui: LabUI,
     driver.find_element(By.ID, "serial-console").click()
     WebDriverWait(driver, WAIT).until(
         lambda d: d.find_element(By.ID, "console-state").text == "connected")
-    term = driver.find_element(By.ID, "serial")
+    # xterm.js takes keys through its hidden textarea
+    term = driver.find_element(By.CSS_SELECTOR, "#serial textarea.xterm-helper-textarea")
     # the shell computes 42: what comes back is the guest's answer, not the keys echoed
     term.send_keys("\necho vf-$((6*7))-ok\n")
     WebDriverWait(driver, WAIT).until(lambda d: "vf-42-ok" in _serial_text(d))

@@ -27,6 +27,8 @@ from .uiclient import Browserless, Page
 
 SCRIPT_VM = "<script>alert(1)"  # libvirt refuses '/' in a name, so no closing tag
 HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"  # 2.0.11
+# @xterm/xterm 6.0.0, lib/xterm.js (static/README.md)
+XTERM_SHA256 = "14903579ff54664cd72f8e8699e6961a6272c21863ec1c3b118cdc8af5d4a972"
 
 
 def _node(tmp: Path, group: str, n: int) -> str:
@@ -331,8 +333,23 @@ def test_static_files_are_the_vendored_ones_and_nothing_else(console: Console) -
     got = b.get("/ui/static/htmx.min.js")
     assert got.status == 200 and got.headers["content-type"].startswith("text/javascript")
     assert hashlib.sha256(got.text.encode()).hexdigest() == HTMX_SHA256
-    for name in ("README.md", "..%2F__init__.py", "htmx.LICENSE", "../pages.py"):
+    got = b.get("/ui/static/xterm.js")
+    assert got.status == 200 and hashlib.sha256(got.text.encode()).hexdigest() == XTERM_SHA256
+    for name in ("README.md", "..%2F__init__.py", "htmx.LICENSE", "xterm.LICENSE",
+                 "../pages.py"):
         assert b.get(f"/ui/static/{name}").status == 404, name
+
+
+def test_only_the_serial_console_lets_xterm_make_its_styles(console: Console) -> None:
+    b = console.browser("webop")
+    serial = b.get("/ui/vms/web01/console/serial?host=hv-web")
+    assert serial.status == 200 and "xterm.js" in serial.text
+    csp = serial.headers["content-security-policy"]
+    assert "style-src 'self' 'unsafe-inline'" in csp and "script-src 'self';" in csp
+    for path in ("/ui/vms/web01/console/vnc?host=hv-web", "/ui/vms/web01?host=hv-web"):
+        got = b.get(path)
+        assert got.status == 200 and "'unsafe-inline'" not in got.headers[
+            "content-security-policy"], path
 
 
 def test_the_console_is_not_in_the_api_document() -> None:

@@ -25,7 +25,7 @@ from starlette.websockets import WebSocketDisconnect
 from virtfleet.controller.errors import status_of
 from virtfleet.controller.rest.common import common_target, vm_holders
 from virtfleet.controller.service import Controller
-from virtfleet.controller.ui.render import page
+from virtfleet.controller.ui.render import TERMINAL_CSP, page
 from virtfleet.controller.ui.session_auth import Caller, audit, check_write, current
 from virtfleet.controller.ui.sessions import Sessions
 from virtfleet.controller.ui.tickets import Tickets
@@ -84,7 +84,9 @@ def console_router(controller: Controller, sessions: Sessions,
             host = _where(request, caller, name, request.query_params.get("host") or None)
         except VirtfleetError as exc:
             return error(exc, caller)
-        return page("console.html", **frame(caller, "vms"), vm=name, host=host, kind=kind)
+        csp = {"Content-Security-Policy": TERMINAL_CSP} if kind == "serial" else None
+        return page("console.html", headers=csp, **frame(caller, "vms"), vm=name, host=host,
+                    kind=kind)
 
     @r.post("/ui/vms/{name}/console/{kind}")
     def ticket(request: Request, name: str, kind: str) -> Response:
