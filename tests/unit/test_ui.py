@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         assert run(db, "grant", "add", user, role, "--scope", scope).code == 0
     tokens = {u: _token(db, u) for u in ("root", "viewer", "webop")}
     port = refused_port()
-    with running_controller(db, "--listen", f"127.0.0.1:{port}"):
+    # a stats pass a second, so the VM page's sparklines have samples soon
+    with running_controller(db, "--listen", f"127.0.0.1:{port}", "--stats-interval", "1"):
         yield Console(db, port, tokens)
 
 
@@ -365,6 +367,47 @@ def test_live_pages_stream_only_what_comes_after_them(console: Console) -> None:
         assert got.status == 200 and "event: host.up" not in got.text
     assert "event: host.up" in b.get("/ui/events?follow=false").text  # the ring has them
     assert "data-events" in b.get("/ui/audit").text and "live.js" not in b.get("/ui/audit").text
+
+
+def _samples(b: Browserless, path: str, at_least: int) -> Page:
+    """The sparklines fragment once it holds `at_least` stats passes (one a second)."""
+    deadline = time.monotonic() + 120
+    while True:
+        got = b.get(path)
+        assert got.status == 200, got.text
+        m = re.search(r'data-samples="(\d+)"', got.text)
+        assert m, got.text
+        if int(m.group(1)) >= at_least or time.monotonic() > deadline:
+            return got
+        time.sleep(0.5)
+
+
+def test_the_vm_page_draws_sparklines_of_its_last_stats_passes(console: Console) -> None:
+    b = console.browser("viewer")
+    got = _samples(b, "/ui/vms/web01/metrics?host=hv-web", 3)
+    assert int(re.findall(r'data-samples="(\d+)"', got.text)[0]) >= 3, got.text
+    # htmx polls the fragment every stats pass
+    assert 'hx-get="/ui/vms/web01/metrics?host=hv-web" hx-trigger="every 1s"' in got.text
+    # the test driver reports a domain's state only: the running strip has a point per
+    # pass, the figures say they were not read
+    charts = dict(re.findall(r'<tr data-chart="(\w+)">(.*?)</tr>', got.text, re.S))
+    [points] = re.findall(r'<polyline class="l-up" points="([^"]+)"', charts["up"])
+    assert len(points.split()) >= 3 and points.split()[-1].endswith(",1.0"), points
+    for key in ("cpu", "memory", "disk", "net"):
+        assert "<svg" not in charts[key] and "not read by its hypervisor" in charts[key]
+    # a shut-off VM's strip ends at the bottom (earlier tests may have started it a while)
+    off = _samples(b, "/ui/vms/web02/metrics?host=hv-web", 3)
+    [points] = re.findall(r'<polyline class="l-up" points="([^"]+)"', off.text)
+    assert points.split()[-1].endswith(",27.0"), points
+    # the page carries the same fragment
+    page = b.get("/ui/vms/web01?host=hv-web")
+    assert '<div id="metrics"' in page.text and '<svg class="spark"' in page.text
+
+
+def test_sparklines_need_vm_read_on_the_vm(console: Console) -> None:
+    assert console.browser("webop").get("/ui/vms/db01/metrics?host=hv-db").status == 403
+    assert console.browser("webop").get("/ui/vms/nosuch/metrics").status == 404
+    assert console.browser().get("/ui/vms/web01/metrics?host=hv-web").status == 303
 
 
 # ------------------------------------------------------------------ console tickets

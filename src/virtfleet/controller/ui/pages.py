@@ -26,6 +26,7 @@ from virtfleet.controller.rest.common import common_target, vf, vm_holders
 from virtfleet.controller.routers import events_visible
 from virtfleet.controller.service import Controller
 from virtfleet.controller.ui import estate as estate_model
+from virtfleet.controller.ui import metrics as metrics_model
 from virtfleet.controller.ui.assets import ASSETS
 from virtfleet.controller.ui.capacity import CapacityQuery, per_pod
 from virtfleet.controller.ui.console import console_router
@@ -307,6 +308,7 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
         can_clone = template and rec is not None and p.can("vm.create", Target(
             "vm", name, rec.site, rec.pod, None, frozenset(rec.groups)))
         return page("vm.html", **_frame(caller, "vms", controller.events), info=facts,
+                    m=sparks(info.host, name),
                     facts=[(k, v) for k, v in facts.items() if k not in ("name", "state")],
                     disks=list(devices.disks) if devices is not None else [],
                     chains=chains, chain_error=chain_error,
@@ -316,6 +318,25 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
                     events=events, can_act=can["act"], can_snapshot=can["snapshot"],
                     can_migrate=can["migrate"], can_clone=can_clone, targets=targets,
                     pod=rec.pod if rec is not None else "its pod")
+
+    def sparks(host: str, name: str) -> metrics_model.Metrics:
+        observe = controller.observe
+        return metrics_model.build(observe.stats.samples.series(host, name),
+                                   observe.stats_interval)
+
+    def metrics_part(request: Request, caller: Caller) -> Response:
+        """A VM's sparklines alone, for htmx to put in place every stats pass: read from the
+        controller's memory, never from a hypervisor; the same grant as the VM's page."""
+        name = request.path_params["name"]
+        host = request.query_params.get("host") or None
+        p = caller.principal
+        if not p.holds("vm.read"):
+            raise Forbidden(f"{p.name} lacks vm.read on any scope", permission="vm.read",
+                            target="any")
+        holders = vm_holders(request, name, host)
+        p.check("vm.read", common_target("vm", name, holders))
+        where = holders[0].name if host is None else host
+        return page("metrics.html", m=sparks(where, name), name=name, host=where)
 
     def operations_page(request: Request, caller: Caller) -> Response:
         """What GET /api/v1/operations answers the user, newest first, with progress; htmx
@@ -383,6 +404,7 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
     r.get("/ui/estate")(reader(estate_page))
     r.get("/ui/vms")(reader(vms_page))
     r.get("/ui/vms/{name}")(reader(vm_page))
+    r.get("/ui/vms/{name}/metrics")(reader(metrics_part))
     r.get("/ui/installs")(reader(installs_page))
     r.get("/ui/audit")(reader(audit_page))
     r.get("/ui/operations")(reader(operations_page))
