@@ -356,6 +356,69 @@ def test_the_capacity_page_sums_headroom_per_pod(console: Console) -> None:
         assert bad.status == 400 and field in bad.text, (query, bad.text)
 
 
+def _bars(html: str, chart: str) -> dict[str, tuple[int, str]]:
+    """A capacity chart's bars: label -> (how many fit, what runs out first)."""
+    m = re.search(rf'<svg class="bars" id="chart-{chart}"(.*?)</svg>', html, re.S)
+    assert m, html
+    return {label: (int(fits), first) for label, fits, first in re.findall(
+        r'<g data-bar="([^"]+)">.*?<text class="fits"[^>]*>(\d+) · ([\w ]+) first',
+        m.group(1), re.S)}
+
+
+def test_the_capacity_page_charts_what_fits_per_pod_and_per_group(console: Console) -> None:
+    """One headroom answer, as the API's, drawn per pod and per group at once."""
+    got = console.browser("viewer").get("/ui/capacity?vcpus=2&memory=4G")
+    assert got.status == 200, got.text
+    api = Api("127.0.0.1", console.port, console.tokens["root"]).get(
+        "/api/v1/plan/headroom?vcpus=2&memory=4G")
+    assert api.status == 200, api.body
+    per_host = {h["host"]: (h["fits"], h["bound_by"]) for h in api.body["hosts"]}
+    total = int(re.findall(r'id="fits">(\d+) more VMs', got.text)[0])
+    assert total == sum(f for f, _ in per_host.values()) > 0
+    # one host per group: what runs out first there is what bounds that host
+    assert _bars(got.text, "groups") == {"web": per_host["hv-web"], "db": per_host["hv-db"]}
+    # the pod: the resource with fewer VMs' worth free over both hosts together
+    cpu = sum(h["free_vcpus"] // 2 for h in api.body["hosts"])
+    mem = sum(h["free_memory_mib"] // 4096 for h in api.body["hosts"])
+    first = "cpu and memory" if cpu == mem else "cpu" if cpu < mem else "memory"
+    assert _bars(got.text, "pods") == {"oregon/or-pod1": (total, first)}
+    assert re.search(r'<rect class="b-[a-z-]+" x="150.0" y="\d+" width="[\d.]+" height="12"/>',
+                     got.text)
+    # the page's group filter narrows the charts to that group's hosts
+    web = console.browser("viewer").get("/ui/capacity?vcpus=2&memory=4G&group=web")
+    assert set(_bars(web.text, "groups")) == {"web"}
+
+
+def test_capacity_charts_stack_each_bars_room_by_what_bounds_its_hosts() -> None:
+    from virtfleet.controller.ui.capacity import LABEL_WIDTH, NO_GROUP, charts
+    from virtfleet.placement.headroom import HostFit
+
+    def fit(host: str, pod: str, groups: tuple[str, ...], fits: int, vcpus: int, mib: int,
+            bound: str) -> HostFit:
+        return HostFit(host, "s1", pod, groups, fits, vcpus, mib, bound)
+
+    hosts = [fit("a", "p1", ("web",), 4, 8, 100 * 1024, "cpu"),  # 4 by CPU, 25 by memory
+             fit("b", "p1", ("web", "db"), 2, 60, 8 * 1024, "memory"),  # 30 by CPU, 2
+             fit("c", "p2", (), 3, 6, 12 * 1024, "cpu and memory"),
+             fit("d", "p2", ("db",), 0, 64, 512 * 1024, "unavailable")]
+    pods, groups = charts(hosts, 2, 4096)
+    assert [(b.label, b.fits, b.hosts, b.unavailable) for b in pods.bars] == [
+        ("s1/p1", 6, 2, 0), ("s1/p2", 3, 2, 1)]
+    [p1, p2] = pods.bars
+    assert [(s.bound, s.fits) for s in p1.segments] == [("cpu", 4), ("memory", 2)]
+    # the widest bar spans the chart; the others in proportion, parts end to end
+    span = pods.width - LABEL_WIDTH - (pods.width - pods.number_x + 6)
+    assert p1.segments[0].x == LABEL_WIDTH
+    assert sum(s.width for s in p1.segments) == pytest.approx(span, abs=0.2)
+    assert p1.segments[1].x == pytest.approx(LABEL_WIDTH + p1.segments[0].width)
+    assert p2.segments[0].width == pytest.approx(span / 2, abs=0.1)
+    assert (p1.first, p2.first) == ("memory", "cpu and memory")  # 4+30 by CPU, 25+2 memory
+    assert {b.label: b.fits for b in groups.bars} == {"web": 6, "db": 2, NO_GROUP: 3}
+    assert "1 unavailable" in {b.label: b for b in groups.bars}["db"].title
+    empty, _ = charts([], 2, 4096)
+    assert empty.bars == () and empty.height == empty.row
+
+
 def test_live_pages_stream_only_what_comes_after_them(console: Console) -> None:
     """A page's events stream starts after the last event the page was rendered after: the
     ring's backlog (thousands of host events on a large estate) is not replayed onto it."""

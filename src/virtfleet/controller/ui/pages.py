@@ -28,7 +28,7 @@ from virtfleet.controller.service import Controller
 from virtfleet.controller.ui import estate as estate_model
 from virtfleet.controller.ui import metrics as metrics_model
 from virtfleet.controller.ui.assets import ASSETS
-from virtfleet.controller.ui.capacity import CapacityQuery, per_pod
+from virtfleet.controller.ui.capacity import CapacityQuery, charts, per_pod
 from virtfleet.controller.ui.console import console_router
 from virtfleet.controller.ui.render import HEADERS, page
 from virtfleet.controller.ui.session_auth import (
@@ -395,7 +395,9 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
             room = plan.headroom(HeadroomRequest(
                 VMShape(vcpus=q.vcpus, memory_mib=q.memory_mib, disk_gib=0), scope))
         loss = [c for c in room.loss if c.kind == "pod" or not c.ok]
+        by_pod, by_group = charts(room.hosts, q.vcpus, q.memory_mib)
         return page("capacity.html", **_frame(caller, "capacity"), q=q, total=room.fits,
+                    by_pod=by_pod, by_group=by_group,
                     pods=per_pod(room.hosts), loss=loss, asked=room.asked,
                     hosts_ok=sum(1 for c in room.loss if c.kind == "host" and c.ok),
                     failed=sorted(f.host for f in room.failed))
