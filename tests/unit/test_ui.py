@@ -675,6 +675,102 @@ def test_a_viewer_sees_no_action_forms_and_each_forged_post_is_403(console: Cons
         ("viewer", "vm.clone", "denied", 403)]
 
 
+def _current(c: Console, vm: str) -> str:
+    got = Api("127.0.0.1", c.port, c.tokens["root"]).get(f"/api/v1/vms/{vm}/snapshots")
+    [current] = [s["name"] for s in got.body if s["current"]]
+    return str(current)
+
+
+def _snapshot_buttons(html: str) -> dict[str, set[str]]:
+    """Each snapshot row's buttons: snapshot -> {revert, delete}."""
+    return {name: set(re.findall(r'data-snapshot-act="(\w+)"', row)) for name, row in
+            re.findall(r'<tr data-snapshot="([^"]+)">(.*?)</tr>', html, re.S)}
+
+
+def test_an_admin_reverts_to_and_deletes_a_snapshot_from_the_vm_page(
+        console: Console) -> None:
+    b = console.browser("root")
+    csrf = b.get("/ui/vms").csrf()
+    for name in ("first", "second"):
+        got = b.post("/ui/vms/db03/snapshot?host=hv-db", {"name": name},
+                     headers={"X-CSRF-Token": csrf})
+        assert got.status == 200, got.text
+    # the table that came back with the last one has the buttons already
+    assert _snapshot_buttons(got.text) == {"first": {"revert", "delete"},
+                                           "second": {"revert", "delete"}}
+    page = b.get("/ui/vms/db03?host=hv-db")
+    assert _snapshot_buttons(page.text)["first"] == {"revert", "delete"}
+    # each asks first, saying what is lost
+    assert 'hx-post="/ui/vms/db03/snapshots/revert?host=hv-db"' in page.text
+    assert 'hx-confirm="Revert db03 to snapshot first? What the VM holds now' in page.text
+    assert 'hx-confirm="Delete snapshot first of db03? The snapshot is lost' in page.text
+    assert _current(console, "db03") == "second"
+    before = len(console.audit())
+    got = b.post("/ui/vms/db03/snapshots/revert?host=hv-db", {"snapshot": "first"},
+                 headers={"X-CSRF-Token": csrf})
+    assert got.status == 200 and "db03 reverted to snapshot first" in got.text, got.text
+    assert 'id="snapshots" hx-swap-oob="true"' in got.text
+    assert _current(console, "db03") == "first"  # was second, the last taken
+    got = b.post("/ui/vms/db03/snapshots/delete?host=hv-db", {"snapshot": "second"},
+                 headers={"X-CSRF-Token": csrf})
+    assert got.status == 200 and "snapshot second of db03 deleted" in got.text, got.text
+    assert _snapshot_buttons(got.text) == {"first": {"revert", "delete"}}
+    assert _snapshots(console, "db03") == ["first"]
+    entries = _ui_entries(console, before)
+    assert [(e["actor"], e["action"], e["target"], e["result"]) for e in entries] == [
+        ("root", "snapshot.revert", "vm:db03", "ok"), ("root", "snapshot.delete", "vm:db03", "ok")]
+    assert entries[0]["params"]["form"] == {"snapshot": "first"}
+    # bad input: one line, as text, and nothing changes
+    for form, status, message in (
+            ({"snapshot": "nosuch"}, 404, "no snapshot &#39;nosuch&#39;"),
+            ({"snapshot": "<script>alert(4)"}, 404,
+             "no snapshot &#39;&lt;script&gt;alert(4)&#39;"),
+            ({}, 400, "snapshot: missing: this field is required"),
+            ({"snapshot": "first", "children": "1"}, 400, "children: unknown field")):
+        for verb in ("revert", "delete"):
+            got = b.post(f"/ui/vms/db03/snapshots/{verb}?host=hv-db", form,
+                         headers={"X-CSRF-Token": csrf})
+            assert got.status == status and message in got.text, (verb, form, got.text)
+            assert "<script>alert" not in got.text
+            [line] = re.findall(r'<p class="error" id="flash-msg">([^<]*)</p>', got.text)
+    assert _snapshots(console, "db03") == ["first"]
+    assert b.post("/ui/vms/db03/snapshots/delete?host=hv-db", {"snapshot": "first"},
+                  headers={"X-CSRF-Token": csrf}).status == 200
+    assert _snapshots(console, "db03") == []
+
+
+def test_snapshot_revert_and_delete_need_vm_snapshot_there(console: Console) -> None:
+    root = console.browser("root")
+    got = root.post("/ui/vms/db01/snapshot?host=hv-db", {"name": "keep"},
+                    headers={"X-CSRF-Token": root.get("/ui/vms").csrf()})
+    assert got.status == 200, got.text
+    viewer = console.browser("viewer")
+    page = viewer.get("/ui/vms/db01?host=hv-db")
+    assert _snapshot_buttons(page.text) == {"keep": set()}  # listed, no buttons
+    webop = console.browser("webop")
+    before = len(console.audit())
+    for verb in ("revert", "delete"):
+        got = viewer.post(f"/ui/vms/db01/snapshots/{verb}?host=hv-db", {"snapshot": "keep"},
+                          headers={"X-CSRF-Token": page.csrf()})
+        assert got.status == 403 and "vm.snapshot" in got.text, got.text
+        # an operator of group web, on a db VM: refused there
+        got = webop.post(f"/ui/vms/db01/snapshots/{verb}?host=hv-db", {"snapshot": "keep"},
+                         headers={"X-CSRF-Token": webop.get("/ui/vms").csrf()})
+        assert got.status == 403 and "vm:db01" in got.text, got.text
+        # and without the CSRF token, nobody
+        got = root.post(f"/ui/vms/db01/snapshots/{verb}?host=hv-db", {"snapshot": "keep"})
+        assert got.status == 403 and "CSRF" in got.text
+    assert _snapshots(console, "db01") == ["keep"]
+    entries = _ui_entries(console, before)
+    assert [(e["actor"], e["action"], e["result"], e["status"]) for e in entries] == [
+        ("viewer", "snapshot.revert", "denied", 403), ("webop", "snapshot.revert", "denied", 403),
+        ("root", "snapshot.revert", "denied", 403),
+        ("viewer", "snapshot.delete", "denied", 403), ("webop", "snapshot.delete", "denied", 403),
+        ("root", "snapshot.delete", "denied", 403)]
+    assert root.post("/ui/vms/db01/snapshots/delete?host=hv-db", {"snapshot": "keep"},
+                     headers={"X-CSRF-Token": root.get("/ui/vms").csrf()}).status == 200
+
+
 def test_an_action_without_the_csrf_token_is_refused(console: Console) -> None:
     b = console.browser("webop")
     for action in ("snapshot", "migrate", "clone"):
