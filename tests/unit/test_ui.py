@@ -468,9 +468,20 @@ def test_the_vm_page_draws_sparklines_of_its_last_stats_passes(console: Console)
 
 
 def test_sparklines_need_vm_read_on_the_vm(console: Console) -> None:
-    assert console.browser("webop").get("/ui/vms/db01/metrics?host=hv-db").status == 403
-    assert console.browser("webop").get("/ui/vms/nosuch/metrics").status == 404
-    assert console.browser().get("/ui/vms/web01/metrics?host=hv-web").status == 303
+    """Refusals are one line in the box (which then stops polling); an ended session sends
+    the polling page to sign-in rather than drawing the sign-in form inside the box."""
+    webop = console.browser("webop")
+    got = webop.get("/ui/vms/db01/metrics?host=hv-db")
+    assert got.status == 403 and 'id="metrics-error">' in got.text and "vm:db01" in got.text
+    assert "hx-trigger" not in got.text and "<svg" not in got.text
+    got = webop.get("/ui/vms/nosuch/metrics")
+    assert got.status == 404 and 'id="metrics-error">' in got.text
+    stranger = console.browser()
+    assert stranger.get("/ui/vms/web01/metrics?host=hv-web").status == 303
+    got = stranger.get("/ui/vms/web01/metrics?host=hv-web", headers={"HX-Request": "true"})
+    assert got.status == 204
+    assert got.headers["hx-redirect"] == (
+        "/ui/login?next=/ui/vms/web01%3Fhost%3Dhv-web")
 
 
 # ------------------------------------------------------------------ console tickets

@@ -113,7 +113,7 @@ def test_the_charts_points_are_the_passes_scaled_to_the_window() -> None:
 
 
 def _render(m: metrics.Metrics, name: str) -> str:
-    return ENV.get_template("metrics.html").render(m=m, name=name, host="hv1")
+    return ENV.get_template("metrics.html").render(m=m, name=name, host="hv1", error="")
 
 
 def test_the_svg_is_drawn_by_the_template_and_a_vm_without_samples_has_none() -> None:

@@ -308,7 +308,7 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
         can_clone = template and rec is not None and p.can("vm.create", Target(
             "vm", name, rec.site, rec.pod, None, frozenset(rec.groups)))
         return page("vm.html", **_frame(caller, "vms", controller.events), info=facts,
-                    m=sparks(info.host, name),
+                    m=sparks(info.host, name), error="",
                     facts=[(k, v) for k, v in facts.items() if k not in ("name", "state")],
                     disks=list(devices.disks) if devices is not None else [],
                     chains=chains, chain_error=chain_error,
@@ -324,19 +324,31 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
         return metrics_model.build(observe.stats.samples.series(host, name),
                                    observe.stats_interval)
 
-    def metrics_part(request: Request, caller: Caller) -> Response:
+    @r.get("/ui/vms/{name}/metrics")
+    def metrics_part(request: Request, name: str, caller: Who) -> Response:
         """A VM's sparklines alone, for htmx to put in place every stats pass: read from the
-        controller's memory, never from a hypervisor; the same grant as the VM's page."""
-        name = request.path_params["name"]
+        controller's memory, never from a hypervisor; the same grant as the VM's page. The
+        poll runs unattended, so an ended session sends the page to sign-in (HX-Redirect)
+        and an error is one line in the box, which then stops polling."""
         host = request.query_params.get("host") or None
+        if caller is None:
+            if request.headers.get("hx-request") == "true":
+                target = f"/ui/vms/{_quote(name)}" + (f"?host={_quote(host)}" if host else "")
+                return Response(status_code=204,
+                                headers={"HX-Redirect": f"/ui/login?next={_quote(target)}"})
+            return to_login(request)
         p = caller.principal
-        if not p.holds("vm.read"):
-            raise Forbidden(f"{p.name} lacks vm.read on any scope", permission="vm.read",
-                            target="any")
-        holders = vm_holders(request, name, host)
-        p.check("vm.read", common_target("vm", name, holders))
+        try:
+            if not p.holds("vm.read"):
+                raise Forbidden(f"{p.name} lacks vm.read on any scope", permission="vm.read",
+                                target="any")
+            holders = vm_holders(request, name, host)
+            p.check("vm.read", common_target("vm", name, holders))
+        except VirtfleetError as exc:
+            return page("metrics.html", status_of(exc), m=metrics_model.build(None, 0),
+                        name=name, host=host or "", error=exc.message)
         where = holders[0].name if host is None else host
-        return page("metrics.html", m=sparks(where, name), name=name, host=where)
+        return page("metrics.html", m=sparks(where, name), name=name, host=where, error="")
 
     def operations_page(request: Request, caller: Caller) -> Response:
         """What GET /api/v1/operations answers the user, newest first, with progress; htmx
@@ -406,7 +418,6 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
     r.get("/ui/estate")(reader(estate_page))
     r.get("/ui/vms")(reader(vms_page))
     r.get("/ui/vms/{name}")(reader(vm_page))
-    r.get("/ui/vms/{name}/metrics")(reader(metrics_part))
     r.get("/ui/installs")(reader(installs_page))
     r.get("/ui/audit")(reader(audit_page))
     r.get("/ui/operations")(reader(operations_page))
