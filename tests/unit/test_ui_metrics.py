@@ -72,6 +72,22 @@ def test_a_restart_a_silent_host_and_a_vanished_vm_break_or_drop_the_series() ->
     assert ring.series("hv1", "vm1") is None and ring.vms() == 1
 
 
+def test_a_vm_that_is_not_running_has_gaps_whatever_libvirt_says() -> None:
+    """A shut-off domain still has its defined balloon, and the lab's page once drew 1.0 % CPU
+    for a VM that was never started: no figure of a VM without QEMU is its use."""
+    off = dataclasses.replace(_qemu(), state="shut off")
+    ring = SampleRing()
+    for k in range(3):
+        ring.record([("hv1", _answer(k, _later(off, k)))])
+    ring.record([("hv1", _answer(3, _later(_qemu(), 3)))])  # started: no rate yet
+    ring.record([("hv1", _answer(4, _later(_qemu(), 4)))])
+    got = ring.series("hv1", "vm1")
+    assert got is not None and got.values["up"] == [0.0, 0.0, 0.0, 1.0, 1.0]
+    for name in ("cpu", "rss", "balloon", "disk", "net"):
+        assert all(math.isnan(v) for v in got.values[name][:3]), name
+    assert math.isnan(got.values["cpu"][3]) and got.values["cpu"][4] == 50.0
+
+
 def test_the_ring_holds_the_last_slots_passes_and_its_cost_per_vm_is_bounded() -> None:
     ring = SampleRing()
     vms = [_qemu(f"vm{i}") for i in range(200)]

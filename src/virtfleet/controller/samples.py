@@ -4,7 +4,8 @@ Each bulk-stats pass (stats.py) hands every host's answer here. Per VM the ring 
 SLOTS passes of a few figures, already turned into what a chart draws: CPU % (cpu.time's growth
 over the time between two answers), QEMU's RSS and the balloon, disk and network bytes per
 second (read+written, received+sent, over all its disks and interfaces), and whether it was
-running. Counters are kept only for the latest answer, to take the next difference from.
+running. Counters are kept only for the latest answer, to take the next difference from. A VM
+that is not running has only its running strip: its figures are gaps.
 
 Memory is bounded by the VMs the hosts report: one float32 array of SLOTS x len(SERIES) per VM
 (1,440 bytes) plus the last counters, about 1.8 KiB per VM in all (docs/ui.md). A VM its host no
@@ -110,6 +111,12 @@ class SampleRing:
 
     @staticmethod
     def _sample(ring: _Ring, d: DomainStats, at: float) -> _Ring:
+        if d.state not in ACTIVE:
+            # No QEMU process: what libvirt still reports (the defined balloon; the lab's page
+            # drew 1.0 % CPU for a never-started VM) is not the VM's use.
+            ring.push((NAN, NAN, NAN, NAN, NAN, 0.0))
+            ring.at, ring.cpu, ring.disk, ring.net = at, None, None, None
+            return ring
         seconds = at - ring.at if ring.at is not None else 0.0
         disk = _total(v for b in d.blocks for v in (b.read_bytes, b.write_bytes))
         net = _total(v for n in d.nets for v in (n.rx_bytes, n.tx_bytes))
