@@ -110,7 +110,9 @@ def lab_ui(lab: LabFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         # The lab's hosts have 2 threads each and already run guests: the clone form's
         # clones need the overcommit an operator of such a pod would set.
-        with running_controller(db, "--listen", f"127.0.0.1:{port}", "--cpu-ratio", "8"):
+        # A stats pass every 2 s: the VM page's sparklines have points within seconds.
+        with running_controller(db, "--listen", f"127.0.0.1:{port}", "--cpu-ratio", "8",
+                                "--stats-interval", "2"):
             yield LabUI(db, port, tokens, guests[web_host.name], web_host.name)
     finally:
         subprocess.run(["virsh", "-c", web_host.uri, "undefine", SCRIPT_VM],
@@ -314,6 +316,38 @@ def test_every_page_renders(lab_ui: LabUI, driver: WebDriver) -> None:
     driver.get(f"{lab_ui.base}/ui/estate")
     cells = driver.find_elements(By.CSS_SELECTOR, "#estate a.h")
     assert len(cells) == 3 and all("h-ok" in c.get_attribute("class") for c in cells)
+    # the capacity charts: the lab's pods, and its two groups (web on two hosts, db on one)
+    driver.get(f"{lab_ui.base}/ui/capacity?vcpus=1&memory=64M")
+    WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "chart-groups")))
+    groups = {g.get_attribute("data-bar") for g in driver.find_elements(
+        By.CSS_SELECTOR, "#chart-groups g[data-bar]")}
+    assert groups == {"web", "db"}
+    assert driver.find_elements(By.CSS_SELECTOR, "#chart-pods g[data-bar] rect")
+
+
+def test_a_running_guests_page_draws_its_figures_and_follows_them(
+        lab_ui: LabUI, driver: WebDriver) -> None:
+    """Real QEMU figures (CPU time, RSS, balloon) become sparklines, and htmx brings the next
+    passes in without a reload."""
+    _sign_in(driver, lab_ui, "viewer")
+    driver.get(f"{lab_ui.base}/ui/vms/{lab_ui.web}?host={lab_ui.web_host}")
+    WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "metrics")))
+    driver.execute_script("window.vfNoReload = 1;")
+    first = int(driver.find_element(By.ID, "metrics").get_attribute("data-samples") or 0)
+
+    def points(chart: str, line: str) -> int:
+        found = driver.find_elements(
+            By.CSS_SELECTOR, f"#metrics tr[data-chart={chart}] polyline.l-{line}")
+        return max((len((p.get_attribute("points") or "").split()) for p in found), default=0)
+
+    _wait(driver).until(lambda d: int(d.find_element(By.ID, "metrics").get_attribute(
+        "data-samples") or 0) >= first + 3 and points("cpu", "cpu") >= 2)
+    assert driver.execute_script("return window.vfNoReload;") == 1
+    assert points("memory", "rss") >= 2 and points("memory", "balloon") >= 2
+    assert points("up", "up") >= 3
+    latest = driver.find_element(By.CSS_SELECTOR, "#metrics tr[data-chart=cpu] td.num").text
+    assert latest.endswith(" %"), latest
+    _shot(driver, "vm-metrics")
 
 
 # ------------------------------------------------------------------ the VM's console
@@ -570,6 +604,59 @@ def test_a_snapshot_taken_from_the_page_is_listed(lab_ui: LabUI, images: Images,
     assert [s["name"] for s in got.body] == ["before-deploy"]  # nothing half-made
 
 
+def test_a_snapshot_is_reverted_to_and_deleted_from_the_page(lab_ui: LabUI, images: Images,
+                                                             driver: WebDriver) -> None:
+    """Each button asks first; a dismissed question changes nothing; the image agrees."""
+    api = Api("127.0.0.1", lab_ui.port, lab_ui.tokens["root"])
+    for name in ("rev-a", "rev-b"):
+        got = api.post(f"/api/v1/vms/{SNAP_VM}/snapshots?host={lab_ui.web_host}",
+                       {"name": name})
+        assert got.status == 201, got.body
+
+    def current() -> list[str]:
+        got = api.get(f"/api/v1/vms/{SNAP_VM}/snapshots")
+        return [s["name"] for s in got.body if s["current"]]
+
+    def in_image() -> str:
+        return subprocess.run(["qemu-img", "snapshot", "-U", "-l",
+                               str(images.directory / f"{SNAP_VM}.qcow2")],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+
+    def button(snapshot: str, act: str) -> Any:
+        return driver.find_element(
+            By.CSS_SELECTOR, f"#snapshots tr[data-snapshot='{snapshot}'] "
+                             f"button[data-snapshot-act={act}]")
+
+    assert current() == ["rev-b"]
+    _sign_in(driver, lab_ui, "webop")
+    _vm_page(driver, lab_ui, SNAP_VM)
+    driver.execute_script("window.vfNoReload = 1;")
+    button("rev-b", "delete").click()
+    alert = _wait(driver).until(ec.alert_is_present())
+    assert "The snapshot is lost" in alert.text
+    alert.dismiss()
+    button("rev-a", "revert").click()
+    alert = _wait(driver).until(ec.alert_is_present())
+    assert alert.text.startswith(f"Revert {SNAP_VM} to snapshot rev-a?")
+    alert.accept()
+    _wait(driver).until(lambda d: f"{SNAP_VM} reverted to snapshot rev-a" in _flash(d))
+    assert current() == ["rev-a"] and "rev-b" in in_image()  # the dismissed delete did nothing
+    button("rev-b", "delete").click()
+    _wait(driver).until(ec.alert_is_present()).accept()
+    _wait(driver).until(lambda d: f"snapshot rev-b of {SNAP_VM} deleted" in _flash(d))
+    _wait(driver).until(lambda d: not d.find_elements(
+        By.CSS_SELECTOR, "#snapshots tr[data-snapshot='rev-b']"))
+    assert driver.execute_script("return window.vfNoReload;") == 1
+    _shot(driver, "vm-snapshot-revert")
+    assert "rev-b" not in in_image() and "rev-a" in in_image()
+    done = [(e["action"], e["result"]) for e in lab_ui.audit()
+            if e["actor"] == "webop" and e["via"] == "ui" and e["action"].startswith(
+                "snapshot.") and e["action"] != "snapshot.create"]
+    assert done[-2:] == [("snapshot.revert", "ok"), ("snapshot.delete", "ok")]
+    assert api.call("DELETE", f"/api/v1/vms/{SNAP_VM}/snapshots/rev-a?host={lab_ui.web_host}"
+                      ).status == 200
+
+
 def test_a_clone_from_the_page_is_an_operation_and_appears_in_the_table(
         lab_ui: LabUI, images: Images, driver: WebDriver) -> None:
     _sign_in(driver, lab_ui, "webop")
@@ -643,6 +730,8 @@ def test_a_viewers_forged_posts_to_the_new_actions_are_403(lab_ui: LabUI, images
     before = {o["id"] for o in Api("127.0.0.1", lab_ui.port, lab_ui.tokens["root"]).get(
         "/api/v1/operations").body["operations"]}
     for path in (f"/ui/vms/{SNAP_VM}/snapshot?host={lab_ui.web_host}",
+                 f"/ui/vms/{SNAP_VM}/snapshots/revert?host={lab_ui.web_host}",
+                 f"/ui/vms/{SNAP_VM}/snapshots/delete?host={lab_ui.web_host}",
                  f"/ui/vms/{TEMPLATE}/clone?host={lab_ui.web_host}",
                  f"/ui/vms/{lab_ui.web}/migrate?host={lab_ui.web_host}"):
         assert _post_from_page(driver, path, csrf) == 403, path
@@ -651,4 +740,5 @@ def test_a_viewers_forged_posts_to_the_new_actions_are_403(lab_ui: LabUI, images
     assert after == before  # nothing was started
     denied = [e["action"] for e in lab_ui.audit() if e["actor"] == "viewer"
               and e["via"] == "ui" and e["result"] == "denied"]
-    assert {"snapshot.create", "vm.clone", "vm.migrate"} <= set(denied)
+    assert {"snapshot.create", "snapshot.revert", "snapshot.delete", "vm.clone",
+            "vm.migrate"} <= set(denied)

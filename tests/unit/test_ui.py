@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     add_callers(db)
     tokens = {u: _token(db, u) for u in ("root", "viewer", "webop")}
     port = refused_port()
-    with running_controller(db, "--listen", f"127.0.0.1:{port}"):
+    # a stats pass a second, so the VM page's sparklines have samples soon
+    with running_controller(db, "--listen", f"127.0.0.1:{port}", "--stats-interval", "1"):
         yield Console(db, port, tokens)
 
 
@@ -369,6 +371,69 @@ def test_the_capacity_page_sums_headroom_per_pod(console: Console) -> None:
         assert bad.status == 400 and field in bad.text, (query, bad.text)
 
 
+def _bars(html: str, chart: str) -> dict[str, tuple[int, str]]:
+    """A capacity chart's bars: label -> (how many fit, what runs out first)."""
+    m = re.search(rf'<svg class="bars" id="chart-{chart}"(.*?)</svg>', html, re.S)
+    assert m, html
+    return {label: (int(fits), first) for label, fits, first in re.findall(
+        r'<g data-bar="([^"]+)">.*?<text class="fits"[^>]*>(\d+) · ([\w ]+) first',
+        m.group(1), re.S)}
+
+
+def test_the_capacity_page_charts_what_fits_per_pod_and_per_group(console: Console) -> None:
+    """One headroom answer, as the API's, drawn per pod and per group at once."""
+    got = console.browser("viewer").get("/ui/capacity?vcpus=2&memory=4G")
+    assert got.status == 200, got.text
+    api = Api("127.0.0.1", console.port, console.tokens["root"]).get(
+        "/api/v1/plan/headroom?vcpus=2&memory=4G")
+    assert api.status == 200, api.body
+    per_host = {h["host"]: (h["fits"], h["bound_by"]) for h in api.body["hosts"]}
+    total = int(re.findall(r'id="fits">(\d+) more VMs', got.text)[0])
+    assert total == sum(f for f, _ in per_host.values()) > 0
+    # one host per group: what runs out first there is what bounds that host
+    assert _bars(got.text, "groups") == {"web": per_host["hv-web"], "db": per_host["hv-db"]}
+    # the pod: the resource with fewer VMs' worth free over both hosts together
+    cpu = sum(h["free_vcpus"] // 2 for h in api.body["hosts"])
+    mem = sum(h["free_memory_mib"] // 4096 for h in api.body["hosts"])
+    first = "cpu and memory" if cpu == mem else "cpu" if cpu < mem else "memory"
+    assert _bars(got.text, "pods") == {"oregon/or-pod1": (total, first)}
+    assert re.search(r'<rect class="b-[a-z-]+" x="150.0" y="\d+" width="[\d.]+" height="12"/>',
+                     got.text)
+    # the page's group filter narrows the charts to that group's hosts
+    web = console.browser("viewer").get("/ui/capacity?vcpus=2&memory=4G&group=web")
+    assert set(_bars(web.text, "groups")) == {"web"}
+
+
+def test_capacity_charts_stack_each_bars_room_by_what_bounds_its_hosts() -> None:
+    from virtfleet.controller.ui.capacity import LABEL_WIDTH, NO_GROUP, charts
+    from virtfleet.placement.headroom import HostFit
+
+    def fit(host: str, pod: str, groups: tuple[str, ...], fits: int, vcpus: int, mib: int,
+            bound: str) -> HostFit:
+        return HostFit(host, "s1", pod, groups, fits, vcpus, mib, bound)
+
+    hosts = [fit("a", "p1", ("web",), 4, 8, 100 * 1024, "cpu"),  # 4 by CPU, 25 by memory
+             fit("b", "p1", ("web", "db"), 2, 60, 8 * 1024, "memory"),  # 30 by CPU, 2
+             fit("c", "p2", (), 3, 6, 12 * 1024, "cpu and memory"),
+             fit("d", "p2", ("db",), 0, 64, 512 * 1024, "unavailable")]
+    pods, groups = charts(hosts, 2, 4096)
+    assert [(b.label, b.fits, b.hosts, b.unavailable) for b in pods.bars] == [
+        ("s1/p1", 6, 2, 0), ("s1/p2", 3, 2, 1)]
+    [p1, p2] = pods.bars
+    assert [(s.bound, s.fits) for s in p1.segments] == [("cpu", 4), ("memory", 2)]
+    # the widest bar spans the chart; the others in proportion, parts end to end
+    span = pods.width - LABEL_WIDTH - (pods.width - pods.number_x + 6)
+    assert p1.segments[0].x == LABEL_WIDTH
+    assert sum(s.width for s in p1.segments) == pytest.approx(span, abs=0.2)
+    assert p1.segments[1].x == pytest.approx(LABEL_WIDTH + p1.segments[0].width)
+    assert p2.segments[0].width == pytest.approx(span / 2, abs=0.1)
+    assert (p1.first, p2.first) == ("memory", "cpu and memory")  # 4+30 by CPU, 25+2 memory
+    assert {b.label: b.fits for b in groups.bars} == {"web": 6, "db": 2, NO_GROUP: 3}
+    assert "1 unavailable" in {b.label: b for b in groups.bars}["db"].title
+    empty, _ = charts([], 2, 4096)
+    assert empty.bars == () and empty.height == empty.row
+
+
 def test_live_pages_stream_only_what_comes_after_them(console: Console) -> None:
     """A page's events stream starts after the last event the page was rendered after: the
     ring's backlog (thousands of host events on a large estate) is not replayed onto it."""
@@ -380,6 +445,58 @@ def test_live_pages_stream_only_what_comes_after_them(console: Console) -> None:
         assert got.status == 200 and "event: host.up" not in got.text
     assert "event: host.up" in b.get("/ui/events?follow=false").text  # the ring has them
     assert "data-events" in b.get("/ui/audit").text and "live.js" not in b.get("/ui/audit").text
+
+
+def _samples(b: Browserless, path: str, at_least: int) -> Page:
+    """The sparklines fragment once it holds `at_least` stats passes (one a second)."""
+    deadline = time.monotonic() + 120
+    while True:
+        got = b.get(path)
+        assert got.status == 200, got.text
+        m = re.search(r'data-samples="(\d+)"', got.text)
+        assert m, got.text
+        if int(m.group(1)) >= at_least or time.monotonic() > deadline:
+            return got
+        time.sleep(0.5)
+
+
+def test_the_vm_page_draws_sparklines_of_its_last_stats_passes(console: Console) -> None:
+    b = console.browser("viewer")
+    got = _samples(b, "/ui/vms/web01/metrics?host=hv-web", 3)
+    assert int(re.findall(r'data-samples="(\d+)"', got.text)[0]) >= 3, got.text
+    # htmx polls the fragment every stats pass
+    assert 'hx-get="/ui/vms/web01/metrics?host=hv-web" hx-trigger="every 1s"' in got.text
+    # the test driver reports a domain's state only: the running strip has a point per
+    # pass, the figures say they were not read
+    charts = dict(re.findall(r'<tr data-chart="(\w+)">(.*?)</tr>', got.text, re.S))
+    [points] = re.findall(r'<polyline class="l-up" points="([^"]+)"', charts["up"])
+    assert len(points.split()) >= 3 and points.split()[-1].endswith(",1.0"), points
+    for key in ("cpu", "memory", "disk", "net"):
+        assert "<svg" not in charts[key] and "not read by its hypervisor" in charts[key]
+    # a shut-off VM's strip ends at the bottom (earlier tests may have started it a while)
+    off = _samples(b, "/ui/vms/web02/metrics?host=hv-web", 3)
+    [points] = re.findall(r'<polyline class="l-up" points="([^"]+)"', off.text)
+    assert points.split()[-1].endswith(",27.0"), points
+    # the page carries the same fragment
+    page = b.get("/ui/vms/web01?host=hv-web")
+    assert '<div id="metrics"' in page.text and '<svg class="spark"' in page.text
+
+
+def test_sparklines_need_vm_read_on_the_vm(console: Console) -> None:
+    """Refusals are one line in the box (which then stops polling); an ended session sends
+    the polling page to sign-in rather than drawing the sign-in form inside the box."""
+    webop = console.browser("webop")
+    got = webop.get("/ui/vms/db01/metrics?host=hv-db")
+    assert got.status == 403 and 'id="metrics-error">' in got.text and "vm:db01" in got.text
+    assert "hx-trigger" not in got.text and "<svg" not in got.text
+    got = webop.get("/ui/vms/nosuch/metrics")
+    assert got.status == 404 and 'id="metrics-error">' in got.text
+    stranger = console.browser()
+    assert stranger.get("/ui/vms/web01/metrics?host=hv-web").status == 303
+    got = stranger.get("/ui/vms/web01/metrics?host=hv-web", headers={"HX-Request": "true"})
+    assert got.status == 204
+    assert got.headers["hx-redirect"] == (
+        "/ui/login?next=/ui/vms/web01%3Fhost%3Dhv-web")
 
 
 # ------------------------------------------------------------------ console tickets
@@ -582,6 +699,102 @@ def test_a_viewer_sees_no_action_forms_and_each_forged_post_is_403(console: Cons
     assert [(e["actor"], e["action"], e["result"], e["status"]) for e in entries] == [
         ("viewer", "snapshot.create", "denied", 403), ("viewer", "vm.migrate", "denied", 403),
         ("viewer", "vm.clone", "denied", 403)]
+
+
+def _current(c: Console, vm: str) -> str:
+    got = Api("127.0.0.1", c.port, c.tokens["root"]).get(f"/api/v1/vms/{vm}/snapshots")
+    [current] = [s["name"] for s in got.body if s["current"]]
+    return str(current)
+
+
+def _snapshot_buttons(html: str) -> dict[str, set[str]]:
+    """Each snapshot row's buttons: snapshot -> {revert, delete}."""
+    return {name: set(re.findall(r'data-snapshot-act="(\w+)"', row)) for name, row in
+            re.findall(r'<tr data-snapshot="([^"]+)">(.*?)</tr>', html, re.S)}
+
+
+def test_an_admin_reverts_to_and_deletes_a_snapshot_from_the_vm_page(
+        console: Console) -> None:
+    b = console.browser("root")
+    csrf = b.get("/ui/vms").csrf()
+    for name in ("first", "second"):
+        got = b.post("/ui/vms/db03/snapshot?host=hv-db", {"name": name},
+                     headers={"X-CSRF-Token": csrf})
+        assert got.status == 200, got.text
+    # the table that came back with the last one has the buttons already
+    assert _snapshot_buttons(got.text) == {"first": {"revert", "delete"},
+                                           "second": {"revert", "delete"}}
+    page = b.get("/ui/vms/db03?host=hv-db")
+    assert _snapshot_buttons(page.text)["first"] == {"revert", "delete"}
+    # each asks first, saying what is lost
+    assert 'hx-post="/ui/vms/db03/snapshots/revert?host=hv-db"' in page.text
+    assert 'hx-confirm="Revert db03 to snapshot first? What the VM holds now' in page.text
+    assert 'hx-confirm="Delete snapshot first of db03? The snapshot is lost' in page.text
+    assert _current(console, "db03") == "second"
+    before = len(console.audit())
+    got = b.post("/ui/vms/db03/snapshots/revert?host=hv-db", {"snapshot": "first"},
+                 headers={"X-CSRF-Token": csrf})
+    assert got.status == 200 and "db03 reverted to snapshot first" in got.text, got.text
+    assert 'id="snapshots" hx-swap-oob="true"' in got.text
+    assert _current(console, "db03") == "first"  # was second, the last taken
+    got = b.post("/ui/vms/db03/snapshots/delete?host=hv-db", {"snapshot": "second"},
+                 headers={"X-CSRF-Token": csrf})
+    assert got.status == 200 and "snapshot second of db03 deleted" in got.text, got.text
+    assert _snapshot_buttons(got.text) == {"first": {"revert", "delete"}}
+    assert _snapshots(console, "db03") == ["first"]
+    entries = _ui_entries(console, before)
+    assert [(e["actor"], e["action"], e["target"], e["result"]) for e in entries] == [
+        ("root", "snapshot.revert", "vm:db03", "ok"), ("root", "snapshot.delete", "vm:db03", "ok")]
+    assert entries[0]["params"]["form"] == {"snapshot": "first"}
+    # bad input: one line, as text, and nothing changes
+    for form, status, message in (
+            ({"snapshot": "nosuch"}, 404, "no snapshot &#39;nosuch&#39;"),
+            ({"snapshot": "<script>alert(4)"}, 404,
+             "no snapshot &#39;&lt;script&gt;alert(4)&#39;"),
+            ({}, 400, "snapshot: missing: this field is required"),
+            ({"snapshot": "first", "children": "1"}, 400, "children: unknown field")):
+        for verb in ("revert", "delete"):
+            got = b.post(f"/ui/vms/db03/snapshots/{verb}?host=hv-db", form,
+                         headers={"X-CSRF-Token": csrf})
+            assert got.status == status and message in got.text, (verb, form, got.text)
+            assert "<script>alert" not in got.text
+            [line] = re.findall(r'<p class="error" id="flash-msg">([^<]*)</p>', got.text)
+    assert _snapshots(console, "db03") == ["first"]
+    assert b.post("/ui/vms/db03/snapshots/delete?host=hv-db", {"snapshot": "first"},
+                  headers={"X-CSRF-Token": csrf}).status == 200
+    assert _snapshots(console, "db03") == []
+
+
+def test_snapshot_revert_and_delete_need_vm_snapshot_there(console: Console) -> None:
+    root = console.browser("root")
+    got = root.post("/ui/vms/db01/snapshot?host=hv-db", {"name": "keep"},
+                    headers={"X-CSRF-Token": root.get("/ui/vms").csrf()})
+    assert got.status == 200, got.text
+    viewer = console.browser("viewer")
+    page = viewer.get("/ui/vms/db01?host=hv-db")
+    assert _snapshot_buttons(page.text) == {"keep": set()}  # listed, no buttons
+    webop = console.browser("webop")
+    before = len(console.audit())
+    for verb in ("revert", "delete"):
+        got = viewer.post(f"/ui/vms/db01/snapshots/{verb}?host=hv-db", {"snapshot": "keep"},
+                          headers={"X-CSRF-Token": page.csrf()})
+        assert got.status == 403 and "vm.snapshot" in got.text, got.text
+        # an operator of group web, on a db VM: refused there
+        got = webop.post(f"/ui/vms/db01/snapshots/{verb}?host=hv-db", {"snapshot": "keep"},
+                         headers={"X-CSRF-Token": webop.get("/ui/vms").csrf()})
+        assert got.status == 403 and "vm:db01" in got.text, got.text
+        # and without the CSRF token, nobody
+        got = root.post(f"/ui/vms/db01/snapshots/{verb}?host=hv-db", {"snapshot": "keep"})
+        assert got.status == 403 and "CSRF" in got.text
+    assert _snapshots(console, "db01") == ["keep"]
+    entries = _ui_entries(console, before)
+    assert [(e["actor"], e["action"], e["result"], e["status"]) for e in entries] == [
+        ("viewer", "snapshot.revert", "denied", 403), ("webop", "snapshot.revert", "denied", 403),
+        ("root", "snapshot.revert", "denied", 403),
+        ("viewer", "snapshot.delete", "denied", 403), ("webop", "snapshot.delete", "denied", 403),
+        ("root", "snapshot.delete", "denied", 403)]
+    assert root.post("/ui/vms/db01/snapshots/delete?host=hv-db", {"snapshot": "keep"},
+                     headers={"X-CSRF-Token": root.get("/ui/vms").csrf()}).status == 200
 
 
 def test_an_action_without_the_csrf_token_is_refused(console: Console) -> None:

@@ -26,6 +26,7 @@ from virtfleet.controller.exposition import (
     host_labels,
     vm_labels,
 )
+from virtfleet.controller.samples import SampleRing
 from virtfleet.inventory.records import HostRecord
 from virtfleet.virt.fanout import ConnectionPool, fan_out
 from virtfleet.virt.stats import HostStats, host_stats
@@ -138,6 +139,8 @@ class StatsCache:
         self._last = Pass()
         self.passes = 0
         self.host_errors = 0  # host answers missed, over all passes
+        # each VM's last passes, for the web console's sparklines (samples.py)
+        self.samples = SampleRing()
 
     def collect(self) -> Pass:
         """One pass over every host in the inventory; returns it (and keeps it for scrapes)."""
@@ -153,6 +156,7 @@ class StatsCache:
             else:
                 failures[r.host.name] = r.error.in_row(r.host.name) if r.error else "no answer"
             parts.append(render_host(r.host, r.value, r.seconds))
+        self.samples.record((r.host.name, r.value) for r in results)
         done = Pass(text=assemble(FAMILIES, parts).encode(), hosts=len(records),
                     failed=len(failures), vms=vms, seconds=time.monotonic() - began,
                     finished_at=time.time(), failures=failures,

@@ -26,8 +26,9 @@ from virtfleet.controller.rest.common import common_target, vf, vm_holders
 from virtfleet.controller.routers import events_visible
 from virtfleet.controller.service import Controller
 from virtfleet.controller.ui import estate as estate_model
+from virtfleet.controller.ui import metrics as metrics_model
 from virtfleet.controller.ui.assets import ASSETS
-from virtfleet.controller.ui.capacity import CapacityQuery, per_pod
+from virtfleet.controller.ui.capacity import CapacityQuery, charts, per_pod
 from virtfleet.controller.ui.console import console_router
 from virtfleet.controller.ui.render import HEADERS, page
 from virtfleet.controller.ui.session_auth import (
@@ -307,6 +308,7 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
         can_clone = template and rec is not None and p.can("vm.create", Target(
             "vm", name, rec.site, rec.pod, None, frozenset(rec.groups)))
         return page("vm.html", **_frame(caller, "vms", controller.events), info=facts,
+                    m=sparks(info.host, name), error="",
                     facts=[(k, v) for k, v in facts.items() if k not in ("name", "state")],
                     disks=list(devices.disks) if devices is not None else [],
                     chains=chains, chain_error=chain_error,
@@ -316,6 +318,37 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
                     events=events, can_act=can["act"], can_snapshot=can["snapshot"],
                     can_migrate=can["migrate"], can_clone=can_clone, targets=targets,
                     pod=rec.pod if rec is not None else "its pod")
+
+    def sparks(host: str, name: str) -> metrics_model.Metrics:
+        observe = controller.observe
+        return metrics_model.build(observe.stats.samples.series(host, name),
+                                   observe.stats_interval)
+
+    @r.get("/ui/vms/{name}/metrics")
+    def metrics_part(request: Request, name: str, caller: Who) -> Response:
+        """A VM's sparklines alone, for htmx to put in place every stats pass: read from the
+        controller's memory, never from a hypervisor; the same grant as the VM's page. The
+        poll runs unattended, so an ended session sends the page to sign-in (HX-Redirect)
+        and an error is one line in the box, which then stops polling."""
+        host = request.query_params.get("host") or None
+        if caller is None:
+            if request.headers.get("hx-request") == "true":
+                target = f"/ui/vms/{_quote(name)}" + (f"?host={_quote(host)}" if host else "")
+                return Response(status_code=204,
+                                headers={"HX-Redirect": f"/ui/login?next={_quote(target)}"})
+            return to_login(request)
+        p = caller.principal
+        try:
+            if not p.holds("vm.read"):
+                raise Forbidden(f"{p.name} lacks vm.read on any scope", permission="vm.read",
+                                target="any")
+            holders = vm_holders(request, name, host)
+            p.check("vm.read", common_target("vm", name, holders))
+        except VirtfleetError as exc:
+            return page("metrics.html", status_of(exc), m=metrics_model.build(None, 0),
+                        name=name, host=host or "", error=exc.message)
+        where = holders[0].name if host is None else host
+        return page("metrics.html", m=sparks(where, name), name=name, host=where, error="")
 
     def operations_page(request: Request, caller: Caller) -> Response:
         """What GET /api/v1/operations answers the user, newest first, with progress; htmx
@@ -374,7 +407,9 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
             room = plan.headroom(HeadroomRequest(
                 VMShape(vcpus=q.vcpus, memory_mib=q.memory_mib, disk_gib=0), scope))
         loss = [c for c in room.loss if c.kind == "pod" or not c.ok]
+        by_pod, by_group = charts(room.hosts, q.vcpus, q.memory_mib)
         return page("capacity.html", **_frame(caller, "capacity"), q=q, total=room.fits,
+                    by_pod=by_pod, by_group=by_group,
                     pods=per_pod(room.hosts), loss=loss, asked=room.asked,
                     hosts_ok=sum(1 for c in room.loss if c.kind == "host" and c.ok),
                     failed=sorted(f.host for f in room.failed))

@@ -1,4 +1,5 @@
-"""The console's VM actions that take a form: a snapshot, clones of a template, a migration.
+"""The console's VM actions that take a form: a snapshot (taken, reverted to, deleted), clones of
+a template, a migration.
 
 Each is the API's own operation, not a copy of it: the form is read into the API's request body
 model (rest/vms.py's SnapshotBody and MigrateBody, rest/templates.py's CloneBody), so a field is
@@ -7,7 +8,9 @@ permission the API's route requires, on the same target; and the work is done by
 the API's handler calls (take_snapshot, start_migration, start_clone), so clones and migrations
 are operations of controller/jobs.py with an id, shown on the Operations page. Every attempt,
 refusals included, is on the audit log with `via` ui; an operation's outcome is added when it
-ends, as the API's is.
+ends, as the API's is. Reverting to a snapshot and deleting one have no API body (the API
+takes the snapshot from its path): their form's one field is read into SnapshotPick, and the
+work is SnapshotService's revert and delete, as the API's handlers call them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -43,6 +46,13 @@ _WORDS = {"extra_forbidden": "unknown field: not accepted here",
           "missing": "missing: this field is required"}
 
 
+class SnapshotPick(Body):
+    """The revert and delete forms' one field: which snapshot (the API's path parameter).
+    Required: the API's "current snapshot" when none is named is not offered by a button."""
+
+    snapshot: str = Field(min_length=1, max_length=255)
+
+
 @dataclass(frozen=True)
 class Form:
     """One action's form: the API body it is read into, the fields the page offers, the
@@ -62,6 +72,9 @@ FORMS: dict[str, Form] = {
                      True),
     "migrate": Form(MigrateBody, ("to", "mode"), "vm.migrate", "vm.migrate", True),
     "clone": Form(CloneBody, ("name", "count"), "vm.create", "vm.clone", False),
+    # as POST /vms/{name}/snapshots/{snapshot}/revert and DELETE /vms/{name}/snapshots/{snapshot}
+    "revert": Form(SnapshotPick, ("snapshot",), "vm.snapshot", "snapshot.revert", True),
+    "delete": Form(SnapshotPick, ("snapshot",), "vm.snapshot", "snapshot.delete", True),
 }
 
 
@@ -103,17 +116,48 @@ Done = tuple[Response, str]  # the page's answer, and the audit log's detail
 def _snapshot(request: Request, p: Principal, name: str, host: str | None,
               body: Body) -> Done:
     from virtfleet.controller.rest.vms import take_snapshot
-    from virtfleet.fleet.snapshots import SnapshotService
 
     assert isinstance(body, SnapshotBody)
     made = take_snapshot(request, name, body, host)
+    return _snapshots_now(request, name, host, f"snapshot {made['name']} of {name} taken")
+
+
+def _snapshots_now(request: Request, name: str, host: str | None, message: str) -> Done:
+    """The answer to a snapshot action: its message, and the VM's snapshot table as it is now
+    (with its revert and delete buttons: the caller holds vm.snapshot on the VM), for htmx to
+    put in place of the page's."""
+    from virtfleet.fleet.snapshots import SnapshotService
+
     api = vf(request)
     with SnapshotService(api.controller.store, api.controller.pool) as snaps:
         listed = snaps.snapshots(name, host)
-    message = f"snapshot {made['name']} of {name} taken"
-    return page("snapshot_done.html", ok=True, message=message,
+    where = host or vm_holders(request, name, None)[0].name  # for the buttons' URLs
+    return page("snapshot_done.html", ok=True, message=message, can_snapshot=True,
+                vm=name, vmhost=where,
                 snapshots=[{"name": s.name, "state": s.state, "created": s.created}
                            for s in listed]), message
+
+
+def _revert(request: Request, p: Principal, name: str, host: str | None,
+            body: Body) -> Done:
+    from virtfleet.fleet.snapshots import SnapshotService
+
+    assert isinstance(body, SnapshotPick)
+    api = vf(request)
+    with SnapshotService(api.controller.store, api.controller.pool) as snaps:
+        done = snaps.revert(name, body.snapshot, host)
+    return _snapshots_now(request, name, host, f"{name} reverted to snapshot {done}")
+
+
+def _delete(request: Request, p: Principal, name: str, host: str | None,
+            body: Body) -> Done:
+    from virtfleet.fleet.snapshots import SnapshotService
+
+    assert isinstance(body, SnapshotPick)
+    api = vf(request)
+    with SnapshotService(api.controller.store, api.controller.pool) as snaps:
+        done = snaps.delete(name, body.snapshot, False, host)
+    return _snapshots_now(request, name, host, f"snapshot {done} of {name} deleted")
 
 
 def _operation(op: dict[str, object], what: str) -> Done:
@@ -140,11 +184,13 @@ def _clone(request: Request, p: Principal, name: str, host: str | None,
 
 
 WORK: dict[str, Callable[[Request, Principal, str, str | None, Body], Done]] = {
-    "snapshot": _snapshot, "migrate": _migrate, "clone": _clone}
+    "snapshot": _snapshot, "migrate": _migrate, "clone": _clone, "revert": _revert,
+    "delete": _delete}
 
 
 def vm_actions_router(sessions: Sessions) -> APIRouter:
-    """POST /ui/vms/{name}/snapshot, /migrate and /clone (for clone, the VM is a template).
+    """POST /ui/vms/{name}/snapshot, /snapshots/revert, /snapshots/delete, /migrate and
+    /clone (for clone, the VM is a template).
     Registered before the lifecycle verbs' /ui/vms/{name}/{verb}."""
     r = APIRouter(include_in_schema=False)
 
@@ -181,6 +227,14 @@ def vm_actions_router(sessions: Sessions) -> APIRouter:
     @r.post("/ui/vms/{name}/snapshot")
     async def snapshot(request: Request, name: str) -> Response:
         return await run(request, name, "snapshot")
+
+    @r.post("/ui/vms/{name}/snapshots/revert")
+    async def revert(request: Request, name: str) -> Response:
+        return await run(request, name, "revert")
+
+    @r.post("/ui/vms/{name}/snapshots/delete")
+    async def delete(request: Request, name: str) -> Response:
+        return await run(request, name, "delete")
 
     @r.post("/ui/vms/{name}/migrate")
     async def migrate(request: Request, name: str) -> Response:
