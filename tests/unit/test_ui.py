@@ -111,6 +111,19 @@ def test_pages_send_a_stranger_to_sign_in(console: Console) -> None:
     assert b.get("/ui/events").status == 401
 
 
+def test_the_installs_table_polls_and_a_poll_without_a_session_goes_to_sign_in(
+        console: Console) -> None:
+    # boot serve writes installs to the store, where the controller has no events of them:
+    # the table reads itself again, and a poll after sign-out moves the whole page
+    page = console.browser("root").get("/ui/installs")
+    assert page.status == 200
+    [table] = etree.HTML(page.text).xpath('//table[@id="installs"]')
+    assert (table.get("hx-get"), table.get("hx-trigger"), table.get("hx-select")) == (
+        "/ui/installs", "every 5s", "#installs")
+    got = console.browser().get("/ui/installs", headers={"HX-Request": "true"})
+    assert got.status == 204 and got.headers["hx-redirect"] == "/ui/login?next=/ui/installs"
+
+
 def test_sign_in_sets_a_strict_httponly_session_cookie(console: Console) -> None:
     b = Browserless(console.port)
     got = b.sign_in("viewer", console.tokens["viewer"])

@@ -145,9 +145,16 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
 
     Who = Annotated[Caller | None, Depends(signed_in)]
 
-    def to_login(request: Request) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/ui/login?next={_quote(target)}", 303)
+    def to_login(request: Request, target: str | None = None) -> Response:
+        """Sign-in, then back to `target` (default: what was asked). A request htmx makes on
+        its own (a poll) is answered HX-Redirect, so the whole page goes to sign-in rather
+        than the sign-in form being drawn inside the part it polls."""
+        if target is None:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        login = f"/ui/login?next={_quote(target)}"
+        if request.headers.get("hx-request") == "true":
+            return Response(status_code=204, headers={"HX-Redirect": login})
+        return RedirectResponse(login, 303)
 
     def reader(render: Callable[[Request, Caller], Response]) -> Callable[..., Response]:
         """A page for signed-in users: sign-in first otherwise; errors as an error page."""
@@ -332,11 +339,8 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
         and an error is one line in the box, which then stops polling."""
         host = request.query_params.get("host") or None
         if caller is None:
-            if request.headers.get("hx-request") == "true":
-                target = f"/ui/vms/{_quote(name)}" + (f"?host={_quote(host)}" if host else "")
-                return Response(status_code=204,
-                                headers={"HX-Redirect": f"/ui/login?next={_quote(target)}"})
-            return to_login(request)
+            return to_login(request, f"/ui/vms/{_quote(name)}"
+                            + (f"?host={_quote(host)}" if host else ""))
         p = caller.principal
         try:
             if not p.holds("vm.read"):
