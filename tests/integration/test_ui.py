@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from tests.unit.apiclient import Api
 from tests.unit.cli import run, running_controller
 from tests.unit.nodes import refused_port
 from tests.unit.uiclient import Browserless
+from virtfleet.inventory.records import InstallPlan
+from virtfleet.inventory.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -323,6 +326,22 @@ def test_every_page_renders(lab_ui: LabUI, driver: WebDriver) -> None:
         By.CSS_SELECTOR, "#chart-groups g[data-bar]")}
     assert groups == {"web", "db"}
     assert driver.find_elements(By.CSS_SELECTOR, "#chart-pods g[data-bar] rect")
+
+
+def test_the_installs_table_follows_the_store_without_a_reload(lab_ui: LabUI,
+                                                                driver: WebDriver) -> None:
+    """boot serve records installs in the store: a new one shows up in an open page."""
+    _sign_in(driver, lab_ui, "root")
+    driver.get(f"{lab_ui.base}/ui/installs")
+    WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "installs")))
+    driver.execute_script("document.body.dataset.vfMark = 'same page';")
+    with Store(f"sqlite:///{lab_ui.db}") as store:
+        [rec] = store.hypervisors(host=lab_ui.web_host)
+        store.plan_installs([InstallPlan(rec.name, "52:54:00:0f:0f:01", rec.site, rec.pod,
+                                         "rocky9")], datetime.now(UTC))
+    WebDriverWait(driver, 30).until(
+        lambda d: "52:54:00:0f:0f:01" in d.find_element(By.ID, "installs").text)
+    assert driver.execute_script("return document.body.dataset.vfMark;") == "same page"
 
 
 def test_a_running_guests_page_draws_its_figures_and_follows_them(

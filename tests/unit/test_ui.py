@@ -204,6 +204,7 @@ def test_a_viewer_sees_no_buttons_and_a_forged_post_is_403_and_audited(
     page = b.get("/ui/vms")
     assert page.status == 200 and "web01" in page.text
     assert "hx-post=" not in page.text and "data-verb" not in page.text
+    assert "#snapshot-form" not in page.text and "#migrate-form" not in page.text
     detail = b.get("/ui/vms/web01?host=hv-web")
     assert detail.status == 200 and "data-verb" not in detail.text
     before = len(console.audit())
@@ -221,6 +222,9 @@ def test_an_operator_of_web_sees_and_acts_on_web_vms_only(console: Console) -> N
     rows = {m.group(1): m.group(2) for m in re.finditer(
         r'<tr data-vm="([^"]+)">(.*?)</tr>', page.text, re.S)}
     assert "data-verb" in rows["hv-web/web01"]
+    # snapshot and migrate: links from the row to the forms on the VM's page
+    assert 'href="/ui/vms/web01?host=hv-web#snapshot-form"' in rows["hv-web/web01"]
+    assert 'href="/ui/vms/web01?host=hv-web#migrate-form"' in rows["hv-web/web01"]
     assert not [k for k in rows if k.startswith("hv-db/")]  # its grant is on group web only
 
     def shown(row: str) -> set[str]:

@@ -152,8 +152,12 @@ def _groups(snap: Snapshot, row: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _row(snap: Snapshot, row: Mapping[str, Any], caller: Principal) -> dict[str, Any]:
     rec = snap.hosts.get(row["host"])
-    may = rec is not None and caller.can("vm.lifecycle", Target.of_vm(row["name"], rec))
-    return {**row, "groups": _groups(snap, row), "may_act": may}
+    here = Target.of_vm(row["name"], rec) if rec is not None else None
+    may = {perm: here is not None and caller.can(perm, here)
+           for perm in ("vm.lifecycle", "vm.snapshot", "vm.migrate")}
+    # snapshot and migrate are forms on the VM's page (a name, a target): the row links there
+    return {**row, "groups": _groups(snap, row), "may_act": may["vm.lifecycle"],
+            "may_snapshot": may["vm.snapshot"], "may_migrate": may["vm.migrate"]}
 
 
 def choices(snap: Snapshot, caller: Principal) -> list[tuple[str, str, Sequence[str]]]:
