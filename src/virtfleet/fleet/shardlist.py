@@ -69,8 +69,9 @@ def from_controllers(store: Store, req: ListRequest, notes: list[str],
         failed.extend(failures(results))
         source = "controller" if covered else "live"
     rows.sort(key=lambda v: (v["site"], v["pod"], v["host"], v["name"]))
+    # Every hypervisor in scope was asked, by a controller or from here.
     return VMList(tuple(rows), tuple(sorted(failed, key=lambda f: f.host)), source,
-                  tuple(notes))
+                  tuple(notes), hosts=len(hosts))
 
 
 def sync_through_controllers(store: Store, progress: Progress | None = None) -> Synced:
