@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, update
 
 from tests.unit.test_store import BASE, T0, T1, dom, uuid_of
 from virtfleet.config import lease_ttl
+from virtfleet.controller.service import Controller
 from virtfleet.controller.shards import LeaseCheckedFencer, ShardKeeper
 from virtfleet.errors import InvalidInput, StaleLease
 from virtfleet.ha.fence import Power, PowerResult
@@ -182,6 +183,44 @@ def test_keepers_share_the_sites_evenly_and_a_pinned_one_keeps_its_own(base: Sto
     bad = ShardKeeper(base, pinned=["atlantis"], ttl=TTL)
     with pytest.raises(InvalidInput, match="'atlantis' is not a site"):
         bad.check_pins()
+
+
+def test_a_site_handed_over_is_not_logged_as_hosts_leaving_the_inventory(
+        base: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: releasing a site to another controller logged "host hv1 left the
+    inventory" for each of its hosts, as if they had been removed."""
+    ctl = Controller(base, interval=60)
+    try:
+        one = ShardKeeper(base, ttl=TTL)
+        ctl.keeper = one
+        one.join(rec(1))
+        one.step()
+        ctl.reload_inventory()
+        assert {h.name for h in ctl.state.hosts()} == {"hv1", "hv2", "hv3", "hv4"}
+        two = ShardKeeper(base, ttl=TTL)
+        two.join(rec(2))
+        two.step()
+        one.step()  # over its share: releases one site to two
+        let_go = ({"oregon", "texas"} - one.sites()).pop()
+        caplog.clear()
+        with caplog.at_level("INFO", logger="virtfleet.controller"):
+            ctl.reload_inventory()
+        assert "left the inventory" not in caplog.text
+        assert f"site {let_go} is no longer this controller's" in caplog.text
+        kept = {h.name for h in ctl.state.hosts()}
+        assert kept == ({"hv1", "hv2", "hv3"} if let_go == "texas" else {"hv4"})
+        fleet = copy.deepcopy(BASE)  # now a host of the kept site leaves the inventory
+        for site in fleet["sites"]:
+            for pod in site["pods"]:
+                pod["hypervisors"] = [h for h in pod["hypervisors"] if h["name"] != min(kept)]
+        fleet["sites"] = [s for s in fleet["sites"] if any(p["hypervisors"] for p in s["pods"])]
+        base.apply(parse_fleet(fleet))
+        caplog.clear()
+        with caplog.at_level("INFO", logger="virtfleet.controller"):
+            ctl.reload_inventory()
+        assert f"host {min(kept)} left the inventory" in caplog.text
+    finally:
+        ctl.pool.close()
 
 
 def test_a_keeper_paused_past_its_lease_stops_acting_and_comes_back_under_new_tokens(

@@ -167,12 +167,24 @@ class Controller:
 
     def reload_inventory(self) -> list[HostRecord]:
         """Adopt the store's inventory; return hosts that need a first sync."""
-        fresh, gone = self.state.set_inventory(self._scoped(self.store.hypervisors()))
+        everything = self.store.hypervisors()
+        fresh, gone = self.state.set_inventory(self._scoped(everything))
+        still = {h.name: h for h in everything}
+        elsewhere: dict[str, list[str]] = {}  # site -> its hosts this controller let go
         for rec in gone:
-            log.info("host %s left the inventory (or changed its URI)", rec.name)
+            now_rec = still.get(rec.name)
+            if now_rec is not None and now_rec.uri == rec.uri:
+                # Still in the inventory: only out of this controller's sites.
+                elsewhere.setdefault(now_rec.site, []).append(rec.name)
+            else:
+                log.info("host %s left the inventory (or changed its URI)", rec.name)
             self.pool.discard(rec)
             self._retry.pop(rec.name, None)
             self._host_events.forget(rec.name)
+        for site, names in sorted(elsewhere.items()):
+            log.info("site %s is no longer this controller's (its lease was released, handed "
+                     "over or lost): not watching %s here any more", site,
+                     ", ".join(sorted(names)))
         return fresh
 
     def _watch(self, host: Host) -> None:
