@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, update
 from tests.unit.test_store import BASE, T0, T1, dom, uuid_of
 from virtfleet.config import lease_ttl
 from virtfleet.controller.service import Controller
-from virtfleet.controller.shards import LeaseCheckedFencer, ShardKeeper
+from virtfleet.controller.shards import FORGET_AFTER_LEASES, LeaseCheckedFencer, ShardKeeper
 from virtfleet.errors import InvalidInput, StaleLease
 from virtfleet.ha.fence import Power, PowerResult
 from virtfleet.inventory import tables as t
@@ -221,6 +221,32 @@ def test_a_site_handed_over_is_not_logged_as_hosts_leaving_the_inventory(
         assert f"host {min(kept)} left the inventory" in caplog.text
     finally:
         ctl.pool.close()
+
+
+def beat_at(store_url: str, holder: str, ago: float) -> None:
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(t.controller_members)
+                         .where(t.controller_members.c.holder == holder)
+                         .values(heartbeat_at=datetime.now(UTC) - timedelta(seconds=ago)))
+    finally:
+        engine.dispose()
+
+
+def test_a_live_keeper_removes_the_registrations_of_controllers_long_dead(
+        base: Store, store_url: str) -> None:
+    """Regression: the member rows of killed controllers were never removed."""
+    keeper = ShardKeeper(base, ttl=TTL)
+    keeper.join(rec(1))
+    base.join("killed", rec(2))
+    base.join("late", rec(3))
+    beat_at(store_url, "killed", FORGET_AFTER_LEASES * TTL + 60)
+    beat_at(store_url, "late", 2 * TTL)  # gone for a while, not long: its row stays
+    keeper.step()
+    assert [m.holder for m in base.members()] == sorted([keeper.holder, "late"])
+    with pytest.raises(InvalidInput, match="older_than"):
+        base.forget_members(0)
 
 
 def test_a_keeper_paused_past_its_lease_stops_acting_and_comes_back_under_new_tokens(

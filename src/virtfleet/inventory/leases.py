@@ -9,6 +9,8 @@ their registrations (controller_members) and the shard leases with fencing token
   again, under a new token), so a controller paused past its lease never carries on with the
   old token.
 - `release_lease`: give a shard up (for balance, or on an orderly stop).
+- `forget_members`: remove the registrations of controllers that stopped beating long ago
+  (killed: nobody left).
 
 Expiry is judged by the database's clock on PostgreSQL (fencing.db_now), so controllers on
 several machines agree on it. Lease rows are locked FOR UPDATE while they change hands; writes
@@ -75,6 +77,19 @@ class LeaseStore(StoreBase):
             conn.execute(update(sl).where(sl.c.holder == holder)
                          .values(holder=None, expires_at=now))
             conn.execute(delete(m).where(m.c.holder == holder))
+
+    def forget_members(self, older_than: float) -> list[str]:
+        """Remove the registrations that have not beaten for `older_than` seconds (controllers
+        killed without an orderly stop); the holders removed. Nothing else reads them: a
+        member is live only by a recent beat, and an operation whose owner has no row is an
+        orphan as one with a stale row is."""
+        if not older_than > 0:
+            raise InvalidInput("older_than", "must be above 0 seconds")
+        m = t.controller_members
+        with self._tx("remove stale controller registrations", write=True) as conn:
+            since = db_now(conn) - timedelta(seconds=older_than)
+            return sorted(conn.execute(delete(m).where(m.c.heartbeat_at < since)
+                                       .returning(m.c.holder)).scalars())
 
     def members(self, alive_within: float | None = None) -> list[Member]:
         """Registered controllers, by holder; with `alive_within`, only those that beat within
