@@ -132,6 +132,10 @@ def test_a_list_with_one_site_served_and_one_asked_directly(pg_url: str, tmp_pat
             ages.setdefault(line.split()[2], set()).add(line.split()[-1])
         assert ages["sa-hv"] == {"live"} and "live" not in ages["sb-hv"], table.out
         assert len(run(pg_url, "list", "--json").json()) == 6
+        # A CLI need not share the controllers' VIRTFLEET_LEASE_TTL: with a shorter one it
+        # took the controller for dead and asked sb's hypervisor itself, silently.
+        rows = run(pg_url, "list", "--json", env={"VIRTFLEET_LEASE_TTL": "0.001"}).json()
+        assert all(v["observed_at"] is not None for v in rows if v["site"] == "sb"), rows
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

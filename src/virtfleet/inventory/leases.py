@@ -179,9 +179,15 @@ class LeaseStore(StoreBase):
         with self._tx("check the shard lease", write=True) as conn:
             fencing.check(conn, self._fence, hosts)
 
-    def holders(self, alive_within: float) -> dict[str, Member]:
-        """site -> the live controller whose unexpired lease covers it (sites without one are
-        left out: a CLI asks their hypervisors itself)."""
+    def holders(self, alive_within: float | None = None) -> dict[str, Member]:
+        """site -> the registered controller whose unexpired lease covers it (sites without one
+        are left out: a CLI asks their hypervisors itself); with `alive_within`, only one that
+        beat within that many seconds.
+
+        Without it the lease alone says the holder is live: its expiry is the holders' own
+        TTL from their last renewal, which beat the member in the same transaction. So a CLI
+        need not know the controllers' VIRTFLEET_LEASE_TTL (with a shorter one it took live
+        controllers for dead and asked their hypervisors itself, silently)."""
         sl = t.shard_leases
         live = {m.holder: m for m in self.members(alive_within)}
         with self._tx("read the shard leases", write=False) as conn:
