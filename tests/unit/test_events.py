@@ -4,7 +4,11 @@ events` against a real controller on test-driver hypervisors."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -292,6 +296,30 @@ def test_virtfleet_events_prints_what_the_controller_saw(tmp_path: Path) -> None
                            (["--since", "yesterday"], "--since: 'yesterday' is not an event")):
             bad = run(db, "events", *args)
             assert bad.code == 2 and says in bad.err and not bad.out
+
+
+def test_a_controller_stops_on_sigterm_with_an_events_client_following(tmp_path: Path) -> None:
+    """Regression (bench/scale): uvicorn waits for every open response before it stops, and an
+    events stream never ends by itself, so a SIGTERM with `events --follow` connected left the
+    controller running (on PostgreSQL, renewing its leases) until the client went away."""
+    db = tmp_path / "store.db"
+    assert run(db, "apply", "-f", str(_fleet(tmp_path))).code == 0
+    with running_controller(db) as proc:
+        client = subprocess.Popen(
+            [sys.executable, "-m", "virtfleet.cli.main", "events", "--follow"],
+            env={**os.environ, "VIRTFLEET_DB": str(db)}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            assert client.stdout is not None
+            assert "host." in client.stdout.readline()  # following: the backlog came
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)  # before the fix: never, while the client stays
+            assert client.poll() is None  # it is still there, and reconnecting
+        finally:
+            client.kill()
+            client.communicate()
+    with Store(f"sqlite:///{db}") as store:
+        assert store.controller() is None  # it unregistered: an orderly stop
 
 
 # What the monitor and the journal watcher publish (ha/monitor.py, controller/journalwatch.py).

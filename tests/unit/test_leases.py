@@ -13,7 +13,8 @@ from sqlalchemy import create_engine, update
 
 from tests.unit.test_store import BASE, T0, T1, dom, uuid_of
 from virtfleet.config import lease_ttl
-from virtfleet.controller.shards import LeaseCheckedFencer, ShardKeeper
+from virtfleet.controller.service import Controller
+from virtfleet.controller.shards import FORGET_AFTER_LEASES, LeaseCheckedFencer, ShardKeeper
 from virtfleet.errors import InvalidInput, StaleLease
 from virtfleet.ha.fence import Power, PowerResult
 from virtfleet.inventory import tables as t
@@ -182,6 +183,70 @@ def test_keepers_share_the_sites_evenly_and_a_pinned_one_keeps_its_own(base: Sto
     bad = ShardKeeper(base, pinned=["atlantis"], ttl=TTL)
     with pytest.raises(InvalidInput, match="'atlantis' is not a site"):
         bad.check_pins()
+
+
+def test_a_site_handed_over_is_not_logged_as_hosts_leaving_the_inventory(
+        base: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: releasing a site to another controller logged "host hv1 left the
+    inventory" for each of its hosts, as if they had been removed."""
+    ctl = Controller(base, interval=60)
+    try:
+        one = ShardKeeper(base, ttl=TTL)
+        ctl.keeper = one
+        one.join(rec(1))
+        one.step()
+        ctl.reload_inventory()
+        assert {h.name for h in ctl.state.hosts()} == {"hv1", "hv2", "hv3", "hv4"}
+        two = ShardKeeper(base, ttl=TTL)
+        two.join(rec(2))
+        two.step()
+        one.step()  # over its share: releases one site to two
+        let_go = ({"oregon", "texas"} - one.sites()).pop()
+        caplog.clear()
+        with caplog.at_level("INFO", logger="virtfleet.controller"):
+            ctl.reload_inventory()
+        assert "left the inventory" not in caplog.text
+        assert f"site {let_go} is no longer this controller's" in caplog.text
+        kept = {h.name for h in ctl.state.hosts()}
+        assert kept == ({"hv1", "hv2", "hv3"} if let_go == "texas" else {"hv4"})
+        fleet = copy.deepcopy(BASE)  # now a host of the kept site leaves the inventory
+        for site in fleet["sites"]:
+            for pod in site["pods"]:
+                pod["hypervisors"] = [h for h in pod["hypervisors"] if h["name"] != min(kept)]
+        fleet["sites"] = [s for s in fleet["sites"] if any(p["hypervisors"] for p in s["pods"])]
+        base.apply(parse_fleet(fleet))
+        caplog.clear()
+        with caplog.at_level("INFO", logger="virtfleet.controller"):
+            ctl.reload_inventory()
+        assert f"host {min(kept)} left the inventory" in caplog.text
+    finally:
+        ctl.pool.close()
+
+
+def beat_at(store_url: str, holder: str, ago: float) -> None:
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(t.controller_members)
+                         .where(t.controller_members.c.holder == holder)
+                         .values(heartbeat_at=datetime.now(UTC) - timedelta(seconds=ago)))
+    finally:
+        engine.dispose()
+
+
+def test_a_live_keeper_removes_the_registrations_of_controllers_long_dead(
+        base: Store, store_url: str) -> None:
+    """Regression: the member rows of killed controllers were never removed."""
+    keeper = ShardKeeper(base, ttl=TTL)
+    keeper.join(rec(1))
+    base.join("killed", rec(2))
+    base.join("late", rec(3))
+    beat_at(store_url, "killed", FORGET_AFTER_LEASES * TTL + 60)
+    beat_at(store_url, "late", 2 * TTL)  # gone for a while, not long: its row stays
+    keeper.step()
+    assert [m.holder for m in base.members()] == sorted([keeper.holder, "late"])
+    with pytest.raises(InvalidInput, match="older_than"):
+        base.forget_members(0)
 
 
 def test_a_keeper_paused_past_its_lease_stops_acting_and_comes_back_under_new_tokens(

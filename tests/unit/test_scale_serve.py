@@ -59,13 +59,17 @@ def serve(url: str, tmp_path: Path, i: int) -> subprocess.Popen[str]:
             stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
-def test_two_controllers_share_two_sites_and_one_takes_over_the_other(
-        pg_url: str, tmp_path: Path) -> None:
+def two_sites(tmp_path: Path) -> Path:
     sites = [{"name": s, "pods": [{"name": f"{s}-pod", "hypervisors": [
         {"name": f"{s}-hv", "uri": node_uri(tmp_path, "two-vms.xml", f"{s}.xml")}]}]}
         for s in ("sa", "sb")]
     (tmp_path / "fleet.yaml").write_text(yaml.safe_dump({"sites": sites}))
-    assert run(pg_url, "apply", "-f", str(tmp_path / "fleet.yaml")).code == 0
+    return tmp_path / "fleet.yaml"
+
+
+def test_two_controllers_share_two_sites_and_one_takes_over_the_other(
+        pg_url: str, tmp_path: Path) -> None:
+    assert run(pg_url, "apply", "-f", str(two_sites(tmp_path))).code == 0
     truth = vms(run(pg_url, "list", "--live", "--json"))
     assert len(truth) == 6
     procs = [serve(pg_url, tmp_path, i) for i in range(2)]
@@ -79,6 +83,9 @@ def test_two_controllers_share_two_sites_and_one_takes_over_the_other(
         listed = run(pg_url, "list", "--json")
         assert vms(listed) == truth
         assert "asking" not in listed.err
+        table = run(pg_url, "list")
+        assert table.code == 0, table.err
+        assert "6 VMs on 2 hypervisors, from the controller" in table.err, table.err
         synced = run(pg_url, "sync", "--json")
         assert synced.code == 0 and synced.json() == {"hosts": 2, "vms": 6, "failed": []}
         victim = next(p for p in procs if p.pid == holders()["sa"])
@@ -87,6 +94,8 @@ def test_two_controllers_share_two_sites_and_one_takes_over_the_other(
         victim.kill()
         victim.wait()
         assert vms(run(pg_url, "list", "--json")) == truth  # its site asked directly
+        table = run(pg_url, "list")  # the table too (a mix until the survivor takes sa)
+        assert table.code == 0 and "6 VMs on 2 hypervisors" in table.err, table.err
         wait_for("the survivor to take site sa", lambda: holders().get("sa") == survivor.pid)
         assert store.leases()["sa"].token == token + 1
         assert vms(run(pg_url, "list", "--json")) == truth
@@ -95,6 +104,41 @@ def test_two_controllers_share_two_sites_and_one_takes_over_the_other(
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 p.wait(timeout=60)
+        store.close()
+
+
+def test_a_list_with_one_site_served_and_one_asked_directly(pg_url: str, tmp_path: Path) -> None:
+    """Regression: the table computed an age for every row, and the rows of a site nobody
+    served (its controller killed, stopped, or handing over) have none: `list` died with a
+    TypeError. Here the only controller is pinned to sb, so sa is always asked directly."""
+    assert run(pg_url, "apply", "-f", str(two_sites(tmp_path))).code == 0
+    with (tmp_path / "serve.log").open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "virtfleet.cli.main", "serve", "--interval", "1",
+             "--site", "sb"],
+            env={**os.environ, "VIRTFLEET_DB": pg_url, "VIRTFLEET_LEASE_TTL": TTL,
+                 "VIRTFLEET_RUN_DIR": str(tmp_path / "run")},
+            stdout=out, stderr=subprocess.STDOUT, text=True)
+    store = Store(pg_url)
+    try:
+        wait_for("sb served", lambda: "sb" in store.holders(alive_within=2.0))
+        wait_for("sb read", lambda: run(pg_url, "list", "--json").json()[-1]["observed_at"]
+                 is not None)
+        table = run(pg_url, "list")
+        assert table.code == 0, table.err
+        assert "6 VMs on 2 hypervisors, from the controller" in table.err, table.err
+        ages: dict[str, set[str]] = {}
+        for line in table.out.splitlines()[2:]:  # past the header and its rule
+            ages.setdefault(line.split()[2], set()).add(line.split()[-1])
+        assert ages["sa-hv"] == {"live"} and "live" not in ages["sb-hv"], table.out
+        assert len(run(pg_url, "list", "--json").json()) == 6
+        # A CLI need not share the controllers' VIRTFLEET_LEASE_TTL: with a shorter one it
+        # took the controller for dead and asked sb's hypervisor itself, silently.
+        rows = run(pg_url, "list", "--json", env={"VIRTFLEET_LEASE_TTL": "0.001"}).json()
+        assert all(v["observed_at"] is not None for v in rows if v["site"] == "sb"), rows
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
         store.close()
 
 

@@ -180,6 +180,19 @@ def test_unusable_urls_give_one_line_store_errors(tmp_path: Any) -> None:
         assert info.value.__context__ is None or info.value.__suppress_context__
 
 
+def test_a_bad_store_url_under_serve_is_one_line_without_alembics_narration(
+        tmp_path: Any) -> None:
+    """Regression: `serve` logs at INFO, and a store it could not open printed alembic's
+    plugin and context lines (seven) before the one-line error."""
+    env = {**os.environ, "VIRTFLEET_DB": "postgresql+psycopg://postgres@127.0.0.1:1/virtfleet",
+           "VIRTFLEET_RUN_DIR": str(tmp_path / "run")}
+    p = subprocess.run([sys.executable, "-m", "virtfleet.cli.main", "serve"], env=env,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode != 0
+    assert p.stderr.splitlines() == [p.stderr.strip()], p.stderr
+    assert p.stderr.startswith("virtfleet: error: store: cannot open"), p.stderr
+
+
 @pytest.mark.postgres
 def test_missing_postgres_database_is_a_store_error() -> None:
     base = os.environ.get("VIRTFLEET_TEST_PG_URL", "")

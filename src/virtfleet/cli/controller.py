@@ -68,7 +68,7 @@ def serve(
 
     from virtfleet.cli.plan import _policy
     from virtfleet.controller.app import build_app
-    from virtfleet.controller.listen import TcpServer
+    from virtfleet.controller.listen import TcpServer, closing_server
     from virtfleet.controller.service import Controller
     from virtfleet.controller.sockets import default_run_dir, listen, private_dir
 
@@ -89,7 +89,8 @@ def serve(
                             on_superseded=superseded, stats_interval=stats_interval,
                             ha=_ha_timings(ha_grace), policy=policy, sites=site or ())
     app = build_app(controller)  # events and metrics come in through controller/routers.py
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = closing_server(uvicorn.Config(app, log_level="warning", access_log=False),
+                            controller.events.end_streams)
     over_tcp = (TcpServer(*bound, build_app(controller, local_token=False, shared=app))
                 if bound is not None else None)
     stopping = _on_signals(server)

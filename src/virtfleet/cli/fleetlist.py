@@ -25,6 +25,13 @@ from virtfleet.cli.progress import step_progress
 from virtfleet.errors import InvalidInput
 
 
+def observed(row: dict[str, object]) -> datetime | None:
+    """When a row was read; None for one read live just now (in a list from several
+    controllers, the sites nobody served are asked directly: those rows show "live")."""
+    at = row.get("observed_at")
+    return datetime.fromisoformat(at) if isinstance(at, str) else None
+
+
 def show(actx: AppContext, *, site: str | None = None, pod: str | None = None,
          host: str | None = None, group: str | None = None, state: str | None = None,
          live: bool = False, cached: bool = False, json: bool = False) -> int:
@@ -52,7 +59,7 @@ def show(actx: AppContext, *, site: str | None = None, pod: str | None = None,
         emit(table(headers + (["Age"] if seen else []), [
             [v["site"], v["pod"], v["host"], v["id"], v["name"], v["state"], v["vcpus"],
              f"{v['memory_mib']} MiB"]
-            + ([age(datetime.fromisoformat(v["observed_at"]), now)] if seen else [])
+            + ([age(observed(v), now)] if seen else [])
             for v in rows]))
         # Every hypervisor asked counts, with or without VMs; those that did not answer are
         # said (their rows are missing, not zero).

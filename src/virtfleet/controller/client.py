@@ -70,9 +70,12 @@ def is_live(rec: ControllerRecord | None, at: datetime | None = None) -> bool:
 
     A controller registered by another machine is not ours to ask: its socket is not here.
     """
-    if rec is None or rec.hostname != socket.gethostname():
-        return False
-    return heartbeat_fresh(rec, at) and pid_alive(rec.pid)
+    return rec is not None and runs_here(rec) and heartbeat_fresh(rec, at)
+
+
+def runs_here(rec: ControllerRecord) -> bool:
+    """Registered by this machine, and its process still there (a stopped one counts)."""
+    return rec.hostname == socket.gethostname() and pid_alive(rec.pid)
 
 
 def socket_path(rec: ControllerRecord) -> Path:

@@ -188,6 +188,18 @@ class Subscription:
             self.closed = True
         self._bus.unsubscribe(self)
 
+    def end(self) -> None:
+        """Nothing more will come (the controller is stopping): the reader is woken, hands
+        over what is queued, and finishes."""
+        with self._cond:
+            self.dropped = True
+            self._cond.notify()
+            wake = self._wake
+        if wake is not None:
+            loop, flag = wake
+            with contextlib.suppress(RuntimeError):  # its loop is closed: the reader is gone
+                loop.call_soon_threadsafe(flag.set)
+
 
 Tap = Callable[[Event], None]
 
@@ -287,6 +299,15 @@ class EventBus:
         if seq + 1 < oldest:
             gap = f"{oldest - seq - 1} events are no longer kept (the ring holds {len(self._ring)})"
         return [e for e in self._ring if e.seq > seq], gap
+
+    def end_streams(self) -> None:
+        """End every subscription (the controller is stopping): an events stream open to the
+        end would hold the server's shutdown, and with it the release of the controller's
+        leases, until its client left."""
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            sub.end()
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:

@@ -72,6 +72,8 @@ async def _stream(backlog: list[Event], sub: Subscription | None) -> AsyncIterat
         while True:
             batch = await sub.next(KEEPALIVE)
             if not batch:
+                if sub.finished:  # ended: the controller is stopping
+                    return
                 yield ": keepalive\n\n"
                 continue
             for event in batch:

@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,21 @@ from virtfleet.errors import InvalidInput
 from virtfleet.tlsfiles import tls_files
 
 log = logging.getLogger("virtfleet.controller")
+
+
+def closing_server(config: Any, before_shutdown: Callable[[], None]) -> Any:
+    """A uvicorn.Server that calls `before_shutdown` as its shutdown begins. uvicorn waits for
+    every open response before it returns from run(); the controller's events streams never
+    end by themselves, so a SIGTERM with an events client connected (bench/scale's, a web
+    console) kept the controller running, and renewing its leases, until that client left."""
+    import uvicorn
+
+    class ClosingServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            before_shutdown()
+            await super().shutdown(sockets)
+
+    return ClosingServer(config)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from virtfleet.controller.events_api import Auth, events_router
 from virtfleet.controller.journalwatch import JournalWatcher
 from virtfleet.controller.metrics import FleetMetrics, metrics_router
 from virtfleet.controller.stats import StatsCache
-from virtfleet.errors import VirtfleetError
+from virtfleet.errors import StoreError, VirtfleetError
 
 if TYPE_CHECKING:
     from virtfleet.controller.service import Controller, Worker
@@ -79,14 +79,19 @@ class Observability:
             worker.busy_since = worker.progress_at = began
             try:
                 work()
+            except StoreError as exc:
+                self._fault(worker, exc.message)
+                self.controller.outage.failed(worker.name, exc.message)
             except VirtfleetError as exc:
                 self._fault(worker, exc.message)
+                log.error("%s pass failed: %s", worker.name, exc.message)
             except Exception as exc:  # noqa: BLE001 - the thread boundary: one bad pass must
                 # not end the worker, or the metrics would silently stop moving.
                 self._fault(worker, f"{type(exc).__name__}: {exc}")
                 log.exception("%s pass failed with an unexpected error", worker.name)
             else:
                 worker.failing = 0
+                self.controller.outage.succeeded(worker.name)
             finally:
                 worker.busy_since = None
             self._stop.wait(max(0.0, every - (time.monotonic() - began)))
@@ -96,4 +101,3 @@ class Observability:
         worker.faults += 1
         worker.failing += 1
         worker.last_fault = what
-        log.error("%s pass failed: %s", worker.name, what)

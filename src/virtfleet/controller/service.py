@@ -41,9 +41,10 @@ from virtfleet.config import HATimings, Timeouts
 from virtfleet.controller.client import heartbeat_fresh, is_dead
 from virtfleet.controller.events import EventBus, HostEvents
 from virtfleet.controller.observe import Observability
+from virtfleet.controller.outage import StoreOutage
 from virtfleet.controller.shards import LeaseCheckedFencer, ShardKeeper
 from virtfleet.controller.state import FleetState
-from virtfleet.errors import Conflict, InvalidInput, NotFound, VirtfleetError
+from virtfleet.errors import Conflict, InvalidInput, NotFound, StoreError, VirtfleetError
 from virtfleet.fleet.observed import observe, record, record_domain, record_unreachable
 from virtfleet.ha.fencer import BmcFencer, Fencer
 from virtfleet.ha.monitor import Monitor
@@ -130,6 +131,7 @@ class Controller:
         self._reported: list[str] = []  # problems last logged by the heartbeat
         # What changed, for /api/v1/events and the metrics (controller/events.py).
         self.events = EventBus()
+        self.outage = StoreOutage(log)  # the store down: said once, not by every pass
         self._host_events = HostEvents(self.events)
         self.observe = Observability(self, stats_interval)  # its workers start with ours
         self.ha_timings = ha or HATimings.from_env()
@@ -167,12 +169,24 @@ class Controller:
 
     def reload_inventory(self) -> list[HostRecord]:
         """Adopt the store's inventory; return hosts that need a first sync."""
-        fresh, gone = self.state.set_inventory(self._scoped(self.store.hypervisors()))
+        everything = self.store.hypervisors()
+        fresh, gone = self.state.set_inventory(self._scoped(everything))
+        still = {h.name: h for h in everything}
+        elsewhere: dict[str, list[str]] = {}  # site -> its hosts this controller let go
         for rec in gone:
-            log.info("host %s left the inventory (or changed its URI)", rec.name)
+            now_rec = still.get(rec.name)
+            if now_rec is not None and now_rec.uri == rec.uri:
+                # Still in the inventory: only out of this controller's sites.
+                elsewhere.setdefault(now_rec.site, []).append(rec.name)
+            else:
+                log.info("host %s left the inventory (or changed its URI)", rec.name)
             self.pool.discard(rec)
             self._retry.pop(rec.name, None)
             self._host_events.forget(rec.name)
+        for site, names in sorted(elsewhere.items()):
+            log.info("site %s is no longer this controller's (its lease was released, handed "
+                     "over or lost): not watching %s here any more", site,
+                     ", ".join(sorted(names)))
         return fresh
 
     def _watch(self, host: Host) -> None:
@@ -314,6 +328,9 @@ class Controller:
         worker.busy_since = worker.progress_at = time.monotonic()
         try:
             yield
+        except StoreError as exc:
+            self._fault(worker, exc.message)
+            self.outage.failed(worker.name, exc.message)
         except VirtfleetError as exc:
             self._fault(worker, exc.message)
             log.error("%s pass failed: %s", worker.name, exc.message)
@@ -323,6 +340,7 @@ class Controller:
             log.exception("%s pass failed with an unexpected error", worker.name)
         else:
             worker.failing = 0
+            self.outage.succeeded(worker.name)
         finally:
             worker.busy_since = None
 

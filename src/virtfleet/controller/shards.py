@@ -40,6 +40,10 @@ from virtfleet.inventory.store import Store
 
 log = logging.getLogger("virtfleet.controller.shards")
 
+# A member that has not beaten for this many leases is gone (killed, its machine lost): its
+# row is removed by the live ones, so controller_members does not grow with every kill -9.
+FORGET_AFTER_LEASES = 10
+
 def new_holder() -> str:
     """A name for this controller's leases: its machine and pid, and a random part so a pid
     reused after a restart is never mistaken for the old holder."""
@@ -111,6 +115,10 @@ class ShardKeeper:
                                 "acting there", shard)
                     self._drop(shard)
                     changed = True
+        for gone in self.store.forget_members(FORGET_AFTER_LEASES * self.ttl):
+            log.info("removed the registration of controller %s: it has not renewed anything "
+                     "for over %d leases (%.0f s)", gone, FORGET_AFTER_LEASES,
+                     FORGET_AFTER_LEASES * self.ttl)
         changed = self._balance(sent) or changed
         if changed:
             self._changed()

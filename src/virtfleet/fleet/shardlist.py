@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from virtfleet.config import lease_ttl
-from virtfleet.controller.client import ControllerClient, is_live
+from virtfleet.controller.client import ControllerClient, runs_here
 from virtfleet.errors import HostUnavailable, NotFound
 from virtfleet.fleet.observed import observe, sync
 from virtfleet.fleet.queries import counting, failures, fleet_vms
@@ -35,11 +34,12 @@ def from_controllers(store: Store, req: ListRequest, notes: list[str],
     by_site: dict[str, list[HostRecord]] = {}
     for h in hosts:
         by_site.setdefault(h.site, []).append(h)
-    holders = store.holders(alive_within=lease_ttl())
+    # Live by their unexpired leases (whatever TTL the controllers were given), and here.
+    holders = store.holders()
     asked: dict[str, tuple[Member, list[str]]] = {}
     for site in by_site:
         member = holders.get(site)
-        if member is not None and is_live(member.record):
+        if member is not None and runs_here(member.record):
             asked.setdefault(member.holder, (member, []))[1].append(site)
     if not asked:
         return None
@@ -69,8 +69,9 @@ def from_controllers(store: Store, req: ListRequest, notes: list[str],
         failed.extend(failures(results))
         source = "controller" if covered else "live"
     rows.sort(key=lambda v: (v["site"], v["pod"], v["host"], v["name"]))
+    # Every hypervisor in scope was asked, by a controller or from here.
     return VMList(tuple(rows), tuple(sorted(failed, key=lambda f: f.host)), source,
-                  tuple(notes))
+                  tuple(notes), hosts=len(hosts))
 
 
 def sync_through_controllers(store: Store, progress: Progress | None = None) -> Synced:
@@ -79,8 +80,8 @@ def sync_through_controllers(store: Store, progress: Progress | None = None) -> 
     from virtfleet.fleet.overview import Synced
 
     hosts = store.hypervisors()
-    holders = store.holders(alive_within=lease_ttl())
-    members = {m.holder: m for m in holders.values() if is_live(m.record)}
+    holders = store.holders()
+    members = {m.holder: m for m in holders.values() if runs_here(m.record)}
     done_sites: set[str] = set()
     asked = vms = 0
     failed: list[HostFailure] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -179,6 +180,12 @@ class StoreBase:
     def _migrate(self) -> None:
         if self._at_head():
             return
+        # Alembic's INFO lines (its plugins, "Context impl", each revision) are its own
+        # narration: under a controller's INFO logging a bad URL printed seven of them before
+        # the one-line error. Quiet unless someone set alembic's level (its own CLI does).
+        quiet = logging.getLogger("alembic")
+        if quiet.level == logging.NOTSET:
+            quiet.setLevel(logging.WARNING)
         from alembic import command
         from alembic.config import Config as AlembicConfig
 

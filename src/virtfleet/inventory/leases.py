@@ -9,6 +9,8 @@ their registrations (controller_members) and the shard leases with fencing token
   again, under a new token), so a controller paused past its lease never carries on with the
   old token.
 - `release_lease`: give a shard up (for balance, or on an orderly stop).
+- `forget_members`: remove the registrations of controllers that stopped beating long ago
+  (killed: nobody left).
 
 Expiry is judged by the database's clock on PostgreSQL (fencing.db_now), so controllers on
 several machines agree on it. Lease rows are locked FOR UPDATE while they change hands; writes
@@ -75,6 +77,19 @@ class LeaseStore(StoreBase):
             conn.execute(update(sl).where(sl.c.holder == holder)
                          .values(holder=None, expires_at=now))
             conn.execute(delete(m).where(m.c.holder == holder))
+
+    def forget_members(self, older_than: float) -> list[str]:
+        """Remove the registrations that have not beaten for `older_than` seconds (controllers
+        killed without an orderly stop); the holders removed. Nothing else reads them: a
+        member is live only by a recent beat, and an operation whose owner has no row is an
+        orphan as one with a stale row is."""
+        if not older_than > 0:
+            raise InvalidInput("older_than", "must be above 0 seconds")
+        m = t.controller_members
+        with self._tx("remove stale controller registrations", write=True) as conn:
+            since = db_now(conn) - timedelta(seconds=older_than)
+            return sorted(conn.execute(delete(m).where(m.c.heartbeat_at < since)
+                                       .returning(m.c.holder)).scalars())
 
     def members(self, alive_within: float | None = None) -> list[Member]:
         """Registered controllers, by holder; with `alive_within`, only those that beat within
@@ -164,9 +179,15 @@ class LeaseStore(StoreBase):
         with self._tx("check the shard lease", write=True) as conn:
             fencing.check(conn, self._fence, hosts)
 
-    def holders(self, alive_within: float) -> dict[str, Member]:
-        """site -> the live controller whose unexpired lease covers it (sites without one are
-        left out: a CLI asks their hypervisors itself)."""
+    def holders(self, alive_within: float | None = None) -> dict[str, Member]:
+        """site -> the registered controller whose unexpired lease covers it (sites without one
+        are left out: a CLI asks their hypervisors itself); with `alive_within`, only one that
+        beat within that many seconds.
+
+        Without it the lease alone says the holder is live: its expiry is the holders' own
+        TTL from their last renewal, which beat the member in the same transaction. So a CLI
+        need not know the controllers' VIRTFLEET_LEASE_TTL (with a shorter one it took live
+        controllers for dead and asked their hypervisors itself, silently)."""
         sl = t.shard_leases
         live = {m.holder: m for m in self.members(alive_within)}
         with self._tx("read the shard leases", write=False) as conn:
