@@ -270,8 +270,8 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
         view = vf(request).view
         t = table(view, query, p)
         context = {**_frame(caller, "vms", controller.events), "t": t, "f": query,
-                   "columns": COLUMNS, "can_act": any(
-                    p.holds(perm) for perm in ("vm.lifecycle", "vm.snapshot", "vm.migrate")), "failed": t.failed}
+                   "columns": COLUMNS, "failed": t.failed, "can_act": any(
+                       p.holds(perm) for perm in ("vm.lifecycle", "vm.snapshot", "vm.migrate"))}
         if request.headers.get("hx-request") == "true":
             return page("vmtable.html", **context)
         return page("vms.html", **context, selects=choices(view.snapshot(), p), sizes=SIZES)
