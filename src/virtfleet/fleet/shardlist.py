@@ -68,6 +68,11 @@ def from_controllers(store: Store, req: ListRequest, notes: list[str],
                     if req.state is None or v.domain.state == req.state)
         failed.extend(failures(results))
         source = "controller" if covered else "live"
+        if covered:
+            # said, so "from the controller" is not read as all of it (their rows' Age: live)
+            lone = sorted({h.site for h in rest})
+            notes.append(f"{len(rest)} hypervisor(s) of {', '.join(lone)}, which no live "
+                         "controller serves now, asked directly")
     rows.sort(key=lambda v: (v["site"], v["pod"], v["host"], v["name"]))
     # Every hypervisor in scope was asked, by a controller or from here.
     return VMList(tuple(rows), tuple(sorted(failed, key=lambda f: f.host)), source,
