@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import yaml
 from lxml import etree
 
 from virtfleet.controller.openapi import document
+from virtfleet.inventory.records import InstallPlan
+from virtfleet.inventory.store import Store
 
 from .api_callers import add_callers
 from .apiclient import Api
@@ -122,6 +125,19 @@ def test_the_installs_table_polls_and_a_poll_without_a_session_goes_to_sign_in(
         "/ui/installs", "every 5s", "#installs")
     got = console.browser().get("/ui/installs", headers={"HX-Request": "true"})
     assert got.status == 204 and got.headers["hx-redirect"] == "/ui/login?next=/ui/installs"
+
+
+def test_the_installs_table_has_boot_statuss_columns_and_words(console: Console) -> None:
+    with Store(f"sqlite:///{console.db}") as store:
+        store.plan_installs([InstallPlan("hv-web", "52:54:00:0f:0f:02", "oregon", "or-pod1",
+                                         "rocky9")], datetime(2026, 12, 3, 9, 0, tzinfo=UTC))
+    page = console.browser("root").get("/ui/installs")
+    [table] = etree.HTML(page.text).xpath('//table[@id="installs"]')
+    rows = [[c.xpath("string()") for c in tr.xpath("th|td")] for tr in table.xpath("tr")]
+    assert rows[0] == ["Host", "MAC", "Site", "Pod", "State", "Since (UTC)", "Check",
+                       "Refused", "429s", "Error"]
+    assert ["hv-web", "52:54:00:0f:0f:02", "oregon", "or-pod1", "planned",
+            "2026-12-03 09:00:00", "-", "0", "0", "-"] in rows[1:]
 
 
 def test_sign_in_sets_a_strict_httponly_session_cookie(console: Console) -> None:

@@ -7,7 +7,6 @@ it without loading typer; cli/boot.py's `status` calls the same function.
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime
 
 from virtfleet.cli.context import AppContext
 from virtfleet.cli.output import emit, emit_json, table
@@ -23,33 +22,15 @@ def installs(actx: AppContext) -> list[InstallRecord]:
         return actx.store().installs()
 
 
-def _when(value: datetime | None) -> str:
-    return f"{value:%Y-%m-%d %H:%M:%S}" if value is not None else "-"
-
-
-def _since(r: InstallRecord) -> datetime | None:
-    return getattr(r, f"{r.state}_at")  # type: ignore[no-any-return]
-
-
-def _check(r: InstallRecord) -> str:
-    if r.check_ok is None:
-        return "-"
-    return "ok" if r.check_ok else f"failed: {r.check_detail}"
-
-
 def show(actx: AppContext, *, json: bool = False) -> int:
     """Print the installs as a table or JSON; the exit code (always 0)."""
     rows = installs(actx)
     if json:  # JSON escapes control characters itself
         emit_json([r.as_json() for r in rows])
         return 0
-    from virtfleet.boot.text import printable  # rows written before escaping was stored
+    from virtfleet.boot.status import COLUMNS, status_row
 
-    emit(table(["Host", "MAC", "Site", "Pod", "State", "Since (UTC)", "Check", "Refused",
-                "429s", "Error"],
-               [[printable(str(v)) for v in (
-                   r.host, r.mac, r.site, r.pod, r.state, _when(_since(r)), _check(r),
-                   r.refused, r.limited, r.error or "-")] for r in rows]))
+    emit(table(list(COLUMNS), [status_row(r) for r in rows]))
     refused, limited = sum(r.refused for r in rows), sum(r.limited for r in rows)
     if refused or limited:
         emit(f"Requests naming these hosts: {refused} refused, {limited} answered 429 (too "

@@ -19,6 +19,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
+from virtfleet.boot.status import COLUMNS as STATUS_COLUMNS
+from virtfleet.boot.status import status_row
 from virtfleet.controller.errors import status_of
 from virtfleet.controller.events import EventBus, Visible
 from virtfleet.controller.events_api import events_router
@@ -378,10 +380,12 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
             raise Forbidden(f"{p.name} lacks install.read on any scope",
                             permission="install.read", target="any")
         reach = p.reach("install.read")
-        rows = [i.as_json() for i in vf(request).controller.store.installs()
+        # boot status's columns, in its words (boot/status.py)
+        rows = [dict(zip(STATUS_COLUMNS, status_row(i), strict=True))
+                for i in vf(request).controller.store.installs()
                 if reach.covers(Target("install", i.host, i.site, i.pod, i.host))]
-        columns = [c for c in (rows[0].keys() if rows else ()) if not c.startswith("token")]
-        return page("installs.html", **_frame(caller, "installs"), rows=rows, columns=columns)
+        return page("installs.html", **_frame(caller, "installs"), rows=rows,
+                    columns=STATUS_COLUMNS)
 
     def audit_page(request: Request, caller: Caller) -> Response:
         from virtfleet.fleet.audit import AuditQuery, AuditService
