@@ -311,7 +311,7 @@ def test_a_vm_named_like_a_script_is_text(console: Console) -> None:
     assert page.status == 200
     assert "&lt;script&gt;alert(1)" in page.text
     assert "<script>alert" not in page.text
-    assert "1 VMs" in page.text
+    assert ">1 VM, 1–1<" in page.text  # one VM, not "1 VMs"
 
 
 def test_the_vm_table_filters_sorts_and_pages_on_the_server(console: Console) -> None:
@@ -691,6 +691,10 @@ def test_an_operator_takes_a_snapshot_from_the_vm_page(console: Console) -> None
     # the page's snapshot table comes along, for htmx to put in place of the old one
     assert 'id="snapshots" hx-swap-oob="true"' in got.text
     assert 'data-snapshot="before-deploy"' in got.text
+    # its creation time as a time, not libvirt's seconds since the epoch
+    [row] = [r for r in etree.HTML(got.text).xpath('//tr[@data-snapshot="before-deploy"]')]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row.xpath("string(td[2])")), \
+        row.xpath("string(td[2])")
     assert _snapshots(console, "web02") == ["before-deploy"]
     assert 'data-snapshot="before-deploy"' in b.get("/ui/vms/web02?host=hv-web").text
     [entry] = _ui_entries(console, before)

@@ -46,11 +46,19 @@ def _asset(name: str) -> str:
     return f"/ui/static/{name}?v={ASSETS[name].etag}"
 
 
+def _epoch(value: object) -> str:
+    """Seconds since the epoch (libvirt's snapshot creation time) as a UTC time."""
+    if not isinstance(value, int) or value <= 0:
+        return ""
+    return f"{datetime.fromtimestamp(value, UTC):%Y-%m-%d %H:%M:%S}"
+
+
 ENV = Environment(loader=PackageLoader("virtfleet.controller.ui", "templates"),
                   autoescape=True, undefined=StrictUndefined, trim_blocks=True,
                   lstrip_blocks=True)
 ENV.filters["mib"] = _mib
 ENV.filters["ago"] = _ago
+ENV.filters["epoch"] = _epoch
 ENV.globals["asset"] = _asset
 
 
