@@ -880,3 +880,7 @@ def test_a_migration_from_the_page_is_an_operation_on_the_operations_page(
     assert part.text.startswith('<div id="ops">') and f'data-op="{op}"' in part.text
     # a viewer may read operations too, on the same terms as the API's
     assert f'id="op-{op}"' in console.browser("viewer").get("/ui/operations").text
+    # the audit's entry of the request says what was answered: accepted, 202
+    accepted = [e for e in console.audit() if e["detail"] == f"operation {op} accepted"]
+    assert [(e["via"], e["action"], e["status"]) for e in accepted] == [
+        ("ui", "vm.migrate", 202)], accepted

@@ -220,8 +220,9 @@ def vm_actions_router(sessions: Sessions) -> APIRouter:
         where = getattr(request.state, "target", None)  # the API's: where clones go
         if not spec.on_vm and where is not None:
             target = where.label
-        await run_in_threadpool(audit, request, caller, spec.action, target, params, 200,
-                                detail)
+        # as answered: 200 for what is done, 202 for an operation accepted
+        await run_in_threadpool(audit, request, caller, spec.action, target, params,
+                                resp.status_code, detail)
         return resp
 
     @r.post("/ui/vms/{name}/snapshot")
