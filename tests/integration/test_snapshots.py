@@ -15,9 +15,26 @@ from tests.unit.cli import run
 from virtfleet.errors import VirtfleetError
 from virtfleet.lab import guest
 from virtfleet.virt.host import Host
-from virtfleet.xml.domain import Disk, Domain
+from virtfleet.xml.domain import Disk, Domain, FleetFacts
 
 pytestmark = pytest.mark.integration
+
+
+def disk_domain(name: str, image: Path, template: bool = False) -> str:
+    """The lab's tiny guest's definition with one qcow2 disk, `image`; marked a template if
+    asked (the web console's lab test uses it too)."""
+    d = Domain.parse(guest.domain_xml(name, guest.ensure_images()))
+    disk = Disk()
+    disk.type, disk.device = "file", "disk"
+    disk.driver_name, disk.format = "qemu", "qcow2"
+    disk.source_file = str(image)
+    disk.target_dev, disk.target_bus = "vda", "virtio"
+    d.devices.disks.append(disk)
+    if template:
+        facts = FleetFacts()
+        facts.role = "template"
+        d.set_facts(facts)
+    return d.to_xml()
 
 
 def qemu_io(image: Path, command: str) -> subprocess.CompletedProcess[str]:
@@ -32,16 +49,9 @@ def test_revert_restores_disk_content_and_running_state(lab: LabFixture,
     image = tmp_path / "app.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
     name = f"itest-snap-{os.getpid()}"
-    d = Domain.parse(guest.domain_xml(name, guest.ensure_images()))
-    disk = Disk()
-    disk.type, disk.device = "file", "disk"
-    disk.driver_name, disk.format = "qemu", "qcow2"
-    disk.source_file = str(image)
-    disk.target_dev, disk.target_bus = "vda", "virtio"
-    d.devices.disks.append(disk)
     h = lab.hosts[0]
     with Host.open(h.uri) as conn:
-        conn.define_domain(d.to_xml())
+        conn.define_domain(disk_domain(name, image))
         try:
             # Shut off: the snapshot is taken inside the qcow2 image.
             r = run(db, "snapshot", "create", name, "--name", "before-deploy",

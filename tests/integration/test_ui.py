@@ -36,6 +36,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.integration.browser import browser_missing, headless_chromium
 from tests.integration.conftest import LabFixture
 from tests.integration.test_api import qemu_pids
+from tests.integration.test_snapshots import disk_domain
 from tests.unit.apiclient import Api
 from tests.unit.cli import run, running_controller
 from tests.unit.nodes import refused_port
@@ -516,25 +517,6 @@ class Images:
     template_image: Path
 
 
-def _disk_domain(name: str, image: Path, template: bool) -> str:
-    """The lab's tiny guest's definition with one qcow2 disk; marked a template if asked."""
-    from virtfleet.lab import guest
-    from virtfleet.xml.domain import Disk, Domain, FleetFacts
-
-    d = Domain.parse(guest.domain_xml(name, guest.ensure_images()))
-    disk = Disk()
-    disk.type, disk.device = "file", "disk"
-    disk.driver_name, disk.format = "qemu", "qcow2"
-    disk.source_file = str(image)
-    disk.target_dev, disk.target_bus = "vda", "virtio"
-    d.devices.disks.append(disk)
-    if template:
-        facts = FleetFacts()
-        facts.role = "template"
-        d.set_facts(facts)
-    return d.to_xml()
-
-
 @pytest.fixture(scope="module")
 def images(lab_ui: LabUI, lab: LabFixture) -> Iterator[Images]:
     """On the web guest's hypervisor: a transient dir pool in its pod's shared directory
@@ -559,8 +541,8 @@ def images(lab_ui: LabUI, lab: LabFixture) -> Iterator[Images]:
     p.type, p.name, p.target_path = "dir", IMAGE_POOL, str(directory)
     with Host.open(host.uri) as c:
         c.conn.storagePoolCreateXML(p.to_xml(), 0)
-        c.define_domain(_disk_domain(TEMPLATE, directory / f"{TEMPLATE}.qcow2", True))
-        c.define_domain(_disk_domain(SNAP_VM, directory / f"{SNAP_VM}.qcow2", False))
+        c.define_domain(disk_domain(TEMPLATE, directory / f"{TEMPLATE}.qcow2", True))
+        c.define_domain(disk_domain(SNAP_VM, directory / f"{SNAP_VM}.qcow2", False))
     try:
         yield Images(host.uri, directory, directory / f"{TEMPLATE}.qcow2")
     finally:
