@@ -189,8 +189,7 @@ def test_a_killed_clone_run_is_cleaned_up_from_the_journal(pod_pool: PodPool) ->
     import time
 
     from virtfleet.inventory.store import Store
-    from virtfleet.provision.templates import TEMPLATE_ROLE
-    from virtfleet.xml.domain import Disk, Domain, FleetFacts
+    from virtfleet.xml.domain import TEMPLATE_ROLE, Disk, Domain, FleetFacts
 
     env = pod_pool
     a = env.hosts[0]

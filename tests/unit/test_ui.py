@@ -22,6 +22,7 @@ from lxml import etree
 from virtfleet.controller.openapi import document
 from virtfleet.inventory.records import InstallPlan
 from virtfleet.inventory.store import Store
+from virtfleet.xml.domain import TEMPLATE_ROLE, FleetFacts
 
 from .api_callers import add_callers
 from .apiclient import Api
@@ -36,8 +37,9 @@ XTERM_SHA256 = "14903579ff54664cd72f8e8699e6961a6272c21863ec1c3b118cdc8af5d4a972
 
 
 def _node(tmp: Path, group: str, n: int) -> str:
-    """two-vms.xml renamed for `group`: GROUP01 running, GROUP02 shut off, and (web only) the
-    paused one named like a script."""
+    """two-vms.xml renamed for `group`: GROUP01 running, GROUP02 shut off (for db, a sealed
+    template: virtfleet's metadata says role=template), and (web only) the paused one named
+    like a script."""
     doc = etree.parse(str(FIXTURES / "two-vms.xml"))
     names = {"vm1.example.com": f"{group}01", "centos.template": f"{group}02",
              "vm2.example.com": SCRIPT_VM if group == "web" else f"{group}03"}
@@ -46,6 +48,10 @@ def _node(tmp: Path, group: str, n: int) -> str:
         assert name is not None and uuid is not None and name.text and uuid.text
         name.text = names[name.text]
         uuid.text = f"{n:08d}" + uuid.text[8:]
+        if name.text == "db02":
+            facts = FleetFacts()
+            facts.role = TEMPLATE_ROLE
+            uuid.addnext(etree.fromstring(f"<metadata>{facts.to_xml()}</metadata>"))
     path = tmp / f"hv-{group}.xml"
     doc.write(str(path))
     return f"test://{path}"
@@ -257,6 +263,27 @@ def test_an_operator_of_web_sees_and_acts_on_web_vms_only(console: Console) -> N
     assert console.state("db01") == "running"
     [entry] = _ui_entries(console, before)
     assert entry["target"] == "vm:db01" and entry["result"] == "denied"
+
+
+def test_a_templates_row_offers_its_clone_and_no_power_buttons(console: Console) -> None:
+    """Regression: the table could not tell a template from a VM, so a template's row showed
+    `start` (which the service refuses) and links to snapshot and migrate forms its page has
+    not; clone, a template's one action, was on its page only."""
+    listed = Api("127.0.0.1", console.port, console.tokens["root"]).get("/api/v1/vms").body
+    assert {v["name"] for v in listed["items"] if v["template"]} == {"db02"}
+    b = console.browser("root")
+    page = b.get("/ui/vms?size=500")
+    rows = {m.group(1): m.group(2) for m in re.finditer(
+        r'<tr data-vm="([^"]+)">(.*?)</tr>', page.text, re.S)}
+    tpl, vm = rows["hv-db/db02"], rows["hv-web/web02"]  # both shut off
+    assert '<span class="tag">template</span>' in tpl and "template</span>" not in vm
+    assert "data-verb" not in tpl and 'data-verb="start"' in vm
+    assert "#snapshot-form" not in tpl and "#migrate-form" not in tpl
+    assert 'href="/ui/vms/db02?host=hv-db#clone-form"' in tpl and "#clone-form" not in vm
+    assert 'id="clone-form"' in b.get("/ui/vms/db02?host=hv-db").text
+    # a viewer may not clone: no link
+    viewer = console.browser("viewer").get("/ui/vms?size=500&q=db02").text
+    assert "template</span>" in viewer and "#clone-form" not in viewer
 
 
 def test_a_forged_csrf_token_is_refused_and_nothing_happens(console: Console) -> None:

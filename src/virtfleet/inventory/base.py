@@ -47,7 +47,7 @@ from virtfleet.inventory import tables as t
 
 # alembic and the pydantic fleet-file models are imported only where needed: a CLI whose store
 # is already at the newest schema, asking a controller, should not pay for importing them.
-HEAD_REVISION = "0012"  # newest file in migrations/versions (a unit test keeps them in step)
+HEAD_REVISION = "0013"  # newest file in migrations/versions (a unit test keeps them in step)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000

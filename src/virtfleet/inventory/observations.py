@@ -30,6 +30,7 @@ def domain_row(hypervisor_id: int, d: DomainRecord, at: datetime) -> dict[str, A
         "libvirt_id": d.id,
         "vcpus": d.vcpus,
         "memory_mib": d.memory_mib,
+        "template": d.template,
         "observed_at": at,
     }
 
@@ -145,7 +146,7 @@ class ObservationStore(StoreBase):
             conds.append(d.c.name == name)
         stmt: Select[Any] = (
             select(h.c.name, t.sites.c.name, t.pods.c.name, d.c.name, d.c.uuid, d.c.state,
-                   d.c.libvirt_id, d.c.vcpus, d.c.memory_mib,
+                   d.c.libvirt_id, d.c.vcpus, d.c.memory_mib, d.c.template,
                    d.c.observed_at)
             .select_from(d.join(h, d.c.hypervisor_id == h.c.id)
                          .join(t.pods, h.c.pod_id == t.pods.c.id)
@@ -159,6 +160,6 @@ class ObservationStore(StoreBase):
         return [
             FleetVM(host=hn, site=sn, pod=pn, observed_at=at,
                     domain=DomainRecord(name=name, uuid=uuid, state=st, id=lid, vcpus=vcpus,
-                                        memory_mib=mem))
-            for hn, sn, pn, name, uuid, st, lid, vcpus, mem, at in rows
+                                        memory_mib=mem, template=bool(tpl)))
+            for hn, sn, pn, name, uuid, st, lid, vcpus, mem, tpl, at in rows
         ]

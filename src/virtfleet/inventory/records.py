@@ -48,6 +48,8 @@ class DomainRecord:
     id: int | None  # libvirt domain id while active, else None
     vcpus: int
     memory_mib: int
+    # a sealed template (virtfleet's metadata says role=template): never started, only cloned
+    template: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class FleetVM:
             "id": d.id,
             "vcpus": d.vcpus,
             "memory_mib": d.memory_mib,
+            "template": d.template,
             "observed_at": self.observed_at.isoformat() if self.observed_at else None,
         }
 

@@ -27,9 +27,8 @@ from virtfleet.virt.fanout import ConnectionPool, fan_out
 from virtfleet.virt.guest import Guest, Removal
 from virtfleet.virt.host import Host
 from virtfleet.virt.storage import VolumeInfo
-from virtfleet.xml.domain import Disk, Domain, FleetFacts
+from virtfleet.xml.domain import TEMPLATE_ROLE, Disk, Domain, FleetFacts
 
-TEMPLATE_ROLE = "template"
 READ_ONLY = "0444"
 
 

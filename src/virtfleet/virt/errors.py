@@ -101,12 +101,12 @@ def libvirt_errors(host: str, vm: str | None = None) -> Iterator[None]:
 T = TypeVar("T")
 
 
-def or_none(lookup: Callable[[], T], missing: int) -> T | None:
-    """What `lookup` finds, or None when libvirt answers `missing` (VIR_ERR_NO_NETWORK, ...):
-    absence is an answer, not an error. Any other libvirtError is raised as it is."""
+def or_none(lookup: Callable[[], T], *missing: int) -> T | None:
+    """What `lookup` finds, or None when libvirt answers one of `missing` (VIR_ERR_NO_NETWORK,
+    ...): absence is an answer, not an error. Any other libvirtError is raised as it is."""
     try:
         return lookup()
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() == missing:
+        if exc.get_error_code() in missing:
             return None
         raise

@@ -22,6 +22,8 @@ from virtfleet.inventory.records import DomainRecord
 from virtfleet.transport.connect import connect_uri
 from virtfleet.virt.errors import libvirt_errors, map_connect_error, or_none
 from virtfleet.virt.eventloop import ensure_event_loop
+from virtfleet.xml.domain import TEMPLATE_ROLE, VF_NS
+from virtfleet.xml.parse import parse_xml
 
 # virsh's words for domain states (virsh-domain-monitor.c), so output reads like virsh.
 STATE_WORDS = {
@@ -245,13 +247,15 @@ class Host:
                     info = dom.info()
                     vcpus, mem_kib = info[3], info[1]
                 dom_id = dom.ID()
+                state = st.get("state.state", 0)
                 out.append((DomainRecord(
                     name=dom.name(),
                     uuid=uuid,
-                    state=STATE_WORDS.get(st.get("state.state", 0), "no state"),
+                    state=STATE_WORDS.get(state, "no state"),
                     id=dom_id if dom_id >= 0 else None,
                     vcpus=int(vcpus),
                     memory_mib=int(mem_kib) // 1024,
+                    template=_is_template(dom, state),
                 ), dom))
         out.sort(key=lambda d: (d[0].id is None, d[0].id or 0, d[0].name))
         return out
@@ -272,7 +276,8 @@ class Host:
             return DomainRecord(name=str(dom.name()), uuid=str(dom.UUIDString()),
                                 state=STATE_WORDS.get(state, "no state"),
                                 id=dom_id if dom_id >= 0 else None, vcpus=int(vcpus),
-                                memory_mib=int(max_kib) // 1024)
+                                memory_mib=int(max_kib) // 1024,
+                                template=_is_template(dom, state))
 
     @property
     def conn(self) -> Any:
@@ -393,13 +398,28 @@ class Host:
             return DomainRecord(
                 name=dom.name(), uuid=uuid, state=STATE_WORDS.get(state, "no state"),
                 id=dom_id if dom_id >= 0 else None, vcpus=int(vcpus),
-                memory_mib=int(mem_kib) // 1024,
+                memory_mib=int(mem_kib) // 1024, template=_is_template(dom, state),
             )
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
             with libvirt_errors(self.label):
                 raise
+
+
+def _is_template(dom: Any, state: int) -> bool:
+    """Whether a domain is a sealed template (virtfleet's metadata: role=template). Asked only
+    of shut-off domains, as a template is never started: a host of running VMs costs no call
+    more per list. A domain undefined meanwhile, or with no virtfleet metadata, is none."""
+    if state != libvirt.VIR_DOMAIN_SHUTOFF:
+        return False
+    found = or_none(lambda: dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, VF_NS, 0),
+                    libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN)
+    if found is None:
+        return False
+    # libvirt answers the element without its namespace: <instance><role>...
+    root = parse_xml(found, "metadata", expect="instance")
+    return (root.findtext("role") or "").strip() == TEMPLATE_ROLE
 
 
 def _dotted(v: int) -> str:

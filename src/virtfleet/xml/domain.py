@@ -28,6 +28,7 @@ from virtfleet.xml.model import (
 from virtfleet.xml.vlan import VlanTagged
 
 VF_NS = "urn:x-virtfleet:domain:1"
+TEMPLATE_ROLE = "template"  # FleetFacts.role of a sealed template (docs/templates.md)
 LIBOSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
 
 # The order libvirt writes each element's children in (its domain formatter), per parent tag,

@@ -155,9 +155,14 @@ def _row(snap: Snapshot, row: Mapping[str, Any], caller: Principal) -> dict[str,
     here = Target.of_vm(row["name"], rec) if rec is not None else None
     may = {perm: here is not None and caller.can(perm, here)
            for perm in ("vm.lifecycle", "vm.snapshot", "vm.migrate")}
-    # snapshot and migrate are forms on the VM's page (a name, a target): the row links there
-    return {**row, "groups": _groups(snap, row), "may_act": may["vm.lifecycle"],
-            "may_snapshot": may["vm.snapshot"], "may_migrate": may["vm.migrate"]}
+    vm = not row.get("template")  # a template is never started, snapshotted or moved
+    # clones go to the template's pod by default (as the VM page's form checks)
+    may_clone = not vm and here is not None and caller.can("vm.create", replace(here, host=None))
+    # snapshot, migrate and clone are forms on the VM's page (a name, a target): the row
+    # links there
+    return {**row, "groups": _groups(snap, row), "may_act": vm and may["vm.lifecycle"],
+            "may_snapshot": vm and may["vm.snapshot"], "may_migrate": vm and may["vm.migrate"],
+            "may_clone": may_clone}
 
 
 def choices(snap: Snapshot, caller: Principal) -> list[tuple[str, str, Sequence[str]]]:
