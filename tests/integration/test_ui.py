@@ -661,8 +661,14 @@ def test_a_snapshot_is_reverted_to_and_deleted_from_the_page(lab_ui: LabUI, imag
 def test_a_clone_from_the_page_is_an_operation_and_appears_in_the_table(
         lab_ui: LabUI, images: Images, driver: WebDriver) -> None:
     _sign_in(driver, lab_ui, "webop")
-    _vm_page(driver, lab_ui, TEMPLATE)
-    # a template: no power buttons, a clone form; its disk is standalone
+    # the table marks the template, gives it no power buttons and links to its clone form
+    _search(driver, TEMPLATE)
+    row = _row(driver, lab_ui.web_host, TEMPLATE)
+    assert row.find_element(By.CSS_SELECTOR, "td.name .tag").text == "template"
+    assert row.find_elements(By.CSS_SELECTOR, "button[data-verb]") == []
+    row.find_element(By.LINK_TEXT, "clone…").click()
+    WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "clone-name")))
+    # its page: no power buttons either, a clone form
     assert driver.find_elements(By.CSS_SELECTOR, "button[data-verb]") == []
     driver.find_element(By.ID, "clone-name").send_keys(CLONE)
     driver.find_element(By.ID, "clone-go").click()

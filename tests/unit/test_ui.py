@@ -772,8 +772,8 @@ def _current(c: Console, vm: str) -> str:
 
 
 def _snapshot_buttons(html: str) -> dict[str, set[str]]:
-    """Each snapshot row's buttons: snapshot -> {revert, delete}."""
-    return {name: set(re.findall(r'data-snapshot-act="(\w+)"', row)) for name, row in
+    """Each snapshot row's buttons: snapshot -> {revert, delete, delete-children}."""
+    return {name: set(re.findall(r'data-snapshot-act="([\w-]+)"', row)) for name, row in
             re.findall(r'<tr data-snapshot="([^"]+)">(.*?)</tr>', html, re.S)}
 
 
@@ -785,15 +785,17 @@ def test_an_admin_reverts_to_and_deletes_a_snapshot_from_the_vm_page(
         got = b.post("/ui/vms/db03/snapshot?host=hv-db", {"name": name},
                      headers={"X-CSRF-Token": csrf})
         assert got.status == 200, got.text
-    # the table that came back with the last one has the buttons already
-    assert _snapshot_buttons(got.text) == {"first": {"revert", "delete"},
+    # the table that came back with the last one has the buttons already; second is first's
+    # child, so first may also go with it
+    assert _snapshot_buttons(got.text) == {"first": {"revert", "delete", "delete-children"},
                                            "second": {"revert", "delete"}}
     page = b.get("/ui/vms/db03?host=hv-db")
-    assert _snapshot_buttons(page.text)["first"] == {"revert", "delete"}
+    assert _snapshot_buttons(page.text)["first"] == {"revert", "delete", "delete-children"}
     # each asks first, saying what is lost
     assert 'hx-post="/ui/vms/db03/snapshots/revert?host=hv-db"' in page.text
     assert 'hx-confirm="Revert db03 to snapshot first? What the VM holds now' in page.text
     assert 'hx-confirm="Delete snapshot first of db03? The snapshot is lost' in page.text
+    assert 'hx-confirm="Delete snapshot first of db03 and the 1 snapshot below it?' in page.text
     assert _current(console, "db03") == "second"
     before = len(console.audit())
     got = b.post("/ui/vms/db03/snapshots/revert?host=hv-db", {"snapshot": "first"},
@@ -816,8 +818,11 @@ def test_an_admin_reverts_to_and_deletes_a_snapshot_from_the_vm_page(
             ({"snapshot": "<script>alert(4)"}, 404,
              "no snapshot &#39;&lt;script&gt;alert(4)&#39;"),
             ({}, 400, "snapshot: missing: this field is required"),
-            ({"snapshot": "first", "children": "1"}, 400, "children: unknown field")):
+            ({"snapshot": "first", "children": "1"}, 400, "children: unknown field"),
+            ({"snapshot": "first", "children": "maybe"}, 400, "children: must be true or false")):
         for verb in ("revert", "delete"):
+            if "children" in form and (verb == "revert") != ("unknown" in message):
+                continue  # children: a field of delete only
             got = b.post(f"/ui/vms/db03/snapshots/{verb}?host=hv-db", form,
                          headers={"X-CSRF-Token": csrf})
             assert got.status == status and message in got.text, (verb, form, got.text)
@@ -825,6 +830,35 @@ def test_an_admin_reverts_to_and_deletes_a_snapshot_from_the_vm_page(
             [line] = re.findall(r'<p class="error" id="flash-msg">([^<]*)</p>', got.text)
     assert _snapshots(console, "db03") == ["first"]
     assert b.post("/ui/vms/db03/snapshots/delete?host=hv-db", {"snapshot": "first"},
+                  headers={"X-CSRF-Token": csrf}).status == 200
+    assert _snapshots(console, "db03") == []
+
+
+def test_a_snapshot_is_deleted_with_the_snapshots_below_it(console: Console) -> None:
+    b = console.browser("root")
+    csrf = b.get("/ui/vms").csrf()
+    for name in ("s1", "s2", "s3"):  # each taken while the one before is current: a chain
+        got = b.post("/ui/vms/db03/snapshot?host=hv-db", {"name": name},
+                     headers={"X-CSRF-Token": csrf})
+        assert got.status == 200, got.text
+    page = b.get("/ui/vms/db03?host=hv-db")
+    assert _snapshot_buttons(page.text) == {"s1": {"revert", "delete", "delete-children"},
+                                            "s2": {"revert", "delete", "delete-children"},
+                                            "s3": {"revert", "delete"}}
+    assert ">delete with 2 below</button>" in page.text
+    [s2] = etree.HTML(page.text).xpath('//tr[@data-snapshot="s2"]')
+    assert s2.xpath("string(td[4])") == "s1"  # its parent
+    before = len(console.audit())
+    got = b.post("/ui/vms/db03/snapshots/delete?host=hv-db",
+                 {"snapshot": "s2", "children": "true"}, headers={"X-CSRF-Token": csrf})
+    assert got.status == 200, got.text
+    assert "snapshot s2 and the snapshots below it of db03 deleted" in got.text
+    assert _snapshot_buttons(got.text) == {"s1": {"revert", "delete"}}
+    assert _snapshots(console, "db03") == ["s1"]
+    [entry] = _ui_entries(console, before)
+    assert entry["action"] == "snapshot.delete" and entry["params"]["form"] == {
+        "snapshot": "s2", "children": True}
+    assert b.post("/ui/vms/db03/snapshots/delete?host=hv-db", {"snapshot": "s1"},
                   headers={"X-CSRF-Token": csrf}).status == 200
     assert _snapshots(console, "db03") == []
 

@@ -48,7 +48,7 @@ from virtfleet.controller.ui.session_auth import (
 )
 from virtfleet.controller.ui.sessions import Sessions, same_token
 from virtfleet.controller.ui.tickets import Tickets
-from virtfleet.controller.ui.vmacts import vm_actions_router
+from virtfleet.controller.ui.vmacts import snapshot_rows, vm_actions_router
 from virtfleet.controller.ui.vmtable import COLUMNS, SIZES, TableQuery, choices, table
 from virtfleet.controller.view import VMFilter
 from virtfleet.errors import Forbidden, InvalidInput, NotFound, Unauthorized, VirtfleetError
@@ -323,8 +323,7 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
                     disks=list(devices.disks) if devices is not None else [],
                     chains=chains, chain_error=chain_error,
                     nics=list(devices.interfaces) if devices is not None else [],
-                    snapshots=[{"name": s.name, "state": s.state, "created": s.created}
-                               for s in snapshots],
+                    snapshots=snapshot_rows(snapshots),
                     events=events, can_act=can["act"], can_snapshot=can["snapshot"],
                     can_migrate=can["migrate"], can_clone=can_clone, targets=targets,
                     pod=rec.pod if rec is not None else "its pod")

@@ -15,9 +15,9 @@ work is SnapshotService's revert and delete, as the API's handlers call them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from pydantic import Field, ValidationError
@@ -42,6 +42,9 @@ from virtfleet.errors import Forbidden, InvalidInput, VirtfleetError
 from virtfleet.fleet.roles import Principal
 from virtfleet.pydantic_errors import rule
 
+if TYPE_CHECKING:
+    from virtfleet.virt.snapshots import SnapshotInfo
+
 _WORDS = {"extra_forbidden": "unknown field: not accepted here",
           "missing": "missing: this field is required"}
 
@@ -51,6 +54,19 @@ class SnapshotPick(Body):
     Required: the API's "current snapshot" when none is named is not offered by a button."""
 
     snapshot: str = Field(min_length=1, max_length=255)
+
+
+class SnapshotDrop(SnapshotPick):
+    """The delete forms: with `children`, the snapshots below it go too (the API's
+    `?children=true`); without, they are re-parented, as `virsh snapshot-delete`."""
+
+    children: bool = False
+
+
+def snapshot_rows(listed: Sequence[SnapshotInfo]) -> list[dict[str, Any]]:
+    """What the snapshot table shows of each (templates/snapshots.html)."""
+    return [{"name": s.name, "state": s.state, "created": s.created, "parent": s.parent,
+             "descendants": s.descendants} for s in listed]
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,8 @@ FORMS: dict[str, Form] = {
     "clone": Form(CloneBody, ("name", "count"), "vm.create", "vm.clone", False),
     # as POST /vms/{name}/snapshots/{snapshot}/revert and DELETE /vms/{name}/snapshots/{snapshot}
     "revert": Form(SnapshotPick, ("snapshot",), "vm.snapshot", "snapshot.revert", True),
-    "delete": Form(SnapshotPick, ("snapshot",), "vm.snapshot", "snapshot.delete", True),
+    "delete": Form(SnapshotDrop, ("snapshot", "children"), "vm.snapshot", "snapshot.delete",
+                   True),
 }
 
 
@@ -134,8 +151,7 @@ def _snapshots_now(request: Request, name: str, host: str | None, message: str) 
     where = host or vm_holders(request, name, None)[0].name  # for the buttons' URLs
     return page("snapshot_done.html", ok=True, message=message, can_snapshot=True,
                 vm=name, vmhost=where,
-                snapshots=[{"name": s.name, "state": s.state, "created": s.created}
-                           for s in listed]), message
+                snapshots=snapshot_rows(listed)), message
 
 
 def _revert(request: Request, p: Principal, name: str, host: str | None,
@@ -153,11 +169,12 @@ def _delete(request: Request, p: Principal, name: str, host: str | None,
             body: Body) -> Done:
     from virtfleet.fleet.snapshots import SnapshotService
 
-    assert isinstance(body, SnapshotPick)
+    assert isinstance(body, SnapshotDrop)
     api = vf(request)
     with SnapshotService(api.controller.store, api.controller.pool) as snaps:
-        done = snaps.delete(name, body.snapshot, False, host)
-    return _snapshots_now(request, name, host, f"snapshot {done} of {name} deleted")
+        done = snaps.delete(name, body.snapshot, body.children, host)
+    what = " and the snapshots below it" if body.children else ""
+    return _snapshots_now(request, name, host, f"snapshot {done}{what} of {name} deleted")
 
 
 def _operation(op: dict[str, object], what: str) -> Done:
