@@ -162,6 +162,11 @@ def test_a_vnc_display_is_found_in_the_live_xml_as_the_controller_reaches_it(
             "127.0.0.1", 5906)
         with pytest.raises(NotFound, match="no VNC display"):
             vms.vnc_display("blind")
+        # said as it is, short enough for a websocket's close reason (123 bytes)
+        with pytest.raises(NotFound) as spice:
+            vms.vnc_display("spicy")
+        assert spice.value.message == ("hv-vnc/spicy has SPICE graphics; the web console shows "
+                                       "VNC only (use virt-viewer)")
         with pytest.raises(Conflict, match="no VNC display running"):
             vms.vnc_display("off")
         with pytest.raises(InvalidInput):

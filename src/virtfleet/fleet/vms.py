@@ -396,10 +396,13 @@ class VMService(VMFinder):
         check_name("vm", vm)
         guest = self.guest(vm, host)
         devices = guest.domain().devices
-        found = [g for g in (devices.graphics if devices is not None else ())
-                 if g.type == "vnc"]
+        graphics = list(devices.graphics) if devices is not None else []
+        found = [g for g in graphics if g.type == "vnc"]
         label = guest.host.label
         if not found:
+            if any(g.type == "spice" for g in graphics):  # docs/ui.md: VNC only, for now
+                raise NotFound(f"{label}/{vm} has SPICE graphics; the web console shows VNC "
+                               f"only (use virt-viewer)")
             raise NotFound(f"{label}/{vm} has no VNC display (no <graphics type='vnc'>)")
         g = found[0]
         port = g.port
