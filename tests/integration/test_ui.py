@@ -343,6 +343,7 @@ def test_the_installs_table_follows_the_store_without_a_reload(lab_ui: LabUI,
     WebDriverWait(driver, 30).until(
         lambda d: "52:54:00:0f:0f:01" in d.find_element(By.ID, "installs").text)
     assert driver.execute_script("return document.body.dataset.vfMark;") == "same page"
+    _shot(driver, "installs")  # with the install in it (test_every_page_renders': empty)
 
 
 def test_a_running_guests_page_draws_its_figures_and_follows_them(
@@ -436,7 +437,8 @@ def test_an_expired_console_ticket_is_refused(lab_ui: LabUI, driver: WebDriver) 
     assert driver.execute_async_script(_OPEN_WS, fresh).startswith("closed")
 
 
-VNC_VM = "vnc-console"  # a tiny guest with a VNC display, made from the lab guest's XML
+SCREEN_VMS = {"vnc": "vnc-console", "spice": "spice-console"}  # tiny guests with a display,
+# made from the lab guest's XML
 
 _VARIANCE = ("const c = document.querySelector('#screen canvas');"
              "if (!c || !c.width || !c.height) { return 0; }"
@@ -448,48 +450,58 @@ _VARIANCE = ("const c = document.querySelector('#screen canvas');"
              "return s2 / n - (s / n) * (s / n);")
 
 
-def _vnc_guest(ui: LabUI, lab: LabFixture, tmp: Path) -> str:
-    """The web guest's definition with a new name, its own console log and a VNC display
-    listening on its hypervisor's lab address (not 0.0.0.0), started there."""
+def _screen_guest(ui: LabUI, lab: LabFixture, tmp: Path, kind: str) -> str:
+    """The web guest's definition with a new name, its own console log and a VNC or SPICE
+    display listening on its hypervisor's lab address (not 0.0.0.0), started there. SPICE
+    with QEMU's default image compression, as `vm create --graphics spice` leaves it."""
+    vm = SCREEN_VMS[kind]
     host = next(h for h in lab.hosts if h.name == ui.web_host)
     xml = subprocess.run(["virsh", "-c", host.uri, "dumpxml", "--inactive", ui.web],
                          check=True, capture_output=True, timeout=60).stdout
     dom = etree.fromstring(xml)
     name, devices = dom.find("name"), dom.find("devices")
     assert name is not None and devices is not None
-    name.text = VNC_VM
+    name.text = vm
     for gone in dom.findall("uuid"):
         dom.remove(gone)
     for log in dom.iterfind("devices/serial/log"):
-        log.set("file", f"/var/log/libvirt/qemu/{VNC_VM}.console.log")
+        log.set("file", f"/var/log/libvirt/qemu/{vm}.console.log")
     devices.append(E.graphics(E.listen(type="address", address=host.address),
-                              type="vnc", autoport="yes", listen=host.address))
+                              type=kind, autoport="yes", listen=host.address))
     devices.append(E.video(E.model(type="vga")))
-    path = tmp / "vnc-vm.xml"
+    path = tmp / f"{vm}.xml"
     path.write_bytes(etree.tostring(dom))
-    for argv in (["define", str(path)], ["start", VNC_VM]):
+    for argv in (["define", str(path)], ["start", vm]):
         subprocess.run(["virsh", "-c", host.uri, *argv], check=True, capture_output=True,
                        timeout=120)
     return host.uri
 
 
-def test_the_vnc_screen_is_shown_through_the_controller(
+@pytest.mark.parametrize("kind", ["vnc", "spice"])
+def test_the_screen_is_shown_through_the_controller(
         lab_ui: LabUI, lab: LabFixture, driver: WebDriver,
-        tmp_path: Path) -> None:
-    uri = _vnc_guest(lab_ui, lab, tmp_path)
+        tmp_path: Path, kind: str) -> None:
+    vm = SCREEN_VMS[kind]
+    uri = _screen_guest(lab_ui, lab, tmp_path, kind)
     try:
-        live = subprocess.run(["virsh", "-c", uri, "dumpxml", VNC_VM], check=True,
+        live = subprocess.run(["virsh", "-c", uri, "dumpxml", vm], check=True,
                               capture_output=True, timeout=60).stdout
         graphics = etree.fromstring(live).find("devices/graphics")
         port = graphics.get("port") if graphics is not None else None
         assert port and int(port) >= 5900
         _sign_in(driver, lab_ui, "webop")
-        driver.get(f"{lab_ui.base}/ui/vms/{VNC_VM}/console/vnc?host={lab_ui.web_host}")
+        # the VM page's screen link names the display's kind
+        driver.get(f"{lab_ui.base}/ui/vms/{vm}?host={lab_ui.web_host}")
+        link = WebDriverWait(driver, WAIT).until(
+            ec.presence_of_element_located((By.ID, "vnc-console")))
+        assert link.text == f"screen ({kind.upper()})"
+        link.click()
         WebDriverWait(driver, WAIT).until(
             lambda d: d.find_element(By.ID, "console-state").text == "connected")
-        # the guest's screen (SeaBIOS, then the kernel) drawn on noVNC's canvas: not one colour
+        # the guest's screen (SeaBIOS, then the kernel) drawn on the client's canvas (noVNC's
+        # or spice-html5's): not one colour
         WebDriverWait(driver, WAIT).until(lambda d: float(d.execute_script(_VARIANCE)) > 50)
-        _shot(driver, "console-vnc")
+        _shot(driver, f"console-{kind}")
         # the page and everything it loaded came from the controller; the display's port
         # appears nowhere in what the browser was given
         assert f":{port}" not in driver.page_source
@@ -497,7 +509,7 @@ def test_the_vnc_screen_is_shown_through_the_controller(
             "return performance.getEntriesByType('resource').map(e => e.name);")
         assert loaded and all(u.startswith(lab_ui.base) for u in loaded)
     finally:
-        for argv in (["destroy", VNC_VM], ["undefine", VNC_VM]):
+        for argv in (["destroy", vm], ["undefine", vm]):
             subprocess.run(["virsh", "-c", uri, *argv], capture_output=True, check=False,
                            timeout=60)
 

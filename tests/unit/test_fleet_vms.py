@@ -151,24 +151,33 @@ def test_a_taken_mac_is_named_by_its_field_and_worded_as_the_option(vms: VMServi
 
 def test_a_vnc_display_is_found_in_the_live_xml_as_the_controller_reaches_it(
         tmp_path: Path) -> None:
-    """What the web console's VNC relay connects to (controller/ui/console.py)."""
+    """What the web console's screen relay connects to (controller/ui/console.py)."""
     store = fleet_store(tmp_path, {"p1": [hv(tmp_path, "hv-vnc", "vnc.xml")]})
     with ConnectionPool() as pool, VMService(store, pool) as vms:
-        shown = vms.vnc_display("on-address")
-        assert (shown.host, shown.vm, shown.address, shown.port) == (
-            "hv-vnc", "on-address", "10.9.0.5", 5905)
+        shown = vms.graphics_display("on-address")
+        assert (shown.host, shown.vm, shown.kind, shown.address, shown.port) == (
+            "hv-vnc", "on-address", "vnc", "10.9.0.5", 5905)
         # on every address: reached on the hypervisor's own (a test:/// one is this machine)
-        assert (vms.vnc_display("everywhere").address, vms.vnc_display("everywhere").port) == (
-            "127.0.0.1", 5906)
+        everywhere = vms.graphics_display("everywhere")
+        assert (everywhere.address, everywhere.port) == ("127.0.0.1", 5906)
         with pytest.raises(NotFound, match="no VNC display"):
-            vms.vnc_display("blind")
-        # said as it is, short enough for a websocket's close reason (123 bytes)
-        with pytest.raises(NotFound) as spice:
-            vms.vnc_display("spicy")
-        assert spice.value.message == ("hv-vnc/spicy has SPICE graphics; the web console shows "
-                                       "VNC only (use virt-viewer)")
+            vms.graphics_display("blind")
         with pytest.raises(Conflict, match="no VNC display running"):
-            vms.vnc_display("off")
+            vms.graphics_display("off")
         with pytest.raises(InvalidInput):
-            vms.vnc_display("../etc")
+            vms.graphics_display("../etc")
+        with pytest.raises(InvalidInput, match="one of vnc, spice"):
+            vms.graphics_display("on-address", kind="rdp")
+        # SPICE the same way; asking one kind of a VM that has the other says which it has,
+        # short enough for a websocket's close reason (123 bytes)
+        spice = vms.graphics_display("spicy", kind="spice")
+        assert (spice.kind, spice.address, spice.port) == ("spice", "10.9.0.7", 5907)
+        with pytest.raises(NotFound) as other:
+            vms.graphics_display("spicy")
+        assert other.value.message == ("hv-vnc/spicy has no VNC display: its screen is SPICE "
+                                       "(/console/spice)")
+        with pytest.raises(NotFound, match="its screen is VNC"):
+            vms.graphics_display("on-address", kind="spice")
+        with pytest.raises(Conflict, match="takes TLS only"):
+            vms.graphics_display("spicy-tls", kind="spice")
     store.close()

@@ -645,7 +645,7 @@ def test_the_vnc_page_asks_for_its_own_ticket_and_serves_only_novnc_modules(
     assert got.status == 200 and json.loads(got.text)["url"] == "/ui/vms/web01/console/vnc/ws"
     vnc = json.loads(got.text)["ticket"]
     assert _connect(console, webop, vnc, kind="serial") == 403  # a vnc ticket is not serial's
-    assert webop.post("/ui/vms/web01/console/spice?host=hv-web",
+    assert webop.post("/ui/vms/web01/console/rdp?host=hv-web",
                       headers={"X-CSRF-Token": token}).status == 404
     assert webop.get("/ui/vms/web01/console/nope?host=hv-web").status == 404
     rfb = webop.get("/ui/novnc/core/rfb.js")
@@ -655,6 +655,41 @@ def test_the_vnc_page_asks_for_its_own_ticket_and_serves_only_novnc_modules(
                  "/ui/novnc/vendor/pako/README.md", "/ui/novnc/"):
         assert webop.get(path).status == 404, path
 
+
+def test_the_spice_page_opens_each_channel_with_its_ticket_and_serves_only_spice_html5(
+        console: Console) -> None:
+    """spice-html5 opens a websocket per SPICE channel, each with the page's ticket and the
+    'binary' subprotocol (a browser drops a connection whose answer names none)."""
+    import websocket
+
+    webop = console.browser("webop")
+    page = webop.get("/ui/vms/web01/console/spice?host=hv-web")
+    assert page.status == 200 and 'id="screen"' in page.text and "spice.js" in page.text
+    got = webop.post("/ui/vms/web01/console/spice?host=hv-web",
+                     headers={"X-CSRF-Token": page.csrf()})
+    assert got.status == 200 and json.loads(got.text)["url"] == "/ui/vms/web01/console/spice/ws"
+    ticket = json.loads(got.text)["ticket"]
+    cookie = "; ".join(f"{k}={v}" for k, v in webop.cookies.items())
+    url = f"ws://127.0.0.1:{console.port}/ui/vms/web01/console/spice/ws?ticket={ticket}"
+    for _channel in range(8):  # main, display, inputs, cursor, playback, ...: CONNECTS
+        ws = websocket.create_connection(url, cookie=cookie, subprotocols=["binary"],
+                                         timeout=60)
+        assert ws.getsubprotocol() == "binary"
+        ws.close()
+    assert _connect(console, webop, ticket, kind="spice") == 403  # its connects are used up
+    main = webop.get("/ui/spice-html5/main.js")
+    assert main.status == 200 and main.headers["content-type"].startswith("text/javascript")
+    assert "SpiceMainConn" in main.text
+    assert webop.get("/ui/spice-html5/thirdparty/jsbn.js").status == 200
+    for path in ("/ui/spice-html5/spice.html", "/ui/spice-html5/../../../etc/passwd",
+                 "/ui/spice-html5/%2e%2e/%2e%2e/etc/passwd", "/ui/spice-html5/spice.css",
+                 "/ui/spice-html5/thirdparty/browser-es-module-loader/dist/"
+                 "browser-es-module-loader.js", "/ui/spice-html5/", "/ui/vnc/main.js"):
+        assert webop.get(path).status == 404, path
+    # a viewer gets no ticket for it either
+    viewer = console.browser("viewer")
+    assert viewer.post("/ui/vms/web01/console/spice?host=hv-web",
+                       headers={"X-CSRF-Token": viewer.get("/ui/vms").csrf()}).status == 403
 
 
 # ------------------------------------------------------------------ snapshot, clone, migrate

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from virtfleet.controller.ui.tickets import Tickets
+from virtfleet.controller.ui.tickets import CONNECTS, Tickets
 from virtfleet.errors import Forbidden
 
 
@@ -84,3 +84,35 @@ def test_tickets_are_bounded_and_expired_ones_are_swept() -> None:
     clock.now += 31
     t.issue("c", "u", "vm9", "h", "serial")
     assert len(t) == 1
+
+
+def test_a_spice_ticket_opens_each_channel_of_one_screen_and_no_more() -> None:
+    """spice-html5 opens a websocket per SPICE channel to the same address, so its page's
+    ticket is good for CONNECTS["spice"] connects, each for its session and VM only."""
+    t, clock = _tickets()
+    secret = t.issue("cookie-a", "webop", "web01", "hv-web", "spice")
+    for _channel in range(CONNECTS["spice"]):
+        clock.now += 0.1
+        assert t.redeem(secret, "cookie-a", "web01", "spice").kind == "spice"
+    with pytest.raises(Forbidden):
+        t.redeem(secret, "cookie-a", "web01", "spice")
+    assert len(t) == 0
+
+
+@pytest.mark.parametrize(("cookie", "vm", "kind", "later"), [
+    ("cookie-b", "web01", "spice", 0.0),  # another session's
+    ("cookie-a", "web02", "spice", 0.0),  # another VM
+    ("cookie-a", "web01", "vnc", 0.0),  # another kind
+    ("cookie-a", "web01", "spice", 30.5),  # past its life, channels left or not
+])
+def test_a_spice_ticket_misused_once_is_gone_with_its_channels_left(
+        cookie: str, vm: str, kind: str, later: float) -> None:
+    t, clock = _tickets()
+    secret = t.issue("cookie-a", "webop", "web01", "hv-web", "spice")
+    assert t.redeem(secret, "cookie-a", "web01", "spice").vm == "web01"  # the main channel
+    clock.now += later
+    with pytest.raises(Forbidden):
+        t.redeem(secret, cookie, vm, kind)
+    clock.now -= later
+    with pytest.raises(Forbidden):
+        t.redeem(secret, "cookie-a", "web01", "spice")

@@ -293,11 +293,17 @@ class Undefined:
 
 
 @dataclass(frozen=True)
-class VNCDisplay:
+class GraphicsDisplay:
+    """A running VM's VNC or SPICE display, where the web console's relay connects."""
+
     host: str
     vm: str
+    kind: str  # vnc, spice
     address: str  # where the controller connects (never given to a browser)
     port: int
+
+
+GRAPHICS_WORDS = {"vnc": "VNC", "spice": "SPICE"}
 
 
 def _loopback(address: str) -> bool:
@@ -389,33 +395,43 @@ class VMService(VMFinder):
             guest.resume()
             yield Console(guest, stream)
 
-    def vnc_display(self, vm: str, host: str | None = None) -> VNCDisplay:
-        """Where the VM's running VNC display listens, from its live XML, as the controller
-        reaches it: a display on every address (0.0.0.0, ::) is asked for on the
-        hypervisor's own address; one on the hypervisor's loopback cannot be reached."""
+    def graphics_display(self, vm: str, host: str | None = None,
+                         kind: str = "vnc") -> GraphicsDisplay:
+        """Where the VM's running VNC or SPICE display (`kind`) listens, from its live XML, as
+        the controller reaches it: a display on every address (0.0.0.0, ::) is asked for on
+        the hypervisor's own address; one on the hypervisor's loopback cannot be reached.
+        A SPICE display must have a plain port: the browser's client speaks no TLS to it (the
+        browser's own connection to the controller is the one to protect)."""
         check_name("vm", vm)
+        if kind not in GRAPHICS_WORDS:
+            raise InvalidInput("kind", f"one of {', '.join(GRAPHICS_WORDS)}")
+        word = GRAPHICS_WORDS[kind]
         guest = self.guest(vm, host)
         devices = guest.domain().devices
         graphics = list(devices.graphics) if devices is not None else []
-        found = [g for g in graphics if g.type == "vnc"]
+        found = [g for g in graphics if g.type == kind]
         label = guest.host.label
         if not found:
-            if any(g.type == "spice" for g in graphics):  # docs/ui.md: VNC only, for now
-                raise NotFound(f"{label}/{vm} has SPICE graphics; the web console shows VNC "
-                               f"only (use virt-viewer)")
-            raise NotFound(f"{label}/{vm} has no VNC display (no <graphics type='vnc'>)")
+            other = next((g.type for g in graphics if g.type in GRAPHICS_WORDS), None)
+            if other is not None:
+                raise NotFound(f"{label}/{vm} has no {word} display: its screen is "
+                               f"{GRAPHICS_WORDS[other]} (/console/{other})")
+            raise NotFound(f"{label}/{vm} has no {word} display (no <graphics type='{kind}'>)")
         g = found[0]
         port = g.port
         if port is None or port <= 0:
-            raise Conflict(f"{label}/{vm} has no VNC display running (is the VM running?)")
+            if kind == "spice" and (g.tls_port or 0) > 0:
+                raise Conflict(f"{label}/{vm}: its SPICE display takes TLS only, which the "
+                               f"browser's SPICE client does not speak (use virt-viewer)")
+            raise Conflict(f"{label}/{vm} has no {word} display running (is the VM running?)")
         address = g.listen_address or g.listen or ""
         remote = urlsplit(guest.host.uri).hostname
         if address in ("", "0.0.0.0", "::"):
             address = remote or "127.0.0.1"
         elif _loopback(address) and remote and not _loopback(remote):
-            raise Conflict(f"{label}/{vm}: its VNC display listens on {label}'s loopback "
+            raise Conflict(f"{label}/{vm}: its {word} display listens on {label}'s loopback "
                            f"({address}), which the controller cannot reach")
-        return VNCDisplay(label, vm, address, port)
+        return GraphicsDisplay(label, vm, kind, address, port)
 
     def info(self, vm: str, host: str | None = None) -> VMInfo:
         guest = self.guest(vm, host)

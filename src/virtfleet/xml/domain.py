@@ -246,6 +246,7 @@ class Graphics(_DomainPart):
     autoport = Attr("", "autoport", yes_no, fmt_yes_no)
     listen = Attr("", "listen", str)
     port = Attr("", "port", int)  # live XML: the display's TCP port (-1 until it runs)
+    tls_port = Attr("", "tlsPort", int)  # SPICE's TLS port, in the same way
     listen_address = Attr("listen[@type='address']", "address", str)
     # The password is write-only in virtfleet: libvirt hides it from XMLDesc unless asked for
     # secure XML, and virtfleet never asks, prints, logs or stores it.

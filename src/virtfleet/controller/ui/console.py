@@ -1,12 +1,14 @@
-"""A VM's serial console and VNC screen in the browser, proxied through the controller.
+"""A VM's serial console and VNC or SPICE screen in the browser, proxied through the
+controller.
 
-The page asks for a one-time ticket (POST /ui/vms/NAME/console/KIND, KIND serial or vnc,
-CSRF-checked, the operator's `vm.lifecycle` grant on the VM, audited) and opens the websocket
-/ui/vms/NAME/console/KIND/ws?ticket=T with it. The controller redeems the ticket (this
-session's, this VM's, unused, fresh), then relays bytes both ways: for serial, the VM's console
-opened through libvirt (fleet/vms.py, virt/console.py); for vnc, a TCP connection from the
-controller to the display's port on the hypervisor (from the VM's live XML). The browser never
-talks to a hypervisor, and never learns the graphics port.
+The page asks for a one-time ticket (POST /ui/vms/NAME/console/KIND, KIND serial, vnc or
+spice, CSRF-checked, the operator's `vm.lifecycle` grant on the VM, audited) and opens the
+websocket /ui/vms/NAME/console/KIND/ws?ticket=T with it. The controller redeems the ticket
+(this session's, this VM's, unused, fresh), then relays bytes both ways: for serial, the VM's
+console opened through libvirt (fleet/vms.py, virt/console.py); for vnc and spice, a TCP
+connection from the controller to the display's port on the hypervisor (from the VM's live
+XML). A SPICE client opens a websocket per channel with the same ticket (tickets.py). The
+browser never talks to a hypervisor, and never learns the graphics port.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations.
@@ -28,28 +30,31 @@ from virtfleet.controller.service import Controller
 from virtfleet.controller.ui.render import TERMINAL_CSP, page
 from virtfleet.controller.ui.session_auth import Caller, audit, check_write, current
 from virtfleet.controller.ui.sessions import Sessions
-from virtfleet.controller.ui.tickets import Tickets
+from virtfleet.controller.ui.tickets import KINDS, Tickets
 from virtfleet.errors import Forbidden, InvalidInput, NotFound, Unauthorized, VirtfleetError
 
-KINDS = ("serial", "vnc")
 POLICY_VIOLATION = 1008  # the websocket close code of a refused ticket
-VNC_CONNECT_SECONDS = 10.0
+GRAPHICS_CONNECT_SECONDS = 10.0
 NOVNC_ROOT = Path("/usr/share/novnc")  # Debian's novnc package
+SPICE_ROOT = Path("/usr/share/spice-html5")  # Debian's spice-html5 package
 
 
-def _novnc_files() -> dict[str, bytes]:
-    """noVNC's core and vendored modules (Debian's novnc), read once: the only files
-    /ui/novnc/ serves. Empty when the package is missing (the VNC page then says so)."""
+def _js_files(root: Path, subs: tuple[str, ...], recurse: bool) -> dict[str, bytes]:
+    """A Debian package's JavaScript modules under `root`/`subs`, read once: the only files
+    the console serves of it. Empty when the package is missing (the page then says so)."""
     out: dict[str, bytes] = {}
-    for sub in ("core", "vendor"):
-        base = NOVNC_ROOT / sub
+    for sub in subs:
+        base = root / sub
         if base.is_dir():
-            for f in sorted(base.rglob("*.js")):
-                out[f.relative_to(NOVNC_ROOT).as_posix()] = f.read_bytes()
+            for f in sorted(base.rglob("*.js") if recurse else base.glob("*.js")):
+                out[f.relative_to(root).as_posix()] = f.read_bytes()
     return out
 
 
-NOVNC = _novnc_files()
+NOVNC = _js_files(NOVNC_ROOT, ("core", "vendor"), recurse=True)
+# spice-html5's ES modules and the five of thirdparty/ they import; not its 1.7 MB module
+# loader for browsers without modules (thirdparty/browser-es-module-loader)
+SPICE = _js_files(SPICE_ROOT, (".", "thirdparty"), recurse=False)
 
 
 def _where(request: Request, caller: Caller, name: str, host: str | None) -> str:
@@ -124,9 +129,12 @@ def console_router(controller: Controller, sessions: Sessions,
                                     exc.message)
             await ws.close(POLICY_VIOLATION)  # before accept: the browser sees a 403
             return
-        await ws.accept()
-        if kind == "vnc":
-            await _vnc(ws, controller, name, t.host)
+        # spice-html5 asks for the 'binary' subprotocol, and a browser drops a connection
+        # whose answer names none; noVNC asks for none
+        offered = ws.scope.get("subprotocols") or []
+        await ws.accept(subprotocol="binary" if "binary" in offered else None)
+        if kind in ("vnc", "spice"):
+            await _graphics(ws, controller, name, t.host, kind)
             return
         try:
             con, stack = await run_in_threadpool(_open_serial, controller, name, t.host)
@@ -138,39 +146,46 @@ def console_router(controller: Controller, sessions: Sessions,
         finally:
             await run_in_threadpool(stack.close)
 
-    @r.get("/ui/novnc/{path:path}")
-    def novnc(path: str) -> Response:
-        """noVNC's modules from Debian's package: a key into the table of its files, never a
-        path opened as asked."""
-        body = NOVNC.get(path)
-        if body is None:
-            return Response("not found", 404, media_type="text/plain")
-        return Response(body, media_type="text/javascript; charset=utf-8",
-                        headers={"Cache-Control": "public, max-age=3600",
-                                 "X-Content-Type-Options": "nosniff"})
+    def vendored(files: dict[str, bytes]) -> Callable[[str], Response]:
+        def serve(path: str) -> Response:
+            """A Debian package's module: a key into the table of its files, never a path
+            opened as asked."""
+            body = files.get(path)
+            if body is None:
+                return Response("not found", 404, media_type="text/plain")
+            return Response(body, media_type="text/javascript; charset=utf-8",
+                            headers={"Cache-Control": "public, max-age=3600",
+                                     "X-Content-Type-Options": "nosniff"})
+        return serve
+
+    # noVNC's and spice-html5's modules, each package under its own name
+    r.add_api_route("/ui/novnc/{path:path}", vendored(NOVNC), methods=["GET"])
+    r.add_api_route("/ui/spice-html5/{path:path}", vendored(SPICE), methods=["GET"])
 
     return r
 
 
-def _vnc_display(controller: Controller, name: str, host: str) -> Any:
+def _display(controller: Controller, name: str, host: str, kind: str) -> Any:
     from virtfleet.fleet.vms import VMService
 
     with VMService(controller.store, controller.pool) as vms:
-        return vms.vnc_display(name, host)
+        return vms.graphics_display(name, host, kind)
 
 
-async def _vnc(ws: WebSocket, controller: Controller, name: str, host: str) -> None:
-    """RFB bytes between the browser's binary websocket and the VM's VNC display: the
-    controller connects to the hypervisor's graphics port, the browser only to the controller."""
+async def _graphics(ws: WebSocket, controller: Controller, name: str, host: str,
+                    kind: str) -> None:
+    """RFB or SPICE bytes between the browser's binary websocket and the VM's display: the
+    controller connects to the hypervisor's graphics port, the browser only to the controller.
+    Each SPICE channel is one such relay."""
     try:
-        display = await run_in_threadpool(_vnc_display, controller, name, host)
+        display = await run_in_threadpool(_display, controller, name, host, kind)
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(display.address, display.port), VNC_CONNECT_SECONDS)
+            asyncio.open_connection(display.address, display.port), GRAPHICS_CONNECT_SECONDS)
     except VirtfleetError as exc:
         await ws.close(1011, exc.message[:120])
         return
     except (OSError, TimeoutError):
-        await ws.close(1011, f"{host}/{name}: its VNC display did not answer")
+        await ws.close(1011, f"{host}/{name}: its {kind.upper()} display did not answer")
         return
 
     async def down() -> None:

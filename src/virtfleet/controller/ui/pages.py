@@ -326,6 +326,9 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
                     snapshots=snapshot_rows(snapshots),
                     events=events, can_act=can["act"], can_snapshot=can["snapshot"],
                     can_migrate=can["migrate"], can_clone=can_clone, targets=targets,
+                    # the screen's console: the kind of the VM's first display the console shows
+                    screen=next((g.type for g in (devices.graphics if devices is not None
+                                                  else ()) if g.type in ("vnc", "spice")), None),
                     pod=rec.pod if rec is not None else "its pod")
 
     def sparks(host: str, name: str) -> metrics_model.Metrics:

@@ -5,6 +5,11 @@ websocket with it. A ticket is random (256 bits), lives TTL_SECONDS, is good for
 and only for the session that asked and the VM and console kind it was asked for. Only its
 SHA-256 is kept, as the sessions keep theirs. A websocket cannot carry the CSRF header, so the
 ticket is what proves the connect comes from the console's own page and not another site's.
+
+A SPICE client opens one connection per channel (main, display, inputs, cursor, ...), each a
+websocket to the same address, so a spice ticket is good for CONNECTS["spice"] connects within
+its TTL: still one page's ticket, for one session and one VM. Any presentation that fails a
+check (another session's cookie, another VM or kind, too late) burns the ticket.
 """
 
 from __future__ import annotations
@@ -14,13 +19,16 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from virtfleet.errors import Forbidden
 
 TTL_SECONDS = 30.0
 MAX_TICKETS = 10_000  # the oldest go first past this: memory stays bounded
-KINDS = ("serial", "vnc")
+KINDS = ("serial", "vnc", "spice")
+# connects one ticket is good for: spice-html5 opens main, display, inputs, cursor and
+# playback channels (and may retry one); the others one
+CONNECTS = {"serial": 1, "vnc": 1, "spice": 8}
 
 
 def _digest(value: str) -> str:
@@ -35,6 +43,7 @@ class Ticket:
     host: str
     kind: str
     issued: float
+    left: int = 1  # connects it is still good for
 
 
 class Tickets:
@@ -57,19 +66,23 @@ class Tickets:
                 oldest = min(self._by_digest, key=lambda k: self._by_digest[k].issued)
                 del self._by_digest[oldest]
             self._by_digest[_digest(secret)] = Ticket(_digest(cookie), user, vm, host, kind,
-                                                      now)
+                                                      now, CONNECTS.get(kind, 1))
         return secret
 
     def redeem(self, secret: str, cookie: str, vm: str, kind: str) -> Ticket:
-        """The ticket, used up now; Forbidden if it is unknown, used, expired, another
-        session's, or for another VM or kind. The same words for each, so a refusal tells an
-        attacker nothing about which ticket exists."""
+        """The ticket, one connect of it used now; Forbidden if it is unknown, used up,
+        expired, another session's, or for another VM or kind. The same words for each, so a
+        refusal tells an attacker nothing about which ticket exists."""
         now = self.clock()
+        key = _digest(secret)
         with self._lock:
-            ticket = self._by_digest.pop(_digest(secret), None) if secret else None
-        if (ticket is None or now - ticket.issued > self.ttl
-                or not secrets.compare_digest(ticket.session, _digest(cookie))
-                or ticket.vm != vm or ticket.kind != kind):
+            ticket = self._by_digest.pop(key, None) if secret else None
+            good = (ticket is not None and now - ticket.issued <= self.ttl
+                    and secrets.compare_digest(ticket.session, _digest(cookie))
+                    and ticket.vm == vm and ticket.kind == kind)
+            if good and ticket is not None and ticket.left > 1:
+                self._by_digest[key] = replace(ticket, left=ticket.left - 1)
+        if not good or ticket is None:
             raise Forbidden("the console ticket is unknown, used, expired or not this "
                             "session's: open the console again", permission="console.ticket",
                             target=f"vm:{vm}")
