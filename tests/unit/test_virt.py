@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,40 @@ def test_list_domains_reads_states_sizes_in_virsh_words(tmp_path: Path) -> None:
     # running first by id, then inactive by name, as virsh list --all orders them
     with Host.open(node_uri(tmp_path, "two-vms.xml", "again.xml")) as h:
         assert [d.name for d in h.list_domains()][-1] == "centos.template"
+
+
+def test_templates_are_told_apart_only_when_asked_and_once_per_domain(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """with-template.xml: "tpl" is sealed (role=template in virtfleet's metadata); "old",
+    "plain" and "plain2" are VMs, all four shut off."""
+    import virtfleet.virt.host as host_module
+
+    asked: list[str] = []
+    read = host_module._read_template
+
+    def counting(dom: Any) -> bool:  # the real read, counted
+        asked.append(str(dom.name()))
+        return read(dom)
+
+    monkeypatch.setattr(host_module, "_read_template", counting)
+    with Host.open(node_uri(tmp_path, "with-template.xml")) as h:
+        assert {d.template for d in h.list_domains()} == {None}  # a cold list does not ask
+        assert asked == []
+        seen = {d.name: d.template for d in h.list_domains(roles=True)}
+        assert seen == {"tpl": True, "old": False, "plain": False, "plain2": False}
+        assert sorted(asked) == ["old", "plain", "plain2", "tpl"]
+        # once per domain on a connection: a template is made by defining a new domain
+        # (template create), never by changing one
+        assert {d.name: d.template for d in h.list_domains(roles=True)} == seen
+        tpl = next(d for d in h.list_domains() if d.name == "tpl")
+        found = h.domain_by_uuid(tpl.uuid)
+        assert found is not None and found.template is True
+        assert len(asked) == 4
+    with Host.open(node_uri(tmp_path, "two-vms.xml")) as h:
+        # running and paused domains are never asked: a template never runs
+        assert {d.name: d.template for d in h.list_domains(roles=True)} == {
+            "vm1.example.com": False, "vm2.example.com": False, "centos.template": False}
+    assert asked.count("centos.template") == 1 and len(asked) == 5
 
 
 def test_node_info_matches_the_fixture(tmp_path: Path) -> None:

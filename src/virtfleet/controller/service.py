@@ -206,8 +206,9 @@ class Controller:
             return []
         with self._apply_lock:
             events_before = {h.name: self._applied.get(h.name, 0) for h in targets}
+        # templates told apart for the console's table (asked once per domain per connection)
         results = observe(targets, self.pool, on_connection=self._watch,
-                          progress=(lambda _r: progress()) if progress else None)
+                          progress=(lambda _r: progress()) if progress else None, roles=True)
         with self._apply_lock:
             overtaken = {r.host.name for r in results
                          if self._applied.get(r.host.name, 0) != events_before[r.host.name]}

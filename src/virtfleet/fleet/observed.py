@@ -21,15 +21,17 @@ Seen = HostResult[list[DomainRecord]]
 
 def observe(hosts: Sequence[HostRecord], pool: ConnectionPool | None = None, *,
             on_connection: Callable[[Host], None] | None = None,
-            progress: Callable[[Seen], None] | None = None) -> list[Seen]:
+            progress: Callable[[Seen], None] | None = None,
+            roles: bool = False) -> list[Seen]:
     """Every host's domains, each with the time its own answer arrived. `pool`: a long-lived
     one to reuse (the controller's), else a one-shot pool for this read. `on_connection` runs
     on each host's connection before it is asked (the controller subscribes to its events
-    there, so nothing that happens after the read is missed)."""
+    there, so nothing that happens after the read is missed). `roles`: ask which shut-off
+    domains are templates (Host.list_domains)."""
     def read(host: Host) -> list[DomainRecord]:
         if on_connection is not None:
             on_connection(host)
-        return host.list_domains()
+        return host.list_domains(roles)
 
     if pool is not None:
         return fan_out(hosts, read, pool, progress=progress)

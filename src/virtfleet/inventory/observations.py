@@ -160,6 +160,6 @@ class ObservationStore(StoreBase):
         return [
             FleetVM(host=hn, site=sn, pod=pn, observed_at=at,
                     domain=DomainRecord(name=name, uuid=uuid, state=st, id=lid, vcpus=vcpus,
-                                        memory_mib=mem, template=bool(tpl)))
+                                        memory_mib=mem, template=tpl))
             for hn, sn, pn, name, uuid, st, lid, vcpus, mem, tpl, at in rows
         ]

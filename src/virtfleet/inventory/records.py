@@ -48,8 +48,9 @@ class DomainRecord:
     id: int | None  # libvirt domain id while active, else None
     vcpus: int
     memory_mib: int
-    # a sealed template (virtfleet's metadata says role=template): never started, only cloned
-    template: bool = False
+    # a sealed template (virtfleet's metadata says role=template): never started, only cloned.
+    # None: not asked (a cold `list` does not; the controller does: Host.list_domains)
+    template: bool | None = None
 
 
 @dataclass(frozen=True)

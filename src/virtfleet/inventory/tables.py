@@ -32,7 +32,6 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -158,7 +157,7 @@ class DomainRow(Base):
     libvirt_id: Mapped[int | None] = mapped_column(Integer)
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(Integer)
-    template: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    template: Mapped[bool | None] = mapped_column(Boolean)  # NULL: not asked (DomainRecord)
     observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -22,8 +22,6 @@ from virtfleet.inventory.records import DomainRecord
 from virtfleet.transport.connect import connect_uri
 from virtfleet.virt.errors import libvirt_errors, map_connect_error, or_none
 from virtfleet.virt.eventloop import ensure_event_loop
-from virtfleet.xml.domain import TEMPLATE_ROLE, VF_NS
-from virtfleet.xml.parse import parse_xml
 
 # virsh's words for domain states (virsh-domain-monitor.c), so output reads like virsh.
 STATE_WORDS = {
@@ -117,6 +115,10 @@ class Host:
         self._close_lock = threading.Lock()
         self._watched = False  # close callback registered (long-lived connections)
         self._lifecycle_ids: list[int] = []
+        # Whether each shut-off domain (by UUID) is a template: a domain is made a template
+        # when it is defined (template create) and never becomes one after, so a long-lived
+        # connection (the controller's) asks each domain once, not at every sync.
+        self._templates: dict[str, bool] = {}
         self._disconnect_callbacks: list[DisconnectCallback] = []
         self.closed_because = ""  # CLOSE_REASONS' word once libvirt closed it
         # What a hypervisor's libvirtd reports about itself does not change while it runs, and
@@ -218,22 +220,25 @@ class Host:
 
     # -- domains ------------------------------------------------------------------------------
 
-    def list_domains(self) -> list[DomainRecord]:
+    def list_domains(self, roles: bool = False) -> list[DomainRecord]:
         """Every domain with state, vCPUs and memory, in as few RPCs as the driver allows.
 
         What `virsh list --all` shows plus the sizes: one getAllDomainStats call on QEMU.
         Persistence and autostart are per-domain facts (dominfo), not asked for here: two more
-        round trips per host cost a tenth of a fleet-wide list.
+        round trips per host cost a tenth of a fleet-wide list. With `roles`, each shut-off
+        domain is also asked whether it is a template (its metadata: one call each, once per
+        connection; bench/fleet_query measured a cold list of the simulated fleet a third
+        slower with it), else `template` is None: not asked.
         """
-        return [rec for rec, _dom in self._domains()]
+        return [rec for rec, _dom in self._domains(roles)]
 
     def domains_with_xml(self) -> list[tuple[DomainRecord, str]]:
         """list_domains() and each domain's XML: one call more per domain, none to look it up
         again by name (what a provisioning call reads of a host: provision/reading.py)."""
         with libvirt_errors(self.label):
-            return [(rec, str(dom.XMLDesc(0))) for rec, dom in self._domains()]
+            return [(rec, str(dom.XMLDesc(0))) for rec, dom in self._domains(False)]
 
-    def _domains(self) -> list[tuple[DomainRecord, Any]]:
+    def _domains(self, roles: bool) -> list[tuple[DomainRecord, Any]]:
         self._check()
         with libvirt_errors(self.label):
             stats = self._conn.getAllDomainStats(_STATS, 0)
@@ -255,10 +260,21 @@ class Host:
                     id=dom_id if dom_id >= 0 else None,
                     vcpus=int(vcpus),
                     memory_mib=int(mem_kib) // 1024,
-                    template=_is_template(dom, state),
+                    template=self._is_template(dom, uuid, state) if roles else None,
                 ), dom))
         out.sort(key=lambda d: (d[0].id is None, d[0].id or 0, d[0].name))
         return out
+
+    def _is_template(self, dom: Any, uuid: str, state: int) -> bool:
+        """Whether a domain is a sealed template. Asked only of shut-off domains, as a
+        template is never started (a host of running VMs costs no call more), and once per
+        domain on this connection."""
+        if state != libvirt.VIR_DOMAIN_SHUTOFF:
+            return False
+        known = self._templates.get(uuid)
+        if known is None:
+            known = self._templates[uuid] = _read_template(dom)
+        return known
 
     def define_domain(self, xml: str) -> str:
         self._check()
@@ -277,7 +293,7 @@ class Host:
                                 state=STATE_WORDS.get(state, "no state"),
                                 id=dom_id if dom_id >= 0 else None, vcpus=int(vcpus),
                                 memory_mib=int(max_kib) // 1024,
-                                template=_is_template(dom, state))
+                                template=self._is_template(dom, str(dom.UUIDString()), state))
 
     @property
     def conn(self) -> Any:
@@ -398,21 +414,24 @@ class Host:
             return DomainRecord(
                 name=dom.name(), uuid=uuid, state=STATE_WORDS.get(state, "no state"),
                 id=dom_id if dom_id >= 0 else None, vcpus=int(vcpus),
-                memory_mib=int(mem_kib) // 1024, template=_is_template(dom, state),
+                memory_mib=int(mem_kib) // 1024,
+                template=self._is_template(dom, uuid, state),
             )
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                self._templates.pop(uuid, None)  # gone: a domain defined again is asked anew
                 return None
             with libvirt_errors(self.label):
                 raise
 
 
-def _is_template(dom: Any, state: int) -> bool:
-    """Whether a domain is a sealed template (virtfleet's metadata: role=template). Asked only
-    of shut-off domains, as a template is never started: a host of running VMs costs no call
-    more per list. A domain undefined meanwhile, or with no virtfleet metadata, is none."""
-    if state != libvirt.VIR_DOMAIN_SHUTOFF:
-        return False
+def _read_template(dom: Any) -> bool:
+    """Whether a domain's virtfleet metadata says role=template. A domain undefined
+    meanwhile, or with no virtfleet metadata, is none."""
+    # here, not at the top: a cold `list` never asks, and need not import the XML models
+    from virtfleet.xml.domain import TEMPLATE_ROLE, VF_NS
+    from virtfleet.xml.parse import parse_xml
+
     found = or_none(lambda: dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, VF_NS, 0),
                     libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN)
     if found is None:

@@ -18,10 +18,10 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    # Rows observed before this revision read as VMs until the next sync reads them again.
+    # NULL: not asked (a CLI's sync does not ask; the controller does), as for the rows
+    # observed before this revision until the controller reads them again.
     with op.batch_alter_table("domains") as batch:
-        batch.add_column(sa.Column("template", sa.Boolean(), nullable=False,
-                                   server_default=sa.false()))
+        batch.add_column(sa.Column("template", sa.Boolean(), nullable=True))
 
 
 def downgrade() -> None:
