@@ -402,6 +402,19 @@ def test_static_files_are_the_vendored_ones_and_nothing_else(console: Console) -
         assert b.get(f"/ui/static/{name}").status == 404, name
 
 
+def test_a_static_file_is_kept_a_year_only_under_its_builds_url(console: Console) -> None:
+    """Pages link /ui/static/NAME?v=ETAG; screen.js is imported by vnc.js and spice.js
+    without one, so a browser kept a year an old build's copy after an upgrade."""
+    b = console.browser("webop")
+    page = b.get("/ui/vms/web01/console/vnc?host=hv-web").text
+    [linked] = re.findall(r'src="(/ui/static/vnc\.js\?v=[0-9a-f]+)"', page)
+    assert "immutable" in b.get(linked).headers["cache-control"]
+    for bare in ("/ui/static/screen.js", "/ui/static/vnc.js?v=old"):
+        got = b.get(bare)
+        assert got.status == 200 and got.headers["cache-control"] == "no-cache", bare
+    assert 'from "./screen.js"' in b.get(linked).text
+
+
 def test_only_the_serial_console_lets_xterm_make_its_styles(console: Console) -> None:
     b = console.browser("webop")
     serial = b.get("/ui/vms/web01/console/serial?host=hv-web")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 _TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
-FILES = ("htmx.min.js", "live.js", "serial.js", "spice.js", "ui.css", "vnc.js", "xterm.js",
-         "xterm.css")
+FILES = ("htmx.min.js", "live.js", "screen.js", "serial.js", "spice.js", "ui.css", "vnc.js",
+         "xterm.js", "xterm.css")
 
 
 @dataclass(frozen=True)

@@ -493,12 +493,16 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
                                    path="/ui/events"))
 
     @r.get("/ui/static/{name}")
-    def static(name: str) -> Response:
+    def static(name: str, v: str = "") -> Response:
         asset = ASSETS.get(name)
         if asset is None:
             return Response("not found", 404, media_type="text/plain")
+        # kept a year only under the URL naming this build (pages link ?v=ETAG); a module
+        # imported by another (screen.js) has no ?v=, and is asked again each time
+        cache = ("public, max-age=31536000, immutable" if v == asset.etag
+                 else "no-cache")
         return Response(asset.body, media_type=asset.media_type,
-                        headers={"Cache-Control": "public, max-age=31536000, immutable",
+                        headers={"Cache-Control": cache,
                                  "ETag": f'"{asset.etag}"',
                                  "X-Content-Type-Options": HEADERS["X-Content-Type-Options"]})
 
