@@ -34,12 +34,11 @@ from virtfleet.lab import guest
 from virtfleet.lab.lab import Lab
 from virtfleet.placement.policy import Policy, Ratios
 from virtfleet.provision.clone import CloneRequest, clone
-from virtfleet.provision.templates import TEMPLATE_ROLE
 from virtfleet.virt import storage
 from virtfleet.virt.fanout import ConnectionPool
 from virtfleet.virt.guest import Guest, Removal
 from virtfleet.virt.host import Host
-from virtfleet.xml.domain import Disk, Domain, FleetFacts, Interface
+from virtfleet.xml.domain import TEMPLATE_ROLE, Disk, Domain, FleetFacts, Interface
 from virtfleet.xml.storage import Pool
 
 ROOT = Path(__file__).resolve().parent.parent
