@@ -26,7 +26,7 @@ from virtfleet.xml.domain import TEMPLATE_ROLE, FleetFacts
 
 from .api_callers import add_callers
 from .apiclient import Api
-from .cli import run, running_controller
+from .cli import run, running_controller, serve_log
 from .nodes import FIXTURES, refused_port
 from .uiclient import Browserless, Page
 
@@ -48,6 +48,10 @@ def _node(tmp: Path, group: str, n: int) -> str:
         assert name is not None and uuid is not None and name.text and uuid.text
         name.text = names[name.text]
         uuid.text = f"{n:08d}" + uuid.text[8:]
+        if name.text == "web01":  # a VNC and a SPICE display, where nothing listens
+            devices = etree.SubElement(dom, "devices")
+            for kind, port in (("vnc", "5977"), ("spice", "5978")):
+                etree.SubElement(devices, "graphics", type=kind, port=port, listen="127.0.0.1")
         if name.text == "db02":
             facts = FleetFacts()
             facts.role = TEMPLATE_ROLE
@@ -645,7 +649,10 @@ def test_the_console_websocket_wants_this_sessions_fresh_ticket(console: Console
     assert _connect(console, webop, mine, vm="web02") == 403  # another VM's
     anon = Browserless(console.port)
     fresh = json.loads(_ticket(webop).text)["ticket"]
+    before = len(console.audit())
     assert _connect(console, anon, fresh) == 403  # no session at all
+    [entry] = _ui_entries(console, before)
+    assert entry["status"] == 403  # as the browser was answered, not the 401 of its reason
 
 
 def test_the_vnc_page_asks_for_its_own_ticket_and_serves_only_novnc_modules(
@@ -661,6 +668,13 @@ def test_the_vnc_page_asks_for_its_own_ticket_and_serves_only_novnc_modules(
     assert webop.post("/ui/vms/web01/console/rdp?host=hv-web",
                       headers={"X-CSRF-Token": token}).status == 404
     assert webop.get("/ui/vms/web01/console/nope?host=hv-web").status == 404
+    # a VM without that kind of display: its one line on the page, no ticket, audited as such
+    before = len(console.audit())
+    got = webop.post("/ui/vms/web02/console/vnc?host=hv-web", headers={"X-CSRF-Token": token})
+    assert got.status == 404 and json.loads(got.text)["error"] == (
+        "hv-web/web02 has no VNC display (no <graphics type='vnc'>)")
+    [entry] = _ui_entries(console, before)
+    assert (entry["action"], entry["status"]) == ("vm.console.vnc", 404)
     rfb = webop.get("/ui/novnc/core/rfb.js")
     assert rfb.status == 200 and rfb.headers["content-type"].startswith("text/javascript")
     for path in ("/ui/novnc/vnc.html", "/ui/novnc/../../../etc/passwd",
@@ -703,6 +717,50 @@ def test_the_spice_page_opens_each_channel_with_its_ticket_and_serves_only_spice
     viewer = console.browser("viewer")
     assert viewer.post("/ui/vms/web01/console/spice?host=hv-web",
                        headers={"X-CSRF-Token": viewer.get("/ui/vms").csrf()}).status == 403
+
+def test_a_browser_leaving_a_screen_is_no_error_in_the_log(console: Console) -> None:
+    """Regression: each websocket a browser dropped (a closed SPICE page drops one per
+    channel) logged a 78-line 'Exception in ASGI application' (ClientDisconnected)."""
+    import socket
+    import threading
+
+    import websocket
+
+    display = socket.create_server(("127.0.0.1", 5977))  # web01's VNC port in the fixture
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = display.accept()
+        accepted.append(conn)
+        conn.sendall(b"RFB 003.008\n")  # a display that answers, then waits
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        webop = console.browser("webop")
+        page = webop.get("/ui/vms/web01/console/vnc?host=hv-web")
+        got = webop.post("/ui/vms/web01/console/vnc?host=hv-web",
+                         headers={"X-CSRF-Token": page.csrf()})
+        ticket = json.loads(got.text)["ticket"]
+        cookie = "; ".join(f"{k}={v}" for k, v in webop.cookies.items())
+        logged = serve_log(console.db).stat().st_size
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{console.port}/ui/vms/web01/console/vnc/ws?ticket={ticket}",
+            cookie=cookie, timeout=60)
+        assert ws.recv() == b"RFB 003.008\n"  # relayed from the display
+        ws.sock.shutdown(socket.SHUT_RDWR)  # the browser goes: no close frame
+        ws.sock.close()
+        deadline = time.monotonic() + 30
+        while accepted and accepted[0].recv(1) != b"" and time.monotonic() < deadline:
+            pass  # until the relay has closed its side to the display
+        time.sleep(1)
+        with serve_log(console.db).open() as log:
+            log.seek(logged)
+            tail = log.read()
+        assert "Traceback" not in tail and "Exception in ASGI" not in tail, tail
+    finally:
+        display.close()
+        for conn in accepted:
+            conn.close()
 
 
 # ------------------------------------------------------------------ snapshot, clone, migrate

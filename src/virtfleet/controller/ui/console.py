@@ -106,6 +106,10 @@ def console_router(controller: Controller, sessions: Sessions,
                 raise NotFound(f"no console {kind!r} (consoles: {', '.join(KINDS)})")
             host = _where(request, who, name, host)
             target = f"vm:{name}@{host}"
+            if kind in ("vnc", "spice"):
+                # a display of that kind running, else its one line now, on the page, not
+                # a websocket closed after it opened ("closed: lost")
+                _display(controller, name, host, kind)
             secret = tickets.issue(who.cookie, who.name, name, host, kind)
         except VirtfleetError as exc:
             status = status_of(exc)
@@ -124,9 +128,10 @@ def console_router(controller: Controller, sessions: Sessions,
                 raise Unauthorized("not signed in, or the session ended")
             t = tickets.redeem(ws.query_params.get("ticket", ""), caller.cookie, name, kind)
         except VirtfleetError as exc:
+            # audited as answered: a websocket refused before its accept is a 403 to the
+            # browser, whatever the reason (no session, a bad ticket)
             await run_in_threadpool(audit, ws, caller, f"vm.console.{kind}"[:64],
-                                    f"vm:{name}", {"path": {"name": name}}, status_of(exc),
-                                    exc.message)
+                                    f"vm:{name}", {"path": {"name": name}}, 403, exc.message)
             await ws.close(POLICY_VIOLATION)  # before accept: the browser sees a 403
             return
         # spice-html5 asks for the 'binary' subprotocol, and a browser drops a connection
@@ -260,5 +265,6 @@ async def _both(ws: WebSocket, down: Coroutine[Any, Any, None],
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect,
                                      VirtfleetError, RuntimeError, OSError):
                 await task
-    with contextlib.suppress(RuntimeError):  # the browser may have gone already
+    # the browser may have gone already (uvicorn's ClientDisconnected is an OSError)
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
         await ws.close()
