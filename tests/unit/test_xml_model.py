@@ -125,6 +125,8 @@ def test_predicate_paths_read_write_and_prune_by_attribute() -> None:
     assert (g.listen, g.listen_address) == ("::1", "::1")
     g.autoport, g.port = False, 5901  # a fixed display port, as an operator may pin one
     assert (g.element.get("autoport"), g.element.get("port"), g.port) == ("no", "5901", 5901)
+    g.type, g.port, g.tls_port = "spice", -1, 5902  # SPICE over TLS only (spice-html5 cannot)
+    assert (g.element.get("tlsPort"), g.tls_port) == ("5902", 5902)
 
 
 def test_bad_model_paths_fail_when_the_class_is_written() -> None:
