@@ -30,7 +30,7 @@ from virtfleet.controller.service import Controller
 from virtfleet.controller.ui.render import TERMINAL_CSP, page
 from virtfleet.controller.ui.session_auth import Caller, audit, check_write, current
 from virtfleet.controller.ui.sessions import Sessions
-from virtfleet.controller.ui.tickets import KINDS, Tickets
+from virtfleet.controller.ui.tickets import KINDS, SCREENS, Tickets
 from virtfleet.errors import Forbidden, InvalidInput, NotFound, Unauthorized, VirtfleetError
 
 POLICY_VIOLATION = 1008  # the websocket close code of a refused ticket
@@ -106,11 +106,13 @@ def console_router(controller: Controller, sessions: Sessions,
                 raise NotFound(f"no console {kind!r} (consoles: {', '.join(KINDS)})")
             host = _where(request, who, name, host)
             target = f"vm:{name}@{host}"
-            if kind in ("vnc", "spice"):
+            display = None
+            if kind in SCREENS:
                 # a display of that kind running, else its one line now, on the page, not
                 # a websocket closed after it opened ("closed: lost")
-                _display(controller, name, host, kind)
-            secret = tickets.issue(who.cookie, who.name, name, host, kind)
+                found = _display(controller, name, host, kind)
+                display = (found.address, found.port)
+            secret = tickets.issue(who.cookie, who.name, name, host, kind, display)
         except VirtfleetError as exc:
             status = status_of(exc)
             audit(request, caller, action, target, params, status, exc.message)
@@ -138,8 +140,8 @@ def console_router(controller: Controller, sessions: Sessions,
         # whose answer names none; noVNC asks for none
         offered = ws.scope.get("subprotocols") or []
         await ws.accept(subprotocol="binary" if "binary" in offered else None)
-        if kind in ("vnc", "spice"):
-            await _graphics(ws, controller, name, t.host, kind)
+        if t.display is not None:
+            await _graphics(ws, name, t.host, kind, t.display)
             return
         try:
             con, stack = await run_in_threadpool(_open_serial, controller, name, t.host)
@@ -177,18 +179,14 @@ def _display(controller: Controller, name: str, host: str, kind: str) -> Any:
         return vms.graphics_display(name, host, kind)
 
 
-async def _graphics(ws: WebSocket, controller: Controller, name: str, host: str,
-                    kind: str) -> None:
-    """RFB or SPICE bytes between the browser's binary websocket and the VM's display: the
-    controller connects to the hypervisor's graphics port, the browser only to the controller.
-    Each SPICE channel is one such relay."""
+async def _graphics(ws: WebSocket, name: str, host: str, kind: str,
+                    display: tuple[str, int]) -> None:
+    """RFB or SPICE bytes between the browser's binary websocket and the VM's display (where
+    the ticket found it): the controller connects to the hypervisor's graphics port, the
+    browser only to the controller. Each SPICE channel is one such relay."""
     try:
-        display = await run_in_threadpool(_display, controller, name, host, kind)
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(display.address, display.port), GRAPHICS_CONNECT_SECONDS)
-    except VirtfleetError as exc:
-        await ws.close(1011, exc.message[:120])
-        return
+            asyncio.open_connection(*display), GRAPHICS_CONNECT_SECONDS)
     except (OSError, TimeoutError):
         await ws.close(1011, f"{host}/{name}: its {kind.upper()} display did not answer")
         return

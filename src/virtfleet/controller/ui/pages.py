@@ -47,7 +47,7 @@ from virtfleet.controller.ui.session_auth import (
     stream_visible,
 )
 from virtfleet.controller.ui.sessions import Sessions, same_token
-from virtfleet.controller.ui.tickets import Tickets
+from virtfleet.controller.ui.tickets import SCREENS, Tickets
 from virtfleet.controller.ui.vmacts import snapshot_rows, vm_actions_router
 from virtfleet.controller.ui.vmtable import COLUMNS, SIZES, TableQuery, choices, table
 from virtfleet.controller.view import VMFilter
@@ -328,7 +328,7 @@ def router(controller: Controller, tickets: Tickets | None = None) -> APIRouter:
                     can_migrate=can["migrate"], can_clone=can_clone, targets=targets,
                     # the screen's console: the kind of the VM's first display the console shows
                     screen=next((g.type for g in (devices.graphics if devices is not None
-                                                  else ()) if g.type in ("vnc", "spice")), None),
+                                                  else ()) if g.type in SCREENS), None),
                     pod=rec.pod if rec is not None else "its pod")
 
     def sparks(host: str, name: str) -> metrics_model.Metrics:

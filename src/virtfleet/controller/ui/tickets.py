@@ -26,6 +26,7 @@ from virtfleet.errors import Forbidden
 TTL_SECONDS = 30.0
 MAX_TICKETS = 10_000  # the oldest go first past this: memory stays bounded
 KINDS = ("serial", "vnc", "spice")
+SCREENS = ("vnc", "spice")  # the kinds relayed to a graphics display
 # connects one ticket is good for: spice-html5 opens main, display, inputs, cursor and
 # playback channels (and may retry one); the others one
 CONNECTS = {"serial": 1, "vnc": 1, "spice": 8}
@@ -44,6 +45,9 @@ class Ticket:
     kind: str
     issued: float
     left: int = 1  # connects it is still good for
+    # a screen's (address, port), found when the ticket was asked for: every connect of it
+    # (each SPICE channel) goes there without reading the VM's XML again
+    display: tuple[str, int] | None = None
 
 
 class Tickets:
@@ -55,8 +59,10 @@ class Tickets:
         self._lock = threading.Lock()
         self._by_digest: dict[str, Ticket] = {}
 
-    def issue(self, cookie: str, user: str, vm: str, host: str, kind: str) -> str:
-        """A new ticket for this session's cookie, the VM on `host` and the console `kind`."""
+    def issue(self, cookie: str, user: str, vm: str, host: str, kind: str,
+              display: tuple[str, int] | None = None) -> str:
+        """A new ticket for this session's cookie, the VM on `host` and the console `kind`
+        (for a screen, where its `display` listens)."""
         secret = secrets.token_urlsafe(32)
         now = self.clock()
         with self._lock:
@@ -66,7 +72,7 @@ class Tickets:
                 oldest = min(self._by_digest, key=lambda k: self._by_digest[k].issued)
                 del self._by_digest[oldest]
             self._by_digest[_digest(secret)] = Ticket(_digest(cookie), user, vm, host, kind,
-                                                      now, CONNECTS.get(kind, 1))
+                                                      now, CONNECTS.get(kind, 1), display)
         return secret
 
     def redeem(self, secret: str, cookie: str, vm: str, kind: str) -> Ticket:
